@@ -140,7 +140,7 @@ func migrate(ctx context.Context, db *sql.DB, logger *slog.Logger) (applied int,
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT    NOT NULL,
@@ -249,7 +249,7 @@ func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx stor
 	if err != nil {
 		return 0, false, fmt.Errorf("begin update: %w", err)
 	}
-	defer tx.Rollback() // a no-op after Commit
+	defer func() { _ = tx.Rollback() }() // a no-op after Commit
 
 	var cur int64
 	if err := tx.QueryRowContext(ctx, "SELECT value FROM revision").Scan(&cur); err != nil {
@@ -287,7 +287,7 @@ func (s *Store) View(ctx context.Context, fn func(ctx context.Context, tx store.
 	if err != nil {
 		return fmt.Errorf("begin view: %w", err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	var rev int64
 	if err := tx.QueryRowContext(ctx, "SELECT value FROM revision").Scan(&rev); err != nil {
 		return fmt.Errorf("read revision: %w", err)
@@ -503,7 +503,7 @@ func (s *Store) AppendCallRecords(ctx context.Context, records []*metamcpv1.Call
 	if err != nil {
 		return fmt.Errorf("append call records: %w", err)
 	}
-	defer tx.Rollback()
+	defer func() { _ = tx.Rollback() }()
 	stmt, err := tx.PrepareContext(ctx, "INSERT INTO call_records (time, endpoint, principal, data) VALUES (?, ?, ?, ?)")
 	if err != nil {
 		return fmt.Errorf("append call records: %w", err)

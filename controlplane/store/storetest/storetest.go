@@ -251,8 +251,10 @@ func testCreateTwice(t *testing.T, s store.Store) {
 
 	// fn may handle ErrExists and go on in the same transaction.
 	rev, changed, err := s.Update(ctx, func(ctx context.Context, tx store.Tx) error {
-		if err := tx.Create(ctx, rec(store.KindServer, "a", "third")); !errors.Is(err, store.ErrExists) {
-			return fmt.Errorf("Create = %v, want ErrExists", err)
+		if err := tx.Create(ctx, rec(store.KindServer, "a", "third")); err == nil {
+			return errors.New("create of an existing record succeeded, want ErrExists")
+		} else if !errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("create of an existing record: %w, want ErrExists", err)
 		}
 		return tx.Create(ctx, rec(store.KindServer, "b", "other"))
 	})
@@ -326,8 +328,10 @@ func testDelete(t *testing.T, s store.Store) {
 	}
 	// A handled ErrNotFound writes nothing.
 	rev, changed, err := s.Update(ctx, func(ctx context.Context, tx store.Tx) error {
-		if err := tx.Delete(ctx, store.KindApiKey, "missing"); !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("Delete = %v, want ErrNotFound", err)
+		if err := tx.Delete(ctx, store.KindApiKey, "missing"); err == nil {
+			return errors.New("delete of a missing record succeeded, want ErrNotFound")
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("delete of a missing record: %w, want ErrNotFound", err)
 		}
 		return nil
 	})
@@ -461,7 +465,7 @@ func testUpdateError(t *testing.T, s store.Store) {
 		}
 		return want
 	})
-	if err != want {
+	if err != want { //nolint:errorlint // the contract: fn's error comes back unwrapped
 		t.Errorf("Update err = %v, want fn's error as is", err)
 	}
 	if changed {
@@ -519,8 +523,11 @@ func testViewConsistency(t *testing.T, s store.Store) {
 			}
 			return w.Create(ctx, rec(store.KindServer, "c", "new"))
 		})
-		if err != nil || rev != 2 {
-			return fmt.Errorf("Update during View = %d, %v", rev, err)
+		if err != nil {
+			return fmt.Errorf("update during view: %w", err)
+		}
+		if rev != 2 {
+			return fmt.Errorf("update during view committed revision %d, want 2", rev)
 		}
 		// The view still sees revision 1.
 		if tx.Revision() != 1 {
@@ -555,7 +562,7 @@ func testViewConsistency(t *testing.T, s store.Store) {
 	}
 	// View returns fn's error.
 	want := &sentinelError{}
-	if err := s.View(ctx, func(context.Context, store.ReadTx) error { return want }); err != want {
+	if err := s.View(ctx, func(context.Context, store.ReadTx) error { return want }); err != want { //nolint:errorlint // fn's error comes back unwrapped
 		t.Errorf("View err = %v, want fn's error as is", err)
 	}
 }
