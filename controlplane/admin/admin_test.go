@@ -496,6 +496,28 @@ func TestWarningsInHeader(t *testing.T) {
 	if len(w) != 1 || !strings.Contains(w[0], "bearerToken") {
 		t.Errorf("warnings header = %q, want one warning about bearerToken", w)
 	}
+
+	// Apply lists warnings in its response, not in the header.
+	s.Name = "gh2"
+	header = nil
+	r, err := e.client.Apply(ctx(t), &metamcpv1.ApplyRequest{Resources: []*metamcpv1.Resource{
+		{Kind: &metamcpv1.Resource_Server{Server: s}},
+	}}, grpc.Header(&header))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GetWarnings()) != 1 || !strings.HasPrefix(r.GetWarnings()[0], `Server "gh2"`) || len(header.Get(admin.WarningHeader)) != 0 {
+		t.Errorf("apply warnings = %q, header %q; want the warning about gh2 in the response only", r.GetWarnings(), header.Get(admin.WarningHeader))
+	}
+
+	// A write about something else does not repeat them.
+	header = nil
+	if _, err := e.client.CreateRateLimitPolicy(ctx(t), &metamcpv1.CreateRateLimitPolicyRequest{RateLimitPolicy: policy("p", 1)}, grpc.Header(&header)); err != nil {
+		t.Fatal(err)
+	}
+	if w := header.Get(admin.WarningHeader); len(w) != 0 {
+		t.Errorf("unrelated write got warnings %q", w)
+	}
 }
 
 func TestGetRevisionAndDataPlanes(t *testing.T) {

@@ -131,7 +131,7 @@ func (s *Service) Apply(ctx context.Context, req *metamcpv1.ApplyRequest) (*meta
 		return nil, s.rpcError(ctx, op, err)
 	}
 	if !req.GetDryRun() {
-		s.committed(ctx, op, res)
+		s.logWrite(ctx, op, res)
 	}
 	return &metamcpv1.ApplyResponse{
 		Revision: res.rev,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -33,6 +34,9 @@ func (it *item) stored() bool { return it.rec.Kind != "" }
 // and committed.
 type config struct {
 	items map[store.Kind]map[string]*item
+	// touched lists every resource put, changed or not: the warnings of a
+	// write are those about these.
+	touched []ref
 }
 
 // loadConfig reads every record of kinds, decrypting server secrets.
@@ -91,6 +95,7 @@ func (c *config) put(kind store.Kind, msg resource) (metamcpv1.ChangeAction, []s
 		m = map[string]*item{}
 		c.items[kind] = m
 	}
+	c.touched = append(c.touched, ref{kind, msg.GetName()})
 	it := m[msg.GetName()]
 	switch {
 	case it == nil:
@@ -105,6 +110,21 @@ func (c *config) put(kind store.Kind, msg resource) (metamcpv1.ChangeAction, []s
 	fields := changedFields(it.msg, msg)
 	it.msg, it.dirty = msg, true
 	return metamcpv1.ChangeAction_CHANGE_ACTION_UPDATED, fields
+}
+
+// warningsAbout keeps the warnings (snapshot.Violation strings) about the
+// resources put.
+func (c *config) warningsAbout(warnings []string) []string {
+	var out []string
+	for _, w := range warnings {
+		for _, r := range c.touched {
+			if strings.HasPrefix(w, fmt.Sprintf("%s %q: ", r.kind, r.name)) {
+				out = append(out, w)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // remove deletes a resource; false when there is none.

@@ -78,7 +78,8 @@ type writeOptions struct {
 	dryRun bool
 	// kinds to load; all config kinds and API keys when nil.
 	kinds []store.Kind
-	// validate runs snapshot.Validate on the would-be config.
+	// validate runs snapshot.Validate on the would-be config. Its warnings
+	// about the resources the write put are returned.
 	validate bool
 }
 
@@ -107,7 +108,7 @@ func (s *Service) write(ctx context.Context, opts writeOptions, mutate func(ctx 
 			if err != nil {
 				return err
 			}
-			res.warnings = warnings
+			res.warnings = c.warningsAbout(warnings)
 		}
 		if opts.dryRun {
 			return errDryRun
@@ -142,15 +143,19 @@ func (s *Service) write(ctx context.Context, opts writeOptions, mutate func(ctx 
 }
 
 // committed logs a committed write and sends its warnings as response
-// metadata.
+// metadata (not for Apply, whose response lists them).
 func (s *Service) committed(ctx context.Context, op string, res *writeResult) {
+	s.logWrite(ctx, op, res)
+	sendWarnings(ctx, res.warnings)
+}
+
+func (s *Service) logWrite(ctx context.Context, op string, res *writeResult) {
 	if res.changed {
 		s.log.InfoContext(ctx, "config changed", "op", op, "revision", res.rev, "principal", principal(ctx))
 	}
 	for _, w := range res.warnings {
 		s.log.InfoContext(ctx, "config warning", "op", op, "warning", w)
 	}
-	sendWarnings(ctx, res.warnings)
 }
 
 // sendWarnings attaches warnings to the response header (one value each).

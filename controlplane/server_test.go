@@ -1,0 +1,453 @@
+package controlplane_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/controlplane"
+	"github.com/metamcp/metamcp/controlplane/auth"
+	"github.com/metamcp/metamcp/controlplane/secret"
+	"github.com/metamcp/metamcp/controlplane/store/sqlite"
+)
+
+const bootstrapToken = "bootstrap-token-for-tests-0123456789"
+
+// syncProbe is a stand-in SyncService: it answers each stream with one
+// snapshot whose nonce is the authenticated principal, then holds the stream
+// open until the client ends it, as a real data plane's stream does.
+type syncProbe struct {
+	metamcpv1.UnimplementedSyncServiceServer
+}
+
+func (syncProbe) Sync(stream grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcpv1.SyncResponse]) error {
+	p, _ := auth.FromContext(stream.Context())
+	err := stream.Send(&metamcpv1.SyncResponse{Message: &metamcpv1.SyncResponse_Snapshot{
+		Snapshot: &metamcpv1.Snapshot{Nonce: p.Name},
+	}})
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return nil
+		}
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type testServer struct {
+	srv  *controlplane.Server
+	addr string
+	logs *syncBuffer
+	done chan error
+	stop context.CancelFunc
+}
+
+func startServer(t *testing.T, opts controlplane.Options) *testServer {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cp.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	key, err := secret.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := secret.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if opts.AdminTokenHash == nil {
+		opts.AdminTokenHash = auth.HashToken(bootstrapToken)
+	}
+	srv, err := controlplane.New(st, sealer, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metamcpv1.RegisterSyncServiceServer(srv.GRPC(), syncProbe{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{srv: srv, addr: lis.Addr().String(), logs: logs, done: make(chan error, 1), stop: cancel}
+	go func() { ts.done <- srv.Serve(ctx, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-ts.done:
+		case <-time.After(30 * time.Second):
+			t.Error("Serve did not return after its context was cancelled")
+		}
+	})
+	return ts
+}
+
+func dial(t *testing.T, addr string, creds credentials.TransportCredentials) *grpc.ClientConn {
+	t.Helper()
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func withToken(t *testing.T, token string) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
+	return ctx
+}
+
+func TestAuthOverGRPC(t *testing.T) {
+	ts := startServer(t, controlplane.Options{})
+	conn := dial(t, ts.addr, nil)
+	admin := metamcpv1.NewAdminServiceClient(conn)
+	syncc := metamcpv1.NewSyncServiceClient(conn)
+
+	// The bootstrap token administers; it makes the other tokens.
+	mk := func(name string, scope metamcpv1.TokenScope) string {
+		r, err := admin.CreateToken(withToken(t, bootstrapToken), &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{Name: name, Scope: scope}})
+		if err != nil {
+			t.Fatalf("create token %s: %v", name, err)
+		}
+		return r.GetSecret()
+	}
+	adminTok := mk("ops", metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN)
+	syncTok := mk("dp", metamcpv1.TokenScope_TOKEN_SCOPE_SYNC)
+	revokedTok := mk("gone", metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN)
+	if _, err := admin.RevokeToken(withToken(t, adminTok), &metamcpv1.RevokeTokenRequest{Name: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+
+	adminCall := func(token string) error {
+		_, err := admin.GetRevision(withToken(t, token), &metamcpv1.GetRevisionRequest{})
+		return err
+	}
+	syncCall := func(token string) (string, error) {
+		stream, err := syncc.Sync(withToken(t, token))
+		if err != nil {
+			return "", err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return "", err
+		}
+		return resp.GetSnapshot().GetNonce(), nil
+	}
+
+	for _, tc := range []struct {
+		name  string
+		token string
+		code  codes.Code
+		msg   string
+	}{
+		{"no token", "", codes.Unauthenticated, "missing or invalid token: pass --token or set METAMCP_TOKEN"},
+		{"wrong token", "mmt_wrong", codes.Unauthenticated, "missing or invalid token"},
+		{"sync token", syncTok, codes.PermissionDenied, `token "dp" has scope sync; the admin API needs an admin token`},
+		{"revoked token", revokedTok, codes.Unauthenticated, "revoked"},
+		{"admin token", adminTok, codes.OK, ""},
+		{"bootstrap token", bootstrapToken, codes.OK, ""},
+	} {
+		t.Run("admin/"+tc.name, func(t *testing.T) {
+			err := adminCall(tc.token)
+			if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+				t.Errorf("err = %v, want %v with %q", err, tc.code, tc.msg)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, token, principal string
+		code                   codes.Code
+	}{
+		{"no token", "", "", codes.Unauthenticated},
+		{"admin token", adminTok, "", codes.PermissionDenied},
+		{"sync token", syncTok, "dp", codes.OK},
+	} {
+		t.Run("sync/"+tc.name, func(t *testing.T) {
+			got, err := syncCall(tc.token)
+			if status.Code(err) != tc.code || got != tc.principal {
+				t.Errorf("sync = %q, %v; want %q, %v", got, err, tc.principal, tc.code)
+			}
+		})
+	}
+
+	// Health checks need no token.
+	hr, err := healthpb.NewHealthClient(conn).Check(withToken(t, ""), &healthpb.HealthCheckRequest{})
+	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health = %v, %v", hr, err)
+	}
+
+	logs := ts.logs.String()
+	for _, secret := range []string{bootstrapToken, adminTok, syncTok, revokedTok} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("a token reached the log:\n%s", logs)
+		}
+	}
+	for _, want := range []string{"principal=ops", "principal=" + auth.BootstrapName, "method=/metamcp.v1.AdminService/GetRevision", "code=OK", "duration=", "call refused"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+}
+
+func TestLargeMessagesAndGzip(t *testing.T) {
+	ts := startServer(t, controlplane.Options{})
+	admin := metamcpv1.NewAdminServiceClient(dial(t, ts.addr, nil))
+	// 8 MiB: over gRPC's default 4 MiB limit, under ours. Validation rejects
+	// the description, which proves the message arrived.
+	big := &metamcpv1.Server{Name: "big", Description: strings.Repeat("x", 8<<20),
+		Transport: &metamcpv1.Server_Stdio{Stdio: &metamcpv1.StdioTransport{Command: "true"}}}
+	_, err := admin.CreateServer(withToken(t, bootstrapToken), &metamcpv1.CreateServerRequest{Server: big})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("8 MiB request: %v, want InvalidArgument from validation", err)
+	}
+	_, err = admin.GetRevision(withToken(t, bootstrapToken), &metamcpv1.GetRevisionRequest{}, grpc.UseCompressor(gzip.Name))
+	if err != nil {
+		t.Errorf("gzip call: %v", err)
+	}
+}
+
+func TestServeStopsOnCancel(t *testing.T) {
+	ts := startServer(t, controlplane.Options{ShutdownTimeout: time.Second})
+	conn := dial(t, ts.addr, nil)
+	admin := metamcpv1.NewAdminServiceClient(conn)
+	tok, err := admin.CreateToken(withToken(t, bootstrapToken), &metamcpv1.CreateTokenRequest{
+		Token: &metamcpv1.Token{Name: "dp", Scope: metamcpv1.TokenScope_TOKEN_SCOPE_SYNC},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.srv.Addr(); got == nil || got.String() != ts.addr {
+		t.Errorf("Addr = %v, want %s", got, ts.addr)
+	}
+	// A stream that never ends must not hold up the stop beyond the timeout.
+	stream, err := metamcpv1.NewSyncServiceClient(conn).Sync(withToken(t, tok.GetSecret()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	ts.stop()
+	select {
+	case err := <-ts.done:
+		if err != nil {
+			t.Errorf("Serve = %v, want nil after cancel", err)
+		}
+		ts.done <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Error("the sync stream outlived the server")
+	}
+	_, err = admin.GetRevision(withToken(t, bootstrapToken), &metamcpv1.GetRevisionRequest{})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("call after stop: %v, want Unavailable", err)
+	}
+}
+
+func TestCheckListen(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		tls  bool
+		warn bool
+	}{
+		{"127.0.0.1:12009", false, false},
+		{"localhost:12009", false, false},
+		{"[::1]:12009", false, false},
+		{"0.0.0.0:12009", false, true},
+		{":12009", false, true},
+		{"[::]:12009", false, true},
+		{"10.1.2.3:12009", false, true},
+		{"cp.example.com:12009", false, true},
+		{"0.0.0.0:12009", true, false},
+	} {
+		w := controlplane.CheckListen(tc.addr, tc.tls)
+		if (w != "") != tc.warn {
+			t.Errorf("CheckListen(%q, %v) = %q, want warning %v", tc.addr, tc.tls, w, tc.warn)
+		}
+		if w != "" && !strings.Contains(w, "listening on "+tc.addr+" without TLS: admin tokens cross the network in clear text; pass --tls-cert/--tls-key") {
+			t.Errorf("warning = %q", w)
+		}
+	}
+}
+
+func TestNewRejectsBadTLSOptions(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cp.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	key, _ := secret.GenerateKey()
+	sealer, _ := secret.New(key)
+	for _, opts := range []controlplane.Options{
+		{TLSCertFile: "cert.pem"},
+		{ClientCAFile: "ca.pem"},
+		{TLSCertFile: "/nonexistent/cert.pem", TLSKeyFile: "/nonexistent/key.pem"},
+	} {
+		if _, err := controlplane.New(st, sealer, opts); err == nil {
+			t.Errorf("New(%+v) succeeded", opts)
+		}
+	}
+}
+
+// TestMutualTLS serves with a server certificate and a client CA: a client
+// with a certificate from that CA gets through, one without does not.
+func TestMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t)
+	serverCert, serverKey := ca.issue(t, "127.0.0.1", false)
+	clientCert, clientKey := ca.issue(t, "mmctl", true)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ts := startServer(t, controlplane.Options{
+		TLSCertFile:  write("server.pem", serverCert),
+		TLSKeyFile:   write("server-key.pem", serverKey),
+		ClientCAFile: write("ca.pem", ca.certPEM),
+	})
+	if strings.Contains(ts.logs.String(), "without TLS") {
+		t.Error("TLS server warned about clear text")
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.certPEM)
+	pair, err := tls.X509KeyPair(clientCert, clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	withCert := dial(t, ts.addr, credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}))
+	if _, err := metamcpv1.NewAdminServiceClient(withCert).GetRevision(withToken(t, bootstrapToken), &metamcpv1.GetRevisionRequest{}); err != nil {
+		t.Errorf("client with certificate: %v", err)
+	}
+	noCert := dial(t, ts.addr, credentials.NewTLS(&tls.Config{RootCAs: roots}))
+	if _, err := metamcpv1.NewAdminServiceClient(noCert).GetRevision(withToken(t, bootstrapToken), &metamcpv1.GetRevisionRequest{}); err == nil {
+		t.Error("client without certificate got through")
+	}
+	plain := dial(t, ts.addr, nil)
+	if _, err := metamcpv1.NewAdminServiceClient(plain).GetRevision(withToken(t, bootstrapToken), &metamcpv1.GetRevisionRequest{}); err == nil {
+		t.Error("plain-text client got through")
+	}
+}
+
+type testCA struct {
+	cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
+	certPEM []byte
+}
+
+func newCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "metamcp test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func (ca *testCA) issue(t *testing.T, name string, client bool) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if client {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	} else if ip := net.ParseIP(name); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
