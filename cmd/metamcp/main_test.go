@@ -1,0 +1,603 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/controlplane/store/postgres/pgtest"
+)
+
+// metamcpBin is the binary under test, built once by TestMain.
+var metamcpBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "metamcp-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	metamcpBin = filepath.Join(dir, "metamcp")
+	build := exec.Command("go", "build", "-o", metamcpBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "build metamcp: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// Values the tests use; the secret key is 32 bytes in hex.
+const (
+	testSecretKey  = "6d6574616d63702d746573742d6b65792d6e6f742d666f722d70726f64212121"
+	testAdminToken = "test-admin-token-0123456789abcdef"
+	unreachableDSN = "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=5"
+)
+
+// baseEnv is the test process's environment without METAMCP_* variables, so
+// a developer's shell does not change what the tests see.
+func baseEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "METAMCP_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// runMetamcp runs the binary to completion (bounded by a deadline).
+func runMetamcp(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, metamcpBin, args...)
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("metamcp %s did not finish within 60s\nstderr:\n%s", strings.Join(args, " "), stderr.String())
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run metamcp: %v", err)
+	}
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// proc is a long-running metamcp process.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *syncBuffer
+	done           chan struct{}
+	waitErr        error
+}
+
+func startMetamcp(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{
+		cmd:    exec.Command(metamcpBin, args...),
+		stdout: &syncBuffer{},
+		stderr: &syncBuffer{},
+		done:   make(chan struct{}),
+	}
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start metamcp: %v", err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+var listeningAddr = regexp.MustCompile(`msg="control plane listening" addr=(\S+)`)
+
+// waitListening waits (bounded) for the "control plane listening" log line
+// and returns the logged address.
+func (p *proc) waitListening(t *testing.T) string {
+	t.Helper()
+	var addr string
+	p.waitUntil(t, "the control plane listening log line", func() bool {
+		m := listeningAddr.FindStringSubmatch(p.stderr.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	return addr
+}
+
+func (p *proc) waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		select {
+		case <-p.done:
+			t.Fatalf("metamcp exited (%v) before %s\nstdout:\n%s\nstderr:\n%s", p.waitErr, what, p.stdout, p.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 30s\nstdout:\n%s\nstderr:\n%s", what, p.stdout, p.stderr)
+		}
+	}
+}
+
+// terminate sends SIGTERM and returns the exit code (bounded wait).
+func (p *proc) terminate(t *testing.T) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("signal metamcp: %v", err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("metamcp did not stop within 30s of SIGTERM\nstderr:\n%s", p.stderr)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		return ee.ExitCode()
+	}
+	if p.waitErr != nil {
+		t.Fatalf("wait metamcp: %v", p.waitErr)
+	}
+	return 0
+}
+
+// adminClient dials the control plane and returns a client plus a context
+// that carries token.
+func adminClient(t *testing.T, addr string) metamcpv1.AdminServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return metamcpv1.NewAdminServiceClient(conn)
+}
+
+func withToken(t *testing.T, token string) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+}
+
+// assertNoCrash checks that output shows no panic or Go stack trace.
+func assertNoCrash(t *testing.T, out string) {
+	t.Helper()
+	for _, bad := range []string{"panic:", "goroutine ", "runtime error", "rpc error:"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("output contains %q:\n%s", bad, out)
+		}
+	}
+}
+
+func TestControlPlaneConfigErrors(t *testing.T) {
+	t.Parallel()
+	const badKey = "not-a-key-but-secret-looking-text"
+	tests := []struct {
+		name     string
+		env      []string
+		args     []string
+		wantCode int
+		want     []string // substrings of stderr
+		notWant  []string
+	}{
+		{
+			name:     "missing database url",
+			env:      []string{"METAMCP_SECRET_KEY=" + testSecretKey, "METAMCP_ADMIN_TOKEN=" + testAdminToken},
+			wantCode: exitUsage,
+			want:     []string{"--database-url", "METAMCP_DATABASE_URL", "metamcp dev"},
+		},
+		{
+			name:     "missing secret key",
+			env:      []string{"METAMCP_DATABASE_URL=" + unreachableDSN, "METAMCP_ADMIN_TOKEN=" + testAdminToken},
+			wantCode: exitError,
+			want:     []string{"no secret key", "METAMCP_SECRET_KEY", "--secret-key-file", "head -c 32 /dev/urandom | base64"},
+		},
+		{
+			name:     "bad secret key",
+			env:      []string{"METAMCP_DATABASE_URL=" + unreachableDSN, "METAMCP_ADMIN_TOKEN=" + testAdminToken, "METAMCP_SECRET_KEY=" + badKey},
+			wantCode: exitError,
+			want:     []string{"secret key", "METAMCP_SECRET_KEY", "32 bytes"},
+			notWant:  []string{badKey},
+		},
+		{
+			name: "short secret key",
+			env: []string{"METAMCP_DATABASE_URL=" + unreachableDSN, "METAMCP_ADMIN_TOKEN=" + testAdminToken,
+				"METAMCP_SECRET_KEY=" + testSecretKey[:32]},
+			wantCode: exitError,
+			want:     []string{"secret key", "32 bytes"},
+		},
+		{
+			name:     "missing secret key file",
+			env:      []string{"METAMCP_DATABASE_URL=" + unreachableDSN, "METAMCP_ADMIN_TOKEN=" + testAdminToken},
+			args:     []string{"--secret-key-file", "/nonexistent/secret.key"},
+			wantCode: exitError,
+			want:     []string{"/nonexistent/secret.key"},
+		},
+		{
+			name:     "unreachable database",
+			env:      []string{"METAMCP_DATABASE_URL=" + unreachableDSN, "METAMCP_ADMIN_TOKEN=" + testAdminToken, "METAMCP_SECRET_KEY=" + testSecretKey},
+			wantCode: exitError,
+			want:     []string{"database", "127.0.0.1"},
+			notWant:  []string{testSecretKey, testAdminToken},
+		},
+		{
+			name:     "tls cert without key",
+			env:      []string{"METAMCP_DATABASE_URL=" + unreachableDSN},
+			args:     []string{"--tls-cert", "cert.pem"},
+			wantCode: exitUsage,
+			want:     []string{"--tls-cert and --tls-key"},
+		},
+		{
+			name:     "invalid log level",
+			env:      []string{"METAMCP_DATABASE_URL=" + unreachableDSN},
+			args:     []string{"--log-level", "loud"},
+			wantCode: exitUsage,
+			want:     []string{"--log-level", "debug, info, warn or error"},
+		},
+		{
+			name:     "invalid env log format",
+			env:      []string{"METAMCP_DATABASE_URL=" + unreachableDSN, "METAMCP_LOG_FORMAT=xml"},
+			wantCode: exitUsage,
+			want:     []string{"--log-format", "text or json"},
+		},
+		{
+			name:     "unknown flag",
+			args:     []string{"--no-such-flag"},
+			wantCode: exitUsage,
+			want:     []string{"unknown flag: --no-such-flag"},
+		},
+		{
+			name:     "positional argument",
+			args:     []string{"extra"},
+			wantCode: exitUsage,
+			want:     []string{"takes no arguments"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"controlplane", "--listen", "127.0.0.1:0"}, tt.args...)
+			r := runMetamcp(t, baseEnv(tt.env...), args...)
+			if r.code != tt.wantCode {
+				t.Errorf("exit code = %d, want %d\nstderr:\n%s", r.code, tt.wantCode, r.stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr does not contain %q:\n%s", w, r.stderr)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(r.stderr+r.stdout, w) {
+					t.Errorf("output contains %q, which must not be shown:\n%s", w, r.stderr)
+				}
+			}
+			if !strings.Contains(r.stderr, "metamcp: error: ") {
+				t.Errorf("stderr has no 'metamcp: error:' line:\n%s", r.stderr)
+			}
+			assertNoCrash(t, r.stderr)
+		})
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	t.Parallel()
+	r := runMetamcp(t, baseEnv(), "controlplain")
+	if r.code != exitUsage || !strings.Contains(r.stderr, `unknown command "controlplain"`) {
+		t.Errorf("code %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+func TestControlPlaneNeedsAdminToken(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	r := runMetamcp(t, baseEnv("METAMCP_DATABASE_URL="+dsn, "METAMCP_SECRET_KEY="+testSecretKey),
+		"controlplane", "--listen", "127.0.0.1:0")
+	if r.code != exitError {
+		t.Errorf("exit code = %d, want %d", r.code, exitError)
+	}
+	for _, w := range []string{"no admin token", "METAMCP_ADMIN_TOKEN", "--admin-token-file", "head -c 32 /dev/urandom | base64"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr does not contain %q:\n%s", w, r.stderr)
+		}
+	}
+	assertNoCrash(t, r.stderr)
+}
+
+func TestControlPlaneServesAndStops(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(testAdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startMetamcp(t, baseEnv("METAMCP_DATABASE_URL="+dsn, "METAMCP_SECRET_KEY="+testSecretKey,
+		"METAMCP_ADMIN_TOKEN_FILE="+tokenFile),
+		"controlplane", "--listen", "127.0.0.1:0", "--log-level", "debug")
+	addr := p.waitListening(t)
+	if strings.HasSuffix(addr, ":0") {
+		t.Fatalf("logged address %q is not the bound port", addr)
+	}
+	client := adminClient(t, addr)
+
+	rev, err := client.GetRevision(withToken(t, testAdminToken), &metamcpv1.GetRevisionRequest{})
+	if err != nil {
+		t.Fatalf("GetRevision with the admin token: %v", err)
+	}
+	if rev.GetRevision() != 0 {
+		t.Errorf("revision of a fresh database = %d, want 0", rev.GetRevision())
+	}
+	_, err = client.GetRevision(withToken(t, "wrong-token-wrong-token"), &metamcpv1.GetRevisionRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("GetRevision with a wrong token: %v, want Unauthenticated", err)
+	}
+
+	if code := p.terminate(t); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	}
+	logs := p.stderr.String()
+	for _, secretText := range []string{testAdminToken, testSecretKey} {
+		if strings.Contains(logs+p.stdout.String(), secretText) {
+			t.Errorf("a secret appears in the output:\n%s", logs)
+		}
+	}
+	assertNoCrash(t, logs)
+}
+
+func TestControlPlaneJSONLogs(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	p := startMetamcp(t, baseEnv("METAMCP_DATABASE_URL="+dsn, "METAMCP_SECRET_KEY="+testSecretKey,
+		"METAMCP_ADMIN_TOKEN="+testAdminToken, "METAMCP_LOG_FORMAT=json"),
+		"controlplane", "--listen", "127.0.0.1:0")
+	p.waitUntil(t, "a JSON listening line", func() bool {
+		return strings.Contains(p.stderr.String(), `"msg":"control plane listening"`)
+	})
+	if code := p.terminate(t); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	}
+}
+
+func TestDev(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "state")
+	env := baseEnv()
+	tokenLine := regexp.MustCompile(`export METAMCP_ADDR=(\S+) METAMCP_TOKEN=(\S+)`)
+
+	// First run: fresh state.
+	p := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
+	addr := p.waitListening(t)
+	var token string
+	p.waitUntil(t, "the banner", func() bool {
+		m := tokenLine.FindStringSubmatch(p.stdout.String())
+		if m != nil {
+			token = m[2]
+			if m[1] != addr {
+				t.Errorf("banner address %q, logged address %q", m[1], addr)
+			}
+		}
+		return m != nil && strings.Contains(p.stdout.String(), "Stop with Ctrl-C")
+	})
+	banner := p.stdout.String()
+	for _, w := range []string{dataDir, "Admin token:    " + token, "mmctl get servers", "mmctl import", "claude_desktop_config.json", "dev only"} {
+		if !strings.Contains(banner, w) {
+			t.Errorf("banner does not contain %q:\n%s", w, banner)
+		}
+	}
+	fi, err := os.Stat(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o700 {
+		t.Errorf("data dir mode = %o, want 700", perm)
+	}
+	fi, err = os.Stat(filepath.Join(dataDir, devAdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Errorf("admin token file mode = %o, want 600", perm)
+	}
+
+	client := adminClient(t, addr)
+	ctx := withToken(t, token)
+	if _, err := client.GetRevision(ctx, &metamcpv1.GetRevisionRequest{}); err != nil {
+		t.Fatalf("GetRevision with the banner's token: %v", err)
+	}
+	if _, err := client.GetRevision(withToken(t, "mmt_dev_wrong"), &metamcpv1.GetRevisionRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("GetRevision with a wrong token: %v, want Unauthenticated", err)
+	}
+	created, err := client.CreateServer(ctx, &metamcpv1.CreateServerRequest{Server: &metamcpv1.Server{
+		Name:      "files",
+		Transport: &metamcpv1.Server_Stdio{Stdio: &metamcpv1.StdioTransport{Command: "npx", Args: []string{"-y", "@modelcontextprotocol/server-filesystem", "/tmp"}}},
+	}})
+	if err != nil {
+		t.Fatalf("CreateServer: %v", err)
+	}
+	if code := p.terminate(t); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	}
+	assertNoCrash(t, p.stderr.String())
+	if strings.Contains(p.stderr.String(), token) {
+		t.Errorf("the admin token appears in the logs:\n%s", p.stderr)
+	}
+
+	// Second run: same token, same state.
+	p2 := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
+	addr2 := p2.waitListening(t)
+	p2.waitUntil(t, "the banner", func() bool { return strings.Contains(p2.stdout.String(), "Stop with Ctrl-C") })
+	m := tokenLine.FindStringSubmatch(p2.stdout.String())
+	if m == nil || m[2] != token {
+		t.Fatalf("second run's banner does not show the first run's token %q:\n%s", token, p2.stdout)
+	}
+	client2 := adminClient(t, addr2)
+	ctx2 := withToken(t, token)
+	got, err := client2.GetServer(ctx2, &metamcpv1.GetServerRequest{Name: "files"})
+	if err != nil {
+		t.Fatalf("GetServer after restart: %v", err)
+	}
+	if got.GetStdio().GetCommand() != "npx" {
+		t.Errorf("server after restart = %v", got)
+	}
+	rev, err := client2.GetRevision(ctx2, &metamcpv1.GetRevisionRequest{})
+	if err != nil {
+		t.Fatalf("GetRevision after restart: %v", err)
+	}
+	if rev.GetRevision() != created.GetRevision() || rev.GetRevision() == 0 {
+		t.Errorf("revision after restart = %d, want %d (non-zero)", rev.GetRevision(), created.GetRevision())
+	}
+	if code := p2.terminate(t); code != 0 {
+		t.Errorf("second run's exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p2.stderr)
+	}
+}
+
+func TestDevDataDirIsAFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runMetamcp(t, baseEnv(), "dev", "--data-dir", file, "--listen", "127.0.0.1:0")
+	if r.code != exitError || !strings.Contains(r.stderr, "not a directory") {
+		t.Errorf("code %d, stderr:\n%s", r.code, r.stderr)
+	}
+	assertNoCrash(t, r.stderr)
+}
+
+func TestMigrate(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	env := baseEnv("METAMCP_DATABASE_URL=" + dsn)
+
+	first := runMetamcp(t, env, "migrate")
+	if first.code != 0 {
+		t.Fatalf("first migrate: exit code %d\nstderr:\n%s", first.code, first.stderr)
+	}
+	if !regexp.MustCompile(`Applied [1-9][0-9]* migration`).MatchString(first.stdout) {
+		t.Errorf("first migrate stdout = %q, want some migrations applied", first.stdout)
+	}
+	second := runMetamcp(t, env, "migrate", "--database-url", dsn)
+	if second.code != 0 {
+		t.Fatalf("second migrate: exit code %d\nstderr:\n%s", second.code, second.stderr)
+	}
+	if !strings.Contains(second.stdout, "0 migrations applied") {
+		t.Errorf("second migrate stdout = %q, want 0 applied", second.stdout)
+	}
+}
+
+func TestMigrateErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		env      []string
+		wantCode int
+		want     string
+	}{
+		{"no database url", nil, exitUsage, "METAMCP_DATABASE_URL"},
+		{"unreachable database", []string{"METAMCP_DATABASE_URL=" + unreachableDSN}, exitError, "127.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := runMetamcp(t, baseEnv(tt.env...), "migrate")
+			if r.code != tt.wantCode || !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("code %d (want %d), stderr (want %q):\n%s", r.code, tt.wantCode, tt.want, r.stderr)
+			}
+			assertNoCrash(t, r.stderr)
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	t.Parallel()
+	r := runMetamcp(t, baseEnv(), "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "metamcp dev (commit ") {
+		t.Errorf("version: code %d, stdout %q", r.code, r.stdout)
+	}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"controlplane", "dev", "migrate", "version", `--log-level string`, `(default "info")`, "[$METAMCP_LOG_LEVEL]"}},
+		{[]string{"controlplane", "--help"}, []string{
+			`--listen string`, `(default "127.0.0.1:12009")`, "[$METAMCP_LISTEN]",
+			"[$METAMCP_DATABASE_URL]", "[$METAMCP_ADMIN_TOKEN_FILE]", "[$METAMCP_SECRET_KEY_FILE]",
+			"[$METAMCP_TLS_CERT]", "[$METAMCP_TLS_KEY]", "[$METAMCP_TLS_CLIENT_CA]",
+			"METAMCP_SECRET_KEY ", "METAMCP_ADMIN_TOKEN ", `(default "text")`,
+		}},
+		{[]string{"dev", "--help"}, []string{`(default ".metamcp")`, "[$METAMCP_DATA_DIR]", `(default "127.0.0.1:12009")`}},
+		{[]string{"migrate", "--help"}, []string{"[$METAMCP_DATABASE_URL]"}},
+	}
+	for _, tt := range tests {
+		r := runMetamcp(t, baseEnv(), tt.args...)
+		if r.code != 0 {
+			t.Errorf("%v: exit code %d", tt.args, r.code)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("%v: output does not contain %q:\n%s", tt.args, w, r.stdout)
+			}
+		}
+	}
+}

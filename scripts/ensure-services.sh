@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# ensure-services.sh makes sure what `make test` needs is there and running:
+# Postgres on 127.0.0.1:5432 (user postgres, trust auth) with a database
+# `test`, Redis on 127.0.0.1:6379, docker-compose (the compose file test runs
+# `docker-compose config`) and node/npm (used by later test suites).
+#
+# Idempotent: what is already up is left alone. Installs with apt-get only
+# what is missing; when apt-get is unavailable but the service already runs,
+# that is fine.
+set -euo pipefail
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+REDIS_PORT=6379
+
+log() { echo "ensure-services: $*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then
+	SUDO="sudo"
+fi
+
+apt_updated=false
+apt_install() {
+	if ! command -v apt-get >/dev/null 2>&1; then
+		log "apt-get is not available to install: $*"
+		return 1
+	fi
+	if ! $apt_updated; then
+		log "apt-get update"
+		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+		apt_updated=true
+	fi
+	log "apt-get install $*"
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# wait_for DESCRIPTION COMMAND...: retries COMMAND for up to 30 seconds.
+wait_for() {
+	local what=$1
+	shift
+	local i
+	for i in $(seq 1 60); do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.5
+	done
+	die "$what did not come up within 30s"
+}
+
+# --- Postgres ---------------------------------------------------------------
+
+pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }
+
+pg_cluster_version() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1; }
+
+# pg_trust_local makes a freshly installed cluster accept user postgres on
+# loopback without a password, as the tests expect. Only ever used on a
+# cluster this script installed.
+pg_trust_local() {
+	local ver=$1 hba
+	hba="/etc/postgresql/$ver/main/pg_hba.conf"
+	$SUDO tee "$hba" >/dev/null <<-'EOF'
+		# Written by scripts/ensure-services.sh: a test machine, loopback only.
+		local all all trust
+		host  all all 127.0.0.1/32 trust
+		host  all all ::1/128 trust
+	EOF
+}
+
+ensure_postgres() {
+	if command -v pg_isready >/dev/null 2>&1 && pg_ready; then
+		log "postgres is up on $PG_HOST:$PG_PORT"
+	else
+		local fresh=false
+		if [ -z "$(pg_cluster_version)" ] || ! command -v pg_ctlcluster >/dev/null 2>&1; then
+			apt_install postgresql postgresql-client || die "postgres is not running on $PG_HOST:$PG_PORT and cannot be installed; start it yourself"
+			fresh=true
+		fi
+		local ver
+		ver=$(pg_cluster_version)
+		[ -n "$ver" ] || die "no postgres cluster under /etc/postgresql after install"
+		if $fresh; then
+			pg_trust_local "$ver"
+		fi
+		log "starting postgres $ver"
+		$SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+		wait_for "postgres on $PG_HOST:$PG_PORT" pg_ready
+		log "postgres is up on $PG_HOST:$PG_PORT"
+	fi
+	if ! psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then
+		log "creating database test"
+		psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -qc "CREATE DATABASE test" >/dev/null
+	fi
+}
+
+# --- Redis ------------------------------------------------------------------
+
+redis_ready() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping | grep -q PONG; }
+
+ensure_redis() {
+	if command -v redis-cli >/dev/null 2>&1 && redis_ready; then
+		log "redis is up on 127.0.0.1:$REDIS_PORT"
+		return
+	fi
+	if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+		apt_install redis-server redis-tools || die "redis is not running on 127.0.0.1:$REDIS_PORT and cannot be installed; start it yourself"
+	fi
+	log "starting redis"
+	redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no >/dev/null
+	wait_for "redis on 127.0.0.1:$REDIS_PORT" redis_ready
+	log "redis is up on 127.0.0.1:$REDIS_PORT"
+}
+
+# --- Tools ------------------------------------------------------------------
+
+ensure_command() {
+	local cmd=$1
+	shift
+	if command -v "$cmd" >/dev/null 2>&1; then
+		return
+	fi
+	apt_install "$@" || die "$cmd is missing and cannot be installed (Debian packages: $*)"
+	command -v "$cmd" >/dev/null 2>&1 || die "$cmd is still missing after installing $*"
+}
+
+ensure_postgres
+ensure_redis
+ensure_command docker-compose docker-compose
+ensure_command node nodejs
+ensure_command npm npm
+log "all services ready"

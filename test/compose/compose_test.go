@@ -1,0 +1,574 @@
+package compose
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// repoRoot is where docker-compose.yml and deploy/ live, relative to this
+// package.
+const repoRoot = "../.."
+
+// Environment variables the binaries read directly (not flag mirrors).
+var directEnv = []string{"METAMCP_ADMIN_TOKEN", "METAMCP_SECRET_KEY", "METAMCP_DATABASE_URL"}
+
+// requiredVars are the variables docker-compose.yml refuses to run without.
+var requiredVars = map[string]string{
+	"POSTGRES_PASSWORD":   "pgpass0123456789",
+	"METAMCP_ADMIN_TOKEN": "compose-test-admin-token-0123456789",
+	"METAMCP_SECRET_KEY":  "bWV0YW1jcC1jb21wb3NlLXRlc3Qta2V5LTAxMjM0NTY=",
+}
+
+// binaries are the cmd/ programs the test builds, keyed by name.
+var binaries = map[string]string{}
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "metamcp-compose-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/metamcp", "./cmd/mmctl")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "build metamcp and mmctl: %v\n", err)
+		return 1
+	}
+	binaries["metamcp"] = filepath.Join(dir, "metamcp")
+	binaries["mmctl"] = filepath.Join(dir, "mmctl")
+	return m.Run()
+}
+
+// service is the part of a rendered compose service the test checks.
+type service struct {
+	Image       string          `json:"image"`
+	Build       *build          `json:"build"`
+	Command     json.RawMessage `json:"command"`
+	Entrypoint  json.RawMessage `json:"entrypoint"`
+	Environment json.RawMessage `json:"environment"`
+	Ports       []any           `json:"ports"`
+	DependsOn   json.RawMessage `json:"depends_on"`
+	Healthcheck *struct {
+		Test json.RawMessage `json:"test"`
+	} `json:"healthcheck"`
+}
+
+type build struct {
+	Context    string `json:"context"`
+	Dockerfile string `json:"dockerfile"`
+}
+
+// composeConfig runs `docker-compose config` on docker-compose.yml with env
+// set (and nothing else from the environment's METAMCP_* or a .env file).
+func composeConfig(t *testing.T, env map[string]string) (stdout, stderr string, err error) {
+	t.Helper()
+	bin, lookErr := exec.LookPath("docker-compose")
+	if lookErr != nil {
+		t.Fatalf("docker-compose is not installed; it renders the compose file for this test. " +
+			"Install it with scripts/ensure-services.sh (Debian package docker-compose) or `make services`.")
+	}
+	emptyEnvFile := filepath.Join(t.TempDir(), "empty.env")
+	if err := os.WriteFile(emptyEnvFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--env-file", emptyEnvFile, "-f", filepath.Join(repoRoot, "docker-compose.yml"), "config")
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, ours := requiredVars[name]; !ours && !strings.HasPrefix(name, "METAMCP_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("docker-compose config did not finish within 2 minutes")
+	}
+	return out.String(), errOut.String(), err
+}
+
+func renderedServices(t *testing.T) map[string]service {
+	t.Helper()
+	out, errOut, err := composeConfig(t, requiredVars)
+	if err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, errOut)
+	}
+	var cf struct {
+		Services map[string]service `json:"services"`
+	}
+	if err := yaml.Unmarshal([]byte(out), &cf); err != nil {
+		t.Fatalf("parse docker-compose config output: %v\n%s", err, out)
+	}
+	if len(cf.Services) == 0 {
+		t.Fatalf("docker-compose config shows no services:\n%s", out)
+	}
+	return cf.Services
+}
+
+func TestComposeRequiresSecrets(t *testing.T) {
+	for name := range requiredVars {
+		t.Run(name, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range requiredVars {
+				if k != name {
+					env[k] = v
+				}
+			}
+			_, errOut, err := composeConfig(t, env)
+			if err == nil {
+				t.Fatalf("docker-compose config succeeded without %s", name)
+			}
+			if !strings.Contains(errOut, "set "+name) {
+				t.Errorf("error does not tell to set %s:\n%s", name, errOut)
+			}
+		})
+	}
+}
+
+// metamcpServices are the services running the image built from
+// deploy/Dockerfile.
+func metamcpServices(t *testing.T, services map[string]service) map[string]service {
+	t.Helper()
+	ours := map[string]service{}
+	for name, s := range services {
+		if s.Build != nil && filepath.ToSlash(s.Build.Dockerfile) == "deploy/Dockerfile" {
+			ours[name] = s
+		}
+	}
+	if len(ours) == 0 {
+		t.Fatal("no service in docker-compose.yml is built from deploy/Dockerfile")
+	}
+	return ours
+}
+
+func TestComposeServices(t *testing.T) {
+	services := renderedServices(t)
+	dockerfile := readDockerfile(t)
+
+	for name, s := range services {
+		for _, dep := range dependsOn(t, s.DependsOn) {
+			target, ok := services[dep.name]
+			if !ok {
+				t.Errorf("service %s depends on %q, which is not a service", name, dep.name)
+				continue
+			}
+			if dep.condition == "service_healthy" && target.Healthcheck == nil {
+				t.Errorf("service %s waits for %s to be healthy, but %s has no healthcheck", name, dep.name, dep.name)
+			}
+		}
+		if s.Healthcheck == nil {
+			t.Errorf("service %s has no healthcheck", name)
+		}
+	}
+
+	for name, s := range metamcpServices(t, services) {
+		t.Run(name, func(t *testing.T) {
+			if ctx := filepath.Clean(s.Build.Context); ctx != mustAbs(t, repoRoot) {
+				t.Errorf("build context %s is not the repository root %s", ctx, mustAbs(t, repoRoot))
+			}
+			if len(stringList(t, s.Entrypoint)) > 0 {
+				t.Errorf("entrypoint is overridden; the image's entrypoint is metamcp and the test checks commands against it")
+			}
+			args := stringList(t, s.Command)
+			if len(args) == 0 {
+				args = dockerfile.cmd
+			}
+			if len(args) == 0 {
+				t.Fatal("no command and no CMD in deploy/Dockerfile")
+			}
+			h := checkCommand(t, "metamcp", args)
+			env := environment(t, s.Environment)
+
+			allowed := map[string]bool{}
+			for _, n := range directEnv {
+				allowed[n] = true
+			}
+			for _, n := range h.envNames {
+				allowed[n] = true
+			}
+			// The healthcheck may run mmctl or metamcp inside the container,
+			// with the container's environment.
+			if s.Healthcheck != nil {
+				test := stringList(t, s.Healthcheck.Test)
+				if len(test) > 1 && test[0] == "CMD" {
+					bin := filepath.Base(test[1])
+					if _, ok := binaries[bin]; !ok {
+						t.Errorf("healthcheck runs %s, which the image does not have (it has metamcp and mmctl only; no shell)", test[1])
+					} else {
+						if !slices.Contains(dockerfile.installed, test[1]) {
+							t.Errorf("healthcheck runs %s, but deploy/Dockerfile installs %v", test[1], dockerfile.installed)
+						}
+						hh := checkCommand(t, bin, test[2:])
+						for _, n := range hh.envNames {
+							allowed[n] = true
+						}
+					}
+				} else {
+					t.Errorf("healthcheck %q: the image has no shell; use [\"CMD\", \"/usr/local/bin/...\", ...]", test)
+				}
+			}
+			for k := range env {
+				if strings.HasPrefix(k, "METAMCP_") && !allowed[k] {
+					t.Errorf("environment variable %s is not read by metamcp %s (nor by the healthcheck)", k, args[0])
+				}
+			}
+			// Every value set is one the flags accept (e.g. METAMCP_LOG_FORMAT).
+			for k, v := range env {
+				if flag, ok := h.flagOfEnv[k]; ok && h.choices[flag] != nil && !slices.Contains(h.choices[flag], v) {
+					t.Errorf("%s=%q: --%s takes one of %v", k, v, flag, h.choices[flag])
+				}
+			}
+
+			// The listen address: from the command, or the environment, or the default.
+			listen, ok := flagValue(args, "listen")
+			if !ok {
+				if v, found := env["METAMCP_LISTEN"]; found {
+					listen = v
+				} else {
+					listen = h.defaults["listen"]
+				}
+			}
+			host, port, err := net.SplitHostPort(listen)
+			if err != nil {
+				t.Fatalf("--listen %q: %v", listen, err)
+			}
+			if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+				t.Errorf("--listen %s is loopback inside the container: published ports cannot reach it; listen on 0.0.0.0", listen)
+			}
+			if len(s.Ports) == 0 {
+				t.Errorf("no ports published for the control plane")
+			}
+			for _, p := range s.Ports {
+				target := containerPort(t, p)
+				if target != port {
+					t.Errorf("published port %v targets container port %s, but the control plane listens on %s", p, target, port)
+				}
+			}
+		})
+	}
+}
+
+// help is what a binary's --help says about one subcommand.
+type help struct {
+	flags     map[string]bool
+	envNames  []string
+	flagOfEnv map[string]string
+	defaults  map[string]string
+	choices   map[string][]string
+}
+
+var (
+	flagLine    = regexp.MustCompile(`^\s+(?:-\w, )?--([a-z0-9-]+)(?: \w+)?\s+(.*)$`)
+	envMirror   = regexp.MustCompile(`\[\$(METAMCP_[A-Z0-9_]+)\]`)
+	defaultText = regexp.MustCompile(`\(default "([^"]*)"\)`)
+	choiceText  = regexp.MustCompile(`: ([a-z_]+(?:, [a-z_]+)*) or ([a-z_]+)`)
+	envInText   = regexp.MustCompile(`\bMETAMCP_[A-Z0-9_]+\b`)
+)
+
+// checkCommand checks that args (subcommand, then flags) is a valid command
+// line of bin according to its --help, and returns that help.
+func checkCommand(t *testing.T, bin string, args []string) help {
+	t.Helper()
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		t.Fatalf("%s %q: no subcommand", bin, args)
+	}
+	sub := args[0]
+	rootHelp := runHelp(t, bin)
+	if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(sub) + `\s`).MatchString(rootHelp) {
+		t.Fatalf("%s has no subcommand %q; its help:\n%s", bin, sub, rootHelp)
+	}
+	text := runHelp(t, bin, sub)
+	h := help{flags: map[string]bool{}, flagOfEnv: map[string]string{}, defaults: map[string]string{}, choices: map[string][]string{}}
+	for _, line := range strings.Split(text, "\n") {
+		m := flagLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		name, usage := m[1], m[2]
+		h.flags[name] = true
+		if e := envMirror.FindStringSubmatch(usage); e != nil {
+			h.envNames = append(h.envNames, e[1])
+			h.flagOfEnv[e[1]] = name
+		}
+		if d := defaultText.FindStringSubmatch(usage); d != nil {
+			h.defaults[name] = d[1]
+		}
+		if c := choiceText.FindStringSubmatch(usage); c != nil {
+			h.choices[name] = append(strings.Split(c[1], ", "), c[2])
+		}
+	}
+	// Variables the help text names outside the flag list (secrets read
+	// directly) count too.
+	h.envNames = append(h.envNames, envInText.FindAllString(text, -1)...)
+	for _, a := range args[1:] {
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !h.flags[name] {
+			t.Errorf("%s %s has no flag --%s; its help:\n%s", bin, sub, name, text)
+		}
+	}
+	return h
+}
+
+func runHelp(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binaries[bin], append(args, "--help")...)
+	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s --help: %v\n%s", bin, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// flagValue finds --name VALUE or --name=VALUE in args.
+func flagValue(args []string, name string) (string, bool) {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v, true
+		}
+		if a == "--"+name && i+1 < len(args) {
+			return args[i+1], true
+		}
+	}
+	return "", false
+}
+
+// stringList decodes a compose command-like value: a list, or a string split
+// on spaces.
+func stringList(t *testing.T, raw json.RawMessage) []string {
+	t.Helper()
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err == nil {
+		return list
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatalf("cannot read %s as a command", raw)
+	}
+	return strings.Fields(s)
+}
+
+// environment decodes a compose environment: a map or a list of K=V.
+func environment(t *testing.T, raw json.RawMessage) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	if len(raw) == 0 || string(raw) == "null" {
+		return env
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err == nil {
+		for k, v := range m {
+			env[k] = fmt.Sprint(v)
+		}
+		return env
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		t.Fatalf("cannot read environment %s", raw)
+	}
+	for _, kv := range list {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	return env
+}
+
+type dependency struct{ name, condition string }
+
+// dependsOn decodes depends_on: a list of names or a map name -> {condition}.
+func dependsOn(t *testing.T, raw json.RawMessage) []dependency {
+	t.Helper()
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var deps []dependency
+	var list []string
+	if err := json.Unmarshal(raw, &list); err == nil {
+		for _, n := range list {
+			deps = append(deps, dependency{name: n})
+		}
+		return deps
+	}
+	var m map[string]struct {
+		Condition string `json:"condition"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("cannot read depends_on %s", raw)
+	}
+	for n, d := range m {
+		deps = append(deps, dependency{name: n, condition: d.Condition})
+	}
+	return deps
+}
+
+// containerPort returns the container side of a published port, in either
+// the short ("HOST:PUBLISHED:TARGET/tcp") or the long ({target: N}) form.
+func containerPort(t *testing.T, p any) string {
+	t.Helper()
+	switch v := p.(type) {
+	case string:
+		v, _, _ = strings.Cut(v, "/")
+		parts := strings.Split(v, ":")
+		return parts[len(parts)-1]
+	case map[string]any:
+		return fmt.Sprint(v["target"])
+	case float64:
+		return strconv.Itoa(int(v))
+	}
+	t.Fatalf("cannot read port %v", p)
+	return ""
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+// dockerfileInfo is what the test reads from deploy/Dockerfile.
+type dockerfileInfo struct {
+	buildPaths []string // package paths in `go build` lines
+	installed  []string // absolute paths of binaries in the final image
+	cmd        []string // CMD of the final image
+}
+
+func readDockerfile(t *testing.T) dockerfileInfo {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Join continuation lines.
+	text := strings.ReplaceAll(string(b), "\\\n", " ")
+	var info dockerfileInfo
+	for _, line := range strings.Split(text, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		switch strings.ToUpper(fields[0]) {
+		case "RUN":
+			i := slices.Index(fields, "build")
+			if i < 1 || fields[i-1] != "go" {
+				continue
+			}
+			for _, f := range fields[i+1:] {
+				if strings.HasPrefix(f, "./") {
+					info.buildPaths = append(info.buildPaths, f)
+				}
+			}
+		case "COPY":
+			if len(fields) < 3 || !strings.HasPrefix(fields[1], "--from=") {
+				continue
+			}
+			dest := fields[len(fields)-1]
+			for _, src := range fields[2 : len(fields)-1] {
+				info.installed = append(info.installed, filepath.Join(dest, filepath.Base(src)))
+			}
+		case "CMD":
+			info.cmd = nil
+			if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), fields[0]))), &info.cmd); err != nil {
+				t.Errorf("deploy/Dockerfile: CMD is not in exec (JSON) form: %s", line)
+			}
+		}
+	}
+	return info
+}
+
+func TestDockerfile(t *testing.T) {
+	info := readDockerfile(t)
+	if len(info.buildPaths) == 0 {
+		t.Fatal("deploy/Dockerfile has no `go build ./cmd/...` line")
+	}
+	built := map[string]bool{}
+	for _, p := range info.buildPaths {
+		dir := filepath.Join(repoRoot, filepath.FromSlash(p))
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() {
+			t.Errorf("deploy/Dockerfile builds %s, which is not a directory of this repository", p)
+			continue
+		}
+		if !hasMainPackage(t, dir) {
+			t.Errorf("deploy/Dockerfile builds %s, which has no package main", p)
+		}
+		built[filepath.Base(p)] = true
+	}
+	// Every command of the repository ends up in the image.
+	cmds, err := os.ReadDir(filepath.Join(repoRoot, "cmd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cmds {
+		if c.IsDir() && !built[c.Name()] {
+			t.Errorf("deploy/Dockerfile does not build ./cmd/%s", c.Name())
+		}
+	}
+	for _, inst := range info.installed {
+		if !built[filepath.Base(inst)] {
+			t.Errorf("deploy/Dockerfile copies %s, which no go build line builds", inst)
+		}
+	}
+	if len(info.installed) == 0 {
+		t.Error("deploy/Dockerfile copies no binary into the final image")
+	}
+	if len(info.cmd) > 0 {
+		checkCommand(t, "metamcp", info.cmd)
+	}
+}
+
+func hasMainPackage(t *testing.T, dir string) bool {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if regexp.MustCompile(`(?m)^package main\b`).Match(b) {
+			return true
+		}
+	}
+	return false
+}
