@@ -10,6 +10,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -55,7 +57,10 @@ func (syncProbe) Sync(stream grpc.BidiStreamingServer[metamcpv1.SyncRequest, met
 	}
 	for {
 		if _, err := stream.Recv(); err != nil {
-			return nil
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
 		}
 	}
 }
@@ -121,7 +126,10 @@ func startServer(t *testing.T, opts controlplane.Options) *testServer {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-ts.done:
+		case err := <-ts.done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			t.Error("Serve did not return after its context was cancelled")
 		}

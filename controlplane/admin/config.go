@@ -137,18 +137,6 @@ func (c *config) remove(kind store.Kind, name string) bool {
 	return true
 }
 
-// changed reports whether the config differs from what is stored.
-func (c *config) changed() bool {
-	for _, m := range c.items {
-		for _, it := range m {
-			if it.dirty && (it.msg != nil || it.stored()) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // commit writes every changed resource, sealing secrets first.
 func (c *config) commit(ctx context.Context, tx store.Tx, sealer *secret.Sealer) error {
 	kinds := make([]store.Kind, 0, len(c.items))

@@ -42,16 +42,6 @@ func newResource(kind store.Kind) resource {
 	panic(fmt.Sprintf("admin: no message for kind %q", kind))
 }
 
-// kindOrder is a kind's rank in export order (config kinds first).
-func kindOrder(kind store.Kind) int {
-	for i, k := range configKinds {
-		if k == kind {
-			return i
-		}
-	}
-	return len(configKinds)
-}
-
 // outputOnlyFields are the fields the store fills in from the record; they are
 // never stored in a record's data and are ignored in client input.
 var outputOnlyFields = []protoreflect.Name{"revision", "create_time", "update_time"}
