@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+)
+
+// warningHeader is the response metadata key in which the control plane sends
+// warnings about a write that succeeded.
+const warningHeader = "x-metamcp-warning"
+
+// admin returns the AdminService client, connecting on first use. The
+// connection itself is lazy: an unreachable control plane shows up as the
+// first call's Unavailable error.
+func (a *app) admin() (metamcpv1.AdminServiceClient, error) {
+	if a.client != nil {
+		return a.client, nil
+	}
+	creds := insecure.NewCredentials()
+	if a.tls || a.tlsCA != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if a.tlsCA != "" {
+			pem, err := os.ReadFile(a.tlsCA)
+			if err != nil {
+				return nil, fmt.Errorf("read --tls-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", a.tlsCA)
+			}
+			cfg.RootCAs = pool
+		}
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(a.addr,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithUnaryInterceptor(a.intercept),
+		grpc.WithUserAgent("mmctl"),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("invalid control plane address %q: %w (set --addr or METAMCP_ADDR to HOST:PORT)", a.addr, err)
+	}
+	a.conn = conn
+	a.client = metamcpv1.NewAdminServiceClient(conn)
+	return a.client, nil
+}
+
+// intercept adds the admin token to every call and prints the warnings the
+// control plane sends back in response metadata.
+func (a *app) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if a.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.token)
+	}
+	var header metadata.MD
+	opts = append(opts, grpc.Header(&header))
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	for _, w := range header.Get(warningHeader) {
+		a.warn(unescapeHeader(w))
+	}
+	return err
+}
+
+// rpcContext bounds one command's calls by --timeout.
+func (a *app) rpcContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, a.timeout)
+}
+
+// unescapeHeader undoes the control plane's escaping of characters a metadata
+// value cannot carry (\uXXXX for anything but printable ASCII).
+func unescapeHeader(s string) string {
+	if !strings.Contains(s, `\u`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+6 <= len(s) && s[i+1] == 'u' {
+			if r, err := strconv.ParseUint(s[i+2:i+6], 16, 32); err == nil {
+				b.WriteRune(rune(r))
+				i += 5
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

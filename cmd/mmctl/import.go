@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/configfile"
+)
+
+// importFlags are the flags of `mmctl import`.
+type importFlags struct {
+	namespace      string
+	prefixByServer bool
+	endpoint       string
+	dryRun         bool
+}
+
+func newImportCommand(a *app) *cobra.Command {
+	f := &importFlags{}
+	cmd := &cobra.Command{
+		Use:   "import FILE|- [--namespace NAME [--prefix-by-server]] [--endpoint NAME] [--dry-run]",
+		Short: "Register the servers of a Claude Desktop, Cursor or Windsurf mcpServers JSON",
+		Long: `Register every server of an existing client config (the "mcpServers" JSON of
+Claude Desktop, Cursor, Windsurf and others). Environment variables and
+headers become secrets: the tokens move from laptops to the gateway.
+
+With --namespace, the servers are also grouped into a namespace: with
+--prefix-by-server each server's tools are prefixed with its name (needed for
+more than one server); without it, a single server's tools keep their names.
+With --endpoint, that namespace is exposed (an --endpoint without --namespace
+uses a namespace of the same name). Everything is applied in one revision.`,
+		Example: `  mmctl import ~/Library/Application\ Support/Claude/claude_desktop_config.json --namespace dev --prefix-by-server --endpoint dev
+  mmctl import ~/.cursor/mcp.json --dry-run`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("import needs one FILE (or - for stdin), got %d arguments", len(args))
+			}
+			return nil
+		},
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+			return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
+		},
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			if f.prefixByServer && f.namespace == "" && f.endpoint == "" {
+				return usageErrorf("--prefix-by-server needs --namespace NAME or --endpoint NAME")
+			}
+			name := args[0]
+			var (
+				data []byte
+				err  error
+			)
+			if name == "-" {
+				name = "stdin"
+				data, err = io.ReadAll(a.stdin)
+			} else {
+				data, err = os.ReadFile(name)
+			}
+			if err != nil {
+				return runtimeError{fmt.Errorf("read %s: %w", name, unwrapPathError(err))}
+			}
+			servers, notes, err := configfile.ParseMCPServers(data)
+			if err != nil {
+				return runtimeError{fmt.Errorf("%s: %w", name, err)}
+			}
+			for _, n := range notes {
+				fmt.Fprintf(a.stderr, "note: %s\n", n)
+			}
+			if len(servers) == 0 {
+				return runtimeError{fmt.Errorf("%s: no servers found under \"mcpServers\"", name)}
+			}
+			if (f.namespace != "" || f.endpoint != "") && !f.prefixByServer && len(servers) > 1 {
+				// The control plane allows one unprefixed member per
+				// namespace: the tools of two could collide.
+				return usageErrorf("%s holds %d servers: in one namespace they need prefixes so their tool names cannot collide; add --prefix-by-server", name, len(servers))
+			}
+			resources := f.resources(servers)
+			if err := a.apply(ctx, resources, f.dryRun); err != nil {
+				return err
+			}
+			if f.endpoint != "" && !f.dryRun && a.output == outputTable {
+				fmt.Fprintf(a.stderr, "next: give people access with mmctl create apikey NAME --endpoint %s\n", f.endpoint)
+			}
+			return nil
+		}),
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.namespace, "namespace", "", "also group the servers into this namespace")
+	fl.BoolVar(&f.prefixByServer, "prefix-by-server", false, "prefix each server's tools with the server's name in the namespace (needed for more than one server)")
+	fl.StringVar(&f.endpoint, "endpoint", "", "also expose the namespace at this endpoint")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "check and show the changes without committing them")
+	return cmd
+}
+
+// resources is the bundle to apply: the servers, then the namespace and the
+// endpoint when asked for.
+func (f *importFlags) resources(servers []*metamcpv1.Server) []*metamcpv1.Resource {
+	var out []*metamcpv1.Resource
+	for _, s := range servers {
+		out = append(out, &metamcpv1.Resource{Kind: &metamcpv1.Resource_Server{Server: s}})
+	}
+	ns := f.namespace
+	if ns == "" {
+		ns = f.endpoint
+	}
+	if ns != "" {
+		n := &metamcpv1.Namespace{Name: ns}
+		for _, s := range servers {
+			m := &metamcpv1.NamespaceMember{Server: s.GetName()}
+			if !f.prefixByServer {
+				m.Prefix = proto.String("")
+			}
+			n.Members = append(n.Members, m)
+		}
+		out = append(out, &metamcpv1.Resource{Kind: &metamcpv1.Resource_Namespace{Namespace: n}})
+	}
+	if f.endpoint != "" {
+		out = append(out, &metamcpv1.Resource{Kind: &metamcpv1.Resource_Endpoint{Endpoint: &metamcpv1.Endpoint{
+			Name: f.endpoint, Namespace: ns,
+		}}})
+	}
+	return out
+}
+
+func newRevisionCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revision",
+		Short: "Print the control plane's current config revision",
+		Long: `Print the control plane's current config revision: a number that goes up by
+one with every committed change. Compare it with mmctl get dataplanes.`,
+		Args: cobra.NoArgs,
+		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			c, err := a.admin()
+			if err != nil {
+				return err
+			}
+			resp, err := c.GetRevision(ctx, &metamcpv1.GetRevisionRequest{})
+			if err != nil {
+				return fmt.Errorf("get revision: %w", err)
+			}
+			switch a.output {
+			case outputJSON:
+				return writeJSON(a.stdout, resp)
+			case outputYAML:
+				return writeYAML(a.stdout, resp)
+			}
+			_, err = fmt.Fprintln(a.stdout, resp.GetRevision())
+			return err
+		}),
+	}
+}
