@@ -3,8 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +26,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -403,6 +413,77 @@ func TestControlPlaneServesAndStops(t *testing.T) {
 		}
 	}
 	assertNoCrash(t, logs)
+}
+
+func TestControlPlaneTLS(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	certFile, keyFile, pool := selfSignedCert(t)
+	p := startMetamcp(t, baseEnv("METAMCP_DATABASE_URL="+dsn, "METAMCP_SECRET_KEY="+testSecretKey,
+		"METAMCP_ADMIN_TOKEN="+testAdminToken, "METAMCP_TLS_CERT="+certFile),
+		"controlplane", "--listen", "127.0.0.1:0", "--tls-key", keyFile)
+	addr := p.waitListening(t)
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := metamcpv1.NewAdminServiceClient(conn).GetRevision(withToken(t, testAdminToken), &metamcpv1.GetRevisionRequest{}); err != nil {
+		t.Fatalf("GetRevision over TLS: %v", err)
+	}
+	// A plain-text client cannot talk to a TLS server.
+	if _, err := adminClient(t, addr).GetRevision(withToken(t, testAdminToken), &metamcpv1.GetRevisionRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("plain-text GetRevision against TLS: %v, want Unavailable", err)
+	}
+	if code := p.terminate(t); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	}
+}
+
+// selfSignedCert writes a certificate for localhost/127.0.0.1 and its key,
+// and returns their paths and a pool that trusts the certificate.
+func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
 
 func TestControlPlaneJSONLogs(t *testing.T) {
