@@ -3,9 +3,8 @@ package snapshot
 import (
 	"regexp"
 	"strings"
-	"unicode/utf8"
-
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
