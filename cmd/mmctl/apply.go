@@ -66,7 +66,7 @@ func (a *app) apply(ctx context.Context, resources []*metamcpv1.Resource, dryRun
 		return about("config", fmt.Errorf("apply: %w", err))
 	}
 	for _, w := range resp.GetWarnings() {
-		a.warn(w)
+		a.warn(cliKinds(w))
 	}
 	switch a.output {
 	case outputJSON:

@@ -67,7 +67,7 @@ func (a *app) intercept(ctx context.Context, method string, req, reply any, cc *
 	opts = append(opts, grpc.Header(&header))
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	for _, w := range header.Get(warningHeader) {
-		a.warn(unescapeHeader(w))
+		a.warn(cliKinds(unescapeHeader(w)))
 	}
 	return err
 }

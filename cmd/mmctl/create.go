@@ -502,7 +502,11 @@ the output is {"apiKey": {...}, "key": "mm_..."}.`,
 			case outputYAML:
 				return writeYAML(a.stdout, resp)
 			}
-			fmt.Fprintf(a.stdout, "apikey/%s created (revision %d)\n", args[0], resp.GetApiKey().GetRevision())
+			if rev := resp.GetApiKey().GetRevision(); rev > 0 {
+				fmt.Fprintf(a.stdout, "apikey/%s created (revision %d)\n", args[0], rev)
+			} else {
+				fmt.Fprintf(a.stdout, "apikey/%s created\n", args[0])
+			}
 			fmt.Fprintf(a.stdout, "key: %s\n", resp.GetKey())
 			fmt.Fprintln(a.stdout, "Store this key now: it is not shown again.")
 			return nil

@@ -723,7 +723,7 @@ func TestCreateApiKeyShowsKeyOnce(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	want := "apikey/alice created (revision 0)\nkey: mm_abcdefghijklmnop\nStore this key now: it is not shown again.\n"
+	want := "apikey/alice created\nkey: mm_abcdefghijklmnop\nStore this key now: it is not shown again.\n"
 	if r.stdout != want {
 		t.Errorf("stdout = %q, want %q", r.stdout, want)
 	}
@@ -839,5 +839,19 @@ func TestApplyCommand(t *testing.T) {
 	}
 	if f.count() != before {
 		t.Errorf("invalid files reached the control plane")
+	}
+}
+
+func TestEmptyListJSON(t *testing.T) {
+	f := &fakeAdmin{dataPlanes: &metamcpv1.ListDataPlanesResponse{Revision: 3}}
+	addr := startFake(t, f)
+	for args, want := range map[string]string{
+		"get servers -o json": "{\n  \"servers\": []\n}\n",
+		"get dp -o json":      "{\n  \"dataPlanes\": [],\n  \"revision\": \"3\"\n}\n",
+	} {
+		r := runMmctl(t, "", append([]string{"--addr", addr}, strings.Fields(args)...)...)
+		if r.code != 0 || r.stdout != want {
+			t.Errorf("%s: exit %d, stdout %q, want %q (stderr %q)", args, r.code, r.stdout, want, r.stderr)
+		}
 	}
 }

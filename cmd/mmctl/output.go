@@ -46,6 +46,34 @@ func marshalJSON(m proto.Message) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// marshalListJSON encodes a list response like marshalJSON, but keeps an
+// empty list as [] instead of leaving it out, so that scripts can iterate
+// over `.servers[]` whether or not there are servers.
+func marshalListJSON(resp proto.Message) ([]byte, error) {
+	raw, err := protojson.Marshal(resp)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s as JSON: %w", resp.ProtoReflect().Descriptor().Name(), err)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, fmt.Errorf("decode JSON: %w", err)
+	}
+	fields := resp.ProtoReflect().Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		if fd := fields.Get(i); fd.IsList() {
+			if _, ok := obj[fd.JSONName()]; !ok {
+				obj[fd.JSONName()] = json.RawMessage("[]")
+			}
+		}
+	}
+	// encoding/json sorts the keys: stable output.
+	b, err := json.MarshalIndent(obj, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode JSON: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
 // writeJSON prints m as JSON.
 func writeJSON(w io.Writer, m proto.Message) error {
 	b, err := marshalJSON(m)
@@ -109,7 +137,12 @@ func (a *app) printItems(k *kind, resp proto.Message, items []proto.Message, sin
 		if single {
 			return writeJSON(a.stdout, items[0])
 		}
-		return writeJSON(a.stdout, resp)
+		b, err := marshalListJSON(resp)
+		if err != nil {
+			return err
+		}
+		_, err = a.stdout.Write(b)
+		return err
 	case outputYAML:
 		if k.config {
 			return writeConfigYAML(a.stdout, items)

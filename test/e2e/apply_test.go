@@ -179,3 +179,38 @@ func checkAllUnchanged(t *testing.T, r result, rev string) {
 		}
 	}
 }
+
+// TestWarnings: a write that works but will likely hurt succeeds and says so
+// on stderr, once, whether it came from a create or an apply.
+func TestWarnings(t *testing.T) {
+	t.Parallel()
+	cp := startControlPlane(t)
+	r := cp.okIn(t, "tok\n", "create", "server", "api", "--url", "https://mcp.example.com/mcp",
+		"--secret-header", "Authorization=Bearer other", "--bearer-token-stdin")
+	if r.stdout != "server/api created (revision 1)\n" || !strings.HasPrefix(r.stderr, "warning: ") ||
+		!strings.Contains(r.stderr, "bearerToken is set too") || len(lines(r.stderr)) != 1 {
+		t.Errorf("create with a warning:\n%s", r)
+	}
+
+	r = cp.okIn(t, `kind: Namespace
+name: ns
+members: [{server: api}]
+---
+kind: Endpoint
+name: closed
+namespace: ns
+transports: {disableStreamableHttp: true, disableSse: true}
+`, "apply", "-f", "-")
+	if got := lines(r.stdout); len(got) != 3 || got[2] != "revision 2" {
+		t.Errorf("apply with a warning:\n%s", r)
+	}
+	if !strings.HasPrefix(r.stderr, "warning: ") || !strings.Contains(r.stderr, `endpoint "closed": transports:`) ||
+		!strings.Contains(r.stderr, "no client can connect") {
+		t.Errorf("apply with a warning:\n%s", r)
+	}
+	for _, l := range lines(r.stderr) {
+		if strings.Count(r.stderr, l) != 1 {
+			t.Errorf("a warning is printed twice:\n%s", r.stderr)
+		}
+	}
+}
