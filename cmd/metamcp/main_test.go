@@ -415,6 +415,51 @@ func TestControlPlaneServesAndStops(t *testing.T) {
 	assertNoCrash(t, logs)
 }
 
+// Once an admin token exists in the store, the bootstrap token may go; once
+// it is revoked, the bootstrap token is needed again.
+func TestControlPlaneStoredAdminToken(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	base := []string{"METAMCP_DATABASE_URL=" + dsn, "METAMCP_SECRET_KEY=" + testSecretKey}
+
+	p := startMetamcp(t, baseEnv(append(base, "METAMCP_ADMIN_TOKEN="+testAdminToken)...), "controlplane", "--listen", "127.0.0.1:0")
+	client := adminClient(t, p.waitListening(t))
+	created, err := client.CreateToken(withToken(t, testAdminToken), &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{
+		Name: "ops", Scope: metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN,
+	}})
+	if err != nil {
+		t.Fatalf("CreateToken: %v", err)
+	}
+	if _, err := client.CreateToken(withToken(t, testAdminToken), &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{
+		Name: "dp", Scope: metamcpv1.TokenScope_TOKEN_SCOPE_SYNC,
+	}}); err != nil {
+		t.Fatalf("CreateToken: %v", err)
+	}
+	if code := p.terminate(t); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, p.stderr)
+	}
+
+	// No bootstrap token: the stored admin token is enough.
+	p = startMetamcp(t, baseEnv(base...), "controlplane", "--listen", "127.0.0.1:0")
+	client = adminClient(t, p.waitListening(t))
+	ctx := withToken(t, created.GetSecret())
+	if _, err := client.GetRevision(ctx, &metamcpv1.GetRevisionRequest{}); err != nil {
+		t.Fatalf("GetRevision with the stored admin token: %v", err)
+	}
+	if _, err := client.RevokeToken(ctx, &metamcpv1.RevokeTokenRequest{Name: "ops"}); err != nil {
+		t.Fatalf("RevokeToken: %v", err)
+	}
+	if code := p.terminate(t); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, p.stderr)
+	}
+
+	// Only a revoked admin token and a sync token are left: refuse to start.
+	r := runMetamcp(t, baseEnv(base...), "controlplane", "--listen", "127.0.0.1:0")
+	if r.code != exitError || !strings.Contains(r.stderr, "no admin token") {
+		t.Errorf("start with only a revoked admin token: code %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
 func TestControlPlaneTLS(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
