@@ -84,8 +84,9 @@ func KindOf(r *metamcpv1.Resource) (kind, name string) {
 }
 
 // ClearOutputOnly removes, in place, what the control plane sets and never
-// takes from a user: revision, create and update times, and of every Value
-// its `set` flag and sealed form. m is a Resource, a resource message or any
+// takes from a user: a resource's revision, create and update times (and an
+// API key's or token's prefix, revoke time and hash), and of every Value its
+// `set` flag and sealed form. m is a Resource, a resource message or any
 // message containing Values.
 func ClearOutputOnly(m proto.Message) {
 	if m == nil {
