@@ -1,6 +1,6 @@
 // Package controlplane assembles the control plane's gRPC server: the admin
-// API (and, from the next release, the sync API) on one port, behind token
-// authentication and request logging, with optional (mutual) TLS.
+// API and the sync API on one port, behind token authentication and request
+// logging, with optional (mutual) TLS.
 package controlplane
 
 import (
@@ -30,6 +30,7 @@ import (
 	"github.com/metamcp/metamcp/controlplane/auth"
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store"
+	"github.com/metamcp/metamcp/controlplane/syncserver"
 )
 
 // DefaultListen is the control plane's default gRPC address.
@@ -68,6 +69,7 @@ type Server struct {
 	grpc   *grpc.Server
 	admin  *admin.Service
 	authn  *auth.Authenticator
+	sync   *syncserver.Server
 	health *health.Server
 	tls    bool
 
@@ -75,8 +77,7 @@ type Server struct {
 	addr net.Addr
 }
 
-// New builds a Server on st, sealing secrets with sealer. Register further
-// services (SyncService) on GRPC() before Serve.
+// New builds a Server on st, sealing secrets with sealer.
 func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 	if st == nil || sealer == nil {
 		return nil, errors.New("control plane: a store and a sealer are required")
@@ -117,7 +118,12 @@ func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 		s.tls = true
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
+	s.sync = syncserver.New(s.admin, st, syncserver.Options{
+		Logger:      logger.With("component", "sync"),
+		Reauthorize: s.authn.ReauthorizeAt,
+	})
 	metamcpv1.RegisterAdminServiceServer(s.grpc, s.admin)
+	metamcpv1.RegisterSyncServiceServer(s.grpc, s.sync)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
 }
@@ -154,13 +160,16 @@ func serverCredentials(opts Options) (credentials.TransportCredentials, error) {
 	return credentials.NewTLS(cfg), nil
 }
 
-// GRPC returns the underlying gRPC server, to register further services
-// (SyncService) on before Serve. They get the same authentication (by
-// method: see auth.RequiredScope) and logging.
+// GRPC returns the underlying gRPC server, to register further services on
+// before Serve. They get the same authentication (by method: see
+// auth.RequiredScope) and logging.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
 
 // Admin returns the AdminService; its BuildConfig feeds the sync service.
 func (s *Server) Admin() *admin.Service { return s.admin }
+
+// Sync returns the SyncService.
+func (s *Server) Sync() *syncserver.Server { return s.sync }
 
 // Auth returns the authenticator; its Reauthorize lets long-lived streams
 // notice a revoked token.
@@ -194,6 +203,21 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	if w := CheckListen(lis.Addr().String(), s.tls); w != "" {
 		s.log.Warn(w)
 	}
+
+	// The snapshot builder lives as long as Serve; stopping it also ends the
+	// sync streams, so that the graceful stop below does not wait on them.
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		if err := s.sync.Run(syncCtx); err != nil {
+			s.log.Error("snapshot builder stopped", "err", err)
+		}
+	}()
+	defer func() {
+		stopSync()
+		<-syncDone
+	}()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.grpc.Serve(lis) }()

@@ -40,31 +40,6 @@ import (
 
 const bootstrapToken = "bootstrap-token-for-tests-0123456789"
 
-// syncProbe is a stand-in SyncService: it answers each stream with one
-// snapshot whose nonce is the authenticated principal, then holds the stream
-// open until the client ends it, as a real data plane's stream does.
-type syncProbe struct {
-	metamcpv1.UnimplementedSyncServiceServer
-}
-
-func (syncProbe) Sync(stream grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcpv1.SyncResponse]) error {
-	p, _ := auth.FromContext(stream.Context())
-	err := stream.Send(&metamcpv1.SyncResponse{Message: &metamcpv1.SyncResponse_Snapshot{
-		Snapshot: &metamcpv1.Snapshot{Nonce: p.Name},
-	}})
-	if err != nil {
-		return err
-	}
-	for {
-		if _, err := stream.Recv(); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-	}
-}
-
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -115,7 +90,6 @@ func startServer(t *testing.T, opts controlplane.Options) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	metamcpv1.RegisterSyncServiceServer(srv.GRPC(), syncProbe{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -184,16 +158,22 @@ func TestAuthOverGRPC(t *testing.T) {
 		_, err := admin.GetRevision(withToken(t, token), &metamcpv1.GetRevisionRequest{})
 		return err
 	}
-	syncCall := func(token string) (string, error) {
+	// A sync stream that gets past auth says hello and receives the current
+	// snapshot.
+	syncCall := func(token string) (int64, error) {
 		stream, err := syncc.Sync(withToken(t, token))
 		if err != nil {
-			return "", err
+			return 0, err
+		}
+		hello := &metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Hello{Hello: &metamcpv1.Hello{NodeId: "probe"}}}
+		if err := stream.Send(hello); err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
 		}
 		resp, err := stream.Recv()
 		if err != nil {
-			return "", err
+			return 0, err
 		}
-		return resp.GetSnapshot().GetNonce(), nil
+		return resp.GetSnapshot().GetRevision(), nil
 	}
 
 	for _, tc := range []struct {
@@ -217,17 +197,17 @@ func TestAuthOverGRPC(t *testing.T) {
 		})
 	}
 	for _, tc := range []struct {
-		name, token, principal string
-		code                   codes.Code
+		name, token string
+		code        codes.Code
 	}{
-		{"no token", "", "", codes.Unauthenticated},
-		{"admin token", adminTok, "", codes.PermissionDenied},
-		{"sync token", syncTok, "dp", codes.OK},
+		{"no token", "", codes.Unauthenticated},
+		{"admin token", adminTok, codes.PermissionDenied},
+		{"sync token", syncTok, codes.OK},
 	} {
 		t.Run("sync/"+tc.name, func(t *testing.T) {
-			got, err := syncCall(tc.token)
-			if status.Code(err) != tc.code || got != tc.principal {
-				t.Errorf("sync = %q, %v; want %q, %v", got, err, tc.principal, tc.code)
+			rev, err := syncCall(tc.token)
+			if status.Code(err) != tc.code || (tc.code == codes.OK && rev < 1) {
+				t.Errorf("sync = revision %d, %v; want a snapshot and %v", rev, err, tc.code)
 			}
 		})
 	}
@@ -284,6 +264,10 @@ func TestServeStopsOnCancel(t *testing.T) {
 	// A stream that never ends must not hold up the stop beyond the timeout.
 	stream, err := metamcpv1.NewSyncServiceClient(conn).Sync(withToken(t, tok.GetSecret()))
 	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Hello{Hello: &metamcpv1.Hello{NodeId: "probe"}}}
+	if err := stream.Send(hello); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); err != nil {

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -189,9 +188,12 @@ func (c *config) commit(ctx context.Context, tx store.Tx, sealer *secret.Sealer)
 }
 
 // snapshotConfig returns the config as data planes get it: secrets in clear
-// text, API keys only as hashes and only while usable at now. With meta, the
-// output-only fields (revision, times) are filled from the records.
-func (c *config) snapshotConfig(now time.Time, meta bool) *metamcpv1.Config {
+// text, API keys only as hashes and never once revoked. Keys past their expiry
+// stay in (data planes refuse them by expire_time): what a snapshot holds must
+// depend on the revision alone, so that every control-plane replica builds the
+// same one. With meta, the output-only fields (revision, times) are filled
+// from the records.
+func (c *config) snapshotConfig(meta bool) *metamcpv1.Config {
 	clone := func(kind store.Kind, it resource) proto.Message {
 		out := proto.Clone(it)
 		if meta {
@@ -216,7 +218,7 @@ func (c *config) snapshotConfig(now time.Time, meta bool) *metamcpv1.Config {
 	}
 	for _, r := range c.list(store.KindApiKey) {
 		k := r.(*metamcpv1.ApiKey)
-		if !keyUsable(k, now) {
+		if k.GetRevokeTime() != nil {
 			continue
 		}
 		cfg.ApiKeys = append(cfg.ApiKeys, &metamcpv1.ApiKeyEntry{
@@ -228,14 +230,6 @@ func (c *config) snapshotConfig(now time.Time, meta bool) *metamcpv1.Config {
 		})
 	}
 	return cfg
-}
-
-// keyUsable reports whether an API key is neither revoked nor expired at now.
-func keyUsable(k *metamcpv1.ApiKey, now time.Time) bool {
-	if k.GetRevokeTime() != nil {
-		return false
-	}
-	return k.GetExpireTime() == nil || now.Before(k.GetExpireTime().AsTime())
 }
 
 // referrers names the resources that refer to one, e.g. `Namespace "dev"`,

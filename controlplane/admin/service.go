@@ -104,7 +104,7 @@ func (s *Service) write(ctx context.Context, opts writeOptions, mutate func(ctx 
 			return err
 		}
 		if opts.validate {
-			warnings, err := snapshot.Validate(c.snapshotConfig(s.now(), false))
+			warnings, err := snapshot.Validate(c.snapshotConfig(false))
 			if err != nil {
 				return err
 			}
@@ -312,8 +312,8 @@ func (s *Service) ListDataPlanes(ctx context.Context, _ *metamcpv1.ListDataPlane
 }
 
 // BuildConfig returns the whole config a data plane serves, read in one
-// transaction, with secrets decrypted, output-only fields filled, and only
-// the API keys usable now (as hashes). It returns the revision it read.
+// transaction, with secrets decrypted, output-only fields filled, and the
+// API keys that are not revoked (as hashes). It returns the revision it read.
 func (s *Service) BuildConfig(ctx context.Context) (*metamcpv1.Config, int64, error) {
 	var (
 		cfg *metamcpv1.Config
@@ -325,7 +325,7 @@ func (s *Service) BuildConfig(ctx context.Context) (*metamcpv1.Config, int64, er
 		if err != nil {
 			return err
 		}
-		cfg, rev = c.snapshotConfig(s.now(), true), tx.Revision()
+		cfg, rev = c.snapshotConfig(true), tx.Revision()
 		return nil
 	})
 	if err != nil {

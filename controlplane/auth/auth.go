@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -90,6 +91,17 @@ type Authenticator struct {
 	adminHash []byte
 	log       *slog.Logger
 	now       func() time.Time
+
+	// cache holds the token records read at one revision, for ReauthorizeAt:
+	// after a config change every sync stream re-checks its token, and one
+	// read serves them all.
+	cacheMu sync.Mutex
+	cache   *tokenCache
+}
+
+type tokenCache struct {
+	revision int64
+	tokens   []*metamcpv1.Token
 }
 
 // New returns an Authenticator accepting the token whose SHA-256 is
@@ -184,11 +196,25 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (Princi
 // context made by the interceptors) is still valid: a long-lived sync stream
 // calls it after config changes so that revoking its token ends it.
 func (a *Authenticator) Reauthorize(ctx context.Context) error {
+	return a.ReauthorizeAt(ctx, 0)
+}
+
+// ReauthorizeAt is Reauthorize against the tokens as of at least revision rev:
+// calls for the same revision share one read of the store.
+func (a *Authenticator) ReauthorizeAt(ctx context.Context, rev int64) error {
 	p, ok := FromContext(ctx)
 	if !ok || p.hash == nil {
 		return status.Error(codes.Unauthenticated, MsgMissingToken)
 	}
-	got, err := a.lookup(ctx, p.hash)
+	var (
+		got Principal
+		err error
+	)
+	if rev > 0 {
+		got, err = a.lookupAt(ctx, p.hash, rev)
+	} else {
+		got, err = a.lookup(ctx, p.hash)
+	}
 	if err != nil {
 		return err
 	}
@@ -196,6 +222,52 @@ func (a *Authenticator) Reauthorize(ctx context.Context) error {
 		return status.Error(codes.Unauthenticated, MsgMissingToken)
 	}
 	return nil
+}
+
+// lookupAt is lookup with the token records cached per revision.
+func (a *Authenticator) lookupAt(ctx context.Context, hash []byte, rev int64) (Principal, error) {
+	if len(a.adminHash) > 0 && subtle.ConstantTimeCompare(hash, a.adminHash) == 1 {
+		return Principal{Name: BootstrapName, Scope: metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN, hash: hash}, nil
+	}
+	a.cacheMu.Lock()
+	defer a.cacheMu.Unlock()
+	if a.cache == nil || a.cache.revision < rev {
+		var c tokenCache
+		err := a.st.View(ctx, func(ctx context.Context, tx store.ReadTx) error {
+			tokens, err := readTokens(ctx, tx)
+			c = tokenCache{revision: tx.Revision(), tokens: tokens}
+			return err
+		})
+		if err != nil {
+			return Principal{}, a.storeError(ctx, err)
+		}
+		a.cache = &c
+	}
+	return a.match(hash, a.cache.tokens)
+}
+
+func readTokens(ctx context.Context, tx store.ReadTx) ([]*metamcpv1.Token, error) {
+	recs, err := tx.List(ctx, store.KindToken)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*metamcpv1.Token, 0, len(recs))
+	for _, r := range recs {
+		t := new(metamcpv1.Token)
+		if err := proto.Unmarshal(r.Data, t); err != nil {
+			return nil, fmt.Errorf("decode token %q: %w", r.Name, err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func (a *Authenticator) storeError(ctx context.Context, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	a.log.ErrorContext(ctx, "cannot read tokens", "err", err)
+	return status.Error(codes.Unavailable, "cannot check the token: the control plane's store is unavailable; retry")
 }
 
 func scopeError(p Principal, want metamcpv1.TokenScope) error {
@@ -242,29 +314,26 @@ func (a *Authenticator) lookup(ctx context.Context, hash []byte) (Principal, err
 	if len(a.adminHash) > 0 && subtle.ConstantTimeCompare(hash, a.adminHash) == 1 {
 		return Principal{Name: BootstrapName, Scope: metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN, hash: hash}, nil
 	}
-	var found *metamcpv1.Token
+	var tokens []*metamcpv1.Token
 	err := a.st.View(ctx, func(ctx context.Context, tx store.ReadTx) error {
-		recs, err := tx.List(ctx, store.KindToken)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			t := new(metamcpv1.Token)
-			if err := proto.Unmarshal(r.Data, t); err != nil {
-				return fmt.Errorf("decode token %q: %w", r.Name, err)
-			}
-			if subtle.ConstantTimeCompare(hash, t.GetTokenHash()) == 1 {
-				found = t
-			}
-		}
-		return nil
+		var err error
+		tokens, err = readTokens(ctx, tx)
+		return err
 	})
 	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return Principal{}, status.FromContextError(err).Err()
+		return Principal{}, a.storeError(ctx, err)
+	}
+	return a.match(hash, tokens)
+}
+
+// match finds the live token whose hash is hash. Every candidate is compared
+// in constant time.
+func (a *Authenticator) match(hash []byte, tokens []*metamcpv1.Token) (Principal, error) {
+	var found *metamcpv1.Token
+	for _, t := range tokens {
+		if subtle.ConstantTimeCompare(hash, t.GetTokenHash()) == 1 {
+			found = t
 		}
-		a.log.ErrorContext(ctx, "cannot read tokens", "err", err)
-		return Principal{}, status.Error(codes.Unavailable, "cannot check the token: the control plane's store is unavailable; retry")
 	}
 	if found == nil {
 		return Principal{}, status.Error(codes.Unauthenticated, MsgMissingToken)

@@ -1,0 +1,325 @@
+// Package syncclient keeps a data plane in step with the control plane: one
+// SyncService stream, reconnected with jittered exponential backoff, that
+// applies every snapshot through a configcache.Cache and answers with an ACK
+// or a NACK, and sends periodic status and call records back.
+package syncclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/status"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/configcache"
+)
+
+// MaxMessageSize bounds one snapshot on the wire; far above the 4 MiB gRPC
+// default so that configs of 10,000 tools fit.
+const MaxMessageSize = 256 << 20
+
+// Options configure a Client.
+type Options struct {
+	// Addr is the control plane's gRPC address (host:port).
+	Addr string
+	// Token is a sync-scoped token.
+	Token string
+	// TLS turns on TLS; CAFile pins the CA that signed the control plane's
+	// certificate (the system pool when empty).
+	TLS    bool
+	CAFile string
+	// ServerName overrides the name checked in the control plane's certificate.
+	ServerName string
+
+	NodeID   string
+	Hostname string
+	Version  string
+	// Address is where this data plane serves MCP clients, for the registry.
+	Address string
+
+	// StatusInterval is how often status is sent (5s).
+	StatusInterval time.Duration
+	// MinBackoff and MaxBackoff bound the reconnect delay (200ms, 15s).
+	MinBackoff, MaxBackoff time.Duration
+	// Status returns the upstream health and live sessions to report; may be nil.
+	Status func() ([]*metamcpv1.UpstreamStatus, int64)
+	// Calls delivers call records to send to the control plane; may be nil.
+	Calls <-chan *metamcpv1.CallRecord
+
+	Logger *slog.Logger
+}
+
+// Client runs the sync stream. Create with New, then Run.
+type Client struct {
+	opts      Options
+	cache     *configcache.Cache
+	log       *slog.Logger
+	connected atomic.Bool
+}
+
+// New returns a client that applies snapshots to cache.
+func New(cache *configcache.Cache, opts Options) (*Client, error) {
+	if opts.Addr == "" {
+		return nil, errors.New("control-plane address is required (--control-plane)")
+	}
+	if opts.Token == "" {
+		return nil, errors.New("a sync token is required (create one with `mmctl create token NAME --scope sync`)")
+	}
+	if opts.NodeID == "" {
+		return nil, errors.New("node id is required")
+	}
+	if opts.StatusInterval <= 0 {
+		opts.StatusInterval = 5 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 200 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 15 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Client{opts: opts, cache: cache, log: opts.Logger}, nil
+}
+
+// Connected reports whether a sync stream is up.
+func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Run syncs until ctx is done; it returns nil then. Failures are logged and
+// retried with backoff; a refused token is retried too, more slowly, since an
+// operator may fix it without restarting the data plane.
+func (c *Client) Run(ctx context.Context) error {
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	client := metamcpv1.NewSyncServiceClient(conn)
+
+	backoff := c.opts.MinBackoff
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := c.session(ctx, client)
+		c.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = c.opts.MinBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1) // jitter: [b/2, b]
+		c.log.Warn("sync stream ended; reconnecting", "control_plane", c.opts.Addr, "err", describe(err), "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, c.opts.MaxBackoff)
+	}
+	return nil
+}
+
+func describe(err error) string {
+	switch status.Code(err) {
+	case codes.Unauthenticated:
+		return "the control plane refused the sync token: " + status.Convert(err).Message()
+	case codes.PermissionDenied:
+		return "the token may not sync (it needs scope sync): " + status.Convert(err).Message()
+	case codes.Unavailable:
+		return "control plane unreachable: " + status.Convert(err).Message()
+	}
+	if err == nil {
+		return "closed by the control plane"
+	}
+	return err.Error()
+}
+
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+func (c *Client) dial() (*grpc.ClientConn, error) {
+	var tc credentials.TransportCredentials
+	if c.opts.TLS || c.opts.CAFile != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.opts.ServerName}
+		if c.opts.CAFile != "" {
+			pem, err := os.ReadFile(c.opts.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("read control-plane CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("control-plane CA %s holds no PEM certificate", c.opts.CAFile)
+			}
+			cfg.RootCAs = pool
+		}
+		tc = credentials.NewTLS(cfg)
+	} else {
+		tc = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(c.opts.Addr,
+		grpc.WithTransportCredentials(tc),
+		grpc.WithPerRPCCredentials(bearer{token: c.opts.Token, secure: c.opts.TLS || c.opts.CAFile != ""}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.UseCompressor(gzip.Name)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("control-plane address %q: %w", c.opts.Addr, err)
+	}
+	return conn, nil
+}
+
+// session runs one stream until it fails or ctx is done.
+func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	rev, hash := c.cache.Revision()
+	hello := &metamcpv1.Hello{NodeId: c.opts.NodeID, Hostname: c.opts.Hostname, Version: c.opts.Version, Address: c.opts.Address, Revision: rev, Hash: hash}
+	if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Hello{Hello: hello}}); err != nil {
+		return recvErr(stream, err)
+	}
+
+	// All Sends happen on this goroutine; the receiver only hands snapshots over.
+	snaps := make(chan *metamcpv1.Snapshot)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if s := msg.GetSnapshot(); s != nil {
+				select {
+				case snaps <- s:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+
+	ticker := time.NewTicker(c.opts.StatusInterval)
+	defer ticker.Stop()
+	var batch []*metamcpv1.CallRecord
+	flush := time.NewTicker(time.Second)
+	defer flush.Stop()
+	first := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		case snap := <-snaps:
+			if first {
+				c.connected.Store(true)
+				first = false
+			}
+			ack := &metamcpv1.Ack{Nonce: snap.GetNonce(), Revision: snap.GetRevision(), Hash: snap.GetHash()}
+			if err := c.cache.Apply(snap); err != nil {
+				ack.Error = err.Error()
+				c.log.Error("refused snapshot; still serving the previous config", "revision", snap.GetRevision(), "err", err)
+			} else {
+				c.log.Info("applied snapshot", "revision", snap.GetRevision(), "hash", short(snap.GetHash()))
+			}
+			if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Ack{Ack: ack}}); err != nil {
+				return sendFailed(errc, err)
+			}
+		case <-ticker.C:
+			c.connected.Store(true) // the stream has lived a status period
+			if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Status{Status: c.status()}}); err != nil {
+				return sendFailed(errc, err)
+			}
+		case rec, ok := <-c.opts.Calls:
+			if !ok {
+				c.opts.Calls = nil
+				continue
+			}
+			batch = append(batch, rec)
+			if len(batch) >= 500 {
+				if err := c.sendCalls(stream, errc, &batch); err != nil {
+					return err
+				}
+			}
+		case <-flush.C:
+			if len(batch) > 0 {
+				if err := c.sendCalls(stream, errc, &batch); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (c *Client) sendCalls(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest, metamcpv1.SyncResponse], errc <-chan error, batch *[]*metamcpv1.CallRecord) error {
+	msg := &metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Calls{Calls: &metamcpv1.CallRecordBatch{Records: *batch}}}
+	if err := stream.Send(msg); err != nil {
+		return sendFailed(errc, err)
+	}
+	*batch = nil
+	return nil
+}
+
+func (c *Client) status() *metamcpv1.Status {
+	rev, hash := c.cache.Revision()
+	st := &metamcpv1.Status{Revision: rev, Hash: hash}
+	if c.opts.Status != nil {
+		st.Upstreams, st.ActiveSessions = c.opts.Status()
+	}
+	return st
+}
+
+// sendFailed waits briefly for the receiver's error, which says why the
+// stream broke (a failed Send only says io.EOF).
+func sendFailed(errc <-chan error, sendErr error) error {
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(2 * time.Second):
+		return sendErr
+	}
+}
+
+// recvErr turns a failed Send into the stream's real error: gRPC reports the
+// cause (e.g. Unauthenticated) on Recv, and only io.EOF on Send.
+func recvErr(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest, metamcpv1.SyncResponse], sendErr error) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	return sendErr
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}

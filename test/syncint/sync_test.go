@@ -1,0 +1,367 @@
+// Package syncint tests config sync end to end inside one process: a real
+// control plane (gRPC on loopback, SQLite or Postgres store) and several data
+// planes' sync clients, and benchmarks how fast a change reaches them.
+package syncint
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/controlplane"
+	"github.com/metamcp/metamcp/controlplane/auth"
+	"github.com/metamcp/metamcp/controlplane/secret"
+	"github.com/metamcp/metamcp/controlplane/store"
+	"github.com/metamcp/metamcp/controlplane/store/postgres"
+	"github.com/metamcp/metamcp/controlplane/store/postgres/pgtest"
+	"github.com/metamcp/metamcp/controlplane/store/sqlite"
+	"github.com/metamcp/metamcp/dataplane/configcache"
+	"github.com/metamcp/metamcp/dataplane/syncclient"
+)
+
+const adminToken = "sync-test-admin-token-0123456789abcdef"
+
+type cp struct {
+	addr   string
+	admin  metamcpv1.AdminServiceClient
+	stop   func()
+	store  store.Store
+	sealer *secret.Sealer
+}
+
+func testLogger(tb testing.TB) *slog.Logger {
+	if os.Getenv("METAMCP_TEST_VERBOSE") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func newSealer(tb testing.TB) *secret.Sealer {
+	key, err := secret.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := secret.New(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// startCP serves a control plane on st at addr ("127.0.0.1:0" for any port).
+func startCP(tb testing.TB, st store.Store, sealer *secret.Sealer, addr string) *cp {
+	tb.Helper()
+	srv, err := controlplane.New(st, sealer, controlplane.Options{AdminTokenHash: auth.HashToken(adminToken), Logger: testLogger(tb), ShutdownTimeout: time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var lis net.Listener
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lis, err = net.Listen("tcp", addr)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the previous control plane's port is being released
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &cp{addr: lis.Addr().String(), admin: metamcpv1.NewAdminServiceClient(conn), store: st, sealer: sealer}
+	var stopped bool
+	c.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		conn.Close()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("control plane Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			tb.Error("control plane did not stop")
+		}
+	}
+	tb.Cleanup(c.stop)
+	return c
+}
+
+func adminCtx(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	tb.Cleanup(cancel)
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+adminToken)
+}
+
+func openSQLite(tb testing.TB) store.Store {
+	st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "cp.db"), sqlite.Options{RecheckInterval: 200 * time.Millisecond})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
+func openPostgres(tb testing.TB) (store.Store, string) {
+	dsn := pgtest.NewDatabase(tb)
+	st, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st, dsn
+}
+
+func syncToken(tb testing.TB, c *cp, name string) string {
+	resp, err := c.admin.CreateToken(adminCtx(tb), &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{Name: name, Scope: metamcpv1.TokenScope_TOKEN_SCOPE_SYNC}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.GetSecret()
+}
+
+type dp struct {
+	cache  *configcache.Cache
+	client *syncclient.Client
+	stop   func()
+}
+
+func startDP(tb testing.TB, addr, token, node, cacheFile string, checks ...configcache.Check) *dp {
+	return startDPWith(tb, addr, token, node, cacheFile, 200*time.Millisecond, checks...)
+}
+
+func startDPWith(tb testing.TB, addr, token, node, cacheFile string, statusInterval time.Duration, checks ...configcache.Check) *dp {
+	tb.Helper()
+	cache := configcache.New(cacheFile, testLogger(tb), checks...)
+	if _, err := cache.LoadFile(); err != nil {
+		tb.Fatal(err)
+	}
+	client, err := syncclient.New(cache, syncclient.Options{
+		Addr: addr, Token: token, NodeID: node, Hostname: "test", Version: "test",
+		StatusInterval: statusInterval, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Logger: testLogger(tb),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = client.Run(ctx)
+	}()
+	d := &dp{cache: cache, client: client}
+	d.stop = func() {
+		cancel()
+		<-done
+	}
+	tb.Cleanup(d.stop)
+	return d
+}
+
+// waitRevision waits until every data plane serves at least rev.
+func waitRevision(tb testing.TB, rev int64, dps ...*dp) {
+	tb.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, d := range dps {
+		for {
+			if got, _ := d.cache.Revision(); got >= rev {
+				break
+			}
+			if time.Now().After(deadline) {
+				got, _ := d.cache.Revision()
+				tb.Fatalf("data plane serves revision %d, want %d", got, rev)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+func createServer(tb testing.TB, c *cp, name, command string) int64 {
+	tb.Helper()
+	s, err := c.admin.CreateServer(adminCtx(tb), &metamcpv1.CreateServerRequest{Server: &metamcpv1.Server{
+		Name: name, Transport: &metamcpv1.Server_Stdio{Stdio: &metamcpv1.StdioTransport{
+			Command: command,
+			Env:     map[string]*metamcpv1.Value{"TOKEN": {Value: "secret-" + name, Secret: true}},
+		}},
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s.GetRevision()
+}
+
+func revisionOf(tb testing.TB, c *cp) int64 {
+	r, err := c.admin.GetRevision(adminCtx(tb), &metamcpv1.GetRevisionRequest{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r.GetRevision()
+}
+
+func TestChangeReachesEveryDataPlane(t *testing.T) {
+	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
+	tok := syncToken(t, c, "dps")
+	var dps []*dp
+	for i := range 3 {
+		dps = append(dps, startDP(t, c.addr, tok, fmt.Sprintf("dp-%d", i), ""))
+	}
+	waitRevision(t, revisionOf(t, c), dps...)
+	rev := createServer(t, c, "fs", "npx")
+	waitRevision(t, rev, dps...)
+	for _, d := range dps {
+		srv := d.cache.Current().Servers["fs"]
+		if got := srv.GetStdio().GetEnv()["TOKEN"].GetValue(); got != "secret-fs" {
+			t.Errorf("data plane got secret %q, want it decrypted", got)
+		}
+	}
+	// The registry shows all three, connected, at the revision.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.admin.ListDataPlanes(adminCtx(t), &metamcpv1.ListDataPlanesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := len(resp.GetDataPlanes()) == 3
+		for _, d := range resp.GetDataPlanes() {
+			ok = ok && d.GetConnected() && d.GetAppliedRevision() == rev && d.GetLastSeen() != nil
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry never showed 3 data planes at revision %d: %v", rev, resp.GetDataPlanes())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestNACKKeepsPreviousConfig(t *testing.T) {
+	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
+	tok := syncToken(t, c, "dps")
+	good := createServer(t, c, "fs", "npx")
+	strict := startDP(t, c.addr, tok, "strict", "", configcache.StdioAllowList([]string{"npx", "node"}))
+	other := startDP(t, c.addr, tok, "other", "")
+	waitRevision(t, good, strict, other)
+
+	bad := createServer(t, c, "shell", "/bin/sh")
+	waitRevision(t, bad, other)
+	// The strict data plane refuses it, says why, and keeps serving the old one.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.admin.ListDataPlanes(adminCtx(t), &metamcpv1.ListDataPlanesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found *metamcpv1.DataPlane
+		for _, d := range resp.GetDataPlanes() {
+			if d.GetNodeId() == "strict" {
+				found = d
+			}
+		}
+		if found != nil && found.GetLastErrorRevision() == bad {
+			if !strings.Contains(found.GetLastError(), `server "shell" runs "/bin/sh"`) {
+				t.Errorf("NACK error = %q", found.GetLastError())
+			}
+			if found.GetAppliedRevision() != good {
+				t.Errorf("strict data plane applied %d, want %d", found.GetAppliedRevision(), good)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no NACK recorded: %v", found)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, _ := strict.cache.Revision(); got != good {
+		t.Fatalf("strict data plane serves %d, want %d", got, good)
+	}
+	// A later valid revision is applied again.
+	if _, err := c.admin.DeleteServer(adminCtx(t), &metamcpv1.DeleteServerRequest{Name: "shell"}); err != nil {
+		t.Fatal(err)
+	}
+	waitRevision(t, revisionOf(t, c), strict, other)
+}
+
+func TestControlPlaneAwayAndBack(t *testing.T) {
+	st, _ := openPostgres(t)
+	sealer := newSealer(t)
+	c := startCP(t, st, sealer, "127.0.0.1:0")
+	addr := c.addr
+	tok := syncToken(t, c, "dps")
+	rev := createServer(t, c, "fs", "npx")
+	cacheFile := filepath.Join(t.TempDir(), "dp", "snapshot.pb")
+	d1 := startDP(t, addr, tok, "dp-1", cacheFile)
+	d2 := startDP(t, addr, tok, "dp-2", "")
+	waitRevision(t, rev, d1, d2)
+
+	c.stop()
+	// Still serving without the control plane.
+	if got, _ := d2.cache.Revision(); got != rev {
+		t.Fatalf("dp-2 serves %d after the control plane stopped, want %d", got, rev)
+	}
+	// A data plane restarted while the control plane is down serves its cache.
+	d1.stop()
+	d1 = startDP(t, addr, tok, "dp-1", cacheFile)
+	if got, _ := d1.cache.Revision(); got != rev || d1.cache.Current().Servers["fs"] == nil {
+		t.Fatalf("restarted dp-1 serves %d from cache, want %d", got, rev)
+	}
+
+	// The control plane comes back on the same address: the data planes
+	// reconnect by themselves and converge on the latest revision.
+	c2 := startCP(t, st, sealer, addr)
+	rev2 := createServer(t, c2, "gh", "npx")
+	waitRevision(t, rev2, d1, d2)
+	if d1.cache.Current().Servers["gh"] == nil || d2.cache.Current().Servers["gh"] == nil {
+		t.Fatal("data planes lack the server added after the restart")
+	}
+}
+
+func TestRevokedTokenClosesStream(t *testing.T) {
+	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
+	tok := syncToken(t, c, "dps")
+	d := startDP(t, c.addr, tok, "dp", "")
+	waitRevision(t, revisionOf(t, c), d)
+	deadline := time.Now().Add(10 * time.Second)
+	for !d.client.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("never connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := c.admin.RevokeToken(adminCtx(t), &metamcpv1.RevokeTokenRequest{Name: "dps"}); err != nil {
+		t.Fatal(err)
+	}
+	for d.client.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("stream stayed open after its token was revoked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// And it gets no further snapshots.
+	rev := createServer(t, c, "late", "npx")
+	time.Sleep(300 * time.Millisecond)
+	if got, _ := d.cache.Revision(); got >= rev {
+		t.Fatalf("a revoked data plane received revision %d", got)
+	}
+}
