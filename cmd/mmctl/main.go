@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -34,7 +35,15 @@ func main() {
 // run executes one mmctl command line and returns the process exit code. A
 // failure is printed on stderr as one clear message, never as a raw gRPC error
 // or a stack trace.
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		// A bug must still end in one line, not a stack trace on a user's
+		// terminal.
+		if v := recover(); v != nil {
+			fmt.Fprintf(stderr, "error: mmctl failed unexpectedly (%v): please report this bug with the command line you ran\n", v)
+			code = exitError
+		}
+	}()
 	a := &app{
 		stdin:  stdin,
 		stdout: stdout,
