@@ -168,7 +168,7 @@ func Parse(r io.Reader) ([]*metamcpv1.Resource, error) {
 				// Meant as JSON: its syntax error says more than YAML's.
 				var x any
 				if jerr := json.Unmarshal(data, &x); jerr != nil {
-					return nil, fmt.Errorf("document 1: %v", jsonError(data, jerr))
+					return nil, fmt.Errorf("document 1: %w", jsonError(data, jerr))
 				}
 			}
 			return nil, fmt.Errorf("document %d: %s", d.number, yamlError(err, d.line))
@@ -267,7 +267,7 @@ func parseDocument(number int, j []byte, out *[]*metamcpv1.Resource) error {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return fmt.Errorf("document %d: %v", number, err)
+		return fmt.Errorf("document %d: %w", number, err)
 	}
 	switch t := v.(type) {
 	case nil:
@@ -351,7 +351,7 @@ func parseResource(where string, v any) (*metamcpv1.Resource, error) {
 	}
 	j, err := json.Marshal(obj)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", label, err)
+		return nil, fmt.Errorf("%s: %w", label, err)
 	}
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(j, msg.Interface()); err != nil {
 		return nil, fmt.Errorf("%s: %s", label, protojsonError(err))

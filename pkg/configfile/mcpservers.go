@@ -347,11 +347,11 @@ func jsonError(data []byte, err error) error {
 	case errors.As(err, &syn):
 		// Offset counts the offending byte itself.
 		line, col := lineCol(data, max(syn.Offset-1, 0))
-		return fmt.Errorf("invalid JSON at line %d, column %d: %v", line, col, syn)
+		return fmt.Errorf("invalid JSON at line %d, column %d: %w", line, col, syn)
 	case errors.As(err, &typ):
 		return fmt.Errorf("the file must hold a JSON object like {\"mcpServers\": {...}}, not %s", typ.Value)
 	}
-	return fmt.Errorf("invalid JSON: %v", err)
+	return fmt.Errorf("invalid JSON: %w", err)
 }
 
 // lineCol turns a byte offset into a 1-based line and column.
@@ -390,17 +390,16 @@ func stripJSONC(data []byte) []byte {
 				out[i] = ' '
 			}
 		case c == '/' && i+1 < len(out) && out[i+1] == '*':
-			j := i
-			for ; j < len(out) && !(out[j] == '*' && j+1 < len(out) && out[j+1] == '/' && j > i+1); j++ {
+			stop := len(out) // an unterminated comment runs to the end
+			if end := bytes.Index(out[i+2:], []byte("*/")); end >= 0 {
+				stop = i + 2 + end + 2
+			}
+			for j := i; j < stop; j++ {
 				if out[j] != '\n' {
 					out[j] = ' '
 				}
 			}
-			if j < len(out) { // blank the closing */
-				out[j], out[j+1] = ' ', ' '
-				j++
-			}
-			i = j
+			i = stop - 1
 		}
 	}
 	// Trailing commas, now that comments are blank.

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -34,7 +35,8 @@ func FuzzValidate(f *testing.F) {
 		}
 		_, err := Validate(&cfg)
 		if err != nil {
-			if _, ok := err.(*Error); !ok {
+			var verr *Error
+			if !errors.As(err, &verr) {
 				t.Fatalf("Validate returned %T, want *Error", err)
 			}
 		}
