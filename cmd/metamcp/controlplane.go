@@ -55,8 +55,8 @@ func newControlPlaneCommand(lf *logFlags) *cobra.Command {
 		Use:   "controlplane",
 		Short: "Run the control plane (admin and sync gRPC API) on Postgres",
 		Long: `Run the control plane: it keeps the config in Postgres, serves the admin API
-that mmctl speaks and (from the next release) the sync API that data planes
-connect to, both on one gRPC port. Database migrations run at start.
+that mmctl speaks and the sync API that data planes connect to, both on one
+gRPC port. Database migrations run at start.
 
 Secrets come from the environment or files, never from flags:
   ` + envSecretKey + `   32-byte key that encrypts secrets at rest (base64 or 64 hex

@@ -71,6 +71,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 Roles of this binary:
   metamcp dev            everything in one process, state in a local directory (first run, laptops)
   metamcp controlplane   the control plane on Postgres (production)
+  metamcp dataplane      a data plane: serves MCP clients with the config the control plane streams
   metamcp migrate        bring the Postgres schema up to date
 
 Every flag can also be set through the environment variable shown next to it.
@@ -88,6 +89,7 @@ The admin CLI is mmctl.`,
 
 	root.AddCommand(
 		newControlPlaneCommand(lf),
+		newDataPlaneCommand(lf),
 		newDevCommand(lf, stdout),
 		newMigrateCommand(lf, stdout),
 		newVersionCommand(stdout),

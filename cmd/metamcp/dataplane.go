@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metamcp/metamcp/dataplane"
+	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/pkg/version"
+)
+
+// envSyncToken holds the data plane's sync token (secrets stay out of argv).
+const envSyncToken = "METAMCP_SYNC_TOKEN"
+
+type dataPlaneFlags struct {
+	listen        string
+	advertise     string
+	controlPlane  string
+	syncTokenFile string
+	nodeID        string
+	cacheFile     string
+	stdioAllow    []string
+	tls           bool
+	tlsCA         string
+	tlsServerName string
+}
+
+func newDataPlaneCommand(lf *logFlags) *cobra.Command {
+	f := &dataPlaneFlags{}
+	cmd := &cobra.Command{
+		Use:   "dataplane",
+		Short: "Run a data plane: serve MCP clients with the config the control plane streams",
+		Long: `Run a data plane. It connects to the control plane's sync API, applies every
+config snapshot it receives (validated first; a snapshot it cannot serve is
+refused and the previous one kept), keeps the last good snapshot on disk and
+serves from it at start when the control plane is unreachable.
+
+Data planes are stateless replicas: run as many as you need behind a load
+balancer. Each needs a sync token:
+  mmctl create token dp --scope sync
+and takes it from ` + envSyncToken + ` or --sync-token-file.
+
+HTTP endpoints: /healthz (the process lives), /readyz (a config is applied).`,
+		Example: `  export METAMCP_SYNC_TOKEN=mmt_...
+  metamcp dataplane --control-plane cp.internal:12009 --tls --listen 0.0.0.0:12008`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := lf.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDataPlane(ctx, logger, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", dataplane.DefaultListen, "HTTP address for MCP clients and health checks; port 0 picks a free port")
+	fl.StringVar(&f.advertise, "advertise-address", "", "address reported to the control plane (default: the listen address)")
+	fl.StringVar(&f.controlPlane, "control-plane", defaultControlPlaneListen, "control plane gRPC address (host:port)")
+	fl.StringVar(&f.syncTokenFile, "sync-token-file", "", "file holding the sync token (alternative: set "+envSyncToken+")")
+	fl.StringVar(&f.nodeID, "node-id", "", "this replica's stable id in the registry (default: the host name)")
+	fl.StringVar(&f.cacheFile, "cache-file", "", "where the last good snapshot is kept (default: USER_CACHE_DIR/metamcp/NODE_ID/snapshot.pb); it holds upstream credentials, so it is written 0600")
+	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "glob patterns of stdio commands this data plane may run, comma separated (default: any); a snapshot with another command is refused")
+	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
+	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
+	return cmd
+}
+
+func loadSyncToken(envValue, file string) (string, error) {
+	switch {
+	case envValue != "" && file != "":
+		return "", usageError{fmt.Errorf("both %s and --sync-token-file are set: use one", envSyncToken)}
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read --sync-token-file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("--sync-token-file %s is empty", file)
+		}
+		return tok, nil
+	case envValue != "":
+		return strings.TrimSpace(envValue), nil
+	}
+	return "", usageError{fmt.Errorf("no sync token: create one with `mmctl create token NAME --scope sync` and set %s or --sync-token-file", envSyncToken)}
+}
+
+func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) error {
+	token, err := loadSyncToken(os.Getenv(envSyncToken), f.syncTokenFile)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	node := f.nodeID
+	if node == "" {
+		node = host
+	}
+	if node == "" {
+		return usageError{errors.New("cannot tell the host name: pass --node-id")}
+	}
+	cacheFile := f.cacheFile
+	if cacheFile == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return fmt.Errorf("no cache directory (%w): pass --cache-file", err)
+		}
+		cacheFile = filepath.Join(dir, "metamcp", node, "snapshot.pb")
+	}
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another data plane running? pick another address with --listen)", f.listen, err)
+	}
+	advertise := f.advertise
+	if advertise == "" {
+		advertise = lis.Addr().String()
+	}
+	srv, err := dataplane.New(dataplane.Options{
+		Sync: syncclient.Options{
+			Addr:       f.controlPlane,
+			Token:      token,
+			TLS:        f.tls || f.tlsCA != "",
+			CAFile:     f.tlsCA,
+			ServerName: f.tlsServerName,
+			NodeID:     node,
+			Hostname:   host,
+			Version:    version.String(),
+			Address:    advertise,
+		},
+		CacheFile:  cacheFile,
+		StdioAllow: f.stdioAllow,
+		Logger:     logger,
+	})
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	logger.Info("starting data plane", "version", version.String(), "node", node, "control_plane", f.controlPlane, "cache_file", cacheFile)
+	return srv.Serve(ctx, lis)
+}

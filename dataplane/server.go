@@ -1,0 +1,157 @@
+// Package dataplane assembles a data plane: the sync client that keeps its
+// config in step with the control plane, the snapshot cache it serves from,
+// and its HTTP server (health and readiness now; the MCP gateway mounts here).
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/metamcp/metamcp/dataplane/configcache"
+	"github.com/metamcp/metamcp/dataplane/syncclient"
+)
+
+// DefaultListen is the data plane's default HTTP address.
+const DefaultListen = "127.0.0.1:12008"
+
+// Options configure a Server.
+type Options struct {
+	// Sync says how to reach the control plane. Its NodeID is required.
+	Sync syncclient.Options
+	// CacheFile keeps the last good snapshot ("" keeps none).
+	CacheFile string
+	// StdioAllow, when not empty, lists the glob patterns of the stdio commands
+	// this data plane may run; a snapshot with any other is refused (NACKed).
+	StdioAllow []string
+	// ShutdownTimeout bounds the graceful HTTP stop (10s).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Server is one data plane.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	cache *configcache.Cache
+	sync  *syncclient.Client
+	mux   *http.ServeMux
+
+	mu   sync.Mutex
+	addr net.Addr
+}
+
+// New builds a data plane. It serves the cached snapshot, if any, at once.
+func New(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 10 * time.Second
+	}
+	var checks []configcache.Check
+	if len(opts.StdioAllow) > 0 {
+		checks = append(checks, configcache.StdioAllowList(opts.StdioAllow))
+	}
+	cache := configcache.New(opts.CacheFile, opts.Logger.With("component", "config"), checks...)
+	loaded, err := cache.LoadFile()
+	if err != nil {
+		// A bad cache must not keep the data plane down: the control plane
+		// will send a fresh snapshot.
+		opts.Logger.Warn("ignoring the snapshot cache", "path", opts.CacheFile, "err", err)
+	} else if loaded {
+		rev, _ := cache.Revision()
+		opts.Logger.Info("serving the cached snapshot until the control plane answers", "path", opts.CacheFile, "revision", rev)
+	}
+	syncOpts := opts.Sync
+	syncOpts.Logger = opts.Logger.With("component", "sync")
+	client, err := syncclient.New(cache, syncOpts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	return s, nil
+}
+
+// Cache returns the config the data plane serves.
+func (s *Server) Cache() *configcache.Cache { return s.cache }
+
+// Handler returns the data plane's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Addr returns the HTTP address Serve listens on, or nil before Serve.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rev, _ := s.cache.Revision()
+	if !s.cache.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: no config yet (waiting for the control plane)\n"))
+		return
+	}
+	state := "connected to the control plane"
+	if !s.sync.Connected() {
+		state = "control plane unreachable; serving the last good config"
+	}
+	_, _ = fmt.Fprintf(w, "ready: revision %d (%s)\n", rev, state)
+}
+
+// Serve runs the sync client and serves HTTP on lis until ctx is done, then
+// stops gracefully. It returns nil after such a stop.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	s.mu.Lock()
+	s.addr = lis.Addr()
+	s.mu.Unlock()
+
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		if err := s.sync.Run(syncCtx); err != nil {
+			s.log.Error("sync stopped", "err", err)
+		}
+	}()
+	defer func() {
+		stopSync()
+		<-syncDone
+	}()
+
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(lis) }()
+	s.log.Info("data plane listening", "addr", lis.Addr().String())
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve HTTP on %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		s.log.Warn("HTTP requests still running after the shutdown timeout; closing them", "err", err)
+		_ = hs.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve HTTP on %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
