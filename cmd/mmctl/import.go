@@ -16,7 +16,8 @@ import (
 // importFlags are the flags of `mmctl import`.
 type importFlags struct {
 	namespace      string
-	prefixByServer bool
+	noPrefix       bool
+	prefixByServer bool // deprecated: prefixing by server name is the default
 	endpoint       string
 	dryRun         bool
 }
@@ -24,18 +25,18 @@ type importFlags struct {
 func newImportCommand(a *app) *cobra.Command {
 	f := &importFlags{}
 	cmd := &cobra.Command{
-		Use:   "import FILE|- [--namespace NAME [--prefix-by-server]] [--endpoint NAME] [--dry-run]",
+		Use:   "import FILE|- [--namespace NAME [--no-prefix]] [--endpoint NAME] [--dry-run]",
 		Short: "Register the servers of a Claude Desktop, Cursor or Windsurf mcpServers JSON",
 		Long: `Register every server of an existing client config (the "mcpServers" JSON of
 Claude Desktop, Cursor, Windsurf and others). Environment variables and
 headers become secrets: the tokens move from laptops to the gateway.
 
-With --namespace, the servers are also grouped into a namespace: with
---prefix-by-server each server's tools are prefixed with its name (needed for
-more than one server); without it, a single server's tools keep their names.
+With --namespace, the servers are also grouped into a namespace, each
+server's tools prefixed with its name (github__create_issue) so that names
+never collide; --no-prefix keeps a single server's tool names as they are.
 With --endpoint, that namespace is exposed (an --endpoint without --namespace
 uses a namespace of the same name). Everything is applied in one revision.`,
-		Example: `  mmctl import ~/Library/Application\ Support/Claude/claude_desktop_config.json --namespace dev --prefix-by-server --endpoint dev
+		Example: `  mmctl import ~/Library/Application\ Support/Claude/claude_desktop_config.json --namespace dev --endpoint dev
   mmctl import ~/.cursor/mcp.json --dry-run`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
@@ -47,8 +48,8 @@ uses a namespace of the same name). Everything is applied in one revision.`,
 			return []string{"json"}, cobra.ShellCompDirectiveFilterFileExt
 		},
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
-			if f.prefixByServer && f.namespace == "" && f.endpoint == "" {
-				return usageErrorf("--prefix-by-server needs --namespace NAME or --endpoint NAME")
+			if f.noPrefix && f.namespace == "" && f.endpoint == "" {
+				return usageErrorf("--no-prefix needs --namespace NAME or --endpoint NAME")
 			}
 			name := args[0]
 			var (
@@ -74,10 +75,10 @@ uses a namespace of the same name). Everything is applied in one revision.`,
 			if len(servers) == 0 {
 				return runtimeError{fmt.Errorf("%s: no servers found under \"mcpServers\"", name)}
 			}
-			if (f.namespace != "" || f.endpoint != "") && !f.prefixByServer && len(servers) > 1 {
+			if f.noPrefix && len(servers) > 1 {
 				// The control plane allows one unprefixed member per
 				// namespace: the tools of two could collide.
-				return usageErrorf("%s holds %d servers: in one namespace they need prefixes so their tool names cannot collide; add --prefix-by-server", name, len(servers))
+				return usageErrorf("%s holds %d servers: in one namespace they need prefixes so their tool names cannot collide; drop --no-prefix", name, len(servers))
 			}
 			resources := f.resources(servers)
 			if err := a.apply(ctx, resources, f.dryRun); err != nil {
@@ -91,7 +92,9 @@ uses a namespace of the same name). Everything is applied in one revision.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.namespace, "namespace", "", "also group the servers into this namespace")
-	fl.BoolVar(&f.prefixByServer, "prefix-by-server", false, "prefix each server's tools with the server's name in the namespace (needed for more than one server)")
+	fl.BoolVar(&f.noPrefix, "no-prefix", false, "keep the tool names of a single server unprefixed in the namespace")
+	fl.BoolVar(&f.prefixByServer, "prefix-by-server", false, "prefix each server's tools with its name (the default)")
+	_ = fl.MarkDeprecated("prefix-by-server", "prefixing by server name is now the default; use --no-prefix to turn it off")
 	fl.StringVar(&f.endpoint, "endpoint", "", "also expose the namespace at this endpoint")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "check and show the changes without committing them")
 	return cmd
@@ -112,7 +115,7 @@ func (f *importFlags) resources(servers []*metamcpv1.Server) []*metamcpv1.Resour
 		n := &metamcpv1.Namespace{Name: ns}
 		for _, s := range servers {
 			m := &metamcpv1.NamespaceMember{Server: s.GetName()}
-			if !f.prefixByServer {
+			if f.noPrefix {
 				m.Prefix = proto.String("")
 			}
 			n.Members = append(n.Members, m)

@@ -26,7 +26,7 @@ func TestImport(t *testing.T) {
 		"namespace/dev created", "endpoint/dev created"}
 
 	// Dry run: the same report, nothing committed.
-	r := cp.ok(t, "import", file, "--namespace", "dev", "--prefix-by-server", "--endpoint", "dev", "--dry-run")
+	r := cp.ok(t, "import", file, "--namespace", "dev", "--endpoint", "dev", "--dry-run")
 	want := make([]string, 0, len(created)+1)
 	for _, c := range created {
 		want = append(want, c+" (dry run)")
@@ -40,7 +40,7 @@ func TestImport(t *testing.T) {
 	}
 
 	// The import: one Apply, one revision.
-	r = cp.ok(t, "import", file, "--namespace", "dev", "--prefix-by-server", "--endpoint", "dev")
+	r = cp.ok(t, "import", file, "--namespace", "dev", "--endpoint", "dev")
 	if got := lines(r.stdout); strings.Join(got, "\n") != strings.Join(append(created, "revision 1"), "\n") {
 		t.Errorf("import:\n%s", r)
 	}
@@ -113,12 +113,12 @@ func TestImport(t *testing.T) {
 	}
 
 	// Importing again changes nothing.
-	r = cp.ok(t, "import", file, "--namespace", "dev", "--prefix-by-server", "--endpoint", "dev")
+	r = cp.ok(t, "import", file, "--namespace", "dev", "--endpoint", "dev")
 	checkAllUnchanged(t, r, "1")
 
 	// An endpoint without --namespace gets a namespace of its own name;
 	// stdin works.
-	r = cp.okIn(t, testdata(t, "claude_desktop_config.json"), "import", "-", "--endpoint", "all", "--prefix-by-server")
+	r = cp.okIn(t, testdata(t, "claude_desktop_config.json"), "import", "-", "--endpoint", "all")
 	if got := lines(r.stdout); len(got) != 7 || got[4] != "namespace/all created" || got[5] != "endpoint/all created" || got[6] != "revision 2" {
 		t.Errorf("import - --endpoint all:\n%s", r)
 	}
@@ -126,20 +126,19 @@ func TestImport(t *testing.T) {
 		t.Errorf("get ep all:\n%s", r.stdout)
 	}
 
-	// Without --prefix-by-server, one server keeps its tool names; several
-	// would collide, and mmctl says what to do before asking the control
-	// plane.
-	r = cp.okIn(t, `{"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"]}}}`, "import", "-", "--namespace", "solo")
+	// With --no-prefix, one server keeps its tool names; several would
+	// collide, and mmctl says what to do before asking the control plane.
+	r = cp.okIn(t, `{"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"]}}}`, "import", "-", "--namespace", "solo", "--no-prefix")
 	if got := lines(r.stdout); len(got) != 3 || got[1] != "namespace/solo created" || got[2] != "revision 3" {
 		t.Errorf("import of one server without prefixes:\n%s", r)
 	}
 	if r := cp.ok(t, "get", "ns", "solo"); !strings.Contains(r.stdout, "time:") {
 		t.Errorf("get ns solo:\n%s", r.stdout)
 	}
-	cp.fail(t, 2, []string{"holds 4 servers", "add --prefix-by-server"}, "import", file, "--namespace", "flat")
+	cp.fail(t, 2, []string{"holds 4 servers", "drop --no-prefix"}, "import", file, "--namespace", "flat", "--no-prefix")
 
 	// Usage and input errors.
-	cp.fail(t, 2, []string{"--prefix-by-server needs --namespace"}, "import", file, "--prefix-by-server")
+	cp.fail(t, 2, []string{"--no-prefix needs --namespace"}, "import", file, "--no-prefix")
 	cp.fail(t, 2, []string{"import needs one FILE"}, "import")
 	r = cp.mmctlIn(t, `{"mcpServers": `, "import", "-")
 	checkFailure(t, r, 1, []string{"stdin"})
