@@ -3,17 +3,11 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,6 +30,7 @@ import (
 	"github.com/metamcp/metamcp/controlplane/auth"
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
+	"github.com/metamcp/metamcp/internal/testca"
 )
 
 const bootstrapToken = "bootstrap-token-for-tests-0123456789"
@@ -341,9 +336,9 @@ func TestNewRejectsBadTLSOptions(t *testing.T) {
 // with a certificate from that CA gets through, one without does not.
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca := newCA(t)
-	serverCert, serverKey := ca.issue(t, "127.0.0.1", false)
-	clientCert, clientKey := ca.issue(t, "mmctl", true)
+	ca := testca.New(t)
+	serverCert, serverKey := ca.Issue(t, "127.0.0.1", false)
+	clientCert, clientKey := ca.Issue(t, "mmctl", true)
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, b, 0o600); err != nil {
@@ -354,13 +349,13 @@ func TestMutualTLS(t *testing.T) {
 	ts := startServer(t, controlplane.Options{
 		TLSCertFile:  write("server.pem", serverCert),
 		TLSKeyFile:   write("server-key.pem", serverKey),
-		ClientCAFile: write("ca.pem", ca.certPEM),
+		ClientCAFile: write("ca.pem", ca.CertPEM),
 	})
 	if strings.Contains(ts.logs.String(), "without TLS") {
 		t.Error("TLS server warned about clear text")
 	}
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.certPEM)
+	roots.AppendCertsFromPEM(ca.CertPEM)
 	pair, err := tls.X509KeyPair(clientCert, clientKey)
 	if err != nil {
 		t.Fatal(err)
@@ -380,66 +375,3 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM []byte
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "metamcp test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func (ca *testCA) issue(t *testing.T, name string, client bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	} else if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}

@@ -28,6 +28,7 @@ import (
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/internal/testca"
 )
 
 const adminToken = "sync-test-admin-token-0123456789abcdef"
@@ -363,5 +364,84 @@ func TestRevokedTokenClosesStream(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got, _ := d.cache.Revision(); got >= rev {
 		t.Fatalf("a revoked data plane received revision %d", got)
+	}
+}
+
+// TestReplicasBuildTheSameSnapshot: two control planes on one Postgres build
+// byte-identical snapshots (same hash) for the same revision, so a data plane
+// may reconnect to either without a needless re-send.
+func TestReplicasBuildTheSameSnapshot(t *testing.T) {
+	st1, dsn := openPostgres(t)
+	st2, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st2.Close() })
+	sealer := newSealer(t)
+	a := startCP(t, st1, sealer, "127.0.0.1:0")
+	b := startCP(t, st2, sealer, "127.0.0.1:0")
+	tok := syncToken(t, a, "dps")
+	createServer(t, a, "fs", "npx")
+	rev := createServer(t, b, "gh", "npx")
+	if _, err := a.admin.CreateApiKey(adminCtx(t), &metamcpv1.CreateApiKeyRequest{ApiKey: &metamcpv1.ApiKey{Name: "k", Endpoints: []string{"*"}}}); err != nil {
+		t.Fatal(err)
+	}
+	rev++
+	da := startDP(t, a.addr, tok, "via-a", "")
+	db := startDP(t, b.addr, tok, "via-b", "")
+	waitRevision(t, rev, da, db)
+	ra, ha := da.cache.Revision()
+	rb, hb := db.cache.Revision()
+	if ra != rb || ha != hb {
+		t.Fatalf("replica a sent %d/%s, replica b sent %d/%s", ra, ha, rb, hb)
+	}
+}
+
+// TestSyncOverTLS: a data plane that pins the control plane's CA syncs; one
+// that trusts only the system pool does not.
+func TestSyncOverTLS(t *testing.T) {
+	ca := testca.New(t)
+	caFile, certFile, keyFile := ca.WriteFiles(t, t.TempDir(), "127.0.0.1")
+	srv, err := controlplane.New(openSQLite(t), newSealer(t), controlplane.Options{
+		AdminTokenHash: auth.HashToken(adminToken), TLSCertFile: certFile, TLSKeyFile: keyFile,
+		Logger: testLogger(t), ShutdownTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	t.Cleanup(func() { cancel(); <-done })
+	tok, err := srv.Admin().CreateToken(context.Background(), &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{Name: "dp", Scope: metamcpv1.TokenScope_TOKEN_SCOPE_SYNC}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(node string, ca string) *dp {
+		cache := configcache.New("", testLogger(t))
+		client, err := syncclient.New(cache, syncclient.Options{
+			Addr: lis.Addr().String(), Token: tok.GetSecret(), NodeID: node, TLS: true, CAFile: ca,
+			MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: testLogger(t),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, ccancel := context.WithCancel(context.Background())
+		cdone := make(chan struct{})
+		go func() { defer close(cdone); _ = client.Run(cctx) }()
+		d := &dp{cache: cache, client: client, stop: func() { ccancel(); <-cdone }}
+		t.Cleanup(d.stop)
+		return d
+	}
+	pinned := start("pinned", caFile)
+	unpinned := start("unpinned", "")
+	waitRevision(t, 1, pinned)
+	time.Sleep(200 * time.Millisecond)
+	if unpinned.cache.Ready() {
+		t.Fatal("a data plane that does not trust the CA received a snapshot")
 	}
 }
