@@ -32,9 +32,8 @@ type Cache struct {
 
 	cur atomic.Pointer[snapshot.Compiled]
 
-	mu        sync.Mutex // serialises Apply and guards watchers
-	watchers  []chan struct{}
-	lastError string
+	mu       sync.Mutex // serialises Apply and guards watchers
+	watchers []chan struct{}
 }
 
 // New returns an empty cache that persists to path ("" keeps nothing on disk).
