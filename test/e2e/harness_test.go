@@ -121,6 +121,10 @@ type controlPlane struct {
 	addr  string
 	token string
 	dsn   string
+	// secretKey is the hex METAMCP_SECRET_KEY, kept for restarts.
+	secretKey string
+	// extraArgs are added to every start's command line.
+	extraArgs []string
 	// logs is everything the process wrote, stdout and stderr.
 	logs *syncBuffer
 
@@ -137,24 +141,37 @@ var listeningAddr = regexp.MustCompile(`msg="control plane listening" addr=(\S+)
 func startControlPlane(t *testing.T, extraArgs ...string) *controlPlane {
 	t.Helper()
 	cp := &controlPlane{
-		token: "admin-" + randomHex(t, 16),
-		dsn:   pgtest.NewDatabase(t),
-		logs:  &syncBuffer{},
-		done:  make(chan struct{}),
+		token:     "admin-" + randomHex(t, 16),
+		dsn:       pgtest.NewDatabase(t),
+		secretKey: randomHex(t, 32),
+		extraArgs: extraArgs,
 	}
-	args := append([]string{"controlplane", "--listen", "127.0.0.1:0", "--database-url", cp.dsn, "--log-level", "debug"}, extraArgs...)
-	cp.cmd = exec.Command(metamcpBin, args...)
-	cp.cmd.Env = baseEnv(t,
+	cp.launch(t, "127.0.0.1:0")
+	return cp
+}
+
+// launch starts the process on listen, waits (bounded) until it listens, and
+// stops it when the test ends. Each launch gets a fresh logs buffer.
+func (cp *controlPlane) launch(t *testing.T, listen string) {
+	t.Helper()
+	cp.logs = &syncBuffer{}
+	cp.done = make(chan struct{})
+	cp.waitErr = nil
+	args := append([]string{"controlplane", "--listen", listen, "--database-url", cp.dsn, "--log-level", "debug"}, cp.extraArgs...)
+	cmd := exec.Command(metamcpBin, args...)
+	cmd.Env = baseEnv(t,
 		"METAMCP_ADMIN_TOKEN="+cp.token,
-		"METAMCP_SECRET_KEY="+randomHex(t, 32),
+		"METAMCP_SECRET_KEY="+cp.secretKey,
 	)
-	cp.cmd.Stdout, cp.cmd.Stderr = cp.logs, cp.logs
-	if err := cp.cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = cp.logs, cp.logs
+	if err := cmd.Start(); err != nil {
 		t.Fatalf("start metamcp controlplane: %v", err)
 	}
+	cp.cmd = cmd
+	done := cp.done
 	go func() {
-		cp.waitErr = cp.cmd.Wait()
-		close(cp.done)
+		cp.waitErr = cmd.Wait()
+		close(done)
 	}()
 	t.Cleanup(func() { cp.stop(t) })
 
@@ -165,7 +182,7 @@ func startControlPlane(t *testing.T, extraArgs ...string) *controlPlane {
 			break
 		}
 		select {
-		case <-cp.done:
+		case <-done:
 			t.Fatalf("metamcp controlplane exited (%v) before listening; its output:\n%s", cp.waitErr, cp.logs)
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -173,7 +190,22 @@ func startControlPlane(t *testing.T, extraArgs ...string) *controlPlane {
 			t.Fatalf("metamcp controlplane did not log \"control plane listening\" within 30s; its output:\n%s", cp.logs)
 		}
 	}
-	return cp
+}
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (cp *controlPlane) kill(t *testing.T) {
+	t.Helper()
+	select {
+	case <-cp.done:
+		return
+	default:
+	}
+	_ = cp.cmd.Process.Kill()
+	select {
+	case <-cp.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("metamcp controlplane did not exit within 15s of SIGKILL")
+	}
 }
 
 // stop ends the process (SIGTERM, then SIGKILL after a bounded wait) and

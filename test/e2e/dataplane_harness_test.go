@@ -1,0 +1,234 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+)
+
+// waitTimeout bounds every wait for the system to converge.
+const waitTimeout = 30 * time.Second
+
+// dataPlane is a `metamcp dataplane` process. Its cache file and node id stay
+// the same across restarts.
+type dataPlane struct {
+	node      string
+	token     string
+	cacheFile string
+	cpAddr    string
+	extraArgs []string
+
+	addr string
+	logs *syncBuffer
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+}
+
+var dataPlaneListening = regexp.MustCompile(`msg="data plane listening" addr=(\S+)`)
+
+// createSyncToken creates a sync-scoped token with mmctl and returns its secret.
+func (cp *controlPlane) createSyncToken(t *testing.T, name string) string {
+	t.Helper()
+	r := cp.ok(t, "create", "token", name, "--scope", "sync", "-o", "json")
+	var out struct {
+		Secret string `json:"secret"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.Secret == "" {
+		t.Fatalf("create token %s: no secret in the JSON output (%v):\n%s", name, err, r)
+	}
+	return out.Secret
+}
+
+// startDataPlane creates a sync token named node and starts a data plane
+// with it against cp, its cache file in a temp dir, on a free loopback port.
+func startDataPlane(t *testing.T, cp *controlPlane, node string, extraArgs ...string) *dataPlane {
+	t.Helper()
+	dp := &dataPlane{
+		node:      node,
+		token:     cp.createSyncToken(t, node),
+		cacheFile: filepath.Join(t.TempDir(), "snapshot.pb"),
+		cpAddr:    cp.addr,
+		extraArgs: extraArgs,
+	}
+	dp.launch(t)
+	return dp
+}
+
+// launch starts the process and waits (bounded) until it listens.
+func (dp *dataPlane) launch(t *testing.T) {
+	t.Helper()
+	dp.logs = &syncBuffer{}
+	dp.done = make(chan struct{})
+	dp.waitErr = nil
+	args := append([]string{"dataplane",
+		"--control-plane", dp.cpAddr,
+		"--listen", "127.0.0.1:0",
+		"--node-id", dp.node,
+		"--cache-file", dp.cacheFile,
+		"--log-level", "debug",
+	}, dp.extraArgs...)
+	cmd := exec.Command(metamcpBin, args...)
+	cmd.Env = baseEnv(t, "METAMCP_SYNC_TOKEN="+dp.token)
+	cmd.Stdout, cmd.Stderr = dp.logs, dp.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start metamcp dataplane %s: %v", dp.node, err)
+	}
+	dp.cmd = cmd
+	done := dp.done
+	go func() {
+		dp.waitErr = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() { dp.stop(t) })
+
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if m := dataPlaneListening.FindStringSubmatch(dp.logs.String()); m != nil {
+			dp.addr = m[1]
+			return
+		}
+		select {
+		case <-done:
+			t.Fatalf("data plane %s exited (%v) before listening; its output:\n%s", dp.node, dp.waitErr, dp.logs)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("data plane %s did not log \"data plane listening\" within %v; its output:\n%s", dp.node, waitTimeout, dp.logs)
+		}
+	}
+}
+
+// stop ends the process (SIGTERM, then SIGKILL after a bounded wait); idempotent.
+func (dp *dataPlane) stop(t *testing.T) {
+	select {
+	case <-dp.done:
+		return
+	default:
+	}
+	_ = dp.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-dp.done:
+	case <-time.After(15 * time.Second):
+		t.Errorf("data plane %s did not stop within 15s of SIGTERM; killing it", dp.node)
+		_ = dp.cmd.Process.Kill()
+		<-dp.done
+	}
+}
+
+// readyz is the data plane's /readyz answer.
+type readyz struct {
+	code     int
+	body     string
+	revision int64 // -1 when the body names none
+}
+
+var readyzRevision = regexp.MustCompile(`revision (\d+)`)
+
+func (dp *dataPlane) readyz(t *testing.T) readyz {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+dp.addr+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return readyz{code: 0, body: err.Error(), revision: -1}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := readyz{code: resp.StatusCode, body: string(b), revision: -1}
+	if m := readyzRevision.FindStringSubmatch(r.body); m != nil {
+		r.revision, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	return r
+}
+
+// dataPlanes is `mmctl get dataplanes -o json`, decoded.
+func (cp *controlPlane) dataPlanes(t *testing.T) (map[string]*metamcpv1.DataPlane, int64) {
+	t.Helper()
+	r := cp.ok(t, "get", "dataplanes", "-o", "json")
+	var resp metamcpv1.ListDataPlanesResponse
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(r.stdout), &resp); err != nil {
+		t.Fatalf("decode mmctl get dataplanes -o json: %v\n%s", err, r)
+	}
+	out := map[string]*metamcpv1.DataPlane{}
+	for _, d := range resp.GetDataPlanes() {
+		out[d.GetNodeId()] = d
+	}
+	return out, resp.GetRevision()
+}
+
+// revisionNum is the control plane's current revision as a number.
+func (cp *controlPlane) revisionNum(t *testing.T) int64 {
+	t.Helper()
+	s := cp.revision(t)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatalf("mmctl revision printed %q, not a number", s)
+	}
+	return n
+}
+
+// eventually polls cond until it holds or waitTimeout passes; then it fails
+// the test with what cond last said.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; last state:\n%s", what, waitTimeout, state)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// describeDataPlanes is a readable dump of the registry for failure messages.
+func describeDataPlanes(dps map[string]*metamcpv1.DataPlane, current int64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "control plane revision %d\n", current)
+	for _, d := range dps {
+		fmt.Fprintf(&b, "  %s connected=%v applied=%d last_error=%q\n", d.GetNodeId(), d.GetConnected(), d.GetAppliedRevision(), d.GetLastError())
+	}
+	return b.String()
+}
+
+// waitApplied waits until every one of dps is connected and has ACKed rev in
+// the registry and serves rev on /readyz.
+func waitApplied(t *testing.T, cp *controlPlane, rev int64, dps ...*dataPlane) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("revision %d applied by every data plane", rev), func() (bool, string) {
+		reg, current := cp.dataPlanes(t)
+		for _, dp := range dps {
+			d := reg[dp.node]
+			if d == nil || !d.GetConnected() || d.GetAppliedRevision() != rev {
+				return false, describeDataPlanes(reg, current)
+			}
+			if rz := dp.readyz(t); rz.code != http.StatusOK || rz.revision != rev {
+				return false, fmt.Sprintf("%s /readyz: %d %s", dp.node, rz.code, rz.body)
+			}
+		}
+		return true, ""
+	})
+}
