@@ -91,6 +91,7 @@ The admin CLI is mmctl.`,
 		newControlPlaneCommand(lf),
 		newDataPlaneCommand(lf),
 		newDevCommand(lf, stdout),
+		newDemoServerCommand(lf),
 		newMigrateCommand(lf, stdout),
 		newVersionCommand(stdout),
 	)
