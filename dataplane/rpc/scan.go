@@ -1,0 +1,374 @@
+package rpc
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// maxDepth bounds nesting so that hostile input cannot exhaust the stack.
+const maxDepth = 10000
+
+var (
+	errEOF      = errors.New("unexpected end of JSON input")
+	errNotObj   = errors.New("not a JSON object")
+	errTooDeep  = errors.New("JSON nested too deeply")
+	errTrailing = errors.New("data after the JSON object")
+)
+
+func syntaxErr(b []byte, i int, what string) error {
+	if i >= len(b) {
+		return errEOF
+	}
+	return fmt.Errorf("invalid character %q at offset %d, expected %s", b[i], i, what)
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// field is one member of an object: the key's bytes including quotes and the
+// value's bytes, as offsets into the object's buffer.
+type field struct {
+	ks, ke int
+	esc    bool
+	vs, ve int
+}
+
+// key returns the unescaped key. It allocates only for escaped keys.
+func (f *field) key(b []byte) []byte {
+	if !f.esc {
+		return b[f.ks+1 : f.ke-1]
+	}
+	k, _ := unquoteBytes(nil, b[f.ks:f.ke])
+	return k
+}
+
+// is reports whether the key equals k.
+func (f *field) is(b []byte, k string) bool {
+	if !f.esc {
+		return string(b[f.ks+1:f.ke-1]) == k
+	}
+	return string(f.key(b)) == k
+}
+
+// objIter walks the members of one JSON object that fills its buffer (apart
+// from white space), validating the syntax of every value it skips.
+type objIter struct {
+	b    []byte
+	i    int
+	n    int
+	done bool
+}
+
+func newObjIter(b []byte) (objIter, error) {
+	i := skipWS(b, 0)
+	if i >= len(b) {
+		return objIter{}, errEOF
+	}
+	if b[i] != '{' {
+		return objIter{}, errNotObj
+	}
+	return objIter{b: b, i: i + 1}, nil
+}
+
+func (it *objIter) next() (field, bool, error) {
+	if it.done {
+		return field{}, false, nil
+	}
+	b := it.b
+	i := skipWS(b, it.i)
+	if i >= len(b) {
+		return field{}, false, errEOF
+	}
+	if b[i] == '}' {
+		it.done = true
+		if skipWS(b, i+1) != len(b) {
+			return field{}, false, errTrailing
+		}
+		return field{}, false, nil
+	}
+	if it.n > 0 {
+		if b[i] != ',' {
+			return field{}, false, syntaxErr(b, i, "',' or '}'")
+		}
+		i = skipWS(b, i+1)
+	}
+	if i >= len(b) || b[i] != '"' {
+		return field{}, false, syntaxErr(b, i, "a string key")
+	}
+	var f field
+	var err error
+	f.ks = i
+	f.ke, f.esc, err = scanString(b, i)
+	if err != nil {
+		return field{}, false, err
+	}
+	i = skipWS(b, f.ke)
+	if i >= len(b) || b[i] != ':' {
+		return field{}, false, syntaxErr(b, i, "':'")
+	}
+	i = skipWS(b, i+1)
+	f.vs = i
+	f.ve, err = skipValue(b, i, 1)
+	if err != nil {
+		return field{}, false, err
+	}
+	it.i = f.ve
+	it.n++
+	return f, true, nil
+}
+
+// scanString returns the offset after the string starting at b[i] == '"' and
+// whether it contains escapes.
+func scanString(b []byte, i int) (int, bool, error) {
+	esc := false
+	for i++; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case c == '"':
+			return i + 1, esc, nil
+		case c == '\\':
+			esc = true
+			i++
+			if i >= len(b) {
+				return 0, false, errEOF
+			}
+			switch b[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(b) {
+					return 0, false, errEOF
+				}
+				for _, h := range b[i+1 : i+5] {
+					if unhex(h) < 0 {
+						return 0, false, syntaxErr(b, i, "a hex digit in \\u escape")
+					}
+				}
+				i += 4
+			default:
+				return 0, false, syntaxErr(b, i, "an escape character")
+			}
+		case c < 0x20:
+			return 0, false, syntaxErr(b, i, "no control character in a string")
+		}
+	}
+	return 0, false, errEOF
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
+
+func skipValue(b []byte, i, depth int) (int, error) {
+	if i >= len(b) {
+		return 0, errEOF
+	}
+	if depth > maxDepth {
+		return 0, errTooDeep
+	}
+	switch c := b[i]; c {
+	case '"':
+		end, _, err := scanString(b, i)
+		return end, err
+	case '{', '[':
+		closer := byte('}')
+		if c == '[' {
+			closer = ']'
+		}
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == closer {
+			return i + 1, nil
+		}
+		for {
+			if c == '{' {
+				if i >= len(b) || b[i] != '"' {
+					return 0, syntaxErr(b, i, "a string key")
+				}
+				end, _, err := scanString(b, i)
+				if err != nil {
+					return 0, err
+				}
+				i = skipWS(b, end)
+				if i >= len(b) || b[i] != ':' {
+					return 0, syntaxErr(b, i, "':'")
+				}
+				i = skipWS(b, i+1)
+			}
+			end, err := skipValue(b, i, depth+1)
+			if err != nil {
+				return 0, err
+			}
+			i = skipWS(b, end)
+			if i >= len(b) {
+				return 0, errEOF
+			}
+			if b[i] == closer {
+				return i + 1, nil
+			}
+			if b[i] != ',' {
+				return 0, syntaxErr(b, i, "',' or '"+string(closer)+"'")
+			}
+			i = skipWS(b, i+1)
+		}
+	case 't':
+		return literal(b, i, "true")
+	case 'f':
+		return literal(b, i, "false")
+	case 'n':
+		return literal(b, i, "null")
+	default:
+		if c == '-' || ('0' <= c && c <= '9') {
+			return scanNumber(b, i)
+		}
+		return 0, syntaxErr(b, i, "a value")
+	}
+}
+
+func literal(b []byte, i int, lit string) (int, error) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return 0, syntaxErr(b, i, lit)
+	}
+	return i + len(lit), nil
+}
+
+func scanNumber(b []byte, i int) (int, error) {
+	digits := func(i int) int {
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && '1' <= b[i] && b[i] <= '9':
+		i = digits(i + 1)
+	default:
+		return 0, syntaxErr(b, i, "a digit")
+	}
+	if i < len(b) && b[i] == '.' {
+		j := digits(i + 1)
+		if j == i+1 {
+			return 0, syntaxErr(b, j, "a digit after '.'")
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := digits(i)
+		if j == i {
+			return 0, syntaxErr(b, j, "a digit in the exponent")
+		}
+		i = j
+	}
+	return i, nil
+}
+
+// unquote decodes a JSON string literal (validated by scanString) into a Go string.
+func unquote(s []byte) (string, error) {
+	inner := s[1 : len(s)-1]
+	plain := true
+	for _, c := range inner {
+		if c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(inner), nil
+	}
+	b, err := unquoteBytes(make([]byte, 0, len(inner)), s)
+	return string(b), err
+}
+
+// unquoteBytes appends the decoded contents of the JSON string literal s to dst.
+func unquoteBytes(dst, s []byte) ([]byte, error) {
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return dst, errors.New("not a JSON string")
+	}
+	s = s[1 : len(s)-1]
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			dst = append(dst, c)
+			continue
+		}
+		i++
+		if i >= len(s) {
+			return dst, errEOF
+		}
+		switch s[i] {
+		case '"', '\\', '/':
+			dst = append(dst, s[i])
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, ok := hex4(s, i+1)
+			if !ok {
+				return dst, errors.New("invalid \\u escape")
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				if r2, ok := hex4(s, i+3); ok && i+2 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
+					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+						dst = utf8.AppendRune(dst, d)
+						i += 6
+						continue
+					}
+				}
+				r = utf8.RuneError
+			}
+			dst = utf8.AppendRune(dst, r)
+		default:
+			return dst, errors.New("invalid escape")
+		}
+	}
+	return dst, nil
+}
+
+func hex4(s []byte, i int) (rune, bool) {
+	if i+4 > len(s) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s[i : i+4] {
+		h := unhex(c)
+		if h < 0 {
+			return 0, false
+		}
+		r = r<<4 | rune(h)
+	}
+	return r, true
+}
