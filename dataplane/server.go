@@ -155,3 +155,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	return nil
 }
+
+// ServesMCP reports whether this data plane serves MCP clients (the gateway
+// is mounted) or only its health endpoints.
+func (s *Server) ServesMCP() bool { return false }

@@ -117,7 +117,8 @@ func newDemoServer(logger *slog.Logger) *mcp.Server {
 		if in.Timezone != "" {
 			l, err := time.LoadLocation(in.Timezone)
 			if err != nil {
-				return errorResult(fmt.Sprintf("unknown time zone %q: use an IANA name such as Europe/Paris", in.Timezone)), nil, nil
+				// A tool error the model can read and correct, not a protocol error.
+				return errorResult(fmt.Sprintf("unknown time zone %q (%v): use an IANA name such as Europe/Paris", in.Timezone, err)), nil, nil
 			}
 			loc = l
 		}

@@ -9,19 +9,31 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/template"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane"
 	"github.com/metamcp/metamcp/controlplane/auth"
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
+	"github.com/metamcp/metamcp/dataplane"
+	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/pkg/version"
 )
 
@@ -30,11 +42,25 @@ const (
 	devStoreFile      = "metamcp.db"
 	devSecretKeyFile  = "secret.key"
 	devAdminTokenFile = "admin-token"
+	devSyncTokenFile  = "sync-token"
+	devAPIKeyFile     = "api-key"
+	devSnapshotFile   = "snapshot.pb"
+)
+
+// What `metamcp dev` seeds on its first run.
+const (
+	devServer     = "demo"
+	devNamespace  = "default"
+	devEndpoint   = "default"
+	devAPIKeyName = "dev"
+	devSyncToken  = "dev-dataplane"
+	devNodeID     = "dev"
 )
 
 type devFlags struct {
-	dataDir string
-	listen  string
+	dataDir    string
+	listen     string
+	httpListen string
 }
 
 func newDevCommand(lf *logFlags, stdout io.Writer) *cobra.Command {
@@ -43,12 +69,19 @@ func newDevCommand(lf *logFlags, stdout io.Writer) *cobra.Command {
 		Use:   "dev",
 		Short: "Run MetaMCP in one process with local state (no Postgres, no Redis)",
 		Long: `Run MetaMCP in one process for a first try or for development: the control
-plane on an embedded SQLite store kept in --data-dir, with a secret key and an
-admin token generated on the first run and kept there too. State persists
-between runs; delete the directory to start over.
+plane on an embedded SQLite store kept in --data-dir, and a data plane joined
+to it over a real gRPC sync stream on loopback, exactly as separate processes
+would be.
 
-The admin token is stored in clear text in DATA_DIR/admin-token. That is fine
-for a laptop and wrong for a shared machine: use 'metamcp controlplane' there.`,
+The first run creates a secret key, an admin token, a sync token for the data
+plane, and a working setup: the server "demo" (this binary's built-in demo MCP
+server, so it works offline), the namespace and endpoint "default" and the API
+key "dev" for it. State persists between runs; delete the directory to start
+over.
+
+The admin token and the API key are stored in clear text in the data
+directory. That is fine for a laptop and wrong for a shared machine: use
+'metamcp controlplane' and 'metamcp dataplane' there.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := lf.logger(cmd.ErrOrStderr())
@@ -61,8 +94,9 @@ for a laptop and wrong for a shared machine: use 'metamcp controlplane' there.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.dataDir, "data-dir", ".metamcp", "directory for the store, the secret key and the admin token (created 0700)")
+	fl.StringVar(&f.dataDir, "data-dir", ".metamcp", "directory for the store, the secret key and the tokens (created 0700)")
 	fl.StringVar(&f.listen, "listen", defaultControlPlaneListen, "address of the control plane's gRPC API; port 0 picks a free port")
+	fl.StringVar(&f.httpListen, "http-listen", dataplane.DefaultListen, "address of the data plane's HTTP server for MCP clients; port 0 picks a free port")
 	return cmd
 }
 
@@ -84,6 +118,18 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 	if err != nil {
 		return err
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this binary for the demo server: %w", err)
+	}
+
+	// Both listeners first: a busy port fails before anything starts.
+	var lc net.ListenConfig
+	httpLis, err := lc.Listen(ctx, "tcp", f.httpListen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another metamcp dev running? pick another address with --http-listen)", f.httpListen, err)
+	}
+	defer httpLis.Close() // Serve closes it too; this covers the early returns
 
 	logger.Info("starting metamcp dev", "version", version.String(), "data_dir", dir)
 	st, err := sqlite.Open(ctx, filepath.Join(dir, devStoreFile), sqlite.Options{Logger: logger})
@@ -92,26 +138,262 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 	}
 	defer closeStore(logger, st)
 
-	// Data plane: the next release starts it here, joined to the control
-	// plane over a real loopback gRPC sync stream (not by calling across),
-	// with an in-process rate limiter, and the banner then prints the MCP
-	// endpoint URL and client config. Until then dev runs the control plane
-	// only.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	// stop ends what runs so far after a failed setup.
+	stop := func(err error) error {
+		cancel()
+		return errors.Join(err, g.Wait())
+	}
+	cpAddr := make(chan string, 1)
+	g.Go(func() error {
+		return serveControlPlane(gctx, logger, st, sealer, controlplane.Options{
+			Listen:         f.listen,
+			AdminTokenHash: auth.HashToken(token),
+			Logger:         logger,
+		}, func(addr string) { cpAddr <- addr })
+	})
+	var addr string
+	select {
+	case addr = <-cpAddr:
+	case <-gctx.Done():
+		return g.Wait()
+	}
 
-	return serveControlPlane(ctx, logger, st, sealer, controlplane.Options{
-		Listen:         f.listen,
-		AdminTokenHash: auth.HashToken(token),
-		Logger:         logger,
-	}, func(addr string) {
+	// Everything else joins the control plane the way separate processes
+	// would: over its gRPC API on loopback.
+	state, err := setUpDev(gctx, logger, addr, token, dir, exe)
+	if err != nil {
+		return stop(err)
+	}
+	dp, err := dataplane.New(dataplane.Options{
+		Sync: syncclient.Options{
+			Addr:     addr,
+			Token:    state.syncToken,
+			NodeID:   devNodeID,
+			Hostname: hostname(),
+			Version:  version.String(),
+			Address:  httpLis.Addr().String(),
+		},
+		CacheFile: filepath.Join(dir, devSnapshotFile),
+		Logger:    logger.With("plane", "data"),
+	})
+	if err != nil {
+		return stop(fmt.Errorf("data plane: %w", err))
+	}
+	g.Go(func() error { return dp.Serve(gctx, httpLis) })
+
+	waitReady(gctx, logger, dp)
+	if gctx.Err() == nil {
+		base := "http://" + httpLis.Addr().String()
 		if err := printDevBanner(stdout, devBanner{
 			DataDir: dir,
 			Addr:    addr,
 			Token:   token,
 			Version: version.String(),
+			HTTP:    base,
+			URL:     base + "/metamcp/" + devEndpoint + "/mcp",
+			APIKey:  state.apiKey,
+			Gateway: dp.ServesMCP(),
+			Seeded:  state.seeded,
 		}); err != nil {
 			logger.Warn("print banner", "err", err)
 		}
-	})
+	}
+	return g.Wait()
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// waitReady waits, bounded, until the data plane serves a config, so the
+// banner is printed when clients can connect.
+func waitReady(ctx context.Context, logger *slog.Logger, dp *dataplane.Server) {
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	for {
+		changed := dp.Cache().Changed()
+		if dp.Cache().Ready() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			logger.Warn("the data plane has no config yet after 15s; it keeps trying (see the sync errors above)")
+			return
+		}
+	}
+}
+
+// devState is what setUpDev found or made.
+type devState struct {
+	syncToken string
+	// apiKey is the dev API key kept in the data dir, "" when there is none.
+	apiKey string
+	// seeded is true on the run that seeded the store.
+	seeded bool
+}
+
+// setUpDev seeds an empty store (the demo server, namespace, endpoint and
+// API key) and makes sure the data plane has a sync token, through the admin
+// API at addr.
+func setUpDev(ctx context.Context, logger *slog.Logger, addr, adminToken, dir, exe string) (*devState, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connect to the dev control plane at %s: %w", addr, err)
+	}
+	defer conn.Close()
+	admin := metamcpv1.NewAdminServiceClient(conn)
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+adminToken), 30*time.Second)
+	defer cancel()
+
+	state := &devState{}
+	empty, err := devStoreEmpty(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	if empty {
+		if err := seedDev(ctx, admin, dir, exe); err != nil {
+			return nil, err
+		}
+		state.seeded = true
+		logger.Info("seeded the dev store", "server", devServer, "namespace", devNamespace, "endpoint", devEndpoint, "api_key", devAPIKeyName)
+	} else if err := refreshDemoCommand(ctx, logger, admin, exe); err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, devAPIKeyFile)); err == nil {
+		state.apiKey = strings.TrimSpace(string(b))
+	}
+	state.syncToken, err = devSyncTokenFor(ctx, admin, filepath.Join(dir, devSyncTokenFile))
+	if err != nil {
+		return nil, err
+	}
+	return state, nil
+}
+
+// devStoreEmpty reports whether the store has no servers, namespaces or
+// endpoints: a first run (or a store someone emptied on purpose, which then
+// gets the demo setup again).
+func devStoreEmpty(ctx context.Context, admin metamcpv1.AdminServiceClient) (bool, error) {
+	servers, err := admin.ListServers(ctx, &metamcpv1.ListServersRequest{})
+	if err != nil {
+		return false, fmt.Errorf("list servers: %w", err)
+	}
+	namespaces, err := admin.ListNamespaces(ctx, &metamcpv1.ListNamespacesRequest{})
+	if err != nil {
+		return false, fmt.Errorf("list namespaces: %w", err)
+	}
+	endpoints, err := admin.ListEndpoints(ctx, &metamcpv1.ListEndpointsRequest{})
+	if err != nil {
+		return false, fmt.Errorf("list endpoints: %w", err)
+	}
+	return len(servers.GetServers()) == 0 && len(namespaces.GetNamespaces()) == 0 && len(endpoints.GetEndpoints()) == 0, nil
+}
+
+// seedDev creates the demo server, namespace and endpoint in one apply, then
+// the API key, whose secret is kept in the data dir because it is shown once.
+func seedDev(ctx context.Context, admin metamcpv1.AdminServiceClient, dir, exe string) error {
+	_, err := admin.Apply(ctx, &metamcpv1.ApplyRequest{Resources: []*metamcpv1.Resource{
+		{Kind: &metamcpv1.Resource_Server{Server: &metamcpv1.Server{
+			Name:        devServer,
+			Description: "The demo MCP server built into metamcp (echo, add, now, random_number)",
+			Transport:   &metamcpv1.Server_Stdio{Stdio: &metamcpv1.StdioTransport{Command: exe, Args: []string{"demo-server"}}},
+		}}},
+		{Kind: &metamcpv1.Resource_Namespace{Namespace: &metamcpv1.Namespace{
+			Name:        devNamespace,
+			Description: "Created by metamcp dev",
+			Members:     []*metamcpv1.NamespaceMember{{Server: devServer}},
+		}}},
+		{Kind: &metamcpv1.Resource_Endpoint{Endpoint: &metamcpv1.Endpoint{
+			Name:        devEndpoint,
+			Description: "Created by metamcp dev",
+			Namespace:   devNamespace,
+		}}},
+	}})
+	if err != nil {
+		return fmt.Errorf("seed the dev store: %w", err)
+	}
+	resp, err := admin.CreateApiKey(ctx, &metamcpv1.CreateApiKeyRequest{ApiKey: &metamcpv1.ApiKey{
+		Name:        devAPIKeyName,
+		Description: "Created by metamcp dev; the key is kept in the data dir",
+		Endpoints:   []string{devEndpoint},
+	}})
+	if err != nil {
+		return fmt.Errorf("create the dev API key: %w", err)
+	}
+	if err := writeSecretFile(filepath.Join(dir, devAPIKeyFile), resp.GetKey()); err != nil {
+		return fmt.Errorf("keep the dev API key: %w", err)
+	}
+	return nil
+}
+
+// refreshDemoCommand points the seeded demo server at this binary when the
+// binary it named is gone (a moved checkout, a go run temp file).
+func refreshDemoCommand(ctx context.Context, logger *slog.Logger, admin metamcpv1.AdminServiceClient, exe string) error {
+	srv, err := admin.GetServer(ctx, &metamcpv1.GetServerRequest{Name: devServer})
+	if status.Code(err) == codes.NotFound {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get server %q: %w", devServer, err)
+	}
+	stdio := srv.GetStdio()
+	if stdio == nil || !slices.Equal(stdio.GetArgs(), []string{"demo-server"}) || stdio.GetCommand() == exe {
+		return nil
+	}
+	if _, err := os.Stat(stdio.GetCommand()); err == nil {
+		return nil
+	}
+	stdio.Command = exe
+	if _, err := admin.UpdateServer(ctx, &metamcpv1.UpdateServerRequest{Server: srv}); err != nil {
+		return fmt.Errorf("point server %q at %s: %w", devServer, exe, err)
+	}
+	logger.Info("the demo server's binary moved; it now runs this one", "server", devServer, "command", exe)
+	return nil
+}
+
+// devSyncTokenFor returns the data plane's sync token kept at path, creating
+// one through the admin API on the first run.
+func devSyncTokenFor(ctx context.Context, admin metamcpv1.AdminServiceClient, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read the dev sync token: %w", err)
+	}
+	name := devSyncToken
+	for attempt := 0; ; attempt++ {
+		resp, err := admin.CreateToken(ctx, &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{
+			Name:        name,
+			Description: "The metamcp dev data plane's sync token; kept in the data dir",
+			Scope:       metamcpv1.TokenScope_TOKEN_SCOPE_SYNC,
+		}})
+		if status.Code(err) == codes.AlreadyExists && attempt < 3 {
+			// The file was deleted but the token is still there: make another.
+			raw := make([]byte, 3)
+			_, _ = rand.Read(raw)
+			name = devSyncToken + "-" + hex.EncodeToString(raw)
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("create the dev sync token: %w", err)
+		}
+		if err := writeSecretFile(path, resp.GetSecret()); err != nil {
+			return "", fmt.Errorf("keep the dev sync token: %w", err)
+		}
+		return resp.GetSecret(), nil
+	}
+}
+
+// writeSecretFile writes value to path, readable by its owner only.
+func writeSecretFile(path, value string) error {
+	return os.WriteFile(path, []byte(value+"\n"), 0o600)
 }
 
 // ensureDataDir creates dir (0700) when it does not exist and returns its
@@ -187,20 +469,60 @@ type devBanner struct {
 	Addr    string
 	Token   string
 	Version string
+	// HTTP is the data plane's base URL; URL is the default endpoint's.
+	HTTP, URL string
+	// APIKey is the dev key kept in the data dir, "" when there is none.
+	APIKey string
+	// Gateway says whether the data plane serves MCP yet.
+	Gateway bool
+	// Seeded is true on the run that created the demo setup.
+	Seeded bool
 }
 
 var devBannerTemplate = template.Must(template.New("banner").Parse(`
 MetaMCP dev mode is ready (metamcp {{.Version}}).
 
-  State:          {{.DataDir}}  (SQLite store, secret key; delete it to start over)
+  State:          {{.DataDir}}  (SQLite store, secret key, tokens; delete it to start over)
+  MCP endpoint:   {{.URL}}
+{{- if not .Gateway}}
+                  (not served yet: this build's data plane answers {{.HTTP}}/readyz only;
+                  the MCP gateway arrives with the next release)
+{{- end}}
+  API key:        {{if .APIKey}}{{.APIKey}}
+                  dev only: kept in clear text in {{.DataDir}}/api-key{{else}}none kept: make one with
+                  mmctl create apikey me --endpoint default{{end}}
   Control plane:  {{.Addr}}  (gRPC admin API, for mmctl)
   Admin token:    {{.Token}}
                   dev only: kept in clear text in {{.DataDir}}/admin-token
+{{- if .Seeded}}
 
-Next, in another terminal:
+Seeded: the server "demo" (the built-in demo MCP server: tools echo, add, now,
+random_number), the namespace and endpoint "default", and the API key "dev".
+{{- end}}
+{{- $key := .APIKey}}{{if not $key}}{{$key = "YOUR_API_KEY"}}{{end}}
+
+Connect a client:
+
+  Claude Code:
+    claude mcp add --transport http metamcp {{.URL}} --header "Authorization: Bearer {{$key}}"
+
+  Claude Desktop (claude_desktop_config.json; mcp-remote bridges stdio to HTTP):
+    {"mcpServers": {"metamcp": {"command": "npx", "args": ["-y", "mcp-remote", "{{.URL}}", "--header", "Authorization: Bearer {{$key}}"]}}}
+
+  Cursor (~/.cursor/mcp.json):
+    {"mcpServers": {"metamcp": {"url": "{{.URL}}", "headers": {"Authorization": "Bearer {{$key}}"}}}}
+
+  Windsurf (~/.codeium/windsurf/mcp_config.json):
+    {"mcpServers": {"metamcp": {"serverUrl": "{{.URL}}", "headers": {"Authorization": "Bearer {{$key}}"}}}}
+
+  VS Code (.vscode/mcp.json):
+    {"servers": {"metamcp": {"type": "http", "url": "{{.URL}}", "headers": {"Authorization": "Bearer {{$key}}"}}}}
+
+Manage it, in another terminal:
 
   export METAMCP_ADDR={{.Addr}} METAMCP_TOKEN={{.Token}}
   mmctl get servers
+  mmctl get dataplanes
   mmctl import ~/Library/Application\ Support/Claude/claude_desktop_config.json
 
 Stop with Ctrl-C; state is kept for the next run.

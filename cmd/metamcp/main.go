@@ -73,6 +73,7 @@ Roles of this binary:
   metamcp controlplane   the control plane on Postgres (production)
   metamcp dataplane      a data plane: serves MCP clients with the config the control plane streams
   metamcp migrate        bring the Postgres schema up to date
+  metamcp demo-server    a small MCP server on stdio (the upstream metamcp dev seeds)
 
 Every flag can also be set through the environment variable shown next to it.
 The admin CLI is mmctl.`,

@@ -12,12 +12,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -549,27 +552,28 @@ func TestDev(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "state")
 	env := baseEnv()
-	tokenLine := regexp.MustCompile(`export METAMCP_ADDR=(\S+) METAMCP_TOKEN=(\S+)`)
 
-	// First run: fresh state.
-	p := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
+	// First run: fresh state, seeded.
+	p := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	addr := p.waitListening(t)
-	var token string
-	p.waitUntil(t, "the banner", func() bool {
-		m := tokenLine.FindStringSubmatch(p.stdout.String())
-		if m != nil {
-			token = m[2]
-			if m[1] != addr {
-				t.Errorf("banner address %q, logged address %q", m[1], addr)
-			}
-		}
-		return m != nil && strings.Contains(p.stdout.String(), "Stop with Ctrl-C")
-	})
+	b := p.waitBanner(t)
+	if b.addr != addr {
+		t.Errorf("banner address %q, logged address %q", b.addr, addr)
+	}
 	banner := p.stdout.String()
-	for _, w := range []string{dataDir, "Admin token:    " + token, "mmctl get servers", "mmctl import", "claude_desktop_config.json", "dev only"} {
+	for _, w := range []string{
+		dataDir, "Admin token:    " + b.token, "API key:        " + b.apiKey, "Seeded:", "mmctl get servers", "mmctl import", "dev only",
+		"claude mcp add --transport http metamcp " + b.url + ` --header "Authorization: Bearer ` + b.apiKey + `"`,
+		`"args": ["-y", "mcp-remote", "` + b.url + `", "--header", "Authorization: Bearer ` + b.apiKey + `"]`,
+		"claude_desktop_config.json", "Cursor", "Windsurf", "VS Code",
+		`"headers": {"Authorization": "Bearer ` + b.apiKey + `"}`,
+	} {
 		if !strings.Contains(banner, w) {
 			t.Errorf("banner does not contain %q:\n%s", w, banner)
 		}
+	}
+	if !strings.HasSuffix(b.url, "/metamcp/default/mcp") || !strings.HasPrefix(b.apiKey, "mm_") {
+		t.Errorf("banner URL %q, API key %q", b.url, b.apiKey)
 	}
 	fi, err := os.Stat(dataDir)
 	if err != nil {
@@ -578,21 +582,31 @@ func TestDev(t *testing.T) {
 	if perm := fi.Mode().Perm(); perm != 0o700 {
 		t.Errorf("data dir mode = %o, want 700", perm)
 	}
-	fi, err = os.Stat(filepath.Join(dataDir, devAdminTokenFile))
-	if err != nil {
-		t.Fatal(err)
+	for _, f := range []string{devAdminTokenFile, devAPIKeyFile, devSyncTokenFile} {
+		fi, err = os.Stat(filepath.Join(dataDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s mode = %o, want 600", f, perm)
+		}
 	}
-	if perm := fi.Mode().Perm(); perm != 0o600 {
-		t.Errorf("admin token file mode = %o, want 600", perm)
-	}
+	checkReadyz(t, b.url)
 
 	client := adminClient(t, addr)
-	ctx := withToken(t, token)
-	if _, err := client.GetRevision(ctx, &metamcpv1.GetRevisionRequest{}); err != nil {
-		t.Fatalf("GetRevision with the banner's token: %v", err)
-	}
+	ctx := withToken(t, b.token)
 	if _, err := client.GetRevision(withToken(t, "mmt_dev_wrong"), &metamcpv1.GetRevisionRequest{}); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("GetRevision with a wrong token: %v, want Unauthenticated", err)
+	}
+	demo, err := client.GetServer(ctx, &metamcpv1.GetServerRequest{Name: "demo"})
+	if err != nil {
+		t.Fatalf("the seeded server demo: %v", err)
+	}
+	if got := demo.GetStdio(); got.GetCommand() != metamcpBin || !slices.Equal(got.GetArgs(), []string{"demo-server"}) {
+		t.Errorf("demo server runs %q %q, want %q demo-server", got.GetCommand(), got.GetArgs(), metamcpBin)
+	}
+	if ep, err := client.GetEndpoint(ctx, &metamcpv1.GetEndpointRequest{Name: "default"}); err != nil || ep.GetNamespace() != "default" {
+		t.Errorf("the seeded endpoint default: %v %v", ep, err)
 	}
 	created, err := client.CreateServer(ctx, &metamcpv1.CreateServerRequest{Server: &metamcpv1.Server{
 		Name:      "files",
@@ -601,24 +615,32 @@ func TestDev(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateServer: %v", err)
 	}
+	// The data plane in the process is a real sync client: it shows in the
+	// registry and ACKs the change.
+	waitDevDataPlane(ctx, t, client, created.GetRevision())
 	if code := p.terminate(t); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
 	}
 	assertNoCrash(t, p.stderr.String())
-	if strings.Contains(p.stderr.String(), token) {
-		t.Errorf("the admin token appears in the logs:\n%s", p.stderr)
+	for _, secret := range []string{b.token, b.apiKey} {
+		if strings.Contains(p.stderr.String(), secret) {
+			t.Errorf("a secret appears in the logs:\n%s", p.stderr)
+		}
 	}
 
-	// Second run: same token, same state.
-	p2 := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
+	// Second run: same token, key and state; nothing seeded again.
+	p2 := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	addr2 := p2.waitListening(t)
-	p2.waitUntil(t, "the banner", func() bool { return strings.Contains(p2.stdout.String(), "Stop with Ctrl-C") })
-	m := tokenLine.FindStringSubmatch(p2.stdout.String())
-	if m == nil || m[2] != token {
-		t.Fatalf("second run's banner does not show the first run's token %q:\n%s", token, p2.stdout)
+	b2 := p2.waitBanner(t)
+	if b2.token != b.token || b2.apiKey != b.apiKey {
+		t.Errorf("second run's banner shows token %q key %q, want the first run's %q %q", b2.token, b2.apiKey, b.token, b.apiKey)
 	}
+	if strings.Contains(p2.stdout.String(), "Seeded:") {
+		t.Errorf("second run seeded again:\n%s", p2.stdout)
+	}
+	checkReadyz(t, b2.url)
 	client2 := adminClient(t, addr2)
-	ctx2 := withToken(t, token)
+	ctx2 := withToken(t, b.token)
 	got, err := client2.GetServer(ctx2, &metamcpv1.GetServerRequest{Name: "files"})
 	if err != nil {
 		t.Fatalf("GetServer after restart: %v", err)
@@ -633,8 +655,91 @@ func TestDev(t *testing.T) {
 	if rev.GetRevision() != created.GetRevision() || rev.GetRevision() == 0 {
 		t.Errorf("revision after restart = %d, want %d (non-zero)", rev.GetRevision(), created.GetRevision())
 	}
+	tokens, err := client2.ListTokens(ctx2, &metamcpv1.ListTokensRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tokens.GetTokens()); n != 1 {
+		t.Errorf("%d tokens after the second run, want 1 (the sync token is made once): %v", n, tokens.GetTokens())
+	}
+	waitDevDataPlane(ctx2, t, client2, created.GetRevision())
 	if code := p2.terminate(t); code != 0 {
 		t.Errorf("second run's exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p2.stderr)
+	}
+}
+
+// devBannerValues is what the dev banner told.
+type devBannerValues struct {
+	addr, token, url, apiKey string
+}
+
+var (
+	bannerTokenLine = regexp.MustCompile(`export METAMCP_ADDR=(\S+) METAMCP_TOKEN=(\S+)`)
+	bannerURL       = regexp.MustCompile(`MCP endpoint:\s+(\S+)`)
+	bannerKey       = regexp.MustCompile(`API key:\s+(mm_\S+)`)
+)
+
+// waitBanner waits (bounded) for the whole dev banner and parses it.
+func (p *proc) waitBanner(t *testing.T) devBannerValues {
+	t.Helper()
+	p.waitUntil(t, "the banner", func() bool { return strings.Contains(p.stdout.String(), "Stop with Ctrl-C") })
+	out := p.stdout.String()
+	var b devBannerValues
+	if m := bannerTokenLine.FindStringSubmatch(out); m != nil {
+		b.addr, b.token = m[1], m[2]
+	}
+	if m := bannerURL.FindStringSubmatch(out); m != nil {
+		b.url = m[1]
+	}
+	if m := bannerKey.FindStringSubmatch(out); m != nil {
+		b.apiKey = m[1]
+	}
+	if b.addr == "" || b.token == "" || b.url == "" || b.apiKey == "" {
+		t.Fatalf("banner lacks the address, token, URL or API key (%+v):\n%s", b, out)
+	}
+	return b
+}
+
+// checkReadyz checks the dev data plane (the host of endpointURL) is ready.
+func checkReadyz(t *testing.T, endpointURL string) {
+	t.Helper()
+	base := strings.TrimSuffix(endpointURL, "/metamcp/default/mcp")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s/readyz: %v", base, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ready: revision") {
+		t.Errorf("GET %s/readyz = %d %q, want 200 ready", base, resp.StatusCode, body)
+	}
+}
+
+// waitDevDataPlane waits (bounded) until the dev data plane is connected and
+// has applied rev.
+func waitDevDataPlane(ctx context.Context, t *testing.T, client metamcpv1.AdminServiceClient, rev int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := client.ListDataPlanes(ctx, &metamcpv1.ListDataPlanesRequest{})
+		if err != nil {
+			t.Fatalf("ListDataPlanes: %v", err)
+		}
+		for _, d := range resp.GetDataPlanes() {
+			if d.GetNodeId() == devNodeID && d.GetConnected() && d.GetAppliedRevision() == rev {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dev data plane did not apply revision %d within 30s: %v", rev, resp.GetDataPlanes())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
