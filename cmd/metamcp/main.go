@@ -74,6 +74,7 @@ Roles of this binary:
   metamcp dataplane      a data plane: serves MCP clients with the config the control plane streams
   metamcp migrate        bring the Postgres schema up to date
   metamcp demo-server    a small MCP server on stdio (the upstream metamcp dev seeds)
+  metamcp healthcheck    exit 0 when a data plane is ready (for container healthchecks)
 
 Every flag can also be set through the environment variable shown next to it.
 The admin CLI is mmctl.`,
@@ -93,6 +94,7 @@ The admin CLI is mmctl.`,
 		newDataPlaneCommand(lf),
 		newDevCommand(lf, stdout),
 		newDemoServerCommand(lf),
+		newHealthcheckCommand(stdout),
 		newMigrateCommand(lf, stdout),
 		newVersionCommand(stdout),
 	)

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -121,4 +125,44 @@ func TestRunExitCodes(t *testing.T) {
 			t.Errorf("%v: output %q, want %q", tt.args, stdout.String()+stderr.String(), tt.out)
 		}
 	}
+}
+
+func TestHealthcheck(t *testing.T) {
+	var ready atomic.Bool
+	ready.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: no config yet\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready: revision 3\n"))
+	}))
+	defer srv.Close()
+
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"healthcheck", srv.URL + "/readyz"}, &out, &out); code != exitOK {
+		t.Errorf("ready: exit %d, output %q", code, out.String())
+	}
+	ready.Store(false)
+	out.Reset()
+	if code := run(context.Background(), []string{"healthcheck", srv.URL + "/readyz"}, &out, &out); code != exitError || !strings.Contains(out.String(), "HTTP 503: not ready") {
+		t.Errorf("not ready: exit %d, output %q", code, out.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"healthcheck", "--timeout", "2s", "http://" + freeAddr(t) + "/readyz"}, &out, &out); code != exitError || !strings.Contains(out.String(), "health check") {
+		t.Errorf("nothing listening: exit %d, output %q", code, out.String())
+	}
+}
+
+// freeAddr is a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close()
+	return addr
 }

@@ -31,6 +31,7 @@ var requiredVars = map[string]string{
 	"POSTGRES_PASSWORD":   "pgpass0123456789",
 	"METAMCP_ADMIN_TOKEN": "compose-test-admin-token-0123456789",
 	"METAMCP_SECRET_KEY":  "bWV0YW1jcC1jb21wb3NlLXRlc3Qta2V5LTAxMjM0NTY=",
+	"METAMCP_SYNC_TOKEN":  "mmt_compose-test-sync-token-0123456789",
 }
 
 // binaries are the cmd/ programs the test builds, keyed by name.
@@ -571,4 +572,56 @@ func hasMainPackage(t *testing.T, dir string) bool {
 		}
 	}
 	return false
+}
+
+// TestComposeDataPlane checks that the data plane reaches the control plane
+// service on the port it listens on, waits for it, and takes its sync token
+// from the environment (never from the command line).
+func TestComposeDataPlane(t *testing.T) {
+	services := renderedServices(t)
+	var dpName string
+	var dp service
+	for name, s := range metamcpServices(t, services) {
+		if args := stringList(t, s.Command); len(args) > 0 && args[0] == "dataplane" {
+			dpName, dp = name, s
+		}
+	}
+	if dpName == "" {
+		t.Fatal("no service runs `metamcp dataplane`")
+	}
+	args := stringList(t, dp.Command)
+	cpAddr, ok := flagValue(args, "control-plane")
+	if !ok {
+		t.Fatalf("%s: no --control-plane in %q", dpName, args)
+	}
+	host, port, err := net.SplitHostPort(cpAddr)
+	if err != nil {
+		t.Fatalf("--control-plane %q: %v", cpAddr, err)
+	}
+	cp, ok := services[host]
+	if !ok {
+		t.Fatalf("--control-plane %s names no service", cpAddr)
+	}
+	cpArgs := stringList(t, cp.Command)
+	if len(cpArgs) == 0 || cpArgs[0] != "controlplane" {
+		t.Errorf("--control-plane %s: service %s runs %q, not the control plane", cpAddr, host, cpArgs)
+	}
+	if listen, ok := flagValue(cpArgs, "listen"); !ok || !strings.HasSuffix(listen, ":"+port) {
+		t.Errorf("--control-plane %s, but the control plane listens on %q", cpAddr, listen)
+	}
+	waits := false
+	for _, d := range dependsOn(t, dp.DependsOn) {
+		if d.name == host && d.condition == "service_healthy" {
+			waits = true
+		}
+	}
+	if !waits {
+		t.Errorf("%s does not wait for %s to be healthy", dpName, host)
+	}
+	if got := environment(t, dp.Environment)["METAMCP_SYNC_TOKEN"]; got != requiredVars["METAMCP_SYNC_TOKEN"] {
+		t.Errorf("METAMCP_SYNC_TOKEN = %q, want it from the environment (%q)", got, requiredVars["METAMCP_SYNC_TOKEN"])
+	}
+	if _, ok := flagValue(args, "sync-token"); ok {
+		t.Errorf("the sync token is on the command line, where ps shows it")
+	}
 }
