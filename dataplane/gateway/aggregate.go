@@ -1,0 +1,425 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/snapshot"
+)
+
+// listKind is one of the four list operations.
+type listKind struct {
+	method string
+	field  string // the result's array field
+}
+
+var (
+	kindTools     = listKind{"tools/list", "tools"}
+	kindPrompts   = listKind{"prompts/list", "prompts"}
+	kindResources = listKind{"resources/list", "resources"}
+	kindTemplates = listKind{"resources/templates/list", "resourceTemplates"}
+)
+
+// listCursor is the client's opaque cursor: the members that have more
+// pages, with each upstream's own cursor.
+type listCursor struct {
+	Revision int64         `json:"r"`
+	Pending  []cursorEntry `json:"p"`
+}
+
+type cursorEntry struct {
+	Member int    `json:"m"`
+	Server string `json:"s"`
+	Cursor string `json:"c"`
+}
+
+func encodeCursor(c *listCursor) string {
+	b, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string) (*listCursor, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, false
+	}
+	var c listCursor
+	if json.Unmarshal(b, &c) != nil {
+		return nil, false
+	}
+	return &c, true
+}
+
+// page is one upstream page.
+type page struct {
+	items []json.RawMessage
+	next  string
+	err   *RPCError
+}
+
+type listJob struct {
+	index  int
+	member *snapshot.Member
+	cursor string
+}
+
+// list fans a list operation out to the endpoint's members in parallel,
+// each bounded by its list timeout, and merges the pages. A member that
+// fails or times out is left out and logged.
+func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *RPCError) {
+	members := c.t.ep.Members
+	var jobs []listJob
+	if cur, _ := stringField(params, "cursor"); cur != "" {
+		lc, ok := decodeCursor(cur)
+		if !ok {
+			return nil, &RPCError{Code: codeInvalidParams, Message: "invalid cursor: pass the nextCursor of the previous page unchanged, or none to start over"}
+		}
+		for _, e := range lc.Pending {
+			idx := -1
+			if e.Member >= 0 && e.Member < len(members) && members[e.Member].Server.GetName() == e.Server {
+				idx = e.Member
+			} else {
+				// The config changed between pages: find the server again.
+				for i, m := range members {
+					if m.Server.GetName() == e.Server {
+						idx = i
+						break
+					}
+				}
+			}
+			if idx >= 0 && members[idx].Server != nil {
+				jobs = append(jobs, listJob{idx, members[idx], e.Cursor})
+			}
+		}
+	} else {
+		for i, m := range members {
+			if m.Server != nil {
+				jobs = append(jobs, listJob{i, m, ""})
+			}
+		}
+	}
+	pages := make([]page, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Go(func() { pages[i] = g.fetchPage(ctx, c, k, j) })
+	}
+	wg.Wait()
+
+	var rr *resourceRoutes
+	if k == kindResources || k == kindTemplates {
+		rr = g.routes.get(c.t)
+	}
+	next := listCursor{Revision: c.t.snap.Revision}
+	out := make([]byte, 0, 1024)
+	out = append(out, `{"`...)
+	out = append(out, k.field...)
+	out = append(out, `":[`...)
+	first := true
+	for i, j := range jobs {
+		p := pages[i]
+		if p.err != nil {
+			g.log.Warn("upstream left out of the list", "endpoint", c.t.name, "method", k.method, "server", j.member.Server.GetName(), "err", p.err.Message)
+			continue
+		}
+		if p.next != "" {
+			next.Pending = append(next.Pending, cursorEntry{Member: j.index, Server: j.member.Server.GetName(), Cursor: p.next})
+		}
+		for _, item := range p.items {
+			rewritten, keep := g.rewriteItem(c, k, j, item, rr)
+			if !keep {
+				continue
+			}
+			if !first {
+				out = append(out, ',')
+			}
+			first = false
+			out = append(out, rewritten...)
+		}
+	}
+	out = append(out, ']')
+	if len(next.Pending) > 0 {
+		out = append(out, `,"nextCursor":`...)
+		out = appendJSONString(out, encodeCursor(&next))
+	}
+	return append(out, '}'), nil
+}
+
+// fetchPage asks one member for one page.
+func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob) page {
+	params := emptyObject
+	if j.cursor != "" {
+		params = appendJSONString([]byte(`{"cursor":`), j.cursor)
+		params = append(params, '}')
+	}
+	res, rerr := g.callUpstream(ctx, c, j.member, k.method, params, g.listTimeout(j.member.Server))
+	if rerr != nil {
+		return page{err: rerr}
+	}
+	var p struct {
+		Tools             []json.RawMessage `json:"tools"`
+		Prompts           []json.RawMessage `json:"prompts"`
+		Resources         []json.RawMessage `json:"resources"`
+		ResourceTemplates []json.RawMessage `json:"resourceTemplates"`
+		NextCursor        string            `json:"nextCursor"`
+	}
+	if err := json.Unmarshal(res, &p); err != nil {
+		return page{err: &RPCError{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.method + " result: " + err.Error()}}
+	}
+	var items []json.RawMessage
+	switch k {
+	case kindTools:
+		items = p.Tools
+	case kindPrompts:
+		items = p.Prompts
+	case kindResources:
+		items = p.Resources
+	case kindTemplates:
+		items = p.ResourceTemplates
+	}
+	return page{items: items, next: p.NextCursor}
+}
+
+// rewriteItem applies the namespace to one listed item: tools are renamed,
+// filtered and overridden, prompts prefixed, resources remembered for routing.
+func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessage, rr *resourceRoutes) (json.RawMessage, bool) {
+	m := j.member
+	switch k {
+	case kindTools:
+		name, ok := stringField(item, "name")
+		if !ok {
+			return nil, false
+		}
+		if !snapshot.ToolAllowed(m.Spec, name) {
+			return nil, false
+		}
+		o := m.Spec.GetToolOverrides()[name]
+		base := name
+		if o.GetName() != "" {
+			base = o.GetName()
+		}
+		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, base)
+		if o == nil {
+			return replaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
+		}
+		return applyOverride(item, exposed, o), true
+	case kindPrompts:
+		name, ok := stringField(item, "name")
+		if !ok {
+			return nil, false
+		}
+		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, name)
+		return replaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
+	case kindResources:
+		uri, ok := stringField(item, "uri")
+		if !ok {
+			return nil, false
+		}
+		if winner, won := rr.addURI(uri, j.index, m.Server.GetName()); !won {
+			g.log.Warn("resource URI listed by two servers: the first in namespace order serves it", "endpoint", c.t.name, "uri", uri, "server", winner, "ignored", m.Server.GetName())
+			return nil, false
+		}
+		return item, true
+	case kindTemplates:
+		tmpl, ok := stringField(item, "uriTemplate")
+		if !ok {
+			return nil, false
+		}
+		if winner, won := rr.addTemplate(tmpl, j.index, m.Server.GetName()); !won {
+			g.log.Warn("resource template listed by two servers: the first in namespace order serves it", "endpoint", c.t.name, "template", tmpl, "server", winner, "ignored", m.Server.GetName())
+			return nil, false
+		}
+		return item, true
+	}
+	return item, true
+}
+
+// applyOverride rewrites a tool with an override, keeping unknown fields.
+func applyOverride(item json.RawMessage, exposed string, o *metamcpv1.ToolOverride) json.RawMessage {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(item, &obj) != nil {
+		return item
+	}
+	str := func(s string) json.RawMessage { return appendJSONString(nil, s) }
+	obj["name"] = str(exposed)
+	if o.GetTitle() != "" {
+		obj["title"] = str(o.GetTitle())
+	}
+	if o.GetDescription() != "" {
+		obj["description"] = str(o.GetDescription())
+	}
+	if a := o.GetAnnotations(); a != nil {
+		ann := map[string]json.RawMessage{}
+		if raw, ok := obj["annotations"]; ok {
+			_ = json.Unmarshal(raw, &ann)
+			if ann == nil {
+				ann = map[string]json.RawMessage{}
+			}
+		}
+		b := func(v bool) json.RawMessage {
+			if v {
+				return json.RawMessage("true")
+			}
+			return json.RawMessage("false")
+		}
+		if a.Title != nil {
+			ann["title"] = str(a.GetTitle())
+		}
+		if a.ReadOnlyHint != nil {
+			ann["readOnlyHint"] = b(a.GetReadOnlyHint())
+		}
+		if a.DestructiveHint != nil {
+			ann["destructiveHint"] = b(a.GetDestructiveHint())
+		}
+		if a.IdempotentHint != nil {
+			ann["idempotentHint"] = b(a.GetIdempotentHint())
+		}
+		if a.OpenWorldHint != nil {
+			ann["openWorldHint"] = b(a.GetOpenWorldHint())
+		}
+		if raw, err := json.Marshal(ann); err == nil {
+			obj["annotations"] = raw
+		}
+	}
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return item
+	}
+	return out
+}
+
+// routeCache keeps, per snapshot revision and endpoint, where listed
+// resources and templates live.
+type routeCache struct {
+	mu sync.Mutex
+	m  map[routeKey]*resourceRoutes
+}
+
+type routeKey struct {
+	revision int64
+	endpoint string
+}
+
+// get returns the routes of t's revision and endpoint, dropping older revisions.
+func (rc *routeCache) get(t target) *resourceRoutes {
+	k := routeKey{t.snap.Revision, t.name}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if r := rc.m[k]; r != nil {
+		return r
+	}
+	if rc.m == nil {
+		rc.m = make(map[routeKey]*resourceRoutes)
+	}
+	for old := range rc.m {
+		if old.revision < k.revision {
+			delete(rc.m, old)
+		}
+	}
+	r := &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}}
+	rc.m[k] = r
+	return r
+}
+
+// resourceRoutes maps resource URIs and templates to the server that listed them.
+type resourceRoutes struct {
+	mu        sync.RWMutex
+	uris      map[string]routeEntry
+	templates map[string]routeEntry
+}
+
+type routeEntry struct {
+	member int
+	server string
+}
+
+// maxRoutes bounds the remembered URIs per endpoint and revision.
+const maxRoutes = 100000
+
+func add(m map[string]routeEntry, key string, member int, server string) (string, bool) {
+	if e, ok := m[key]; ok {
+		if e.member < member {
+			return e.server, false
+		}
+		if e.member == member {
+			return server, true
+		}
+	}
+	if len(m) < maxRoutes {
+		m[key] = routeEntry{member, server}
+	}
+	return server, true
+}
+
+func (r *resourceRoutes) addURI(uri string, member int, server string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return add(r.uris, uri, member, server)
+}
+
+func (r *resourceRoutes) addTemplate(tmpl string, member int, server string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return add(r.templates, tmpl, member, server)
+}
+
+// lookup returns the server of a URI: listed exactly, else the first (in
+// namespace order) template that matches it, else a template equal to it.
+func (r *resourceRoutes) lookup(uri string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e, ok := r.uris[uri]; ok {
+		return e.server, true
+	}
+	best := routeEntry{member: -1}
+	for tmpl, e := range r.templates {
+		if (best.member < 0 || e.member < best.member) && (tmpl == uri || matchTemplate(tmpl, uri)) {
+			best = e
+		}
+	}
+	return best.server, best.member >= 0
+}
+
+// matchTemplate reports whether uri matches an RFC 6570 URI template:
+// literal text must match; a {var} matches a run without '/', and {+var},
+// {#var}, {/var}, {?var}, {&var} match any run.
+func matchTemplate(tmpl, uri string) bool {
+	return matchT(tmpl, uri, 0)
+}
+
+func matchT(t, u string, depth int) bool {
+	if depth > 32 {
+		return false
+	}
+	for t != "" && t[0] != '{' {
+		i := strings.IndexByte(t, '{')
+		if i < 0 {
+			i = len(t)
+		}
+		if !strings.HasPrefix(u, t[:i]) {
+			return false
+		}
+		t, u = t[i:], u[i:]
+	}
+	if t == "" {
+		return u == ""
+	}
+	end := strings.IndexByte(t, '}')
+	if end < 0 {
+		return false
+	}
+	expr, rest := t[1:end], t[end+1:]
+	anyChar := expr != "" && strings.ContainsRune("+#/?&.;", rune(expr[0]))
+	for k := 0; k <= len(u); k++ {
+		if k > 0 && !anyChar && u[k-1] == '/' {
+			break
+		}
+		if matchT(rest, u[k:], depth+1) {
+			return true
+		}
+	}
+	return false
+}

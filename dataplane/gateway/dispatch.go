@@ -1,0 +1,491 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/snapshot"
+)
+
+// call is one client request being served.
+type call struct {
+	t         target
+	principal string
+	// clientID is the downstream session id ("" for stateless requests).
+	clientID  string
+	version   string
+	stateless bool
+	clientIP  string
+	reqBytes  int
+}
+
+var emptyObject = json.RawMessage("{}")
+
+// dispatch serves one client request and returns its raw result or error.
+func (g *Gateway) dispatch(ctx context.Context, c *call, msg *message) (json.RawMessage, *RPCError) {
+	switch msg.Method {
+	case "tools/call":
+		return g.callTool(ctx, c, msg.Params)
+	case "tools/list":
+		return g.list(ctx, c, kindTools, msg.Params)
+	case "prompts/list":
+		return g.list(ctx, c, kindPrompts, msg.Params)
+	case "resources/list":
+		return g.list(ctx, c, kindResources, msg.Params)
+	case "resources/templates/list":
+		return g.list(ctx, c, kindTemplates, msg.Params)
+	case "prompts/get":
+		return g.getPrompt(ctx, c, msg.Params)
+	case "resources/read":
+		return g.readResource(ctx, c, msg.Params)
+	case "completion/complete":
+		return g.complete(ctx, c, msg.Params)
+	case "ping":
+		return emptyObject, nil
+	case "server/discover":
+		if !c.stateless {
+			// As go-sdk does: discover belongs to 2026-07-28; a session-based
+			// client falls back to initialize on this error.
+			return nil, &RPCError{Code: codeMethodNotFound, Message: `"server/discover" is only supported in protocol version >= 2026-07-28`}
+		}
+		return g.discoverResult(ctx, c), nil
+	case "logging/setLevel":
+		g.setLevel(ctx, c, msg.Params)
+		return emptyObject, nil
+	case "initialize":
+		return nil, &RPCError{Code: codeInvalidRequest, Message: "initialize is not allowed here: the session is already initialized"}
+	case "resources/subscribe", "resources/unsubscribe":
+		return nil, &RPCError{Code: codeMethodNotFound, Message: "resource subscriptions are not supported yet"}
+	default:
+		return nil, &RPCError{Code: codeMethodNotFound, Message: "method " + quote(msg.Method) + " not found"}
+	}
+}
+
+func (g *Gateway) listTimeout(s *metamcpv1.Server) time.Duration {
+	if d := s.GetTimeouts().GetList(); d != nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	return g.opts.DefaultListTimeout
+}
+
+func (g *Gateway) callTimeout(s *metamcpv1.Server) time.Duration {
+	if d := s.GetTimeouts().GetCall(); d != nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	return g.opts.DefaultCallTimeout
+}
+
+// session returns an upstream session for m within ctx.
+func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (Session, *RPCError) {
+	if g.opts.Upstreams == nil {
+		return nil, &RPCError{Code: codeServerError, Message: "upstream " + quote(m.Server.GetName()) + " is unavailable: the data plane has no upstream pool"}
+	}
+	s, err := g.opts.Upstreams.Session(ctx, m.Server.GetName(), c.clientID)
+	if err != nil {
+		return nil, upstreamError(ctx, m.Server.GetName(), err, 0)
+	}
+	return s, nil
+}
+
+// callUpstream sends one request to m's upstream, bounded by timeout.
+func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member, method string, params json.RawMessage, timeout time.Duration) (json.RawMessage, *RPCError) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s, rerr := g.session(ctx, c, m)
+	if rerr != nil {
+		return nil, rerr
+	}
+	res, err := s.Call(ctx, method, params)
+	if err != nil {
+		var re *RPCError
+		if errors.As(err, &re) {
+			return nil, re
+		}
+		return nil, upstreamError(ctx, m.Server.GetName(), err, timeout)
+	}
+	return res, nil
+}
+
+// upstreamError turns a failure to reach an upstream into a JSON-RPC error naming it.
+func upstreamError(ctx context.Context, server string, err error, timeout time.Duration) *RPCError {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		msg := "upstream " + quote(server) + " did not answer in time"
+		if timeout > 0 {
+			msg += " (" + timeout.String() + ")"
+		}
+		return &RPCError{Code: codeServerError, Message: msg}
+	}
+	if errors.Is(err, context.Canceled) {
+		return &RPCError{Code: codeServerError, Message: "request to upstream " + quote(server) + " cancelled"}
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, quote(server)) {
+		msg = "upstream " + quote(server) + " is unavailable: " + msg
+	}
+	return &RPCError{Code: codeServerError, Message: msg}
+}
+
+// routeName finds the member whose prefix and separator start an exposed
+// tool or prompt name (longest prefix first) and returns the rest.
+func routeName(ep *snapshot.Endpoint, exposed string) (*snapshot.Member, string) {
+	var best *snapshot.Member
+	bestLen := -1
+	sep := ep.Separator
+	for _, m := range ep.Members {
+		if m.Server == nil {
+			continue
+		}
+		if m.Prefix == "" {
+			if bestLen < 0 {
+				best, bestLen = m, 0
+			}
+			continue
+		}
+		l := len(m.Prefix) + len(sep)
+		if l > bestLen && len(exposed) > l && strings.HasPrefix(exposed, m.Prefix) && strings.HasPrefix(exposed[len(m.Prefix):], sep) {
+			best, bestLen = m, l
+		}
+	}
+	if best == nil {
+		return nil, ""
+	}
+	return best, exposed[bestLen:]
+}
+
+// routeTool maps an exposed tool name to its member and upstream tool name,
+// applying overrides in reverse and the namespace's filters.
+func routeTool(ep *snapshot.Endpoint, exposed string) (*snapshot.Member, string, bool) {
+	m, rest := routeName(ep, exposed)
+	if m == nil || rest == "" {
+		return nil, "", false
+	}
+	upstream := rest
+	if ov := m.Spec.GetToolOverrides(); len(ov) > 0 {
+		renamed := false
+		for orig, o := range ov {
+			if o.GetName() == rest {
+				upstream, renamed = orig, true
+				break
+			}
+		}
+		if !renamed {
+			// A renamed tool is not reachable under its old name.
+			if o, ok := ov[rest]; ok && o.GetName() != "" && o.GetName() != rest {
+				return nil, "", false
+			}
+		}
+	}
+	if !snapshot.ToolAllowed(m.Spec, upstream) {
+		return nil, "", false
+	}
+	return m, upstream, true
+}
+
+func unknownTool(name string) *RPCError {
+	return &RPCError{Code: codeInvalidParams, Message: "unknown tool " + quote(name) + ": list the tools with tools/list"}
+}
+
+// callTool serves tools/call: route by exposed name without asking any
+// upstream, rewrite params.name, forward the raw params.
+func (g *Gateway) callTool(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+	start := time.Now()
+	name, ok := stringField(params, "name")
+	if !ok {
+		return nil, &RPCError{Code: codeInvalidParams, Message: `tools/call needs params.name`}
+	}
+	m, upstreamName, ok := routeTool(c.t.ep, name)
+	if !ok {
+		g.record(c, "tools/call", name, "", start, nil, unknownTool(name))
+		return nil, unknownTool(name)
+	}
+	fwd := params
+	if upstreamName != name {
+		fwd = replaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
+	}
+	res, rerr := g.callUpstream(ctx, c, m, "tools/call", fwd, g.callTimeout(m.Server))
+	g.record(c, "tools/call", name, m.Server.GetName(), start, res, rerr)
+	return res, rerr
+}
+
+// getPrompt serves prompts/get, routed by exposed prompt name.
+func (g *Gateway) getPrompt(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+	start := time.Now()
+	name, ok := stringField(params, "name")
+	if !ok {
+		return nil, &RPCError{Code: codeInvalidParams, Message: `prompts/get needs params.name`}
+	}
+	m, upstreamName := routeName(c.t.ep, name)
+	if m == nil || upstreamName == "" {
+		e := &RPCError{Code: codeInvalidParams, Message: "unknown prompt " + quote(name) + ": list the prompts with prompts/list"}
+		g.record(c, "prompts/get", name, "", start, nil, e)
+		return nil, e
+	}
+	fwd := params
+	if upstreamName != name {
+		fwd = replaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
+	}
+	res, rerr := g.callUpstream(ctx, c, m, "prompts/get", fwd, g.callTimeout(m.Server))
+	g.record(c, "prompts/get", name, m.Server.GetName(), start, res, rerr)
+	return res, rerr
+}
+
+// readResource serves resources/read, routed by URI: a URI seen in a
+// resources/list, else a matching template, else every member in order.
+func (g *Gateway) readResource(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+	start := time.Now()
+	uri, ok := stringField(params, "uri")
+	if !ok {
+		return nil, &RPCError{Code: codeInvalidParams, Message: `resources/read needs params.uri`}
+	}
+	candidates := g.resourceMembers(c, uri)
+	var last *RPCError
+	for _, m := range candidates {
+		res, rerr := g.callUpstream(ctx, c, m, "resources/read", params, g.callTimeout(m.Server))
+		if rerr == nil {
+			g.record(c, "resources/read", uri, m.Server.GetName(), start, res, nil)
+			return res, nil
+		}
+		last = rerr
+		if len(candidates) == 1 {
+			g.record(c, "resources/read", uri, m.Server.GetName(), start, nil, rerr)
+			return nil, rerr
+		}
+	}
+	if last == nil || len(candidates) > 1 {
+		last = &RPCError{Code: codeResourceNotFound, Message: "resource " + quote(uri) + " not found in any server of this endpoint"}
+	}
+	g.record(c, "resources/read", uri, "", start, nil, last)
+	return nil, last
+}
+
+// resourceMembers returns the members that may hold uri, best first.
+func (g *Gateway) resourceMembers(c *call, uri string) []*snapshot.Member {
+	rr := g.routes.get(c.t)
+	if server, ok := rr.lookup(uri); ok {
+		if m := memberByServer(c.t.ep, server); m != nil {
+			return []*snapshot.Member{m}
+		}
+	}
+	var out []*snapshot.Member
+	for _, m := range c.t.ep.Members {
+		if m.Server != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func memberByServer(ep *snapshot.Endpoint, server string) *snapshot.Member {
+	for _, m := range ep.Members {
+		if m.Server != nil && m.Server.GetName() == server {
+			return m
+		}
+	}
+	return nil
+}
+
+// complete serves completion/complete, routed by its reference.
+func (g *Gateway) complete(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+	ref, ok := rawField(params, "ref")
+	if !ok {
+		return nil, &RPCError{Code: codeInvalidParams, Message: "completion/complete needs params.ref"}
+	}
+	typ, _ := stringField(ref, "type")
+	switch typ {
+	case "ref/prompt":
+		name, _ := stringField(ref, "name")
+		m, upstreamName := routeName(c.t.ep, name)
+		if m == nil || upstreamName == "" {
+			return nil, &RPCError{Code: codeInvalidParams, Message: "unknown prompt " + quote(name)}
+		}
+		newRef := replaceStringField(nil, ref, "name", upstreamName)
+		fwd := replaceField(make([]byte, 0, len(params)+8), params, "ref", newRef)
+		return g.callUpstream(ctx, c, m, "completion/complete", fwd, g.callTimeout(m.Server))
+	case "ref/resource":
+		uri, _ := stringField(ref, "uri")
+		var last *RPCError
+		for _, m := range g.resourceMembers(c, uri) {
+			res, rerr := g.callUpstream(ctx, c, m, "completion/complete", params, g.callTimeout(m.Server))
+			if rerr == nil {
+				return res, nil
+			}
+			last = rerr
+		}
+		if last == nil {
+			last = &RPCError{Code: codeInvalidParams, Message: "no server of this endpoint has resource " + quote(uri)}
+		}
+		return nil, last
+	default:
+		return nil, &RPCError{Code: codeInvalidParams, Message: "completion/complete: unknown ref type " + quote(typ) + " (want ref/prompt or ref/resource)"}
+	}
+}
+
+// setLevel forwards logging/setLevel to every upstream of the endpoint, best effort.
+func (g *Gateway) setLevel(ctx context.Context, c *call, params json.RawMessage) {
+	var wg sync.WaitGroup
+	for _, m := range c.t.ep.Members {
+		if m.Server == nil {
+			continue
+		}
+		wg.Go(func() {
+			if _, rerr := g.callUpstream(ctx, c, m, "logging/setLevel", params, g.listTimeout(m.Server)); rerr != nil {
+				g.log.Debug("logging/setLevel not applied upstream", "server", m.Server.GetName(), "err", rerr.Message)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// upstreamInfos asks every member for its Info, each bounded by its list
+// timeout; members that do not answer in time are left out (nil).
+func (g *Gateway) upstreamInfos(ctx context.Context, c *call) []*Info {
+	infos := make([]*Info, len(c.t.ep.Members))
+	var wg sync.WaitGroup
+	for i, m := range c.t.ep.Members {
+		if m.Server == nil {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, g.listTimeout(m.Server))
+			defer cancel()
+			s, rerr := g.session(ctx, c, m)
+			if rerr != nil {
+				g.log.Warn("upstream left out of the capabilities", "endpoint", c.t.name, "server", m.Server.GetName(), "err", rerr.Message)
+				return
+			}
+			infos[i] = s.Info()
+		})
+	}
+	wg.Wait()
+	return infos
+}
+
+// mergedCapabilities returns the capabilities and instructions the gateway
+// announces. Tools, prompts and resources are always announced (upstreams
+// that are down now may answer later); completions and logging when any
+// upstream that answered has them.
+func (g *Gateway) mergedCapabilities(ctx context.Context, c *call) (json.RawMessage, string) {
+	infos := g.upstreamInfos(ctx, c)
+	completions, logging := false, false
+	var instr []string
+	for i, info := range infos {
+		if info == nil {
+			continue
+		}
+		if len(info.Capabilities) > 0 {
+			if _, ok := rawField(info.Capabilities, "completions"); ok {
+				completions = true
+			}
+			if _, ok := rawField(info.Capabilities, "logging"); ok {
+				logging = true
+			}
+		}
+		if s := strings.TrimSpace(info.Instructions); s != "" {
+			m := c.t.ep.Members[i]
+			label := m.Prefix
+			if label == "" {
+				label = m.Server.GetName()
+			}
+			instr = append(instr, "Tools and prompts prefixed "+label+c.t.ep.Separator+" come from server "+quote(m.Server.GetName())+":\n"+s)
+		}
+	}
+	var b bytes.Buffer
+	b.WriteString(`{`)
+	if completions {
+		b.WriteString(`"completions":{},`)
+	}
+	if logging {
+		b.WriteString(`"logging":{},`)
+	}
+	b.WriteString(`"prompts":{},"resources":{"subscribe":false},"tools":{}}`)
+	return b.Bytes(), strings.Join(instr, "\n\n")
+}
+
+// initializeResult builds the InitializeResult of a new session.
+func (g *Gateway) initializeResult(ctx context.Context, c *call, version string) json.RawMessage {
+	caps, instr := g.mergedCapabilities(ctx, c)
+	b := make([]byte, 0, 256+len(instr))
+	b = append(b, `{"protocolVersion":`...)
+	b = appendJSONString(b, version)
+	b = append(b, `,"capabilities":`...)
+	b = append(b, caps...)
+	b = append(b, `,"serverInfo":`...)
+	b = append(b, g.serverInfo()...)
+	if instr != "" {
+		b = append(b, `,"instructions":`...)
+		b = appendJSONString(b, instr)
+	}
+	return append(b, '}')
+}
+
+// discoverResult builds the server/discover result of 2026-07-28.
+func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
+	caps, instr := g.mergedCapabilities(ctx, c)
+	b := make([]byte, 0, 256+len(instr))
+	b = append(b, `{"supportedVersions":`...)
+	vs, _ := json.Marshal(supportedVersions[:len(supportedVersions)-1]) // 2024-11-05 is SSE only
+	b = append(b, vs...)
+	b = append(b, `,"capabilities":`...)
+	b = append(b, caps...)
+	b = append(b, `,"serverInfo":`...)
+	b = append(b, g.serverInfo()...)
+	if instr != "" {
+		b = append(b, `,"instructions":`...)
+		b = appendJSONString(b, instr)
+	}
+	return append(b, '}')
+}
+
+// record sends a call record without blocking.
+func (g *Gateway) record(c *call, method, targetName, server string, start time.Time, res json.RawMessage, rerr *RPCError) {
+	if g.opts.Calls == nil {
+		return
+	}
+	d := time.Since(start)
+	rec := &metamcpv1.CallRecord{
+		Time:          timestamppb.New(start),
+		NodeId:        g.opts.NodeID,
+		Endpoint:      c.t.name,
+		Principal:     c.principal,
+		Method:        method,
+		Target:        targetName,
+		Server:        server,
+		Duration:      durationpb.New(d),
+		RequestBytes:  int64(c.reqBytes),
+		ResponseBytes: int64(len(res)),
+		ClientIp:      c.clientIP,
+		Outcome:       metamcpv1.CallOutcome_CALL_OUTCOME_OK,
+	}
+	switch {
+	case rerr != nil:
+		rec.Outcome = metamcpv1.CallOutcome_CALL_OUTCOME_ERROR
+		rec.Error = rerr.Message
+	case isToolError(res):
+		rec.Outcome = metamcpv1.CallOutcome_CALL_OUTCOME_TOOL_ERROR
+	}
+	select {
+	case g.opts.Calls <- rec:
+	default:
+		if n := g.dropped.Add(1); n == 1 || n%1000 == 0 {
+			g.log.Warn("call records dropped: the record channel is full", "dropped", n)
+		}
+	}
+}
+
+// isToolError reports whether a raw tools/call result has "isError": true.
+func isToolError(res json.RawMessage) bool {
+	v, ok := rawField(res, "isError")
+	return ok && string(v) == "true"
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

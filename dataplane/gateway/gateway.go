@@ -1,0 +1,288 @@
+// Package gateway is the data plane's client-facing side: it serves the MCP
+// endpoints (/metamcp/{endpoint}/mcp for Streamable HTTP at every revision,
+// /metamcp/{endpoint}/sse for 2024-11-05 clients), authenticates callers,
+// and aggregates the tools, prompts and resources of an endpoint's upstream
+// servers into one MCP server. On the request path it reads only the JSON-RPC
+// envelope and the one name it must rewrite; everything else passes through
+// as raw bytes.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/snapshot"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxBodyBytes   = 4 << 20
+	DefaultListTimeout    = 5 * time.Second
+	DefaultCallTimeout    = 60 * time.Second
+	DefaultSessionIdleTTL = 30 * time.Minute
+	// SSEKeepAlive is the interval of keep-alive comments on SSE streams.
+	SSEKeepAlive = 15 * time.Second
+)
+
+// Info is what an upstream said about itself at initialize (or server/discover).
+type Info struct {
+	ProtocolVersion string
+	Capabilities    json.RawMessage
+	ServerInfo      json.RawMessage
+	Instructions    string
+}
+
+// Session is one live MCP session with one upstream server, as the gateway
+// uses it. Implementations are safe for concurrent use.
+type Session interface {
+	// Call sends a request and returns the raw result. A JSON-RPC error the
+	// upstream answered with is returned as *RPCError and passed to the client
+	// unchanged; any other error is a failure to reach the upstream.
+	Call(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
+	// Info is what the upstream said at initialize.
+	Info() *Info
+}
+
+// Upstreams hands out upstream sessions: the upstream pool, seen from the gateway.
+type Upstreams interface {
+	// Session returns a live session with server. clientID is the downstream
+	// session id ("" for stateless requests); per_client servers get one
+	// upstream session per clientID.
+	Session(ctx context.Context, server, clientID string) (Session, error)
+	// CloseClient ends the per_client upstream sessions of a downstream session.
+	CloseClient(clientID string)
+}
+
+// Options configure a Gateway.
+type Options struct {
+	// Config is the snapshot being served (a *configcache.Cache); read once per request.
+	Config interface{ Current() *snapshot.Compiled }
+	// Upstreams is the upstream session pool.
+	Upstreams Upstreams
+	Logger    *slog.Logger
+	// AllowedHosts lists the Host header values accepted (DNS rebinding
+	// protection), without port; "*" accepts any. Loopback names (localhost,
+	// 127.0.0.1, ::1) are always accepted.
+	AllowedHosts []string
+	// AllowedOrigins lists the Origin values accepted from browsers (for
+	// example "https://app.example.com"); "*" accepts any. Requests without
+	// an Origin header, and same-origin requests, are always accepted.
+	AllowedOrigins []string
+	// MaxBodyBytes bounds a request body (DefaultMaxBodyBytes when 0).
+	MaxBodyBytes int64
+	// DefaultListTimeout and DefaultCallTimeout apply to servers that set none.
+	DefaultListTimeout, DefaultCallTimeout time.Duration
+	// Calls receives a record of every tools/call, prompts/get and
+	// resources/read. Sends never block: when the channel is full the record
+	// is dropped and counted (DroppedCalls).
+	Calls chan<- *metamcpv1.CallRecord
+	// NodeID is set on call records.
+	NodeID string
+	// SessionIdleTTL ends downstream sessions unused for this long (DefaultSessionIdleTTL when 0).
+	SessionIdleTTL time.Duration
+	// Sessions creates and opens session ids (NewMemorySessions when nil).
+	Sessions SessionStore
+	// Version is the serverInfo.version the gateway announces.
+	Version string
+}
+
+// Gateway serves MCP clients. Create it with New; stop it with Close.
+type Gateway struct {
+	opts     Options
+	log      *slog.Logger
+	sessions SessionStore
+	routes   routeCache
+	dropped  atomic.Int64
+
+	ctx    context.Context // cancelled by Close; parent of SSE streams and their requests
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu  sync.Mutex
+	sse map[string]*sseStream
+}
+
+// New returns a Gateway and starts its idle-session sweeper.
+func New(opts Options) *Gateway {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.DefaultListTimeout <= 0 {
+		opts.DefaultListTimeout = DefaultListTimeout
+	}
+	if opts.DefaultCallTimeout <= 0 {
+		opts.DefaultCallTimeout = DefaultCallTimeout
+	}
+	if opts.SessionIdleTTL <= 0 {
+		opts.SessionIdleTTL = DefaultSessionIdleTTL
+	}
+	if opts.Sessions == nil {
+		opts.Sessions = NewMemorySessions()
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{
+		opts:     opts,
+		log:      opts.Logger,
+		sessions: opts.Sessions,
+		ctx:      ctx,
+		cancel:   cancel,
+		sse:      make(map[string]*sseStream),
+	}
+	g.wg.Add(1)
+	go g.sweep()
+	return g
+}
+
+// Register mounts the gateway's routes on mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	mux.Handle("/metamcp/{endpoint}/mcp", g.guard(http.HandlerFunc(g.serveMCP)))
+	mux.Handle("/metamcp/{endpoint}/sse", g.guard(http.HandlerFunc(g.serveSSE)))
+	mux.Handle("/metamcp/{endpoint}/message", g.guard(http.HandlerFunc(g.serveMessage)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/metamcp/{endpoint}/mcp", g.guard(http.HandlerFunc(g.serveResourceMetadata)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/metamcp/{endpoint}/sse", g.guard(http.HandlerFunc(g.serveResourceMetadata)))
+}
+
+// Handler returns an http.Handler serving only the gateway's routes.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	g.Register(mux)
+	return mux
+}
+
+// Close ends every downstream session and SSE stream and stops the sweeper.
+func (g *Gateway) Close() {
+	g.cancel()
+	g.wg.Wait()
+}
+
+// DroppedCalls is the number of call records dropped because Calls was full.
+func (g *Gateway) DroppedCalls() int64 { return g.dropped.Load() }
+
+// sweep ends idle sessions until Close.
+func (g *Gateway) sweep() {
+	defer g.wg.Done()
+	every := min(g.opts.SessionIdleTTL/4, time.Minute)
+	every = max(every, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, id := range g.sessions.Expired(now.Add(-g.opts.SessionIdleTTL)) {
+				g.log.Debug("ending idle session", "session", id)
+				g.endSSE(id)
+				if g.opts.Upstreams != nil {
+					g.opts.Upstreams.CloseClient(id)
+				}
+			}
+		}
+	}
+}
+
+// guard refuses requests whose Host or Origin is not allowed.
+func (g *Gateway) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.hostAllowed(r.Host) {
+			g.log.Warn("refused request with a Host that is not allowed", "host", r.Host, "remote", r.RemoteAddr)
+			writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "Host "+quote(r.Host)+" is not allowed: add it to the data plane's allowed hosts")
+			return
+		}
+		if origin := r.Header.Get("Origin"); origin != "" && !g.originAllowed(origin, r.Host) {
+			g.log.Warn("refused request with an Origin that is not allowed", "origin", origin, "remote", r.RemoteAddr)
+			writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "Origin "+quote(origin)+" is not allowed: add it to the data plane's allowed origins")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func quote(s string) string { return string(appendJSONString(nil, s)) }
+
+// hostOnly strips the port from a Host header value.
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+}
+
+func isLoopbackName(h string) bool {
+	h = strings.ToLower(h)
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (g *Gateway) hostAllowed(host string) bool {
+	h := strings.ToLower(hostOnly(host))
+	if h == "" {
+		return false
+	}
+	if isLoopbackName(h) {
+		return true
+	}
+	for _, a := range g.opts.AllowedHosts {
+		a = strings.ToLower(a)
+		if a == "*" || a == h || hostOnly(a) == h {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gateway) originAllowed(origin, host string) bool {
+	for _, a := range g.opts.AllowedOrigins {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return true
+		}
+	}
+	// Same origin: the browser page came from this very server.
+	if i := strings.Index(origin, "://"); i >= 0 {
+		oh := origin[i+3:]
+		if strings.EqualFold(oh, host) {
+			return true
+		}
+		// A page on a loopback origin talking to a loopback gateway is local.
+		if isLoopbackName(hostOnly(oh)) && isLoopbackName(hostOnly(host)) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeHTTPError answers with status and a JSON-RPC error body (id null).
+func writeHTTPError(w http.ResponseWriter, status int, code int64, msg string) {
+	writeHTTPErrorID(w, status, nil, &RPCError{Code: code, Message: msg})
+}
+
+func writeHTTPErrorID(w http.ResponseWriter, status int, id json.RawMessage, e *RPCError) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(appendError(make([]byte, 0, 128+len(e.Message)), id, e))
+}
+
+// clientIP is the remote address without port.
+func clientIP(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}

@@ -1,0 +1,549 @@
+package gateway
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/protobuf/proto"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+)
+
+func toolNames(t testing.TB, cs *mcp.ClientSession) []string {
+	t.Helper()
+	var names []string
+	for tool, err := range cs.Tools(testCtx(t), nil) {
+		if err != nil {
+			t.Fatalf("tools/list: %v", err)
+		}
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func callText(t testing.TB, cs *mcp.ClientSession, name string, args map[string]any) (string, bool) {
+	t.Helper()
+	res, err := cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("tools/call %s: %v", name, err)
+	}
+	if len(res.Content) != 1 {
+		t.Fatalf("tools/call %s: %d content items, want 1", name, len(res.Content))
+	}
+	tc, ok := res.Content[0].(*mcp.TextContent)
+	if !ok {
+		t.Fatalf("tools/call %s: content %T, want text", name, res.Content[0])
+	}
+	return tc.Text, res.IsError
+}
+
+// TestClientsAtEveryRevision runs a go-sdk client at each protocol revision
+// against the gateway in front of three real go-sdk servers.
+func TestClientsAtEveryRevision(t *testing.T) {
+	cfg := testConfig(
+		&metamcpv1.NamespaceMember{Server: "alpha"},
+		&metamcpv1.NamespaceMember{Server: "beta", Prefix: proto.String("b")},
+		&metamcpv1.NamespaceMember{Server: "gamma", DenyTools: []string{"fail", "whoami", "add"}},
+	)
+	h := newHarness(t, cfg, nil, nil)
+	tests := []struct {
+		name    string
+		version string // "" = default client
+		want    string // negotiated
+	}{
+		{"2026-07-28 default client", "", "2026-07-28"},
+		{"2025-11-25", "2025-11-25", "2025-11-25"},
+		{"2025-06-18", "2025-06-18", "2025-06-18"},
+		{"2025-03-26", "2025-03-26", "2025-03-26"},
+		{"2024-11-05 SSE", version20241105, "2024-11-05"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := h.connect(t, "main", keyAlice, tc.version)
+			ctx := testCtx(t)
+			ir := cs.InitializeResult()
+			if ir.ProtocolVersion != tc.want {
+				t.Errorf("negotiated %q, want %q", ir.ProtocolVersion, tc.want)
+			}
+			if ir.ServerInfo == nil || ir.ServerInfo.Name != "metamcp" {
+				t.Errorf("serverInfo = %+v, want metamcp", ir.ServerInfo)
+			}
+			if ir.Capabilities == nil || ir.Capabilities.Tools == nil || ir.Capabilities.Completions == nil {
+				t.Errorf("capabilities = %+v, want tools and completions", ir.Capabilities)
+			}
+			if !strings.Contains(ir.Instructions, "Use beta wisely.") {
+				t.Errorf("instructions %q do not merge the upstreams'", ir.Instructions)
+			}
+
+			want := []string{"alpha__add", "alpha__echo", "alpha__fail", "alpha__whoami", "b__add", "b__echo", "b__fail", "b__whoami", "gamma__echo"}
+			if got := toolNames(t, cs); !slices.Equal(got, want) {
+				t.Errorf("tools = %v, want %v", got, want)
+			}
+			if got, _ := callText(t, cs, "b__echo", map[string]any{"text": "hi"}); got != "beta:hi" {
+				t.Errorf("b__echo = %q, want beta:hi", got)
+			}
+			if got, _ := callText(t, cs, "alpha__add", map[string]any{"a": 2, "b": 3}); got != "5" {
+				t.Errorf("alpha__add = %q, want 5", got)
+			}
+			if got, isErr := callText(t, cs, "gamma__echo", map[string]any{"text": "x"}); got != "gamma:x" || isErr {
+				t.Errorf("gamma__echo = %q (isError %v)", got, isErr)
+			}
+			if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "gamma__fail"}); err == nil || !strings.Contains(err.Error(), "unknown tool") {
+				t.Errorf("denied gamma__fail: err = %v, want unknown tool", err)
+			}
+
+			// Resources: listed from all, read routed by URI and by template.
+			var uris []string
+			for r, err := range cs.Resources(ctx, nil) {
+				if err != nil {
+					t.Fatalf("resources/list: %v", err)
+				}
+				uris = append(uris, r.URI)
+			}
+			slices.Sort(uris)
+			if want := []string{"fixture://alpha/readme", "fixture://beta/readme", "fixture://gamma/readme"}; !slices.Equal(uris, want) {
+				t.Errorf("resources = %v, want %v", uris, want)
+			}
+			var tmpls []string
+			for r, err := range cs.ResourceTemplates(ctx, nil) {
+				if err != nil {
+					t.Fatalf("resources/templates/list: %v", err)
+				}
+				tmpls = append(tmpls, r.URITemplate)
+			}
+			if len(tmpls) != 3 {
+				t.Errorf("templates = %v, want 3", tmpls)
+			}
+			rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "fixture://beta/readme"})
+			if err != nil || len(rr.Contents) != 1 || rr.Contents[0].Text != "beta readme" {
+				t.Errorf("read beta readme: %+v, %v", rr, err)
+			}
+			rr, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "fixture://gamma/items/42"})
+			if err != nil || len(rr.Contents) != 1 || rr.Contents[0].Text != "gamma item fixture://gamma/items/42" {
+				t.Errorf("read gamma item: %+v, %v", rr, err)
+			}
+
+			// Prompts: prefixed, routed back.
+			var prompts []string
+			for p, err := range cs.Prompts(ctx, nil) {
+				if err != nil {
+					t.Fatalf("prompts/list: %v", err)
+				}
+				prompts = append(prompts, p.Name)
+			}
+			slices.Sort(prompts)
+			if want := []string{"alpha__greet", "b__greet", "gamma__greet"}; !slices.Equal(prompts, want) {
+				t.Errorf("prompts = %v, want %v", prompts, want)
+			}
+			gp, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "b__greet", Arguments: map[string]string{"who": "ann"}})
+			if err != nil || len(gp.Messages) != 1 || gp.Messages[0].Content.(*mcp.TextContent).Text != "hello ann from beta" {
+				t.Errorf("get b__greet: %+v, %v", gp, err)
+			}
+
+			// Completion by prompt reference and by resource template.
+			cr, err := cs.Complete(ctx, &mcp.CompleteParams{Ref: &mcp.CompleteReference{Type: "ref/prompt", Name: "b__greet"}, Argument: mcp.CompleteParamsArgument{Name: "who", Value: "an"}})
+			if err != nil || len(cr.Completion.Values) != 1 || cr.Completion.Values[0] != "beta:greet:an-done" {
+				t.Errorf("complete b__greet: %+v, %v", cr, err)
+			}
+			cr, err = cs.Complete(ctx, &mcp.CompleteParams{Ref: &mcp.CompleteReference{Type: "ref/resource", URI: "fixture://gamma/items/{id}"}, Argument: mcp.CompleteParamsArgument{Name: "id", Value: "4"}})
+			if err != nil || len(cr.Completion.Values) != 1 || cr.Completion.Values[0] != "gamma:fixture://gamma/items/{id}:4-done" {
+				t.Errorf("complete gamma template: %+v, %v", cr, err)
+			}
+			if err := cs.Ping(ctx, nil); err != nil && tc.want != "2026-07-28" {
+				t.Errorf("ping: %v", err)
+			}
+		})
+	}
+}
+
+func TestOverridesAndFilters(t *testing.T) {
+	ro := true
+	cfg := testConfig(
+		&metamcpv1.NamespaceMember{Server: "alpha", AllowTools: []string{"e*", "a?d", "fail"}, DenyTools: []string{"fail"}},
+		&metamcpv1.NamespaceMember{Server: "beta", Prefix: proto.String(""), ToolOverrides: map[string]*metamcpv1.ToolOverride{
+			"echo":   {Name: "say", Title: "Say", Description: "Says it", Annotations: &metamcpv1.ToolAnnotations{ReadOnlyHint: &ro}},
+			"whoami": {Disabled: true},
+		}},
+	)
+	h := newHarness(t, cfg, nil, nil)
+	cs := h.connect(t, "main", keyAlice, "2025-11-25")
+	ctx := testCtx(t)
+	var tools []*mcp.Tool
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		tools = append(tools, tool)
+	}
+	var names []string
+	for _, tool := range tools {
+		names = append(names, tool.Name)
+		if tool.Name == "say" {
+			if tool.Title != "Say" || tool.Description != "Says it" || tool.Annotations == nil || !tool.Annotations.ReadOnlyHint {
+				t.Errorf("overridden tool = %+v (annotations %+v)", tool, tool.Annotations)
+			}
+			if tool.InputSchema == nil {
+				t.Error("override lost the input schema")
+			}
+		}
+	}
+	slices.Sort(names)
+	if want := []string{"add", "alpha__add", "alpha__echo", "fail", "say"}; !slices.Equal(names, want) {
+		t.Errorf("tools = %v, want %v", names, want)
+	}
+	if got, _ := callText(t, cs, "say", map[string]any{"text": "yo"}); got != "beta:yo" {
+		t.Errorf("say = %q", got)
+	}
+	for _, name := range []string{"echo", "whoami", "alpha__fail", "alpha__whoami", "nosuch__tool"} {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: map[string]any{"text": "x"}})
+		if err == nil || !strings.Contains(err.Error(), "unknown tool") {
+			t.Errorf("call %s: err = %v, want unknown tool", name, err)
+		}
+	}
+	if got, isErr := callText(t, cs, "fail", nil); !isErr || got != "beta failed on purpose" {
+		t.Errorf("fail = %q isError %v", got, isErr)
+	}
+}
+
+func TestSlowUpstreamLeftOut(t *testing.T) {
+	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "slow"}, &metamcpv1.NamespaceMember{Server: "alpha"})
+	h := newHarness(t, cfg, nil, nil)
+	for _, version := range []string{"", "2025-11-25"} {
+		cs := h.connect(t, "main", keyAlice, version)
+		start := time.Now()
+		got := toolNames(t, cs)
+		if want := []string{"alpha__add", "alpha__echo", "alpha__fail", "alpha__whoami"}; !slices.Equal(got, want) {
+			t.Errorf("%q: tools = %v, want %v", version, got, want)
+		}
+		if d := time.Since(start); d > 4*time.Second {
+			t.Errorf("%q: tools/list took %v: the slow upstream's 300ms list timeout was not applied", version, d)
+		}
+	}
+}
+
+func TestFailingUpstreamNamed(t *testing.T) {
+	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "alpha"}, &metamcpv1.NamespaceMember{Server: "down"}, &metamcpv1.NamespaceMember{Server: "slow"})
+	h := newHarness(t, cfg, nil, nil)
+	cs := h.connect(t, "main", keyAlice, "2025-11-25")
+	ctx := testCtx(t)
+	_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "down__echo", Arguments: map[string]any{"text": "x"}})
+	if err == nil || !strings.Contains(err.Error(), `"down"`) || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("call to a dead upstream: err = %v, want an error naming \"down\"", err)
+	}
+	// A call that outlives the server's call timeout names it too (the slow
+	// server answers calls, but its prompts/get is fine; use list via tools/call of a blocked method).
+	if got := toolNames(t, cs); len(got) != 4 {
+		t.Errorf("tools with a dead and a slow upstream = %v, want alpha's 4", got)
+	}
+	_, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "fixture://nowhere/x"})
+	if err == nil {
+		t.Error("read of an unknown resource succeeded")
+	}
+}
+
+func TestPaginationAcrossUpstreams(t *testing.T) {
+	servers := defaultServers(t)
+	servers["alpha"] = fixtureServer("alpha", &mcp.ServerOptions{PageSize: 1})
+	servers["beta"] = fixtureServer("beta", &mcp.ServerOptions{PageSize: 3})
+	h := newHarness(t, testConfig(), servers, nil)
+	for _, version := range []string{"", "2025-06-18"} {
+		cs := h.connect(t, "main", keyAlice, version)
+		// One raw page first: it must carry a cursor.
+		res, err := cs.ListTools(testCtx(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.NextCursor == "" || len(res.Tools) != 1+3 {
+			t.Errorf("%q: first page has %d tools and cursor %q, want 4 and a cursor", version, len(res.Tools), res.NextCursor)
+		}
+		got := toolNames(t, cs)
+		want := []string{"alpha__add", "alpha__echo", "alpha__fail", "alpha__whoami", "beta__add", "beta__echo", "beta__fail", "beta__whoami"}
+		if !slices.Equal(got, want) {
+			t.Errorf("%q: all pages = %v, want %v", version, got, want)
+		}
+	}
+}
+
+func TestConfigChangeAppliesToNextRequest(t *testing.T) {
+	h := newHarness(t, testConfig(&metamcpv1.NamespaceMember{Server: "alpha"}), nil, nil)
+	cs := h.connect(t, "main", keyAlice, "2025-11-25")
+	stateless := h.connect(t, "main", keyAlice, "")
+	if got := toolNames(t, cs); len(got) != 4 {
+		t.Fatalf("tools = %v", got)
+	}
+	h.cfg.set(t, testConfig(
+		&metamcpv1.NamespaceMember{Server: "alpha", ToolOverrides: map[string]*metamcpv1.ToolOverride{"echo": {Name: "shout"}, "fail": {Disabled: true}}},
+		&metamcpv1.NamespaceMember{Server: "gamma", AllowTools: []string{"whoami"}},
+	))
+	want := []string{"alpha__add", "alpha__shout", "alpha__whoami", "gamma__whoami"}
+	for _, c := range []*mcp.ClientSession{cs, stateless} {
+		if got := toolNames(t, c); !slices.Equal(got, want) {
+			t.Errorf("after the change: tools = %v, want %v", got, want)
+		}
+		if got, _ := callText(t, c, "alpha__shout", map[string]any{"text": "a"}); got != "alpha:a" {
+			t.Errorf("alpha__shout = %q", got)
+		}
+		if got, _ := callText(t, c, "gamma__whoami", nil); got != "gamma" {
+			t.Errorf("gamma__whoami = %q", got)
+		}
+	}
+}
+
+func TestCallRecords(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	cs := h.connect(t, "main", keyBob, "2025-11-25")
+	callText(t, cs, "alpha__echo", map[string]any{"text": "x"})
+	callText(t, cs, "beta__fail", nil)
+	_, _ = cs.ReadResource(testCtx(t), &mcp.ReadResourceParams{URI: "fixture://alpha/readme"})
+	_, _ = cs.GetPrompt(testCtx(t), &mcp.GetPromptParams{Name: "alpha__greet", Arguments: map[string]string{"who": "x"}})
+	_, _ = cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "nope"})
+	want := []struct {
+		method, target, server string
+		outcome                metamcpv1.CallOutcome
+	}{
+		{"tools/call", "alpha__echo", "alpha", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
+		{"tools/call", "beta__fail", "beta", metamcpv1.CallOutcome_CALL_OUTCOME_TOOL_ERROR},
+		{"resources/read", "fixture://alpha/readme", "alpha", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
+		{"prompts/get", "alpha__greet", "alpha", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
+		{"tools/call", "nope", "", metamcpv1.CallOutcome_CALL_OUTCOME_ERROR},
+	}
+	for _, w := range want {
+		select {
+		case r := <-h.calls:
+			if r.GetMethod() != w.method || r.GetTarget() != w.target || r.GetServer() != w.server || r.GetOutcome() != w.outcome ||
+				r.GetEndpoint() != "main" || r.GetPrincipal() != "bob" || r.GetClientIp() != "127.0.0.1" || r.GetRequestBytes() == 0 || r.GetTime() == nil {
+				t.Errorf("record = %v, want %+v", r, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no call record for %+v", w)
+		}
+	}
+}
+
+// post sends one raw JSON-RPC message and returns status, headers and body.
+func post(t testing.TB, url, body string, headers map[string]string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testCtx(t), http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	for k, v := range headers {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+const initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+
+func TestAuth(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	tests := []struct {
+		name       string
+		endpoint   string
+		headers    map[string]string
+		query      string
+		wantStatus int
+		wantBody   string
+	}{
+		{"no key", "main", nil, "", 401, "needs an API key"},
+		{"wrong key", "main", map[string]string{"Authorization": "Bearer mm_wrong"}, "", 401, "not valid"},
+		{"key for another endpoint", "main", map[string]string{"Authorization": "Bearer " + keyOther}, "", 403, "may not call"},
+		{"expired key", "main", map[string]string{"Authorization": "Bearer " + keyExpired}, "", 401, "expired"},
+		{"bearer key", "main", map[string]string{"Authorization": "Bearer " + keyAlice}, "", 200, `"protocolVersion":"2025-06-18"`},
+		{"X-API-Key", "main", map[string]string{"X-API-Key": keyBob}, "", 200, `"serverInfo":{"name":"metamcp"`},
+		{"query key", "main", nil, "?api_key=" + keyBob, 200, `"result"`},
+		{"star key", "other", map[string]string{"Authorization": "Bearer " + keyBob}, "", 200, `"result"`},
+		{"anonymous endpoint", "open", nil, "", 200, `"result"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, hdr, body := post(t, h.url(tc.endpoint, "mcp")+tc.query, initBody, tc.headers)
+			if status != tc.wantStatus || !strings.Contains(body, tc.wantBody) {
+				t.Errorf("status %d body %s, want %d containing %q", status, body, tc.wantStatus, tc.wantBody)
+			}
+			if status == 401 {
+				wa := hdr.Get("WWW-Authenticate")
+				want := `Bearer resource_metadata="` + h.srv.URL + `/.well-known/oauth-protected-resource/metamcp/main/mcp"`
+				if !strings.HasPrefix(wa, want) {
+					t.Errorf("WWW-Authenticate = %q, want prefix %q", wa, want)
+				}
+			}
+			if status == 200 && hdr.Get(headerSessionID) == "" {
+				t.Error("initialize answered without Mcp-Session-Id")
+			}
+		})
+	}
+	resp, err := http.Get(h.srv.URL + "/.well-known/oauth-protected-resource/metamcp/main/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || doc["resource"] != h.url("main", "mcp") {
+		t.Errorf("protected resource metadata = %v, %v", doc, err)
+	}
+}
+
+func TestRequestRefusals(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, func(o *Options) {
+		o.MaxBodyBytes = 1024
+		o.AllowedHosts = []string{"mcp.example.com"}
+		o.AllowedOrigins = []string{"https://app.example.com"}
+	})
+	anon := map[string]string{}
+	big := `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"` + strings.Repeat("x", 2000) + `"}}`
+	tests := []struct {
+		name       string
+		endpoint   string
+		body       string
+		headers    map[string]string
+		wantStatus int
+		wantBody   string
+	}{
+		{"foreign Host", "open", initBody, map[string]string{"Host": "evil.example.net"}, 403, "Host"},
+		{"allowed Host", "open", initBody, map[string]string{"Host": "mcp.example.com"}, 200, `"result"`},
+		{"foreign Origin", "open", initBody, map[string]string{"Origin": "https://evil.example.net"}, 403, "Origin"},
+		{"allowed Origin", "open", initBody, map[string]string{"Origin": "https://app.example.com"}, 200, `"result"`},
+		{"oversized body", "open", big, anon, 413, `"code":-32600`},
+		{"malformed JSON", "open", `{"jsonrpc":"2.0","id":1,"method":`, anon, 400, `{"jsonrpc":"2.0","id":null,"error":{"code":-32700`},
+		{"batch", "open", `[` + initBody + `]`, anon, 400, "batches"},
+		{"unknown endpoint", "nosuch", initBody, anon, 404, "no endpoint"},
+		{"streamable switched off", "nohttp", initBody, anon, 404, "does not serve"},
+		{"no session", "open", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, anon, 400, "Mcp-Session-Id"},
+		{"unknown session", "open", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, map[string]string{headerSessionID: "nope"}, 404, "session not found"},
+		{"unsupported stateless version", "open", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, map[string]string{headerProtocolVersion: "2099-01-01"}, 400, "-32022"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, _, body := post(t, h.url(tc.endpoint, "mcp"), tc.body, tc.headers)
+			if status != tc.wantStatus || !strings.Contains(body, tc.wantBody) {
+				t.Errorf("status %d body %s, want %d containing %q", status, body, tc.wantStatus, tc.wantBody)
+			}
+			if strings.Contains(body, `"main"`) || strings.Contains(body, "other") {
+				t.Errorf("error body lists endpoints: %s", body)
+			}
+		})
+	}
+	resp, err := http.Get(h.url("nosse", "sse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("SSE on an endpoint that switched it off: %d, want 404", resp.StatusCode)
+	}
+}
+
+func TestSessionLifecycle(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, func(o *Options) { o.SessionIdleTTL = 300 * time.Millisecond })
+	status, hdr, _ := post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
+	sid := hdr.Get(headerSessionID)
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d, session %q", status, sid)
+	}
+	list := `{"jsonrpc":"2.0","id":"x","method":"tools/list"}`
+	// Bound to its principal: bob's key is refused, alice's works.
+	if status, _, body := post(t, h.url("main", "mcp"), list, map[string]string{"Authorization": "Bearer " + keyBob, headerSessionID: sid}); status != 403 {
+		t.Errorf("another principal's request: %d %s, want 403", status, body)
+	}
+	if status, hdr, body := post(t, h.url("main", "mcp"), list, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 200 || !strings.HasPrefix(body, `{"jsonrpc":"2.0","id":"x","result":{"tools":[`) || hdr.Get("Content-Type") != "application/json" {
+		t.Errorf("owner's request: %d %s", status, body)
+	}
+	// Notifications are accepted.
+	if status, _, _ := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 202 {
+		t.Errorf("notification: %d, want 202", status)
+	}
+	// GET has no stream yet.
+	req, _ := http.NewRequest(http.MethodGet, h.url("main", "mcp"), nil)
+	req.Header.Set("Authorization", "Bearer "+keyAlice)
+	req.Header.Set(headerSessionID, sid)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 {
+		t.Errorf("GET: %d, want 405", resp.StatusCode)
+	}
+	// DELETE ends it.
+	req, _ = http.NewRequest(http.MethodDelete, h.url("main", "mcp"), nil)
+	req.Header.Set("Authorization", "Bearer "+keyAlice)
+	req.Header.Set(headerSessionID, sid)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Errorf("DELETE: %d, want 204", resp.StatusCode)
+	}
+	if status, _, _ := post(t, h.url("main", "mcp"), list, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 404 {
+		t.Errorf("after DELETE: %d, want 404", status)
+	}
+	if !slices.Contains(h.ups.closedClients(), sid) {
+		t.Errorf("DELETE did not close the per-client upstream sessions of %q", sid)
+	}
+
+	// An idle session is swept.
+	_, hdr, _ = post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
+	idle := hdr.Get(headerSessionID)
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(h.ups.closedClients(), idle) {
+		if time.Now().After(deadline) {
+			t.Fatal("idle session not swept within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if status, _, _ := post(t, h.url("main", "mcp"), list, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: idle}); status != 404 {
+		t.Errorf("after the sweep: %d, want 404", status)
+	}
+}
+
+func TestStatelessRaw(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	hdr := map[string]string{headerProtocolVersion: "2026-07-28", "Authorization": "Bearer " + keyAlice}
+	status, rh, body := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":7,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, hdr)
+	if status != 200 || rh.Get(headerSessionID) != "" {
+		t.Fatalf("discover: %d, session %q, %s", status, rh.Get(headerSessionID), body)
+	}
+	var resp struct {
+		Result struct {
+			SupportedVersions []string        `json:"supportedVersions"`
+			Capabilities      json.RawMessage `json:"capabilities"`
+			Meta              map[string]struct {
+				Name string `json:"name"`
+			} `json:"_meta"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(resp.Result.SupportedVersions, "2026-07-28") || resp.Result.Meta[metaServerInfo].Name != "metamcp" {
+		t.Errorf("discover = %s", body)
+	}
+	// The version in _meta alone selects stateless too; the result keeps
+	// the upstream's own fields and gets the serverInfo key.
+	status, _, body = post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"q"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, map[string]string{"Authorization": "Bearer " + keyAlice})
+	if status != 200 || !strings.Contains(body, `"alpha:q"`) || !strings.Contains(body, `"io.modelcontextprotocol/serverInfo":{"name":"metamcp"`) {
+		t.Errorf("stateless call: %d %s", status, body)
+	}
+}

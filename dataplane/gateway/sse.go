@@ -1,0 +1,222 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// sseStream is one open 2024-11-05 SSE stream: responses to the POSTs of its
+// session go out on it.
+type sseStream struct {
+	id     string
+	out    chan []byte
+	ctx    context.Context // ends with the stream
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // requests being served for this stream
+}
+
+// send queues an event for the stream; it gives up when the stream ends.
+func (s *sseStream) send(b []byte) {
+	select {
+	case s.out <- b:
+	case <-s.ctx.Done():
+	}
+}
+
+// serveSSE serves GET /metamcp/{endpoint}/sse: the stream of a 2024-11-05 session.
+func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
+	t, ok := g.lookupEndpoint(w, r, true)
+	if !ok {
+		return
+	}
+	principal, ok := g.authenticate(w, r, t)
+	if !ok {
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "the SSE endpoint takes GET; POST messages to the URL of its endpoint event")
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeHTTPError(w, http.StatusInternalServerError, codeInternalError, "streaming is not supported by this server")
+		return
+	}
+	sid, err := g.sessions.Create(&SessionInfo{Endpoint: t.name, Principal: principal})
+	if err != nil {
+		writeHTTPError(w, http.StatusInternalServerError, codeInternalError, "could not create a session; retry")
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	s := &sseStream{id: sid, out: make(chan []byte, 16), ctx: ctx, cancel: cancel}
+	g.mu.Lock()
+	if g.ctx.Err() != nil {
+		g.mu.Unlock()
+		cancel()
+		g.sessions.End(sid)
+		writeHTTPError(w, http.StatusServiceUnavailable, codeServerError, "the data plane is shutting down")
+		return
+	}
+	g.sse[sid] = s
+	g.wg.Add(1)
+	g.mu.Unlock()
+	defer g.wg.Done()
+	stop := context.AfterFunc(g.ctx, cancel)
+	defer func() {
+		stop()
+		cancel()
+		// No request joins s.wg once the stream is out of the map.
+		g.mu.Lock()
+		delete(g.sse, sid)
+		g.mu.Unlock()
+		s.wg.Wait()
+		g.endSession(sid)
+	}()
+
+	endpoint := "message?sessionId=" + url.QueryEscape(sid)
+	if key, from := credential(r); from == "query" {
+		// The client authenticates by query string only: its POSTs must too.
+		endpoint += "&api_key=" + url.QueryEscape(key)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache, no-transform")
+	h.Set("Connection", "keep-alive")
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write([]byte("event: endpoint\ndata: " + endpoint + "\n\n")); err != nil {
+		return
+	}
+	flusher.Flush()
+	keep := time.NewTicker(SSEKeepAlive)
+	defer keep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-s.out:
+			ev := make([]byte, 0, len(b)+32)
+			ev = append(ev, "event: message\ndata: "...)
+			ev = append(ev, b...)
+			ev = append(ev, "\n\n"...)
+			if _, err := w.Write(ev); err != nil {
+				return
+			}
+			flusher.Flush()
+		case <-keep.C:
+			g.sessions.Open(sid) // a live stream keeps its session
+			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
+				return
+			}
+			flusher.Flush()
+		}
+	}
+}
+
+// endSSE closes the stream of a session, if it has one.
+func (g *Gateway) endSSE(sid string) {
+	g.mu.Lock()
+	s := g.sse[sid]
+	g.mu.Unlock()
+	if s != nil {
+		s.cancel()
+	}
+}
+
+// serveMessage serves POST /metamcp/{endpoint}/message?sessionId=...: it
+// answers 202 and sends the response on the session's stream.
+func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
+	t, ok := g.lookupEndpoint(w, r, true)
+	if !ok {
+		return
+	}
+	principal, ok := g.authenticate(w, r, t)
+	if !ok {
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "POST messages here")
+		return
+	}
+	sid := r.URL.Query().Get("sessionId")
+	if sid == "" {
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "missing sessionId: open the SSE stream first and POST to the URL of its endpoint event")
+		return
+	}
+	info, ok := g.sessions.Open(sid)
+	g.mu.Lock()
+	s := g.sse[sid]
+	g.mu.Unlock()
+	if !ok || s == nil {
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: its SSE stream ended; open a new one")
+		return
+	}
+	if info.Endpoint != t.name || info.Principal != principal {
+		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "this session belongs to another caller or endpoint")
+		return
+	}
+	msg, size, ok := g.readMessage(w, r)
+	if !ok {
+		return
+	}
+	c := &call{t: t, principal: principal, clientID: sid, version: info.ProtocolVersion, clientIP: clientIP(r), reqBytes: size}
+	if !msg.isRequest() {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	// Serve on the stream's context: the answer goes out there, not here.
+	g.mu.Lock()
+	if g.sse[sid] != s {
+		g.mu.Unlock()
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: its SSE stream ended; open a new one")
+		return
+	}
+	s.wg.Add(1)
+	g.mu.Unlock()
+	w.WriteHeader(http.StatusAccepted)
+	go func() {
+		defer s.wg.Done()
+		var result json.RawMessage
+		var rerr *RPCError
+		if msg.Method == "initialize" {
+			result, rerr = g.initializeSSE(s.ctx, c, sid, info, msg)
+		} else {
+			result, rerr = g.dispatch(s.ctx, c, msg)
+		}
+		var b []byte
+		if rerr != nil {
+			b = appendError(nil, msg.ID, rerr)
+		} else {
+			b = appendResult(nil, msg.ID, result)
+		}
+		s.send(b)
+	}()
+}
+
+// initializeSSE negotiates the version of an SSE session.
+func (g *Gateway) initializeSSE(ctx context.Context, c *call, sid string, info *SessionInfo, msg *message) (json.RawMessage, *RPCError) {
+	var p struct {
+		ProtocolVersion string          `json:"protocolVersion"`
+		Capabilities    json.RawMessage `json:"capabilities"`
+		ClientInfo      json.RawMessage `json:"clientInfo"`
+	}
+	if len(msg.Params) > 0 {
+		if err := json.Unmarshal(msg.Params, &p); err != nil {
+			return nil, &RPCError{Code: codeInvalidParams, Message: "invalid initialize params: " + err.Error()}
+		}
+	}
+	v := negotiate(p.ProtocolVersion)
+	if p.ProtocolVersion == "" {
+		v = version20241105
+	}
+	n := *info
+	n.ProtocolVersion, n.ClientCapabilities, n.ClientInfo = v, p.Capabilities, p.ClientInfo
+	g.sessions.Update(sid, &n)
+	c.version = v
+	return g.initializeResult(ctx, c, v), nil
+}

@@ -1,0 +1,280 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+)
+
+// Protocol revisions.
+const (
+	version20260728 = "2026-07-28"
+	version20251125 = "2025-11-25"
+	version20241105 = "2024-11-05"
+)
+
+// supportedVersions are the revisions the gateway speaks, newest first.
+var supportedVersions = []string{version20260728, version20251125, "2025-06-18", "2025-03-26", version20241105}
+
+// sessionVersions are the session-based (initialize) revisions.
+var sessionVersions = []string{version20251125, "2025-06-18", "2025-03-26", version20241105}
+
+const (
+	headerSessionID       = "Mcp-Session-Id"
+	headerProtocolVersion = "Mcp-Protocol-Version"
+	metaProtocolVersion   = "io.modelcontextprotocol/protocolVersion"
+	metaServerInfo        = "io.modelcontextprotocol/serverInfo"
+)
+
+// negotiate picks the session-based revision for a client's initialize, as
+// go-sdk does: the client's if supported, else the latest session-based one.
+func negotiate(client string) string {
+	if slices.Contains(sessionVersions, client) {
+		return client
+	}
+	return version20251125
+}
+
+// serveMCP serves /metamcp/{endpoint}/mcp.
+func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
+	t, ok := g.lookupEndpoint(w, r, false)
+	if !ok {
+		return
+	}
+	principal, ok := g.authenticate(w, r, t)
+	if !ok {
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		g.postMCP(w, r, t, principal)
+	case http.MethodDelete:
+		g.deleteMCP(w, r, t, principal)
+	case http.MethodGet:
+		// The server->client stream comes with issue 5; 405 tells clients
+		// there is none, which they handle.
+		w.Header().Set("Allow", "POST, DELETE")
+		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "this endpoint has no server-to-client stream (GET): send requests with POST")
+	default:
+		w.Header().Set("Allow", "POST, DELETE")
+		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "method "+r.Method+" not allowed: use POST")
+	}
+}
+
+// readBody reads a request body within the size limit, answering 413 or 400 itself.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if r.ContentLength > g.opts.MaxBodyBytes {
+		writeHTTPError(w, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body too large: at most "+itoa(g.opts.MaxBodyBytes)+" bytes")
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeHTTPError(w, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body too large: at most "+itoa(g.opts.MaxBodyBytes)+" bytes")
+			return nil, false
+		}
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "could not read the request body: "+err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+// readMessage reads and parses the one JSON-RPC message of a POST.
+func (g *Gateway) readMessage(w http.ResponseWriter, r *http.Request) (*message, int, bool) {
+	body, ok := g.readBody(w, r)
+	if !ok {
+		return nil, 0, false
+	}
+	msg, perr := parseMessage(body)
+	if perr != nil {
+		writeHTTPErrorID(w, http.StatusBadRequest, nil, perr)
+		return nil, 0, false
+	}
+	return msg, len(body), true
+}
+
+// requestVersion is the revision a request declares: the MCP-Protocol-Version
+// header, else the protocolVersion key of its params' _meta.
+func requestVersion(r *http.Request, msg *message) string {
+	if v := r.Header.Get(headerProtocolVersion); v != "" {
+		return v
+	}
+	if len(msg.Params) == 0 {
+		return ""
+	}
+	if meta, ok := rawField(msg.Params, "_meta"); ok {
+		v, _ := stringField(meta, metaProtocolVersion)
+		return v
+	}
+	return ""
+}
+
+func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, principal string) {
+	msg, size, ok := g.readMessage(w, r)
+	if !ok {
+		return
+	}
+	c := &call{t: t, principal: principal, clientIP: clientIP(r), reqBytes: size}
+	if msg.Method == "initialize" {
+		g.initialize(w, r, c, msg)
+		return
+	}
+	sid := r.Header.Get(headerSessionID)
+	if sid == "" {
+		if v := requestVersion(r, msg); v >= version20260728 {
+			g.stateless(w, r, c, msg, v)
+			return
+		}
+		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &RPCError{Code: codeInvalidRequest, Message: "missing Mcp-Session-Id header: send initialize first (or use protocol version 2026-07-28, which needs no session)"})
+		return
+	}
+	info, ok := g.sessions.Open(sid)
+	if !ok {
+		writeHTTPErrorID(w, http.StatusNotFound, msg.ID, &RPCError{Code: codeInvalidRequest, Message: "session not found: it ended or expired; initialize a new session"})
+		return
+	}
+	if info.Endpoint != t.name || info.Principal != principal {
+		g.log.Warn("refused a request for another caller's session", "endpoint", t.name, "principal", principal)
+		writeHTTPErrorID(w, http.StatusForbidden, msg.ID, &RPCError{Code: codeInvalidRequest, Message: "this session belongs to another caller or endpoint: initialize your own session"})
+		return
+	}
+	if !msg.isRequest() {
+		// Notifications (initialized, cancelled, roots/list_changed) and
+		// responses are accepted; issue 5 routes them upstream.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	c.clientID = sid
+	c.version = info.ProtocolVersion
+	result, rerr := g.dispatch(r.Context(), c, msg)
+	g.writeResponse(w, msg.ID, result, rerr, false)
+}
+
+// stateless serves one 2026-07-28 request, with no session.
+func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, c *call, msg *message, version string) {
+	if !slices.Contains(supportedVersions, version) {
+		data, _ := json.Marshal(map[string]any{"supported": supportedVersions, "requested": version})
+		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &RPCError{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data})
+		return
+	}
+	if !msg.isRequest() {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	c.version = version
+	c.stateless = true
+	result, rerr := g.dispatch(r.Context(), c, msg)
+	g.writeResponse(w, msg.ID, result, rerr, true)
+}
+
+// writeResponse writes a JSON-RPC response as application/json.
+func (g *Gateway) writeResponse(w http.ResponseWriter, id, result json.RawMessage, rerr *RPCError, stateless bool) {
+	var b []byte
+	if rerr != nil {
+		b = appendError(make([]byte, 0, 128+len(rerr.Message)+len(rerr.Data)), id, rerr)
+	} else {
+		if stateless {
+			result = g.withServerInfo(result)
+		}
+		b = appendResult(make([]byte, 0, len(result)+len(id)+32), id, result)
+	}
+	h := w.Header()
+	h["Content-Type"] = contentTypeJSON
+	_, _ = w.Write(b)
+}
+
+var contentTypeJSON = []string{"application/json"}
+
+// withServerInfo sets the per-response serverInfo key of 2026-07-28 in the
+// result's _meta.
+func (g *Gateway) withServerInfo(result json.RawMessage) json.RawMessage {
+	if len(result) == 0 || result[0] != '{' {
+		return result
+	}
+	info := g.serverInfo()
+	if meta, ok := rawField(result, "_meta"); ok && len(meta) > 0 && meta[0] == '{' {
+		m := replaceField(make([]byte, 0, len(meta)+len(info)+48), meta, metaServerInfo, info)
+		return replaceField(make([]byte, 0, len(result)+len(m)), result, "_meta", m)
+	}
+	m := make([]byte, 0, len(info)+48)
+	m = append(m, `{"`+metaServerInfo+`":`...)
+	m = append(m, info...)
+	m = append(m, '}')
+	return replaceField(make([]byte, 0, len(result)+len(m)+16), result, "_meta", m)
+}
+
+// serverInfo is the gateway's Implementation object.
+func (g *Gateway) serverInfo() []byte {
+	b := make([]byte, 0, 64)
+	b = append(b, `{"name":"metamcp","version":`...)
+	b = appendJSONString(b, g.opts.Version)
+	return append(b, '}')
+}
+
+// initialize starts a downstream session.
+func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, msg *message) {
+	if !msg.isRequest() {
+		writeHTTPErrorID(w, http.StatusBadRequest, nil, &RPCError{Code: codeInvalidRequest, Message: "initialize must be a request with an id"})
+		return
+	}
+	var p struct {
+		ProtocolVersion string          `json:"protocolVersion"`
+		Capabilities    json.RawMessage `json:"capabilities"`
+		ClientInfo      json.RawMessage `json:"clientInfo"`
+	}
+	if len(msg.Params) > 0 {
+		if err := json.Unmarshal(msg.Params, &p); err != nil {
+			writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &RPCError{Code: codeInvalidParams, Message: "invalid initialize params: " + err.Error()})
+			return
+		}
+	}
+	info := &SessionInfo{
+		Endpoint:           c.t.name,
+		Principal:          c.principal,
+		ProtocolVersion:    negotiate(p.ProtocolVersion),
+		ClientCapabilities: p.Capabilities,
+		ClientInfo:         p.ClientInfo,
+	}
+	sid, err := g.sessions.Create(info)
+	if err != nil {
+		g.log.Error("could not create a session", "err", err)
+		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &RPCError{Code: codeInternalError, Message: "could not create a session; retry"})
+		return
+	}
+	c.clientID = sid
+	c.version = info.ProtocolVersion
+	result := g.initializeResult(r.Context(), c, info.ProtocolVersion)
+	w.Header().Set(headerSessionID, sid)
+	g.writeResponse(w, msg.ID, result, nil, false)
+}
+
+// deleteMCP ends a session.
+func (g *Gateway) deleteMCP(w http.ResponseWriter, r *http.Request, t target, principal string) {
+	sid := r.Header.Get(headerSessionID)
+	if sid == "" {
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "DELETE needs an Mcp-Session-Id header")
+		return
+	}
+	info, ok := g.sessions.Open(sid)
+	if !ok {
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: it ended or expired")
+		return
+	}
+	if info.Endpoint != t.name || info.Principal != principal {
+		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "this session belongs to another caller or endpoint")
+		return
+	}
+	g.endSession(sid)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// endSession ends a downstream session and its per_client upstream sessions.
+func (g *Gateway) endSession(sid string) {
+	g.sessions.End(sid)
+	if g.opts.Upstreams != nil {
+		g.opts.Upstreams.CloseClient(sid)
+	}
+}
