@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -58,7 +59,7 @@ func decodeCursor(s string) (*listCursor, bool) {
 type page struct {
 	items []json.RawMessage
 	next  string
-	err   *RPCError
+	err   *rpc.Error
 }
 
 type listJob struct {
@@ -70,13 +71,13 @@ type listJob struct {
 // list fans a list operation out to the endpoint's members in parallel,
 // each bounded by its list timeout, and merges the pages. A member that
 // fails or times out is left out and logged.
-func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *RPCError) {
+func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	members := c.t.ep.Members
 	var jobs []listJob
-	if cur, _ := stringField(params, "cursor"); cur != "" {
+	if cur, _ := rpc.StringField(params, "cursor"); cur != "" {
 		lc, ok := decodeCursor(cur)
 		if !ok {
-			return nil, &RPCError{Code: codeInvalidParams, Message: "invalid cursor: pass the nextCursor of the previous page unchanged, or none to start over"}
+			return nil, &rpc.Error{Code: codeInvalidParams, Message: "invalid cursor: pass the nextCursor of the previous page unchanged, or none to start over"}
 		}
 		for _, e := range lc.Pending {
 			idx := -1
@@ -143,7 +144,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	out = append(out, ']')
 	if len(next.Pending) > 0 {
 		out = append(out, `,"nextCursor":`...)
-		out = appendJSONString(out, encodeCursor(&next))
+		out = rpc.AppendString(out, encodeCursor(&next))
 	}
 	return append(out, '}'), nil
 }
@@ -152,7 +153,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob) page {
 	params := emptyObject
 	if j.cursor != "" {
-		params = appendJSONString([]byte(`{"cursor":`), j.cursor)
+		params = rpc.AppendString([]byte(`{"cursor":`), j.cursor)
 		params = append(params, '}')
 	}
 	res, rerr := g.callUpstream(ctx, c, j.member, k.method, params, g.listTimeout(j.member.Server))
@@ -167,7 +168,7 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 		NextCursor        string            `json:"nextCursor"`
 	}
 	if err := json.Unmarshal(res, &p); err != nil {
-		return page{err: &RPCError{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.method + " result: " + err.Error()}}
+		return page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.method + " result: " + err.Error()}}
 	}
 	var items []json.RawMessage
 	switch k {
@@ -189,7 +190,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 	m := j.member
 	switch k {
 	case kindTools:
-		name, ok := stringField(item, "name")
+		name, ok := rpc.StringField(item, "name")
 		if !ok {
 			return nil, false
 		}
@@ -203,18 +204,18 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		}
 		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, base)
 		if o == nil {
-			return replaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
+			return rpc.ReplaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
 		}
 		return applyOverride(item, exposed, o), true
 	case kindPrompts:
-		name, ok := stringField(item, "name")
+		name, ok := rpc.StringField(item, "name")
 		if !ok {
 			return nil, false
 		}
 		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, name)
-		return replaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
+		return rpc.ReplaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
 	case kindResources:
-		uri, ok := stringField(item, "uri")
+		uri, ok := rpc.StringField(item, "uri")
 		if !ok {
 			return nil, false
 		}
@@ -224,7 +225,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		}
 		return item, true
 	case kindTemplates:
-		tmpl, ok := stringField(item, "uriTemplate")
+		tmpl, ok := rpc.StringField(item, "uriTemplate")
 		if !ok {
 			return nil, false
 		}
@@ -243,7 +244,7 @@ func applyOverride(item json.RawMessage, exposed string, o *metamcpv1.ToolOverri
 	if json.Unmarshal(item, &obj) != nil {
 		return item
 	}
-	str := func(s string) json.RawMessage { return appendJSONString(nil, s) }
+	str := func(s string) json.RawMessage { return rpc.AppendString(nil, s) }
 	obj["name"] = str(exposed)
 	if o.GetTitle() != "" {
 		obj["title"] = str(o.GetTitle())

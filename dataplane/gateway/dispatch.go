@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -32,7 +33,7 @@ type call struct {
 var emptyObject = json.RawMessage("{}")
 
 // dispatch serves one client request and returns its raw result or error.
-func (g *Gateway) dispatch(ctx context.Context, c *call, msg *message) (json.RawMessage, *RPCError) {
+func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	switch msg.Method {
 	case "tools/call":
 		return g.callTool(ctx, c, msg.Params)
@@ -56,18 +57,18 @@ func (g *Gateway) dispatch(ctx context.Context, c *call, msg *message) (json.Raw
 		if !c.stateless {
 			// As go-sdk does: discover belongs to 2026-07-28; a session-based
 			// client falls back to initialize on this error.
-			return nil, &RPCError{Code: codeMethodNotFound, Message: `"server/discover" is only supported in protocol version >= 2026-07-28`}
+			return nil, &rpc.Error{Code: codeMethodNotFound, Message: `"server/discover" is only supported in protocol version >= 2026-07-28`}
 		}
 		return g.discoverResult(ctx, c), nil
 	case "logging/setLevel":
 		g.setLevel(ctx, c, msg.Params)
 		return emptyObject, nil
 	case "initialize":
-		return nil, &RPCError{Code: codeInvalidRequest, Message: "initialize is not allowed here: the session is already initialized"}
+		return nil, &rpc.Error{Code: codeInvalidRequest, Message: "initialize is not allowed here: the session is already initialized"}
 	case "resources/subscribe", "resources/unsubscribe":
-		return nil, &RPCError{Code: codeMethodNotFound, Message: "resource subscriptions are not supported yet"}
+		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "resource subscriptions are not supported yet"}
 	default:
-		return nil, &RPCError{Code: codeMethodNotFound, Message: "method " + quote(msg.Method) + " not found"}
+		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "method " + quote(msg.Method) + " not found"}
 	}
 }
 
@@ -86,9 +87,9 @@ func (g *Gateway) callTimeout(s *metamcpv1.Server) time.Duration {
 }
 
 // session returns an upstream session for m within ctx.
-func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (Session, *RPCError) {
+func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (Session, *rpc.Error) {
 	if g.opts.Upstreams == nil {
-		return nil, &RPCError{Code: codeServerError, Message: "upstream " + quote(m.Server.GetName()) + " is unavailable: the data plane has no upstream pool"}
+		return nil, &rpc.Error{Code: codeServerError, Message: "upstream " + quote(m.Server.GetName()) + " is unavailable: the data plane has no upstream pool"}
 	}
 	s, err := g.opts.Upstreams.Session(ctx, m.Server.GetName(), c.clientID)
 	if err != nil {
@@ -98,7 +99,7 @@ func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (Ses
 }
 
 // callUpstream sends one request to m's upstream, bounded by timeout.
-func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member, method string, params json.RawMessage, timeout time.Duration) (json.RawMessage, *RPCError) {
+func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member, method string, params json.RawMessage, timeout time.Duration) (json.RawMessage, *rpc.Error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s, rerr := g.session(ctx, c, m)
@@ -107,7 +108,7 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 	}
 	res, err := s.Call(ctx, method, params)
 	if err != nil {
-		var re *RPCError
+		var re *rpc.Error
 		if errors.As(err, &re) {
 			return nil, re
 		}
@@ -117,22 +118,22 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 }
 
 // upstreamError turns a failure to reach an upstream into a JSON-RPC error naming it.
-func upstreamError(ctx context.Context, server string, err error, timeout time.Duration) *RPCError {
+func upstreamError(ctx context.Context, server string, err error, timeout time.Duration) *rpc.Error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		msg := "upstream " + quote(server) + " did not answer in time"
 		if timeout > 0 {
 			msg += " (" + timeout.String() + ")"
 		}
-		return &RPCError{Code: codeServerError, Message: msg}
+		return &rpc.Error{Code: codeServerError, Message: msg}
 	}
 	if errors.Is(err, context.Canceled) {
-		return &RPCError{Code: codeServerError, Message: "request to upstream " + quote(server) + " cancelled"}
+		return &rpc.Error{Code: codeServerError, Message: "request to upstream " + quote(server) + " cancelled"}
 	}
 	msg := err.Error()
 	if !strings.Contains(msg, quote(server)) {
 		msg = "upstream " + quote(server) + " is unavailable: " + msg
 	}
-	return &RPCError{Code: codeServerError, Message: msg}
+	return &rpc.Error{Code: codeServerError, Message: msg}
 }
 
 // routeName finds the member whose prefix and separator start an exposed
@@ -191,17 +192,17 @@ func routeTool(ep *snapshot.Endpoint, exposed string) (*snapshot.Member, string,
 	return m, upstream, true
 }
 
-func unknownTool(name string) *RPCError {
-	return &RPCError{Code: codeInvalidParams, Message: "unknown tool " + quote(name) + ": list the tools with tools/list"}
+func unknownTool(name string) *rpc.Error {
+	return &rpc.Error{Code: codeInvalidParams, Message: "unknown tool " + quote(name) + ": list the tools with tools/list"}
 }
 
 // callTool serves tools/call: route by exposed name without asking any
 // upstream, rewrite params.name, forward the raw params.
-func (g *Gateway) callTool(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+func (g *Gateway) callTool(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	start := time.Now()
-	name, ok := stringField(params, "name")
+	name, ok := rpc.StringField(params, "name")
 	if !ok {
-		return nil, &RPCError{Code: codeInvalidParams, Message: `tools/call needs params.name`}
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: `tools/call needs params.name`}
 	}
 	m, upstreamName, ok := routeTool(c.t.ep, name)
 	if !ok {
@@ -210,7 +211,7 @@ func (g *Gateway) callTool(ctx context.Context, c *call, params json.RawMessage)
 	}
 	fwd := params
 	if upstreamName != name {
-		fwd = replaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
+		fwd = rpc.ReplaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
 	}
 	res, rerr := g.callUpstream(ctx, c, m, "tools/call", fwd, g.callTimeout(m.Server))
 	g.record(c, "tools/call", name, m.Server.GetName(), start, res, rerr)
@@ -218,21 +219,21 @@ func (g *Gateway) callTool(ctx context.Context, c *call, params json.RawMessage)
 }
 
 // getPrompt serves prompts/get, routed by exposed prompt name.
-func (g *Gateway) getPrompt(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+func (g *Gateway) getPrompt(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	start := time.Now()
-	name, ok := stringField(params, "name")
+	name, ok := rpc.StringField(params, "name")
 	if !ok {
-		return nil, &RPCError{Code: codeInvalidParams, Message: `prompts/get needs params.name`}
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: `prompts/get needs params.name`}
 	}
 	m, upstreamName := routeName(c.t.ep, name)
 	if m == nil || upstreamName == "" {
-		e := &RPCError{Code: codeInvalidParams, Message: "unknown prompt " + quote(name) + ": list the prompts with prompts/list"}
+		e := &rpc.Error{Code: codeInvalidParams, Message: "unknown prompt " + quote(name) + ": list the prompts with prompts/list"}
 		g.record(c, "prompts/get", name, "", start, nil, e)
 		return nil, e
 	}
 	fwd := params
 	if upstreamName != name {
-		fwd = replaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
+		fwd = rpc.ReplaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
 	}
 	res, rerr := g.callUpstream(ctx, c, m, "prompts/get", fwd, g.callTimeout(m.Server))
 	g.record(c, "prompts/get", name, m.Server.GetName(), start, res, rerr)
@@ -241,14 +242,14 @@ func (g *Gateway) getPrompt(ctx context.Context, c *call, params json.RawMessage
 
 // readResource serves resources/read, routed by URI: a URI seen in a
 // resources/list, else a matching template, else every member in order.
-func (g *Gateway) readResource(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+func (g *Gateway) readResource(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	start := time.Now()
-	uri, ok := stringField(params, "uri")
+	uri, ok := rpc.StringField(params, "uri")
 	if !ok {
-		return nil, &RPCError{Code: codeInvalidParams, Message: `resources/read needs params.uri`}
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: `resources/read needs params.uri`}
 	}
 	candidates := g.resourceMembers(c, uri)
-	var last *RPCError
+	var last *rpc.Error
 	for _, m := range candidates {
 		res, rerr := g.callUpstream(ctx, c, m, "resources/read", params, g.callTimeout(m.Server))
 		if rerr == nil {
@@ -262,7 +263,7 @@ func (g *Gateway) readResource(ctx context.Context, c *call, params json.RawMess
 		}
 	}
 	if last == nil || len(candidates) > 1 {
-		last = &RPCError{Code: codeResourceNotFound, Message: "resource " + quote(uri) + " not found in any server of this endpoint"}
+		last = &rpc.Error{Code: codeResourceNotFound, Message: "resource " + quote(uri) + " not found in any server of this endpoint"}
 	}
 	g.record(c, "resources/read", uri, "", start, nil, last)
 	return nil, last
@@ -295,25 +296,25 @@ func memberByServer(ep *snapshot.Endpoint, server string) *snapshot.Member {
 }
 
 // complete serves completion/complete, routed by its reference.
-func (g *Gateway) complete(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *RPCError) {
+func (g *Gateway) complete(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	ref, ok := rawField(params, "ref")
 	if !ok {
-		return nil, &RPCError{Code: codeInvalidParams, Message: "completion/complete needs params.ref"}
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: "completion/complete needs params.ref"}
 	}
-	typ, _ := stringField(ref, "type")
+	typ, _ := rpc.StringField(ref, "type")
 	switch typ {
 	case "ref/prompt":
-		name, _ := stringField(ref, "name")
+		name, _ := rpc.StringField(ref, "name")
 		m, upstreamName := routeName(c.t.ep, name)
 		if m == nil || upstreamName == "" {
-			return nil, &RPCError{Code: codeInvalidParams, Message: "unknown prompt " + quote(name)}
+			return nil, &rpc.Error{Code: codeInvalidParams, Message: "unknown prompt " + quote(name)}
 		}
-		newRef := replaceStringField(nil, ref, "name", upstreamName)
+		newRef := rpc.ReplaceStringField(nil, ref, "name", upstreamName)
 		fwd := replaceField(make([]byte, 0, len(params)+8), params, "ref", newRef)
 		return g.callUpstream(ctx, c, m, "completion/complete", fwd, g.callTimeout(m.Server))
 	case "ref/resource":
-		uri, _ := stringField(ref, "uri")
-		var last *RPCError
+		uri, _ := rpc.StringField(ref, "uri")
+		var last *rpc.Error
 		for _, m := range g.resourceMembers(c, uri) {
 			res, rerr := g.callUpstream(ctx, c, m, "completion/complete", params, g.callTimeout(m.Server))
 			if rerr == nil {
@@ -322,11 +323,11 @@ func (g *Gateway) complete(ctx context.Context, c *call, params json.RawMessage)
 			last = rerr
 		}
 		if last == nil {
-			last = &RPCError{Code: codeInvalidParams, Message: "no server of this endpoint has resource " + quote(uri)}
+			last = &rpc.Error{Code: codeInvalidParams, Message: "no server of this endpoint has resource " + quote(uri)}
 		}
 		return nil, last
 	default:
-		return nil, &RPCError{Code: codeInvalidParams, Message: "completion/complete: unknown ref type " + quote(typ) + " (want ref/prompt or ref/resource)"}
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: "completion/complete: unknown ref type " + quote(typ) + " (want ref/prompt or ref/resource)"}
 	}
 }
 
@@ -416,14 +417,14 @@ func (g *Gateway) initializeResult(ctx context.Context, c *call, version string)
 	caps, instr := g.mergedCapabilities(ctx, c)
 	b := make([]byte, 0, 256+len(instr))
 	b = append(b, `{"protocolVersion":`...)
-	b = appendJSONString(b, version)
+	b = rpc.AppendString(b, version)
 	b = append(b, `,"capabilities":`...)
 	b = append(b, caps...)
 	b = append(b, `,"serverInfo":`...)
 	b = append(b, g.serverInfo()...)
 	if instr != "" {
 		b = append(b, `,"instructions":`...)
-		b = appendJSONString(b, instr)
+		b = rpc.AppendString(b, instr)
 	}
 	return append(b, '}')
 }
@@ -441,13 +442,13 @@ func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
 	b = append(b, g.serverInfo()...)
 	if instr != "" {
 		b = append(b, `,"instructions":`...)
-		b = appendJSONString(b, instr)
+		b = rpc.AppendString(b, instr)
 	}
 	return append(b, '}')
 }
 
 // record sends a call record without blocking.
-func (g *Gateway) record(c *call, method, targetName, server string, start time.Time, res json.RawMessage, rerr *RPCError) {
+func (g *Gateway) record(c *call, method, targetName, server string, start time.Time, res json.RawMessage, rerr *rpc.Error) {
 	if g.opts.Calls == nil {
 		return
 	}

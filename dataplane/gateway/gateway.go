@@ -19,6 +19,7 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -44,7 +45,7 @@ type Info struct {
 // uses it. Implementations are safe for concurrent use.
 type Session interface {
 	// Call sends a request and returns the raw result. A JSON-RPC error the
-	// upstream answered with is returned as *RPCError and passed to the client
+	// upstream answered with is returned as *rpc.Error and passed to the client
 	// unchanged; any other error is a failure to reach the upstream.
 	Call(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
 	// Info is what the upstream said at initialize.
@@ -212,7 +213,7 @@ func (g *Gateway) guard(next http.Handler) http.Handler {
 	})
 }
 
-func quote(s string) string { return string(appendJSONString(nil, s)) }
+func quote(s string) string { return string(rpc.AppendString(nil, s)) }
 
 // hostOnly strips the port from a Host header value.
 func hostOnly(hostport string) string {
@@ -270,10 +271,10 @@ func (g *Gateway) originAllowed(origin, host string) bool {
 
 // writeHTTPError answers with status and a JSON-RPC error body (id null).
 func writeHTTPError(w http.ResponseWriter, status int, code int64, msg string) {
-	writeHTTPErrorID(w, status, nil, &RPCError{Code: code, Message: msg})
+	writeHTTPErrorID(w, status, nil, &rpc.Error{Code: code, Message: msg})
 }
 
-func writeHTTPErrorID(w http.ResponseWriter, status int, id json.RawMessage, e *RPCError) {
+func writeHTTPErrorID(w http.ResponseWriter, status int, id json.RawMessage, e *rpc.Error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(appendError(make([]byte, 0, 128+len(e.Message)), id, e))

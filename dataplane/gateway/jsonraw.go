@@ -1,11 +1,15 @@
 package gateway
 
-import "encoding/json"
+import (
+	"encoding/json"
 
-// This file holds the few raw-JSON operations the hot path needs: find one
-// top-level field of an object and replace one top-level string field, without
-// decoding the rest. They are the gateway's stand-ins for rpc.StringField and
-// rpc.ReplaceStringField until dataplane/rpc lands.
+	"github.com/metamcp/metamcp/dataplane/rpc"
+)
+
+// This file holds the raw-JSON operations the gateway needs beyond package
+// rpc: a top-level member of any type, and replacing one with a raw value.
+// As in rpc.StringField, the last of duplicate members wins (that is what
+// upstream servers read), and a replacement replaces every occurrence.
 
 // skipSpace returns the index of the first non-space byte at or after i.
 func skipSpace(b []byte, i int) int {
@@ -35,7 +39,7 @@ func skipString(b []byte, i int) int {
 }
 
 // skipValue returns the index just past the JSON value starting at b[i], or -1.
-// It trusts that the input is valid JSON (the envelope was parsed already).
+// It trusts that the input is valid JSON (it comes from a parsed message).
 func skipValue(b []byte, i int) int {
 	if i >= len(b) {
 		return -1
@@ -74,39 +78,45 @@ func skipValue(b []byte, i int) int {
 	}
 }
 
-// findField locates the value of a top-level key in the object obj: it
-// returns the value's start and end offsets and whether it was found.
-func findField(obj []byte, key string) (start, end int, ok bool) {
+// eachField calls fn with the value offsets of every occurrence of key at the
+// top level of obj. It reports false when obj is not an object.
+func eachField(obj []byte, key string, fn func(start, end int)) bool {
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
-		return 0, 0, false
+		return false
 	}
-	i++
+	i = skipSpace(obj, i+1)
+	if i < len(obj) && obj[i] == '}' {
+		return true
+	}
 	for {
 		i = skipSpace(obj, i)
 		if i >= len(obj) || obj[i] != '"' {
-			return 0, 0, false
+			return false
 		}
 		ks := i
 		ke := skipString(obj, i)
 		if ke < 0 {
-			return 0, 0, false
+			return false
 		}
 		i = skipSpace(obj, ke)
 		if i >= len(obj) || obj[i] != ':' {
-			return 0, 0, false
+			return false
 		}
 		vs := skipSpace(obj, i+1)
 		ve := skipValue(obj, vs)
 		if ve < 0 {
-			return 0, 0, false
+			return false
 		}
 		if keyEquals(obj[ks:ke], key) {
-			return vs, ve, true
+			fn(vs, ve)
 		}
 		i = skipSpace(obj, ve)
+		if i < len(obj) && obj[i] == '}' {
+			return true
+		}
 		if i >= len(obj) || obj[i] != ',' {
-			return 0, 0, false
+			return false
 		}
 		i++
 	}
@@ -127,78 +137,46 @@ func keyEquals(quoted []byte, key string) bool {
 	return string(inner) == key
 }
 
-// rawField returns the raw value of a top-level field of obj.
+// rawField returns the raw value of the top-level member key of obj (the
+// last one when it repeats).
 func rawField(obj []byte, key string) (json.RawMessage, bool) {
-	s, e, ok := findField(obj, key)
-	if !ok {
+	s, e := -1, -1
+	eachField(obj, key, func(vs, ve int) { s, e = vs, ve })
+	if s < 0 {
 		return nil, false
 	}
 	return obj[s:e], true
 }
 
-// stringField returns a top-level string field of obj.
-func stringField(obj []byte, key string) (string, bool) {
-	v, ok := rawField(obj, key)
-	if !ok || len(v) < 2 || v[0] != '"' {
-		return "", false
-	}
-	inner := v[1 : len(v)-1]
-	for _, c := range inner {
-		if c == '\\' {
-			var s string
-			if json.Unmarshal(v, &s) != nil {
-				return "", false
-			}
-			return s, true
-		}
-	}
-	return string(inner), true
-}
-
-// replaceField appends to dst the object obj with the top-level field key's
-// value set to the raw JSON value (added at the end when absent).
+// replaceField appends to dst the object obj with every top-level member key
+// set to the raw JSON value (added at the end when absent).
 func replaceField(dst, obj []byte, key string, value []byte) []byte {
-	if s, e, ok := findField(obj, key); ok {
-		dst = append(dst, obj[:s]...)
+	pos := 0
+	found := false
+	start := len(dst)
+	ok := eachField(obj, key, func(vs, ve int) {
+		dst = append(dst, obj[pos:vs]...)
 		dst = append(dst, value...)
-		return append(dst, obj[e:]...)
+		pos = ve
+		found = true
+	})
+	if !ok {
+		return append(dst[:start], obj...)
 	}
-	// Absent: insert before the closing brace.
+	if found {
+		return append(dst, obj[pos:]...)
+	}
 	end := len(obj) - 1
 	for end >= 0 && obj[end] != '}' {
 		end--
 	}
-	if end < 0 {
-		return append(dst, obj...)
-	}
-	body := skipSpace(obj, 0) + 1
-	empty := skipSpace(obj, body) == end
+	empty := skipSpace(obj, skipSpace(obj, 0)+1) == end
 	dst = append(dst, obj[:end]...)
 	if !empty {
 		dst = append(dst, ',')
 	}
-	dst = appendJSONString(dst, key)
+	dst = rpc.AppendString(dst, key)
 	dst = append(dst, ':')
 	dst = append(dst, value...)
 	return append(dst, obj[end:]...)
-}
-
-// replaceStringField is replaceField with a string value.
-func replaceStringField(dst, obj []byte, key, value string) []byte {
-	q := appendJSONString(make([]byte, 0, len(value)+2), value)
-	return replaceField(dst, obj, key, q)
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-			b, _ := json.Marshal(s)
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }

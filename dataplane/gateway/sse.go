@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/metamcp/metamcp/dataplane/rpc"
 )
 
 // sseStream is one open 2024-11-05 SSE stream: responses to the POSTs of its
@@ -165,7 +167,7 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &call{t: t, principal: principal, clientID: sid, version: info.ProtocolVersion, clientIP: clientIP(r), reqBytes: size}
-	if !msg.isRequest() {
+	if !msg.IsRequest() {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
@@ -182,7 +184,7 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer s.wg.Done()
 		var result json.RawMessage
-		var rerr *RPCError
+		var rerr *rpc.Error
 		if msg.Method == "initialize" {
 			result, rerr = g.initializeSSE(s.ctx, c, sid, info, msg)
 		} else {
@@ -199,7 +201,7 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 }
 
 // initializeSSE negotiates the version of an SSE session.
-func (g *Gateway) initializeSSE(ctx context.Context, c *call, sid string, info *SessionInfo, msg *message) (json.RawMessage, *RPCError) {
+func (g *Gateway) initializeSSE(ctx context.Context, c *call, sid string, info *SessionInfo, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	var p struct {
 		ProtocolVersion string          `json:"protocolVersion"`
 		Capabilities    json.RawMessage `json:"capabilities"`
@@ -207,7 +209,7 @@ func (g *Gateway) initializeSSE(ctx context.Context, c *call, sid string, info *
 	}
 	if len(msg.Params) > 0 {
 		if err := json.Unmarshal(msg.Params, &p); err != nil {
-			return nil, &RPCError{Code: codeInvalidParams, Message: "invalid initialize params: " + err.Error()}
+			return nil, &rpc.Error{Code: codeInvalidParams, Message: "invalid initialize params: " + err.Error()}
 		}
 	}
 	v := negotiate(p.ProtocolVersion)

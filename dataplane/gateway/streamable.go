@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+
+	"github.com/metamcp/metamcp/dataplane/rpc"
 )
 
 // Protocol revisions.
@@ -83,7 +85,7 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 }
 
 // readMessage reads and parses the one JSON-RPC message of a POST.
-func (g *Gateway) readMessage(w http.ResponseWriter, r *http.Request) (*message, int, bool) {
+func (g *Gateway) readMessage(w http.ResponseWriter, r *http.Request) (*rpc.Message, int, bool) {
 	body, ok := g.readBody(w, r)
 	if !ok {
 		return nil, 0, false
@@ -98,7 +100,7 @@ func (g *Gateway) readMessage(w http.ResponseWriter, r *http.Request) (*message,
 
 // requestVersion is the revision a request declares: the MCP-Protocol-Version
 // header, else the protocolVersion key of its params' _meta.
-func requestVersion(r *http.Request, msg *message) string {
+func requestVersion(r *http.Request, msg *rpc.Message) string {
 	if v := r.Header.Get(headerProtocolVersion); v != "" {
 		return v
 	}
@@ -106,7 +108,7 @@ func requestVersion(r *http.Request, msg *message) string {
 		return ""
 	}
 	if meta, ok := rawField(msg.Params, "_meta"); ok {
-		v, _ := stringField(meta, metaProtocolVersion)
+		v, _ := rpc.StringField(meta, metaProtocolVersion)
 		return v
 	}
 	return ""
@@ -128,20 +130,20 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 			g.stateless(w, r, c, msg, v)
 			return
 		}
-		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &RPCError{Code: codeInvalidRequest, Message: "missing Mcp-Session-Id header: send initialize first (or use protocol version 2026-07-28, which needs no session)"})
+		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "missing Mcp-Session-Id header: send initialize first (or use protocol version 2026-07-28, which needs no session)"})
 		return
 	}
 	info, ok := g.sessions.Open(sid)
 	if !ok {
-		writeHTTPErrorID(w, http.StatusNotFound, msg.ID, &RPCError{Code: codeInvalidRequest, Message: "session not found: it ended or expired; initialize a new session"})
+		writeHTTPErrorID(w, http.StatusNotFound, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "session not found: it ended or expired; initialize a new session"})
 		return
 	}
 	if info.Endpoint != t.name || info.Principal != principal {
 		g.log.Warn("refused a request for another caller's session", "endpoint", t.name, "principal", principal)
-		writeHTTPErrorID(w, http.StatusForbidden, msg.ID, &RPCError{Code: codeInvalidRequest, Message: "this session belongs to another caller or endpoint: initialize your own session"})
+		writeHTTPErrorID(w, http.StatusForbidden, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "this session belongs to another caller or endpoint: initialize your own session"})
 		return
 	}
-	if !msg.isRequest() {
+	if !msg.IsRequest() {
 		// Notifications (initialized, cancelled, roots/list_changed) and
 		// responses are accepted; issue 5 routes them upstream.
 		w.WriteHeader(http.StatusAccepted)
@@ -154,13 +156,13 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 }
 
 // stateless serves one 2026-07-28 request, with no session.
-func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, c *call, msg *message, version string) {
+func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, c *call, msg *rpc.Message, version string) {
 	if !slices.Contains(supportedVersions, version) {
 		data, _ := json.Marshal(map[string]any{"supported": supportedVersions, "requested": version})
-		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &RPCError{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data})
+		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data})
 		return
 	}
-	if !msg.isRequest() {
+	if !msg.IsRequest() {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
@@ -171,7 +173,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, c *call, msg
 }
 
 // writeResponse writes a JSON-RPC response as application/json.
-func (g *Gateway) writeResponse(w http.ResponseWriter, id, result json.RawMessage, rerr *RPCError, stateless bool) {
+func (g *Gateway) writeResponse(w http.ResponseWriter, id, result json.RawMessage, rerr *rpc.Error, stateless bool) {
 	var b []byte
 	if rerr != nil {
 		b = appendError(make([]byte, 0, 128+len(rerr.Message)+len(rerr.Data)), id, rerr)
@@ -210,14 +212,14 @@ func (g *Gateway) withServerInfo(result json.RawMessage) json.RawMessage {
 func (g *Gateway) serverInfo() []byte {
 	b := make([]byte, 0, 64)
 	b = append(b, `{"name":"metamcp","version":`...)
-	b = appendJSONString(b, g.opts.Version)
+	b = rpc.AppendString(b, g.opts.Version)
 	return append(b, '}')
 }
 
 // initialize starts a downstream session.
-func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, msg *message) {
-	if !msg.isRequest() {
-		writeHTTPErrorID(w, http.StatusBadRequest, nil, &RPCError{Code: codeInvalidRequest, Message: "initialize must be a request with an id"})
+func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, msg *rpc.Message) {
+	if !msg.IsRequest() {
+		writeHTTPErrorID(w, http.StatusBadRequest, nil, &rpc.Error{Code: codeInvalidRequest, Message: "initialize must be a request with an id"})
 		return
 	}
 	var p struct {
@@ -227,7 +229,7 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 	}
 	if len(msg.Params) > 0 {
 		if err := json.Unmarshal(msg.Params, &p); err != nil {
-			writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &RPCError{Code: codeInvalidParams, Message: "invalid initialize params: " + err.Error()})
+			writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeInvalidParams, Message: "invalid initialize params: " + err.Error()})
 			return
 		}
 	}
@@ -241,7 +243,7 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 	sid, err := g.sessions.Create(info)
 	if err != nil {
 		g.log.Error("could not create a session", "err", err)
-		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &RPCError{Code: codeInternalError, Message: "could not create a session; retry"})
+		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &rpc.Error{Code: codeInternalError, Message: "could not create a session; retry"})
 		return
 	}
 	c.clientID = sid

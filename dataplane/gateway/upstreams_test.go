@@ -12,6 +12,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/metamcp/metamcp/dataplane/rpc"
 )
 
 // memUpstreams implements Upstreams over real go-sdk MCP servers connected
@@ -181,7 +183,7 @@ func (s *rawSession) Call(ctx context.Context, method string, params json.RawMes
 		if resp.Error != nil {
 			var we *jsonrpc.Error
 			if errors.As(resp.Error, &we) {
-				return nil, &RPCError{Code: we.Code, Message: we.Message, Data: we.Data}
+				return nil, &rpc.Error{Code: we.Code, Message: we.Message, Data: we.Data}
 			}
 			return nil, resp.Error
 		}

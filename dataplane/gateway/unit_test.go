@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/snapshot"
+)
+
+func TestRawField(t *testing.T) {
+	tests := []struct {
+		obj, key, want string
+		ok             bool
+	}{
+		{`{"a":1,"b":{"c":[1,"}"]},"d":"x"}`, "b", `{"c":[1,"}"]}`, true},
+		{`{"a":1,"b":2}`, "c", "", false},
+		{` { "a" : true } `, "a", "true", true},
+		{`{"a":1,"a":2}`, "a", "2", true}, // last wins, as upstreams read it
+		{`{"\u0061":"esc"}`, "a", `"esc"`, true},
+		{`{}`, "a", "", false},
+		{`[1]`, "a", "", false},
+		{`{"s":"a\"b","t":null}`, "t", "null", true},
+	}
+	for _, tc := range tests {
+		got, ok := rawField([]byte(tc.obj), tc.key)
+		if ok != tc.ok || string(got) != tc.want {
+			t.Errorf("rawField(%s, %q) = %s, %v; want %s, %v", tc.obj, tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestReplaceField(t *testing.T) {
+	tests := []struct {
+		obj, key, value, want string
+	}{
+		{`{"a":1,"b":2}`, "a", `"x"`, `{"a":"x","b":2}`},
+		{`{"a":1,"b":2}`, "c", `[]`, `{"a":1,"b":2,"c":[]}`},
+		{`{}`, "c", `{}`, `{"c":{}}`},
+		{` { } `, "c", `1`, ` { "c":1} `},
+		{`{"a":1,"a":2}`, "a", `3`, `{"a":3,"a":3}`},
+		{`not json`, "a", `1`, `not json`},
+	}
+	for _, tc := range tests {
+		if got := string(replaceField(nil, []byte(tc.obj), tc.key, []byte(tc.value))); got != tc.want {
+			t.Errorf("replaceField(%s, %q, %s) = %s, want %s", tc.obj, tc.key, tc.value, got, tc.want)
+		}
+	}
+}
+
+func TestMatchTemplate(t *testing.T) {
+	tests := []struct {
+		tmpl, uri string
+		want      bool
+	}{
+		{"fixture://a/items/{id}", "fixture://a/items/42", true},
+		{"fixture://a/items/{id}", "fixture://a/items/4/2", false},
+		{"fixture://a/items/{id}", "fixture://b/items/42", false},
+		{"file:///{+path}", "file:///etc/hosts", true},
+		{"db://{table}/{id}.json", "db://users/7.json", true},
+		{"db://{table}/{id}.json", "db://users/7.xml", false},
+		{"search://q{?term,page}", "search://q?term=x&page=2", true},
+		{"plain://x", "plain://x", true},
+	}
+	for _, tc := range tests {
+		if got := matchTemplate(tc.tmpl, tc.uri); got != tc.want {
+			t.Errorf("matchTemplate(%q, %q) = %v, want %v", tc.tmpl, tc.uri, got, tc.want)
+		}
+	}
+}
+
+func TestRouteTool(t *testing.T) {
+	cfg := testConfig(
+		&metamcpv1.NamespaceMember{Server: "alpha"},
+		&metamcpv1.NamespaceMember{Server: "beta", Prefix: proto.String("alpha__x")}, // longer prefix that starts like alpha's
+		&metamcpv1.NamespaceMember{Server: "gamma", Prefix: proto.String(""), DenyTools: []string{"secret*"}, ToolOverrides: map[string]*metamcpv1.ToolOverride{
+			"search": {Name: "find"},
+			"drop":   {Disabled: true},
+		}},
+	)
+	c, _, err := snapshot.Compile(&metamcpv1.Snapshot{Revision: 1, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := c.Endpoints["main"]
+	tests := []struct {
+		exposed, server, upstream string
+		ok                        bool
+	}{
+		{"alpha__echo", "alpha", "echo", true},
+		{"alpha__x__echo", "beta", "echo", true},
+		{"echo", "gamma", "echo", true},
+		{"find", "gamma", "search", true},
+		{"search", "", "", false}, // renamed away
+		{"drop", "", "", false},   // disabled
+		{"secret_sauce", "", "", false},
+		{"alpha__", "gamma", "alpha__", true}, // not alpha's: nothing after the separator
+	}
+	for _, tc := range tests {
+		m, up, ok := routeTool(ep, tc.exposed)
+		server := ""
+		if m != nil {
+			server = m.Server.GetName()
+		}
+		if ok != tc.ok || (ok && (server != tc.server || up != tc.upstream)) {
+			t.Errorf("routeTool(%q) = %s/%s %v, want %s/%s %v", tc.exposed, server, up, ok, tc.server, tc.upstream, tc.ok)
+		}
+	}
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	in := &listCursor{Revision: 3, Pending: []cursorEntry{{Member: 1, Server: "b", Cursor: "xyz"}}}
+	out, ok := decodeCursor(encodeCursor(in))
+	if !ok || out.Revision != 3 || len(out.Pending) != 1 || out.Pending[0] != in.Pending[0] {
+		t.Errorf("round trip = %+v, %v", out, ok)
+	}
+	if _, ok := decodeCursor("!!"); ok {
+		t.Error("garbage cursor accepted")
+	}
+}
