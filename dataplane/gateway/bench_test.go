@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// fastUpstreams answers every call at once with a fixed result: the
+// benchmarks measure the gateway, not an upstream.
+type fastUpstreams struct{}
+
+type fastSession struct{}
+
+var fastResult = json.RawMessage(`{"content":[{"type":"text","text":"hello from the upstream"}],"isError":false}`)
+
+func (fastUpstreams) Session(context.Context, string, string) (Session, error) { return fastSession{}, nil }
+func (fastUpstreams) CloseClient(string)                                        {}
+func (fastSession) Call(context.Context, string, json.RawMessage) (json.RawMessage, error) {
+	return fastResult, nil
+}
+func (fastSession) Info() *Info { return &Info{Capabilities: json.RawMessage(`{"tools":{}}`)} }
+
+// discardWriter is a ResponseWriter that keeps only the status.
+type discardWriter struct {
+	h      http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) WriteHeader(s int)           { w.status = s }
+
+func benchGateway(b *testing.B) (http.Handler, *Gateway) {
+	h := &configHolder{}
+	h.set(b, testConfig())
+	g := New(Options{Config: h, Upstreams: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute})
+	b.Cleanup(g.Close)
+	return g.Handler(), g
+}
+
+
+func benchToolsCall(b *testing.B, headers map[string]string) {
+	handler, _ := benchGateway(b)
+	body := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"progressToken":7}}}`)
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:12008/metamcp/main/mcp", nil)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+keyAlice)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if headers[headerProtocolVersion] == "" {
+		// Session-based: initialize first.
+		init, _ := http.NewRequest(http.MethodPost, req.URL.String(), bytes.NewReader([]byte(initBody)))
+		init.Header = req.Header.Clone()
+		w := &discardWriter{h: http.Header{}}
+		handler.ServeHTTP(w, init)
+		sid := w.h.Get(headerSessionID)
+		if sid == "" {
+			b.Fatalf("initialize: status %d, no session", w.status)
+		}
+		req.Header.Set(headerSessionID, sid)
+	}
+	w := &discardWriter{h: http.Header{}}
+	rd := bytes.NewReader(body)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		rd.Reset(body)
+		r := req.Clone(context.Background())
+		r.Body = io.NopCloser(rd)
+		r.ContentLength = int64(len(body))
+		clear(w.h)
+		w.status = 0
+		handler.ServeHTTP(w, r)
+		if w.status != 0 && w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+	}
+}
+
+// BenchmarkToolsCall measures one proxied tools/call through the gateway's
+// HTTP handler (routing, auth, parsing, name rewrite, response), with an
+// upstream that answers at once.
+func BenchmarkToolsCall(b *testing.B) {
+	b.Run("session", func(b *testing.B) { benchToolsCall(b, nil) })
+	b.Run("stateless", func(b *testing.B) {
+		benchToolsCall(b, map[string]string{headerProtocolVersion: "2026-07-28"})
+	})
+}
