@@ -18,8 +18,10 @@ type fastSession struct{}
 
 var fastResult = json.RawMessage(`{"content":[{"type":"text","text":"hello from the upstream"}],"isError":false}`)
 
-func (fastUpstreams) Session(context.Context, string, string) (Session, error) { return fastSession{}, nil }
-func (fastUpstreams) CloseClient(string)                                        {}
+func (fastUpstreams) Session(context.Context, string, string) (Session, error) {
+	return fastSession{}, nil
+}
+func (fastUpstreams) CloseClient(string) {}
 func (fastSession) Call(context.Context, string, json.RawMessage) (json.RawMessage, error) {
 	return fastResult, nil
 }
@@ -42,7 +44,6 @@ func benchGateway(b *testing.B) (http.Handler, *Gateway) {
 	b.Cleanup(g.Close)
 	return g.Handler(), g
 }
-
 
 func benchToolsCall(b *testing.B, headers map[string]string) {
 	handler, _ := benchGateway(b)
