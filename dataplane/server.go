@@ -1,6 +1,6 @@
 // Package dataplane assembles a data plane: the sync client that keeps its
 // config in step with the control plane, the snapshot cache it serves from,
-// and its HTTP server (health and readiness now; the MCP gateway mounts here).
+// the MCP gateway, and the HTTP server with health and readiness checks.
 package dataplane
 
 import (
@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/configcache"
+	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 )
 
@@ -29,10 +31,20 @@ type Options struct {
 	// StdioAllow, when not empty, lists the glob patterns of the stdio commands
 	// this data plane may run; a snapshot with any other is refused (NACKed).
 	StdioAllow []string
+	// Upstreams hands out upstream MCP sessions to the gateway. Nil leaves
+	// the gateway without upstreams: calls fail with an error naming the server.
+	Upstreams gateway.Upstreams
+	// AllowedHosts and AllowedOrigins are the gateway's Host and Origin allow
+	// lists (DNS rebinding protection); loopback hosts are always allowed.
+	AllowedHosts, AllowedOrigins []string
 	// ShutdownTimeout bounds the graceful HTTP stop (10s).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
 }
+
+// callBuffer is how many call records wait for the sync stream; beyond it the
+// gateway drops records (and counts them) rather than slow a client down.
+const callBuffer = 4096
 
 // Server is one data plane.
 type Server struct {
@@ -40,6 +52,7 @@ type Server struct {
 	log   *slog.Logger
 	cache *configcache.Cache
 	sync  *syncclient.Client
+	gw    *gateway.Gateway
 	mux   *http.ServeMux
 
 	mu   sync.Mutex
@@ -68,13 +81,28 @@ func New(opts Options) (*Server, error) {
 		rev, _ := cache.Revision()
 		opts.Logger.Info("serving the cached snapshot until the control plane answers", "path", opts.CacheFile, "revision", rev)
 	}
+	calls := make(chan *metamcpv1.CallRecord, callBuffer)
 	syncOpts := opts.Sync
 	syncOpts.Logger = opts.Logger.With("component", "sync")
+	if syncOpts.Calls == nil {
+		syncOpts.Calls = calls
+	}
 	client, err := syncclient.New(cache, syncOpts)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, mux: http.NewServeMux()}
+	gw := gateway.New(gateway.Options{
+		Config:         cache,
+		Upstreams:      opts.Upstreams,
+		Logger:         opts.Logger.With("component", "gateway"),
+		AllowedHosts:   opts.AllowedHosts,
+		AllowedOrigins: opts.AllowedOrigins,
+		Calls:          calls,
+		NodeID:         syncOpts.NodeID,
+		Version:        syncOpts.Version,
+	})
+	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, gw: gw, mux: http.NewServeMux()}
+	gw.Register(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -112,8 +140,10 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Serve runs the sync client and serves HTTP on lis until ctx is done, then
-// stops gracefully. It returns nil after such a stop.
+// stops gracefully and closes the gateway. It returns nil after such a stop.
+// Serve is called once.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	defer s.gw.Close()
 	s.mu.Lock()
 	s.addr = lis.Addr()
 	s.mu.Unlock()
@@ -136,6 +166,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	// SSE streams and session GET streams never end on their own: closing
+	// the gateway ends them, so the graceful stop does not wait for them.
+	hs.RegisterOnShutdown(s.gw.Close)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(lis) }()
 	s.log.Info("data plane listening", "addr", lis.Addr().String())
@@ -158,4 +191,4 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 
 // ServesMCP reports whether this data plane serves MCP clients (the gateway
 // is mounted) or only its health endpoints.
-func (s *Server) ServesMCP() bool { return false }
+func (s *Server) ServesMCP() bool { return s.gw != nil }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -30,6 +31,8 @@ type dataPlaneFlags struct {
 	nodeID        string
 	cacheFile     string
 	stdioAllow    []string
+	allowedHosts  []string
+	allowedOrigin []string
 	tls           bool
 	tlsCA         string
 	tlsServerName string
@@ -50,7 +53,9 @@ balancer. Each needs a sync token:
   mmctl create token dp --scope sync
 and takes it from ` + envSyncToken + ` or --sync-token-file.
 
-HTTP endpoints: /healthz (the process lives), /readyz (a config is applied).`,
+HTTP endpoints: /metamcp/ENDPOINT/mcp (Streamable HTTP) and /metamcp/ENDPOINT/sse
+(legacy SSE) for MCP clients, /healthz (the process lives), /readyz (a config
+is applied).`,
 		Example: `  export METAMCP_SYNC_TOKEN=mmt_...
   metamcp dataplane --control-plane cp.internal:12009 --tls --listen 0.0.0.0:12008`,
 		Args: noArgs,
@@ -72,6 +77,8 @@ HTTP endpoints: /healthz (the process lives), /readyz (a config is applied).`,
 	fl.StringVar(&f.nodeID, "node-id", "", "this replica's stable id in the registry (default: the host name)")
 	fl.StringVar(&f.cacheFile, "cache-file", "", "where the last good snapshot is kept (default: USER_CACHE_DIR/metamcp/NODE_ID/snapshot.pb); it holds upstream credentials, so it is written 0600")
 	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "glob patterns of stdio commands this data plane may run, comma separated (default: any); a snapshot with another command is refused")
+	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach this data plane, comma separated; \"*\" allows any (default: loopback names and the --listen host; protects against DNS rebinding)")
+	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
@@ -140,9 +147,11 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 			Version:    version.String(),
 			Address:    advertise,
 		},
-		CacheFile:  cacheFile,
-		StdioAllow: f.stdioAllow,
-		Logger:     logger,
+		CacheFile:      cacheFile,
+		StdioAllow:     f.stdioAllow,
+		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),
+		AllowedOrigins: f.allowedOrigin,
+		Logger:         logger,
 	})
 	if err != nil {
 		lis.Close()
@@ -150,4 +159,23 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 	}
 	logger.Info("starting data plane", "version", version.String(), "node", node, "control_plane", f.controlPlane, "cache_file", cacheFile)
 	return srv.Serve(ctx, lis)
+}
+
+// allowedHosts adds the host of the --listen address to the configured list
+// when it names one (not a wildcard such as 0.0.0.0 or an empty host).
+func allowedHosts(configured []string, bound, listen string) []string {
+	out := slices.Clone(configured)
+	for _, addr := range []string{listen, bound} {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			continue
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			continue
+		}
+		if !slices.Contains(out, host) {
+			out = append(out, host)
+		}
+	}
+	return out
 }

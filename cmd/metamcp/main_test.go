@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -592,6 +593,7 @@ func TestDev(t *testing.T) {
 		}
 	}
 	checkReadyz(t, b.url)
+	checkMCPEndpoint(t, b.url, b.apiKey)
 
 	client := adminClient(t, addr)
 	ctx := withToken(t, b.token)
@@ -718,6 +720,40 @@ func checkReadyz(t *testing.T, endpointURL string) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ready: revision") {
 		t.Errorf("GET %s/readyz = %d %q, want 200 ready", base, resp.StatusCode, body)
+	}
+}
+
+// bearerTransport adds an Authorization header to every request.
+type bearerTransport struct{ key string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.key)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// checkMCPEndpoint connects a go-sdk client to the dev endpoint with the
+// banner's API key: the data plane serves MCP and accepts the seeded key.
+func checkMCPEndpoint(t *testing.T, url, key string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "dev-test", Version: "v0"}, nil)
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{
+		Endpoint:   url,
+		HTTPClient: &http.Client{Transport: bearerTransport{key: key}},
+	}, nil)
+	if err != nil {
+		t.Fatalf("connect an MCP client to %s with the banner's API key: %v", url, err)
+	}
+	defer cs.Close()
+	if got := cs.InitializeResult().ServerInfo.Name; got != "metamcp" {
+		t.Errorf("serverInfo.name = %q, want metamcp", got)
+	}
+	// Without the key the endpoint refuses the client.
+	_, err = client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+	if err == nil {
+		t.Errorf("an MCP client without an API key connected to %s", url)
 	}
 }
 
