@@ -393,11 +393,11 @@ func (g *Gateway) mergedCapabilities(ctx context.Context, c *call) (json.RawMess
 		}
 		if s := strings.TrimSpace(info.Instructions); s != "" {
 			m := c.t.ep.Members[i]
-			label := m.Prefix
-			if label == "" {
-				label = m.Server.GetName()
+			if m.Prefix == "" {
+				instr = append(instr, "Server "+quote(m.Server.GetName())+" (its tools and prompts are not prefixed):\n"+s)
+			} else {
+				instr = append(instr, "Server "+quote(m.Server.GetName())+" (tools and prompts prefixed "+m.Prefix+c.t.ep.Separator+"):\n"+s)
 			}
-			instr = append(instr, "Tools and prompts prefixed "+label+c.t.ep.Separator+" come from server "+quote(m.Server.GetName())+":\n"+s)
 		}
 	}
 	var b bytes.Buffer

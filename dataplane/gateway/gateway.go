@@ -168,6 +168,11 @@ func (g *Gateway) Handler() http.Handler {
 func (g *Gateway) Close() {
 	g.cancel()
 	g.wg.Wait()
+	for _, id := range g.sessions.Expired(time.Now().Add(time.Hour)) {
+		if g.opts.Upstreams != nil {
+			g.opts.Upstreams.CloseClient(id)
+		}
+	}
 }
 
 // DroppedCalls is the number of call records dropped because Calls was full.
