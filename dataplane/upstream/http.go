@@ -1,0 +1,400 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
+)
+
+// errSessionExpired is a 404 on a Streamable HTTP session: the upstream forgot
+// it (restart, expiry). The session is dead; the pool opens a new one.
+var errSessionExpired = errors.New("the server no longer knows the session (HTTP 404); reconnecting on next use")
+
+// maxBody bounds one HTTP response body or SSE event.
+const maxBody = 64 << 20
+
+// newHTTPClient returns the client shared by the sessions of one server: keep
+// alive, many idle connections per host, no overall timeout (streams are long;
+// each request is bounded by its context).
+func newHTTPClient() *http.Client {
+	tr := &http.Transport{
+		Proxy: http.ProxyFromEnvironment,
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{Transport: tr}
+}
+
+// httpHeaders builds the configured headers (and bearer token) of a server.
+func httpHeaders(t *metamcpv1.HTTPTransport) http.Header {
+	h := make(http.Header, len(t.GetHeaders())+1)
+	for k, v := range t.GetHeaders() {
+		h.Set(k, v.GetValue())
+	}
+	if tok := t.GetBearerToken().GetValue(); tok != "" {
+		h.Set("Authorization", "Bearer "+tok)
+	}
+	return h
+}
+
+var (
+	hdrAcceptBoth = []string{"application/json, text/event-stream"}
+	hdrAcceptSSE  = []string{"text/event-stream"}
+	hdrJSON       = []string{"application/json"}
+)
+
+// httpTransport speaks Streamable HTTP (2025-03-26 and later): every message
+// is a POST; a response comes back as JSON or as an SSE stream on that POST.
+type httpTransport struct {
+	url     string
+	client  *http.Client
+	headers http.Header
+	onMsg   func(*rpc.Message)
+
+	mu        sync.Mutex
+	sessionID []string // Mcp-Session-Id, once the server assigned one
+	version   []string // MCP-Protocol-Version, after initialize
+
+	once  sync.Once
+	cause error
+	fin   chan struct{}
+}
+
+func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, onMsg func(*rpc.Message)) *httpTransport {
+	return &httpTransport{
+		url: cfg.GetStreamableHttp().GetUrl(), client: client,
+		headers: httpHeaders(cfg.GetStreamableHttp()), onMsg: onMsg,
+		fin: make(chan struct{}),
+	}
+}
+
+func (t *httpTransport) processes() int        { return 0 }
+func (t *httpTransport) done() <-chan struct{} { return t.fin }
+
+func (t *httpTransport) err() error {
+	select {
+	case <-t.fin:
+		return t.cause
+	default:
+		return nil
+	}
+}
+
+func (t *httpTransport) fail(cause error) {
+	t.once.Do(func() {
+		t.cause = cause
+		close(t.fin)
+	})
+}
+
+func (t *httpTransport) negotiated(v string) {
+	t.mu.Lock()
+	t.version = []string{v}
+	t.mu.Unlock()
+}
+
+func (t *httpTransport) newRequest(ctx context.Context, method string, body []byte) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, t.url, rd)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range t.headers {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header["Content-Type"] = hdrJSON
+		req.Header["Accept"] = hdrAcceptBoth
+	}
+	t.mu.Lock()
+	if t.sessionID != nil {
+		req.Header["Mcp-Session-Id"] = t.sessionID
+	}
+	if t.version != nil {
+		req.Header["Mcp-Protocol-Version"] = t.version
+	}
+	t.mu.Unlock()
+	return req, nil
+}
+
+// post sends one message. The caller closes the response body.
+func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, error) {
+	select {
+	case <-t.fin:
+		return nil, t.cause
+	default:
+	}
+	req, err := t.newRequest(ctx, http.MethodPost, body)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		// The server is unreachable: this session is as good as dead.
+		err = fmt.Errorf("POST %s: %w", t.url, cleanURLError(err))
+		t.fail(err)
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		t.mu.Lock()
+		had := t.sessionID != nil
+		t.mu.Unlock()
+		if had {
+			drain(resp)
+			t.fail(errSessionExpired)
+			return nil, errSessionExpired
+		}
+	}
+	if resp.StatusCode/100 != 2 {
+		err := statusError(resp)
+		drain(resp)
+		return nil, err
+	}
+	if id := resp.Header.Get("Mcp-Session-Id"); id != "" {
+		t.mu.Lock()
+		if t.sessionID == nil {
+			t.sessionID = []string{id}
+		}
+		t.mu.Unlock()
+	}
+	return resp, nil
+}
+
+func (t *httpTransport) send(ctx context.Context, body []byte) error {
+	resp, err := t.post(ctx, body)
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	return nil
+}
+
+func (t *httpTransport) roundTrip(ctx context.Context, id int64, body []byte) (*rpc.Message, error) {
+	resp, err := t.post(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp)
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch ct {
+	case "application/json":
+		b, err := readAll(resp.Body, resp.ContentLength)
+		if err != nil {
+			return nil, fmt.Errorf("read response: %w", err)
+		}
+		msg, err := rpc.Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("the server answered with %w", err)
+		}
+		if got, ok := parseID(msg.ID); !ok || got != id || !msg.IsResponse() {
+			return nil, fmt.Errorf("the server answered request %d with message id %s", id, msg.ID)
+		}
+		return msg, nil
+	case "text/event-stream":
+		var found *rpc.Message
+		err := readEvents(resp.Body, func(ev *sseEvent) bool {
+			if ev.event != "" && ev.event != "message" {
+				return true
+			}
+			msg, err := rpc.Parse(ev.data)
+			if err != nil {
+				return true
+			}
+			if msg.IsResponse() {
+				if got, ok := parseID(msg.ID); ok && got == id {
+					found = msg
+					return false
+				}
+				return true
+			}
+			t.onMsg(msg)
+			return true
+		})
+		if found != nil {
+			return found, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err == nil {
+			err = errors.New("the stream ended without a response")
+		}
+		return nil, fmt.Errorf("read event stream: %w", err)
+	default:
+		return nil, fmt.Errorf("the server answered with Content-Type %q (want application/json or text/event-stream)", resp.Header.Get("Content-Type"))
+	}
+}
+
+// close ends the session at the server (DELETE, best effort).
+func (t *httpTransport) close() {
+	t.mu.Lock()
+	sid := t.sessionID
+	t.mu.Unlock()
+	if sid != nil && t.err() == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if req, err := t.newRequest(ctx, http.MethodDelete, nil); err == nil {
+			if resp, err := t.client.Do(req); err == nil {
+				drain(resp)
+			}
+		}
+		cancel()
+	}
+	t.fail(errClosed)
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	_ = resp.Body.Close()
+}
+
+// statusError describes a non-2xx answer. A JSON-RPC error in the body (some
+// servers answer a bad request with HTTP 400 and one) is returned as it is.
+func statusError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "application/json" {
+		if m, err := rpc.Parse(b); err == nil && m.Error != nil {
+			return m.Error
+		}
+	}
+	if len(b) > 512 {
+		b = b[:512]
+	}
+	msg := strings.TrimSpace(string(b))
+	if msg != "" {
+		return fmt.Errorf("HTTP %s: %s", resp.Status, msg)
+	}
+	return fmt.Errorf("HTTP %s", resp.Status)
+}
+
+func cleanURLError(err error) error {
+	var uerr interface{ Unwrap() error }
+	if errors.As(err, &uerr) {
+		if inner := uerr.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
+
+// readAll reads a body whose length may be known, bounded by maxBody.
+func readAll(r io.Reader, n int64) ([]byte, error) {
+	if n > maxBody {
+		return nil, fmt.Errorf("response larger than %d bytes", maxBody)
+	}
+	if n >= 0 {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		return b, err
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if len(b) > maxBody {
+		return nil, fmt.Errorf("response larger than %d bytes", maxBody)
+	}
+	return b, err
+}
+
+// sseEvent is one server-sent event.
+type sseEvent struct {
+	event string
+	id    string
+	data  []byte
+}
+
+// readEvents parses a text/event-stream and calls fn for each event until fn
+// returns false or the stream ends (nil at a clean end).
+func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
+	br := bufio.NewReaderSize(r, 16<<10)
+	var ev sseEvent
+	var data []byte
+	hasData := false
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if len(line) == 0 {
+			if hasData {
+				ev.data = data
+				if !fn(&ev) {
+					return nil
+				}
+			}
+			ev = sseEvent{}
+			data, hasData = nil, false
+			continue
+		}
+		if line[0] == ':' {
+			continue // comment / keep-alive
+		}
+		name, value, _ := bytes.Cut(line, []byte{':'})
+		value = bytes.TrimPrefix(value, []byte{' '})
+		switch string(name) {
+		case "event":
+			ev.event = string(value)
+		case "data":
+			if hasData {
+				data = append(data, '\n')
+			}
+			data = append(data, value...)
+			hasData = true
+			if len(data) > maxBody {
+				return fmt.Errorf("event larger than %d bytes", maxBody)
+			}
+		case "id":
+			ev.id = string(value)
+		}
+	}
+}
+
+// readLine returns one line without its line ending (LF or CRLF); the bytes
+// are valid until the next call.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		long := append([]byte(nil), line...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			line, err = br.ReadSlice('\n')
+			long = append(long, line...)
+			if len(long) > maxBody {
+				return nil, fmt.Errorf("line longer than %d bytes", maxBody)
+			}
+		}
+		line = long
+	}
+	if err != nil {
+		if len(line) > 0 && errors.Is(err, io.EOF) {
+			return bytes.TrimRight(line, "\r\n"), nil
+		}
+		return nil, err
+	}
+	return bytes.TrimRight(line, "\r\n"), nil
+}

@@ -1,0 +1,492 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/pkg/version"
+)
+
+// errClosed ends sessions that the pool closed on purpose.
+var errClosed = errors.New("session closed")
+
+// transport carries JSON-RPC messages to one upstream. Inbound messages that
+// are not responses to roundTrip go to the session's onMessage.
+type transport interface {
+	// roundTrip sends the request body (whose id is id) and returns the
+	// response with that id.
+	roundTrip(ctx context.Context, id int64, body []byte) (*rpc.Message, error)
+	// send sends a notification or a response.
+	send(ctx context.Context, body []byte) error
+	// close ends the transport and releases everything it holds; it returns
+	// when that is done. Safe to call more than once.
+	close()
+	// done is closed once the transport has ended and released its resources;
+	// err then says why.
+	done() <-chan struct{}
+	err() error
+	// processes is 1 for a stdio transport, 0 otherwise.
+	processes() int
+}
+
+// session implements Session on top of a transport.
+type session struct {
+	server   string
+	clientID string
+	cfg      *metamcpv1.Server
+	defCall  time.Duration
+	defList  time.Duration
+	events   Events
+	log      *slog.Logger
+
+	t      transport
+	info   *Info
+	nextID atomic.Int64
+
+	// life ends when the session closes; it bounds replies to server requests.
+	life     context.Context
+	stopLife context.CancelFunc
+	wg       sync.WaitGroup // goroutines answering server requests
+
+	mu       sync.Mutex
+	inflight int
+	lastUsed time.Time
+	retiring bool
+	closing  bool
+	onIdle   func() // called (without mu) when a retiring session becomes idle
+}
+
+func newSession(server, clientID string, cfg *metamcpv1.Server, opts *PoolOptions, log *slog.Logger) *session {
+	life, stop := context.WithCancel(context.Background())
+	return &session{
+		server: server, clientID: clientID, cfg: cfg,
+		defCall: opts.DefaultCallTimeout, defList: opts.DefaultListTimeout,
+		events: opts.Events, log: log, life: life, stopLife: stop,
+		lastUsed: time.Now(),
+	}
+}
+
+func (s *session) Server() string { return s.server }
+func (s *session) Info() *Info    { return s.info }
+
+func (s *session) wrap(err error) error {
+	var rerr *rpc.Error
+	if errors.As(err, &rerr) {
+		return rerr
+	}
+	var uerr *Error
+	if errors.As(err, &uerr) {
+		return err
+	}
+	return &Error{Server: s.server, Err: err}
+}
+
+// acquire counts a call in flight; false when the session has ended.
+func (s *session) acquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	select {
+	case <-s.t.done():
+		return false
+	default:
+	}
+	s.inflight++
+	return true
+}
+
+func (s *session) release() {
+	s.mu.Lock()
+	s.inflight--
+	s.lastUsed = time.Now()
+	idle := s.retiring && s.inflight == 0 && !s.closing
+	if idle {
+		s.closing = true
+	}
+	f := s.onIdle
+	s.mu.Unlock()
+	if idle && f != nil {
+		f()
+	}
+}
+
+// retire marks the session to be closed once no call is in flight. It
+// reports whether the session is idle now (the caller closes it then).
+func (s *session) retire(onIdle func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retiring = true
+	s.onIdle = onIdle
+	if s.inflight == 0 && !s.closing {
+		s.closing = true
+		return true
+	}
+	return false
+}
+
+// idleSince reports when the session was last used, and false while a call
+// is in flight or the session is retiring.
+func (s *session) idleSince() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight > 0 || s.retiring || s.closing {
+		return time.Time{}, false
+	}
+	return s.lastUsed, true
+}
+
+func (s *session) dead() bool {
+	select {
+	case <-s.t.done():
+		return true
+	default:
+		return false
+	}
+}
+
+// close ends the session and waits until its transport released everything.
+func (s *session) close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.end()
+	s.t.close()
+	s.wg.Wait()
+}
+
+// end stops the session's own goroutines from starting and cancels those
+// running; after it, s.wg only goes down.
+func (s *session) end() {
+	s.mu.Lock()
+	s.stopLife()
+	s.mu.Unlock()
+}
+
+// goBackground runs f in a goroutine the session owns, unless it has ended.
+func (s *session) goBackground(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.life.Err() != nil {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+func isList(method string) bool { return strings.HasSuffix(method, "/list") }
+
+// Call implements Session.
+func (s *session) Call(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	if !s.acquire() {
+		return nil, s.deadErr()
+	}
+	defer s.release()
+	if _, ok := ctx.Deadline(); !ok {
+		d := CallTimeout(s.cfg, s.defCall)
+		if isList(method) {
+			d = ListTimeout(s.cfg, s.defList)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	m, err := s.call(ctx, method, params)
+	if err != nil {
+		return nil, err
+	}
+	if m.Error != nil {
+		return nil, m.Error
+	}
+	return m.Result, nil
+}
+
+func (s *session) deadErr() error {
+	if err := s.t.err(); err != nil && !errors.Is(err, errClosed) {
+		return &Error{Server: s.server, Err: fmt.Errorf("unavailable: %w", err)}
+	}
+	return &Error{Server: s.server, Err: errClosed}
+}
+
+// call sends one request and waits for its response.
+func (s *session) call(ctx context.Context, method string, params json.RawMessage) (*rpc.Message, error) {
+	id := s.nextID.Add(1)
+	bp := getBuf()
+	body := appendRequest((*bp)[:0], id, method, params)
+	m, err := s.t.roundTrip(ctx, id, body)
+	*bp = body
+	putBuf(bp)
+	if err == nil {
+		return m, nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		s.cancelled(id, ctxErr)
+		if errors.Is(ctxErr, context.DeadlineExceeded) {
+			return nil, &Error{Server: s.server, Err: fmt.Errorf("%s timed out: %w", method, ctxErr)}
+		}
+		return nil, &Error{Server: s.server, Err: fmt.Errorf("%s: %w", method, ctxErr)}
+	}
+	return nil, s.wrap(err)
+}
+
+// cancelled tells the upstream that the request id is no longer wanted.
+func (s *session) cancelled(id int64, cause error) {
+	if s.dead() {
+		return
+	}
+	reason := "request cancelled"
+	if errors.Is(cause, context.DeadlineExceeded) {
+		reason = "request timed out"
+	}
+	params := make([]byte, 0, 64)
+	params = append(params, `{"requestId":`...)
+	params = appendInt(params, id)
+	params = append(params, `,"reason":`...)
+	params = rpc.AppendString(params, reason)
+	params = append(params, '}')
+	s.goBackground(func() {
+		ctx, cancel := context.WithTimeout(s.life, 2*time.Second)
+		defer cancel()
+		_ = s.t.send(ctx, rpc.AppendMessage(nil, &rpc.Message{Method: "notifications/cancelled", Params: params}))
+	})
+}
+
+// Notify implements Session.
+func (s *session) Notify(ctx context.Context, method string, params json.RawMessage) error {
+	if !s.acquire() {
+		return s.deadErr()
+	}
+	defer s.release()
+	bp := getBuf()
+	body := rpc.AppendMessage((*bp)[:0], &rpc.Message{Method: method, Params: params})
+	err := s.t.send(ctx, body)
+	*bp = body
+	putBuf(bp)
+	if err != nil {
+		return s.wrap(err)
+	}
+	return nil
+}
+
+// onMessage handles what the upstream sends on its own.
+func (s *session) onMessage(m *rpc.Message) {
+	switch {
+	case m.IsNotification():
+		if s.events != nil {
+			s.events.Notification(s.server, s.clientID, m)
+		} else {
+			s.log.Debug("upstream notification", "method", m.Method)
+		}
+	case m.IsRequest():
+		s.goBackground(func() { s.answer(m) })
+	default:
+		s.log.Debug("ignoring an upstream response to no pending request", "id", string(m.ID))
+	}
+}
+
+// answer replies to a server-to-client request.
+func (s *session) answer(m *rpc.Message) {
+	reply := &rpc.Message{ID: m.ID}
+	switch {
+	case m.Method == "ping":
+		reply.Result = json.RawMessage(`{}`)
+	case s.events == nil:
+		reply.Error = rpc.NewError(rpc.CodeMethodNotFound, "metamcp does not route "+m.Method+" to clients yet")
+	default:
+		res, err := s.events.Request(s.life, s.server, s.clientID, m)
+		var rerr *rpc.Error
+		switch {
+		case errors.As(err, &rerr):
+			reply.Error = rerr
+		case err != nil:
+			reply.Error = rpc.NewError(rpc.CodeInternalError, err.Error())
+		default:
+			reply.Result = res
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.life, 10*time.Second)
+	defer cancel()
+	if err := s.t.send(ctx, rpc.AppendMessage(nil, reply)); err != nil {
+		s.log.Debug("answering an upstream request failed", "method", m.Method, "err", err)
+	}
+}
+
+// initialize runs the MCP handshake.
+func (s *session) initialize(ctx context.Context) error {
+	params := make([]byte, 0, 256)
+	params = append(params, `{"protocolVersion":"`+ProtocolVersion+`","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"metamcp","version":`...)
+	params = rpc.AppendString(params, version.Version)
+	params = append(params, `}}`...)
+	m, err := s.call(ctx, "initialize", params)
+	if err != nil {
+		return fmt.Errorf("initialize: %w", unwrapUpstream(err))
+	}
+	if m.Error != nil {
+		return fmt.Errorf("initialize: the server answered %w", m.Error)
+	}
+	var res struct {
+		ProtocolVersion string          `json:"protocolVersion"`
+		Capabilities    json.RawMessage `json:"capabilities"`
+		ServerInfo      json.RawMessage `json:"serverInfo"`
+		Instructions    string          `json:"instructions"`
+	}
+	if err := json.Unmarshal(m.Result, &res); err != nil {
+		return fmt.Errorf("initialize: unreadable result: %w", err)
+	}
+	if !supportedVersions[res.ProtocolVersion] {
+		return fmt.Errorf("initialize: the server speaks MCP protocol version %q, which metamcp does not support", res.ProtocolVersion)
+	}
+	s.info = &Info{ProtocolVersion: res.ProtocolVersion, Capabilities: res.Capabilities, ServerInfo: res.ServerInfo, Instructions: res.Instructions}
+	if h, ok := s.t.(interface{ negotiated(string) }); ok {
+		h.negotiated(res.ProtocolVersion)
+	}
+	if err := s.t.send(ctx, rpc.AppendMessage(nil, &rpc.Message{Method: "notifications/initialized"})); err != nil {
+		return fmt.Errorf("initialized notification: %w", err)
+	}
+	return nil
+}
+
+func unwrapUpstream(err error) error {
+	var uerr *Error
+	if errors.As(err, &uerr) {
+		return uerr.Err
+	}
+	return err
+}
+
+func appendRequest(dst []byte, id int64, method string, params json.RawMessage) []byte {
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = appendInt(dst, id)
+	dst = append(dst, `,"method":`...)
+	dst = rpc.AppendString(dst, method)
+	if len(params) > 0 {
+		dst = append(dst, `,"params":`...)
+		dst = append(dst, params...)
+	}
+	return append(dst, '}')
+}
+
+func appendInt(dst []byte, v int64) []byte {
+	if v < 0 {
+		dst = append(dst, '-')
+		v = -v
+	}
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(dst, tmp[i:]...)
+}
+
+// parseID reads our own numeric request ids; false for anything else.
+func parseID(raw []byte) (int64, bool) {
+	if len(raw) == 0 || len(raw) > 18 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 1<<20 {
+		return // do not keep huge buffers alive
+	}
+	bufPool.Put(b)
+}
+
+// mux matches responses to pending requests for transports where responses
+// arrive on a separate stream (stdio, SSE).
+type mux struct {
+	mu      sync.Mutex
+	pending map[int64]chan *rpc.Message
+}
+
+var chanPool = sync.Pool{New: func() any { return make(chan *rpc.Message, 1) }}
+
+func (m *mux) register(id int64) chan *rpc.Message {
+	ch := chanPool.Get().(chan *rpc.Message)
+	m.mu.Lock()
+	if m.pending == nil {
+		m.pending = make(map[int64]chan *rpc.Message)
+	}
+	m.pending[id] = ch
+	m.mu.Unlock()
+	return ch
+}
+
+// unregister forgets id; the channel is pooled again only when no response can
+// be in it or on its way.
+func (m *mux) unregister(id int64, ch chan *rpc.Message, delivered bool) {
+	m.mu.Lock()
+	_, still := m.pending[id]
+	delete(m.pending, id)
+	m.mu.Unlock()
+	if delivered || still {
+		chanPool.Put(ch)
+	}
+}
+
+// deliver hands a response to its caller; false when nobody waits for it.
+func (m *mux) deliver(msg *rpc.Message) bool {
+	id, ok := parseID(msg.ID)
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	ch, ok := m.pending[id]
+	delete(m.pending, id)
+	m.mu.Unlock()
+	if ok {
+		ch <- msg
+	}
+	return ok
+}
+
+// wait sends body with send and waits for the response to id.
+func (m *mux) wait(ctx context.Context, id int64, body []byte, send func(context.Context, []byte) error, done <-chan struct{}, errf func() error) (*rpc.Message, error) {
+	ch := m.register(id)
+	if err := send(ctx, body); err != nil {
+		m.unregister(id, ch, false)
+		return nil, err
+	}
+	select {
+	case msg := <-ch:
+		m.unregister(id, ch, true)
+		return msg, nil
+	case <-ctx.Done():
+		m.unregister(id, ch, false)
+		return nil, ctx.Err()
+	case <-done:
+		m.unregister(id, ch, false)
+		return nil, errf()
+	}
+}
