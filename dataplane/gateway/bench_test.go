@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
 // fastUpstreams answers every call at once with a fixed result: the
@@ -18,14 +20,18 @@ type fastSession struct{}
 
 var fastResult = json.RawMessage(`{"content":[{"type":"text","text":"hello from the upstream"}],"isError":false}`)
 
-func (fastUpstreams) Session(context.Context, string, string) (Session, error) {
+func (fastUpstreams) Session(context.Context, string, string) (upstream.Session, error) {
 	return fastSession{}, nil
 }
 func (fastUpstreams) CloseClient(string) {}
 func (fastSession) Call(context.Context, string, json.RawMessage) (json.RawMessage, error) {
 	return fastResult, nil
 }
-func (fastSession) Info() *Info { return &Info{Capabilities: json.RawMessage(`{"tools":{}}`)} }
+func (fastSession) Info() *upstream.Info {
+	return &upstream.Info{Capabilities: json.RawMessage(`{"tools":{}}`)}
+}
+func (fastSession) Notify(context.Context, string, json.RawMessage) error { return nil }
+func (fastSession) Server() string                                        { return "fast" }
 
 // discardWriter is a ResponseWriter that keeps only the status.
 type discardWriter struct {
@@ -40,7 +46,7 @@ func (w *discardWriter) WriteHeader(s int)           { w.status = s }
 func benchGateway(b *testing.B) (http.Handler, *Gateway) {
 	h := &configHolder{}
 	h.set(b, testConfig())
-	g := New(Options{Config: h, Upstreams: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute})
+	g := New(Options{Config: h, Pool: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute})
 	b.Cleanup(g.Close)
 	return g.Handler(), g
 }
@@ -48,6 +54,10 @@ func benchGateway(b *testing.B) (http.Handler, *Gateway) {
 func benchToolsCall(b *testing.B, headers map[string]string) {
 	handler, _ := benchGateway(b)
 	body := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"progressToken":7}}}`)
+	if headers[headerProtocolVersion] != "" {
+		// What a go-sdk client sends at 2026-07-28: the per-request _meta keys.
+		body = []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"roots":{}},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}`)
+	}
 	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:12008/metamcp/main/mcp", nil)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")

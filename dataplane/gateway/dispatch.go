@@ -15,6 +15,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -87,11 +88,17 @@ func (g *Gateway) callTimeout(s *metamcpv1.Server) time.Duration {
 }
 
 // session returns an upstream session for m within ctx.
-func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (Session, *rpc.Error) {
-	if g.opts.Upstreams == nil {
+func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (upstream.Session, *rpc.Error) {
+	if g.opts.Pool == nil {
 		return nil, &rpc.Error{Code: codeServerError, Message: "upstream " + quote(m.Server.GetName()) + " is unavailable: the data plane has no upstream pool"}
 	}
-	s, err := g.opts.Upstreams.Session(ctx, m.Server.GetName(), c.clientID)
+	clientID := c.clientID
+	if clientID == "" && m.Server.GetSessionMode() == metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT {
+		// Stateless (2026-07-28) requests have no session: a per_client
+		// server gets one upstream session per endpoint and principal.
+		clientID = "stateless/" + c.t.name + "/" + c.principal
+	}
+	s, err := g.opts.Pool.Session(ctx, m.Server.GetName(), clientID)
 	if err != nil {
 		return nil, upstreamError(ctx, m.Server.GetName(), err, 0)
 	}
@@ -100,6 +107,9 @@ func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (Ses
 
 // callUpstream sends one request to m's upstream, bounded by timeout.
 func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member, method string, params json.RawMessage, timeout time.Duration) (json.RawMessage, *rpc.Error) {
+	if c.stateless {
+		params = stripRequestMeta(params)
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s, rerr := g.session(ctx, c, m)
@@ -129,11 +139,12 @@ func upstreamError(ctx context.Context, server string, err error, timeout time.D
 	if errors.Is(err, context.Canceled) {
 		return &rpc.Error{Code: codeServerError, Message: "request to upstream " + quote(server) + " cancelled"}
 	}
-	msg := err.Error()
-	if !strings.Contains(msg, quote(server)) {
-		msg = "upstream " + quote(server) + " is unavailable: " + msg
+	cause := err
+	var ue *upstream.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		cause = ue.Err
 	}
-	return &rpc.Error{Code: codeServerError, Message: msg}
+	return &rpc.Error{Code: codeServerError, Message: "upstream " + quote(server) + " is unavailable: " + cause.Error()}
 }
 
 // routeName finds the member whose prefix and separator start an exposed
@@ -349,8 +360,8 @@ func (g *Gateway) setLevel(ctx context.Context, c *call, params json.RawMessage)
 
 // upstreamInfos asks every member for its Info, each bounded by its list
 // timeout; members that do not answer in time are left out (nil).
-func (g *Gateway) upstreamInfos(ctx context.Context, c *call) []*Info {
-	infos := make([]*Info, len(c.t.ep.Members))
+func (g *Gateway) upstreamInfos(ctx context.Context, c *call) []*upstream.Info {
+	infos := make([]*upstream.Info, len(c.t.ep.Members))
 	var wg sync.WaitGroup
 	for i, m := range c.t.ep.Members {
 		if m.Server == nil {

@@ -20,6 +20,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -33,31 +34,13 @@ const (
 	SSEKeepAlive = 15 * time.Second
 )
 
-// Info is what an upstream said about itself at initialize (or server/discover).
-type Info struct {
-	ProtocolVersion string
-	Capabilities    json.RawMessage
-	ServerInfo      json.RawMessage
-	Instructions    string
-}
-
-// Session is one live MCP session with one upstream server, as the gateway
-// uses it. Implementations are safe for concurrent use.
-type Session interface {
-	// Call sends a request and returns the raw result. A JSON-RPC error the
-	// upstream answered with is returned as *rpc.Error and passed to the client
-	// unchanged; any other error is a failure to reach the upstream.
-	Call(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error)
-	// Info is what the upstream said at initialize.
-	Info() *Info
-}
-
-// Upstreams hands out upstream sessions: the upstream pool, seen from the gateway.
+// Upstreams hands out upstream sessions: the upstream pool as the gateway
+// uses it. *upstream.Pool implements it.
 type Upstreams interface {
-	// Session returns a live session with server. clientID is the downstream
-	// session id ("" for stateless requests); per_client servers get one
-	// upstream session per clientID.
-	Session(ctx context.Context, server, clientID string) (Session, error)
+	// Session returns a live session with server. clientID identifies the
+	// downstream session; per_client servers get one upstream session per
+	// clientID, shared servers ignore it.
+	Session(ctx context.Context, server, clientID string) (upstream.Session, error)
 	// CloseClient ends the per_client upstream sessions of a downstream session.
 	CloseClient(clientID string)
 }
@@ -66,7 +49,11 @@ type Upstreams interface {
 type Options struct {
 	// Config is the snapshot being served (a *configcache.Cache); read once per request.
 	Config interface{ Current() *snapshot.Compiled }
-	// Upstreams is the upstream session pool.
+	// Pool is the upstream session pool (an *upstream.Pool).
+	Pool Upstreams
+	// Upstreams is the former name of Pool, used when Pool is nil.
+	//
+	// Deprecated: set Pool.
 	Upstreams Upstreams
 	Logger    *slog.Logger
 	// AllowedHosts lists the Host header values accepted (DNS rebinding
@@ -115,6 +102,9 @@ type Gateway struct {
 func New(opts Options) *Gateway {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Pool == nil {
+		opts.Pool = opts.Upstreams
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -169,8 +159,8 @@ func (g *Gateway) Close() {
 	g.cancel()
 	g.wg.Wait()
 	for _, id := range g.sessions.Expired(time.Now().Add(time.Hour)) {
-		if g.opts.Upstreams != nil {
-			g.opts.Upstreams.CloseClient(id)
+		if g.opts.Pool != nil {
+			g.opts.Pool.CloseClient(id)
 		}
 	}
 }
@@ -193,8 +183,8 @@ func (g *Gateway) sweep() {
 			for _, id := range g.sessions.Expired(now.Add(-g.opts.SessionIdleTTL)) {
 				g.log.Debug("ending idle session", "session", id)
 				g.endSSE(id)
-				if g.opts.Upstreams != nil {
-					g.opts.Upstreams.CloseClient(id)
+				if g.opts.Pool != nil {
+					g.opts.Pool.CloseClient(id)
 				}
 			}
 		}

@@ -203,7 +203,7 @@ func newHarness(t testing.TB, cfg *metamcpv1.Config, servers map[string]*mcp.Ser
 	h.ups.down["down"] = fmt.Errorf("dial tcp 127.0.0.1:1: connect: connection refused")
 	opts := Options{
 		Config:             h.cfg,
-		Upstreams:          h.ups,
+		Pool:               h.ups,
 		Logger:             testLogger(t),
 		Calls:              h.calls,
 		DefaultListTimeout: 5 * time.Second,

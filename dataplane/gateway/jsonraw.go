@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
+	"slices"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
@@ -81,6 +83,16 @@ func skipValue(b []byte, i int) int {
 // eachField calls fn with the value offsets of every occurrence of key at the
 // top level of obj. It reports false when obj is not an object.
 func eachField(obj []byte, key string, fn func(start, end int)) bool {
+	return eachMember(obj, func(ks, ke, vs, ve int) {
+		if keyEquals(obj[ks:ke], key) {
+			fn(vs, ve)
+		}
+	})
+}
+
+// eachMember calls fn with the offsets of the quoted key and of the value of
+// every top-level member of obj. It reports false when obj is not an object.
+func eachMember(obj []byte, fn func(ks, ke, vs, ve int)) bool {
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return false
@@ -108,9 +120,7 @@ func eachField(obj []byte, key string, fn func(start, end int)) bool {
 		if ve < 0 {
 			return false
 		}
-		if keyEquals(obj[ks:ke], key) {
-			fn(vs, ve)
-		}
+		fn(ks, ke, vs, ve)
 		i = skipSpace(obj, ve)
 		if i < len(obj) && obj[i] == '}' {
 			return true
@@ -179,4 +189,48 @@ func replaceField(dst, obj []byte, key string, value []byte) []byte {
 	dst = append(dst, ':')
 	dst = append(dst, value...)
 	return append(dst, obj[end:]...)
+}
+
+// requestMetaKeys are the per-request _meta keys of 2026-07-28: they describe
+// the client's side of the connection, and must not reach an upstream that
+// speaks another revision (the pool sets its own).
+var requestMetaKeys = []string{
+	"io.modelcontextprotocol/protocolVersion",
+	"io.modelcontextprotocol/clientCapabilities",
+	"io.modelcontextprotocol/clientInfo",
+	"io.modelcontextprotocol/logLevel",
+}
+
+var reservedMetaPrefix = []byte(`"io.modelcontextprotocol/`)
+
+// stripRequestMeta returns params without the per-request _meta keys of
+// 2026-07-28; other _meta members (progressToken, ...) are kept.
+func stripRequestMeta(params json.RawMessage) json.RawMessage {
+	if !bytes.Contains(params, reservedMetaPrefix) {
+		return params
+	}
+	meta, ok := rawField(params, "_meta")
+	if !ok || len(meta) == 0 || meta[0] != '{' {
+		return params
+	}
+	kept := make([]byte, 0, len(meta))
+	kept = append(kept, '{')
+	n := 0
+	ok = eachMember(meta, func(ks, ke, vs, ve int) {
+		if slices.ContainsFunc(requestMetaKeys, func(k string) bool { return keyEquals(meta[ks:ke], k) }) {
+			return
+		}
+		if n > 0 {
+			kept = append(kept, ',')
+		}
+		n++
+		kept = append(kept, meta[ks:ke]...)
+		kept = append(kept, ':')
+		kept = append(kept, meta[vs:ve]...)
+	})
+	if !ok {
+		return params
+	}
+	kept = append(kept, '}')
+	return replaceField(make([]byte, 0, len(params)), params, "_meta", kept)
 }

@@ -276,7 +276,7 @@ func (g *Gateway) deleteMCP(w http.ResponseWriter, r *http.Request, t target, pr
 // endSession ends a downstream session and its per_client upstream sessions.
 func (g *Gateway) endSession(sid string) {
 	g.sessions.End(sid)
-	if g.opts.Upstreams != nil {
-		g.opts.Upstreams.CloseClient(sid)
+	if g.opts.Pool != nil {
+		g.opts.Pool.CloseClient(sid)
 	}
 }

@@ -119,3 +119,17 @@ func TestCursorRoundTrip(t *testing.T) {
 		t.Error("garbage cursor accepted")
 	}
 }
+
+func TestStripRequestMeta(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"name":"x"}`, `{"name":"x"}`},
+		{`{"name":"x","_meta":{"progressToken":1,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}`, `{"name":"x","_meta":{"progressToken":1}}`},
+		{`{"_meta":{"io.modelcontextprotocol/clientInfo":{"name":"c"}},"arguments":{"io.modelcontextprotocol/x":1}}`, `{"_meta":{},"arguments":{"io.modelcontextprotocol/x":1}}`},
+		{`{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t"}}}`, `{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t"}}}`},
+	}
+	for _, tc := range tests {
+		if got := string(stripRequestMeta([]byte(tc.in))); got != tc.want {
+			t.Errorf("stripRequestMeta(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}

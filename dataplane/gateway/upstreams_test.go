@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
 // memUpstreams implements Upstreams over real go-sdk MCP servers connected
@@ -35,22 +36,22 @@ func newMemUpstreams(t testing.TB, servers map[string]*mcp.Server) *memUpstreams
 	return u
 }
 
-func (u *memUpstreams) Session(ctx context.Context, server, clientID string) (Session, error) {
+func (u *memUpstreams) Session(ctx context.Context, server, clientID string) (upstream.Session, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err := u.down[server]; err != nil {
-		return nil, fmt.Errorf("upstream %q: %w", server, err)
+		return nil, &upstream.Error{Server: server, Err: err}
 	}
 	if s := u.sessions[server]; s != nil {
 		return s, nil
 	}
 	srv := u.servers[server]
 	if srv == nil {
-		return nil, fmt.Errorf("upstream %q: no such server", server)
+		return nil, &upstream.Error{Server: server, Err: errors.New("no such server")}
 	}
 	s, err := dialRaw(ctx, server, srv)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %q: %w", server, err)
+		return nil, &upstream.Error{Server: server, Err: err}
 	}
 	u.sessions[server] = s
 	return s, nil
@@ -82,7 +83,7 @@ type rawSession struct {
 	server string
 	conn   mcp.Connection
 	ss     *mcp.ServerSession
-	info   *Info
+	info   *upstream.Info
 	nextID atomic.Int64
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -121,7 +122,7 @@ func dialRaw(ctx context.Context, name string, srv *mcp.Server) (*rawSession, er
 		s.close()
 		return nil, err
 	}
-	s.info = &Info{ProtocolVersion: ir.ProtocolVersion, Capabilities: ir.Capabilities, ServerInfo: ir.ServerInfo, Instructions: ir.Instructions}
+	s.info = &upstream.Info{ProtocolVersion: ir.ProtocolVersion, Capabilities: ir.Capabilities, ServerInfo: ir.ServerInfo, Instructions: ir.Instructions}
 	if err := conn.Write(ctx, &jsonrpc.Request{Method: "notifications/initialized", Params: json.RawMessage(`{}`)}); err != nil {
 		s.close()
 		return nil, err
@@ -197,7 +198,13 @@ func (s *rawSession) Call(ctx context.Context, method string, params json.RawMes
 	}
 }
 
-func (s *rawSession) Info() *Info { return s.info }
+func (s *rawSession) Info() *upstream.Info { return s.info }
+
+func (s *rawSession) Server() string { return s.server }
+
+func (s *rawSession) Notify(ctx context.Context, method string, params json.RawMessage) error {
+	return s.conn.Write(ctx, &jsonrpc.Request{Method: method, Params: params})
+}
 
 func (s *rawSession) close() {
 	s.cancel()
