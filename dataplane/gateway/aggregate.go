@@ -120,10 +120,12 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	out = append(out, k.field...)
 	out = append(out, `":[`...)
 	first := true
+	var failed []string
 	for i, j := range jobs {
 		p := pages[i]
 		if p.err != nil {
 			g.log.Warn("upstream left out of the list", "endpoint", c.t.name, "method", k.method, "server", j.member.Server.GetName(), "err", p.err.Message)
+			failed = append(failed, p.err.Message)
 			continue
 		}
 		if p.next != "" {
@@ -140,6 +142,10 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 			first = false
 			out = append(out, rewritten...)
 		}
+	}
+	if len(jobs) > 0 && len(failed) == len(jobs) {
+		// Never a silently empty list: say why there is nothing.
+		return nil, &rpc.Error{Code: codeServerError, Message: "no upstream server answered " + k.method + ": " + strings.Join(failed, "; ")}
 	}
 	out = append(out, ']')
 	if len(next.Pending) > 0 {

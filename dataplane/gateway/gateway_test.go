@@ -237,10 +237,15 @@ func TestFailingUpstreamNamed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"down"`) || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("call to a dead upstream: err = %v, want an error naming \"down\"", err)
 	}
-	// A call that outlives the server's call timeout names it too (the slow
-	// server answers calls, but its prompts/get is fine; use list via tools/call of a blocked method).
+	// The dead and the slow upstream are left out of the list.
 	if got := toolNames(t, cs); len(got) != 4 {
 		t.Errorf("tools with a dead and a slow upstream = %v, want alpha's 4", got)
+	}
+	// When no upstream answers, the list is an error naming them, not empty.
+	h.cfg.set(t, testConfig(&metamcpv1.NamespaceMember{Server: "down"}, &metamcpv1.NamespaceMember{Server: "slow"}))
+	_, err = cs.ListTools(ctx, nil)
+	if err == nil || !strings.Contains(err.Error(), `"down"`) || !strings.Contains(err.Error(), `"slow"`) {
+		t.Errorf("tools/list with no upstream answering: %v, want an error naming both", err)
 	}
 	_, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "fixture://nowhere/x"})
 	if err == nil {
