@@ -237,6 +237,15 @@ func TestFailingUpstreamNamed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"down"`) || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("call to a dead upstream: err = %v, want an error naming \"down\"", err)
 	}
+	// A call that outlives the server's call timeout (300ms) names it.
+	start := time.Now()
+	_, err = cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "slow__greet", Arguments: map[string]string{"who": "x"}})
+	if err == nil || !strings.Contains(err.Error(), `upstream "slow" did not answer in time (300ms)`) {
+		t.Errorf("call to a stalled upstream: %v, want a timeout naming it", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("the 300ms call timeout took %v", d)
+	}
 	// The dead and the slow upstream are left out of the list.
 	if got := toolNames(t, cs); len(got) != 4 {
 		t.Errorf("tools with a dead and a slow upstream = %v, want alpha's 4", got)

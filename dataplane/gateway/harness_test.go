@@ -81,8 +81,8 @@ func fixtureServer(name string, opts *mcp.ServerOptions) *mcp.Server {
 	return s
 }
 
-// blockingServer is a real MCP server whose list operations never answer
-// until the test ends.
+// blockingServer is a real MCP server whose list operations and prompts/get
+// never answer until the test ends.
 func blockingServer(t testing.TB, name string) *mcp.Server {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
@@ -90,7 +90,7 @@ func blockingServer(t testing.TB, name string) *mcp.Server {
 	s.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			switch method {
-			case "tools/list", "prompts/list", "resources/list", "resources/templates/list":
+			case "tools/list", "prompts/list", "resources/list", "resources/templates/list", "prompts/get":
 				select {
 				case <-release:
 				case <-ctx.Done():
