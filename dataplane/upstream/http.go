@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -75,17 +76,88 @@ type httpTransport struct {
 	sessionID []string // Mcp-Session-Id, once the server assigned one
 	version   []string // MCP-Protocol-Version, after initialize
 
+	log *slog.Logger
+	// life ends at close or failure; it bounds the standalone GET stream.
+	life     context.Context
+	stopLife context.CancelFunc
+	listener sync.WaitGroup
+
 	once  sync.Once
 	cause error
 	fin   chan struct{}
 }
 
-func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, onMsg func(*rpc.Message)) *httpTransport {
+func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(*rpc.Message)) *httpTransport {
+	life, stop := context.WithCancel(context.Background())
 	return &httpTransport{
 		url: cfg.GetStreamableHttp().GetUrl(), client: client,
-		headers: httpHeaders(cfg.GetStreamableHttp()), onMsg: onMsg,
-		fin: make(chan struct{}),
+		headers: httpHeaders(cfg.GetStreamableHttp()), onMsg: onMsg, log: log,
+		life: life, stopLife: stop, fin: make(chan struct{}),
 	}
+}
+
+// listen keeps the standalone GET stream open, on which the server sends
+// what is not an answer to a request (list_changed, resources/updated, and
+// requests of its own). A server without one (405) is fine.
+func (t *httpTransport) listen() {
+	t.listener.Add(1)
+	go func() {
+		defer t.listener.Done()
+		backoff := 500 * time.Millisecond
+		for t.life.Err() == nil {
+			start := time.Now()
+			ok, err := t.listenOnce()
+			if !ok {
+				t.log.Debug("the server offers no standalone event stream", "err", err)
+				return
+			}
+			if time.Since(start) > 10*time.Second {
+				backoff = 500 * time.Millisecond
+			}
+			timer := time.NewTimer(backoff)
+			select {
+			case <-t.life.Done():
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+			backoff = min(backoff*2, 30*time.Second)
+		}
+	}()
+}
+
+// listenOnce reads the GET stream until it ends; false when the server has
+// none or the session is gone.
+func (t *httpTransport) listenOnce() (bool, error) {
+	req, err := t.newRequest(t.life, http.MethodGet, nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header["Accept"] = hdrAcceptSSE
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return t.life.Err() == nil, err
+	}
+	defer drain(resp)
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		t.fail(errSessionExpired)
+		return false, errSessionExpired
+	case resp.StatusCode != http.StatusOK:
+		return false, statusError(resp)
+	}
+	err = readEvents(resp.Body, func(ev *sseEvent) bool {
+		if ev.event != "" && ev.event != "message" {
+			return true
+		}
+		msg, err := rpc.Parse(ev.data)
+		if err != nil || msg.IsResponse() {
+			return true
+		}
+		t.onMsg(msg)
+		return true
+	})
+	return true, err
 }
 
 func (t *httpTransport) processes() int        { return 0 }
@@ -103,6 +175,7 @@ func (t *httpTransport) err() error {
 func (t *httpTransport) fail(cause error) {
 	t.once.Do(func() {
 		t.cause = cause
+		t.stopLife()
 		close(t.fin)
 	})
 }
@@ -116,7 +189,9 @@ func (t *httpTransport) negotiated(v string) {
 func (t *httpTransport) newRequest(ctx context.Context, method string, body []byte) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
-		rd = bytes.NewReader(body)
+		// net/http may read the body after Do returns, and callers reuse
+		// their buffers: the request gets its own copy.
+		rd = bytes.NewReader(bytes.Clone(body))
 	}
 	req, err := http.NewRequestWithContext(ctx, method, t.url, rd)
 	if err != nil {
@@ -266,6 +341,7 @@ func (t *httpTransport) close() {
 		cancel()
 	}
 	t.fail(errClosed)
+	t.listener.Wait()
 }
 
 func drain(resp *http.Response) {
@@ -319,6 +395,8 @@ func readAll(r io.Reader, n int64) ([]byte, error) {
 	return b, err
 }
 
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
 // sseEvent is one server-sent event.
 type sseEvent struct {
 	event string
@@ -329,7 +407,12 @@ type sseEvent struct {
 // readEvents parses a text/event-stream and calls fn for each event until fn
 // returns false or the stream ends (nil at a clean end).
 func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
-	br := bufio.NewReaderSize(r, 16<<10)
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
 	var ev sseEvent
 	var data []byte
 	hasData := false

@@ -380,7 +380,7 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 		t, err = startStdio(cfg, p.opts.Environ, log, s.onMessage)
 		err = wrapf(err, "start process")
 	case cfg.GetStreamableHttp() != nil:
-		t = newHTTPTransport(cfg, client, s.onMessage)
+		t = newHTTPTransport(cfg, client, log, s.onMessage)
 	case cfg.GetSse() != nil:
 		t, err = startSSE(ctx, cfg, client, log, s.onMessage)
 		err = wrapf(err, "connect")
@@ -471,6 +471,7 @@ func (p *Pool) watch(st *serverState, e *entry, s *session) {
 	defer p.wg.Done()
 	<-s.t.done()
 	s.end()
+	s.t.close() // releases what a transport that failed by itself still holds
 	s.wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()

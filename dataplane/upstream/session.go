@@ -356,6 +356,9 @@ func (s *session) initialize(ctx context.Context) error {
 	if err := s.t.send(ctx, rpc.AppendMessage(nil, &rpc.Message{Method: "notifications/initialized"})); err != nil {
 		return fmt.Errorf("initialized notification: %w", err)
 	}
+	if h, ok := s.t.(interface{ listen() }); ok {
+		h.listen()
+	}
 	return nil
 }
 

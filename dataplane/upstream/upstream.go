@@ -78,6 +78,10 @@ func (e *Error) Unwrap() error { return e.Err }
 // Events receives what upstreams send on their own: notifications and
 // server-to-client requests (sampling, elicitation, roots). clientID is the
 // downstream session of a per_client upstream session and empty for shared ones.
+// Notification is called on the goroutine reading from the upstream: it must
+// not block (hand the message off). Request runs on a goroutine of its own;
+// its ctx ends when the upstream session closes. The message's raw fields are
+// the caller's to keep.
 type Events interface {
 	Notification(server, clientID string, msg *rpc.Message)
 	// Request answers a server-to-client request. An *rpc.Error is sent back

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,7 +163,7 @@ func TestTransports(t *testing.T) {
 				t.Fatalf("tools/list: %v", err)
 			}
 			var list struct{ Tools []struct{ Name string } }
-			if err := json.Unmarshal(res, &list); err != nil || len(list.Tools) != 9 {
+			if err := json.Unmarshal(res, &list); err != nil || len(list.Tools) != 10 {
 				t.Fatalf("tools/list = %s (%v)", res, err)
 			}
 
@@ -314,6 +315,21 @@ func TestEvents(t *testing.T) {
 			out, err = toolText(ctx, s, "sample", map[string]any{"prompt": "hi"})
 			if err != nil || out != "sampled!" {
 				t.Errorf("sample: %q, %v (requests %v)", out, err, rec.reqs)
+			}
+			// list_changed comes outside any request (on the standalone GET
+			// stream for Streamable HTTP).
+			if _, err := toolText(ctx, s, "addtool", map[string]any{"name": "late"}); err != nil {
+				t.Fatal(err)
+			}
+			deadline = time.Now().Add(10 * time.Second)
+			for rec.count("ev/ notifications/tools/list_changed") < 1 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if rec.count("ev/ notifications/tools/list_changed") != 1 {
+				t.Errorf("no list_changed notification; got %v", rec.notes)
+			}
+			if out, err := toolText(ctx, s, "late", map[string]any{"text": "x"}); err != nil || out != "x" {
+				t.Errorf("added tool: %q, %v", out, err)
 			}
 		})
 	}
@@ -873,4 +889,101 @@ func BenchmarkCallStdio(b *testing.B) {
 func BenchmarkCallHTTP(b *testing.B) {
 	bin := fixture.Build(b)
 	benchCall(b, httpServer("bench", fixture.Start(b, bin, "http", "bench")))
+}
+
+// TestHTTPServerRestart: the upstream restarts, so its sessions are gone (404
+// for Streamable HTTP, a closed event stream for SSE). The next call fails
+// naming the server; a later one succeeds on a new session.
+func TestHTTPServerRestart(t *testing.T) {
+	bin := fixture.Build(t)
+	for _, tr := range []string{"http", "sse"} {
+		t.Run(tr, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			_ = ln.Close()
+			url, cmd := fixture.StartProcess(t, bin, tr, "rs", "--listen", addr)
+			srv := httpServer("rs", url)
+			if tr == "sse" {
+				srv = sseServer("rs", url)
+			}
+			p := newTestPool(t, PoolOptions{MinBackoff: 200 * time.Millisecond}, srv)
+			pid1 := pidOf(t, callTool(t, p, "rs", "", "whoami", nil))
+			if pid1 != cmd.Process.Pid {
+				t.Fatalf("whoami pid %d, started %d", pid1, cmd.Process.Pid)
+			}
+			_ = cmd.Process.Kill()
+			waitGone(t, pid1)
+			fixture.StartProcess(t, bin, tr, "rs", "--listen", addr)
+
+			ctx := ctxT(t, 30*time.Second)
+			s, err := p.Session(ctx, "rs", "")
+			if err == nil {
+				_, err = toolText(ctx, s, "whoami", nil)
+			}
+			var uerr *Error
+			if !errors.As(err, &uerr) || uerr.Server != "rs" {
+				t.Fatalf("first call after the restart: %v (%T), want *upstream.Error", err, err)
+			}
+			t.Logf("first call after the restart: %v", err)
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				s, err := p.Session(ctx, "rs", "")
+				if err == nil {
+					var out string
+					if out, err = toolText(ctx, s, "whoami", nil); err == nil {
+						if pidOf(t, out) == pid1 {
+							t.Fatal("answered by the killed process")
+						}
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no recovery: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestNoLeaksHTTP: sessions over HTTP and SSE (with their event streams and
+// keep-alive connections) leave no goroutine behind after Close.
+func TestNoLeaksHTTP(t *testing.T) {
+	bin := fixture.Build(t)
+	httpURL := fixture.Start(t, bin, "http", "a")
+	sseURL := fixture.Start(t, bin, "sse", "b")
+	pc := httpServer("c", httpURL)
+	pc.SessionMode = metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT
+	time.Sleep(100 * time.Millisecond)
+	baseline := runtime.NumGoroutine()
+	p := NewPool(PoolOptions{Logger: testLogger(t)})
+	p.Update(map[string]*metamcpv1.Server{"a": httpServer("a", httpURL), "b": sseServer("b", sseURL), "c": pc})
+	ctx := ctxT(t, 30*time.Second)
+	for _, name := range []string{"a", "b", "c"} {
+		for i := range 3 {
+			callTool(t, p, name, fmt.Sprint(i), "echo", map[string]any{"text": "x"})
+		}
+		s, err := p.Session(ctx, name, "0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_, _ = s.Call(cctx, "tools/call", json.RawMessage(`{"name":"slow","arguments":{"ms":300}}`))
+		cancel()
+	}
+	p.CloseClient("1")
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseline+2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > baseline+2 {
+		buf := make([]byte, 1<<20)
+		t.Errorf("goroutines: %d, baseline %d\n%s", n, baseline, buf[:runtime.Stack(buf, true)])
+	}
 }
