@@ -58,7 +58,7 @@ func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, l
 	}
 	rc := make(chan result, 1)
 	go func() {
-		resp, err := client.Do(req)
+		resp, err := client.Do(req) //nolint:bodyclose // closed by the reader, or drained below
 		rc <- result{resp, err}
 	}()
 	var resp *http.Response
