@@ -232,7 +232,7 @@ func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, 
 			return nil, ctx.Err()
 		}
 		// The server is unreachable: this session is as good as dead.
-		err = fmt.Errorf("POST %s: %w", t.url, cleanURLError(err))
+		err = fmt.Errorf("POST %s: %w", redact(t.url), cleanURLError(err))
 		t.fail(err)
 		return nil, err
 	}

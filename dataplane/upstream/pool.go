@@ -292,6 +292,9 @@ func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, e
 			select {
 			case <-e.ready:
 				if e.err == nil && !e.sess.dead() {
+					// The reaper holds p.mu too: a session handed out now is
+					// not idle for another TTL.
+					e.sess.touch()
 					p.mu.Unlock()
 					return e.sess, nil
 				}

@@ -16,8 +16,12 @@ import (
 	"github.com/metamcp/metamcp/pkg/version"
 )
 
-// errClosed ends sessions that the pool closed on purpose.
-var errClosed = errors.New("session closed")
+// ErrSessionClosed is the cause of a call on a session the pool has closed
+// (idle TTL, Update, CloseClient) after handing it out: get a new session
+// from the pool and try again.
+var ErrSessionClosed = errors.New("session closed")
+
+var errClosed = ErrSessionClosed
 
 // transport carries JSON-RPC messages to one upstream. Inbound messages that
 // are not responses to roundTrip go to the session's onMessage.
@@ -137,6 +141,12 @@ func (s *session) retire(onIdle func()) bool {
 
 // idleSince reports when the session was last used, and false while a call
 // is in flight or the session is retiring.
+func (s *session) touch() {
+	s.mu.Lock()
+	s.lastUsed = time.Now()
+	s.mu.Unlock()
+}
+
 func (s *session) idleSince() (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

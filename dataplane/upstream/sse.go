@@ -66,7 +66,7 @@ func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, l
 	case r := <-rc:
 		if r.err != nil {
 			stop()
-			return nil, fmt.Errorf("GET %s: %w", t.url, cleanURLError(r.err))
+			return nil, fmt.Errorf("GET %s: %w", redact(t.url), cleanURLError(r.err))
 		}
 		resp = r.resp
 	case <-ctx.Done():
@@ -74,18 +74,18 @@ func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, l
 		if r := <-rc; r.err == nil {
 			drain(r.resp)
 		}
-		return nil, fmt.Errorf("GET %s: %w", t.url, ctx.Err())
+		return nil, fmt.Errorf("GET %s: %w", redact(t.url), ctx.Err())
 	}
 	if resp.StatusCode != http.StatusOK {
 		err := statusError(resp)
 		drain(resp)
 		stop()
-		return nil, fmt.Errorf("GET %s: %w", t.url, err)
+		return nil, fmt.Errorf("GET %s: %w", redact(t.url), err)
 	}
 	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != "text/event-stream" {
 		drain(resp)
 		stop()
-		return nil, fmt.Errorf("GET %s: Content-Type %q is not text/event-stream (is this a Streamable HTTP server? use transport streamable_http)", t.url, ct)
+		return nil, fmt.Errorf("GET %s: Content-Type %q is not text/event-stream (is this a Streamable HTTP server? use transport streamable_http)", redact(t.url), ct)
 	}
 	endpoint := make(chan string, 1)
 	t.reader.Add(1)
@@ -137,7 +137,7 @@ func (t *sseTransport) read(resp *http.Response, endpoint chan<- string) {
 	if err == nil || errors.Is(err, io.EOF) {
 		err = errors.New("the server closed the event stream")
 	}
-	t.setCause(fmt.Errorf("GET %s: %w", t.url, cleanURLError(err)))
+	t.setCause(fmt.Errorf("the event stream from %s broke: %w", redact(t.url), cleanURLError(err)))
 	t.stop()
 	close(t.fin)
 }
@@ -207,12 +207,13 @@ func (t *sseTransport) close() {
 	t.reader.Wait()
 }
 
-// redact drops the query of a message URL (it often carries a session id).
+// redact drops what may be secret in a URL for error messages and logs: the
+// user info and the query (API keys, session ids).
 func redact(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "the message endpoint"
+		return "the server URL"
 	}
-	u.RawQuery = ""
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
 	return u.String()
 }
