@@ -992,7 +992,7 @@ func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://user:pw@example.com/mcp?api_key=abc#x": "https://example.com/mcp",
 		"http://127.0.0.1:8080/message?sessionId=1":     "http://127.0.0.1:8080/message",
-		"://bad":                                        "the server URL",
+		"://bad": "the server URL",
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
