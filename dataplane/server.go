@@ -1,6 +1,7 @@
 // Package dataplane assembles a data plane: the sync client that keeps its
 // config in step with the control plane, the snapshot cache it serves from,
-// the MCP gateway, and the HTTP server with health and readiness checks.
+// the upstream session pool, the MCP gateway, and the HTTP server with health
+// and readiness checks.
 package dataplane
 
 import (
@@ -17,6 +18,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
 // DefaultListen is the data plane's default HTTP address.
@@ -31,9 +33,8 @@ type Options struct {
 	// StdioAllow, when not empty, lists the glob patterns of the stdio commands
 	// this data plane may run; a snapshot with any other is refused (NACKed).
 	StdioAllow []string
-	// Upstreams hands out upstream MCP sessions to the gateway. Nil leaves
-	// the gateway without upstreams: calls fail with an error naming the server.
-	Upstreams gateway.Upstreams
+	// Pool configures the upstream session pool (its Logger is set by New).
+	Pool upstream.PoolOptions
 	// AllowedHosts and AllowedOrigins are the gateway's Host and Origin allow
 	// lists (DNS rebinding protection); loopback hosts are always allowed.
 	AllowedHosts, AllowedOrigins []string
@@ -52,6 +53,7 @@ type Server struct {
 	log   *slog.Logger
 	cache *configcache.Cache
 	sync  *syncclient.Client
+	pool  *upstream.Pool
 	gw    *gateway.Gateway
 	mux   *http.ServeMux
 
@@ -82,18 +84,25 @@ func New(opts Options) (*Server, error) {
 		opts.Logger.Info("serving the cached snapshot until the control plane answers", "path", opts.CacheFile, "revision", rev)
 	}
 	calls := make(chan *metamcpv1.CallRecord, callBuffer)
+	poolOpts := opts.Pool
+	poolOpts.Logger = opts.Logger.With("component", "upstream")
+	pool := upstream.NewPool(poolOpts)
 	syncOpts := opts.Sync
 	syncOpts.Logger = opts.Logger.With("component", "sync")
 	if syncOpts.Calls == nil {
 		syncOpts.Calls = calls
 	}
+	if syncOpts.Status == nil {
+		syncOpts.Status = func() ([]*metamcpv1.UpstreamStatus, int64) { return pool.Status(), 0 }
+	}
 	client, err := syncclient.New(cache, syncOpts)
 	if err != nil {
+		_ = pool.Close()
 		return nil, err
 	}
 	gw := gateway.New(gateway.Options{
 		Config:         cache,
-		Upstreams:      opts.Upstreams,
+		Pool:           pool,
 		Logger:         opts.Logger.With("component", "gateway"),
 		AllowedHosts:   opts.AllowedHosts,
 		AllowedOrigins: opts.AllowedOrigins,
@@ -101,7 +110,7 @@ func New(opts Options) (*Server, error) {
 		NodeID:         syncOpts.NodeID,
 		Version:        syncOpts.Version,
 	})
-	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, gw: gw, mux: http.NewServeMux()}
+	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, mux: http.NewServeMux()}
 	gw.Register(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -140,10 +149,28 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Serve runs the sync client and serves HTTP on lis until ctx is done, then
-// stops gracefully and closes the gateway. It returns nil after such a stop.
-// Serve is called once.
+// stops gracefully, closes the gateway and the upstream pool (every stdio
+// process killed and reaped). It returns nil after such a stop. Serve is
+// called once.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	defer s.gw.Close()
+	defer func() {
+		s.gw.Close()
+		if err := s.pool.Close(); err != nil {
+			s.log.Warn("close upstream sessions", "err", err)
+		}
+	}()
+	// The pool follows the config: servers added, changed or removed.
+	poolCtx, stopPool := context.WithCancel(ctx)
+	poolDone := make(chan struct{})
+	go func() {
+		defer close(poolDone)
+		s.followConfig(poolCtx)
+	}()
+	defer func() {
+		stopPool()
+		<-poolDone
+	}()
+
 	s.mu.Lock()
 	s.addr = lis.Addr()
 	s.mu.Unlock()
@@ -192,3 +219,21 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 // ServesMCP reports whether this data plane serves MCP clients (the gateway
 // is mounted) or only its health endpoints.
 func (s *Server) ServesMCP() bool { return s.gw != nil }
+
+// followConfig hands the servers of every snapshot swapped in to the pool
+// until ctx is done, starting with the one being served.
+func (s *Server) followConfig(ctx context.Context) {
+	for {
+		// Take the channel before reading the config: a swap in between
+		// closes it, so no snapshot is missed.
+		changed := s.cache.Changed()
+		if cur := s.cache.Current(); cur != nil {
+			s.pool.Update(cur.Servers)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}

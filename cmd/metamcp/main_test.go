@@ -624,6 +624,9 @@ func TestDev(t *testing.T) {
 		t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
 	}
 	assertNoCrash(t, p.stderr.String())
+	if left := demoServersRunning(); len(left) > 0 {
+		t.Errorf("demo-server processes left after metamcp dev stopped: %v", left)
+	}
 	for _, secret := range []string{b.token, b.apiKey} {
 		if strings.Contains(p.stderr.String(), secret) {
 			t.Errorf("a secret appears in the logs:\n%s", p.stderr)
@@ -641,6 +644,7 @@ func TestDev(t *testing.T) {
 		t.Errorf("second run seeded again:\n%s", p2.stdout)
 	}
 	checkReadyz(t, b2.url)
+	checkMCPEndpoint(t, b2.url, b2.apiKey)
 	client2 := adminClient(t, addr2)
 	ctx2 := withToken(t, b.token)
 	got, err := client2.GetServer(ctx2, &metamcpv1.GetServerRequest{Name: "files"})
@@ -723,6 +727,27 @@ func checkReadyz(t *testing.T, endpointURL string) {
 	}
 }
 
+// demoServersRunning lists the pids of `metamcpBin demo-server` processes,
+// after a bounded wait for them to go. Tests run in parallel share the
+// binary, so only TestDev (which stops its processes) may call it meaningfully.
+func demoServersRunning() []string {
+	want := metamcpBin + "\x00demo-server\x00"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var found []string
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			if b, err := os.ReadFile(filepath.Join(d, "cmdline")); err == nil && string(b) == want {
+				found = append(found, filepath.Base(d))
+			}
+		}
+		if len(found) == 0 || time.Now().After(deadline) {
+			return found
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // bearerTransport adds an Authorization header to every request.
 type bearerTransport struct{ key string }
 
@@ -749,6 +774,25 @@ func checkMCPEndpoint(t *testing.T, url, key string) {
 	defer cs.Close()
 	if got := cs.InitializeResult().ServerInfo.Name; got != "metamcp" {
 		t.Errorf("serverInfo.name = %q, want metamcp", got)
+	}
+	// The seeded demo server runs as a stdio upstream of the endpoint.
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	if !slices.Contains(names, "demo__echo") {
+		t.Errorf("tools = %v, want demo__echo among them", names)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "demo__echo", Arguments: map[string]any{"text": "hi from dev"}})
+	if err != nil || res.IsError || len(res.Content) == 0 {
+		t.Fatalf("call demo__echo: %v %+v", err, res)
+	}
+	if tc, ok := res.Content[0].(*mcp.TextContent); !ok || tc.Text != "hi from dev" {
+		t.Errorf("demo__echo = %+v", res.Content[0])
 	}
 	// Without the key the endpoint refuses the client.
 	_, err = client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
