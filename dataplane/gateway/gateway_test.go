@@ -222,8 +222,8 @@ func TestSlowUpstreamLeftOut(t *testing.T) {
 		if want := []string{"alpha__add", "alpha__echo", "alpha__fail", "alpha__whoami"}; !slices.Equal(got, want) {
 			t.Errorf("%q: tools = %v, want %v", version, got, want)
 		}
-		if d := time.Since(start); d > 4*time.Second {
-			t.Errorf("%q: tools/list took %v: the slow upstream's 300ms list timeout was not applied", version, d)
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("%q: tools/list took %v: the slow upstream's 300ms list timeout was not applied (the default is 1m)", version, d)
 		}
 	}
 }
@@ -243,8 +243,8 @@ func TestFailingUpstreamNamed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `upstream "slow" did not answer in time (300ms)`) {
 		t.Errorf("call to a stalled upstream: %v, want a timeout naming it", err)
 	}
-	if d := time.Since(start); d > 4*time.Second {
-		t.Errorf("the 300ms call timeout took %v", d)
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("the 300ms call timeout took %v (the default is 1m)", d)
 	}
 	// The dead and the slow upstream are left out of the list.
 	if got := toolNames(t, cs); len(got) != 4 {
@@ -468,7 +468,7 @@ func TestRequestRefusals(t *testing.T) {
 }
 
 func TestSessionLifecycle(t *testing.T) {
-	h := newHarness(t, testConfig(), nil, func(o *Options) { o.SessionIdleTTL = 300 * time.Millisecond })
+	h := newHarness(t, testConfig(), nil, nil)
 	status, hdr, _ := post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
 	sid := hdr.Get(headerSessionID)
 	if status != 200 || sid == "" {
@@ -517,8 +517,12 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Errorf("DELETE did not close the per-client upstream sessions of %q", sid)
 	}
 
-	// An idle session is swept.
-	_, hdr, _ = post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
+}
+
+func TestIdleSessionSwept(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, func(o *Options) { o.SessionIdleTTL = 300 * time.Millisecond })
+	list := `{"jsonrpc":"2.0","id":"x","method":"tools/list"}`
+	_, hdr, _ := post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
 	idle := hdr.Get(headerSessionID)
 	deadline := time.Now().Add(10 * time.Second)
 	for !slices.Contains(h.ups.closedClients(), idle) {

@@ -202,12 +202,14 @@ func newHarness(t testing.TB, cfg *metamcpv1.Config, servers map[string]*mcp.Ser
 	h.ups = newMemUpstreams(t, servers)
 	h.ups.down["down"] = fmt.Errorf("dial tcp 127.0.0.1:1: connect: connection refused")
 	opts := Options{
-		Config:             h.cfg,
-		Pool:               h.ups,
-		Logger:             testLogger(t),
-		Calls:              h.calls,
-		DefaultListTimeout: 5 * time.Second,
-		DefaultCallTimeout: 5 * time.Second,
+		Config: h.cfg,
+		Pool:   h.ups,
+		Logger: testLogger(t),
+		Calls:  h.calls,
+		// Far above the slow server's 300ms, so tests can tell them apart
+		// without depending on the machine's speed.
+		DefaultListTimeout: time.Minute,
+		DefaultCallTimeout: time.Minute,
 		Version:            "test",
 	}
 	if mod != nil {
