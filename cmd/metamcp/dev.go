@@ -323,6 +323,11 @@ func seedDev(ctx context.Context, admin metamcpv1.AdminServiceClient, dir, exe s
 		Description: "Created by metamcp dev; the key is kept in the data dir",
 		Endpoints:   []string{devEndpoint},
 	}})
+	if status.Code(err) == codes.AlreadyExists {
+		// A key from an earlier seeding survived; its secret is in the data
+		// dir if it was not deleted.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("create the dev API key: %w", err)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // TestDataPlaneServesMCP runs a control plane, a data plane process and the
@@ -109,6 +112,17 @@ members:
 			t.Errorf("%q: a call to the disabled demo__random_number succeeded", version)
 		}
 	}
+	// The data plane reports its upstreams' health; mmctl shows it.
+	eventually(t, "dp-1 reports the demo upstreams healthy", func() (bool, string) {
+		reg, current := cp.dataPlanes(t)
+		healthy := 0
+		for _, u := range reg["dp-1"].GetUpstreams() {
+			if (u.GetServer() == "demo" || u.GetServer() == "demo2") && u.GetState() == metamcpv1.UpstreamState_UPSTREAM_STATE_HEALTHY && u.GetProcesses() > 0 {
+				healthy++
+			}
+		}
+		return healthy == 2, fmt.Sprintf("%s upstreams: %v", describeDataPlanes(reg, current), reg["dp-1"].GetUpstreams())
+	})
 	for _, cs := range sessions {
 		cs.Close()
 	}
