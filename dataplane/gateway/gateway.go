@@ -156,7 +156,10 @@ func (g *Gateway) Handler() http.Handler {
 
 // Close ends every downstream session and SSE stream and stops the sweeper.
 func (g *Gateway) Close() {
+	// Under mu: an SSE stream either joined wg before, or sees the cancel.
+	g.mu.Lock()
 	g.cancel()
+	g.mu.Unlock()
 	g.wg.Wait()
 	for _, id := range g.sessions.Expired(time.Now().Add(time.Hour)) {
 		if g.opts.Pool != nil {
