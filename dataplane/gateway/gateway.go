@@ -51,10 +51,6 @@ type Options struct {
 	Config interface{ Current() *snapshot.Compiled }
 	// Pool is the upstream session pool (an *upstream.Pool).
 	Pool Upstreams
-	// Upstreams is the former name of Pool, used when Pool is nil.
-	//
-	// Deprecated: set Pool.
-	Upstreams Upstreams
 	Logger    *slog.Logger
 	// AllowedHosts lists the Host header values accepted (DNS rebinding
 	// protection), without port; "*" accepts any. Loopback names (localhost,
@@ -102,9 +98,6 @@ type Gateway struct {
 func New(opts Options) *Gateway {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Pool == nil {
-		opts.Pool = opts.Upstreams
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
