@@ -50,8 +50,8 @@ type Options struct {
 	// Config is the snapshot being served (a *configcache.Cache); read once per request.
 	Config interface{ Current() *snapshot.Compiled }
 	// Pool is the upstream session pool (an *upstream.Pool).
-	Pool Upstreams
-	Logger    *slog.Logger
+	Pool   Upstreams
+	Logger *slog.Logger
 	// AllowedHosts lists the Host header values accepted (DNS rebinding
 	// protection), without port; "*" accepts any. Loopback names (localhost,
 	// 127.0.0.1, ::1) are always accepted.
