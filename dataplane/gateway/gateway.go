@@ -27,8 +27,8 @@ import (
 // Defaults for zero Options fields.
 const (
 	DefaultMaxBodyBytes   = 4 << 20
-	DefaultListTimeout    = 5 * time.Second
-	DefaultCallTimeout    = 60 * time.Second
+	DefaultListTimeout    = upstream.DefaultListTimeout
+	DefaultCallTimeout    = upstream.DefaultCallTimeout
 	DefaultSessionIdleTTL = 30 * time.Minute
 	// SSEKeepAlive is the interval of keep-alive comments on SSE streams.
 	SSEKeepAlive = 15 * time.Second
