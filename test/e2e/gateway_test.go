@@ -4,17 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
 // TestDataPlaneServesMCP runs a control plane, a data plane process and the
@@ -193,4 +196,181 @@ func processesRunning(t *testing.T, args ...string) []string {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestGatewayUpstreamsAndRevisions puts six upstreams behind one endpoint of
+// a data plane process: the demo server and a Go fixture on stdio, a fixture
+// over Streamable HTTP, a fixture over legacy SSE,
+// @modelcontextprotocol/server-everything through npx, and a server that
+// never answers. A go-sdk client at each protocol revision (2026-07-28
+// stateless, 2025-11-25, 2025-06-18 and 2025-03-26 sessions, 2024-11-05 over
+// SSE) lists and calls prefixed tools, reads resources, gets a prompt and
+// completes its argument, while the silent upstream is left out of every
+// list. Then the stdio fixture crashes mid-session: the client gets an error
+// naming it, and a later call in the same session reaches a new process.
+func TestGatewayUpstreamsAndRevisions(t *testing.T) {
+	fx := fixture.Build(t)
+	webURL := fixture.Start(t, fx, "http", "web")
+	legacyURL := fixture.Start(t, fx, "sse", "legacy")
+	silent := silentServer(t)
+
+	cp := startControlPlane(t)
+	dp := startDataPlane(t, cp, "dp-1")
+	cp.ok(t, "create", "server", "demo", "--command", metamcpBin, "--arg", "demo-server")
+	cp.ok(t, "create", "server", "fx", "--command", fx, "--arg", "--transport", "--arg", "stdio", "--arg", "--name", "--arg", "fx", "--arg", "--tools", "--arg", "echo,crash,whoami")
+	cp.ok(t, "create", "server", "web", "--url", webURL)
+	cp.ok(t, "create", "server", "legacy", "--url", legacyURL, "--transport", "sse")
+	// npx may need a while on its first start.
+	cp.ok(t, "create", "server", "everything", "--stdio", "npx -y @modelcontextprotocol/server-everything", "--list-timeout", "30s", "--init-timeout", "30s")
+	cp.ok(t, "create", "server", "silent", "--url", "http://"+silent+"/mcp", "--init-timeout", "2s", "--list-timeout", "2s")
+	cp.ok(t, "create", "namespace", "dev", "--server", "demo", "--server", "fx", "--server", "web", "--server", "legacy", "--server", "everything:ev", "--server", "silent")
+	cp.ok(t, "create", "endpoint", "dev", "--namespace", "dev")
+	r := cp.ok(t, "create", "apikey", "alice", "--endpoint", "dev", "-o", "json")
+	var created struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &created); err != nil || created.Key == "" {
+		t.Fatalf("create apikey: %v\n%s", err, r)
+	}
+	waitApplied(t, cp, cp.revisionNum(t), dp)
+	base := "http://" + dp.addr + "/metamcp/dev"
+	httpClient := &http.Client{Transport: bearer{key: created.Key}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	type rev struct {
+		name      string
+		transport mcp.Transport
+		version   string
+	}
+	revisions := []rev{
+		{"2026-07-28", &mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: httpClient}, ""},
+		{"2025-11-25", &mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: httpClient}, "2025-11-25"},
+		{"2025-06-18", &mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: httpClient}, "2025-06-18"},
+		{"2025-03-26", &mcp.StreamableClientTransport{Endpoint: base + "/mcp", HTTPClient: httpClient}, "2025-03-26"},
+		{"2024-11-05", &mcp.SSEClientTransport{Endpoint: base + "/sse", HTTPClient: httpClient}, "2024-11-05"},
+	}
+	wantTools := []string{"demo__echo", "fx__whoami", "web__echo", "legacy__echo", "ev__echo"}
+	var first *mcp.ClientSession
+	for i, rv := range revisions {
+		client := mcp.NewClient(&mcp.Implementation{Name: "e2e-" + rv.name, Version: "v0"}, nil)
+		cs, err := client.Connect(ctx, rv.transport, &mcp.ClientSessionOptions{ProtocolVersion: rv.version})
+		if err != nil {
+			t.Fatalf("%s: connect: %v\ndata plane logs:\n%s", rv.name, err, dp.logs)
+		}
+		defer cs.Close()
+		if i == 0 {
+			first = cs
+		}
+		if got := cs.InitializeResult().ProtocolVersion; got != rv.name {
+			t.Errorf("%s: negotiated %s", rv.name, got)
+		}
+		// npx's first start may outlast a list: wait (bounded) for its tools.
+		var names []string
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			names = toolNames(ctx, t, cs)
+			if containsAll(names, wantTools) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if !containsAll(names, wantTools) {
+			t.Fatalf("%s: tools %v lack some of %v\ndata plane logs:\n%s", rv.name, names, wantTools, dp.logs)
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, "silent__") {
+				t.Errorf("%s: the silent server has a tool %s", rv.name, n)
+			}
+		}
+		for _, tool := range []string{"demo__echo", "fx__echo", "web__echo", "legacy__echo"} {
+			if got := callText(ctx, t, cs, tool, map[string]any{"text": rv.name}); got != rv.name {
+				t.Errorf("%s: %s = %q", rv.name, tool, got)
+			}
+		}
+		if got := callText(ctx, t, cs, "ev__echo", map[string]any{"message": "hi"}); !strings.Contains(got, "hi") {
+			t.Errorf("%s: ev__echo = %q", rv.name, got)
+		}
+		for uri, want := range map[string]string{"fixture://web/readme": "This is web.", "fixture://legacy/items/7": "item 7", "demo://readme": "demo server"} {
+			res, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+			if err != nil || len(res.Contents) == 0 || !strings.Contains(res.Contents[0].Text, want) {
+				t.Errorf("%s: read %s: %v %+v", rv.name, uri, err, res)
+			}
+		}
+		p, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "legacy__greet", Arguments: map[string]string{"name": "Ada"}})
+		if err != nil || len(p.Messages) == 0 || p.Messages[0].Content.(*mcp.TextContent).Text != "Hello, Ada!" {
+			t.Errorf("%s: get prompt legacy__greet: %v %+v", rv.name, err, p)
+		}
+		c, err := cs.Complete(ctx, &mcp.CompleteParams{
+			Ref:      &mcp.CompleteReference{Type: "ref/prompt", Name: "web__greet"},
+			Argument: mcp.CompleteParamsArgument{Name: "name", Value: "a"},
+		})
+		if err != nil || !slices.Equal(c.Completion.Values, []string{"alice"}) {
+			t.Errorf("%s: complete web__greet name=a: %v %+v", rv.name, err, c)
+		}
+	}
+
+	// The stdio fixture dies mid-session: an error naming it, then a new
+	// process serves the same client session.
+	before := callText(ctx, t, first, "fx__whoami", nil)
+	res, err := first.CallTool(ctx, &mcp.CallToolParams{Name: "fx__crash"})
+	switch {
+	case err != nil:
+		if !strings.Contains(err.Error(), `"fx"`) {
+			t.Errorf("fx__crash error does not name the server: %v", err)
+		}
+	case !res.IsError:
+		t.Errorf("fx__crash succeeded: %+v", res)
+	}
+	eventually(t, "fx__whoami answered by a new process", func() (bool, string) {
+		res, err := first.CallTool(ctx, &mcp.CallToolParams{Name: "fx__whoami"})
+		if err != nil || res.IsError || len(res.Content) == 0 {
+			return false, fmt.Sprintf("%v %+v", err, res)
+		}
+		got := res.Content[0].(*mcp.TextContent).Text
+		return strings.HasPrefix(got, "fx ") && got != before, "still " + got
+	})
+}
+
+// silentServer accepts connections and never answers; it stops at cleanup.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = lis.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return lis.Addr().String()
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }

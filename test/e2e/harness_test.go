@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/metamcp/metamcp/controlplane/store/postgres/pgtest"
+	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
 // Paths of the binaries under test, built once by TestMain.
@@ -45,6 +46,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	defer fixture.Cleanup()
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
 	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/metamcp", "./cmd/mmctl")
