@@ -62,6 +62,8 @@ type Server struct {
 }
 
 // New builds a data plane. It serves the cached snapshot, if any, at once.
+// Call Serve next: the gateway and the upstream pool New starts belong to it,
+// and it releases them when it returns.
 func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -215,10 +217,6 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	return nil
 }
-
-// ServesMCP reports whether this data plane serves MCP clients (the gateway
-// is mounted) or only its health endpoints.
-func (s *Server) ServesMCP() bool { return s.gw != nil }
 
 // followConfig hands the servers of every snapshot swapped in to the pool
 // until ctx is done, starting with the one being served.

@@ -123,7 +123,7 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 		return fmt.Errorf("find this binary for the demo server: %w", err)
 	}
 
-	// Both listeners first: a busy port fails before anything starts.
+	// The data plane's port first: when it is busy, nothing has started yet.
 	var lc net.ListenConfig
 	httpLis, err := lc.Listen(ctx, "tcp", f.httpListen)
 	if err != nil {
@@ -195,7 +195,6 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 			HTTP:    base,
 			URL:     base + "/metamcp/" + devEndpoint + "/mcp",
 			APIKey:  state.apiKey,
-			Gateway: dp.ServesMCP(),
 			Seeded:  state.seeded,
 		}); err != nil {
 			logger.Warn("print banner", "err", err)
@@ -478,8 +477,6 @@ type devBanner struct {
 	HTTP, URL string
 	// APIKey is the dev key kept in the data dir, "" when there is none.
 	APIKey string
-	// Gateway says whether the data plane serves MCP yet.
-	Gateway bool
 	// Seeded is true on the run that created the demo setup.
 	Seeded bool
 }
@@ -489,13 +486,10 @@ MetaMCP dev mode is ready (metamcp {{.Version}}).
 
   State:          {{.DataDir}}  (SQLite store, secret key, tokens; delete it to start over)
   MCP endpoint:   {{.URL}}
-{{- if not .Gateway}}
-                  (not served yet: this build's data plane answers {{.HTTP}}/readyz only;
-                  the MCP gateway arrives with the next release)
-{{- end}}
   API key:        {{if .APIKey}}{{.APIKey}}
                   dev only: kept in clear text in {{.DataDir}}/api-key{{else}}none kept: make one with
                   mmctl create apikey me --endpoint default{{end}}
+  Data plane:     {{.HTTP}}  (MCP endpoints; {{.HTTP}}/readyz says which config it serves)
   Control plane:  {{.Addr}}  (gRPC admin API, for mmctl)
   Admin token:    {{.Token}}
                   dev only: kept in clear text in {{.DataDir}}/admin-token
