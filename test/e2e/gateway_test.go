@@ -29,7 +29,7 @@ import (
 // restarting anything. Stopping the data plane leaves no upstream process.
 func TestDataPlaneServesMCP(t *testing.T) {
 	cp := startControlPlane(t)
-	dp := startDataPlane(t, cp, "dp-1")
+	dp := startDataPlane(t, cp, "dp-1", "--allowed-hosts", "mcp.internal", "--allowed-origins", "https://app.example.com")
 
 	cp.ok(t, "create", "server", "demo", "--command", metamcpBin, "--arg", "demo-server")
 	cp.ok(t, "create", "namespace", "dev", "--server", "demo")
@@ -52,6 +52,35 @@ func TestDataPlaneServesMCP(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata=") {
 		t.Errorf("no API key: %d %q, want 401 with resource_metadata", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+
+	// DNS rebinding protection: Host and Origin allow lists from the flags.
+	for _, tc := range []struct {
+		host, origin string
+		want         int
+	}{
+		{"evil.example", "", http.StatusForbidden},
+		{"mcp.internal", "", http.StatusUnauthorized}, // allowed; then the key is missing
+		{dp.addr, "https://evil.example", http.StatusForbidden},
+		{dp.addr, "https://app.example.com", http.StatusUnauthorized},
+	} {
+		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tc.host
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Host %s Origin %q: HTTP %d, want %d", tc.host, tc.origin, resp.StatusCode, tc.want)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
