@@ -359,6 +359,17 @@ func TestGatewayUpstreamsAndRevisions(t *testing.T) {
 		got := res.Content[0].(*mcp.TextContent).Text
 		return strings.HasPrefix(got, "fx ") && got != before, "still " + got
 	})
+
+	// Stopping the data plane with five client sessions open (one an SSE
+	// stream) is prompt and leaves no stdio upstream behind. (npx's node is
+	// not checked: other tests on this machine may run it too.)
+	dp.stop(t)
+	if left := processesRunning(t, metamcpBin, "demo-server"); len(left) > 0 {
+		t.Errorf("demo-server processes left after the data plane stopped: %v", left)
+	}
+	if left := processesRunning(t, fx, "--transport", "stdio", "--name", "fx", "--tools", "echo,crash,whoami"); len(left) > 0 {
+		t.Errorf("fixture processes left after the data plane stopped: %v", left)
+	}
 }
 
 // silentServer accepts connections and never answers; it stops at cleanup.
