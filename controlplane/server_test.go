@@ -374,4 +374,3 @@ func TestMutualTLS(t *testing.T) {
 		t.Error("plain-text client got through")
 	}
 }
-

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane/admin"
@@ -535,8 +536,25 @@ func TestGetRevisionAndDataPlanes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.GetRevision() != 1 || len(r.GetDataPlanes()) != 1 || r.GetDataPlanes()[0].GetNodeId() != "dp-1" {
+		if r.GetRevision() != 1 || len(r.GetDataPlanes()) != 1 || r.GetDataPlanes()[0].GetNodeId() != "dp-1" || !r.GetDataPlanes()[0].GetConnected() {
 			t.Errorf("ListDataPlanes = %v", r)
+		}
+
+		// One whose control plane died without recording the stream's end,
+		// unheard since: not connected, whatever the record says.
+		silent := &metamcpv1.DataPlane{NodeId: "dp-2", Connected: true,
+			LastSeen: timestamppb.New(time.Now().Add(-admin.DataPlaneSilentAfter - time.Minute))}
+		if err := e.st.UpsertDataPlane(c, silent); err != nil {
+			t.Fatal(err)
+		}
+		r, err = e.client.ListDataPlanes(c, &metamcpv1.ListDataPlanesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dp := range r.GetDataPlanes() {
+			if want := dp.GetNodeId() == "dp-1"; dp.GetConnected() != want {
+				t.Errorf("%s connected = %v, want %v", dp.GetNodeId(), dp.GetConnected(), want)
+			}
 		}
 	})
 }

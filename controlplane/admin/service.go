@@ -308,8 +308,21 @@ func (s *Service) ListDataPlanes(ctx context.Context, _ *metamcpv1.ListDataPlane
 	if err != nil {
 		return nil, s.rpcError(ctx, "list data planes", err)
 	}
+	// A control plane that died (or lost its database) could not record its
+	// streams' end: a record nobody refreshed lately is not connected, even
+	// if it says so. Open streams refresh theirs with every status report.
+	now := s.now()
+	for _, dp := range dps {
+		if dp.GetConnected() && dp.GetLastSeen() != nil && now.Sub(dp.GetLastSeen().AsTime()) > DataPlaneSilentAfter {
+			dp.Connected = false
+		}
+	}
 	return &metamcpv1.ListDataPlanesResponse{DataPlanes: dps, Revision: rev}, nil
 }
+
+// DataPlaneSilentAfter is how long a data plane may go unheard (its status
+// comes every few seconds) before ListDataPlanes reports it disconnected.
+const DataPlaneSilentAfter = 30 * time.Second
 
 // BuildConfig returns the whole config a data plane serves, read in one
 // transaction, with secrets decrypted, output-only fields filled, and the

@@ -2319,7 +2319,9 @@ type DataPlane struct {
 	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Version  string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Where the data plane serves MCP clients.
-	Address         string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	// A sync stream is open. A data plane unheard for 30s (it reports status
+	// every few seconds) counts as disconnected.
 	Connected       bool   `protobuf:"varint,5,opt,name=connected,proto3" json:"connected,omitempty"`
 	AppliedRevision int64  `protobuf:"varint,6,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
 	AppliedHash     string `protobuf:"bytes,7,opt,name=applied_hash,json=appliedHash,proto3" json:"applied_hash,omitempty"`
