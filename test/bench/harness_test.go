@@ -1,0 +1,442 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/controlplane"
+	"github.com/metamcp/metamcp/controlplane/auth"
+	"github.com/metamcp/metamcp/controlplane/secret"
+	"github.com/metamcp/metamcp/controlplane/store/sqlite"
+	"github.com/metamcp/metamcp/dataplane/configcache"
+	"github.com/metamcp/metamcp/dataplane/gateway"
+	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/test/fixtures/fixture"
+)
+
+// callsPerPoint is how many measured calls each benchmark point makes per b.N.
+var callsPerPoint = flag.Int("calls", 2000, "measured calls per benchmark point (per b.N)")
+
+// metamcpBin is the `metamcp` binary under test, built once by TestMain.
+var metamcpBin string
+
+// waitTimeout bounds every wait for a process or a config to be ready.
+const waitTimeout = 30 * time.Second
+
+// Names in the benchmark config.
+const (
+	serverName   = "fx"
+	endpointName = "bench"
+	directTool   = "echo"
+	proxiedTool  = "fx__echo" // snapshot.ExposedName("fx", "__", "echo")
+	echoText     = "hello"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "metamcp-bench-bin-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	defer fixture.Cleanup()
+	_, here, _, _ := runtime.Caller(0)
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/metamcp")
+	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: build metamcp: %v\n", err)
+		return 1
+	}
+	metamcpBin = filepath.Join(dir, "metamcp")
+	return m.Run()
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func randomHex(tb testing.TB, n int) string {
+	tb.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		tb.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// startUpstream runs the mcpfixture over Streamable HTTP and returns its URL
+// and process id. The process is killed at cleanup.
+func startUpstream(tb testing.TB) (string, int) {
+	tb.Helper()
+	url, cmd := fixture.StartProcess(tb, fixture.Build(tb), "http", serverName, "--tools", "echo")
+	return url, cmd.Process.Pid
+}
+
+// benchConfig is the config the benchmarks serve: the upstream as server fx
+// (shared session), namespace and endpoint "bench" that mount it.
+func benchConfig(upstreamURL string) []*metamcpv1.Resource {
+	return []*metamcpv1.Resource{
+		{Kind: &metamcpv1.Resource_Server{Server: &metamcpv1.Server{
+			Name:      serverName,
+			Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: upstreamURL}},
+		}}},
+		{Kind: &metamcpv1.Resource_Namespace{Namespace: &metamcpv1.Namespace{
+			Name:    endpointName,
+			Members: []*metamcpv1.NamespaceMember{{Server: serverName}},
+		}}},
+		{Kind: &metamcpv1.Resource_Endpoint{Endpoint: &metamcpv1.Endpoint{Name: endpointName, Namespace: endpointName}}},
+	}
+}
+
+// controlPlane is a control plane served inside the test binary on a SQLite
+// store, so that a data plane process has something to sync from without
+// Postgres. Its CPU is not the data plane's.
+type controlPlane struct {
+	addr  string
+	conn  *grpc.ClientConn
+	admin metamcpv1.AdminServiceClient
+	token string
+}
+
+func startControlPlane(tb testing.TB) *controlPlane {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), "metamcp.db"), sqlite.Options{})
+	if err != nil {
+		cancel()
+		tb.Fatalf("open the control plane's SQLite store: %v", err)
+	}
+	key, err := secret.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sealer, err := secret.New(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cp := &controlPlane{token: "admin-" + randomHex(tb, 16)}
+	srv, err := controlplane.New(st, sealer, controlplane.Options{AdminTokenHash: auth.HashToken(cp.token)})
+	if err != nil {
+		tb.Fatalf("control plane: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cp.addr = lis.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	cp.conn, err = grpc.NewClient(cp.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cp.admin = metamcpv1.NewAdminServiceClient(cp.conn)
+	tb.Cleanup(func() {
+		_ = cp.conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("control plane: %v", err)
+		}
+		_ = st.Close()
+	})
+	return cp
+}
+
+func (cp *controlPlane) ctx() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cp.token), cancel
+}
+
+// configure applies the benchmark config for upstreamURL and returns a new
+// API key for the endpoint and a new sync token.
+func (cp *controlPlane) configure(tb testing.TB, upstreamURL string) (apiKey, syncToken string) {
+	tb.Helper()
+	ctx, cancel := cp.ctx()
+	defer cancel()
+	if _, err := cp.admin.Apply(ctx, &metamcpv1.ApplyRequest{Resources: benchConfig(upstreamURL)}); err != nil {
+		tb.Fatalf("apply the benchmark config: %v", err)
+	}
+	k, err := cp.admin.CreateApiKey(ctx, &metamcpv1.CreateApiKeyRequest{ApiKey: &metamcpv1.ApiKey{Name: "bench", Endpoints: []string{endpointName}}})
+	if err != nil {
+		tb.Fatalf("create API key: %v", err)
+	}
+	tok, err := cp.admin.CreateToken(ctx, &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{Name: "bench-dp", Scope: metamcpv1.TokenScope_TOKEN_SCOPE_SYNC}})
+	if err != nil {
+		tb.Fatalf("create sync token: %v", err)
+	}
+	return k.GetKey(), tok.GetSecret()
+}
+
+// dataPlane is a `metamcp dataplane` process.
+type dataPlane struct {
+	url  string // the benchmark endpoint's MCP URL
+	pid  int
+	logs *syncBuffer
+}
+
+var dataPlaneListening = regexp.MustCompile(`msg="data plane listening" addr=(\S+)`)
+
+// startDataPlane runs `metamcp dataplane` against cp with syncToken and waits
+// until it serves a config. It is stopped (SIGTERM, then SIGKILL) at cleanup.
+func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlane {
+	tb.Helper()
+	dp := &dataPlane{logs: &syncBuffer{}}
+	cmd := exec.Command(metamcpBin, "dataplane",
+		"--control-plane", cp.addr,
+		"--listen", "127.0.0.1:0",
+		"--node-id", "bench",
+		"--cache-file", filepath.Join(tb.TempDir(), "snapshot.pb"),
+		"--log-level", "info",
+	)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "METAMCP_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "METAMCP_SYNC_TOKEN="+syncToken)
+	cmd.Stdout, cmd.Stderr = dp.logs, dp.logs
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start metamcp dataplane: %v", err)
+	}
+	dp.pid = cmd.Process.Pid
+	done := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(done)
+	}()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			tb.Errorf("data plane did not stop within 15s of SIGTERM; killing it")
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(waitTimeout)
+	var addr string
+	for addr == "" {
+		if m := dataPlaneListening.FindStringSubmatch(dp.logs.String()); m != nil {
+			addr = m[1]
+			break
+		}
+		select {
+		case <-done:
+			tb.Fatalf("data plane exited (%v) before listening; its output:\n%s", waitErr, dp.logs)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("data plane did not listen within %v; its output:\n%s", waitTimeout, dp.logs)
+		}
+	}
+	dp.url = "http://" + addr + "/metamcp/" + endpointName + "/mcp"
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return dp
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("data plane not ready within %v (last: %v); its output:\n%s", waitTimeout, err, dp.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// env is an upstream, a control plane and a data plane process serving it.
+type env struct {
+	upstreamURL string
+	upstreamPID int
+	apiKey      string
+	dp          *dataPlane
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	e := &env{}
+	e.upstreamURL, e.upstreamPID = startUpstream(tb)
+	cp := startControlPlane(tb)
+	var syncToken string
+	e.apiKey, syncToken = cp.configure(tb, e.upstreamURL)
+	e.dp = startDataPlane(tb, cp, syncToken)
+	return e
+}
+
+func (e *env) direct() target { return target{url: e.upstreamURL, tool: directTool} }
+func (e *env) proxied() target {
+	return target{url: e.dp.url, tool: proxiedTool, apiKey: e.apiKey}
+}
+
+// startInProcessGateway serves the benchmark config for upstreamURL with the
+// data plane's real components inside the test binary: a configcache.Cache
+// holding the compiled snapshot, the upstream.Pool following it, and the
+// gateway on a loopback HTTP server. Call records are drained and dropped
+// (a data plane process sends them to the control plane). Only the sync
+// client is left out. It returns the endpoint's target.
+func startInProcessGateway(tb testing.TB, upstreamURL string) target {
+	tb.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	key := "mm_bench_" + randomHex(tb, 16)
+	sum := sha256.Sum256([]byte(key))
+	cfg := &metamcpv1.Config{ApiKeys: []*metamcpv1.ApiKeyEntry{{Name: "bench", Principal: "bench", KeyHash: sum[:], Endpoints: []string{endpointName}}}}
+	for _, r := range benchConfig(upstreamURL) {
+		switch k := r.GetKind().(type) {
+		case *metamcpv1.Resource_Server:
+			cfg.Servers = append(cfg.Servers, k.Server)
+		case *metamcpv1.Resource_Namespace:
+			cfg.Namespaces = append(cfg.Namespaces, k.Namespace)
+		case *metamcpv1.Resource_Endpoint:
+			cfg.Endpoints = append(cfg.Endpoints, k.Endpoint)
+		}
+	}
+	cache := configcache.New("", logger)
+	if err := cache.Apply(&metamcpv1.Snapshot{Revision: 1, Config: cfg}); err != nil {
+		tb.Fatalf("apply the benchmark snapshot: %v", err)
+	}
+	pool := upstream.NewPool(upstream.PoolOptions{Logger: logger})
+	pool.Update(cache.Current().Servers)
+	calls := make(chan *metamcpv1.CallRecord, 4096)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range calls {
+		}
+	}()
+	gw := gateway.New(gateway.Options{Config: cache, Pool: pool, Logger: logger, Calls: calls, NodeID: "bench"})
+	mux := http.NewServeMux()
+	gw.Register(mux)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			tb.Errorf("stop the in-process gateway's HTTP server: %v", err)
+		}
+		if err := <-served; err != nil && err != http.ErrServerClosed {
+			tb.Errorf("in-process gateway: %v", err)
+		}
+		gw.Close()
+		if err := pool.Close(); err != nil {
+			tb.Errorf("close the upstream pool: %v", err)
+		}
+		close(calls)
+		<-drained
+	})
+	return target{url: "http://" + lis.Addr().String() + "/metamcp/" + endpointName + "/mcp", tool: proxiedTool, apiKey: key}
+}
+
+// cpuTime is the user+system CPU time the process pid has used, read from
+// /proc/<pid>/stat (utime and stime, in clock ticks).
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read the CPU time of process %d: %w", pid, err)
+	}
+	// The command name (field 2) is in parentheses and may hold spaces;
+	// utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields after the command name", pid, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+	}
+	return time.Duration(utime+stime) * time.Second / time.Duration(clockTicks()), nil
+}
+
+var (
+	clkTckOnce sync.Once
+	clkTck     int64
+)
+
+// clockTicks is getconf CLK_TCK (100 when getconf is missing, as on every
+// Linux build that matters).
+func clockTicks() int64 {
+	clkTckOnce.Do(func() {
+		clkTck = 100
+		out, err := exec.Command("getconf", "CLK_TCK").Output()
+		if err != nil {
+			return
+		}
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && n > 0 {
+			clkTck = n
+		}
+	})
+	return clkTck
+}
+
+// logTail is the last lines of s, for failure messages.
+func logTail(s string, n int) string {
+	var lines []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,179 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// warmCalls are made by each client before it is measured: connections,
+// upstream sessions and caches are set up, the Go runtimes have grown their
+// heaps.
+const warmCalls = 100
+
+// latencyResult is the latency of single-client calls, direct and proxied.
+type latencyResult struct {
+	directP50, directP99, proxiedP50, proxiedP99 time.Duration
+}
+
+// measureLatency makes n calls with one direct and one proxied client (one
+// session each) in alternating blocks of 50, so that whatever else runs on
+// the machine slows both alike, and returns the percentiles.
+func measureLatency(ctx context.Context, direct, proxied target, m mode, n int) (latencyResult, error) {
+	dc, err := newClient(ctx, direct, m)
+	if err != nil {
+		return latencyResult{}, fmt.Errorf("direct: %w", err)
+	}
+	defer dc.close()
+	pc, err := newClient(ctx, proxied, m)
+	if err != nil {
+		return latencyResult{}, fmt.Errorf("proxied: %w", err)
+	}
+	defer pc.close()
+	for _, c := range []*client{dc, pc} {
+		if _, err := latencies(ctx, c, warmCalls, nil); err != nil {
+			return latencyResult{}, err
+		}
+	}
+	d := make([]time.Duration, 0, n)
+	p := make([]time.Duration, 0, n)
+	for len(d) < n {
+		block := min(50, n-len(d))
+		if d, err = latencies(ctx, dc, block, d); err != nil {
+			return latencyResult{}, err
+		}
+		if p, err = latencies(ctx, pc, block, p); err != nil {
+			return latencyResult{}, err
+		}
+	}
+	return latencyResult{
+		directP50: percentile(d, 50), directP99: percentile(d, 99),
+		proxiedP50: percentile(p, 50), proxiedP99: percentile(p, 99),
+	}, nil
+}
+
+// throughput opens clients clients on t (each its own session and
+// connection), warms them up, and returns the calls per second of n calls.
+func throughput(ctx context.Context, t target, m mode, clients, n int) (float64, error) {
+	cs, closeAll, err := openClients(ctx, t, m, clients)
+	if err != nil {
+		return 0, err
+	}
+	defer closeAll()
+	if _, err := run(ctx, cs, clients*10); err != nil {
+		return 0, err
+	}
+	elapsed, err := run(ctx, cs, n)
+	if err != nil {
+		return 0, err
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// cpuResult is the CPU time per proxied call of the data plane process and,
+// for scale, of the upstream process.
+type cpuResult struct {
+	dataPlane, upstream time.Duration
+	dataPlaneTicks      int64 // the data plane's measured clock ticks (the resolution)
+}
+
+// measureCPU makes n proxied calls from clients clients and reads the CPU
+// time (utime+stime) of the data plane and upstream processes before and
+// after. What the data plane does in the background meanwhile (status
+// reports, sending call records to the control plane) is part of it, as it
+// is in production.
+func measureCPU(ctx context.Context, proxied target, m mode, clients, n, dataPlanePID, upstreamPID int) (cpuResult, error) {
+	cs, closeAll, err := openClients(ctx, proxied, m, clients)
+	if err != nil {
+		return cpuResult{}, err
+	}
+	defer closeAll()
+	if _, err := run(ctx, cs, max(clients*10, warmCalls)); err != nil {
+		return cpuResult{}, err
+	}
+	dp0, err := cpuTime(dataPlanePID)
+	if err != nil {
+		return cpuResult{}, err
+	}
+	up0, err := cpuTime(upstreamPID)
+	if err != nil {
+		return cpuResult{}, err
+	}
+	if _, err := run(ctx, cs, n); err != nil {
+		return cpuResult{}, err
+	}
+	dp1, err := cpuTime(dataPlanePID)
+	if err != nil {
+		return cpuResult{}, err
+	}
+	up1, err := cpuTime(upstreamPID)
+	if err != nil {
+		return cpuResult{}, err
+	}
+	return cpuResult{
+		dataPlane:      (dp1 - dp0) / time.Duration(n),
+		upstream:       (up1 - up0) / time.Duration(n),
+		dataPlaneTicks: int64((dp1 - dp0) * time.Duration(clockTicks()) / time.Second),
+	}, nil
+}
+
+// allocResult is what the in-process data plane allocates per proxied call.
+type allocResult struct {
+	bytes, objects float64
+}
+
+// measureAllocs returns the bytes and objects the data plane allocates per
+// proxied call. Method: the data plane's components (gateway, upstream pool,
+// HTTP server) run in this process, the upstream in its own. runtime.MemStats
+// TotalAlloc and Mallocs count every allocation of this process, so the load
+// generator's own are counted too. They are calibrated away: n direct calls
+// to the upstream (a separate process) measure the load generator alone, n
+// calls through the in-process gateway measure load generator plus data
+// plane, and the difference per call is the data plane's. One client each,
+// sequential calls, after a warm-up, so both runs make the same requests and
+// read responses into an already grown buffer.
+func measureAllocs(ctx context.Context, direct, inProcess target, m mode, n int) (allocResult, error) {
+	dc, err := newClient(ctx, direct, m)
+	if err != nil {
+		return allocResult{}, fmt.Errorf("direct: %w", err)
+	}
+	defer dc.close()
+	pc, err := newClient(ctx, inProcess, m)
+	if err != nil {
+		return allocResult{}, fmt.Errorf("in-process gateway: %w", err)
+	}
+	defer pc.close()
+	calls := func(c *client, n int) error {
+		for range n {
+			if err := c.call(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, c := range []*client{dc, pc} {
+		if err := calls(c, warmCalls); err != nil {
+			return allocResult{}, err
+		}
+	}
+	var m0, m1, m2 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	if err := calls(dc, n); err != nil {
+		return allocResult{}, err
+	}
+	runtime.ReadMemStats(&m1)
+	if err := calls(pc, n); err != nil {
+		return allocResult{}, err
+	}
+	runtime.ReadMemStats(&m2)
+	loadBytes := float64(m1.TotalAlloc - m0.TotalAlloc)
+	loadObjects := float64(m1.Mallocs - m0.Mallocs)
+	allBytes := float64(m2.TotalAlloc - m1.TotalAlloc)
+	allObjects := float64(m2.Mallocs - m1.Mallocs)
+	return allocResult{
+		bytes:   (allBytes - loadBytes) / float64(n),
+		objects: (allObjects - loadObjects) / float64(n),
+	}, nil
+}
