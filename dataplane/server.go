@@ -38,6 +38,9 @@ type Options struct {
 	// AllowedHosts and AllowedOrigins are the gateway's Host and Origin allow
 	// lists (DNS rebinding protection); loopback hosts are always allowed.
 	AllowedHosts, AllowedOrigins []string
+	// SessionIdleTTL ends client sessions unused for this long (the
+	// gateway's default, 30m, when 0).
+	SessionIdleTTL time.Duration
 	// ShutdownTimeout bounds the graceful HTTP stop (10s).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -94,21 +97,26 @@ func New(opts Options) (*Server, error) {
 	if syncOpts.Calls == nil {
 		syncOpts.Calls = calls
 	}
+	// The gateway is created below, before the sync client runs (Serve).
+	var gw *gateway.Gateway
 	if syncOpts.Status == nil {
-		syncOpts.Status = func() ([]*metamcpv1.UpstreamStatus, int64) { return pool.Status(), 0 }
+		syncOpts.Status = func() ([]*metamcpv1.UpstreamStatus, int64) {
+			return pool.Status(), int64(gw.Sessions())
+		}
 	}
 	client, err := syncclient.New(cache, syncOpts)
 	if err != nil {
 		_ = pool.Close()
 		return nil, err
 	}
-	gw := gateway.New(gateway.Options{
+	gw = gateway.New(gateway.Options{
 		Config:         cache,
 		Pool:           pool,
 		Logger:         opts.Logger.With("component", "gateway"),
 		AllowedHosts:   opts.AllowedHosts,
 		AllowedOrigins: opts.AllowedOrigins,
 		Calls:          calls,
+		SessionIdleTTL: opts.SessionIdleTTL,
 		NodeID:         syncOpts.NodeID,
 		Version:        syncOpts.Version,
 	})

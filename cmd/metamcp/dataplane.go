@@ -6,16 +6,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/metamcp/metamcp/dataplane"
+	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/pkg/version"
 )
@@ -36,6 +40,8 @@ type dataPlaneFlags struct {
 	tls           bool
 	tlsCA         string
 	tlsServerName string
+	idleTTL       time.Duration
+	debugListen   string
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -79,6 +85,8 @@ is applied).`,
 	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "glob patterns of stdio commands this data plane may run, comma separated (default: any); a snapshot with another command is refused")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach this data plane, comma separated; \"*\" allows any (default: loopback names and the --listen host; protects against DNS rebinding)")
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
+	fl.DurationVar(&f.idleTTL, "session-idle-ttl", gateway.DefaultSessionIdleTTL, "end client sessions unused for this long (their per_client upstream sessions too)")
+	fl.StringVar(&f.debugListen, "debug-listen", "", "loopback address serving Go's /debug/pprof/ (goroutines, heap, CPU profiles), e.g. 127.0.0.1:6060; off when empty")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
@@ -127,6 +135,13 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		cacheFile = filepath.Join(dir, "metamcp", node, "snapshot.pb")
 	}
 	var lc net.ListenConfig
+	if f.debugListen != "" {
+		stopDebug, err := serveDebug(ctx, &lc, f.debugListen, logger)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	lis, err := lc.Listen(ctx, "tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another data plane running? pick another address with --listen)", f.listen, err)
@@ -151,6 +166,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		StdioAllow:     f.stdioAllow,
 		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),
 		AllowedOrigins: f.allowedOrigin,
+		SessionIdleTTL: f.idleTTL,
 		Logger:         logger,
 	})
 	if err != nil {
@@ -178,4 +194,39 @@ func allowedHosts(configured []string, bound, listen string) []string {
 		}
 	}
 	return out
+}
+
+// serveDebug serves /debug/pprof/ on a loopback address until the returned
+// stop is called. Profiles reveal internals, so only loopback is allowed.
+func serveDebug(ctx context.Context, lc *net.ListenConfig, addr string, logger *slog.Logger) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("invalid --debug-listen %q: %w (use HOST:PORT, e.g. 127.0.0.1:6060)", addr, err)}
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, usageError{fmt.Errorf("--debug-listen %q is not a loopback address: profiles expose internals, use 127.0.0.1 or [::1]", addr)}
+	}
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on --debug-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Warn("debug server stopped", "err", err)
+		}
+	}()
+	logger.Info("debug server listening", "addr", lis.Addr().String())
+	return func() {
+		_ = hs.Close()
+		<-done
+	}, nil
 }

@@ -154,12 +154,18 @@ func (g *Gateway) Close() {
 	g.cancel()
 	g.mu.Unlock()
 	g.wg.Wait()
+	// A session still serving a request (the HTTP server was not drained)
+	// is left to the pool's Close.
 	for _, id := range g.sessions.Expired(time.Now().Add(time.Hour)) {
 		if g.opts.Pool != nil {
 			g.opts.Pool.CloseClient(id)
 		}
 	}
 }
+
+// Sessions is the number of live downstream sessions (Streamable HTTP and
+// SSE) of this gateway, for the data plane's Status.
+func (g *Gateway) Sessions() int { return g.sessions.Len() }
 
 // DroppedCalls is the number of call records dropped because Calls was full.
 func (g *Gateway) DroppedCalls() int64 { return g.dropped.Load() }

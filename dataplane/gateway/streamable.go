@@ -133,11 +133,12 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "missing Mcp-Session-Id header: send initialize first (or use protocol version 2026-07-28, which needs no session)"})
 		return
 	}
-	info, ok := g.sessions.Open(sid)
+	info, ok := g.sessions.Acquire(sid)
 	if !ok {
 		writeHTTPErrorID(w, http.StatusNotFound, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "session not found: it ended or expired; initialize a new session"})
 		return
 	}
+	defer g.release(sid)
 	if info.Endpoint != t.name || info.Principal != principal {
 		g.log.Warn("refused a request for another caller's session", "endpoint", t.name, "principal", principal)
 		writeHTTPErrorID(w, http.StatusForbidden, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "this session belongs to another caller or endpoint: initialize your own session"})
@@ -246,6 +247,11 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &rpc.Error{Code: codeInternalError, Message: "could not create a session; retry"})
 		return
 	}
+	// Held until answered: reaching the upstreams may take longer than the
+	// idle TTL (a per_client process waiting for a free slot).
+	if _, ok := g.sessions.Acquire(sid); ok {
+		defer g.release(sid)
+	}
 	c.clientID = sid
 	c.version = info.ProtocolVersion
 	result := g.initializeResult(r.Context(), c, info.ProtocolVersion)
@@ -271,6 +277,15 @@ func (g *Gateway) deleteMCP(w http.ResponseWriter, r *http.Request, t target, pr
 	}
 	g.endSession(sid)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// release ends a request of session sid. When the session ended while the
+// request ran (DELETE, Close), the request may have opened per_client
+// upstream sessions after they were closed: close them too.
+func (g *Gateway) release(sid string) {
+	if !g.sessions.Release(sid) && g.opts.Pool != nil {
+		g.opts.Pool.CloseClient(sid)
+	}
 }
 
 // endSession ends a downstream session and its per_client upstream sessions.
