@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -76,8 +77,17 @@ func BenchmarkCPUPerCall(b *testing.B) {
 					b.Fatalf("%v\ndata plane log tail:\n%s", err, logTail(e.dp.logs.String(), 20))
 				}
 				b.ReportMetric(float64(r.dataPlane)/float64(time.Microsecond), "dp-us/call")
+				b.ReportMetric(float64(r.dataPlaneUser)/float64(time.Microsecond), "dp-user-us/call")
+				b.ReportMetric(float64(r.dataPlaneSys)/float64(time.Microsecond), "dp-sys-us/call")
 				b.ReportMetric(float64(r.upstream)/float64(time.Microsecond), "upstream-us/call")
 				b.ReportMetric(float64(r.dataPlaneTicks), "dp-ticks")
+				if *dpProfileDir != "" {
+					path := filepath.Join(*dpProfileDir, fmt.Sprintf("dataplane-%s-clients=%d.pprof", m, clients))
+					if err := profileDataPlane(benchContext(b), e.dp.debugAddr, e.proxied(), m, clients, 5, path); err != nil {
+						b.Fatal(err)
+					}
+					b.Logf("data plane CPU profile: %s", path)
+				}
 			})
 		}
 	}

@@ -43,6 +43,11 @@ import (
 // callsPerPoint is how many measured calls each benchmark point makes per b.N.
 var callsPerPoint = flag.Int("calls", 2000, "measured calls per benchmark point (per b.N)")
 
+// dpProfileDir, when set, makes BenchmarkCPUPerCall also take a CPU profile
+// of the data plane process (through its --debug-listen pprof server) while
+// it serves each point's load, written as DIR/dataplane-MODE-clients=N.pprof.
+var dpProfileDir = flag.String("dpprofile", "", "directory for CPU profiles of the data plane process (BenchmarkCPUPerCall); none when empty")
+
 // metamcpBin is the `metamcp` binary under test, built once by TestMain.
 var metamcpBin string
 
@@ -214,12 +219,16 @@ func (cp *controlPlane) configure(tb testing.TB, upstreamURL string) (apiKey, sy
 
 // dataPlane is a `metamcp dataplane` process.
 type dataPlane struct {
-	url  string // the benchmark endpoint's MCP URL
-	pid  int
-	logs *syncBuffer
+	url       string // the benchmark endpoint's MCP URL
+	pid       int
+	debugAddr string // its pprof server, "" unless -dpprofile is set
+	logs      *syncBuffer
 }
 
-var dataPlaneListening = regexp.MustCompile(`msg="data plane listening" addr=(\S+)`)
+var (
+	dataPlaneListening = regexp.MustCompile(`msg="data plane listening" addr=(\S+)`)
+	debugListening     = regexp.MustCompile(`msg="debug server listening" addr=(\S+)`)
+)
 
 // startDataPlane runs `metamcp dataplane` against cp with syncToken and waits
 // until it serves a config. It is stopped (SIGTERM, then SIGKILL) at cleanup.
@@ -233,6 +242,9 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 		"--cache-file", filepath.Join(tb.TempDir(), "snapshot.pb"),
 		"--log-level", "info",
 	)
+	if *dpProfileDir != "" {
+		cmd.Args = append(cmd.Args, "--debug-listen", "127.0.0.1:0")
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "METAMCP_") {
@@ -278,6 +290,13 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 		}
 	}
 	dp.url = "http://" + addr + "/metamcp/" + endpointName + "/mcp"
+	if *dpProfileDir != "" {
+		m := debugListening.FindStringSubmatch(dp.logs.String())
+		if m == nil {
+			tb.Fatalf("-dpprofile: the data plane logged no debug server address; its output:\n%s", dp.logs)
+		}
+		dp.debugAddr = m[1]
+	}
 	for {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err == nil {
@@ -382,29 +401,35 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 	return target{url: "http://" + lis.Addr().String() + "/metamcp/" + endpointName + "/mcp", tool: proxiedTool, apiKey: key}
 }
 
-// cpuTime is the user+system CPU time the process pid has used, read from
-// /proc/<pid>/stat (utime and stime, in clock ticks).
-func cpuTime(pid int) (time.Duration, error) {
+// procCPU is a process's CPU time so far.
+type procCPU struct{ user, sys time.Duration }
+
+func (c procCPU) total() time.Duration { return c.user + c.sys }
+
+// cpuTime is the user and system CPU time the process pid has used, read
+// from /proc/<pid>/stat (utime and stime, in clock ticks).
+func cpuTime(pid int) (procCPU, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read the CPU time of process %d: %w", pid, err)
+		return procCPU{}, fmt.Errorf("read the CPU time of process %d: %w", pid, err)
 	}
 	// The command name (field 2) is in parentheses and may hold spaces;
 	// utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+		return procCPU{}, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields after the command name", pid, len(f))
+		return procCPU{}, fmt.Errorf("parse /proc/%d/stat: %d fields after the command name", pid, len(f))
 	}
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+		return procCPU{}, fmt.Errorf("parse /proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
 	}
-	return time.Duration(utime+stime) * time.Second / time.Duration(clockTicks()), nil
+	tick := time.Second / time.Duration(clockTicks())
+	return procCPU{user: time.Duration(utime) * tick, sys: time.Duration(stime) * tick}, nil
 }
 
 var (

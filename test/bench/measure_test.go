@@ -3,6 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"runtime"
 	"time"
 )
@@ -75,7 +78,9 @@ func throughput(ctx context.Context, t target, m mode, clients, n int) (float64,
 // for scale, of the upstream process.
 type cpuResult struct {
 	dataPlane, upstream time.Duration
-	dataPlaneTicks      int64 // the data plane's measured clock ticks (the resolution)
+	// dataPlaneUser and dataPlaneSys split dataPlane into user and kernel time.
+	dataPlaneUser, dataPlaneSys time.Duration
+	dataPlaneTicks              int64 // the data plane's measured clock ticks (the resolution)
 }
 
 // measureCPU makes n proxied calls from clients clients and reads the CPU
@@ -111,10 +116,13 @@ func measureCPU(ctx context.Context, proxied target, m mode, clients, n, dataPla
 	if err != nil {
 		return cpuResult{}, err
 	}
+	dp := dp1.total() - dp0.total()
 	return cpuResult{
-		dataPlane:      (dp1 - dp0) / time.Duration(n),
-		upstream:       (up1 - up0) / time.Duration(n),
-		dataPlaneTicks: int64((dp1 - dp0) * time.Duration(clockTicks()) / time.Second),
+		dataPlane:      dp / time.Duration(n),
+		dataPlaneUser:  (dp1.user - dp0.user) / time.Duration(n),
+		dataPlaneSys:   (dp1.sys - dp0.sys) / time.Duration(n),
+		upstream:       (up1.total() - up0.total()) / time.Duration(n),
+		dataPlaneTicks: int64(dp * time.Duration(clockTicks()) / time.Second),
 	}, nil
 }
 
@@ -176,4 +184,52 @@ func measureAllocs(ctx context.Context, direct, inProcess target, m mode, n int)
 		bytes:   (allBytes - loadBytes) / float64(n),
 		objects: (allObjects - loadObjects) / float64(n),
 	}, nil
+}
+
+// profileDataPlane takes a CPU profile of the data plane process (pprof at
+// debugAddr) for seconds while clients clients make proxied calls without
+// pause, and writes it to path.
+func profileDataPlane(ctx context.Context, debugAddr string, proxied target, m mode, clients, seconds int, path string) error {
+	cs, closeAll, err := openClients(ctx, proxied, m, clients)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	loadDone := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := run(loadCtx, cs, clients*50); err != nil {
+				if loadCtx.Err() != nil {
+					err = nil
+				}
+				loadDone <- err
+				return
+			}
+		}
+	}()
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, seconds)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		stopLoad()
+		<-loadDone
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	var prof []byte
+	if err == nil {
+		prof, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, prof)
+		}
+	}
+	stopLoad()
+	if lerr := <-loadDone; lerr != nil {
+		return fmt.Errorf("load while profiling: %w", lerr)
+	}
+	if err != nil {
+		return fmt.Errorf("profile the data plane at %s: %w", url, err)
+	}
+	return os.WriteFile(path, prof, 0o644)
 }
