@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -388,7 +389,7 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 		if err := srv.Shutdown(ctx); err != nil {
 			tb.Errorf("stop the in-process gateway's HTTP server: %v", err)
 		}
-		if err := <-served; err != nil && err != http.ErrServerClosed {
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			tb.Errorf("in-process gateway: %v", err)
 		}
 		gw.Close()

@@ -103,23 +103,30 @@ func newClient(ctx context.Context, t target, m mode) (*client, error) {
 	return c, nil
 }
 
+// response is what post read: the status, the headers and the body (in
+// c.buf, valid until the next post).
+type response struct {
+	StatusCode int
+	Header     http.Header
+}
+
 // post sends body with hdr and reads the whole response into c.buf.
-func (c *client) post(ctx context.Context, body []byte, hdr http.Header) (*http.Response, []byte, error) {
+func (c *client) post(ctx context.Context, body []byte, hdr http.Header) (response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.t.url, bytes.NewReader(body))
 	if err != nil {
-		return nil, nil, err
+		return response{}, nil, err
 	}
 	req.Header = hdr
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, nil, err
+		return response{}, nil, err
 	}
 	defer resp.Body.Close()
 	c.buf.Reset()
 	if _, err := c.buf.ReadFrom(resp.Body); err != nil {
-		return nil, nil, fmt.Errorf("read the response: %w", err)
+		return response{}, nil, fmt.Errorf("read the response: %w", err)
 	}
-	return resp, c.buf.Bytes(), nil
+	return response{StatusCode: resp.StatusCode, Header: resp.Header}, c.buf.Bytes(), nil
 }
 
 // call makes one tools/call and checks that the echo came back.

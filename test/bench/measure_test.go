@@ -209,14 +209,12 @@ func profileDataPlane(ctx context.Context, debugAddr string, proxied target, m m
 		}
 	}()
 	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, seconds)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		stopLoad()
-		<-loadDone
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
 	var prof []byte
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	var resp *http.Response
+	if err == nil {
+		resp, err = http.DefaultClient.Do(req)
+	}
 	if err == nil {
 		prof, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
