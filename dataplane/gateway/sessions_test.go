@@ -198,3 +198,26 @@ func TestSessionInFlight(t *testing.T) {
 		})
 	}
 }
+
+// TestSSEStreamHoldsSession: an open SSE stream keeps its session however
+// short the idle TTL (keep-alives are far apart); closing it ends the session.
+func TestSSEStreamHoldsSession(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, func(o *Options) { o.SessionIdleTTL = 50 * time.Millisecond })
+	cs := h.connect(t, "main", keyAlice, version20241105)
+	// Several idle TTLs pass with no request.
+	time.Sleep(300 * time.Millisecond)
+	if got, isErr := callText(t, cs, "alpha__echo", map[string]any{"text": "still here"}); isErr || got != "alpha:still here" {
+		t.Errorf("call after idling = %q (error %v)", got, isErr)
+	}
+	if n := h.gw.Sessions(); n != 1 {
+		t.Errorf("Sessions with the stream open = %d, want 1", n)
+	}
+	_ = cs.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.gw.Sessions() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session outlived its closed stream")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -68,6 +68,9 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	g.wg.Add(1)
 	g.mu.Unlock()
 	defer g.wg.Done()
+	// An open stream is a live session, whatever the idle TTL: the session
+	// ends with the stream (or Close, or the stream's failed write).
+	g.sessions.Acquire(sid)
 	stop := context.AfterFunc(g.ctx, cancel)
 	defer func() {
 		stop()
@@ -77,6 +80,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		delete(g.sse, sid)
 		g.mu.Unlock()
 		s.wg.Wait()
+		g.sessions.Release(sid)
 		g.endSession(sid)
 	}()
 
@@ -110,7 +114,6 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 			}
 			flusher.Flush()
 		case <-keep.C:
-			g.sessions.Open(sid) // a live stream keeps its session
 			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
 				return
 			}

@@ -39,8 +39,8 @@ var debugListening = regexp.MustCompile(`msg="debug server listening" addr=(\S+)
 // 16 at a time: each initializes, calls whoami (which needs its own upstream
 // process), and half end with DELETE while the other half are abandoned and
 // left to the idle sweep. A sampler walking /proc every 20ms never sees more
-// than 8 fixture processes; at the end no fixture process is left and the
-// data plane's goroutine count (from
+// than 8 fixture processes; at the end no fixture process is left (nor
+// reported by the data plane in its status) and its goroutine count (from
 // --debug-listen's /debug/pprof/) is back near its baseline.
 func TestChurnPerClientStdio(t *testing.T) {
 	fx := fixture.Build(t)
@@ -147,10 +147,12 @@ func TestChurnPerClientStdio(t *testing.T) {
 	// Everything winds down: the abandoned sessions are swept, their
 	// processes reaped.
 	tr.CloseIdleConnections()
-	eventually(t, "no fixture process left", func() (bool, string) {
+	eventually(t, "no fixture process left, none reported", func() (bool, string) {
 		pids := fixtureProcesses(dpPid, fxArgs)
 		reg, _ := cp.dataPlanes(t)
-		return len(pids) == 0, fmt.Sprintf("fixture processes %v; upstreams reported %v", pids, reg[dp.node].GetUpstreams())
+		ups := reg[dp.node].GetUpstreams()
+		reported := len(ups) == 1 && ups[0].GetServer() == "churn" && ups[0].GetProcesses() == 0 && ups[0].GetSessions() == 0
+		return len(pids) == 0 && reported, fmt.Sprintf("fixture processes %v; upstreams reported %v", pids, ups)
 	})
 	close(stopSampling)
 	<-sampled
