@@ -61,7 +61,8 @@ and takes it from ` + envSyncToken + ` or --sync-token-file.
 
 HTTP endpoints: /metamcp/ENDPOINT/mcp (Streamable HTTP) and /metamcp/ENDPOINT/sse
 (legacy SSE) for MCP clients, /healthz (the process lives), /readyz (a config
-is applied).`,
+is applied). --debug-listen serves Go's profiles (/debug/pprof/) on a separate,
+loopback-only address.`,
 		Example: `  export METAMCP_SYNC_TOKEN=mmt_...
   metamcp dataplane --control-plane cp.internal:12009 --tls --listen 0.0.0.0:12008`,
 		Args: noArgs,
