@@ -19,8 +19,8 @@ import (
 
 // CA is a certificate authority valid for an hour.
 type CA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
 	// CertPEM is the CA certificate, to pin.
 	CertPEM []byte
 }
