@@ -56,22 +56,48 @@ func measureLatency(ctx context.Context, direct, proxied target, m mode, n int) 
 	}, nil
 }
 
-// throughput opens clients clients on t (each its own session and
-// connection), warms them up, and returns the calls per second of n calls.
-func throughput(ctx context.Context, t target, m mode, clients, n int) (float64, error) {
-	cs, closeAll, err := openClients(ctx, t, m, clients)
+// throughputRounds is how many alternating rounds measureThroughput splits
+// each side's calls into, so that a burst of other work on the machine hits
+// direct and proxied calls alike.
+const throughputRounds = 4
+
+// measureThroughput opens clients clients on direct and as many on proxied
+// (each its own session and connection), warms them up, then makes n calls
+// on each side in alternating rounds, and returns each side's calls per
+// second (calls over the summed time of its rounds).
+func measureThroughput(ctx context.Context, direct, proxied target, m mode, clients, n int) (directCPS, proxiedCPS float64, err error) {
+	dcs, closeDirect, err := openClients(ctx, direct, m, clients)
 	if err != nil {
-		return 0, err
+		return 0, 0, fmt.Errorf("direct: %w", err)
 	}
-	defer closeAll()
-	if _, err := run(ctx, cs, clients*10); err != nil {
-		return 0, err
-	}
-	elapsed, err := run(ctx, cs, n)
+	defer closeDirect()
+	pcs, closeProxied, err := openClients(ctx, proxied, m, clients)
 	if err != nil {
-		return 0, err
+		return 0, 0, fmt.Errorf("proxied: %w", err)
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	defer closeProxied()
+	for _, cs := range [][]*client{dcs, pcs} {
+		if _, err := run(ctx, cs, max(clients*10, warmCalls)); err != nil {
+			return 0, 0, err
+		}
+	}
+	var dt, pt time.Duration
+	for i := range throughputRounds {
+		calls := n / throughputRounds
+		if i == 0 {
+			calls += n % throughputRounds
+		}
+		d, err := run(ctx, dcs, calls)
+		if err != nil {
+			return 0, 0, fmt.Errorf("direct: %w", err)
+		}
+		p, err := run(ctx, pcs, calls)
+		if err != nil {
+			return 0, 0, fmt.Errorf("proxied: %w", err)
+		}
+		dt, pt = dt+d, pt+p
+	}
+	return float64(n) / dt.Seconds(), float64(n) / pt.Seconds(), nil
 }
 
 // cpuResult is the CPU time per proxied call of the data plane process and,

@@ -25,11 +25,8 @@ func TestSmoke(t *testing.T) {
 			if lat.directP50 <= 0 || lat.proxiedP50 <= 0 || lat.proxiedP99 < lat.proxiedP50 {
 				t.Errorf("latency percentiles make no sense: %+v", lat)
 			}
-			for _, tg := range []target{e.direct(), e.proxied()} {
-				cps, err := throughput(ctx, tg, m, 2, 10)
-				if err != nil || cps <= 0 {
-					t.Errorf("throughput at %s: %v calls/s, %v", tg.url, cps, err)
-				}
+			if d, p, err := measureThroughput(ctx, e.direct(), e.proxied(), m, 2, 10); err != nil || d <= 0 || p <= 0 {
+				t.Errorf("throughput: direct %v, proxied %v calls/s, %v", d, p, err)
 			}
 			cpu, err := measureCPU(ctx, e.proxied(), m, 2, 10, e.dp.pid, e.upstreamPID)
 			if err != nil || cpu.dataPlane < 0 || cpu.upstream < 0 {
