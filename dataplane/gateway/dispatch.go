@@ -210,44 +210,42 @@ func unknownTool(name string) *rpc.Error {
 // callTool serves tools/call: route by exposed name without asking any
 // upstream, rewrite params.name, forward the raw params.
 func (g *Gateway) callTool(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
-	start := time.Now()
-	name, ok := rpc.StringField(params, "name")
-	if !ok {
-		return nil, &rpc.Error{Code: codeInvalidParams, Message: `tools/call needs params.name`}
-	}
-	m, upstreamName, ok := routeTool(c.t.ep, name)
-	if !ok {
-		g.record(c, "tools/call", name, "", start, nil, unknownTool(name))
-		return nil, unknownTool(name)
-	}
-	fwd := params
-	if upstreamName != name {
-		fwd = rpc.ReplaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
-	}
-	res, rerr := g.callUpstream(ctx, c, m, "tools/call", fwd, g.callTimeout(m.Server))
-	g.record(c, "tools/call", name, m.Server.GetName(), start, res, rerr)
-	return res, rerr
+	return g.forwardByName(ctx, c, "tools/call", "tool", params, func(ep *snapshot.Endpoint, name string) (*snapshot.Member, string) {
+		m, upstreamName, _ := routeTool(ep, name)
+		return m, upstreamName
+	}, unknownTool)
 }
 
 // getPrompt serves prompts/get, routed by exposed prompt name.
 func (g *Gateway) getPrompt(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
+	return g.forwardByName(ctx, c, "prompts/get", "prompt", params, routeName, func(name string) *rpc.Error {
+		return &rpc.Error{Code: codeInvalidParams, Message: "unknown prompt " + quote(name) + ": list the prompts with prompts/list"}
+	})
+}
+
+// forwardByName serves a request whose params.name is an exposed (prefixed)
+// name: route finds the member and the upstream's own name, params.name is
+// rewritten to it, and the raw params go to that member's upstream.
+func (g *Gateway) forwardByName(ctx context.Context, c *call, method, what string, params json.RawMessage,
+	route func(*snapshot.Endpoint, string) (*snapshot.Member, string), unknown func(string) *rpc.Error,
+) (json.RawMessage, *rpc.Error) {
 	start := time.Now()
 	name, ok := rpc.StringField(params, "name")
 	if !ok {
-		return nil, &rpc.Error{Code: codeInvalidParams, Message: `prompts/get needs params.name`}
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: method + " needs params.name (the " + what + "'s name)"}
 	}
-	m, upstreamName := routeName(c.t.ep, name)
+	m, upstreamName := route(c.t.ep, name)
 	if m == nil || upstreamName == "" {
-		e := &rpc.Error{Code: codeInvalidParams, Message: "unknown prompt " + quote(name) + ": list the prompts with prompts/list"}
-		g.record(c, "prompts/get", name, "", start, nil, e)
+		e := unknown(name)
+		g.record(c, method, name, "", start, nil, e)
 		return nil, e
 	}
 	fwd := params
 	if upstreamName != name {
 		fwd = rpc.ReplaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
 	}
-	res, rerr := g.callUpstream(ctx, c, m, "prompts/get", fwd, g.callTimeout(m.Server))
-	g.record(c, "prompts/get", name, m.Server.GetName(), start, res, rerr)
+	res, rerr := g.callUpstream(ctx, c, m, method, fwd, g.callTimeout(m.Server))
+	g.record(c, method, name, m.Server.GetName(), start, res, rerr)
 	return res, rerr
 }
 
