@@ -71,6 +71,8 @@ type httpTransport struct {
 	client  *http.Client
 	headers http.Header
 	onMsg   func(*rpc.Message)
+	// h1 carries the POSTs of a plain http:// server (nil: net/http does).
+	h1 *h1Client
 
 	mu        sync.Mutex
 	sessionID []string // Mcp-Session-Id, once the server assigned one
@@ -89,9 +91,11 @@ type httpTransport struct {
 
 func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(*rpc.Message)) *httpTransport {
 	life, stop := context.WithCancel(context.Background())
+	headers := httpHeaders(cfg.GetStreamableHttp())
 	return &httpTransport{
 		url: cfg.GetStreamableHttp().GetUrl(), client: client,
-		headers: httpHeaders(cfg.GetStreamableHttp()), onMsg: onMsg, log: log,
+		headers: headers, onMsg: onMsg, log: log,
+		h1:   newH1Client(cfg.GetStreamableHttp().GetUrl(), headers),
 		life: life, stopLife: stop, fin: make(chan struct{}),
 	}
 }
@@ -262,6 +266,15 @@ func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, 
 }
 
 func (t *httpTransport) send(ctx context.Context, body []byte) error {
+	if t.h1 != nil {
+		call, _, err := t.post1(ctx, body)
+		if err != nil {
+			return err
+		}
+		call.c.body.finish(64 << 10)
+		call.release()
+		return nil
+	}
 	resp, err := t.post(ctx, body)
 	if err != nil {
 		return err
@@ -271,15 +284,92 @@ func (t *httpTransport) send(ctx context.Context, body []byte) error {
 }
 
 func (t *httpTransport) roundTrip(ctx context.Context, id int64, body []byte) (*rpc.Message, error) {
+	if t.h1 != nil {
+		call, resp, err := t.post1(ctx, body)
+		if err != nil {
+			return nil, err
+		}
+		msg, err := t.readResponse(ctx, id, resp.contentType, resp.body, resp.body.length())
+		resp.body.finish(64 << 10)
+		call.release()
+		if err != nil {
+			return nil, call.ctxErr(err)
+		}
+		return msg, nil
+	}
 	resp, err := t.post(ctx, body)
 	if err != nil {
 		return nil, err
 	}
 	defer drain(resp)
-	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return t.readResponse(ctx, id, resp.Header.Get("Content-Type"), resp.Body, resp.ContentLength)
+}
+
+// post1 is post over the h1 client. The caller releases the call.
+func (t *httpTransport) post1(ctx context.Context, body []byte) (*h1Call, *h1Response, error) {
+	select {
+	case <-t.fin:
+		return nil, nil, t.cause
+	default:
+	}
+	var extra []byte
+	t.mu.Lock()
+	had := t.sessionID != nil
+	if t.sessionID != nil || t.version != nil {
+		extra = make([]byte, 0, 128)
+		if t.sessionID != nil {
+			extra = append(extra, "Mcp-Session-Id: "...)
+			extra = append(extra, t.sessionID[0]...)
+			extra = append(extra, "\r\n"...)
+		}
+		if t.version != nil {
+			extra = append(extra, "Mcp-Protocol-Version: "...)
+			extra = append(extra, t.version[0]...)
+			extra = append(extra, "\r\n"...)
+		}
+	}
+	t.mu.Unlock()
+	call, resp, err := t.h1.do(ctx, extra, body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, errClosed) {
+			return nil, nil, err
+		}
+		// The server is unreachable: this session is as good as dead.
+		err = fmt.Errorf("POST %s: %w", redact(t.url), err)
+		t.fail(err)
+		return nil, nil, err
+	}
+	if resp.status == http.StatusNotFound && had {
+		resp.body.finish(64 << 10)
+		call.release()
+		t.fail(errSessionExpired)
+		return nil, nil, errSessionExpired
+	}
+	if resp.status/100 != 2 {
+		err := statusErr(resp.statusText, resp.contentType, resp.body)
+		resp.body.finish(64 << 10)
+		call.release()
+		return nil, nil, err
+	}
+	if resp.sessionID != "" {
+		t.mu.Lock()
+		if t.sessionID == nil {
+			t.sessionID = []string{resp.sessionID}
+		}
+		t.mu.Unlock()
+	}
+	return call, resp, nil
+}
+
+// readResponse reads the response to request id from a JSON or SSE body.
+func (t *httpTransport) readResponse(ctx context.Context, id int64, contentType string, body io.Reader, length int64) (*rpc.Message, error) {
+	ct, _, _ := mime.ParseMediaType(contentType)
 	switch ct {
 	case "application/json":
-		b, err := readAll(resp.Body, resp.ContentLength)
+		b, err := readAll(body, length)
 		if err != nil {
 			return nil, fmt.Errorf("read response: %w", err)
 		}
@@ -293,7 +383,7 @@ func (t *httpTransport) roundTrip(ctx context.Context, id int64, body []byte) (*
 		return msg, nil
 	case "text/event-stream":
 		var found *rpc.Message
-		err := readEvents(resp.Body, func(ev *sseEvent) bool {
+		err := readEvents(body, func(ev *sseEvent) bool {
 			if ev.event != "" && ev.event != "message" {
 				return true
 			}
@@ -322,7 +412,7 @@ func (t *httpTransport) roundTrip(ctx context.Context, id int64, body []byte) (*
 		}
 		return nil, fmt.Errorf("read event stream: %w", err)
 	default:
-		return nil, fmt.Errorf("the server answered with Content-Type %q (want application/json or text/event-stream)", resp.Header.Get("Content-Type"))
+		return nil, fmt.Errorf("the server answered with Content-Type %q (want application/json or text/event-stream)", contentType)
 	}
 }
 
@@ -341,6 +431,9 @@ func (t *httpTransport) close() {
 		cancel()
 	}
 	t.fail(errClosed)
+	if t.h1 != nil {
+		t.h1.close()
+	}
 	t.listener.Wait()
 }
 
@@ -352,8 +445,12 @@ func drain(resp *http.Response) {
 // statusError describes a non-2xx answer. A JSON-RPC error in the body (some
 // servers answer a bad request with HTTP 400 and one) is returned as it is.
 func statusError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct == "application/json" {
+	return statusErr(resp.Status, resp.Header.Get("Content-Type"), resp.Body)
+}
+
+func statusErr(status, contentType string, body io.Reader) error {
+	b, _ := io.ReadAll(io.LimitReader(body, 64<<10))
+	if ct, _, _ := mime.ParseMediaType(contentType); ct == "application/json" {
 		if m, err := rpc.Parse(b); err == nil && m.Error != nil {
 			return m.Error
 		}
@@ -363,9 +460,9 @@ func statusError(resp *http.Response) error {
 	}
 	msg := strings.TrimSpace(string(b))
 	if msg != "" {
-		return fmt.Errorf("HTTP %s: %s", resp.Status, msg)
+		return fmt.Errorf("HTTP %s: %s", status, msg)
 	}
-	return fmt.Errorf("HTTP %s", resp.Status)
+	return fmt.Errorf("HTTP %s", status)
 }
 
 func cleanURLError(err error) error {

@@ -1,0 +1,556 @@
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// h1Client is a small HTTP/1.1 client for the POSTs of a plain http://
+// Streamable HTTP upstream. Unlike net/http.Transport it writes the request
+// and reads the response on the calling goroutine (no per-connection reader
+// and writer goroutines to hand off to), over a pool of keep-alive
+// connections with one request in flight each. https://, proxies, the
+// standalone GET stream and the SSE transport stay on net/http.
+type h1Client struct {
+	addr    string // host:port to dial
+	reqLine []byte // "POST /path HTTP/1.1\r\nHost: h\r\n" + fixed headers
+	dialer  net.Dialer
+	maxIdle int
+
+	mu     sync.Mutex
+	idle   []*h1Conn // most recently used last
+	closed bool
+}
+
+// h1IdleTimeout is how long an idle connection is kept; servers commonly
+// close theirs after a minute or more.
+const h1IdleTimeout = 30 * time.Second
+
+// h1MaxIdle bounds the idle connections kept per session.
+const h1MaxIdle = 64
+
+// newH1Client returns a client for POSTs to rawURL with the configured
+// headers, or nil when the URL or headers need net/http (https, a proxy from
+// the environment, user info, headers net/http treats specially).
+func newH1Client(rawURL string, headers http.Header) *h1Client {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "http" || u.User != nil || u.Host == "" || u.Opaque != "" {
+		return nil
+	}
+	if req, err := http.NewRequest(http.MethodPost, rawURL, nil); err != nil {
+		return nil
+	} else if proxy, err := http.ProxyFromEnvironment(req); err != nil || proxy != nil {
+		return nil
+	}
+	var b []byte
+	b = append(b, "POST "...)
+	b = append(b, u.RequestURI()...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, u.Host...)
+	b = append(b, "\r\n"...)
+	ua := false
+	for k, vs := range headers {
+		switch http.CanonicalHeaderKey(k) {
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Content-Type", "Accept",
+			"Mcp-Session-Id", "Mcp-Protocol-Version", "Te", "Upgrade", "Expect", "Trailer":
+			return nil
+		case "User-Agent":
+			ua = true
+		}
+		if !validHeaderText(k) || k == "" || strings.ContainsAny(k, " :") {
+			return nil
+		}
+		for _, v := range vs {
+			if !validHeaderText(v) {
+				return nil
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	if !ua {
+		b = append(b, "User-Agent: Go-http-client/1.1\r\n"...)
+	}
+	b = append(b, "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"...)
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	return &h1Client{
+		addr: addr, reqLine: b, maxIdle: h1MaxIdle,
+		dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
+	}
+}
+
+func validHeaderText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\r' || c == '\n' || c == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// h1Conn is one keep-alive connection.
+type h1Conn struct {
+	nc       net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	wrote    bool // a byte of the current request reached the connection
+	deadline bool // a deadline is set on nc
+	used     time.Time
+	body     h1Body
+}
+
+// Write counts what reaches the connection, for the retry decision.
+func (c *h1Conn) Write(p []byte) (int, error) {
+	n, err := c.nc.Write(p)
+	if n > 0 {
+		c.wrote = true
+	}
+	return n, err
+}
+
+func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
+	now := time.Now()
+	h.mu.Lock()
+	for len(h.idle) > 0 {
+		c := h.idle[len(h.idle)-1]
+		h.idle[len(h.idle)-1] = nil
+		h.idle = h.idle[:len(h.idle)-1]
+		if now.Sub(c.used) > h1IdleTimeout {
+			h.mu.Unlock()
+			_ = c.nc.Close()
+			h.mu.Lock()
+			continue
+		}
+		h.mu.Unlock()
+		if peerClosed(c.nc) {
+			_ = c.nc.Close()
+			h.mu.Lock()
+			continue
+		}
+		return c, true, nil
+	}
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, false, errClosed
+	}
+	nc, err := h.dialer.DialContext(ctx, "tcp", h.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	c := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}
+	c.bw = bufio.NewWriterSize(c, 8<<10)
+	return c, false, nil
+}
+
+func (h *h1Client) put(c *h1Conn) {
+	c.used = time.Now()
+	h.mu.Lock()
+	if h.closed || len(h.idle) >= h.maxIdle {
+		h.mu.Unlock()
+		_ = c.nc.Close()
+		return
+	}
+	h.idle = append(h.idle, c)
+	h.mu.Unlock()
+}
+
+// close closes the idle connections; connections in use are closed when
+// their request ends.
+func (h *h1Client) close() {
+	h.mu.Lock()
+	idle := h.idle
+	h.idle = nil
+	h.closed = true
+	h.mu.Unlock()
+	for _, c := range idle {
+		_ = c.nc.Close()
+	}
+}
+
+// h1Response is the head of a response; body reads the rest on the conn.
+type h1Response struct {
+	status      int
+	statusText  string // e.g. "404 Not Found"
+	contentType string
+	sessionID   string
+	body        *h1Body
+}
+
+// h1Call is one request in flight: release must be called once the body is
+// no longer needed.
+type h1Call struct {
+	h    *h1Client
+	c    *h1Conn
+	ctx  context.Context
+	stop func() bool
+}
+
+// errBeforeResponse marks a failure before a response head was read: the
+// connection to the server is in question.
+type errBeforeResponse struct{ err error }
+
+func (e *errBeforeResponse) Error() string { return e.err.Error() }
+func (e *errBeforeResponse) Unwrap() error { return e.err }
+
+// do sends one POST with the given extra headers (each "Key: value\r\n")
+// and reads the response head. On success the caller reads resp.body and
+// then calls call.release.
+func (h *h1Client) do(ctx context.Context, extra []byte, body []byte) (*h1Call, *h1Response, error) {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		c, reused, err := h.get(ctx)
+		if err != nil {
+			return nil, nil, &errBeforeResponse{err}
+		}
+		call := &h1Call{h: h, c: c, ctx: ctx}
+		call.arm()
+		resp, err := call.roundTrip(extra, body)
+		if err == nil {
+			return call, resp, nil
+		}
+		wrote := c.wrote
+		call.abort()
+		// A POST is not idempotent: only a request of which no byte was
+		// written may go again, once, on a fresh connection.
+		if reused && !wrote && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		return nil, nil, call.ctxErr(&errBeforeResponse{err})
+	}
+}
+
+// arm bounds the connection's I/O by the context: its deadline, and on
+// cancel a deadline in the past that aborts a blocked read or write.
+func (call *h1Call) arm() {
+	c := call.c
+	if dl, ok := call.ctx.Deadline(); ok {
+		_ = c.nc.SetDeadline(dl)
+		c.deadline = true
+	} else if c.deadline {
+		_ = c.nc.SetDeadline(time.Time{})
+		c.deadline = false
+	}
+	if call.ctx.Done() != nil {
+		nc := c.nc
+		call.stop = context.AfterFunc(call.ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	}
+}
+
+// disarm reports whether the connection is still usable as far as the
+// context is concerned.
+func (call *h1Call) disarm() bool {
+	if call.stop != nil && !call.stop() {
+		return false // the cancel func ran: the connection's deadline is poisoned
+	}
+	return true
+}
+
+// ctxErr turns an I/O timeout caused by the context into the context's error.
+func (call *h1Call) ctxErr(err error) error {
+	if err := call.ctx.Err(); err != nil {
+		return err
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if dl, ok := call.ctx.Deadline(); ok && !time.Now().Before(dl) {
+			<-call.ctx.Done() // the deadline has passed: its timer fires momentarily
+			return call.ctx.Err()
+		}
+	}
+	return err
+}
+
+// abort closes the connection of a failed request.
+func (call *h1Call) abort() {
+	call.disarm()
+	_ = call.c.nc.Close()
+}
+
+// release ends the request: the connection goes back to the pool when the
+// body was read to its end and the context did not interfere.
+func (call *h1Call) release() {
+	c := call.c
+	ok := call.disarm()
+	if ok && c.body.reusable() {
+		call.h.put(c)
+		return
+	}
+	_ = c.nc.Close()
+}
+
+func (call *h1Call) roundTrip(extra, body []byte) (*h1Response, error) {
+	c := call.c
+	c.wrote = false
+	bw := c.bw
+	_, _ = bw.Write(call.h.reqLine)
+	_, _ = bw.Write(extra)
+	_, _ = bw.WriteString("Content-Length: ")
+	var num [20]byte
+	_, _ = bw.Write(strconv.AppendInt(num[:0], int64(len(body)), 10))
+	_, _ = bw.WriteString("\r\n\r\n")
+	_, _ = bw.Write(body)
+	if err := bw.Flush(); err != nil {
+		bw.Reset(c)
+		return nil, fmt.Errorf("write request: %w", err)
+	}
+	return readResponseHead(c)
+}
+
+// readResponseHead reads the status line and headers and prepares c.body.
+func readResponseHead(c *h1Conn) (*h1Response, error) {
+	for {
+		line, err := readLine(c.br)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("read response: %w", err)
+		}
+		proto, rest, ok := bytes.Cut(line, []byte{' '})
+		if !ok || !bytes.HasPrefix(proto, []byte("HTTP/1.")) || len(rest) < 3 {
+			return nil, fmt.Errorf("malformed HTTP response %q", clipBytes(line, 64))
+		}
+		code, err := strconv.Atoi(string(rest[:3]))
+		if err != nil || code < 100 || code > 999 {
+			return nil, fmt.Errorf("malformed HTTP status %q", clipBytes(line, 64))
+		}
+		resp := &h1Response{status: code, statusText: string(rest)}
+		keepAlive := string(proto) == "HTTP/1.1"
+		length := int64(-1)
+		chunked := false
+		total := 0
+		for {
+			line, err := readLine(c.br)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, fmt.Errorf("read response headers: %w", err)
+			}
+			if len(line) == 0 {
+				break
+			}
+			if total += len(line); total > 1<<20 {
+				return nil, errors.New("response headers larger than 1 MiB")
+			}
+			if line[0] == ' ' || line[0] == '\t' {
+				return nil, errors.New("malformed HTTP response: folded header line")
+			}
+			k, v, ok := bytes.Cut(line, []byte{':'})
+			if !ok {
+				return nil, fmt.Errorf("malformed HTTP header line %q", clipBytes(line, 64))
+			}
+			v = bytes.TrimSpace(v)
+			switch {
+			case bytes.EqualFold(k, []byte("Content-Length")):
+				n, err := strconv.ParseInt(string(v), 10, 64)
+				if err != nil || n < 0 || (length >= 0 && n != length) {
+					return nil, fmt.Errorf("malformed Content-Length %q", clipBytes(v, 64))
+				}
+				length = n
+			case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+				if !bytes.EqualFold(v, []byte("chunked")) {
+					return nil, fmt.Errorf("unsupported Transfer-Encoding %q", clipBytes(v, 64))
+				}
+				chunked = true
+			case bytes.EqualFold(k, []byte("Content-Type")):
+				resp.contentType = string(v)
+			case bytes.EqualFold(k, []byte("Mcp-Session-Id")):
+				resp.sessionID = string(v)
+			case bytes.EqualFold(k, []byte("Connection")):
+				for _, tok := range bytes.Split(v, []byte{','}) {
+					tok = bytes.TrimSpace(tok)
+					if bytes.EqualFold(tok, []byte("close")) {
+						keepAlive = false
+					} else if bytes.EqualFold(tok, []byte("keep-alive")) && string(proto) != "HTTP/1.1" {
+						keepAlive = true
+					}
+				}
+			}
+		}
+		if code >= 100 && code < 200 {
+			if code == http.StatusSwitchingProtocols {
+				return nil, errors.New("the server switched protocols")
+			}
+			continue // an interim response: the real one follows
+		}
+		b := &c.body
+		*b = h1Body{br: c.br, keepAlive: keepAlive}
+		switch {
+		case code == http.StatusNoContent || code == http.StatusNotModified:
+			b.done = true
+		case chunked:
+			b.chunked = true
+		case length >= 0:
+			b.n = length
+			b.done = length == 0
+		default:
+			b.n = -1 // until the server closes the connection
+			b.keepAlive = false
+		}
+		resp.body = b
+		return resp, nil
+	}
+}
+
+func clipBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// h1Body reads a response body: Content-Length, chunked, or until close.
+type h1Body struct {
+	br        *bufio.Reader
+	chunked   bool
+	n         int64 // bytes left in the body (or the current chunk); -1: until close
+	crlf      bool  // a chunk's data ended; its CRLF is still to be read
+	done      bool  // read to the end
+	keepAlive bool
+	err       error
+}
+
+// length is the declared length of the rest of the body, or -1.
+func (b *h1Body) length() int64 {
+	if b.done {
+		return 0
+	}
+	if b.chunked {
+		return -1
+	}
+	return b.n
+}
+
+func (b *h1Body) reusable() bool { return b.done && b.keepAlive && b.err == nil }
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.chunked && b.n == 0 {
+		if err := b.nextChunk(); err != nil {
+			b.err = err
+			return 0, err
+		}
+		if b.done {
+			return 0, io.EOF
+		}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.n >= 0 && int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.br.Read(p)
+	if b.n >= 0 {
+		b.n -= int64(n)
+		if b.n == 0 && !b.chunked {
+			b.done = true
+		}
+		if b.n == 0 && b.chunked {
+			b.crlf = true
+		}
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) && b.n < 0 {
+			b.done = true
+			return n, io.EOF
+		}
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		b.err = err
+	}
+	if n > 0 {
+		return n, nil
+	}
+	return n, err
+}
+
+// nextChunk reads the next chunk's size line (and the trailer after the
+// last chunk).
+func (b *h1Body) nextChunk() error {
+	if b.crlf {
+		line, err := readLine(b.br)
+		if err != nil {
+			return chunkErr(err)
+		}
+		if len(line) != 0 {
+			return errors.New("malformed chunked encoding: data after a chunk")
+		}
+		b.crlf = false
+	}
+	line, err := readLine(b.br)
+	if err != nil {
+		return chunkErr(err)
+	}
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || len(line) > 15 {
+		return fmt.Errorf("malformed chunk size %q", clipBytes(line, 32))
+	}
+	n, err := strconv.ParseInt(string(line), 16, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("malformed chunk size %q", clipBytes(line, 32))
+	}
+	if n > 0 {
+		b.n = n
+		return nil
+	}
+	for { // trailer
+		line, err := readLine(b.br)
+		if err != nil {
+			return chunkErr(err)
+		}
+		if len(line) == 0 {
+			b.done = true
+			return nil
+		}
+	}
+}
+
+func chunkErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// finish reads what is left of the body (at most limit bytes) so that the
+// connection can be reused; false when the body did not end cleanly.
+func (b *h1Body) finish(limit int64) bool {
+	if !b.done && b.err == nil {
+		_, _ = io.CopyN(io.Discard, b, limit)
+		if !b.done {
+			var one [1]byte
+			_, _ = b.Read(one[:0]) // reach the end of an exhausted chunked body
+		}
+	}
+	return b.reusable()
+}

@@ -1,0 +1,302 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/metamcp/metamcp/dataplane/rpc"
+)
+
+// fakeMCP is a minimal Streamable HTTP server whose answers to tools/call a
+// test chooses; it counts connections and tools/call requests.
+type fakeMCP struct {
+	srv   *httptest.Server
+	conns atomic.Int64
+	calls atomic.Int64
+	// call answers one tools/call: the request id's JSON and the tool name.
+	call func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string)
+}
+
+func newFakeMCP(t *testing.T, idleTimeout time.Duration, call func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string)) *fakeMCP {
+	f := &fakeMCP{call: call}
+	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.srv.Config.IdleTimeout = idleTimeout
+	f.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			f.conns.Add(1)
+		}
+	}
+	f.srv.Start()
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeMCP) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	b, _ := io.ReadAll(r.Body)
+	m, err := rpc.Parse(b)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if r.Header.Get("Content-Type") != "application/json" || !strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		http.Error(w, "bad headers", http.StatusBadRequest)
+		return
+	}
+	switch m.Method {
+	case "initialize":
+		w.Header().Set("Mcp-Session-Id", "sess-1")
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":%q,"capabilities":{},"serverInfo":{"name":"fake","version":"1"}}}`, m.ID, ProtocolVersion)
+	case "notifications/initialized", "notifications/cancelled":
+		w.WriteHeader(http.StatusAccepted)
+	case "tools/call":
+		if r.Header.Get("Mcp-Session-Id") != "sess-1" || r.Header.Get("Mcp-Protocol-Version") != ProtocolVersion {
+			http.Error(w, "missing session headers", http.StatusBadRequest)
+			return
+		}
+		f.calls.Add(1)
+		name, _ := rpc.StringField(m.Params, "name")
+		f.call(w, r, m.ID, name)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}`, m.ID)
+	}
+}
+
+func fakeSession(t *testing.T, f *fakeMCP, events Events) Session {
+	t.Helper()
+	p := newTestPool(t, PoolOptions{Events: events}, httpServer("fake", f.srv.URL+"/mcp"))
+	s, err := p.Session(ctxT(t, 30*time.Second), "fake", "")
+	if err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	if tr, ok := s.(*session).t.(*httpTransport); !ok || tr.h1 == nil {
+		t.Fatalf("the session does not use the h1 client")
+	}
+	return s
+}
+
+func resultText(text string) string {
+	b, _ := json.Marshal(text)
+	return `{"content":[{"type":"text","text":` + string(b) + `}]}`
+}
+
+func TestH1Bodies(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 20<<10) // 320 KiB: many chunks, many buffer fills
+	cases := []struct {
+		name  string
+		write func(w http.ResponseWriter, id json.RawMessage, text string)
+	}{
+		{"content-length", func(w http.ResponseWriter, id json.RawMessage, text string) {
+			body := `{"jsonrpc":"2.0","id":` + string(id) + `,"result":` + resultText(text) + `}`
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			_, _ = io.WriteString(w, body)
+		}},
+		{"chunked", func(w http.ResponseWriter, id json.RawMessage, text string) {
+			body := `{"jsonrpc":"2.0","id":` + string(id) + `,"result":` + resultText(text) + `}`
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			for len(body) > 0 {
+				n := min(len(body), 7777)
+				_, _ = io.WriteString(w, body[:n])
+				w.(http.Flusher).Flush()
+				body = body[n:]
+			}
+		}},
+		{"sse", func(w http.ResponseWriter, id json.RawMessage, text string) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, ": keep-alive\n\n")
+			_, _ = io.WriteString(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n")
+			w.(http.Flusher).Flush()
+			_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":999999,\"result\":{}}\n\n") // not ours
+			_, _ = io.WriteString(w, "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\r\ndata: \"result\":"+resultText(text)+"}\r\n\r\n")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeMCP(t, 0, func(w http.ResponseWriter, _ *http.Request, id json.RawMessage, tool string) {
+				text := tool
+				if tool == "big" {
+					text = big
+				}
+				tc.write(w, id, text)
+			})
+			rec := &recorder{}
+			s := fakeSession(t, f, rec)
+			ctx := ctxT(t, 30*time.Second)
+			for i := range 5 {
+				tool := "small"
+				if i%2 == 1 {
+					tool = "big"
+				}
+				got, err := toolText(ctx, s, tool, nil)
+				if err != nil {
+					t.Fatalf("call %d: %v", i, err)
+				}
+				want := tool
+				if tool == "big" {
+					want = big
+				}
+				if got != want {
+					t.Fatalf("call %d: got %d bytes, want %d", i, len(got), len(want))
+				}
+			}
+			// Every POST went over the one kept-alive connection (the
+			// initialize handshake included); the other is net/http's for
+			// the standalone GET stream.
+			if n := f.conns.Load(); n != 2 {
+				t.Errorf("%d connections for sequential calls, want 2", n)
+			}
+			if tc.name == "sse" {
+				if n := rec.count(" notifications/progress"); n != 5 {
+					t.Errorf("%d progress notifications handed to Events, want 5 (%v)", n, rec.notes)
+				}
+			}
+		})
+	}
+}
+
+func TestH1ServerClosesIdleConn(t *testing.T) {
+	f := newFakeMCP(t, 50*time.Millisecond, func(w http.ResponseWriter, _ *http.Request, id json.RawMessage, tool string) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":`+string(id)+`,"result":`+resultText(tool)+`}`)
+	})
+	s := fakeSession(t, f, nil)
+	ctx := ctxT(t, 30*time.Second)
+	for i := range 3 {
+		if _, err := toolText(ctx, s, "echo", nil); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		time.Sleep(300 * time.Millisecond) // the server closes the idle connection
+	}
+	if n := f.calls.Load(); n != 3 {
+		t.Errorf("the server saw %d calls, want 3", n)
+	}
+	if n := f.conns.Load(); n < 3 {
+		t.Errorf("%d connections, want a fresh one after each idle close", n)
+	}
+
+	// CloseClientConnections closes idle connections at once.
+	if _, err := toolText(ctx, s, "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.CloseClientConnections()
+	if _, err := toolText(ctx, s, "echo", nil); err != nil {
+		t.Fatalf("call after the server closed the connection: %v", err)
+	}
+}
+
+// A request that reached the server is never sent twice: a POST is not
+// idempotent.
+func TestH1NoRetryAfterWrite(t *testing.T) {
+	f := newFakeMCP(t, 0, func(w http.ResponseWriter, _ *http.Request, id json.RawMessage, tool string) {
+		if tool == "drop" {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":`+string(id)+`,"result":`+resultText(tool)+`}`)
+	})
+	s := fakeSession(t, f, nil)
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := toolText(ctx, s, "echo", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := toolText(ctx, s, "drop", nil)
+	var uerr *Error
+	if err == nil || !errors.As(err, &uerr) || uerr.Server != "fake" {
+		t.Fatalf("err = %v, want an *upstream.Error naming the server", err)
+	}
+	if n := f.calls.Load(); n != 2 {
+		t.Errorf("the server saw %d calls, want 2 (no retry of a written request)", n)
+	}
+}
+
+func TestH1ContextCancel(t *testing.T) {
+	release := make(chan struct{})
+	f := newFakeMCP(t, 0, func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string) {
+		if tool == "hang" {
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":`+string(id)+`,"result":`+resultText(tool)+`}`)
+	})
+	t.Cleanup(func() { close(release) })
+	s := fakeSession(t, f, nil)
+	for _, mode := range []string{"cancel", "deadline"} {
+		t.Run(mode, func(t *testing.T) {
+			var ctx context.Context
+			var cancel context.CancelFunc
+			if mode == "cancel" {
+				ctx, cancel = context.WithCancel(context.Background())
+				time.AfterFunc(100*time.Millisecond, cancel)
+			} else {
+				ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+			}
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := toolText(ctx, s, "hang", nil)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				want := context.Canceled
+				if mode == "deadline" {
+					want = context.DeadlineExceeded
+				}
+				if !errors.Is(err, want) {
+					t.Fatalf("err = %v, want %v", err, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the call did not return after its context ended")
+			}
+			// The session survives: the next call works.
+			if _, err := toolText(ctxT(t, 30*time.Second), s, "echo", nil); err != nil {
+				t.Fatalf("call after %s: %v", mode, err)
+			}
+		})
+	}
+}
+
+func TestH1Eligibility(t *testing.T) {
+	cases := []struct {
+		url     string
+		headers http.Header
+		want    bool
+	}{
+		{"http://127.0.0.1:1234/mcp", nil, true},
+		{"http://127.0.0.1:1234/mcp?x=1", http.Header{"X-Api-Key": {"k"}}, true},
+		{"https://127.0.0.1:1234/mcp", nil, false},
+		{"http://u:p@127.0.0.1:1234/mcp", nil, false},
+		{"http://127.0.0.1:1234/mcp", http.Header{"Host": {"other"}}, false},
+		{"http://127.0.0.1:1234/mcp", http.Header{"X-Bad": {"a\r\nb: c"}}, false},
+	}
+	for _, tc := range cases {
+		if got := newH1Client(tc.url, tc.headers) != nil; got != tc.want {
+			t.Errorf("newH1Client(%q, %v) used = %v, want %v", tc.url, tc.headers, got, tc.want)
+		}
+	}
+}
