@@ -168,8 +168,21 @@ func (h *h1Client) put(c *h1Conn) {
 		_ = c.nc.Close()
 		return
 	}
+	// get takes the most recently used: the oldest idle connection is the
+	// first to expire; close it here so that a quiet session does not keep
+	// connections the server has long closed.
+	var stale *h1Conn
+	if len(h.idle) > 0 && c.used.Sub(h.idle[0].used) > h1IdleTimeout {
+		stale = h.idle[0]
+		copy(h.idle, h.idle[1:])
+		h.idle[len(h.idle)-1] = nil
+		h.idle = h.idle[:len(h.idle)-1]
+	}
 	h.idle = append(h.idle, c)
 	h.mu.Unlock()
+	if stale != nil {
+		_ = stale.nc.Close()
+	}
 }
 
 // close closes the idle connections; connections in use are closed when

@@ -300,3 +300,27 @@ func TestH1Eligibility(t *testing.T) {
 		}
 	}
 }
+
+func TestH1IdleExpiry(t *testing.T) {
+	h := newH1Client("http://127.0.0.1:1/mcp", nil)
+	conn := func(age time.Duration) (*h1Conn, net.Conn) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = b.Close() })
+		return &h1Conn{nc: a, used: time.Now().Add(-age)}, b
+	}
+	old, oldPeer := conn(2 * h1IdleTimeout)
+	h.idle = append(h.idle, old)
+	fresh, _ := conn(0)
+	h.put(fresh)
+	if len(h.idle) != 1 || h.idle[0] != fresh {
+		t.Fatalf("idle = %v, want only the fresh connection", h.idle)
+	}
+	_ = oldPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := oldPeer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("the expired connection was not closed: %v", err)
+	}
+	h.close()
+	if len(h.idle) != 0 {
+		t.Errorf("idle after close = %d", len(h.idle))
+	}
+}
