@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -320,6 +321,7 @@ func describeDataPlane(d *describer, p *metamcpv1.DataPlane, current int64) {
 	}
 	d.field(0, "Last seen", d.a.timeShown(p.GetLastSeen()))
 	d.field(0, "Connected since", d.a.timeShown(p.GetConnectTime()))
+	d.field(0, "Client sessions", strconv.FormatInt(p.GetActiveSessions(), 10))
 	if len(p.GetUpstreams()) == 0 {
 		d.field(0, "Upstreams", "")
 		return

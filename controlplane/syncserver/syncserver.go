@@ -373,6 +373,7 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 	case *metamcpv1.SyncRequest_Status:
 		st.dp.LastSeen = now
 		st.dp.Upstreams = m.Status.GetUpstreams()
+		st.dp.ActiveSessions = m.Status.GetActiveSessions()
 		st.record()
 	case *metamcpv1.SyncRequest_Calls:
 		recs := m.Calls.GetRecords()

@@ -450,3 +450,40 @@ func TestSyncOverTLS(t *testing.T) {
 		t.Fatal("a data plane that does not trust the CA received a snapshot")
 	}
 }
+
+// TestStatusReachesRegistry: a data plane's periodic status (upstream health,
+// live client sessions) shows in the registry.
+func TestStatusReachesRegistry(t *testing.T) {
+	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
+	tok := syncToken(t, c, "dps")
+	cache := configcache.New("", testLogger(t))
+	client, err := syncclient.New(cache, syncclient.Options{
+		Addr: c.addr, Token: tok, NodeID: "reporter", StatusInterval: 50 * time.Millisecond,
+		Status: func() ([]*metamcpv1.UpstreamStatus, int64) {
+			return []*metamcpv1.UpstreamStatus{{Server: "fs", State: metamcpv1.UpstreamState_UPSTREAM_STATE_HEALTHY, Processes: 2}}, 7
+		},
+		Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = client.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.admin.ListDataPlanes(adminCtx(t), &metamcpv1.ListDataPlanesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dps := resp.GetDataPlanes(); len(dps) == 1 && dps[0].GetActiveSessions() == 7 &&
+			len(dps[0].GetUpstreams()) == 1 && dps[0].GetUpstreams()[0].GetProcesses() == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry never showed the status: %v", resp.GetDataPlanes())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -2331,9 +2331,11 @@ type DataPlane struct {
 	LastSeen          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	ConnectTime       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=connect_time,json=connectTime,proto3" json:"connect_time,omitempty"`
 	// Health per upstream server, from the data plane's last status.
-	Upstreams     []*UpstreamStatus `protobuf:"bytes,12,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Upstreams []*UpstreamStatus `protobuf:"bytes,12,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
+	// Live client sessions, from the data plane's last status.
+	ActiveSessions int64 `protobuf:"varint,13,opt,name=active_sessions,json=activeSessions,proto3" json:"active_sessions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DataPlane) Reset() {
@@ -2448,6 +2450,13 @@ func (x *DataPlane) GetUpstreams() []*UpstreamStatus {
 		return x.Upstreams
 	}
 	return nil
+}
+
+func (x *DataPlane) GetActiveSessions() int64 {
+	if x != nil {
+		return x.ActiveSessions
+	}
+	return 0
 }
 
 // UpstreamStatus is one data plane's health report for one upstream server.
@@ -2724,7 +2733,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\tresources\x18\x02 \x03(\v2\x14.metamcp.v1.ResourceR\tresources\"\x14\n" +
 	"\x12GetRevisionRequest\"1\n" +
 	"\x13GetRevisionResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xe1\x03\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\x8a\x04\n" +
 	"\tDataPlane\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -2739,7 +2748,8 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\tlast_seen\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12=\n" +
 	"\fconnect_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x128\n" +
-	"\tupstreams\x18\f \x03(\v2\x1a.metamcp.v1.UpstreamStatusR\tupstreams\"\xa9\x01\n" +
+	"\tupstreams\x18\f \x03(\v2\x1a.metamcp.v1.UpstreamStatusR\tupstreams\x12'\n" +
+	"\x0factive_sessions\x18\r \x01(\x03R\x0eactiveSessions\"\xa9\x01\n" +
 	"\x0eUpstreamStatus\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.metamcp.v1.UpstreamStateR\x05state\x12\x14\n" +
