@@ -1,7 +1,6 @@
 package controlplane_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,28 +28,14 @@ import (
 	"github.com/metamcp/metamcp/controlplane/auth"
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
+	"github.com/metamcp/metamcp/internal/syncbuf"
 	"github.com/metamcp/metamcp/internal/testca"
 )
 
 const bootstrapToken = "bootstrap-token-for-tests-0123456789"
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer captures a process's output while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 type testServer struct {
 	srv  *controlplane.Server

@@ -38,6 +38,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/internal/syncbuf"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -88,23 +89,8 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's output and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer captures a process's output while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 func randomHex(tb testing.TB, n int) string {
 	tb.Helper()

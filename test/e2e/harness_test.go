@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/metamcp/metamcp/controlplane/store/postgres/pgtest"
+	"github.com/metamcp/metamcp/internal/syncbuf"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -75,24 +75,8 @@ func checkPostgres() error {
 	return conn.Close(ctx)
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's output goroutines and
-// the test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer captures a process's output while the test reads it.
+type syncBuffer = syncbuf.Buffer
 
 // randomHex returns n random bytes in hex.
 func randomHex(t testing.TB, n int) string {
