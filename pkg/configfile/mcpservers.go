@@ -370,21 +370,11 @@ func lineCol(data []byte, offset int64) (line, col int) {
 // at the right line and column.
 func stripJSONC(data []byte) []byte {
 	out := bytes.Clone(data)
-	inString, escaped := false, false
+	var str stringScanner
 	for i := 0; i < len(out); i++ {
 		c := out[i]
 		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
+		case str.inString(c):
 		case c == '/' && i+1 < len(out) && out[i+1] == '/':
 			for ; i < len(out) && out[i] != '\n'; i++ {
 				out[i] = ' '
@@ -403,30 +393,44 @@ func stripJSONC(data []byte) []byte {
 		}
 	}
 	// Trailing commas, now that comments are blank.
-	inString, escaped = false, false
+	str = stringScanner{}
 	for i := 0; i < len(out); i++ {
-		c := out[i]
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == ',':
-			j := i + 1
-			for j < len(out) && (out[j] == ' ' || out[j] == '\t' || out[j] == '\n' || out[j] == '\r') {
-				j++
-			}
-			if j < len(out) && (out[j] == '}' || out[j] == ']') {
-				out[i] = ' '
-			}
+		if str.inString(out[i]) || out[i] != ',' {
+			continue
+		}
+		j := i + 1
+		for j < len(out) && (out[j] == ' ' || out[j] == '\t' || out[j] == '\n' || out[j] == '\r') {
+			j++
+		}
+		if j < len(out) && (out[j] == '}' || out[j] == ']') {
+			out[i] = ' '
 		}
 	}
 	return out
+}
+
+// stringScanner follows JSON text byte by byte and tells which bytes belong
+// to a string literal (its quotes included).
+type stringScanner struct {
+	in, escaped bool
+}
+
+// inString consumes c and reports whether it is part of a string literal.
+func (s *stringScanner) inString(c byte) bool {
+	switch {
+	case s.in:
+		switch {
+		case s.escaped:
+			s.escaped = false
+		case c == '\\':
+			s.escaped = true
+		case c == '"':
+			s.in = false
+		}
+		return true
+	case c == '"':
+		s.in = true
+		return true
+	}
+	return false
 }
