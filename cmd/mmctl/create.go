@@ -55,6 +55,23 @@ func nameArg(kindName string) cobra.PositionalArgs {
 
 // printCreated prints a created resource: `server/github created (revision 3)`
 // in a table, the resource itself for -o json|yaml.
+// createResource makes one config resource through create and prints it as
+// created. apiKind is the API's kind name, cliKind the word mmctl users type.
+func createResource[T interface {
+	proto.Message
+	GetRevision() int64
+}](ctx context.Context, a *app, apiKind, cliKind, name string, create func(context.Context, metamcpv1.AdminServiceClient) (T, error)) error {
+	c, err := a.admin()
+	if err != nil {
+		return err
+	}
+	created, err := create(ctx, c)
+	if err != nil {
+		return about(fmt.Sprintf("%s %q", cliKind, name), fmt.Errorf("create %s %q: %w", cliKind, name, err))
+	}
+	return a.printCreated(kindByAPIKind(apiKind), created, created.GetRevision())
+}
+
 func (a *app) printCreated(k *kind, m proto.Message, rev int64) error {
 	redact(m)
 	switch a.output {
@@ -112,15 +129,9 @@ $KEY from mmctl's environment, and --bearer-token-file or --bearer-token-stdin.`
 			if err != nil {
 				return err
 			}
-			c, err := a.admin()
-			if err != nil {
-				return err
-			}
-			created, err := c.CreateServer(ctx, &metamcpv1.CreateServerRequest{Server: s})
-			if err != nil {
-				return about(fmt.Sprintf("server %q", args[0]), fmt.Errorf("create server %q: %w", args[0], err))
-			}
-			return a.printCreated(kindByAPIKind("Server"), created, created.GetRevision())
+			return createResource(ctx, a, "Server", "server", args[0], func(ctx context.Context, c metamcpv1.AdminServiceClient) (*metamcpv1.Server, error) {
+				return c.CreateServer(ctx, &metamcpv1.CreateServerRequest{Server: s})
+			})
 		}),
 	}
 	fl := cmd.Flags()
@@ -313,15 +324,9 @@ gh__create_issue. --server github uses the server's name as the prefix;
 				}
 				ns.Members = append(ns.Members, m)
 			}
-			c, err := a.admin()
-			if err != nil {
-				return err
-			}
-			created, err := c.CreateNamespace(ctx, &metamcpv1.CreateNamespaceRequest{Namespace: ns})
-			if err != nil {
-				return about(fmt.Sprintf("namespace %q", args[0]), fmt.Errorf("create namespace %q: %w", args[0], err))
-			}
-			return a.printCreated(kindByAPIKind("Namespace"), created, created.GetRevision())
+			return createResource(ctx, a, "Namespace", "namespace", args[0], func(ctx context.Context, c metamcpv1.AdminServiceClient) (*metamcpv1.Namespace, error) {
+				return c.CreateNamespace(ctx, &metamcpv1.CreateNamespaceRequest{Namespace: ns})
+			})
 		}),
 	}
 	fl := cmd.Flags()
@@ -373,15 +378,9 @@ func newCreateEndpointCommand(a *app) *cobra.Command {
 			if noSSE || noStreamable {
 				ep.Transports = &metamcpv1.Transports{DisableSse: noSSE, DisableStreamableHttp: noStreamable}
 			}
-			c, err := a.admin()
-			if err != nil {
-				return err
-			}
-			created, err := c.CreateEndpoint(ctx, &metamcpv1.CreateEndpointRequest{Endpoint: ep})
-			if err != nil {
-				return about(fmt.Sprintf("endpoint %q", args[0]), fmt.Errorf("create endpoint %q: %w", args[0], err))
-			}
-			return a.printCreated(kindByAPIKind("Endpoint"), created, created.GetRevision())
+			return createResource(ctx, a, "Endpoint", "endpoint", args[0], func(ctx context.Context, c metamcpv1.AdminServiceClient) (*metamcpv1.Endpoint, error) {
+				return c.CreateEndpoint(ctx, &metamcpv1.CreateEndpointRequest{Endpoint: ep})
+			})
 		}),
 	}
 	fl := cmd.Flags()
@@ -438,15 +437,9 @@ endpoints with mmctl create endpoint --rate-limit NAME.`,
 			if p.OnRedisFailure, err = parseFailureMode(onFailure); err != nil {
 				return err
 			}
-			c, err := a.admin()
-			if err != nil {
-				return err
-			}
-			created, err := c.CreateRateLimitPolicy(ctx, &metamcpv1.CreateRateLimitPolicyRequest{RateLimitPolicy: p})
-			if err != nil {
-				return about(fmt.Sprintf("ratelimit %q", args[0]), fmt.Errorf("create ratelimit %q: %w", args[0], err))
-			}
-			return a.printCreated(kindByAPIKind("RateLimitPolicy"), created, created.GetRevision())
+			return createResource(ctx, a, "RateLimitPolicy", "ratelimit", args[0], func(ctx context.Context, c metamcpv1.AdminServiceClient) (*metamcpv1.RateLimitPolicy, error) {
+				return c.CreateRateLimitPolicy(ctx, &metamcpv1.CreateRateLimitPolicyRequest{RateLimitPolicy: p})
+			})
 		}),
 	}
 	fl := cmd.Flags()
