@@ -20,6 +20,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -76,6 +77,9 @@ type Options struct {
 	Sessions SessionStore
 	// Version is the serverInfo.version the gateway announces.
 	Version string
+	// Bus carries session-addressed messages between replicas (a local,
+	// in-process bus when nil; the gateway closes only that one).
+	Bus sessionbus.Bus
 }
 
 // Gateway serves MCP clients. Create it with New; stop it with Close.
@@ -90,8 +94,12 @@ type Gateway struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu  sync.Mutex
-	sse map[string]*sseStream
+	bus    sessionbus.Bus
+	ownBus bool
+
+	mu      sync.Mutex
+	sse     map[string]*sseStream
+	streams map[string]*localStream // open standalone streams by session id
 }
 
 // New returns a Gateway and starts its idle-session sweeper.
@@ -125,6 +133,11 @@ func New(opts Options) *Gateway {
 		ctx:      ctx,
 		cancel:   cancel,
 		sse:      make(map[string]*sseStream),
+		streams:  make(map[string]*localStream),
+		bus:      opts.Bus,
+	}
+	if g.bus == nil {
+		g.bus, g.ownBus = sessionbus.NewLocal(), true
 	}
 	g.wg.Add(1)
 	go g.sweep()
@@ -154,6 +167,9 @@ func (g *Gateway) Close() {
 	g.cancel()
 	g.mu.Unlock()
 	g.wg.Wait()
+	if g.ownBus {
+		_ = g.bus.Close()
+	}
 	// A session still serving a request (the HTTP server was not drained)
 	// is left to the pool's Close.
 	for _, id := range g.sessions.Expired(time.Now().Add(time.Hour)) {
