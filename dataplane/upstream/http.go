@@ -70,7 +70,10 @@ type httpTransport struct {
 	url     string
 	client  *http.Client
 	headers http.Header
-	onMsg   func(*rpc.Message)
+	// onMsg handles what the server sends that is not a response: with
+	// the Caller of the call on whose response stream it came, or nil
+	// (the standalone GET stream).
+	onMsg func(Caller, *rpc.Message)
 	// h1 carries the POSTs of a plain http:// server (nil: net/http does).
 	h1 *h1Client
 
@@ -89,7 +92,7 @@ type httpTransport struct {
 	fin   chan struct{}
 }
 
-func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(*rpc.Message)) *httpTransport {
+func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(Caller, *rpc.Message)) *httpTransport {
 	life, stop := context.WithCancel(context.Background())
 	headers := httpHeaders(cfg.GetStreamableHttp())
 	return &httpTransport{
@@ -158,7 +161,7 @@ func (t *httpTransport) listenOnce() (bool, error) {
 		if err != nil || msg.IsResponse() {
 			return true
 		}
-		t.onMsg(msg)
+		t.onMsg(nil, msg)
 		return true
 	})
 	return true, err
@@ -398,7 +401,8 @@ func (t *httpTransport) readResponse(ctx context.Context, id int64, contentType 
 				}
 				return true
 			}
-			t.onMsg(msg)
+			// Sent on this call's response stream: related to the call.
+			t.onMsg(CallerFrom(ctx), msg)
 			return true
 		})
 		if found != nil {

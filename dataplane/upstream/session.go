@@ -55,6 +55,10 @@ type session struct {
 	t      transport
 	info   *Info
 	nextID atomic.Int64
+	// related is set when the transport relates messages to calls on the
+	// wire (Streamable HTTP: on the call's response stream). Otherwise the
+	// session attributes them to the calls in flight (callers).
+	related bool
 
 	// life ends when the session closes; it bounds replies to server requests.
 	life     context.Context
@@ -67,6 +71,9 @@ type session struct {
 	retiring bool
 	closing  bool
 	onIdle   func() // called (without mu) when a retiring session becomes idle
+	// callers are the Callers of the calls in flight, one entry per call,
+	// kept only when !related.
+	callers []Caller
 }
 
 func newSession(server, clientID string, cfg *metamcpv1.Server, opts *PoolOptions, log *slog.Logger) *session {
@@ -76,6 +83,7 @@ func newSession(server, clientID string, cfg *metamcpv1.Server, opts *PoolOption
 		defCall: opts.DefaultCallTimeout, defList: opts.DefaultListTimeout,
 		events: opts.Events, log: log, life: life, stopLife: stop,
 		lastUsed: time.Now(),
+		related:  cfg.GetStreamableHttp() != nil,
 	}
 }
 
@@ -205,6 +213,12 @@ func (s *session) Call(ctx context.Context, method string, params json.RawMessag
 		return nil, s.deadErr()
 	}
 	defer s.release()
+	if !s.related {
+		if c := CallerFrom(ctx); c != nil {
+			s.addCaller(c)
+			defer s.removeCaller(c)
+		}
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		d := CallTimeout(s.cfg, s.defCall)
 		if isList(method) {
@@ -291,32 +305,89 @@ func (s *session) Notify(ctx context.Context, method string, params json.RawMess
 	return nil
 }
 
-// onMessage handles what the upstream sends on its own.
-func (s *session) onMessage(m *rpc.Message) {
+func (s *session) addCaller(c Caller) {
+	s.mu.Lock()
+	s.callers = append(s.callers, c)
+	s.mu.Unlock()
+}
+
+func (s *session) removeCaller(c Caller) {
+	s.mu.Lock()
+	for i, x := range s.callers {
+		if x == c {
+			last := len(s.callers) - 1
+			s.callers[i] = s.callers[last]
+			s.callers[last] = nil
+			s.callers = s.callers[:last]
+			break
+		}
+	}
+	s.mu.Unlock()
+}
+
+// soleCaller is the Caller to which a message that the wire relates to no
+// call belongs: the one call with a Caller in flight, or the first of them
+// when all share a CallerID (one downstream session). Nil when there is
+// none or they belong to different downstream sessions.
+func (s *session) soleCaller() Caller {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.callers) == 0 {
+		return nil
+	}
+	first := s.callers[0]
+	if len(s.callers) > 1 {
+		id := first.CallerID()
+		for _, c := range s.callers[1:] {
+			if c.CallerID() != id {
+				return nil
+			}
+		}
+	}
+	return first
+}
+
+// onMessage handles what the upstream sends that is not a response: c is
+// the Caller of the call it came with, nil when the wire relates it to no
+// call.
+func (s *session) onMessage(c Caller, m *rpc.Message) {
+	if c == nil && !s.related {
+		c = s.soleCaller()
+	}
 	switch {
 	case m.IsNotification():
-		if s.events != nil {
+		switch {
+		case c != nil:
+			c.Notification(m)
+		case s.events != nil:
 			s.events.Notification(s.server, s.clientID, m)
-		} else {
+		default:
 			s.log.Debug("upstream notification", "method", m.Method)
 		}
 	case m.IsRequest():
-		s.goBackground(func() { s.answer(m) })
+		s.goBackground(func() { s.answer(c, m) })
 	default:
 		s.log.Debug("ignoring an upstream response to no pending request", "id", string(m.ID))
 	}
 }
 
-// answer replies to a server-to-client request.
-func (s *session) answer(m *rpc.Message) {
+// answer replies to a server-to-client request, through c when the request
+// belongs to a call, else through the pool's Events.
+func (s *session) answer(c Caller, m *rpc.Message) {
 	reply := &rpc.Message{ID: m.ID}
 	switch {
 	case m.Method == "ping":
 		reply.Result = json.RawMessage(`{}`)
-	case s.events == nil:
-		reply.Error = rpc.NewError(rpc.CodeMethodNotFound, "metamcp does not route "+m.Method+" to clients yet")
+	case c == nil && s.events == nil:
+		reply.Error = rpc.NewError(rpc.CodeMethodNotFound, "metamcp cannot route "+m.Method+" to a client: the request belongs to no client call")
 	default:
-		res, err := s.events.Request(s.life, s.server, s.clientID, m)
+		var res json.RawMessage
+		var err error
+		if c != nil {
+			res, err = c.Request(s.life, m)
+		} else {
+			res, err = s.events.Request(s.life, s.server, s.clientID, m)
+		}
 		var rerr *rpc.Error
 		switch {
 		case errors.As(err, &rerr):

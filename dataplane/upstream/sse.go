@@ -24,7 +24,7 @@ type sseTransport struct {
 	client   *http.Client
 	headers  http.Header
 	log      *slog.Logger
-	onMsg    func(*rpc.Message)
+	onMsg    func(Caller, *rpc.Message)
 	endpoint string
 
 	stop   context.CancelFunc
@@ -35,7 +35,7 @@ type sseTransport struct {
 	fin   chan struct{} // closed by the reader when it ends
 }
 
-func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(*rpc.Message)) (*sseTransport, error) {
+func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(Caller, *rpc.Message)) (*sseTransport, error) {
 	t := &sseTransport{
 		url: cfg.GetSse().GetUrl(), client: client, headers: httpHeaders(cfg.GetSse()),
 		log: log, onMsg: onMsg, fin: make(chan struct{}),
@@ -129,7 +129,7 @@ func (t *sseTransport) read(resp *http.Response, endpoint chan<- string) {
 				}
 				return true
 			}
-			t.onMsg(msg)
+			t.onMsg(nil, msg) // SSE relates nothing on the wire
 		}
 		return true
 	})

@@ -56,7 +56,7 @@ type stdioTransport struct {
 	stdin  *os.File
 	stdout *os.File
 	stderr *os.File
-	onMsg  func(*rpc.Message)
+	onMsg  func(Caller, *rpc.Message)
 
 	wmu     sync.Mutex
 	readers sync.WaitGroup
@@ -67,7 +67,7 @@ type stdioTransport struct {
 	fin   chan struct{}
 }
 
-func startStdio(cfg *metamcpv1.Server, environ []string, log *slog.Logger, onMsg func(*rpc.Message)) (*stdioTransport, error) {
+func startStdio(cfg *metamcpv1.Server, environ []string, log *slog.Logger, onMsg func(Caller, *rpc.Message)) (*stdioTransport, error) {
 	st := cfg.GetStdio()
 	if st.GetCommand() == "" {
 		return nil, errors.New("no command to run")
@@ -252,7 +252,7 @@ func (t *stdioTransport) readStdout() {
 			}
 			continue
 		}
-		t.onMsg(msg)
+		t.onMsg(nil, msg) // stdio relates nothing on the wire
 	}
 }
 
