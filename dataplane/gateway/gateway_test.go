@@ -486,7 +486,8 @@ func TestSessionLifecycle(t *testing.T) {
 	if status, _, _ := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 202 {
 		t.Errorf("notification: %d, want 202", status)
 	}
-	// GET has no stream yet.
+	// GET without Accept: text/event-stream is refused; with it, it opens
+	// the standalone stream, which DELETE ends.
 	req, _ := http.NewRequest(http.MethodGet, h.url("main", "mcp"), nil)
 	req.Header.Set("Authorization", "Bearer "+keyAlice)
 	req.Header.Set(headerSessionID, sid)
@@ -495,9 +496,23 @@ func TestSessionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 405 {
-		t.Errorf("GET: %d, want 405", resp.StatusCode)
+	if resp.StatusCode != 406 {
+		t.Errorf("GET without Accept: %d, want 406", resp.StatusCode)
 	}
+	req.Header.Set("Accept", "text/event-stream")
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if stream.StatusCode != 200 || stream.Header.Get("Content-Type") != "text/event-stream" {
+		t.Errorf("GET: %d %s, want an event stream", stream.StatusCode, stream.Header.Get("Content-Type"))
+	}
+	streamEnded := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, stream.Body)
+		streamEnded <- err
+	}()
 	// DELETE ends it.
 	req, _ = http.NewRequest(http.MethodDelete, h.url("main", "mcp"), nil)
 	req.Header.Set("Authorization", "Bearer "+keyAlice)
@@ -516,7 +531,14 @@ func TestSessionLifecycle(t *testing.T) {
 	if !slices.Contains(h.ups.closedClients(), sid) {
 		t.Errorf("DELETE did not close the per-client upstream sessions of %q", sid)
 	}
-
+	select {
+	case err := <-streamEnded:
+		if err != nil {
+			t.Errorf("stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("DELETE did not end the session's stream")
+	}
 }
 
 func TestIdleSessionSwept(t *testing.T) {

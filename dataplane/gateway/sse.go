@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
-	"time"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
@@ -72,7 +71,16 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	// ends with the stream (or Close, or the stream's failed write).
 	g.sessions.Acquire(sid)
 	stop := context.AfterFunc(g.ctx, cancel)
+	// Messages for the session from anywhere (related to no POST: the
+	// 2024-11-05 transport has only this stream) arrive on its topic.
+	bus, err := g.bus.Subscribe(ctx, streamTopic(sid))
+	if err != nil {
+		g.log.Warn("could not subscribe an SSE session's topic", "err", err)
+		bus = nil
+	}
+	removeStream := g.addLocalStream(sid, t.name, cancel)
 	defer func() {
+		removeStream()
 		stop()
 		cancel()
 		// No request joins s.wg once the stream is out of the map.
@@ -98,28 +106,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	flusher.Flush()
-	keep := time.NewTicker(SSEKeepAlive)
-	defer keep.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case b := <-s.out:
-			ev := make([]byte, 0, len(b)+32)
-			ev = append(ev, "event: message\ndata: "...)
-			ev = append(ev, b...)
-			ev = append(ev, "\n\n"...)
-			if _, err := w.Write(ev); err != nil {
-				return
-			}
-			flusher.Flush()
-		case <-keep.C:
-			if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil {
-				return
-			}
-			flusher.Flush()
-		}
-	}
+	g.pumpStream(ctx, &streamWriter{w: w}, bus, s.out, "")
 }
 
 // endSSE closes the stream of a session, if it has one.

@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -40,21 +44,37 @@ func (g *Gateway) sendToSession(ctx context.Context, sid string, msg []byte) boo
 // localStream is a standalone stream open on this replica.
 type localStream struct {
 	endpoint string
+	cancel   context.CancelFunc
 }
 
 // addLocalStream records that session sid has its standalone stream open
-// here; the returned func removes it again.
-func (g *Gateway) addLocalStream(sid, endpoint string) func() {
-	ls := &localStream{endpoint: endpoint}
+// here; cancel ends that stream. A stream the session had open here before
+// is ended (the newer one replaces it). The returned func removes the record.
+func (g *Gateway) addLocalStream(sid, endpoint string, cancel context.CancelFunc) func() {
+	ls := &localStream{endpoint: endpoint, cancel: cancel}
 	g.mu.Lock()
+	old := g.streams[sid]
 	g.streams[sid] = ls
 	g.mu.Unlock()
+	if old != nil && old.cancel != nil {
+		old.cancel()
+	}
 	return func() {
 		g.mu.Lock()
 		if g.streams[sid] == ls {
 			delete(g.streams, sid)
 		}
 		g.mu.Unlock()
+	}
+}
+
+// endLocalStream ends the standalone stream of sid on this replica, if any.
+func (g *Gateway) endLocalStream(sid string) {
+	g.mu.Lock()
+	ls := g.streams[sid]
+	g.mu.Unlock()
+	if ls != nil && ls.cancel != nil {
+		ls.cancel()
 	}
 }
 
@@ -70,6 +90,98 @@ func (g *Gateway) localStreams(endpoint string) []string {
 		}
 	}
 	return ids
+}
+
+// Control messages on a stream topic. They start with a NUL byte, which no
+// JSON-RPC message does, so a stream tells them from messages to deliver.
+const (
+	// ctlEnd ends the session's stream wherever it is open (the session
+	// ended, by DELETE on some replica).
+	ctlEnd = "\x00end"
+	// ctlTakeover + a stream's token: a newer stream of the session opened
+	// (maybe on another replica); every other stream of the session ends.
+	ctlTakeover = "\x00takeover "
+)
+
+// endStreams ends the standalone streams of session sid, on every replica.
+func (g *Gateway) endStreams(sid string) {
+	g.endLocalStream(sid)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := g.bus.Publish(ctx, streamTopic(sid), []byte(ctlEnd)); err != nil {
+		g.log.Debug("could not tell other replicas that a session ended", "err", err)
+	}
+}
+
+// streamWriter writes JSON-RPC messages as SSE events on a long-lived
+// response, with an "id:" per event when ids is set (a client that
+// reconnects then knows the stream made progress; events are not replayed).
+type streamWriter struct {
+	w      http.ResponseWriter
+	ids    bool
+	nextID int64
+}
+
+func (sw *streamWriter) event(msg []byte) error {
+	ev := make([]byte, 0, len(msg)+48)
+	if sw.ids {
+		sw.nextID++
+		ev = append(ev, "id: "...)
+		ev = strconv.AppendInt(ev, sw.nextID, 10)
+		ev = append(ev, '\n')
+	}
+	ev = append(ev, "event: message\ndata: "...)
+	ev = append(ev, msg...)
+	ev = append(ev, "\n\n"...)
+	if _, err := sw.w.Write(ev); err != nil {
+		return err
+	}
+	return http.NewResponseController(sw.w).Flush()
+}
+
+func (sw *streamWriter) keepAlive() error {
+	if _, err := sw.w.Write(keepAliveComment); err != nil {
+		return err
+	}
+	return http.NewResponseController(sw.w).Flush()
+}
+
+// pumpStream writes what arrives for a standalone stream until ctx ends, a
+// write fails, the session ends or a newer stream takes over: messages from
+// the session's stream topic (bus) and, for the 2024-11-05 transport,
+// responses from local (nil otherwise). token identifies this stream in
+// takeover messages.
+func (g *Gateway) pumpStream(ctx context.Context, sw *streamWriter, bus <-chan []byte, local <-chan []byte, token string) {
+	keep := time.NewTicker(SSEKeepAlive)
+	defer keep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b, ok := <-bus:
+			if !ok {
+				return // the bus closed
+			}
+			if len(b) > 0 && b[0] == 0 {
+				s := string(b)
+				if s == ctlEnd || (strings.HasPrefix(s, ctlTakeover) && s[len(ctlTakeover):] != token) {
+					return
+				}
+				continue
+			}
+			if sw.event(b) != nil {
+				return
+			}
+		case b := <-local:
+			if sw.event(b) != nil {
+				return
+			}
+		case <-keep.C:
+			if sw.keepAlive() != nil {
+				return
+			}
+		}
+	}
 }
 
 // sseResponseQueue is how many messages wait for a slow client on one
@@ -264,4 +376,11 @@ func writeSSEEvent(w http.ResponseWriter, msg []byte) error {
 		return err
 	}
 	return http.NewResponseController(w).Flush()
+}
+
+// newToken returns a random identifier (128 bits, base64url).
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }

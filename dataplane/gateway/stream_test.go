@@ -1,10 +1,15 @@
 package gateway
 
 import (
+	"bufio"
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSSEResponseStaysJSONWhenNothingSent(t *testing.T) {
@@ -66,13 +71,114 @@ func TestSendToSession(t *testing.T) {
 	if got := string(<-ch); got != `{"a":1}` {
 		t.Fatalf("got %s", got)
 	}
-	remove := g.addLocalStream("s1", "ep")
-	g.addLocalStream("s2", "other")
+	remove := g.addLocalStream("s1", "ep", nil)
+	g.addLocalStream("s2", "other", nil)
 	if got := strings.Join(g.localStreams("ep"), ","); got != "s1" {
 		t.Fatalf("localStreams(ep) = %q", got)
 	}
 	remove()
 	if got := g.localStreams("ep"); len(got) != 0 {
 		t.Fatalf("localStreams after remove = %v", got)
+	}
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openStream opens the standalone stream (GET) of a session.
+func openStream(t testing.TB, url, key, sid string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set(headerSessionID, sid)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp, bufio.NewReader(resp.Body)
+}
+
+func TestStandaloneStream(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	_, hdr, _ := post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
+	sid := hdr.Get(headerSessionID)
+	if sid == "" {
+		t.Fatal("no session")
+	}
+	if resp, _ := openStream(t, h.url("main", "mcp"), keyBob, sid); resp.StatusCode != 403 {
+		t.Errorf("another principal's GET: %d, want 403", resp.StatusCode)
+	}
+	if resp, _ := openStream(t, h.url("main", "mcp"), keyAlice, "nope"); resp.StatusCode != 404 {
+		t.Errorf("GET of an unknown session: %d, want 404", resp.StatusCode)
+	}
+	first, r1 := openStream(t, h.url("main", "mcp"), keyAlice, sid)
+	if first.StatusCode != 200 {
+		t.Fatalf("GET: %d", first.StatusCode)
+	}
+	waitFor(t, "the stream to be listed", func() bool { return slices.Contains(h.gw.localStreams("main"), sid) })
+	msg := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
+	if !h.gw.sendToSession(t.Context(), sid, []byte(msg)) {
+		t.Fatal("sendToSession found no stream")
+	}
+	if name, data := readEvent(t, r1); name != "message" || data != msg {
+		t.Fatalf("event %q %s", name, data)
+	}
+
+	// A second GET replaces the first, which ends.
+	second, r2 := openStream(t, h.url("main", "mcp"), keyAlice, sid)
+	if second.StatusCode != 200 {
+		t.Fatalf("second GET: %d", second.StatusCode)
+	}
+	if _, err := io.Copy(io.Discard, r1); err != nil {
+		t.Fatalf("first stream: %v", err)
+	}
+	msg2 := `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":2}}`
+	waitFor(t, "the second stream to take messages", func() bool { return h.gw.sendToSession(t.Context(), sid, []byte(msg2)) })
+	if _, data := readEvent(t, r2); data != msg2 {
+		t.Fatalf("second stream got %s", data)
+	}
+	if got := h.gw.localStreams("main"); len(got) != 1 {
+		t.Fatalf("localStreams = %v, want one", got)
+	}
+	if got := h.gw.localStreams("other"); len(got) != 0 {
+		t.Fatalf("localStreams(other) = %v", got)
+	}
+}
+
+func TestSSEStreamTakesSessionMessages(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url("main", "sse")+"?api_key="+keyAlice, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	_, data := readEvent(t, r)
+	sid := strings.TrimPrefix(strings.Split(data, "&")[0], "message?sessionId=")
+	if !slices.Contains(h.gw.localStreams("main"), sid) {
+		t.Fatalf("SSE session %q not among the local streams %v", sid, h.gw.localStreams("main"))
+	}
+	msg := `{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}`
+	if !h.gw.sendToSession(t.Context(), sid, []byte(msg)) {
+		t.Fatal("sendToSession found no stream")
+	}
+	if name, got := readEvent(t, r); name != "message" || got != msg {
+		t.Fatalf("event %q %s", name, got)
 	}
 }

@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
@@ -55,12 +57,9 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodDelete:
 		g.deleteMCP(w, r, t, principal)
 	case http.MethodGet:
-		// The server->client stream comes with issue 5; 405 tells clients
-		// there is none, which they handle.
-		w.Header().Set("Allow", "POST, DELETE")
-		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "this endpoint has no server-to-client stream (GET): send requests with POST")
+		g.getMCP(w, r, t, principal)
 	default:
-		w.Header().Set("Allow", "POST, DELETE")
+		w.Header().Set("Allow", "GET, POST, DELETE")
 		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "method "+r.Method+" not allowed: use POST")
 	}
 }
@@ -259,6 +258,94 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 	g.writeResponse(w, msg.ID, result, nil, false)
 }
 
+// getMCP serves the standalone stream of a session (GET): what the
+// upstreams send outside any call of the client (list_changed, log messages
+// and requests of per_client upstreams, resources/updated), from whichever
+// replica, through the session's stream topic.
+//
+// A session has one standalone stream at a time: a newer GET replaces the
+// older one, on this replica or another (the older stream ends). A client
+// that lost its connection without the server noticing can thus always
+// reconnect, where answering 409 would lock it out until the old
+// connection times out. Events carry ids so a reconnecting client sees
+// progress, but a stream does not replay what it missed.
+func (g *Gateway) getMCP(w http.ResponseWriter, r *http.Request, t target, principal string) {
+	sid := r.Header.Get(headerSessionID)
+	if sid == "" {
+		if v := r.Header.Get(headerProtocolVersion); v >= version20260728 {
+			w.Header().Set("Allow", "POST")
+			writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "protocol version "+v+" has no standalone stream (GET): send requests with POST")
+			return
+		}
+		writeHTTPError(w, http.StatusBadRequest, codeInvalidRequest, "GET needs an Mcp-Session-Id header: initialize a session first (POST)")
+		return
+	}
+	if !acceptsEventStream(r) {
+		writeHTTPError(w, http.StatusNotAcceptable, codeInvalidRequest, "GET opens an event stream: send Accept: text/event-stream")
+		return
+	}
+	info, ok := g.sessions.Acquire(sid)
+	if !ok {
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: it ended or expired; initialize a new session")
+		return
+	}
+	// An open stream is a live session, whatever the idle TTL.
+	defer g.release(sid)
+	if info.Endpoint != t.name || info.Principal != principal {
+		g.log.Warn("refused a stream for another caller's session", "endpoint", t.name, "principal", principal)
+		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "this session belongs to another caller or endpoint: initialize your own session")
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	g.mu.Lock()
+	if g.ctx.Err() != nil {
+		g.mu.Unlock()
+		writeHTTPError(w, http.StatusServiceUnavailable, codeServerError, "the data plane is shutting down; retry")
+		return
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	defer g.wg.Done()
+	stop := context.AfterFunc(g.ctx, cancel)
+	defer stop()
+	bus, err := g.bus.Subscribe(ctx, streamTopic(sid))
+	if err != nil {
+		g.log.Warn("could not open a session stream", "err", err)
+		writeHTTPError(w, http.StatusServiceUnavailable, codeServerError, "could not open the stream: the session bus is unavailable; retry")
+		return
+	}
+	token := newToken()
+	remove := g.addLocalStream(sid, t.name, cancel)
+	defer remove()
+	if _, err := g.bus.Publish(ctx, streamTopic(sid), []byte(ctlTakeover+token)); err != nil {
+		g.log.Debug("could not announce a new session stream", "err", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache, no-transform")
+	w.WriteHeader(http.StatusOK)
+	if http.NewResponseController(w).Flush() != nil {
+		return
+	}
+	g.pumpStream(ctx, &streamWriter{w: w, ids: true}, bus, nil, token)
+}
+
+// acceptsEventStream reports whether the request accepts text/event-stream
+// (or anything).
+func acceptsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			switch strings.ToLower(strings.TrimSpace(mt)) {
+			case "text/event-stream", "text/*", "*/*":
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // deleteMCP ends a session.
 func (g *Gateway) deleteMCP(w http.ResponseWriter, r *http.Request, t target, principal string) {
 	sid := r.Header.Get(headerSessionID)
@@ -288,9 +375,11 @@ func (g *Gateway) release(sid string) {
 	}
 }
 
-// endSession ends a downstream session and its per_client upstream sessions.
+// endSession ends a downstream session, its streams and its per_client
+// upstream sessions.
 func (g *Gateway) endSession(sid string) {
 	g.sessions.End(sid)
+	g.endStreams(sid)
 	if g.opts.Pool != nil {
 		g.opts.Pool.CloseClient(sid)
 	}
