@@ -35,17 +35,20 @@ var emptyObject = json.RawMessage("{}")
 
 // dispatch serves one client request and returns its raw result or error.
 func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+	if c.stateless && bridgeable(msg.Method) {
+		return g.bridgedCall(ctx, c, msg)
+	}
 	switch msg.Method {
 	case "tools/call":
 		return g.callTool(ctx, c, msg.Params)
 	case "tools/list":
-		return g.list(ctx, c, kindTools, msg.Params)
+		return g.listObserved(ctx, c, kindTools, msg.Params)
 	case "prompts/list":
-		return g.list(ctx, c, kindPrompts, msg.Params)
+		return g.listObserved(ctx, c, kindPrompts, msg.Params)
 	case "resources/list":
-		return g.list(ctx, c, kindResources, msg.Params)
+		return g.listObserved(ctx, c, kindResources, msg.Params)
 	case "resources/templates/list":
-		return g.list(ctx, c, kindTemplates, msg.Params)
+		return g.listObserved(ctx, c, kindTemplates, msg.Params)
 	case "prompts/get":
 		return g.getPrompt(ctx, c, msg.Params)
 	case "resources/read":
@@ -66,8 +69,10 @@ func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json
 		return emptyObject, nil
 	case "initialize":
 		return nil, &rpc.Error{Code: codeInvalidRequest, Message: "initialize is not allowed here: the session is already initialized"}
-	case "resources/subscribe", "resources/unsubscribe":
-		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "resource subscriptions are not supported yet"}
+	case "resources/subscribe":
+		return g.subscribeResource(ctx, c, msg.Params)
+	case "resources/unsubscribe":
+		return g.unsubscribeResource(ctx, c, msg.Params)
 	default:
 		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "method " + quote(msg.Method) + " not found"}
 	}
@@ -382,11 +387,11 @@ func (g *Gateway) upstreamInfos(ctx context.Context, c *call) []*upstream.Info {
 
 // mergedCapabilities returns the capabilities and instructions the gateway
 // announces. Tools, prompts and resources are always announced (upstreams
-// that are down now may answer later); completions and logging when any
-// upstream that answered has them.
+// that are down now may answer later), with listChanged; completions,
+// logging and resources.subscribe when any upstream that answered has them.
 func (g *Gateway) mergedCapabilities(ctx context.Context, c *call) (json.RawMessage, string) {
 	infos := g.upstreamInfos(ctx, c)
-	completions, logging := false, false
+	completions, logging, subscribe := false, false, false
 	var instr []string
 	for i, info := range infos {
 		if info == nil {
@@ -399,6 +404,7 @@ func (g *Gateway) mergedCapabilities(ctx context.Context, c *call) (json.RawMess
 			if _, ok := rawField(info.Capabilities, "logging"); ok {
 				logging = true
 			}
+			subscribe = subscribe || supportsSubscribe(info.Capabilities)
 		}
 		if s := strings.TrimSpace(info.Instructions); s != "" {
 			m := c.t.ep.Members[i]
@@ -417,7 +423,11 @@ func (g *Gateway) mergedCapabilities(ctx context.Context, c *call) (json.RawMess
 	if logging {
 		b.WriteString(`"logging":{},`)
 	}
-	b.WriteString(`"prompts":{},"resources":{"subscribe":false},"tools":{}}`)
+	// list_changed: upstream changes and snapshot swaps are announced (see
+	// listchanged.go).
+	b.WriteString(`"prompts":{"listChanged":true},"resources":{"listChanged":true,"subscribe":`)
+	b.WriteString(strconv.FormatBool(subscribe))
+	b.WriteString(`},"tools":{"listChanged":true}}`)
 	return b.Bytes(), strings.Join(instr, "\n\n")
 }
 

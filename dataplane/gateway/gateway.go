@@ -97,6 +97,11 @@ type Gateway struct {
 	bus    sessionbus.Bus
 	ownBus bool
 
+	// state is what the gateway keeps about connected clients beyond their
+	// sessions (list baselines, resource subscriptions, listen streams,
+	// calls waiting for input).
+	state clientState
+
 	mu      sync.Mutex
 	sse     map[string]*sseStream
 	streams map[string]*localStream // open standalone streams by session id

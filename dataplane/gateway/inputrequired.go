@@ -1,0 +1,340 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/metamcp/metamcp/dataplane/rpc"
+)
+
+// Input-required bridging (2026-07-28 clients, SEP-2322).
+//
+// The gateway's upstream sessions speak a session-based revision, so an
+// upstream that needs the client (sampling, elicitation, roots) while
+// serving a stateless client's call sends a server-to-client request. The
+// gateway cannot send that to a stateless client; it answers the client's
+// POST with an input_required result instead: inputRequests carries the
+// upstream's request, requestState names the pending call. The upstream call
+// stays pending on this replica. The client retries the same request with
+// inputResponses and that requestState; the gateway answers the upstream's
+// request with the response and waits again, for the upstream's result or
+// its next request (another input_required round).
+//
+// Pending bridged calls live in this replica's memory: a retry that reaches
+// another replica is refused with an error that tells the client to start
+// the call again. They end with the upstream call, which the server's call
+// timeout bounds.
+
+// requestStatePrefix marks the requestState values of the gateway's bridged
+// calls; other values (an upstream's own input_required) pass through.
+const requestStatePrefix = "mmbridge1."
+
+// maxPendingInputs bounds the upstream requests queued on one bridged call.
+const maxPendingInputs = 16
+
+// bridgeable reports whether method may get an input_required result.
+func bridgeable(method string) bool {
+	return method == "tools/call" || method == "prompts/get" || method == "resources/read"
+}
+
+// bridgeTable holds the bridged calls of this replica.
+type bridgeTable struct {
+	mu      sync.Mutex
+	byState map[string]*bridge
+	byCall  map[*call]*bridge
+}
+
+// bridge is one client call whose upstream call runs apart from the
+// client's POSTs.
+type bridge struct {
+	endpoint  string
+	principal string
+	method    string
+	ctx       context.Context    // the upstream call's
+	cancel    context.CancelFunc // ends the upstream call
+
+	inputs chan *inputWait // upstream requests not yet shown to the client
+	done   chan struct{}   // closed when the upstream call returned
+	res    json.RawMessage
+	rerr   *rpc.Error
+
+	mu       sync.Mutex
+	attached bool                  // a client POST is waiting on the call
+	state    string                // the requestState the client must send back
+	shown    map[string]*inputWait // requests shown to the client, unanswered
+	next     int
+}
+
+// inputWait is one upstream request waiting for the client's answer.
+type inputWait struct {
+	key   string
+	msg   *rpc.Message
+	reply chan json.RawMessage // the client's response (buffered)
+}
+
+// bridgedCall serves tools/call, prompts/get or resources/read for a
+// stateless client, bridging the upstream's server-to-client requests into
+// input_required results.
+func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+	if st, _ := rpc.StringField(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
+		return g.continueBridge(ctx, c, msg, st)
+	}
+	bctx, cancel := context.WithCancel(g.ctx)
+	b := &bridge{
+		endpoint: c.t.name, principal: c.principal, method: msg.Method, ctx: bctx, cancel: cancel,
+		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
+		shown: map[string]*inputWait{},
+	}
+	bt := &g.state.bridges
+	bt.mu.Lock()
+	if bt.byCall == nil {
+		bt.byCall = make(map[*call]*bridge)
+		bt.byState = make(map[string]*bridge)
+	}
+	bt.byCall[c] = b
+	bt.mu.Unlock()
+	b.attached = true
+	// The upstream call outlives this POST when input is required; the
+	// gateway owns it (Close cancels it).
+	g.mu.Lock()
+	if g.ctx.Err() != nil {
+		g.mu.Unlock()
+		cancel()
+		g.forgetBridge(c, b)
+		return nil, &rpc.Error{Code: codeServerError, Message: "the data plane is shutting down; retry"}
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
+		defer cancel()
+		b.res, b.rerr = g.dispatchCall(bctx, c, msg)
+		close(b.done)
+		b.mu.Lock()
+		attached := b.attached
+		b.mu.Unlock()
+		if !attached {
+			// Nobody will collect the result: the client went away.
+			g.forgetBridge(c, b)
+		}
+	}()
+	return g.awaitBridge(ctx, c, b)
+}
+
+// dispatchCall is dispatch for the bridgeable methods.
+func (g *Gateway) dispatchCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+	switch msg.Method {
+	case "tools/call":
+		return g.callTool(ctx, c, msg.Params)
+	case "prompts/get":
+		return g.getPrompt(ctx, c, msg.Params)
+	default:
+		return g.readResource(ctx, c, msg.Params)
+	}
+}
+
+// awaitBridge waits, for the client's POST, for the upstream's result or its
+// next requests (answered with input_required). The POST must be attached.
+func (g *Gateway) awaitBridge(ctx context.Context, c *call, b *bridge) (json.RawMessage, *rpc.Error) {
+	b.mu.Lock()
+	unanswered := len(b.shown) > 0
+	b.mu.Unlock()
+	if !unanswered {
+		select {
+		case <-b.done:
+			g.forgetBridge(c, b)
+			return b.res, b.rerr
+		case w := <-b.inputs:
+			b.mu.Lock()
+			b.addShownLocked(w)
+			b.mu.Unlock()
+		case <-ctx.Done():
+			// The client went away mid-call: so does the upstream call.
+			b.cancel()
+			g.forgetBridge(c, b)
+			return nil, &rpc.Error{Code: codeServerError, Message: "request cancelled"}
+		}
+	}
+	b.mu.Lock()
+	// Requests made at the same time go in the same round.
+	for more := true; more; {
+		select {
+		case w := <-b.inputs:
+			b.addShownLocked(w)
+		default:
+			more = false
+		}
+	}
+	state, err := newRequestState()
+	if err != nil {
+		b.mu.Unlock()
+		b.cancel()
+		g.forgetBridge(c, b)
+		return nil, &rpc.Error{Code: codeInternalError, Message: "could not create a request state; retry the call"}
+	}
+	b.state = state
+	b.attached = false
+	res := inputRequiredResult(b.shown, state)
+	b.mu.Unlock()
+	bt := &g.state.bridges
+	bt.mu.Lock()
+	bt.byState[state] = b
+	bt.mu.Unlock()
+	select {
+	case <-b.done:
+		// Finished while the round was being built: nobody is attached, so
+		// the goroutine may have missed it.
+		g.forgetBridge(c, b)
+	default:
+	}
+	return res, nil
+}
+
+func (b *bridge) addShownLocked(w *inputWait) {
+	b.next++
+	w.key = "mm-" + strconv.Itoa(b.next)
+	b.shown[w.key] = w
+}
+
+// inputRequiredResult is the result that asks the client for input.
+func inputRequiredResult(shown map[string]*inputWait, state string) json.RawMessage {
+	b := []byte(`{"resultType":"input_required","inputRequests":{`)
+	first := true
+	for key, w := range shown {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = rpc.AppendString(b, key)
+		b = append(b, `:{"method":`...)
+		b = rpc.AppendString(b, w.msg.Method)
+		if len(w.msg.Params) > 0 {
+			b = append(b, `,"params":`...)
+			b = append(b, w.msg.Params...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `},"requestState":`...)
+	b = rpc.AppendString(b, state)
+	return append(b, '}')
+}
+
+func newRequestState() (string, error) {
+	var r [24]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	return requestStatePrefix + base64.RawURLEncoding.EncodeToString(r[:]), nil
+}
+
+// errUnknownState tells the client to start over.
+func errUnknownState(method string) *rpc.Error {
+	return &rpc.Error{Code: codeInvalidParams, Message: "requestState is unknown or expired: the call it continued ended, timed out, or is pending on another data-plane replica; retry the " + method + " from scratch without requestState and inputResponses"}
+}
+
+// continueBridge serves a client's retry with inputResponses: the answers
+// go to the upstream's pending requests, then the POST waits as the first
+// one did.
+func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message, state string) (json.RawMessage, *rpc.Error) {
+	bt := &g.state.bridges
+	bt.mu.Lock()
+	b := bt.byState[state]
+	bt.mu.Unlock()
+	if b == nil {
+		return nil, errUnknownState(msg.Method)
+	}
+	if b.endpoint != c.t.name || b.principal != c.principal || b.method != msg.Method {
+		g.log.Warn("refused a requestState of another caller, endpoint or method", "endpoint", c.t.name, "principal", c.principal, "method", msg.Method)
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: "requestState belongs to another caller, endpoint or method: retry the " + msg.Method + " from scratch without requestState"}
+	}
+	var answers map[string]json.RawMessage
+	if raw, ok := rawField(msg.Params, "inputResponses"); ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &answers); err != nil {
+			return nil, &rpc.Error{Code: codeInvalidParams, Message: "invalid inputResponses (want an object of responses keyed as in inputRequests): " + err.Error()}
+		}
+	}
+	b.mu.Lock()
+	if b.state != state {
+		b.mu.Unlock()
+		return nil, errUnknownState(msg.Method)
+	}
+	if b.attached {
+		b.mu.Unlock()
+		return nil, &rpc.Error{Code: codeInvalidRequest, Message: "this requestState is being continued by another request already: send each retry once"}
+	}
+	for key := range answers {
+		if _, ok := b.shown[key]; !ok {
+			b.mu.Unlock()
+			return nil, &rpc.Error{Code: codeInvalidParams, Message: "inputResponses has " + quote(key) + ", which the input_required result did not ask for"}
+		}
+	}
+	b.attached = true
+	for key, ans := range answers {
+		w := b.shown[key]
+		delete(b.shown, key)
+		w.reply <- ans
+	}
+	// Requests the client did not answer are shown again in the next round.
+	b.mu.Unlock()
+	bt.mu.Lock()
+	delete(bt.byState, state)
+	bt.mu.Unlock()
+	return g.awaitBridge(ctx, c, b)
+}
+
+// forgetBridge removes a bridged call from the table.
+func (g *Gateway) forgetBridge(c *call, b *bridge) {
+	bt := &g.state.bridges
+	bt.mu.Lock()
+	if bt.byCall[c] == b {
+		delete(bt.byCall, c)
+	}
+	b.mu.Lock()
+	if b.state != "" && bt.byState[b.state] == b {
+		delete(bt.byState, b.state)
+	}
+	b.mu.Unlock()
+	bt.mu.Unlock()
+}
+
+// statelessRequest answers a server-to-client request an upstream made while
+// serving a stateless client's call c: it is shown to the client in an
+// input_required result, and this waits for the client's retry to bring
+// the answer (or for the call to end).
+func (g *Gateway) statelessRequest(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, error) {
+	bt := &g.state.bridges
+	bt.mu.Lock()
+	b := bt.byCall[c]
+	bt.mu.Unlock()
+	if b == nil {
+		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "the client cannot answer " + quote(msg.Method) + " for this request (it has no session and the request cannot return input_required)"}
+	}
+	w := &inputWait{msg: msg, reply: make(chan json.RawMessage, 1)}
+	select {
+	case b.inputs <- w:
+	default:
+		return nil, &rpc.Error{Code: codeInternalError, Message: "too many requests to the client pending on one call"}
+	}
+	select {
+	case ans := <-w.reply:
+		return ans, nil
+	case <-b.ctx.Done():
+		return nil, errors.New("the call ended before the client answered")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// pendingBridges is the number of bridged calls of this replica.
+func (g *Gateway) pendingBridges() int {
+	bt := &g.state.bridges
+	bt.mu.Lock()
+	defer bt.mu.Unlock()
+	return len(bt.byCall)
+}

@@ -1,0 +1,565 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/pkg/snapshot"
+)
+
+// listChangedDebounce is how long the gateway gathers list_changed triggers
+// (upstream notifications, snapshot swaps) for an endpoint before it
+// recomputes the endpoint's lists: a burst of changes gives one notification.
+const listChangedDebounce = 150 * time.Millisecond
+
+// maxListPages bounds the pages fetched from one upstream when recomputing
+// a list for list_changed.
+const maxListPages = 100
+
+// kindMask is a set of list kinds a list_changed notification is about.
+type kindMask uint8
+
+const (
+	maskTools kindMask = 1 << iota
+	maskPrompts
+	maskResources // resources and resource templates
+	maskAll       = maskTools | maskPrompts | maskResources
+)
+
+// kindsOf are the list operations behind each bit of a kindMask.
+var kindsOf = []struct {
+	mask   kindMask
+	kinds  []listKind
+	method string // the notification
+}{
+	{maskTools, []listKind{kindTools}, "notifications/tools/list_changed"},
+	{maskPrompts, []listKind{kindPrompts}, "notifications/prompts/list_changed"},
+	{maskResources, []listKind{kindResources, kindTemplates}, "notifications/resources/list_changed"},
+}
+
+// maskOfNotification maps an upstream's list_changed notification to its kind.
+func maskOfNotification(method string) kindMask {
+	for _, k := range kindsOf {
+		if k.method == method {
+			return k.mask
+		}
+	}
+	return 0
+}
+
+// clientState is what the gateway keeps about its connected clients beyond
+// their sessions: the effective lists they were last shown (for
+// list_changed), their resource subscriptions, their subscriptions/listen
+// streams and their calls waiting for input (input_required). The zero
+// value is ready to use.
+type clientState struct {
+	lists     listWatch
+	subs      resourceSubs
+	listeners listenRegistry
+	bridges   bridgeTable
+}
+
+// listWatch decides when an endpoint's effective tool, prompt or resource
+// set changed. For every (endpoint, list kind, scope) it keeps a hash per
+// upstream member of the items the gateway serves for it (after filters,
+// overrides and prefixes); a trigger recomputes them and a notification
+// goes out only when one differs.
+type listWatch struct {
+	mu        sync.Mutex
+	snap      *snapshot.Compiled  // the snapshot ConfigChanged saw last
+	prints    map[string][32]byte // endpoint → fingerprint of what shapes its lists
+	baselines map[baseKey]map[string][32]byte
+	dirty     map[string]kindMask // endpoint → kinds waiting for the debounce
+	running   map[string]bool     // endpoint → a settle goroutine is on it
+}
+
+// baseKey names one baseline. scope is "" for endpoints whose lists are the
+// same for every client, else the client (per_client upstreams list per
+// downstream session).
+type baseKey struct {
+	endpoint string
+	kind     string
+	scope    string
+}
+
+// maxBaselines bounds the baselines kept; beyond it the oldest endpoints'
+// are dropped (a missing baseline only means a notification that may not
+// have been needed).
+const maxBaselines = 100000
+
+// kindIn reports whether the list method is one of mask's kinds.
+func kindIn(method string, mask kindMask) bool {
+	for _, kk := range kindsOf {
+		if kk.mask&mask != 0 && slices.ContainsFunc(kk.kinds, func(l listKind) bool { return l.method == method }) {
+			return true
+		}
+	}
+	return false
+}
+
+// listScope is the scope of c's view of its endpoint's lists.
+func listScope(c *call) string {
+	if !hasPerClient(c.t.ep) {
+		return ""
+	}
+	if c.clientID != "" {
+		return c.clientID
+	}
+	return "stateless/" + c.principal
+}
+
+func hasPerClient(ep *snapshot.Endpoint) bool {
+	for _, m := range ep.Members {
+		if m.Server.GetSessionMode() == metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT {
+			return true
+		}
+	}
+	return false
+}
+
+// itemHashes accumulates the hashes of one member's items.
+type itemHashes [][32]byte
+
+// sum is an order-independent hash of the items (the zero value for none).
+func (h itemHashes) sum() [32]byte {
+	if len(h) == 0 {
+		return [32]byte{}
+	}
+	slices.SortFunc(h, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	d := sha256.New()
+	for _, x := range h {
+		d.Write(x[:])
+	}
+	var out [32]byte
+	d.Sum(out[:0])
+	return out
+}
+
+// listObserved serves a list operation and records its baseline.
+func (g *Gateway) listObserved(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
+	res, rerr := g.list(ctx, c, k, params)
+	if rerr == nil {
+		g.observeList(c, k, params, res)
+	}
+	return res, rerr
+}
+
+// observeList records, from a list the gateway just served in full (a first
+// page with no next page), the baseline of c's view: each item is
+// attributed to its member the way calls are routed.
+func (g *Gateway) observeList(c *call, k listKind, params, res json.RawMessage) {
+	if len(res) == 0 {
+		return
+	}
+	if cur, _ := rpc.StringField(params, "cursor"); cur != "" {
+		return
+	}
+	var p map[string]json.RawMessage
+	if json.Unmarshal(res, &p) != nil {
+		return
+	}
+	if _, more := p["nextCursor"]; more {
+		return
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(p[k.field], &items) != nil {
+		return
+	}
+	per := make(map[string]itemHashes, len(c.t.ep.Members))
+	var rr *resourceRoutes
+	if k == kindResources || k == kindTemplates {
+		rr = g.routes.get(c.t)
+	}
+	for _, it := range items {
+		server := attribute(c.t.ep, k, it, rr)
+		if server == "" {
+			continue
+		}
+		per[server] = append(per[server], sha256.Sum256(it))
+	}
+	hashes := make(map[string][32]byte, len(c.t.ep.Members))
+	for _, m := range c.t.ep.Members {
+		if m.Server != nil {
+			hashes[m.Server.GetName()] = per[m.Server.GetName()].sum()
+		}
+	}
+	key := baseKey{c.t.name, k.method, listScope(c)}
+	w := &g.state.lists
+	w.mu.Lock()
+	w.setLocked(key, hashes)
+	w.mu.Unlock()
+}
+
+// attribute returns the server a served item came from.
+func attribute(ep *snapshot.Endpoint, k listKind, item json.RawMessage, rr *resourceRoutes) string {
+	switch k {
+	case kindTools, kindPrompts:
+		name, _ := rpc.StringField(item, "name")
+		if m, _ := routeName(ep, name); m != nil {
+			return m.Server.GetName()
+		}
+	case kindResources:
+		uri, _ := rpc.StringField(item, "uri")
+		if s, ok := rr.lookup(uri); ok {
+			return s
+		}
+	case kindTemplates:
+		tmpl, _ := rpc.StringField(item, "uriTemplate")
+		rr.mu.RLock()
+		e, ok := rr.templates[tmpl]
+		rr.mu.RUnlock()
+		if ok {
+			return e.server
+		}
+	}
+	return ""
+}
+
+func (w *listWatch) setLocked(key baseKey, hashes map[string][32]byte) {
+	if w.baselines == nil {
+		w.baselines = make(map[baseKey]map[string][32]byte)
+	}
+	if _, ok := w.baselines[key]; !ok && len(w.baselines) >= maxBaselines {
+		for k := range w.baselines {
+			delete(w.baselines, k)
+			if len(w.baselines) < maxBaselines/2 {
+				break
+			}
+		}
+	}
+	w.baselines[key] = hashes
+}
+
+// listChanged notes that the lists of kinds mask of endpoint may have
+// changed; after the debounce they are recomputed and the endpoint's
+// listening clients told about the ones that really did.
+func (g *Gateway) listChanged(endpoint string, mask kindMask) {
+	w := &g.state.lists
+	w.mu.Lock()
+	if w.dirty == nil {
+		w.dirty = make(map[string]kindMask)
+		w.running = make(map[string]bool)
+	}
+	w.dirty[endpoint] |= mask
+	if w.running[endpoint] {
+		w.mu.Unlock()
+		return
+	}
+	w.running[endpoint] = true
+	w.mu.Unlock()
+	// Joined to wg under mu, as SSE streams are: Close either waits for it
+	// or it sees the gateway closed.
+	g.mu.Lock()
+	if g.ctx.Err() != nil {
+		g.mu.Unlock()
+		return
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go g.settleLists(endpoint)
+}
+
+// settleLists recomputes endpoint's dirty lists once no trigger came for
+// the debounce interval, until nothing is dirty.
+func (g *Gateway) settleLists(endpoint string) {
+	defer g.wg.Done()
+	w := &g.state.lists
+	t := time.NewTimer(listChangedDebounce)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		mask := w.dirty[endpoint]
+		delete(w.dirty, endpoint)
+		if mask == 0 {
+			delete(w.running, endpoint)
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		g.recomputeLists(endpoint, mask)
+		t.Reset(listChangedDebounce)
+	}
+}
+
+// listAudience is the clients of one scope of an endpoint that listen for
+// list_changed on this replica.
+type listAudience struct {
+	c        *call // how to list as these clients see it
+	sessions []string
+	listens  []*listener
+}
+
+// audiences groups the endpoint's listening clients on this replica by scope.
+func (g *Gateway) audiences(t target) map[string]*listAudience {
+	out := map[string]*listAudience{}
+	perClient := hasPerClient(t.ep)
+	for _, sid := range g.localStreams(t.name) {
+		scope := ""
+		if perClient {
+			scope = sid
+		}
+		a := out[scope]
+		if a == nil {
+			a = &listAudience{c: &call{t: t, clientID: sid}}
+			out[scope] = a
+		}
+		a.sessions = append(a.sessions, sid)
+	}
+	for _, l := range g.state.listeners.of(t.name) {
+		scope := ""
+		if perClient {
+			scope = "stateless/" + l.principal
+		}
+		a := out[scope]
+		if a == nil {
+			a = &listAudience{c: &call{t: t, principal: l.principal, stateless: true}}
+			out[scope] = a
+		}
+		a.listens = append(a.listens, l)
+	}
+	return out
+}
+
+// recomputeLists lists the endpoint's kinds in mask again for each scope
+// that has listeners here, and notifies the listeners whose view changed.
+func (g *Gateway) recomputeLists(endpoint string, mask kindMask) {
+	var snap *snapshot.Compiled
+	if g.opts.Config != nil {
+		snap = g.opts.Config.Current()
+	}
+	if snap == nil {
+		return
+	}
+	ep := snap.Endpoints[endpoint]
+	w := &g.state.lists
+	if ep == nil {
+		w.mu.Lock()
+		for k := range w.baselines {
+			if k.endpoint == endpoint {
+				delete(w.baselines, k)
+			}
+		}
+		w.mu.Unlock()
+		return
+	}
+	t := target{snap: snap, ep: ep, name: endpoint}
+	auds := g.audiences(t)
+	w.mu.Lock()
+	// Baselines nobody here listens to any more are stale from now on: a
+	// later listener gets them again from its first list.
+	for k := range w.baselines {
+		if _, listening := auds[k.scope]; k.endpoint == endpoint && !listening && kindIn(k.kind, mask) {
+			delete(w.baselines, k)
+		}
+	}
+	w.mu.Unlock()
+	for scope, a := range auds {
+		for _, kk := range kindsOf {
+			if kk.mask&mask == 0 {
+				continue
+			}
+			changed := false
+			for _, k := range kk.kinds {
+				if g.relist(t, a.c, k, scope) {
+					changed = true
+				}
+			}
+			if changed {
+				g.notifyListChanged(a, kk.mask, kk.method)
+			}
+		}
+	}
+}
+
+// relist computes the members' hashes of kind k as scope sees them and
+// reports whether any differs from the baseline (which it replaces). A
+// member that does not answer keeps its old hash: it is not a change.
+func (g *Gateway) relist(t target, c *call, k listKind, scope string) bool {
+	hashes := make(map[string][32]byte, len(t.ep.Members))
+	failed := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	rr := g.routes.get(t)
+	for i, m := range t.ep.Members {
+		if m.Server == nil {
+			continue
+		}
+		wg.Go(func() {
+			h, ok := g.memberHashes(c, k, listJob{index: i, member: m}, rr)
+			mu.Lock()
+			defer mu.Unlock()
+			if !ok {
+				failed[m.Server.GetName()] = true
+				return
+			}
+			hashes[m.Server.GetName()] = h
+		})
+	}
+	wg.Wait()
+	key := baseKey{t.name, k.method, scope}
+	w := &g.state.lists
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old, had := w.baselines[key]
+	for s := range failed {
+		if h, ok := old[s]; ok {
+			hashes[s] = h
+		}
+	}
+	w.setLocked(key, hashes)
+	if !had {
+		// Nothing to compare with: this client may have seen anything. Say
+		// it changed rather than risk a client that never sees a new tool.
+		return true
+	}
+	for s, h := range hashes {
+		if old[s] != h && !failed[s] {
+			return true
+		}
+	}
+	for s, h := range old {
+		if _, ok := hashes[s]; !ok && h != ([32]byte{}) {
+			return true // a member left the endpoint
+		}
+	}
+	return false
+}
+
+// memberHashes fetches every page of one member's list (each bounded by its
+// list timeout) and hashes the items as the gateway serves them.
+func (g *Gateway) memberHashes(c *call, k listKind, j listJob, rr *resourceRoutes) ([32]byte, bool) {
+	var h itemHashes
+	seen := map[string]bool{}
+	for range maxListPages {
+		p := g.fetchPage(g.ctx, c, k, j)
+		if p.err != nil {
+			g.log.Debug("upstream left out of a list_changed check", "endpoint", c.t.name, "method", k.method, "server", j.member.Server.GetName(), "err", p.err.Message)
+			return [32]byte{}, false
+		}
+		for _, item := range p.items {
+			if rewritten, keep := g.rewriteItem(c, k, j, item, rr); keep {
+				h = append(h, sha256.Sum256(rewritten))
+			}
+		}
+		if p.next == "" || seen[p.next] {
+			return h.sum(), true
+		}
+		seen[p.next] = true
+		j.cursor = p.next
+	}
+	return h.sum(), true
+}
+
+// notifyListChanged sends method to the audience's clients that want it.
+func (g *Gateway) notifyListChanged(a *listAudience, mask kindMask, method string) {
+	msg := []byte(`{"jsonrpc":"2.0","method":"` + method + `","params":{}}`)
+	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+	defer cancel()
+	for _, sid := range a.sessions {
+		g.sendToSession(ctx, sid, msg)
+	}
+	for _, l := range a.listens {
+		if l.mask&mask != 0 {
+			l.send(listenNotification(method, l.id, nil))
+		}
+	}
+}
+
+// ConfigChanged tells the gateway that the snapshot it serves was swapped:
+// endpoints whose tool, prompt or resource set may have changed (members,
+// prefixes, filters, overrides, server definitions) are checked, and their
+// listening clients notified when their effective set really changed. The
+// data plane calls it after each swap; calling it without a change is cheap.
+func (g *Gateway) ConfigChanged() {
+	if g.opts.Config == nil {
+		return
+	}
+	snap := g.opts.Config.Current()
+	if snap == nil {
+		return
+	}
+	w := &g.state.lists
+	w.mu.Lock()
+	if w.snap == snap {
+		w.mu.Unlock()
+		return
+	}
+	first := w.snap == nil
+	w.snap = snap
+	prints := make(map[string][32]byte, len(snap.Endpoints))
+	for name, ep := range snap.Endpoints {
+		prints[name] = endpointPrint(ep)
+	}
+	old := w.prints
+	w.prints = prints
+	w.mu.Unlock()
+	if first {
+		// Nobody can have listed under an earlier snapshot of this gateway.
+		return
+	}
+	for name, p := range prints {
+		if o, ok := old[name]; !ok || o != p {
+			g.listChanged(name, maskAll)
+		}
+	}
+}
+
+// endpointPrint fingerprints what shapes an endpoint's lists: its
+// separator and, per member, the prefix, the namespace settings (filters,
+// overrides) and the server's definition.
+func endpointPrint(ep *snapshot.Endpoint) [32]byte {
+	d := sha256.New()
+	d.Write([]byte(ep.Separator))
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, m := range ep.Members {
+		d.Write([]byte{0})
+		d.Write([]byte(m.Prefix))
+		d.Write([]byte{0})
+		if b, err := opts.Marshal(m.Spec); err == nil {
+			d.Write(b)
+		}
+		d.Write([]byte{0})
+		if m.Server != nil {
+			s := proto.Clone(m.Server).(*metamcpv1.Server)
+			s.Revision, s.CreateTime, s.UpdateTime = 0, nil, nil
+			if b, err := opts.Marshal(s); err == nil {
+				d.Write(b)
+			}
+		}
+	}
+	var out [32]byte
+	d.Sum(out[:0])
+	return out
+}
+
+// upstreamListChanged handles an upstream's notifications/*/list_changed:
+// every endpoint that mounts the server is checked after the debounce.
+func (g *Gateway) upstreamListChanged(server string, method string) {
+	mask := maskOfNotification(method)
+	if mask == 0 || g.opts.Config == nil {
+		return
+	}
+	snap := g.opts.Config.Current()
+	if snap == nil {
+		return
+	}
+	for name, ep := range snap.Endpoints {
+		if memberByServer(ep, server) != nil {
+			g.listChanged(name, mask)
+		}
+	}
+}
