@@ -226,8 +226,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
-// followConfig hands the servers of every snapshot swapped in to the pool
-// until ctx is done, starting with the one being served.
+// followConfig hands the servers of every snapshot swapped in to the pool,
+// and tells the gateway of the swap, until ctx is done, starting with the
+// one being served.
 func (s *Server) followConfig(ctx context.Context) {
 	for {
 		// Take the channel before reading the config: a swap in between
@@ -235,6 +236,8 @@ func (s *Server) followConfig(ctx context.Context) {
 		changed := s.cache.Changed()
 		if cur := s.cache.Current(); cur != nil {
 			s.pool.Update(cur.Servers)
+			// Clients whose tools, prompts or resources changed hear of it.
+			s.gw.ConfigChanged()
 		}
 		select {
 		case <-ctx.Done():

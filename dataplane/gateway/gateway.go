@@ -206,6 +206,7 @@ func (g *Gateway) sweep() {
 			for _, id := range g.sessions.Expired(now.Add(-g.opts.SessionIdleTTL)) {
 				g.log.Debug("ending idle session", "session", id)
 				g.endSSE(id)
+				g.dropClientAsync(id)
 				if g.opts.Pool != nil {
 					g.opts.Pool.CloseClient(id)
 				}

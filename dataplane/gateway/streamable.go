@@ -168,6 +168,10 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, c *call, msg
 	}
 	c.version = version
 	c.stateless = true
+	if msg.Method == "subscriptions/listen" {
+		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
+		return
+	}
 	result, rerr := g.dispatch(r.Context(), c, msg)
 	g.writeResponse(w, msg.ID, result, rerr, true)
 }
@@ -380,6 +384,7 @@ func (g *Gateway) release(sid string) {
 func (g *Gateway) endSession(sid string) {
 	g.sessions.End(sid)
 	g.endStreams(sid)
+	g.dropClientAsync(sid)
 	if g.opts.Pool != nil {
 		g.opts.Pool.CloseClient(sid)
 	}
