@@ -14,9 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
+	"github.com/metamcp/metamcp/dataplane/redisconn"
+	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
@@ -43,7 +47,23 @@ type Options struct {
 	SessionIdleTTL time.Duration
 	// ShutdownTimeout bounds the graceful HTTP stop (10s).
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// Redis is the Redis the replicas share; without it sessions cannot span
+	// replicas for server-to-client messages.
+	Redis  RedisOptions
+	Logger *slog.Logger
+}
+
+// DefaultRedisPrefix starts every Redis key and channel of a data plane.
+const DefaultRedisPrefix = "metamcp:"
+
+// RedisOptions say which Redis the data plane uses.
+type RedisOptions struct {
+	// URL is a redis:// or rediss:// URL; "" runs without Redis (an
+	// in-process session bus).
+	URL string
+	// Prefix starts every key and channel (DefaultRedisPrefix when ""), so
+	// deployments sharing one Redis stay apart.
+	Prefix string
 }
 
 // callBuffer is how many call records wait for the sync stream; beyond it the
@@ -59,6 +79,10 @@ type Server struct {
 	pool  *upstream.Pool
 	gw    *gateway.Gateway
 	mux   *http.ServeMux
+
+	bus      sessionbus.Bus
+	redis    *redis.Client     // nil without Redis
+	redisBus *sessionbus.Redis // nil without Redis
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -88,6 +112,10 @@ func New(opts Options) (*Server, error) {
 		rev, _ := cache.Revision()
 		opts.Logger.Info("serving the cached snapshot until the control plane answers", "path", opts.CacheFile, "revision", rev)
 	}
+	rdb, bus, redisBus, err := openRedis(opts)
+	if err != nil {
+		return nil, err
+	}
 	calls := make(chan *metamcpv1.CallRecord, callBuffer)
 	poolOpts := opts.Pool
 	poolOpts.Logger = opts.Logger.With("component", "upstream")
@@ -107,6 +135,10 @@ func New(opts Options) (*Server, error) {
 	client, err := syncclient.New(cache, syncOpts)
 	if err != nil {
 		_ = pool.Close()
+		_ = bus.Close()
+		if rdb != nil {
+			_ = rdb.Close()
+		}
 		return nil, err
 	}
 	gw = gateway.New(gateway.Options{
@@ -119,8 +151,10 @@ func New(opts Options) (*Server, error) {
 		SessionIdleTTL: opts.SessionIdleTTL,
 		NodeID:         syncOpts.NodeID,
 		Version:        syncOpts.Version,
+		Bus:            bus,
 	})
-	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, mux: http.NewServeMux()}
+	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, mux: http.NewServeMux(),
+		bus: bus, redis: rdb, redisBus: redisBus}
 	gw.Register(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -128,6 +162,35 @@ func New(opts Options) (*Server, error) {
 	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	return s, nil
+}
+
+// openRedis creates the data plane's one Redis client (which the session bus,
+// and later the shared rate limits, use) and the session bus over it; without
+// a URL the bus is in-process. A Redis that does not answer at start is
+// logged and retried: the data plane serves anyway.
+func openRedis(opts Options) (*redis.Client, sessionbus.Bus, *sessionbus.Redis, error) {
+	if opts.Redis.URL == "" {
+		opts.Logger.Info("no Redis configured (--redis-url): the session bus is in-process, so a session's streams, sampling and elicitation answers and cancellations only work while all its requests reach this replica; set --redis-url to run several replicas")
+		return nil, sessionbus.NewLocal(), nil, nil
+	}
+	prefix := opts.Redis.Prefix
+	if prefix == "" {
+		prefix = DefaultRedisPrefix
+	}
+	log := opts.Logger.With("component", "redis")
+	redisconn.SetLogger(log)
+	rdb, err := redisconn.New(opts.Redis.URL, "metamcp-dataplane:"+opts.Sync.NodeID)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w (check --redis-url)", err)
+	}
+	addr := redisconn.Redacted(opts.Redis.URL)
+	if err := redisconn.Ping(context.Background(), rdb, 2*time.Second); err != nil {
+		log.Warn("Redis does not answer; serving anyway, sessions spanning replicas fail until it does (retrying)", "redis", addr, "err", err)
+	} else {
+		log.Info("connected to Redis", "redis", addr, "prefix", prefix)
+	}
+	rb := sessionbus.NewRedis(rdb, prefix, opts.Logger.With("component", "sessionbus"))
+	return rdb, rb, rb, nil
 }
 
 // Cache returns the config the data plane serves.
@@ -156,6 +219,15 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		state = "control plane unreachable; serving the last good config"
 	}
 	_, _ = fmt.Fprintf(w, "ready: revision %d (%s)\n", rev, state)
+	// Redis being down degrades sessions that span replicas but does not
+	// make this replica unready: it still serves every request it gets.
+	if s.redisBus != nil {
+		if err := s.redisBus.Err(); err != nil {
+			_, _ = fmt.Fprintf(w, "redis: degraded (%v)\n", err)
+		} else {
+			_, _ = fmt.Fprintf(w, "redis: ok\n")
+		}
+	}
 }
 
 // Serve runs the sync client and serves HTTP on lis until ctx is done, then
@@ -167,6 +239,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		s.gw.Close()
 		if err := s.pool.Close(); err != nil {
 			s.log.Warn("close upstream sessions", "err", err)
+		}
+		if err := s.bus.Close(); err != nil {
+			s.log.Warn("close the session bus", "err", err)
+		}
+		if s.redis != nil {
+			if err := s.redis.Close(); err != nil {
+				s.log.Warn("close the Redis client", "err", err)
+			}
 		}
 	}()
 	// The pool follows the config: servers added, changed or removed.
