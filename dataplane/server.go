@@ -170,7 +170,7 @@ func New(opts Options) (*Server, error) {
 // logged and retried: the data plane serves anyway.
 func openRedis(opts Options) (*redis.Client, sessionbus.Bus, *sessionbus.Redis, error) {
 	if opts.Redis.URL == "" {
-		opts.Logger.Info("no Redis configured (--redis-url): the session bus is in-process, so a session's streams, sampling and elicitation answers and cancellations only work while all its requests reach this replica; set --redis-url to run several replicas")
+		opts.Logger.Info("no Redis (--redis-url): the session bus is in-process; fine for one data plane, but behind a load balancer a session's streams, sampling and elicitation answers and cancellations work only while all its requests reach this replica")
 		return nil, sessionbus.NewLocal(), nil, nil
 	}
 	prefix := opts.Redis.Prefix

@@ -42,6 +42,8 @@ type dataPlaneFlags struct {
 	tlsServerName string
 	idleTTL       time.Duration
 	debugListen   string
+	redisURL      string
+	redisPrefix   string
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -59,9 +61,16 @@ balancer. Each needs a sync token:
   mmctl create token dp --scope sync
 and takes it from ` + envSyncToken + ` or --sync-token-file.
 
+Replicas share a Redis (--redis-url) so that a client session can use any of
+them: the server-to-client messages of a session (its GET stream, sampling and
+elicitation answers, cancellations) travel between replicas through it.
+Without Redis a single data plane works fully; behind a load balancer, run
+several only with Redis.
+
 HTTP endpoints: /metamcp/ENDPOINT/mcp (Streamable HTTP) and /metamcp/ENDPOINT/sse
 (legacy SSE) for MCP clients, /healthz (the process lives), /readyz (a config
-is applied). --debug-listen serves Go's profiles (/debug/pprof/) on a separate,
+is applied; it also says whether Redis answers, without failing readiness
+when it does not). --debug-listen serves Go's profiles (/debug/pprof/) on a separate,
 loopback-only address.`,
 		Example: `  export METAMCP_SYNC_TOKEN=mmt_...
   metamcp dataplane --control-plane cp.internal:12009 --tls --listen 0.0.0.0:12008`,
@@ -88,6 +97,8 @@ loopback-only address.`,
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
 	fl.DurationVar(&f.idleTTL, "session-idle-ttl", gateway.DefaultSessionIdleTTL, "end client sessions unused for this long (their per_client upstream sessions too)")
 	fl.StringVar(&f.debugListen, "debug-listen", "", "loopback address serving Go's /debug/pprof/ (goroutines, heap, CPU profiles), e.g. 127.0.0.1:6060; off when empty")
+	fl.StringVar(&f.redisURL, "redis-url", "", "Redis shared by the data-plane replicas, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS; timeouts as URL parameters such as dial_timeout=2s); empty: no Redis, sessions cannot span replicas; keep a password out of argv by setting the variable instead")
+	fl.StringVar(&f.redisPrefix, "redis-prefix", dataplane.DefaultRedisPrefix, "prefix of every Redis key and channel this data plane uses, so deployments sharing one Redis stay apart")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
@@ -168,6 +179,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),
 		AllowedOrigins: f.allowedOrigin,
 		SessionIdleTTL: f.idleTTL,
+		Redis:          dataplane.RedisOptions{URL: f.redisURL, Prefix: f.redisPrefix},
 		Logger:         logger,
 	})
 	if err != nil {
