@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,11 +10,13 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
 )
 
 // Pool defaults, used when neither the server's limits nor PoolOptions set one.
@@ -28,8 +31,9 @@ const (
 // PoolOptions configure a Pool. Zero values mean the package defaults.
 type PoolOptions struct {
 	Logger *slog.Logger
-	// Events receives upstream notifications and server-to-client requests;
-	// nil logs notifications and refuses requests.
+	// Events receives upstream notifications and server-to-client requests
+	// that belong to no call with a Caller; nil logs notifications and
+	// refuses requests. SetEvents replaces it.
 	Events             Events
 	DefaultInitTimeout time.Duration
 	DefaultCallTimeout time.Duration
@@ -61,6 +65,67 @@ type Pool struct {
 	sessions map[*session]struct{} // every open session, mapped or draining
 	closed   bool
 	wake     chan struct{} // nudges the reaper after Update
+
+	events atomic.Pointer[eventsBox] // what poolEvents forwards to
+}
+
+type eventsBox struct{ e Events }
+
+// SetEvents makes e receive what the upstreams send outside calls with a
+// Caller, for sessions open now and later (the gateway, created after the
+// pool, installs itself so).
+func (p *Pool) SetEvents(e Events) { p.events.Store(&eventsBox{e}) }
+
+// poolEvents is the Events of the pool's sessions: it forwards to the
+// pool's current Events.
+type poolEvents struct{ p *Pool }
+
+func (pe poolEvents) current() Events {
+	if b := pe.p.events.Load(); b != nil {
+		return b.e
+	}
+	return nil
+}
+
+func (pe poolEvents) Notification(server, clientID string, msg *rpc.Message) {
+	if e := pe.current(); e != nil {
+		e.Notification(server, clientID, msg)
+		return
+	}
+	pe.p.log.Debug("upstream notification", "server", server, "method", msg.Method)
+}
+
+func (pe poolEvents) Request(ctx context.Context, server, clientID string, msg *rpc.Message) (json.RawMessage, error) {
+	if e := pe.current(); e != nil {
+		return e.Request(ctx, server, clientID, msg)
+	}
+	return nil, rpc.NewError(rpc.CodeMethodNotFound, "metamcp cannot route "+msg.Method+" to a client: the request belongs to no client call")
+}
+
+// Live returns the open session of server for clientID (per_client) or
+// the shared one, without connecting; false when there is none.
+func (p *Pool) Live(server, clientID string) (Session, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.servers[server]
+	if st == nil {
+		return nil, false
+	}
+	e := st.shared
+	if perClient(st.cfg) {
+		e = st.perClient[clientID]
+	}
+	if e == nil {
+		return nil, false
+	}
+	select {
+	case <-e.ready:
+		if e.err == nil && e.sess != nil && !e.sess.dead() {
+			return e.sess, true
+		}
+	default:
+	}
+	return nil, false
 }
 
 // serverState is the pool's view of one server.
@@ -124,6 +189,9 @@ func NewPool(opts PoolOptions) *Pool {
 	p := &Pool{
 		opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
 		servers: make(map[string]*serverState), sessions: make(map[*session]struct{}), wake: make(chan struct{}, 1),
+	}
+	if opts.Events != nil {
+		p.SetEvents(opts.Events)
 	}
 	p.wg.Add(1)
 	go p.reaper()
@@ -376,6 +444,7 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 		log = log.With("client", e.clientID)
 	}
 	s := newSession(st.name, e.clientID, cfg, &p.opts, log)
+	s.events = poolEvents{p}
 	var t transport
 	var err error
 	switch {

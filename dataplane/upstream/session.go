@@ -1,11 +1,13 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,6 +76,16 @@ type session struct {
 	// callers are the Callers of the calls in flight, one entry per call,
 	// kept only when !related.
 	callers []Caller
+	// tokens maps the progress tokens the session put in calls' params to
+	// their Caller and the client's own token (only when !related).
+	tokens   map[string]progressOwner
+	tokenSeq int64
+}
+
+// progressOwner is the call behind a progress token the session assigned.
+type progressOwner struct {
+	caller Caller
+	token  json.RawMessage // the client's token
 }
 
 func newSession(server, clientID string, cfg *metamcpv1.Server, opts *PoolOptions, log *slog.Logger) *session {
@@ -217,6 +229,13 @@ func (s *session) Call(ctx context.Context, method string, params json.RawMessag
 		if c := CallerFrom(ctx); c != nil {
 			s.addCaller(c)
 			defer s.removeCaller(c)
+			if bytes.Contains(params, progressTokenKey) {
+				var tok string
+				params, tok = s.mapProgress(c, params)
+				if tok != "" {
+					defer s.unmapProgress(tok)
+				}
+			}
 		}
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -347,10 +366,90 @@ func (s *session) soleCaller() Caller {
 	return first
 }
 
+var progressTokenKey = []byte(`"progressToken"`)
+
+// mapProgress gives the call of c a progress token unique on this session
+// in place of the client's, so that two clients' tokens never meet on a
+// session that cannot relate notifications to calls: stdio and SSE
+// upstreams send notifications/progress apart from the call, and only the
+// token tells whose it is. It returns the params to send and the token
+// ("" when params carry none).
+func (s *session) mapProgress(c Caller, params json.RawMessage) (json.RawMessage, string) {
+	var p map[string]json.RawMessage
+	if json.Unmarshal(params, &p) != nil {
+		return params, ""
+	}
+	var meta map[string]json.RawMessage
+	if json.Unmarshal(p["_meta"], &meta) != nil {
+		return params, ""
+	}
+	orig, ok := meta["progressToken"]
+	if !ok || len(orig) == 0 || string(orig) == "null" {
+		return params, ""
+	}
+	s.mu.Lock()
+	s.tokenSeq++
+	tok := `"mm-` + strconv.FormatInt(s.tokenSeq, 10) + `"`
+	if s.tokens == nil {
+		s.tokens = make(map[string]progressOwner)
+	}
+	s.tokens[tok] = progressOwner{caller: c, token: orig}
+	s.mu.Unlock()
+	meta["progressToken"] = json.RawMessage(tok)
+	mb, err1 := json.Marshal(meta)
+	p["_meta"] = mb
+	out, err2 := json.Marshal(p)
+	if err1 != nil || err2 != nil {
+		s.unmapProgress(tok)
+		return params, ""
+	}
+	return out, tok
+}
+
+func (s *session) unmapProgress(tok string) {
+	s.mu.Lock()
+	delete(s.tokens, tok)
+	s.mu.Unlock()
+}
+
+// progressOwnerOf finds the call behind a notifications/progress the
+// session's token mapping made, and returns the message with the client's
+// token back in place.
+func (s *session) progressOwnerOf(m *rpc.Message) (Caller, *rpc.Message) {
+	s.mu.Lock()
+	n := len(s.tokens)
+	s.mu.Unlock()
+	if n == 0 {
+		return nil, m
+	}
+	var p map[string]json.RawMessage
+	if json.Unmarshal(m.Params, &p) != nil {
+		return nil, m
+	}
+	s.mu.Lock()
+	owner, ok := s.tokens[string(p["progressToken"])]
+	s.mu.Unlock()
+	if !ok {
+		return nil, m
+	}
+	p["progressToken"] = owner.token
+	params, err := json.Marshal(p)
+	if err != nil {
+		return nil, m
+	}
+	return owner.caller, &rpc.Message{Method: m.Method, Params: params}
+}
+
 // onMessage handles what the upstream sends that is not a response: c is
 // the Caller of the call it came with, nil when the wire relates it to no
 // call.
 func (s *session) onMessage(c Caller, m *rpc.Message) {
+	if c == nil && !s.related && m.Method == "notifications/progress" {
+		if owner, mm := s.progressOwnerOf(m); owner != nil {
+			owner.Notification(mm)
+			return
+		}
+	}
 	if c == nil && !s.related {
 		c = s.soleCaller()
 	}
