@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
 // Input-required bridging (2026-07-28 clients, SEP-2322).
@@ -53,6 +54,7 @@ type bridgeTable struct {
 // bridge is one client call whose upstream call runs apart from the
 // client's POSTs.
 type bridge struct {
+	c         *call // the first request's, which the upstream call serves
 	endpoint  string
 	principal string
 	method    string
@@ -87,7 +89,7 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 	}
 	bctx, cancel := context.WithCancel(g.ctx)
 	b := &bridge{
-		endpoint: c.t.name, principal: c.principal, method: msg.Method, ctx: bctx, cancel: cancel,
+		c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, ctx: bctx, cancel: cancel,
 		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
 		shown: map[string]*inputWait{},
 	}
@@ -106,25 +108,35 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 	if g.ctx.Err() != nil {
 		g.mu.Unlock()
 		cancel()
-		g.forgetBridge(c, b)
+		g.forgetBridge(b)
 		return nil, &rpc.Error{Code: codeServerError, Message: "the data plane is shutting down; retry"}
 	}
 	g.wg.Add(1)
 	g.mu.Unlock()
+	// Until the call's own Caller (the gateway's per-call receiver) takes
+	// over, server-to-client requests of this call reach the bridge.
+	id, err := newRequestState()
+	if err != nil {
+		g.wg.Done()
+		cancel()
+		g.forgetBridge(b)
+		return nil, &rpc.Error{Code: codeInternalError, Message: "could not create a call id; retry"}
+	}
+	cctx := upstream.WithCaller(bctx, &bridgeCaller{g: g, c: c, id: "bridge/" + id})
 	go func() {
 		defer g.wg.Done()
 		defer cancel()
-		b.res, b.rerr = g.dispatchCall(bctx, c, msg)
+		b.res, b.rerr = g.dispatchCall(cctx, c, msg)
 		close(b.done)
 		b.mu.Lock()
 		attached := b.attached
 		b.mu.Unlock()
 		if !attached {
 			// Nobody will collect the result: the client went away.
-			g.forgetBridge(c, b)
+			g.forgetBridge(b)
 		}
 	}()
-	return g.awaitBridge(ctx, c, b)
+	return g.awaitBridge(ctx, b)
 }
 
 // dispatchCall is dispatch for the bridgeable methods.
@@ -141,14 +153,14 @@ func (g *Gateway) dispatchCall(ctx context.Context, c *call, msg *rpc.Message) (
 
 // awaitBridge waits, for the client's POST, for the upstream's result or its
 // next requests (answered with input_required). The POST must be attached.
-func (g *Gateway) awaitBridge(ctx context.Context, c *call, b *bridge) (json.RawMessage, *rpc.Error) {
+func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, *rpc.Error) {
 	b.mu.Lock()
 	unanswered := len(b.shown) > 0
 	b.mu.Unlock()
 	if !unanswered {
 		select {
 		case <-b.done:
-			g.forgetBridge(c, b)
+			g.forgetBridge(b)
 			return b.res, b.rerr
 		case w := <-b.inputs:
 			b.mu.Lock()
@@ -157,7 +169,7 @@ func (g *Gateway) awaitBridge(ctx context.Context, c *call, b *bridge) (json.Raw
 		case <-ctx.Done():
 			// The client went away mid-call: so does the upstream call.
 			b.cancel()
-			g.forgetBridge(c, b)
+			g.forgetBridge(b)
 			return nil, &rpc.Error{Code: codeServerError, Message: "request cancelled"}
 		}
 	}
@@ -175,7 +187,7 @@ func (g *Gateway) awaitBridge(ctx context.Context, c *call, b *bridge) (json.Raw
 	if err != nil {
 		b.mu.Unlock()
 		b.cancel()
-		g.forgetBridge(c, b)
+		g.forgetBridge(b)
 		return nil, &rpc.Error{Code: codeInternalError, Message: "could not create a request state; retry the call"}
 	}
 	b.state = state
@@ -190,7 +202,7 @@ func (g *Gateway) awaitBridge(ctx context.Context, c *call, b *bridge) (json.Raw
 	case <-b.done:
 		// Finished while the round was being built: nobody is attached, so
 		// the goroutine may have missed it.
-		g.forgetBridge(c, b)
+		g.forgetBridge(b)
 	default:
 	}
 	return res, nil
@@ -285,15 +297,15 @@ func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message,
 	bt.mu.Lock()
 	delete(bt.byState, state)
 	bt.mu.Unlock()
-	return g.awaitBridge(ctx, c, b)
+	return g.awaitBridge(ctx, b)
 }
 
 // forgetBridge removes a bridged call from the table.
-func (g *Gateway) forgetBridge(c *call, b *bridge) {
+func (g *Gateway) forgetBridge(b *bridge) {
 	bt := &g.state.bridges
 	bt.mu.Lock()
-	if bt.byCall[c] == b {
-		delete(bt.byCall, c)
+	if bt.byCall[b.c] == b {
+		delete(bt.byCall, b.c)
 	}
 	b.mu.Lock()
 	if b.state != "" && bt.byState[b.state] == b {
@@ -338,3 +350,26 @@ func (g *Gateway) pendingBridges() int {
 	defer bt.mu.Unlock()
 	return len(bt.byCall)
 }
+
+// bridgeCaller is the upstream.Caller of a bridged call: its requests go to
+// the bridge; notifications that concern no call in particular go where
+// the gateway sends those of upstreams (others are dropped: a stateless
+// client's POST that waits for a bridged call carries only results).
+type bridgeCaller struct {
+	g  *Gateway
+	c  *call
+	id string
+}
+
+// Notification implements upstream.Caller.
+func (bc *bridgeCaller) Notification(msg *rpc.Message) {
+	bc.g.callerNotification(bc.c, msg)
+}
+
+// Request implements upstream.Caller.
+func (bc *bridgeCaller) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage, error) {
+	return bc.g.statelessRequest(ctx, bc.c, msg)
+}
+
+// CallerID implements upstream.Caller: each bridged call is on its own.
+func (bc *bridgeCaller) CallerID() string { return bc.id }

@@ -563,3 +563,78 @@ func (g *Gateway) upstreamListChanged(server string, method string) {
 		}
 	}
 }
+
+// upstreamNotification takes, from the pool's Events, the upstream
+// notifications that concern no call and that the gateway tracks itself:
+// list_changed (checked against the clients' effective lists) and
+// resources/updated (sent to the subscribers). It reports whether it took
+// msg. It never blocks. clientID is the downstream session of a per_client
+// upstream session, "" for shared ones.
+func (g *Gateway) upstreamNotification(server, clientID string, msg *rpc.Message) bool {
+	switch {
+	case maskOfNotification(msg.Method) != 0:
+		g.upstreamListChanged(server, msg.Method)
+		return true
+	case msg.Method == methodResourceUpdated:
+		if !g.perClientServer(server) {
+			// The pool may name the client that opened a shared session.
+			clientID = ""
+		}
+		g.goOwned(func() { g.upstreamResourceUpdated(server, clientID, msg) })
+		return true
+	}
+	return false
+}
+
+// perClientServer reports whether server runs one upstream session per
+// downstream client in the snapshot being served.
+func (g *Gateway) perClientServer(server string) bool {
+	if g.opts.Config == nil {
+		return false
+	}
+	snap := g.opts.Config.Current()
+	if snap == nil {
+		return false
+	}
+	return snap.Servers[server].GetSessionMode() == metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT
+}
+
+// callerNotification is upstreamNotification for a notification that came
+// with call c (a stdio or SSE upstream attributes what it sends to the one
+// call in flight), whose server is not known: every member of c's endpoint
+// is considered.
+func (g *Gateway) callerNotification(c *call, msg *rpc.Message) bool {
+	switch {
+	case maskOfNotification(msg.Method) != 0:
+		g.listChanged(c.t.name, maskOfNotification(msg.Method))
+		return true
+	case msg.Method == methodResourceUpdated:
+		g.goOwned(func() {
+			for _, m := range c.t.ep.Members {
+				if m.Server != nil {
+					g.upstreamResourceUpdated(m.Server.GetName(), upstreamClient(c, m), msg)
+				}
+			}
+		})
+		return true
+	}
+	return false
+}
+
+const methodResourceUpdated = "notifications/resources/updated"
+
+// goOwned runs fn on a goroutine the gateway owns (Close waits for it); not
+// at all once the gateway is closing.
+func (g *Gateway) goOwned(fn func()) {
+	g.mu.Lock()
+	if g.ctx.Err() != nil {
+		g.mu.Unlock()
+		return
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
+		fn()
+	}()
+}

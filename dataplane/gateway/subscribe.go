@@ -109,7 +109,8 @@ func (g *Gateway) subscribe(ctx context.Context, c *call, uri string, params jso
 	}
 	var last *rpc.Error
 	asked := 0
-	for _, m := range g.resourceMembers(c, uri) {
+	candidates := g.resourceMembers(c, uri)
+	for _, m := range candidates {
 		sctx, cancel := context.WithTimeout(ctx, g.listTimeout(m.Server))
 		sess, rerr := g.session(sctx, c, m)
 		cancel()
@@ -130,8 +131,12 @@ func (g *Gateway) subscribe(ctx context.Context, c *call, uri string, params jso
 	if asked == 0 && last == nil {
 		return &rpc.Error{Code: codeMethodNotFound, Message: "no server of this endpoint that may hold " + quote(uri) + " supports resource subscriptions (resources.subscribe): poll it with resources/read instead"}
 	}
-	if last == nil {
-		last = &rpc.Error{Code: codeResourceNotFound, Message: "resource " + quote(uri) + " not found in any server of this endpoint"}
+	if last == nil || len(candidates) > 1 {
+		msg := "resource " + quote(uri) + " could not be subscribed on any server of this endpoint"
+		if last != nil {
+			msg += " (last: " + last.Message + ")"
+		}
+		return &rpc.Error{Code: codeResourceNotFound, Message: msg}
 	}
 	return last
 }
@@ -332,15 +337,5 @@ func (g *Gateway) dropClientAsync(sid string) {
 		g.dropClient(sid) // no upstream call: cheap
 		return
 	}
-	g.mu.Lock()
-	if g.ctx.Err() != nil {
-		g.mu.Unlock()
-		return
-	}
-	g.wg.Add(1)
-	g.mu.Unlock()
-	go func() {
-		defer g.wg.Done()
-		g.dropClient(sid)
-	}()
+	g.goOwned(func() { g.dropClient(sid) })
 }
