@@ -68,6 +68,7 @@ type bridge struct {
 
 	mu       sync.Mutex
 	attached bool                  // a client POST is waiting on the call
+	relay    upstream.Caller       // that POST's receiver of the call's notifications
 	state    string                // the requestState the client must send back
 	shown    map[string]*inputWait // requests shown to the client, unanswered
 	next     int
@@ -101,7 +102,7 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 	}
 	bt.byCall[c] = b
 	bt.mu.Unlock()
-	b.attached = true
+	b.attached, b.relay = true, upstream.CallerFrom(ctx)
 	// The upstream call outlives this POST when input is required; the
 	// gateway owns it (Close cancels it).
 	g.mu.Lock()
@@ -122,7 +123,7 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 		g.forgetBridge(b)
 		return nil, &rpc.Error{Code: codeInternalError, Message: "could not create a call id; retry"}
 	}
-	cctx := upstream.WithCaller(bctx, &bridgeCaller{g: g, c: c, id: "bridge/" + id})
+	cctx := upstream.WithCaller(bctx, &bridgeCaller{g: g, c: c, b: b, id: "bridge/" + id})
 	go func() {
 		defer g.wg.Done()
 		defer cancel()
@@ -191,7 +192,7 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 		return nil, &rpc.Error{Code: codeInternalError, Message: "could not create a request state; retry the call"}
 	}
 	b.state = state
-	b.attached = false
+	b.attached, b.relay = false, nil
 	res := inputRequiredResult(b.shown, state)
 	b.mu.Unlock()
 	bt := &g.state.bridges
@@ -286,7 +287,7 @@ func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message,
 			return nil, &rpc.Error{Code: codeInvalidParams, Message: "inputResponses has " + quote(key) + ", which the input_required result did not ask for"}
 		}
 	}
-	b.attached = true
+	b.attached, b.relay = true, upstream.CallerFrom(ctx)
 	for key, ans := range answers {
 		w := b.shown[key]
 		delete(b.shown, key)
@@ -353,17 +354,27 @@ func (g *Gateway) pendingBridges() int {
 
 // bridgeCaller is the upstream.Caller of a bridged call: its requests go to
 // the bridge; notifications that concern no call in particular go where
-// the gateway sends those of upstreams (others are dropped: a stateless
-// client's POST that waits for a bridged call carries only results).
+// the gateway sends those of upstreams, the others (progress, log
+// messages) to the client POST attached to the call, if any (dropped while
+// the client is answering an input_required round).
 type bridgeCaller struct {
 	g  *Gateway
 	c  *call
+	b  *bridge
 	id string
 }
 
 // Notification implements upstream.Caller.
 func (bc *bridgeCaller) Notification(msg *rpc.Message) {
-	bc.g.callerNotification(bc.c, msg)
+	if bc.g.callerNotification(bc.c, msg) {
+		return
+	}
+	bc.b.mu.Lock()
+	r := bc.b.relay
+	bc.b.mu.Unlock()
+	if r != nil {
+		r.Notification(msg)
+	}
 }
 
 // Request implements upstream.Caller.

@@ -147,10 +147,27 @@ func (h itemHashes) sum() [32]byte {
 // listObserved serves a list operation and records its baseline.
 func (g *Gateway) listObserved(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	res, rerr := g.list(ctx, c, k, params)
-	if rerr == nil {
+	if rerr == nil && g.listening(c) {
 		g.observeList(c, k, params, res)
 	}
 	return res, rerr
+}
+
+// listening reports whether c's client may hear list_changed from this
+// replica: its session's standalone stream is open here, or (stateless) a
+// listen stream of its endpoint is. Other clients' lists are not worth
+// hashing here.
+func (g *Gateway) listening(c *call) bool {
+	if c.clientID != "" {
+		g.mu.Lock()
+		_, ok := g.streams[c.clientID]
+		g.mu.Unlock()
+		return ok
+	}
+	r := &g.state.listeners
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m[c.t.name]) > 0
 }
 
 // observeList records, from a list the gateway just served in full (a first
