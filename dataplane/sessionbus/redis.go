@@ -55,7 +55,7 @@ type Redis struct {
 
 	mu     sync.Mutex
 	topics map[string]*redisTopic   // by Redis channel name
-	pongs  map[string]chan struct{} // barrier token -> closed on its PONG
+	pongs  map[string]*redisPending // barrier token -> the subscriber it activates
 	lost   chan struct{}            // closed (and replaced) when the connection breaks
 	err    error                    // why the connection is down; nil while it is up
 	closed bool
@@ -67,9 +67,21 @@ type Redis struct {
 	wg   sync.WaitGroup
 }
 
+// redisTopic is a subscribed channel. A subscriber is active (true) once
+// the receiving loop has read its barrier's PONG: messages read before that
+// were published before its Subscribe returned, possibly before it was
+// called (a previous subscription's last messages still in flight), so it
+// does not get them, just as a Local subscriber never sees a message
+// published before it subscribed.
 type redisTopic struct {
-	subs  map[*localSub]struct{}
-	ready bool // Redis confirmed the SUBSCRIBE
+	subs map[*localSub]bool
+}
+
+// redisPending is a Subscribe waiting for its barrier's PONG.
+type redisPending struct {
+	done    chan struct{}
+	channel string
+	sub     *localSub
 }
 
 // NewRedis returns a Bus over client's Pub/Sub; topics are prefixed with
@@ -89,7 +101,7 @@ func NewRedis(client redis.UniversalClient, prefix string, logger *slog.Logger) 
 		ps:     client.Subscribe(ctx),
 		cmd:    make(chan struct{}, 1),
 		topics: make(map[string]*redisTopic),
-		pongs:  make(map[string]chan struct{}),
+		pongs:  make(map[string]*redisPending),
 		lost:   make(chan struct{}),
 		err:    errors.New("not connected to Redis yet"),
 		stop:   stop,
@@ -156,12 +168,11 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) (<-chan []byte, err
 	t := r.topics[channel]
 	first := t == nil
 	if first {
-		t = &redisTopic{subs: make(map[*localSub]struct{})}
+		t = &redisTopic{subs: make(map[*localSub]bool)}
 		r.topics[channel] = t
 	}
 	s := &localSub{ch: make(chan []byte, SubscriberBuffer)}
-	t.subs[s] = struct{}{}
-	ready := t.ready
+	t.subs[s] = false
 	r.mu.Unlock()
 	if first {
 		if err := r.ps.Subscribe(ctx, channel); err != nil {
@@ -171,29 +182,24 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) (<-chan []byte, err
 		}
 	}
 	<-r.cmd
-	if !ready {
-		if err := r.confirm(ctx); err != nil {
-			r.leave(channel, s)
-			return nil, fmt.Errorf("subscribe to session bus topic %q through Redis: %w", topic, err)
-		}
-		r.mu.Lock()
-		if r.topics[channel] == t {
-			t.ready = true
-		}
-		r.mu.Unlock()
+	if err := r.confirm(ctx, channel, s); err != nil {
+		r.leave(channel, s)
+		return nil, fmt.Errorf("subscribe to session bus topic %q through Redis: %w", topic, err)
 	}
 	context.AfterFunc(ctx, func() { r.leave(channel, s) })
 	return s.ch, nil
 }
 
 // confirm waits until Redis has processed every command this process sent
-// on the subscription connection so far: it sends a PING with a unique
-// payload and waits for its answer, which Redis sends after handling the
-// earlier commands. If the connection breaks meanwhile, the new connection
-// has subscribed again before anything else, so one more PING suffices.
-func (r *Redis) confirm(ctx context.Context) error {
+// on the subscription connection so far, the SUBSCRIBE of channel included:
+// it sends a PING with a unique payload and waits for its answer, which
+// Redis sends after handling the earlier commands; reading that answer
+// activates subscriber s. If the connection breaks meanwhile, the new
+// connection has subscribed again before anything else, so one more PING
+// suffices.
+func (r *Redis) confirm(ctx context.Context, channel string, s *localSub) error {
 	token := "sessionbus-confirm-" + strconv.FormatUint(r.barrier.Add(1), 10)
-	done := make(chan struct{})
+	p := &redisPending{done: make(chan struct{}), channel: channel, sub: s}
 	defer func() {
 		r.mu.Lock()
 		delete(r.pongs, token)
@@ -203,14 +209,14 @@ func (r *Redis) confirm(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		r.mu.Lock()
-		r.pongs[token] = done
+		r.pongs[token] = p
 		lost := r.lost
 		r.mu.Unlock()
 		if err := r.ps.Ping(ctx, token); err != nil {
 			return fmt.Errorf("confirm the subscription: %w", err)
 		}
 		select {
-		case <-done:
+		case <-p.done:
 			return nil
 		case <-lost:
 		case <-ctx.Done():
@@ -294,8 +300,13 @@ func (r *Redis) receive(ctx context.Context) {
 			r.deliver(m.Channel, m.Payload)
 		case *redis.Pong:
 			r.mu.Lock()
-			if done, ok := r.pongs[m.Payload]; ok {
-				close(done)
+			if p, ok := r.pongs[m.Payload]; ok {
+				if t := r.topics[p.channel]; t != nil {
+					if _, ok := t.subs[p.sub]; ok {
+						t.subs[p.sub] = true
+					}
+				}
+				close(p.done)
 				delete(r.pongs, m.Payload)
 			}
 			r.mu.Unlock()
@@ -314,7 +325,10 @@ func (r *Redis) deliver(channel, payload string) {
 	if t == nil {
 		return // unsubscribed meanwhile
 	}
-	for s := range t.subs {
+	for s, active := range t.subs {
+		if !active {
+			continue
+		}
 		select {
 		case s.ch <- []byte(payload):
 		default:

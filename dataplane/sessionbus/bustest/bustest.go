@@ -28,6 +28,7 @@ func Run(t *testing.T, newBus func(t *testing.T) sessionbus.Bus) {
 	t.Run("DeliversToEverySubscriber", func(t *testing.T) { testDelivers(t, newBus(t)) })
 	t.Run("NobodyListens", func(t *testing.T) { testNobody(t, newBus(t)) })
 	t.Run("InPlaceWhenSubscribeReturns", func(t *testing.T) { testInPlace(t, newBus(t)) })
+	t.Run("OnlyMessagesFromSubscribeOn", func(t *testing.T) { testFromSubscribeOn(t, newBus(t)) })
 	t.Run("CancelEndsSubscription", func(t *testing.T) { testCancel(t, newBus(t)) })
 	t.Run("MessageIsCopied", func(t *testing.T) { testCopied(t, newBus(t)) })
 	t.Run("SlowSubscriberDrops", func(t *testing.T) { testSlow(t, newBus(t)) })
@@ -170,6 +171,76 @@ func testInPlace(t *testing.T, b sessionbus.Bus) {
 			t.Fatalf("received %q, want %q", got, msg)
 		}
 		cancel()
+	}
+}
+
+func testFromSubscribeOn(t *testing.T, b sessionbus.Bus) {
+	// A publisher sends numbered messages without pause while subscribers
+	// join one after another, each on a topic whose earlier subscriber just
+	// left. A subscriber must see no message published before its
+	// Subscribe was called (one still in flight to an earlier subscriber
+	// included) and every message published after it returned, in order.
+	topic := Topic(t)
+	var started, published atomic.Int64 // messages whose Publish began / returned
+	stop := make(chan struct{})
+	pubErr := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+		defer cancel()
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				pubErr <- nil
+				return
+			default:
+			}
+			started.Store(i)
+			if _, err := b.Publish(ctx, topic, fmt.Append(nil, i)); err != nil {
+				pubErr <- err
+				return
+			}
+			published.Store(i)
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-pubErr; err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	}()
+	for round := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		before := published.Load()
+		ch, err := b.Subscribe(ctx, topic)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		after := started.Load()
+		// Wait for a few messages sent wholly after Subscribe returned.
+		var last int64
+		for last < after+3 {
+			var n int64
+			m := Receive(t, ch)
+			if _, err := fmt.Sscan(string(m), &n); err != nil {
+				cancel()
+				t.Fatalf("round %d: message %q: %v", round, m, err)
+			}
+			switch {
+			case n <= before:
+				cancel()
+				t.Fatalf("round %d: received message %d, published before Subscribe was called (last then: %d)", round, n, before)
+			case last > after && n != last+1:
+				cancel()
+				t.Fatalf("round %d: received %d after %d: messages published after Subscribe returned were lost or reordered", round, n, last)
+			case last != 0 && n <= last:
+				cancel()
+				t.Fatalf("round %d: received %d after %d: out of order", round, n, last)
+			}
+			last = n
+		}
+		cancel()
+		WantClosed(t, ch)
 	}
 }
 
