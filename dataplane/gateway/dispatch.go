@@ -117,6 +117,14 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if r, ok := upstream.CallerFrom(ctx).(*relay); ok {
+		// The client may cancel the call (notifications/cancelled).
+		slot, live := r.track(cancel)
+		if !live {
+			return nil, &rpc.Error{Code: codeServerError, Message: "request cancelled by the client"}
+		}
+		defer r.untrack(slot)
+	}
 	s, rerr := g.session(ctx, c, m)
 	if rerr != nil {
 		return nil, rerr

@@ -101,6 +101,9 @@ type Gateway struct {
 	// sessions (list baselines, resource subscriptions, listen streams,
 	// calls waiting for input).
 	state clientState
+	// relays are the calls in flight and the sessions' log levels, for
+	// what crosses between clients and upstreams (events.go).
+	relays relayState
 
 	mu      sync.Mutex
 	sse     map[string]*sseStream
@@ -144,8 +147,13 @@ func New(opts Options) *Gateway {
 	if g.bus == nil {
 		g.bus, g.ownBus = sessionbus.NewLocal(), true
 	}
-	g.wg.Add(1)
+	if p, ok := opts.Pool.(interface{ SetEvents(upstream.Events) }); ok {
+		// What upstreams send outside client calls comes to the gateway.
+		p.SetEvents(events{g})
+	}
+	g.wg.Add(2)
 	go g.sweep()
+	go g.watchCancels()
 	return g
 }
 
@@ -206,6 +214,8 @@ func (g *Gateway) sweep() {
 			for _, id := range g.sessions.Expired(now.Add(-g.opts.SessionIdleTTL)) {
 				g.log.Debug("ending idle session", "session", id)
 				g.endSSE(id)
+				g.endLocalStream(id)
+				g.forgetSessionState(id)
 				g.dropClientAsync(id)
 				if g.opts.Pool != nil {
 					g.opts.Pool.CloseClient(id)

@@ -141,10 +141,7 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, ok := g.sessions.Open(sid)
-	g.mu.Lock()
-	s := g.sse[sid]
-	g.mu.Unlock()
-	if !ok || s == nil {
+	if !ok {
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: its SSE stream ended; open a new one")
 		return
 	}
@@ -156,38 +153,77 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c := &call{t: t, principal: principal, clientID: sid, version: info.ProtocolVersion, clientIP: clientIP(r), reqBytes: size}
 	if !msg.IsRequest() {
+		// Responses to server-to-client requests, cancellations, roots changes.
+		g.clientNotification(r.Context(), t, sid, msg)
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
+	c := call{t: t, principal: principal, clientID: sid, version: info.ProtocolVersion, clientIP: clientIP(r), reqBytes: size}
 	// Serve on the stream's context: the answer goes out there, not here.
 	g.mu.Lock()
-	if g.sse[sid] != s {
-		g.mu.Unlock()
-		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: its SSE stream ended; open a new one")
+	s := g.sse[sid]
+	if s != nil {
+		s.wg.Add(1)
+	}
+	g.mu.Unlock()
+	if s == nil {
+		// The stream is open on another replica (or nowhere): serve here and
+		// send the answer to the stream through the session's topic.
+		g.serveMessageRemote(w, c, info, msg)
 		return
 	}
-	s.wg.Add(1)
-	g.mu.Unlock()
 	w.WriteHeader(http.StatusAccepted)
 	go func() {
 		defer s.wg.Done()
+		pc := &postCall{call: c}
+		pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: s.ctx, sse: s}
+		pc.ctx = callerContext{caller: &pc.relay}
 		var result json.RawMessage
 		var rerr *rpc.Error
 		if msg.Method == "initialize" {
-			result, rerr = g.initializeSSE(s.ctx, c, sid, info, msg)
+			result, rerr = g.initializeSSE(s.ctx, &pc.call, sid, info, msg)
 		} else {
-			result, rerr = g.dispatch(s.ctx, c, msg)
+			g.addInflight(&pc.relay)
+			result, rerr = g.dispatch(pc.context(s.ctx), &pc.call, msg)
+			g.removeInflight(&pc.relay)
+			if rerr == nil && msg.Method == "logging/setLevel" {
+				g.setSessionLevel(sid, msg.Params)
+			}
 		}
-		var b []byte
-		if rerr != nil {
-			b = appendError(nil, msg.ID, rerr)
-		} else {
-			b = appendResult(nil, msg.ID, result)
-		}
-		s.send(b)
+		pc.relay.finish()
+		s.send(g.responseBytes(msg.ID, result, rerr, false))
 	}()
+}
+
+// serveMessageRemote serves a request of a 2024-11-05 session whose stream
+// is not on this replica: the answer, and what upstreams send about the
+// call, go to the stream through the session's topic.
+func (g *Gateway) serveMessageRemote(w http.ResponseWriter, c call, info *SessionInfo, msg *rpc.Message) {
+	if msg.Method == "initialize" {
+		// initialize updates the session where its stream is.
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: its SSE stream ended; open a new one")
+		return
+	}
+	if _, ok := g.sessions.Acquire(c.clientID); !ok {
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: its SSE stream ended; open a new one")
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	sid := c.clientID
+	g.goOwned(func() {
+		defer g.release(sid)
+		pc := &postCall{call: c}
+		pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: g.ctx}
+		pc.ctx = callerContext{caller: &pc.relay}
+		g.addInflight(&pc.relay)
+		result, rerr := g.dispatch(pc.context(g.ctx), &pc.call, msg)
+		g.removeInflight(&pc.relay)
+		pc.relay.finish()
+		if !g.sendToSession(g.ctx, sid, g.responseBytes(msg.ID, result, rerr, false)) {
+			g.log.Debug("the answer to an SSE session's request found no stream", "method", msg.Method)
+		}
+	})
 }
 
 // initializeSSE negotiates the version of an SSE session.

@@ -118,7 +118,9 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 	if !ok {
 		return
 	}
-	c := &call{t: t, principal: principal, clientIP: clientIP(r), reqBytes: size}
+	// One allocation for the call, its relay and its response stream.
+	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, clientIP: clientIP(r), reqBytes: size}, msg.ID, nil)
+	c := &pc.call
 	if msg.Method == "initialize" {
 		g.initialize(w, r, c, msg)
 		return
@@ -126,7 +128,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 	sid := r.Header.Get(headerSessionID)
 	if sid == "" {
 		if v := requestVersion(r, msg); v >= version20260728 {
-			g.stateless(w, r, c, msg, v)
+			g.stateless(w, r, pc, msg, v)
 			return
 		}
 		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "missing Mcp-Session-Id header: send initialize first (or use protocol version 2026-07-28, which needs no session)"})
@@ -144,19 +146,30 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 		return
 	}
 	if !msg.IsRequest() {
-		// Notifications (initialized, cancelled, roots/list_changed) and
-		// responses are accepted; issue 5 routes them upstream.
+		// Responses to server-to-client requests, cancellations, roots
+		// changes; initialized and the rest are accepted.
+		g.clientNotification(r.Context(), t, sid, msg)
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
 	c.clientID = sid
 	c.version = info.ProtocolVersion
-	result, rerr := g.dispatch(r.Context(), c, msg)
-	g.writeResponse(w, msg.ID, result, rerr, false)
+	pc.relay.caps = info.ClientCapabilities
+	g.addInflight(&pc.relay)
+	result, rerr := g.dispatch(pc.context(r.Context()), c, msg)
+	g.removeInflight(&pc.relay)
+	pc.relay.finish()
+	if rerr == nil && msg.Method == "logging/setLevel" {
+		g.setSessionLevel(sid, msg.Params)
+	}
+	g.finishResponse(w, &pc.out, msg.ID, result, rerr, false)
 }
 
-// stateless serves one 2026-07-28 request, with no session.
-func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, c *call, msg *rpc.Message, version string) {
+// stateless serves one 2026-07-28 request, with no session. What upstreams
+// send about the call (progress, log messages) goes on its response, as for
+// session-based clients; their requests are bridged (input_required).
+func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall, msg *rpc.Message, version string) {
+	c := &pc.call
 	if !slices.Contains(supportedVersions, version) {
 		data, _ := json.Marshal(map[string]any{"supported": supportedVersions, "requested": version})
 		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data})
@@ -172,24 +185,45 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, c *call, msg
 		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
 		return
 	}
-	result, rerr := g.dispatch(r.Context(), c, msg)
-	g.writeResponse(w, msg.ID, result, rerr, true)
+	if msg.Method == "notifications/cancelled" {
+		// Stateless: a cancellation is the client closing the request.
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	result, rerr := g.dispatch(pc.context(r.Context()), c, msg)
+	pc.relay.finish()
+	g.finishResponse(w, &pc.out, msg.ID, result, rerr, true)
+}
+
+// finishResponse writes a call's answer: as the last event of its response
+// stream when related messages turned the response into one, else as
+// application/json.
+func (g *Gateway) finishResponse(w http.ResponseWriter, out *sseResponse, id, result json.RawMessage, rerr *rpc.Error, stateless bool) {
+	b := g.responseBytes(id, result, rerr, stateless)
+	if out.Finish(b) {
+		return
+	}
+	w.Header()["Content-Type"] = contentTypeJSON
+	_, _ = w.Write(b)
 }
 
 // writeResponse writes a JSON-RPC response as application/json.
 func (g *Gateway) writeResponse(w http.ResponseWriter, id, result json.RawMessage, rerr *rpc.Error, stateless bool) {
-	var b []byte
-	if rerr != nil {
-		b = appendError(make([]byte, 0, 128+len(rerr.Message)+len(rerr.Data)), id, rerr)
-	} else {
-		if stateless {
-			result = g.withServerInfo(result)
-		}
-		b = appendResult(make([]byte, 0, len(result)+len(id)+32), id, result)
-	}
+	b := g.responseBytes(id, result, rerr, stateless)
 	h := w.Header()
 	h["Content-Type"] = contentTypeJSON
 	_, _ = w.Write(b)
+}
+
+// responseBytes encodes a JSON-RPC response.
+func (g *Gateway) responseBytes(id, result json.RawMessage, rerr *rpc.Error, stateless bool) []byte {
+	if rerr != nil {
+		return appendError(make([]byte, 0, 128+len(rerr.Message)+len(rerr.Data)), id, rerr)
+	}
+	if stateless {
+		result = g.withServerInfo(result)
+	}
+	return appendResult(make([]byte, 0, len(result)+len(id)+32), id, result)
 }
 
 var contentTypeJSON = []string{"application/json"}
@@ -384,6 +418,7 @@ func (g *Gateway) release(sid string) {
 func (g *Gateway) endSession(sid string) {
 	g.sessions.End(sid)
 	g.endStreams(sid)
+	g.forgetSessionState(sid)
 	g.dropClientAsync(sid)
 	if g.opts.Pool != nil {
 		g.opts.Pool.CloseClient(sid)
