@@ -175,7 +175,7 @@ func (r *Redis) Subscribe(ctx context.Context, topic string) (<-chan []byte, err
 	t.subs[s] = false
 	r.mu.Unlock()
 	if first {
-		if err := r.ps.Subscribe(ctx, channel); err != nil {
+		if err := r.ps.Subscribe(r.commandContext(ctx), channel); err != nil {
 			r.leaveLocked(channel, s)
 			<-r.cmd
 			return nil, fmt.Errorf("subscribe to session bus topic %q through Redis: %w (is Redis reachable at --redis-url?)", topic, err)
@@ -212,7 +212,7 @@ func (r *Redis) confirm(ctx context.Context, channel string, s *localSub) error 
 		r.pongs[token] = p
 		lost := r.lost
 		r.mu.Unlock()
-		if err := r.ps.Ping(ctx, token); err != nil {
+		if err := r.ps.Ping(r.commandContext(ctx), token); err != nil {
 			return fmt.Errorf("confirm the subscription: %w", err)
 		}
 		select {
@@ -225,6 +225,15 @@ func (r *Redis) confirm(ctx context.Context, channel string, s *localSub) error 
 			return fmt.Errorf("Redis did not confirm the subscription within %s", redisConfirmTimeout)
 		}
 	}
+}
+
+// commandContext is the context for a command on the shared subscription
+// connection on behalf of a caller: the caller's values without its
+// cancellation or deadline, which, hitting a write halfway, would make
+// go-redis replace the connection under every other subscriber. The
+// command's own bound is the client's write timeout.
+func (r *Redis) commandContext(ctx context.Context) context.Context {
+	return context.WithoutCancel(ctx)
 }
 
 // leave removes subscriber s of channel and closes its channel; the last
