@@ -362,9 +362,13 @@ func testConcurrent(t *testing.T, b sessionbus.Bus) {
 					errs <- err
 					return
 				}
-				if n, err := b.Publish(ctx, topic, []byte("c")); err != nil || n != 1 {
+				n, err := b.Publish(ctx, topic, []byte("c"))
+				if err == nil && n != 1 {
+					err = fmt.Errorf("publish while subscribed = %d, want 1", n)
+				}
+				if err != nil {
 					cancel()
-					errs <- fmt.Errorf("publish while subscribed: n=%d err=%v, want 1", n, err)
+					errs <- err
 					return
 				}
 				cancel()
