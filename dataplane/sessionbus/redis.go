@@ -412,6 +412,12 @@ func (r *Redis) Close() error {
 	r.mu.Unlock()
 	r.stop()
 	err := r.ps.Close()
+	// A Subscribe waiting for its PONG pings again, finds the connection
+	// closed and returns.
+	r.mu.Lock()
+	close(r.lost)
+	r.lost = make(chan struct{})
+	r.mu.Unlock()
 	r.wg.Wait()
 	for _, s := range subs {
 		s.close()
