@@ -450,3 +450,24 @@ func TestRedisOutageAndReturn(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 }
+
+// BenchmarkRedisSubscribe measures a Subscribe (SUBSCRIBE and its PING
+// barrier) and its cancel, the cost a replica pays per waiting
+// server-to-client request.
+func BenchmarkRedisSubscribe(b *testing.B) {
+	bus := sessionbus.NewRedis(redistest.Client(b, ""), redistest.Prefix(b), nil)
+	defer bus.Close()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		ctx, cancel := context.WithCancel(context.Background())
+		ch, err := bus.Subscribe(ctx, "bench/"+strconv.Itoa(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		for range ch { // until the subscription has ended
+		}
+	}
+}
