@@ -403,7 +403,12 @@ func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, e
 		}
 		// Connect in a goroutine the pool owns, so that a caller that gives up
 		// does not abort a connect others wait for.
-		e = &entry{clientID: clientID, ready: make(chan struct{})}
+		// A shared session belongs to no client: its events say so.
+		owner := clientID
+		if !pc {
+			owner = ""
+		}
+		e = &entry{clientID: owner, ready: make(chan struct{})}
 		if pc {
 			st.perClient[clientID] = e
 		} else {

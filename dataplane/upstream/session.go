@@ -507,7 +507,7 @@ func (s *session) answer(c Caller, m *rpc.Message) {
 // initialize runs the MCP handshake.
 func (s *session) initialize(ctx context.Context) error {
 	params := make([]byte, 0, 256)
-	params = append(params, `{"protocolVersion":"`+ProtocolVersion+`","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{}},"clientInfo":{"name":"metamcp","version":`...)
+	params = append(params, `{"protocolVersion":"`+ProtocolVersion+`","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}}},"clientInfo":{"name":"metamcp","version":`...)
 	params = rpc.AppendString(params, version.Version)
 	params = append(params, `}}`...)
 	m, err := s.call(ctx, "initialize", params)
