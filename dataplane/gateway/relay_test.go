@@ -95,7 +95,9 @@ func connectTalk(t *testing.T, h *harness, name, version string, noSampling bool
 		},
 		LoggingMessageHandler: func(_ context.Context, req *mcp.LoggingMessageRequest) { //nolint:staticcheck // logging still passes through
 			d, _ := req.Params.Data.(map[string]any)
-			tc.record(func() { tc.logs = append(tc.logs, fmt.Sprintf("%s:%v:%s", req.Params.Level, d["marker"], req.Params.Logger)) })
+			tc.record(func() {
+				tc.logs = append(tc.logs, fmt.Sprintf("%s:%v:%s", req.Params.Level, d["marker"], req.Params.Logger))
+			})
 		},
 	}
 	if !noSampling {
