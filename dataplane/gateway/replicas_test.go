@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/sessionbus"
+	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/test/fixtures/fixture"
+)
+
+// twoReplicas are two gateways, each with its own upstream pool, that share
+// a session store (as sealed session ids make any replica open any session)
+// and a session bus, in front of one Streamable HTTP fixture "web".
+func twoReplicas(t *testing.T) (*harness, *harness) {
+	t.Helper()
+	bin := fixture.Build(t)
+	webURL := fixture.Start(t, bin, "http", "web", "--tools", talkTools)
+	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "web"})
+	cfg.Servers = append(cfg.Servers, &metamcpv1.Server{Name: "web", Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: webURL}}})
+	holder := &configHolder{}
+	holder.set(t, cfg)
+	sessions := NewMemorySessions()
+	bus := sessionbus.NewLocal()
+	t.Cleanup(func() { _ = bus.Close() })
+	replica := func() *harness {
+		pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t)})
+		t.Cleanup(func() { _ = pool.Close() })
+		pool.Update(holder.Current().Servers)
+		return newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
+			o.Config, o.Pool, o.Sessions, o.Bus = holder, pool, sessions, bus
+		})
+	}
+	return replica(), replica()
+}
+
+// postStream posts body and returns the response and a reader of its body;
+// the caller reads it (an event stream or JSON).
+func postStream(t *testing.T, ctx context.Context, url, sid, body string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+keyAlice)
+	req.Header.Set(headerSessionID, sid)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp, bufio.NewReader(resp.Body)
+}
+
+const initSampling = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"raw","version":"1"}}}`
+
+// TestAnswerReachesOtherReplica: a sampling request goes out on the POST
+// stream of replica two; the client answers to replica one; the call on
+// replica two gets the answer.
+func TestAnswerReachesOtherReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an mcpfixture process")
+	}
+	one, two := twoReplicas(t)
+	_, hdr, _ := post(t, one.url("main", "mcp"), initSampling, map[string]string{"Authorization": "Bearer " + keyAlice})
+	sid := hdr.Get(headerSessionID)
+	ctx := testCtx(t)
+	resp, r := postStream(t, ctx, two.url("main", "mcp"), sid, `{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"web__sample","arguments":{"prompt":"hi"}}}`)
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q, want an event stream", ct)
+	}
+	_, data := readEvent(t, r)
+	m, err := rpc.Parse([]byte(data))
+	if err != nil || m.Method != "sampling/createMessage" || !strings.HasPrefix(string(m.ID), `"mm-`) {
+		t.Fatalf("first event %s, want sampling/createMessage with a gateway id", data)
+	}
+	answer := `{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{"role":"assistant","model":"m","content":{"type":"text","text":"answered at replica one"}}}`
+	if status, _, body := post(t, one.url("main", "mcp"), answer, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 202 {
+		t.Fatalf("posting the answer: %d %s", status, body)
+	}
+	_, data = readEvent(t, r)
+	if !strings.Contains(data, `"id":"c1"`) || !strings.Contains(data, "answered at replica one") {
+		t.Fatalf("final event %s, want the call's result with the answer", data)
+	}
+}
+
+// TestCancelReachesOtherReplica: a notifications/cancelled posted to
+// replica one cancels the call running on replica two.
+func TestCancelReachesOtherReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an mcpfixture process")
+	}
+	one, two := twoReplicas(t)
+	_, hdr, _ := post(t, one.url("main", "mcp"), initSampling, map[string]string{"Authorization": "Bearer " + keyAlice})
+	sid := hdr.Get(headerSessionID)
+	ctx := testCtx(t)
+	tag := "x" + newToken()
+	done := make(chan string, 1)
+	go func() {
+		_, _, body := post(t, two.url("main", "mcp"), `{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"web__slow","arguments":{"ms":60000,"tag":"`+tag+`"}}}`,
+			map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid})
+		done <- body
+	}()
+	count := func() string {
+		_, _, body := post(t, one.url("main", "mcp"), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"web__cancelled","arguments":{"tag":"`+tag+`"}}}`,
+			map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid})
+		return body
+	}
+	waitFor(t, "the slow call to start", func() bool { return strings.Contains(count(), "started=1") })
+	if status, _, _ := post(t, one.url("main", "mcp"), `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":77}}`,
+		map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 202 {
+		t.Fatalf("cancel: %d", status)
+	}
+	select {
+	case body := <-done:
+		if !strings.Contains(body, `"error"`) {
+			t.Errorf("the cancelled call answered %s", body)
+		}
+	case <-ctx.Done():
+		t.Fatal("the call was not cancelled")
+	}
+	waitFor(t, "the upstream call to be cancelled", func() bool { return strings.Contains(count(), "cancelled=1") })
+}
+
+// TestStreamOnOtherReplica: what one replica sends to a session reaches
+// its GET stream open on the other.
+func TestStreamOnOtherReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an mcpfixture process")
+	}
+	one, two := twoReplicas(t)
+	_, hdr, _ := post(t, one.url("main", "mcp"), initSampling, map[string]string{"Authorization": "Bearer " + keyAlice})
+	sid := hdr.Get(headerSessionID)
+	_, r := openStream(t, one.url("main", "mcp"), keyAlice, sid)
+	msg := `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}`
+	waitFor(t, "the stream to open", func() bool { return two.gw.sendToSession(t.Context(), sid, []byte(msg)) })
+	if _, data := readEvent(t, r); data != msg {
+		t.Fatalf("got %s", data)
+	}
+	// A second stream on replica two takes over; the first ends.
+	_, r2 := openStream(t, two.url("main", "mcp"), keyAlice, sid)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := r.ReadString('\n'); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first stream did not end")
+		}
+	}
+	waitFor(t, "the second stream", func() bool { return one.gw.sendToSession(t.Context(), sid, []byte(msg)) })
+	if _, data := readEvent(t, r2); data != msg {
+		t.Fatalf("second stream got %s", data)
+	}
+}
