@@ -141,10 +141,15 @@ func (g *Gateway) watchCancels() {
 		case <-t.C:
 		}
 		st := &g.relays
+		st.mu.Lock()
+		if len(st.inflight) == 0 && len(st.watched) == 0 {
+			st.mu.Unlock()
+			clear(prev)
+			continue
+		}
 		var start []string
 		live := map[string]bool{}
 		next := make(map[*relay]bool, len(prev))
-		st.mu.Lock()
 		for _, r := range st.inflight {
 			sid := r.c.clientID
 			live[sid] = true

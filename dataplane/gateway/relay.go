@@ -156,8 +156,13 @@ func (r *relay) deliver(b []byte) bool {
 // Notification implements upstream.Caller: the message goes to the client
 // as the upstream sent it (a progress token is the client's own again: the
 // upstream session maps it), except that a cancellation of one of the
-// upstream's requests names the id the client knows.
+// upstream's requests names the id the client knows, and that list_changed
+// and resources/updated are checked and fanned out by the gateway
+// (callerNotification) rather than passed on.
 func (r *relay) Notification(msg *rpc.Message) {
+	if r.g.callerNotification(r.c, msg) {
+		return // list_changed, resources/updated: the gateway's own business
+	}
 	if msg.Method == "notifications/cancelled" {
 		if id, ok := rawField(msg.Params, "requestId"); ok {
 			r.mu.Lock()

@@ -54,7 +54,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	s := &sseStream{id: sid, out: make(chan []byte, 16), ctx: ctx, cancel: cancel}
+	s := &sseStream{id: sid, out: make(chan []byte, sseResponseQueue), ctx: ctx, cancel: cancel}
 	g.mu.Lock()
 	if g.ctx.Err() != nil {
 		g.mu.Unlock()
