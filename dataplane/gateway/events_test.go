@@ -2,12 +2,15 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
 // TestEventsOutsideCalls: what upstreams send outside any client call.
@@ -98,5 +101,53 @@ func TestClientCan(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("clientCan(%s, %s %s) = %v", tc.caps, tc.method, tc.params, err)
 		}
+	}
+}
+
+// liveUpstreams is memUpstreams with Live, whose sessions record Notify.
+type liveUpstreams struct {
+	*memUpstreams
+	notified chan string
+}
+
+type notifySession struct {
+	upstream.Session
+	server   string
+	notified chan string
+}
+
+func (s notifySession) Notify(_ context.Context, method string, params json.RawMessage) error {
+	s.notified <- s.server + " " + method + " " + string(params)
+	return nil
+}
+
+func (u liveUpstreams) Live(server, clientID string) (upstream.Session, bool) {
+	return notifySession{server: server, notified: u.notified}, true
+}
+
+// TestRootsChangedForwarded: a client's notifications/roots/list_changed
+// reaches the live upstream sessions of its endpoint.
+func TestRootsChangedForwarded(t *testing.T) {
+	notified := make(chan string, 10)
+	h := newHarness(t, testConfig(), nil, func(o *Options) {
+		o.Pool = liveUpstreams{memUpstreams: o.Pool.(*memUpstreams), notified: notified}
+	})
+	_, hdr, _ := post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
+	sid := hdr.Get(headerSessionID)
+	if status, _, _ := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 202 {
+		t.Fatalf("status %d", status)
+	}
+	var got []string
+	for range 2 {
+		select {
+		case n := <-notified:
+			got = append(got, n)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("forwarded to %v only", got)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"alpha notifications/roots/list_changed ", "beta notifications/roots/list_changed "}; !slices.Equal(got, want) {
+		t.Errorf("forwarded %q, want %q", got, want)
 	}
 }

@@ -160,3 +160,34 @@ func TestStreamOnOtherReplica(t *testing.T) {
 		t.Fatalf("second stream got %s", data)
 	}
 }
+
+// TestSSEMessageOnOtherReplica: a 2024-11-05 client's POST that reaches
+// the replica without its stream is served there, and the answer goes to
+// the stream on the other.
+func TestSSEMessageOnOtherReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an mcpfixture process")
+	}
+	one, two := twoReplicas(t)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, one.url("main", "sse")+"?api_key="+keyAlice, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	_, data := readEvent(t, r)
+	sid := strings.TrimPrefix(strings.Split(data, "&")[0], "message?sessionId=")
+	msgURL := one.url("main", "message") + "?sessionId=" + sid + "&api_key=" + keyAlice
+	post(t, msgURL, `{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{}}}`, nil)
+	readEvent(t, r)
+	otherURL := two.url("main", "message") + "?sessionId=" + sid + "&api_key=" + keyAlice
+	if status, _, body := post(t, otherURL, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"web__echo","arguments":{"text":"via two"}}}`, nil); status != 202 {
+		t.Fatalf("post to the other replica: %d %s", status, body)
+	}
+	if _, data := readEvent(t, r); !strings.Contains(data, `"id":9`) || !strings.Contains(data, "via two") {
+		t.Fatalf("answer on the stream: %s", data)
+	}
+}
