@@ -236,9 +236,9 @@ func (g *Gateway) setSessionLevel(sid string, params json.RawMessage) {
 func (g *Gateway) levelAdmits(sid, level string) bool {
 	st := &g.relays
 	st.mu.Lock()
-	min, ok := st.levels[sid]
+	least, ok := st.levels[sid]
 	st.mu.Unlock()
-	return !ok || levelIndex(level) >= min
+	return !ok || levelIndex(level) >= least
 }
 
 // forgetSessionState drops what the gateway keeps about an ended session.

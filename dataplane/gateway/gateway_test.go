@@ -499,18 +499,13 @@ func TestSessionLifecycle(t *testing.T) {
 	if resp.StatusCode != 406 {
 		t.Errorf("GET without Accept: %d, want 406", resp.StatusCode)
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	stream, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stream.Body.Close()
-	if stream.StatusCode != 200 || stream.Header.Get("Content-Type") != "text/event-stream" {
-		t.Errorf("GET: %d %s, want an event stream", stream.StatusCode, stream.Header.Get("Content-Type"))
+	status, stream := openStream(t, h.url("main", "mcp"), keyAlice, sid)
+	if status != 200 {
+		t.Errorf("GET: %d, want an event stream", status)
 	}
 	streamEnded := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(io.Discard, stream.Body)
+		_, err := io.Copy(io.Discard, stream)
 		streamEnded <- err
 	}()
 	// DELETE ends it.

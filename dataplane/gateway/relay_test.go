@@ -85,7 +85,7 @@ func connectTalk(t *testing.T, h *harness, name, version string, noSampling bool
 			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"answer": name}}, nil
 		},
 		Capabilities: &mcp.ClientCapabilities{
-			RootsV2:     &mcp.RootCapabilities{},
+			RootsV2:     &mcp.RootCapabilities{}, //nolint:staticcheck // roots still pass through
 			Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}, URL: &mcp.URLElicitationCapabilities{}},
 		},
 		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
@@ -103,11 +103,11 @@ func connectTalk(t *testing.T, h *harness, name, version string, noSampling bool
 	if !noSampling {
 		opts.CreateMessageHandler = func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) { //nolint:staticcheck // sampling still passes through
 			tc.record(func() { tc.asked = append(tc.asked, "sampling/createMessage") })
-			return &mcp.CreateMessageResult{Role: "assistant", Model: "test", Content: &mcp.TextContent{Text: "sampled by " + name}}, nil
+			return &mcp.CreateMessageResult{Role: "assistant", Model: "test", Content: &mcp.TextContent{Text: "sampled by " + name}}, nil //nolint:staticcheck // sampling still passes through
 		}
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: name, Version: "1"}, opts)
-	client.AddRoots(&mcp.Root{URI: "file:///" + name, Name: name})
+	client.AddRoots(&mcp.Root{URI: "file:///" + name, Name: name}) //nolint:staticcheck // roots still pass through
 	hc := &http.Client{Transport: &keyTransport{key: keyAlice}}
 	var tr mcp.Transport
 	if version == version20241105 {

@@ -42,10 +42,11 @@ func twoReplicas(t *testing.T) (*harness, *harness) {
 	return replica(), replica()
 }
 
-// postStream posts body and returns the response and a reader of its body;
-// the caller reads it (an event stream or JSON).
-func postStream(t *testing.T, ctx context.Context, url, sid, body string) (*http.Response, *bufio.Reader) {
+// postStream posts body within the test's context and returns the
+// response's Content-Type and a reader of its body (closed at cleanup).
+func postStream(t *testing.T, url, sid, body string) (string, *bufio.Reader) {
 	t.Helper()
+	ctx := testCtx(t)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
@@ -56,7 +57,7 @@ func postStream(t *testing.T, ctx context.Context, url, sid, body string) (*http
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { resp.Body.Close() })
-	return resp, bufio.NewReader(resp.Body)
+	return resp.Header.Get("Content-Type"), bufio.NewReader(resp.Body)
 }
 
 const initSampling = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"raw","version":"1"}}}`
@@ -71,9 +72,8 @@ func TestAnswerReachesOtherReplica(t *testing.T) {
 	one, two := twoReplicas(t)
 	_, hdr, _ := post(t, one.url("main", "mcp"), initSampling, map[string]string{"Authorization": "Bearer " + keyAlice})
 	sid := hdr.Get(headerSessionID)
-	ctx := testCtx(t)
-	resp, r := postStream(t, ctx, two.url("main", "mcp"), sid, `{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"web__sample","arguments":{"prompt":"hi"}}}`)
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+	ct, r := postStream(t, two.url("main", "mcp"), sid, `{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"web__sample","arguments":{"prompt":"hi"}}}`)
+	if ct != "text/event-stream" {
 		t.Fatalf("Content-Type %q, want an event stream", ct)
 	}
 	_, data := readEvent(t, r)

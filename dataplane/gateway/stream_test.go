@@ -94,8 +94,9 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// openStream opens the standalone stream (GET) of a session.
-func openStream(t testing.TB, url, key, sid string) (*http.Response, *bufio.Reader) {
+// openStream opens the standalone stream (GET) of a session and returns
+// the status and a reader of the body (closed at cleanup).
+func openStream(t testing.TB, url, key, sid string) (int, *bufio.Reader) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -108,7 +109,7 @@ func openStream(t testing.TB, url, key, sid string) (*http.Response, *bufio.Read
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { resp.Body.Close() })
-	return resp, bufio.NewReader(resp.Body)
+	return resp.StatusCode, bufio.NewReader(resp.Body)
 }
 
 func TestStandaloneStream(t *testing.T) {
@@ -118,15 +119,15 @@ func TestStandaloneStream(t *testing.T) {
 	if sid == "" {
 		t.Fatal("no session")
 	}
-	if resp, _ := openStream(t, h.url("main", "mcp"), keyBob, sid); resp.StatusCode != 403 {
-		t.Errorf("another principal's GET: %d, want 403", resp.StatusCode)
+	if status, _ := openStream(t, h.url("main", "mcp"), keyBob, sid); status != 403 {
+		t.Errorf("another principal's GET: %d, want 403", status)
 	}
-	if resp, _ := openStream(t, h.url("main", "mcp"), keyAlice, "nope"); resp.StatusCode != 404 {
-		t.Errorf("GET of an unknown session: %d, want 404", resp.StatusCode)
+	if status, _ := openStream(t, h.url("main", "mcp"), keyAlice, "nope"); status != 404 {
+		t.Errorf("GET of an unknown session: %d, want 404", status)
 	}
 	first, r1 := openStream(t, h.url("main", "mcp"), keyAlice, sid)
-	if first.StatusCode != 200 {
-		t.Fatalf("GET: %d", first.StatusCode)
+	if first != 200 {
+		t.Fatalf("GET: %d", first)
 	}
 	waitFor(t, "the stream to be listed", func() bool { return slices.Contains(h.gw.localStreams("main"), sid) })
 	msg := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
@@ -139,8 +140,8 @@ func TestStandaloneStream(t *testing.T) {
 
 	// A second GET replaces the first, which ends.
 	second, r2 := openStream(t, h.url("main", "mcp"), keyAlice, sid)
-	if second.StatusCode != 200 {
-		t.Fatalf("second GET: %d", second.StatusCode)
+	if second != 200 {
+		t.Fatalf("second GET: %d", second)
 	}
 	if _, err := io.Copy(io.Discard, r1); err != nil {
 		t.Fatalf("first stream: %v", err)
