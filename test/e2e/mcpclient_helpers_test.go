@@ -26,15 +26,22 @@ func gatewayEndpoint(t *testing.T, cp *controlPlane, dp *dataPlane, name string,
 	}
 	cp.ok(t, args...)
 	cp.ok(t, "create", "endpoint", name, "--namespace", name)
-	r := cp.ok(t, "create", "apikey", name+"-key", "--endpoint", name, "-o", "json")
+	key := createAPIKey(t, cp, name+"-key", name)
+	waitApplied(t, cp, cp.revisionNum(t), dp)
+	return "http://" + dp.addr + "/metamcp/" + name, key
+}
+
+// createAPIKey creates an API key (a principal) for endpoint and returns it.
+func createAPIKey(t *testing.T, cp *controlPlane, name, endpoint string) string {
+	t.Helper()
+	r := cp.ok(t, "create", "apikey", name, "--endpoint", endpoint, "-o", "json")
 	var created struct {
 		Key string `json:"key"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &created); err != nil || created.Key == "" {
 		t.Fatalf("create apikey: no key in the JSON output (%v):\n%s", err, r)
 	}
-	waitApplied(t, cp, cp.revisionNum(t), dp)
-	return "http://" + dp.addr + "/metamcp/" + name, created.Key
+	return created.Key
 }
 
 // rpcResponse is one JSON-RPC response as a client received it: the raw

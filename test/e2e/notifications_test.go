@@ -50,19 +50,26 @@ func notifEnv(t *testing.T, endpoint string) (*controlPlane, *dataPlane, string,
 // fixture over Streamable HTTP (shared), stdio (per_client) and stdio
 // (shared): progress (both clients use the same token; each gets exactly
 // its own notifications), logging (each gets its own messages at the level
-// it asked for), cancellation (a cancelled call ends at the upstream, the
+// it asked for: logging/setLevel, or the request's _meta at 2026-07-28), cancellation (a cancelled call ends at the upstream, the
 // other client's call does not), resource subscription updates (each gets
 // the updates of its own subscription only), and sampling, elicitation
 // (form and URL mode) and roots answered by the client whose call caused
 // them.
+//
+// The clients are two principals (API keys): 2026-07-28 requests have no
+// session, so a per_client upstream serves each principal with one session,
+// and two clients of one principal share it as they would a shared stdio
+// upstream.
 func TestNotifications(t *testing.T) {
-	_, dp, base, key := notifEnv(t, "nt")
+	cp, dp, base, key := notifEnv(t, "nt")
+	keyB := createAPIKey(t, cp, "nt-key-b", "nt")
+	waitApplied(t, cp, cp.revisionNum(t), dp)
 	for _, rev := range notifRevisions {
 		t.Run(rev.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			a := connectNotifClient(ctx, t, base, key, "A", rev.version)
-			b := connectNotifClient(ctx, t, base, key, "B", rev.version)
+			b := connectNotifClient(ctx, t, base, keyB, "B", rev.version)
 			clients := []*notifClient{a, b}
 			defer func() {
 				if t.Failed() {
@@ -110,12 +117,20 @@ func TestNotifications(t *testing.T) {
 			})
 
 			t.Run("Logging", func(t *testing.T) {
-				var meta mcp.Meta
-				if a.stateless {
-					meta = mcp.Meta{"io.modelcontextprotocol/logLevel": "info"}
-				} else {
+				// Different levels, so that one client's level applied to
+				// the other's messages (or to a shared upstream for both)
+				// shows.
+				levels := map[*notifClient]string{a: "warning", b: "debug"}
+				wantLevels := map[*notifClient][]string{a: {"warning", "error"}, b: {"debug", "info", "warning", "error"}}
+				meta := func(c *notifClient) mcp.Meta {
+					if c.stateless {
+						return mcp.Meta{"io.modelcontextprotocol/logLevel": levels[c]}
+					}
+					return nil
+				}
+				if !a.stateless {
 					for _, c := range clients {
-						if err := c.cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "info"}); err != nil { //nolint:staticcheck // logging is deprecated from 2026-07-28; the gateway must still carry it
+						if err := c.cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: mcp.LoggingLevel(levels[c])}); err != nil { //nolint:staticcheck // logging is deprecated from 2026-07-28; the gateway must still carry it
 							t.Fatalf("client %s: logging/setLevel: %v", c.name, err)
 						}
 					}
@@ -126,23 +141,25 @@ func TestNotifications(t *testing.T) {
 					}
 					each(t, clients, func(c *notifClient) error {
 						marker := c.name + "-" + up
-						if _, err := c.call(ctx, up+"__log", map[string]any{"marker": marker}, meta); err != nil {
+						if _, err := c.call(ctx, up+"__log", map[string]any{"marker": marker}, meta(c)); err != nil {
 							return err
 						}
 						return c.wait(up+" log messages", func() (bool, string) {
-							return len(c.logs) >= 3, describeLogs(c.logs)
+							return len(c.logs) >= len(wantLevels[c]), describeLogs(c.logs)
 						})
 					})
 					each(t, clients, func(c *notifClient) error {
-						_, err := c.call(ctx, up+"__echo", map[string]any{"text": "barrier"}, nil)
+						_, err := c.call(ctx, up+"__echo", map[string]any{"text": "barrier"}, meta(c))
 						return err
 					})
 					for _, c := range clients {
 						_, logs, _, _ := c.snapshot()
-						marker := c.name + "-" + up
-						want := []logEvent{{"info", marker}, {"warning", marker}, {"error", marker}}
+						var want []logEvent
+						for _, l := range wantLevels[c] {
+							want = append(want, logEvent{l, c.name + "-" + up})
+						}
 						if !slices.Equal(logs, want) {
-							t.Errorf("%s: client %s got log messages %s, want %s", up, c.name, describeLogs(logs), describeLogs(want))
+							t.Errorf("%s: client %s (level %s) got log messages %s, want %s", up, c.name, levels[c], describeLogs(logs), describeLogs(want))
 						}
 					}
 				}
