@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -149,5 +151,32 @@ func TestRootsChangedForwarded(t *testing.T) {
 	slices.Sort(got)
 	if want := []string{"alpha notifications/roots/list_changed ", "beta notifications/roots/list_changed "}; !slices.Equal(got, want) {
 		t.Errorf("forwarded %q, want %q", got, want)
+	}
+}
+
+// TestRelayRenamesUpstreamCancel: an upstream's notifications/cancelled of
+// one of its requests reaches the client under the id the client knows;
+// one about a request the client never saw is dropped.
+func TestRelayRenamesUpstreamCancel(t *testing.T) {
+	g := New(Options{})
+	defer g.Close()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/", nil)
+	pc := g.newPostCall(req, rec, nil, call{clientID: "s1"}, []byte("1"), nil)
+	pc.relay.asked = map[string]json.RawMessage{"42": []byte(`"mm-x-1"`)}
+	pc.relay.Notification(&rpc.Message{Method: "notifications/cancelled", Params: []byte(`{"requestId":41}`)})
+	pc.relay.Notification(&rpc.Message{Method: "notifications/cancelled", Params: []byte(`{"requestId":42,"reason":"gone"}`)})
+	pc.relay.finish()
+	if !pc.out.Finish([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`)) {
+		t.Fatal("no event stream")
+	}
+	want := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":\"mm-x-1\",\"reason\":\"gone\"}}\n\n" +
+		"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"
+	if got := rec.Body.String(); got != want {
+		t.Errorf("body:\n%s\nwant:\n%s", got, want)
+	}
+	// The relay is done: a late request is refused, not sent.
+	if _, err := pc.relay.Request(t.Context(), &rpc.Message{ID: []byte("43"), Method: "ping"}); err == nil {
+		t.Error("a request after the call ended was accepted")
 	}
 }
