@@ -65,7 +65,7 @@ func connectNotifClient(ctx context.Context, t *testing.T, base, key, name, vers
 	c.roots = []string{"file:///" + name + "/r1", "file:///" + name + "/r2"}
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e-" + name, Version: "v0"}, &mcp.ClientOptions{
 		Capabilities: &mcp.ClientCapabilities{
-			RootsV2:     &mcp.RootCapabilities{ListChanged: true},
+			RootsV2:     &mcp.RootCapabilities{ListChanged: true}, //nolint:staticcheck // deprecated from 2026-07-28; clients and servers still use it and the gateway must carry it
 			Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}, URL: &mcp.URLElicitationCapabilities{}},
 		},
 		CreateMessageHandler: c.createMessage, //nolint:staticcheck // sampling is deprecated from 2026-07-28; the gateway must still carry it
@@ -96,7 +96,7 @@ func connectNotifClient(ctx context.Context, t *testing.T, base, key, name, vers
 		},
 	})
 	for _, r := range c.roots {
-		client.AddRoots(&mcp.Root{URI: r})
+		client.AddRoots(&mcp.Root{URI: r}) //nolint:staticcheck // deprecated from 2026-07-28; clients and servers still use it and the gateway must carry it
 	}
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{
 		Endpoint:   base + "/mcp",
@@ -113,7 +113,7 @@ func connectNotifClient(ctx context.Context, t *testing.T, base, key, name, vers
 	return c
 }
 
-func (c *notifClient) createMessage(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+func (c *notifClient) createMessage(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) { //nolint:staticcheck // deprecated from 2026-07-28; clients and servers still use it and the gateway must carry it
 	prompt := ""
 	if len(req.Params.Messages) > 0 {
 		if tc, ok := req.Params.Messages[0].Content.(*mcp.TextContent); ok {
@@ -123,7 +123,7 @@ func (c *notifClient) createMessage(_ context.Context, req *mcp.CreateMessageReq
 	c.mu.Lock()
 	c.samples++
 	c.mu.Unlock()
-	return &mcp.CreateMessageResult{Role: "assistant", Model: "e2e-model", Content: &mcp.TextContent{Text: c.name + " saw: " + prompt}}, nil
+	return &mcp.CreateMessageResult{Role: "assistant", Model: "e2e-model", Content: &mcp.TextContent{Text: c.name + " saw: " + prompt}}, nil //nolint:staticcheck // deprecated from 2026-07-28; clients and servers still use it and the gateway must carry it
 }
 
 func (c *notifClient) elicit(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
