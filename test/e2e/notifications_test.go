@@ -14,7 +14,7 @@ import (
 )
 
 // notifTools are the fixture tools the notification tests use.
-const notifTools = "echo,slow,progress,log,elicit,roots,touch,cancelled,sample,addtool"
+const notifTools = "echo,slow,progress,log,elicit,roots,touch,subscribers,cancelled,sample,addtool"
 
 // notifRevisions are the client revisions the notification tests run at:
 // a session-based one and the stateless 2026-07-28 (the go-sdk's default).
@@ -52,7 +52,8 @@ func notifEnv(t *testing.T, endpoint string) (*controlPlane, *dataPlane, string,
 // its own notifications), logging (each gets its own messages at the level
 // it asked for: logging/setLevel, or the request's _meta at 2026-07-28), cancellation (a cancelled call ends at the upstream, the
 // other client's call does not), resource subscription updates (each gets
-// the updates of its own subscription only), and sampling, elicitation
+// the updates of its own subscription only, none after unsubscribing, and
+// the upstream subscription ends with the last subscriber), and sampling, elicitation
 // (form and URL mode) and roots answered by the client whose call caused
 // them.
 //
@@ -269,6 +270,47 @@ func TestNotifications(t *testing.T) {
 						if !strings.HasSuffix(u, "/items/"+rev.name+"-"+c.name) {
 							t.Errorf("client %s got notifications/resources/updated for %s, which it did not subscribe to (all: %v)", c.name, u, updated)
 						}
+					}
+				}
+				if t.Failed() {
+					return
+				}
+
+				// Unsubscribed: the gateway ends the upstream subscription,
+				// and a touch reaches nobody.
+				for _, c := range clients {
+					c.reset()
+				}
+				each(t, clients, func(c *notifClient) error {
+					for _, up := range []string{"web", "loc"} {
+						uri := fmt.Sprintf("fixture://%s/items/%s-%s", up, rev.name, c.name)
+						if err := c.cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: uri}); err != nil {
+							return fmt.Errorf("client %s: unsubscribe %s: %w", c.name, uri, err)
+						}
+						deadline := time.Now().Add(notifTimeout)
+						for {
+							n, err := c.call(ctx, up+"__subscribers", map[string]any{"uri": uri}, nil)
+							if err != nil {
+								return err
+							}
+							if n == "0" {
+								break
+							}
+							if time.Now().After(deadline) {
+								return fmt.Errorf("client %s: %s still has %s subscriptions to %s %v after the client unsubscribed", c.name, up, n, uri, notifTimeout)
+							}
+							time.Sleep(20 * time.Millisecond)
+						}
+						if _, err := c.call(ctx, up+"__touch", map[string]any{"uri": uri}, nil); err != nil {
+							return err
+						}
+					}
+					_, err := c.call(ctx, "web__echo", map[string]any{"text": "barrier"}, nil)
+					return err
+				})
+				for _, c := range clients {
+					if _, _, updated, _ := c.snapshot(); len(updated) > 0 {
+						t.Errorf("client %s got notifications/resources/updated after it unsubscribed: %v", c.name, updated)
 					}
 				}
 			})
