@@ -65,8 +65,7 @@ func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json
 		}
 		return g.discoverResult(ctx, c), nil
 	case "logging/setLevel":
-		g.setLevel(ctx, c, msg.Params)
-		return emptyObject, nil
+		return g.setLevel(c, msg.Params)
 	case "initialize":
 		return nil, &rpc.Error{Code: codeInvalidRequest, Message: "initialize is not allowed here: the session is already initialized"}
 	case "resources/subscribe":
@@ -353,20 +352,17 @@ func (g *Gateway) complete(ctx context.Context, c *call, params json.RawMessage)
 	}
 }
 
-// setLevel forwards logging/setLevel to every upstream of the endpoint, best effort.
-func (g *Gateway) setLevel(ctx context.Context, c *call, params json.RawMessage) {
-	var wg sync.WaitGroup
-	for _, m := range c.t.ep.Members {
-		if m.Server == nil {
-			continue
-		}
-		wg.Go(func() {
-			if _, rerr := g.callUpstream(ctx, c, m, "logging/setLevel", params, g.listTimeout(m.Server)); rerr != nil {
-				g.log.Debug("logging/setLevel not applied upstream", "server", m.Server.GetName(), "err", rerr.Message)
-			}
-		})
+// setLevel serves logging/setLevel. It is not forwarded: every upstream
+// session logs at debug (the pool asks for it), since a shared one serves
+// clients that want different levels, and the gateway filters what each
+// client gets by the level it set (events.go).
+func (g *Gateway) setLevel(c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
+	level, _ := rpc.StringField(params, "level")
+	if levelIndex(level) < 0 {
+		return nil, &rpc.Error{Code: codeInvalidParams, Message: "logging/setLevel: unknown level " + quote(level) + " (want one of " + strings.Join(logLevels, ", ") + ")"}
 	}
-	wg.Wait()
+	g.setSessionLevel(c.clientID, level)
+	return emptyObject, nil
 }
 
 // upstreamInfos asks every member for its Info, each bounded by its list

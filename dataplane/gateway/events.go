@@ -214,11 +214,9 @@ func levelIndex(level string) int {
 }
 
 // setSessionLevel records the level a session asked for with
-// logging/setLevel: log messages from shared upstreams below it are not
-// sent to it. (A shared upstream gets every client's setLevel, so it
-// cannot filter for each of them.)
-func (g *Gateway) setSessionLevel(sid string, params json.RawMessage) {
-	level, _ := rpc.StringField(params, "level")
+// logging/setLevel: log messages below it are not sent to it. A session
+// that set none gets every message.
+func (g *Gateway) setSessionLevel(sid, level string) {
 	i := levelIndex(level)
 	if sid == "" || i < 0 {
 		return

@@ -70,7 +70,7 @@ func TestEventsOutsideCalls(t *testing.T) {
 	if _, data := readEvent(t, stream); !strings.Contains(data, `"logger":"alpha"`) || !strings.Contains(data, `"data":"debug"`) {
 		t.Errorf("log event %s", data)
 	}
-	h.gw.setSessionLevel(sid, []byte(`{"level":"warning"}`))
+	h.gw.setSessionLevel(sid, "warning")
 	ev.Notification("alpha", "", logMsg("info"))
 	ev.Notification("alpha", "", logMsg("error"))
 	if _, data := readEvent(t, stream); !strings.Contains(data, `"data":"error"`) {
@@ -162,7 +162,7 @@ func TestRelayRenamesUpstreamCancel(t *testing.T) {
 	defer g.Close()
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodPost, "/", nil)
-	pc := g.newPostCall(req, rec, nil, call{clientID: "s1"}, []byte("1"), nil)
+	pc := g.newPostCall(req, rec, nil, call{clientID: "s1"}, &rpc.Message{ID: []byte("1"), Method: "tools/call"}, nil)
 	pc.relay.asked = map[string]json.RawMessage{"42": []byte(`"mm-x-1"`)}
 	pc.relay.Notification(&rpc.Message{Method: "notifications/cancelled", Params: []byte(`{"requestId":41}`)})
 	pc.relay.Notification(&rpc.Message{Method: "notifications/cancelled", Params: []byte(`{"requestId":42,"reason":"gone"}`)})

@@ -32,6 +32,7 @@ type relay struct {
 	g      *Gateway
 	c      *call
 	reqID  json.RawMessage // the client's request id
+	params json.RawMessage // the client's request params (for a stateless call's log level)
 	caps   json.RawMessage // the client's capabilities (session-based clients)
 	reqCtx context.Context // the client's request: ends when it goes away
 
@@ -61,11 +62,11 @@ type postCall struct {
 	ctx   callerContext
 }
 
-// newPostCall prepares a call whose related messages go on the response w
-// of request r (w nil: on the session's SSE stream s).
-func (g *Gateway) newPostCall(r *http.Request, w http.ResponseWriter, s *sseStream, c call, id, caps json.RawMessage) *postCall {
+// newPostCall prepares the call of msg whose related messages go on the
+// response w of request r (w nil: on the session's SSE stream s).
+func (g *Gateway) newPostCall(r *http.Request, w http.ResponseWriter, s *sseStream, c call, msg *rpc.Message, caps json.RawMessage) *postCall {
 	pc := &postCall{call: c}
-	pc.relay = relay{g: g, c: &pc.call, reqID: id, caps: caps, reqCtx: r.Context(), sse: s}
+	pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, params: msg.Params, caps: caps, reqCtx: r.Context(), sse: s}
 	if w != nil {
 		pc.out = sseResponse{w: w, ctx: r.Context()}
 		pc.relay.out = &pc.out
@@ -163,6 +164,12 @@ func (r *relay) Notification(msg *rpc.Message) {
 	if r.g.callerNotification(r.c, msg) {
 		return // list_changed, resources/updated: the gateway's own business
 	}
+	if msg.Method == "notifications/message" {
+		level, _ := rpc.StringField(msg.Params, "level")
+		if !r.logAdmits(level) {
+			return
+		}
+	}
 	if msg.Method == "notifications/cancelled" {
 		if id, ok := rawField(msg.Params, "requestId"); ok {
 			r.mu.Lock()
@@ -178,6 +185,25 @@ func (r *relay) Notification(msg *rpc.Message) {
 		r.g.log.Debug("an upstream notification could not reach its client", "method", msg.Method)
 	}
 }
+
+// logAdmits reports whether the client takes a log message at level: a
+// session-based client up from the level it set (every message when it
+// set none); a stateless one up from the level its request's _meta asks
+// for (none when it asks for none, as go-sdk servers do).
+func (r *relay) logAdmits(level string) bool {
+	if !r.c.stateless {
+		return r.g.levelAdmits(r.c.clientID, level)
+	}
+	meta, ok := rawField(r.params, "_meta")
+	if !ok {
+		return false
+	}
+	want, _ := rpc.StringField(meta, metaLogLevel)
+	least := levelIndex(want)
+	return least >= 0 && levelIndex(level) >= least
+}
+
+const metaLogLevel = "io.modelcontextprotocol/logLevel"
 
 // Request implements upstream.Caller: the request goes to the client whose
 // call caused it, and its answer back to the upstream.

@@ -161,8 +161,12 @@ func TestTwoClientsTalkBack(t *testing.T) {
 		t.Run(version, func(t *testing.T) {
 			ctx := testCtx(t)
 			clients := []*talkClient{connectTalk(t, h, "ann", version, false), connectTalk(t, h, "bob", version, false)}
+			// Different levels on one shared upstream session: the gateway
+			// filters for each client.
+			levels := map[string]string{"ann": "warning", "bob": "debug"}
+			wantLogs := map[string]int{"ann": 2, "bob": 4}
 			for _, c := range clients {
-				if err := c.cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil { //nolint:staticcheck // logging still passes through
+				if err := c.cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: mcp.LoggingLevel(levels[c.name])}); err != nil { //nolint:staticcheck // logging still passes through
 					t.Fatal(err)
 				}
 			}
@@ -213,7 +217,7 @@ func TestTwoClientsTalkBack(t *testing.T) {
 			for _, c := range clients {
 				waitFor(t, "log messages and progress", func() bool {
 					progress, logs, _ := c.snapshot()
-					return len(logs) >= 8 && len(progress) >= 6
+					return len(logs) >= 2*wantLogs[c.name] && len(progress) >= 6
 				})
 				progress, logs, _ := c.snapshot()
 				for _, server := range []string{"web", "local"} {
@@ -234,8 +238,8 @@ func TestTwoClientsTalkBack(t *testing.T) {
 							gotLogs = append(gotLogs, l)
 						}
 					}
-					if len(gotLogs) != 4 {
-						t.Errorf("%s: log messages %v, want 4 (debug to error)", tag, gotLogs)
+					if len(gotLogs) != wantLogs[c.name] {
+						t.Errorf("%s: log messages %v, want %d (%s and up)", tag, gotLogs, wantLogs[c.name], levels[c.name])
 					}
 				}
 				for _, p := range progress {
@@ -325,5 +329,24 @@ func TestStatelessProgressAndLog(t *testing.T) {
 	progress, _, _ := c.snapshot()
 	if want := []string{"p-web:1", "p-web:2", "p-local:1", "p-local:2"}; !slices.Equal(progress, want) {
 		t.Errorf("progress %v, want %v", progress, want)
+	}
+	// Log messages within the level the request's _meta asks for; none
+	// when it asks for none.
+	for _, server := range []string{"web", "local"} {
+		c.call(ctx, server+"__log", map[string]any{"marker": "quiet-" + server}, nil)
+		c.call(ctx, server+"__log", map[string]any{"marker": "info-" + server}, mcp.Meta{metaLogLevel: "info"})
+	}
+	waitFor(t, "log messages", func() bool {
+		_, logs, _ := c.snapshot()
+		return len(logs) >= 6
+	})
+	_, logs, _ := c.snapshot()
+	slices.Sort(logs)
+	want := []string{
+		"error:info-local:fixture", "error:info-web:fixture", "info:info-local:fixture",
+		"info:info-web:fixture", "warning:info-local:fixture", "warning:info-web:fixture",
+	}
+	if !slices.Equal(logs, want) {
+		t.Errorf("stateless log messages %v, want %v", logs, want)
 	}
 }

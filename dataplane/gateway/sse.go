@@ -187,9 +187,6 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 			g.addInflight(&pc.relay)
 			result, rerr = g.dispatch(pc.context(s.ctx), &pc.call, msg)
 			g.removeInflight(&pc.relay)
-			if rerr == nil && msg.Method == "logging/setLevel" {
-				g.setSessionLevel(sid, msg.Params)
-			}
 		}
 		pc.relay.finish()
 		s.send(g.responseBytes(msg.ID, result, rerr, false))

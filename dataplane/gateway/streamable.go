@@ -119,7 +119,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 		return
 	}
 	// One allocation for the call, its relay and its response stream.
-	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, clientIP: clientIP(r), reqBytes: size}, msg.ID, nil)
+	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, clientIP: clientIP(r), reqBytes: size}, msg, nil)
 	c := &pc.call
 	if msg.Method == "initialize" {
 		g.initialize(w, r, c, msg)
@@ -159,9 +159,6 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 	result, rerr := g.dispatch(pc.context(r.Context()), c, msg)
 	g.removeInflight(&pc.relay)
 	pc.relay.finish()
-	if rerr == nil && msg.Method == "logging/setLevel" {
-		g.setSessionLevel(sid, msg.Params)
-	}
 	g.finishResponse(w, &pc.out, msg.ID, result, rerr, false)
 }
 

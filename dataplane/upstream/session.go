@@ -539,6 +539,18 @@ func (s *session) initialize(ctx context.Context) error {
 	if h, ok := s.t.(interface{ listen() }); ok {
 		h.listen()
 	}
+	if bytes.Contains(res.Capabilities, []byte(`"logging"`)) {
+		// Every log message, whatever its level: a shared session serves
+		// clients that want different levels, so the gateway filters for
+		// each client instead.
+		m, err := s.call(ctx, "logging/setLevel", json.RawMessage(`{"level":"debug"}`))
+		if err == nil && m.Error != nil {
+			err = m.Error
+		}
+		if err != nil {
+			s.log.Debug("the server did not take logging/setLevel debug", "err", err)
+		}
+	}
 	return nil
 }
 
