@@ -523,6 +523,11 @@ func (g *Gateway) ConfigChanged() {
 	}
 	old := w.prints
 	w.prints = prints
+	for k := range w.baselines {
+		if _, ok := prints[k.endpoint]; !ok {
+			delete(w.baselines, k) // the endpoint is gone
+		}
+	}
 	w.mu.Unlock()
 	if first {
 		// Nobody can have listed under an earlier snapshot of this gateway.

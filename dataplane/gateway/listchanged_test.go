@@ -75,6 +75,15 @@ func newLiveUpstream(t *testing.T, name string) *liveUpstream {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(got, "+")}}}, nil, nil
 	})
+	mcp.AddTool(u.s, &mcp.Tool{Name: "state", Description: "Says what requestState and inputResponses it got"}, func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		text := "state=" + req.Params.RequestState
+		for k, v := range req.Params.InputResponses {
+			if e, ok := v.(*mcp.ElicitResult); ok {
+				text += " " + k + "=" + e.Action
+			}
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil, nil
+	})
 	mcp.AddTool(u.s, &mcp.Tool{Name: "ask", Description: "Elicits a name"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "your name?", RequestedSchema: jsonSchemaName})
 		if err != nil {
@@ -518,5 +527,72 @@ func TestInputRequiredRaw(t *testing.T) {
 	again := post(keyBob, retry(state))
 	if e, _ := again["error"].(map[string]any); e == nil {
 		t.Errorf("a reused requestState was accepted: %v", again)
+	}
+	// A requestState that is not the gateway's (an upstream's own
+	// input_required round) passes through with the inputResponses.
+	theirs := post(keyBob, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"beta__state","arguments":{},"requestState":"upstream-7","inputResponses":{"q":{"action":"decline"}}}}`)
+	res, _ = theirs["result"].(map[string]any)
+	content, _ = res["content"].([]any)
+	if len(content) != 1 || content[0].(map[string]any)["text"] != "state=upstream-7 q=decline" {
+		t.Errorf("an upstream's requestState did not pass through: %v", theirs)
+	}
+	if n := lh.gw.pendingBridges(); n != 0 {
+		t.Errorf("%d bridged calls pending at the end", n)
+	}
+}
+
+// TestPerClient: with a per_client upstream every session has its own
+// upstream session: list_changed is checked per session and reaches each
+// once; resource subscriptions are made, and updates delivered, per
+// upstream session, so an update reaches only the sessions it is about.
+func TestPerClient(t *testing.T) {
+	lh := newLiveHarness(t)
+	gamma := newLiveUpstream(t, "gamma")
+	lh.swap(t, func(c *metamcpv1.Config) {
+		c.Servers = append(c.Servers, &metamcpv1.Server{Name: "gamma", SessionMode: metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT,
+			Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: gamma.url}}})
+		c.Namespaces = append(c.Namespaces, &metamcpv1.Namespace{Name: "pc", Members: []*metamcpv1.NamespaceMember{{Server: "gamma"}}})
+		c.Endpoints = append(c.Endpoints, &metamcpv1.Endpoint{Name: "pc", Namespace: "pc"})
+	})
+	lh.gw.opts.Pool.(*upstream.Pool).Update(lh.holder.Current().Servers)
+	uri := "fixture://gamma/readme"
+	type client struct {
+		cs            *mcp.ClientSession
+		tools, update *counter
+	}
+	var clients []*client
+	for _, key := range []string{keyBob, keyBob} {
+		cl := &client{tools: newCounter(), update: newCounter()}
+		cl.cs = lh.connectWith(t, "pc", key, "2025-11-25", &mcp.ClientOptions{
+			ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { cl.tools.add() },
+			ResourceUpdatedHandler: func(context.Context, *mcp.ResourceUpdatedNotificationRequest) { cl.update.add() },
+		})
+		clients = append(clients, cl)
+	}
+	lh.waitStreams(t, "pc", 2)
+	ctx := testCtx(t)
+	for _, cl := range clients {
+		toolNamesOf(t, cl.cs)
+		if err := cl.cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+	}
+	if n := gamma.subscribes.Load(); n != 2 {
+		t.Errorf("per_client upstream got %d resources/subscribe, want one per session (2)", n)
+	}
+	addEcho(gamma.s, "fresh")
+	for i, cl := range clients {
+		cl.tools.waitFor(t, 1, "per_client session "+string(rune('A'+i)))
+	}
+	if err := gamma.s.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: uri}); err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range clients {
+		cl.update.waitFor(t, 1, "per_client subscriber")
+	}
+	// A second change proves the first gave one notification each.
+	addEcho(gamma.s, "fresher")
+	for _, cl := range clients {
+		cl.tools.waitFor(t, 2, "per_client session after a second change")
 	}
 }
