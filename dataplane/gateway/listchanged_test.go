@@ -414,9 +414,10 @@ func TestInputRequired(t *testing.T) {
 	lh := newLiveHarness(t)
 	client := func(who string) *mcp.ClientSession {
 		return lh.connectWith(t, "main", keyBob, "", &mcp.ClientOptions{
-			CreateMessageHandler: func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			CreateMessageHandler: func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) { //nolint:staticcheck // sampling still passes through
 				text := req.Params.Messages[0].Content.(*mcp.TextContent).Text
-				return &mcp.CreateMessageResult{Role: "assistant", Model: "m", Content: &mcp.TextContent{Text: who + "(" + text + ")"}}, nil
+				return &mcp.CreateMessageResult{Role: "assistant", //nolint:staticcheck // as above
+					Model: "m", Content: &mcp.TextContent{Text: who + "(" + text + ")"}}, nil
 			},
 			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
 				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": who}}, nil

@@ -283,7 +283,7 @@ func (g *Gateway) upstreamResourceUpdated(server, clientID string, msg *rpc.Mess
 	var listens []*listener
 	for k, e := range rs.entries {
 		// The update may name a sub-resource of the subscribed URI.
-		if k.server != server || k.client != clientID || !(k.uri == uri || strings.HasPrefix(uri, strings.TrimSuffix(k.uri, "/")+"/")) {
+		if k.server != server || k.client != clientID || !coversURI(k.uri, uri) {
 			continue
 		}
 		for s := range e.subs {
@@ -311,6 +311,12 @@ func (g *Gateway) upstreamResourceUpdated(server, clientID string, msg *rpc.Mess
 	for _, l := range listens {
 		l.send(listenNotification(msg.Method, l.id, msg.Params))
 	}
+}
+
+// coversURI reports whether a subscription to subscribed covers an update
+// of uri: the same resource, or one under it.
+func coversURI(subscribed, uri string) bool {
+	return subscribed == uri || strings.HasPrefix(uri, strings.TrimSuffix(subscribed, "/")+"/")
 }
 
 // dropClient forgets what the gateway keeps for a downstream session that
