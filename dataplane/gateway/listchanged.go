@@ -624,11 +624,15 @@ func (g *Gateway) perClientServer(server string) bool {
 // callerNotification is upstreamNotification for a notification that came
 // with call c (a stdio or SSE upstream attributes what it sends to the one
 // call in flight), whose server is not known: every member of c's endpoint
-// is considered.
+// is considered (the recomputation finds which one changed, if any).
 func (g *Gateway) callerNotification(c *call, msg *rpc.Message) bool {
 	switch {
 	case maskOfNotification(msg.Method) != 0:
-		g.listChanged(c.t.name, maskOfNotification(msg.Method))
+		for _, m := range c.t.ep.Members {
+			if m.Server != nil {
+				g.upstreamListChanged(m.Server.GetName(), msg.Method)
+			}
+		}
 		return true
 	case msg.Method == methodResourceUpdated:
 		g.goOwned(func() {
