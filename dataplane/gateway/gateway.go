@@ -216,7 +216,7 @@ func (g *Gateway) sweep() {
 				g.endSSE(id)
 				g.endLocalStream(id)
 				g.forgetSessionState(id)
-				g.dropClientAsync(id)
+				g.dropIdleClient(id)
 				if g.opts.Pool != nil {
 					g.opts.Pool.CloseClient(id)
 				}

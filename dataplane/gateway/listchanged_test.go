@@ -597,3 +597,63 @@ func TestPerClient(t *testing.T) {
 		cl.tools.waitFor(t, 2, "per_client session after a second change")
 	}
 }
+
+// TestSubscriptionsAcrossReplicas: a session subscribes through one
+// replica; its unsubscribe, and later its end, reach another replica,
+// which tells the first through the session bus: the upstream hears
+// resources/unsubscribe each time.
+func TestSubscriptionsAcrossReplicas(t *testing.T) {
+	lh := newLiveHarness(t)
+	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t)})
+	t.Cleanup(func() { _ = pool.Close() })
+	pool.Update(lh.holder.Current().Servers)
+	other := New(Options{Config: lh.holder, Pool: pool, Logger: testLogger(t), Bus: lh.gw.bus, Sessions: lh.gw.sessions, Version: "test"})
+	srv := httptest.NewServer(other.Handler())
+	t.Cleanup(srv.Close)
+	t.Cleanup(other.Close)
+	urlA, urlB := lh.url("main", "mcp"), srv.URL+"/metamcp/main/mcp"
+
+	post := func(url, sid, body string) (string, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+keyAlice)
+		if sid != "" {
+			req.Header.Set(headerSessionID, sid)
+			req.Header.Set(headerProtocolVersion, version20251125)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatalf("POST %s: status %d: %v", body, resp.StatusCode, err)
+		}
+		if m["error"] != nil {
+			t.Fatalf("POST %s: %v", body, m["error"])
+		}
+		return resp.Header.Get(headerSessionID), m
+	}
+	sid, _ := post(urlA, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`)
+	sub := `{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"fixture://alpha/readme"}}`
+	post(urlA, sid, sub)
+	post(urlB, sid, `{"jsonrpc":"2.0","id":3,"method":"resources/unsubscribe","params":{"uri":"fixture://alpha/readme"}}`)
+	waitCount(t, &lh.alpha.unsubscribe, 1, "upstream unsubscribes after an unsubscribe through the other replica")
+
+	post(urlA, sid, sub)
+	req, _ := http.NewRequest(http.MethodDelete, urlB, nil)
+	req.Header.Set("Authorization", "Bearer "+keyAlice)
+	req.Header.Set(headerSessionID, sid)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitCount(t, &lh.alpha.unsubscribe, 2, "upstream unsubscribes after the session ended through the other replica")
+	if n := lh.alpha.subscribes.Load(); n != 2 {
+		t.Errorf("upstream subscribes = %d, want 2", n)
+	}
+}

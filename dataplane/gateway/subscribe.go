@@ -24,7 +24,19 @@ type resourceSubs struct {
 	mu       sync.Mutex
 	entries  map[subKey]*subEntry
 	bySubber map[subscriber]map[subKey]struct{}
+	// watches are the sessions with subscriptions here whose subscription
+	// topic this replica listens on (their unsubscribe or end may reach
+	// another replica), with the func that stops listening.
+	watches map[string]*subWatch
 }
+
+// subWatch is one session's watch of its subscription topic.
+type subWatch struct{ cancel context.CancelFunc }
+
+// subscriptionTopic carries, for session sid, what other replicas must do
+// with the session's resource subscriptions they hold: "u:"+uri to
+// unsubscribe from uri, "e" when the session ended.
+func subscriptionTopic(sid string) string { return "mm/u/" + sid }
 
 // subKey names one upstream subscription. client is the upstream session's
 // downstream client for per_client servers, "" for shared ones (as the
@@ -95,7 +107,11 @@ func (g *Gateway) unsubscribeResource(ctx context.Context, c *call, params json.
 	if !ok || uri == "" {
 		return nil, &rpc.Error{Code: codeInvalidParams, Message: "resources/unsubscribe needs params.uri"}
 	}
-	g.unsubscribe(ctx, subscriber{sid: c.clientID}, uri)
+	// The subscription is held here, or on the replica that took the
+	// resources/subscribe.
+	if g.unsubscribe(ctx, subscriber{sid: c.clientID}, uri) == 0 {
+		g.announce(ctx, c.clientID, "u:"+uri)
+	}
 	return emptyObject, nil
 }
 
@@ -165,7 +181,20 @@ func (g *Gateway) acquireSub(ctx context.Context, c *call, m *snapshot.Member, u
 		rs.bySubber[s] = bs
 	}
 	bs[key] = struct{}{}
+	var watch *subWatch
+	if s.sid != "" && rs.watches[s.sid] == nil {
+		if rs.watches == nil {
+			rs.watches = make(map[string]*subWatch)
+		}
+		// Its cancel is set once the watch runs; dropKeyLocked may end it
+		// before.
+		watch = &subWatch{}
+		rs.watches[s.sid] = watch
+	}
 	rs.mu.Unlock()
+	if watch != nil {
+		g.watchSubscriptions(s.sid, watch)
+	}
 
 	if first {
 		_, rerr := g.callUpstream(ctx, c, m, "resources/subscribe", params, g.listTimeout(m.Server))
@@ -196,7 +225,55 @@ func (rs *resourceSubs) dropKeyLocked(s subscriber, key subKey) {
 		delete(bs, key)
 		if len(bs) == 0 {
 			delete(rs.bySubber, s)
+			if w := rs.watches[s.sid]; s.sid != "" && w != nil {
+				if w.cancel != nil {
+					w.cancel()
+				}
+				delete(rs.watches, s.sid)
+			}
 		}
+	}
+}
+
+// watchSubscriptions listens, while session sid has subscriptions here, on
+// its subscription topic: its unsubscribe or its end may reach another
+// replica.
+func (g *Gateway) watchSubscriptions(sid string, w *subWatch) {
+	ctx, cancel := context.WithCancel(g.ctx)
+	ch, err := g.bus.Subscribe(ctx, subscriptionTopic(sid))
+	if err != nil {
+		cancel()
+		g.log.Warn("could not listen for a session's unsubscriptions from other replicas", "err", err)
+		return
+	}
+	rs := &g.state.subs
+	rs.mu.Lock()
+	if rs.watches[sid] != w {
+		// Its subscriptions went meanwhile.
+		rs.mu.Unlock()
+		cancel()
+		return
+	}
+	w.cancel = cancel
+	rs.mu.Unlock()
+	g.goOwned(func() {
+		defer cancel()
+		for m := range ch {
+			switch {
+			case string(m) == "e":
+				g.dropClient(sid)
+			case strings.HasPrefix(string(m), "u:"):
+				g.unsubscribe(ctx, subscriber{sid: sid}, string(m[2:]))
+			}
+		}
+	})
+}
+
+// announce tells the other replicas what to do with session sid's
+// subscriptions they hold.
+func (g *Gateway) announce(ctx context.Context, sid, what string) {
+	if _, err := g.bus.Publish(ctx, subscriptionTopic(sid), []byte(what)); err != nil {
+		g.log.Warn("could not tell other replicas of a session's unsubscription", "err", err)
 	}
 }
 
@@ -237,8 +314,8 @@ func (g *Gateway) releaseSub(s subscriber, key subKey) {
 	}
 }
 
-// unsubscribe removes s's subscriptions to uri.
-func (g *Gateway) unsubscribe(_ context.Context, s subscriber, uri string) {
+// unsubscribe removes s's subscriptions to uri here and says how many.
+func (g *Gateway) unsubscribe(_ context.Context, s subscriber, uri string) int {
 	rs := &g.state.subs
 	rs.mu.Lock()
 	var keys []subKey
@@ -251,6 +328,7 @@ func (g *Gateway) unsubscribe(_ context.Context, s subscriber, uri string) {
 	for _, k := range keys {
 		g.releaseSub(s, k)
 	}
+	return len(keys)
 }
 
 // dropSubscriber removes every subscription of s (its session ended, its
@@ -333,9 +411,21 @@ func (g *Gateway) dropClient(sid string) {
 	w.mu.Unlock()
 }
 
-// dropClientAsync is dropClient off the caller's goroutine (the sweeper
-// must not wait for upstream unsubscribes), owned by the gateway.
+// dropClientAsync is dropClient for a session that ended (DELETE, its SSE
+// stream closed), here and on the other replicas, off the caller's
+// goroutine (upstream unsubscribes take time), owned by the gateway.
 func (g *Gateway) dropClientAsync(sid string) {
+	g.goOwned(func() {
+		ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+		defer cancel()
+		g.announce(ctx, sid, "e")
+		g.dropClient(sid)
+	})
+}
+
+// dropIdleClient is dropClient for a session this replica saw idle: only
+// its state here goes (the session may live on at another replica).
+func (g *Gateway) dropIdleClient(sid string) {
 	g.state.subs.mu.Lock()
 	has := len(g.state.subs.bySubber[subscriber{sid: sid}]) > 0
 	g.state.subs.mu.Unlock()
