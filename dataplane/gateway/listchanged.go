@@ -78,6 +78,7 @@ type listWatch struct {
 	snap      *snapshot.Compiled  // the snapshot ConfigChanged saw last
 	prints    map[string][32]byte // endpoint → fingerprint of what shapes its lists
 	baselines map[baseKey]map[string][32]byte
+	byScope   map[string]map[baseKey]struct{} // keys of the client scopes ("" aside)
 	dirty     map[string]kindMask // endpoint → kinds waiting for the debounce
 	running   map[string]bool     // endpoint → a settle goroutine is on it
 }
@@ -91,9 +92,9 @@ type baseKey struct {
 	scope    string
 }
 
-// maxBaselines bounds the baselines kept; beyond it the oldest endpoints'
-// are dropped (a missing baseline only means a notification that may not
-// have been needed).
+// maxBaselines bounds the baselines kept; beyond it arbitrary ones are
+// dropped (a missing baseline only means a notification that may not have
+// been needed).
 const maxBaselines = 100000
 
 // kindIn reports whether the list method is one of mask's kinds.
@@ -247,13 +248,47 @@ func (w *listWatch) setLocked(key baseKey, hashes map[string][32]byte) {
 	}
 	if _, ok := w.baselines[key]; !ok && len(w.baselines) >= maxBaselines {
 		for k := range w.baselines {
-			delete(w.baselines, k)
+			w.delLocked(k)
 			if len(w.baselines) < maxBaselines/2 {
 				break
 			}
 		}
 	}
 	w.baselines[key] = hashes
+	if key.scope != "" {
+		if w.byScope == nil {
+			w.byScope = make(map[string]map[baseKey]struct{})
+		}
+		ks := w.byScope[key.scope]
+		if ks == nil {
+			ks = make(map[baseKey]struct{})
+			w.byScope[key.scope] = ks
+		}
+		ks[key] = struct{}{}
+	}
+}
+
+// delLocked removes one baseline.
+func (w *listWatch) delLocked(k baseKey) {
+	delete(w.baselines, k)
+	if k.scope == "" {
+		return
+	}
+	if ks := w.byScope[k.scope]; ks != nil {
+		delete(ks, k)
+		if len(ks) == 0 {
+			delete(w.byScope, k.scope)
+		}
+	}
+}
+
+// dropScope removes the baselines of one client scope.
+func (w *listWatch) dropScope(scope string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.byScope[scope] {
+		w.delLocked(k)
+	}
 }
 
 // listChanged notes that the lists of kinds mask of endpoint may have
@@ -367,7 +402,7 @@ func (g *Gateway) recomputeLists(endpoint string, mask kindMask) {
 		w.mu.Lock()
 		for k := range w.baselines {
 			if k.endpoint == endpoint {
-				delete(w.baselines, k)
+				w.delLocked(k)
 			}
 		}
 		w.mu.Unlock()
@@ -380,7 +415,7 @@ func (g *Gateway) recomputeLists(endpoint string, mask kindMask) {
 	// later listener gets them again from its first list.
 	for k := range w.baselines {
 		if _, listening := auds[k.scope]; k.endpoint == endpoint && !listening && kindIn(k.kind, mask) {
-			delete(w.baselines, k)
+			w.delLocked(k)
 		}
 	}
 	w.mu.Unlock()
@@ -525,7 +560,7 @@ func (g *Gateway) ConfigChanged() {
 	w.prints = prints
 	for k := range w.baselines {
 		if _, ok := prints[k.endpoint]; !ok {
-			delete(w.baselines, k) // the endpoint is gone
+			w.delLocked(k) // the endpoint is gone
 		}
 	}
 	w.mu.Unlock()

@@ -401,14 +401,7 @@ func coversURI(subscribed, uri string) bool {
 // ended: its resource subscriptions and list baselines.
 func (g *Gateway) dropClient(sid string) {
 	g.dropSubscriber(subscriber{sid: sid})
-	w := &g.state.lists
-	w.mu.Lock()
-	for k := range w.baselines {
-		if k.scope == sid {
-			delete(w.baselines, k)
-		}
-	}
-	w.mu.Unlock()
+	g.state.lists.dropScope(sid)
 }
 
 // dropClientAsync is dropClient for a session that ended (DELETE, its SSE
