@@ -79,8 +79,8 @@ type listWatch struct {
 	prints    map[string][32]byte // endpoint → fingerprint of what shapes its lists
 	baselines map[baseKey]map[string][32]byte
 	byScope   map[string]map[baseKey]struct{} // keys of the client scopes ("" aside)
-	dirty     map[string]kindMask // endpoint → kinds waiting for the debounce
-	running   map[string]bool     // endpoint → a settle goroutine is on it
+	dirty     map[string]kindMask             // endpoint → kinds waiting for the debounce
+	running   map[string]bool                 // endpoint → a settle goroutine is on it
 }
 
 // baseKey names one baseline. scope is "" for endpoints whose lists are the
