@@ -79,6 +79,7 @@ type listWatch struct {
 	prints    map[string][32]byte // endpoint → fingerprint of what shapes its lists
 	baselines map[baseKey]map[string][32]byte
 	byScope   map[string]map[baseKey]struct{} // keys of the client scopes ("" aside)
+	seeding   map[string]bool                 // endpoint → its shared baselines are being computed
 	dirty     map[string]kindMask             // endpoint → kinds waiting for the debounce
 	running   map[string]bool                 // endpoint → a settle goroutine is on it
 }
@@ -289,6 +290,57 @@ func (w *listWatch) dropScope(scope string) {
 	for k := range w.byScope[scope] {
 		w.delLocked(k)
 	}
+}
+
+// listenerAttached is called when a client of endpoint starts listening
+// for list_changed here (a standalone stream, a listen stream). When the
+// endpoint's lists are the same for every client and some have no baseline
+// yet, they are computed in the background, so that the next change is
+// compared with what the client could have seen rather than announced
+// blindly. (Per-client views get theirs from the client's own lists: a
+// check here would start per_client upstream sessions early.)
+func (g *Gateway) listenerAttached(endpoint string) {
+	if g.opts.Config == nil {
+		return
+	}
+	snap := g.opts.Config.Current()
+	if snap == nil {
+		return
+	}
+	ep := snap.Endpoints[endpoint]
+	if ep == nil || hasPerClient(ep) {
+		return
+	}
+	w := &g.state.lists
+	w.mu.Lock()
+	var missing []listKind
+	for _, kk := range kindsOf {
+		for _, k := range kk.kinds {
+			if _, ok := w.baselines[baseKey{endpoint, k.method, ""}]; !ok {
+				missing = append(missing, k)
+			}
+		}
+	}
+	if len(missing) == 0 || w.seeding[endpoint] {
+		w.mu.Unlock()
+		return
+	}
+	if w.seeding == nil {
+		w.seeding = make(map[string]bool)
+	}
+	w.seeding[endpoint] = true
+	w.mu.Unlock()
+	g.goOwned(func() {
+		defer func() {
+			w.mu.Lock()
+			delete(w.seeding, endpoint)
+			w.mu.Unlock()
+		}()
+		t := target{snap: snap, ep: ep, name: endpoint}
+		for _, k := range missing {
+			g.relist(t, &call{t: t}, k, "")
+		}
+	})
 }
 
 // listChanged notes that the lists of kinds mask of endpoint may have

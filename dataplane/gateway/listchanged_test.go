@@ -657,3 +657,53 @@ func TestSubscriptionsAcrossReplicas(t *testing.T) {
 		t.Errorf("upstream subscribes = %d, want 2", n)
 	}
 }
+
+// TestListChangedWithoutLists: a client that never lists still hears of a
+// real change only: the gateway took the endpoint's baselines when its
+// stream opened.
+func TestListChangedWithoutLists(t *testing.T) {
+	lh := newLiveHarness(t)
+	tools, prompts := newCounter(), newCounter()
+	lh.connectWith(t, "main", keyAlice, "2025-11-25", &mcp.ClientOptions{
+		ToolListChangedHandler:   func(context.Context, *mcp.ToolListChangedRequest) { tools.add() },
+		PromptListChangedHandler: func(context.Context, *mcp.PromptListChangedRequest) { prompts.add() },
+	})
+	lh.waitStreams(t, "main", 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w := &lh.gw.state.lists
+		w.mu.Lock()
+		n := 0
+		for k := range w.baselines {
+			if k.endpoint == "main" && k.scope == "" {
+				n++
+			}
+		}
+		w.mu.Unlock()
+		if n == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d baselines of endpoint main after its stream opened, want 4", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Changes of nothing the client could see: no notification.
+	lh.swap(t, func(c *metamcpv1.Config) { c.Namespaces[0].Members[1].DenyTools = []string{"no-such-tool"} })
+	lh.gw.upstreamNotification("beta", "", &rpc.Message{Method: "notifications/prompts/list_changed"})
+	// Real changes, one per kind: one notification each proves the above
+	// gave none.
+	addEcho(lh.beta.s, "late")
+	tools.waitFor(t, 1, "tools after beta added one")
+	lh.beta.s.AddPrompt(&mcp.Prompt{Name: "late"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{}, nil
+	})
+	prompts.waitFor(t, 1, "prompts after beta added one")
+	// Everything sent before the next tools notification has arrived by
+	// then (one stream, in order): still one prompts notification.
+	addEcho(lh.beta.s, "later")
+	tools.waitFor(t, 2, "tools after beta added another")
+	if n := prompts.get(); n != 1 {
+		t.Errorf("%d prompts notifications, want 1", n)
+	}
+}

@@ -189,6 +189,9 @@ func (g *Gateway) listen(w http.ResponseWriter, r *http.Request, c *call, msg *r
 	}
 	g.state.listeners.add(l)
 	defer g.state.listeners.remove(l)
+	if l.mask != 0 {
+		g.listenerAttached(l.endpoint)
+	}
 	if !l.resp.Start() {
 		return
 	}

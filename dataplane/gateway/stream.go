@@ -59,6 +59,7 @@ func (g *Gateway) addLocalStream(sid, endpoint string, cancel context.CancelFunc
 	if old != nil && old.cancel != nil {
 		old.cancel()
 	}
+	g.listenerAttached(endpoint) // list_changed baselines (listchanged.go)
 	return func() {
 		g.mu.Lock()
 		if g.streams[sid] == ls {
