@@ -21,14 +21,9 @@ type listener struct {
 	resp      *sseResponse
 }
 
-// send queues a message on the stream; it never blocks.
-func (l *listener) send(msg []byte) {
-	if !l.resp.Send(msg) {
-		// A client that does not read its stream loses notifications
-		// rather than stall the gateway.
-		return
-	}
-}
+// send queues a message on the stream. It never blocks: a client that does
+// not read its stream loses notifications rather than stall the gateway.
+func (l *listener) send(msg []byte) { l.resp.Send(msg) }
 
 // listenRegistry holds the open listen streams of this replica by endpoint.
 type listenRegistry struct {
