@@ -227,9 +227,12 @@ func inputRequiredResult(shown map[string]*inputWait, state string) json.RawMess
 		b = rpc.AppendString(b, key)
 		b = append(b, `:{"method":`...)
 		b = rpc.AppendString(b, w.msg.Method)
-		if len(w.msg.Params) > 0 {
-			b = append(b, `,"params":`...)
-			b = append(b, w.msg.Params...)
+		// Always params: clients decode them by method (roots/list has none).
+		b = append(b, `,"params":`...)
+		if p := w.msg.Params; len(p) > 0 && string(p) != "null" {
+			b = append(b, p...)
+		} else {
+			b = append(b, "{}"...)
 		}
 		b = append(b, '}')
 	}
