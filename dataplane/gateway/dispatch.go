@@ -35,12 +35,13 @@ var emptyObject = json.RawMessage("{}")
 
 // dispatch serves one client request and returns its raw result or error.
 func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
-	if c.stateless && bridgeable(msg.Method) {
-		return g.bridgedCall(ctx, c, msg)
+	if bridgeable(msg.Method) { // tools/call, prompts/get, resources/read
+		if c.stateless {
+			return g.bridgedCall(ctx, c, msg)
+		}
+		return g.sessionCall(ctx, c, msg)
 	}
 	switch msg.Method {
-	case "tools/call":
-		return g.callTool(ctx, c, msg.Params)
 	case "tools/list":
 		return g.listObserved(ctx, c, kindTools, msg.Params)
 	case "prompts/list":
@@ -49,10 +50,6 @@ func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json
 		return g.listObserved(ctx, c, kindResources, msg.Params)
 	case "resources/templates/list":
 		return g.listObserved(ctx, c, kindTemplates, msg.Params)
-	case "prompts/get":
-		return g.getPrompt(ctx, c, msg.Params)
-	case "resources/read":
-		return g.readResource(ctx, c, msg.Params)
 	case "completion/complete":
 		return g.complete(ctx, c, msg.Params)
 	case "ping":

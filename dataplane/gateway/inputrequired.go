@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -387,3 +388,72 @@ func (bc *bridgeCaller) Request(ctx context.Context, msg *rpc.Message) (json.Raw
 
 // CallerID implements upstream.Caller: each bridged call is on its own.
 func (bc *bridgeCaller) CallerID() string { return bc.id }
+
+// maxInputRounds bounds the input_required rounds the gateway fulfils for a
+// session-based client, as go-sdk clients bound theirs.
+const maxInputRounds = 10
+
+// sessionCall serves tools/call, prompts/get or resources/read for a
+// session-based client. Such a client does not know input_required results
+// (2026-07-28): when an upstream answers with one, the gateway asks the
+// client each input request as a server-to-client request (on the call's
+// response stream, like any request of the upstream's) and retries the
+// upstream call with the answers and the upstream's requestState.
+func (g *Gateway) sessionCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+	res, rerr := g.dispatchCall(ctx, c, msg)
+	for round := 1; rerr == nil && inputRequired(res); round++ {
+		if round > maxInputRounds {
+			return nil, &rpc.Error{Code: codeInternalError, Message: "the upstream asked for input more than " + strconv.Itoa(maxInputRounds) + " times in one " + msg.Method + "; giving up"}
+		}
+		var ir struct {
+			InputRequests map[string]struct {
+				Method string          `json:"method"`
+				Params json.RawMessage `json:"params"`
+			} `json:"inputRequests"`
+			RequestState *string `json:"requestState"`
+		}
+		if err := json.Unmarshal(res, &ir); err != nil {
+			return nil, &rpc.Error{Code: codeServerError, Message: "the upstream sent an invalid input_required result: " + err.Error()}
+		}
+		if len(ir.InputRequests) == 0 {
+			return nil, &rpc.Error{Code: codeServerError, Message: "the upstream is busy (input_required with no input requests): retry later"}
+		}
+		caller := upstream.CallerFrom(ctx)
+		if caller == nil {
+			return nil, &rpc.Error{Code: codeInternalError, Message: "the upstream asked for input the client cannot be asked for on this transport"}
+		}
+		answers := make(map[string]json.RawMessage, len(ir.InputRequests))
+		for key, r := range ir.InputRequests {
+			id := rpc.AppendString(nil, "input/"+key)
+			ans, err := caller.Request(ctx, &rpc.Message{ID: id, Method: r.Method, Params: r.Params})
+			if err != nil {
+				var re *rpc.Error
+				if errors.As(err, &re) {
+					return nil, re
+				}
+				return nil, &rpc.Error{Code: codeInternalError, Message: "the client could not answer the upstream's " + quote(r.Method) + ": " + err.Error()}
+			}
+			answers[key] = ans
+		}
+		raw, _ := json.Marshal(answers)
+		params := msg.Params
+		if len(params) == 0 || params[0] != '{' {
+			params = emptyObject
+		}
+		params = replaceField(nil, params, "inputResponses", raw)
+		if ir.RequestState != nil {
+			params = replaceField(nil, params, "requestState", rpc.AppendString(nil, *ir.RequestState))
+		}
+		res, rerr = g.dispatchCall(ctx, c, &rpc.Message{ID: msg.ID, Method: msg.Method, Params: params})
+	}
+	return res, rerr
+}
+
+// inputRequired reports whether a raw result is an input_required one.
+func inputRequired(res json.RawMessage) bool {
+	if !bytes.Contains(res, []byte("input_required")) {
+		return false
+	}
+	rt, _ := rpc.StringField(res, "resultType")
+	return rt == "input_required"
+}

@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
+)
+
+// mrtrUpstream is an upstream that speaks 2026-07-28 multi round-trip: its
+// tool "ask" answers input_required (an elicitation) until called again
+// with the answer and its requestState.
+type mrtrUpstream struct {
+	rounds atomic.Int32
+}
+
+func (u *mrtrUpstream) Session(context.Context, string, string) (upstream.Session, error) {
+	return u, nil
+}
+func (u *mrtrUpstream) CloseClient(string) {}
+func (u *mrtrUpstream) Server() string     { return "mrtr" }
+func (u *mrtrUpstream) Info() *upstream.Info {
+	return &upstream.Info{ProtocolVersion: version20260728, Capabilities: json.RawMessage(`{"tools":{}}`)}
+}
+func (u *mrtrUpstream) Notify(context.Context, string, json.RawMessage) error { return nil }
+
+func (u *mrtrUpstream) Call(_ context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	switch method {
+	case "tools/list":
+		return json.RawMessage(`{"tools":[{"name":"ask","inputSchema":{"type":"object"}}]}`), nil
+	case "tools/call":
+		u.rounds.Add(1)
+		state, _ := rpc.StringField(params, "requestState")
+		if state != "upstream-s1" {
+			return json.RawMessage(`{"resultType":"input_required","inputRequests":{"e1":{"method":"elicitation/create","params":{"message":"name?","requestedSchema":{"type":"object","properties":{"name":{"type":"string"}}}}}},"requestState":"upstream-s1"}`), nil
+		}
+		var p struct {
+			InputResponses map[string]struct {
+				Action  string         `json:"action"`
+				Content map[string]any `json:"content"`
+			} `json:"inputResponses"`
+		}
+		if err := json.Unmarshal(params, &p); err != nil {
+			return nil, err
+		}
+		e := p.InputResponses["e1"]
+		name, _ := e.Content["name"].(string)
+		return json.RawMessage(`{"content":[{"type":"text","text":` + string(rpc.AppendString(nil, e.Action+" "+name)) + `}]}`), nil
+	}
+	return json.RawMessage(`{}`), nil
+}
+
+// TestUpstreamInputRequired: an upstream that answers input_required
+// (2026-07-28) serves a session-based client, which the gateway asks with
+// an elicitation/create request and whose answer it sends back upstream
+// with the upstream's requestState; and a 2026-07-28 client, to which the
+// result and the retry pass through unchanged.
+func TestUpstreamInputRequired(t *testing.T) {
+	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "mrtr"})
+	cfg.Servers = append(cfg.Servers, stdioServer("mrtr"))
+	up := &mrtrUpstream{}
+	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) { o.Pool = up })
+	for _, version := range []string{"2025-11-25", ""} {
+		answer := "ann" + version
+		cs := h.connectWith(t, "main", keyAlice, version, &mcp.ClientOptions{
+			ElicitationHandler: func(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				if req.Params.Message != "name?" {
+					t.Errorf("elicitation message %q", req.Params.Message)
+				}
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": answer}}, nil
+			},
+		})
+		before := up.rounds.Load()
+		res, err := cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "mrtr__ask"})
+		if err != nil {
+			t.Fatalf("version %q: %v", version, err)
+		}
+		if got := res.Content[0].(*mcp.TextContent).Text; got != "accept "+answer {
+			t.Errorf("version %q: result %q, want %q", version, got, "accept "+answer)
+		}
+		if n := up.rounds.Load() - before; n != 2 {
+			t.Errorf("version %q: %d upstream calls, want 2", version, n)
+		}
+	}
+}
