@@ -149,16 +149,30 @@ func (h itemHashes) sum() [32]byte {
 // listObserved serves a list operation and records its baseline.
 func (g *Gateway) listObserved(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	res, rerr := g.list(ctx, c, k, params)
-	if rerr == nil && g.listening(c) {
+	if rerr == nil && g.shouldObserve(c, k) {
 		g.observeList(c, k, params, res)
 	}
 	return res, rerr
 }
 
+// shouldObserve reports whether a list served to c is worth hashing: it is
+// the only baseline of c's own view (per_client upstreams), or c may hear
+// list_changed from this replica, or the endpoint's shared view has no
+// baseline yet. (A client may list before its stream opens.)
+func (g *Gateway) shouldObserve(c *call, k listKind) bool {
+	if listScope(c) != "" || g.listening(c) {
+		return true
+	}
+	w := &g.state.lists
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.baselines[baseKey{c.t.name, k.method, ""}]
+	return !ok
+}
+
 // listening reports whether c's client may hear list_changed from this
 // replica: its session's standalone stream is open here, or (stateless) a
-// listen stream of its endpoint is. Other clients' lists are not worth
-// hashing here.
+// listen stream of its endpoint is.
 func (g *Gateway) listening(c *call) bool {
 	if c.clientID != "" {
 		g.mu.Lock()
