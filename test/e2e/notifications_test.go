@@ -251,7 +251,8 @@ func TestNotifications(t *testing.T) {
 								return nil
 							}
 							if time.Now().After(deadline) {
-								return err
+								n, serr := c.call(ctx, up+"__subscribers", map[string]any{"uri": uri}, nil)
+								return fmt.Errorf("%w (the upstream has %s subscriptions to it %v)", err, n, serr)
 							}
 						}
 					})
