@@ -29,6 +29,8 @@ type call struct {
 	stateless bool
 	clientIP  string
 	reqBytes  int
+	// bridge is the stateless call's bridge to input_required (inputrequired.go).
+	bridge *bridge
 }
 
 var emptyObject = json.RawMessage("{}")

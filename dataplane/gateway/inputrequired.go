@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
@@ -45,21 +46,24 @@ func bridgeable(method string) bool {
 	return method == "tools/call" || method == "prompts/get" || method == "resources/read"
 }
 
-// bridgeTable holds the bridged calls of this replica.
+// bridgeTable holds the bridged calls of this replica that wait for a
+// client's retry.
 type bridgeTable struct {
 	mu      sync.Mutex
 	byState map[string]*bridge
-	byCall  map[*call]*bridge
+	live    atomic.Int64 // bridged calls running
+	ids     atomic.Uint64
 }
 
-// bridge is one client call whose upstream call runs apart from the
-// client's POSTs.
+// bridge is one stateless client call whose upstream call runs apart from
+// the client's POSTs. It is the upstream call's upstream.Caller.
 type bridge struct {
+	g         *Gateway
 	c         *call // the first request's, which the upstream call serves
 	endpoint  string
 	principal string
 	method    string
-	ctx       context.Context    // the upstream call's
+	cctx      callerContext      // the upstream call's context, carrying the bridge
 	cancel    context.CancelFunc // ends the upstream call
 
 	inputs chan *inputWait // upstream requests not yet shown to the client
@@ -68,6 +72,7 @@ type bridge struct {
 	rerr   *rpc.Error
 
 	mu       sync.Mutex
+	id       string                // CallerID, made on demand
 	attached bool                  // a client POST is waiting on the call
 	relay    upstream.Caller       // that POST's receiver of the call's notifications
 	state    string                // the requestState the client must send back
@@ -84,61 +89,49 @@ type inputWait struct {
 
 // bridgedCall serves tools/call, prompts/get or resources/read for a
 // stateless client, bridging the upstream's server-to-client requests into
-// input_required results.
+// input_required results. The upstream call runs on a goroutine of its own,
+// since it may outlive this POST; a call that needs no input costs that
+// goroutine and a few allocations.
 func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	if st, _ := rpc.StringField(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
 		return g.continueBridge(ctx, c, msg, st)
 	}
-	bctx, cancel := context.WithCancel(g.ctx)
-	b := &bridge{
-		c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, ctx: bctx, cancel: cancel,
-		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
-		shown: map[string]*inputWait{},
-	}
-	bt := &g.state.bridges
-	bt.mu.Lock()
-	if bt.byCall == nil {
-		bt.byCall = make(map[*call]*bridge)
-		bt.byState = make(map[string]*bridge)
-	}
-	bt.byCall[c] = b
-	bt.mu.Unlock()
-	b.attached, b.relay = true, upstream.CallerFrom(ctx)
-	// The upstream call outlives this POST when input is required; the
-	// gateway owns it (Close cancels it).
+	// The gateway owns the upstream call (Close cancels it and waits).
 	g.mu.Lock()
 	if g.ctx.Err() != nil {
 		g.mu.Unlock()
-		cancel()
-		g.forgetBridge(b)
 		return nil, &rpc.Error{Code: codeServerError, Message: "the data plane is shutting down; retry"}
 	}
 	g.wg.Add(1)
 	g.mu.Unlock()
-	// Until the call's own Caller (the gateway's per-call receiver) takes
-	// over, server-to-client requests of this call reach the bridge.
-	id, err := newRequestState()
-	if err != nil {
-		g.wg.Done()
-		cancel()
-		g.forgetBridge(b)
-		return nil, &rpc.Error{Code: codeInternalError, Message: "could not create a call id; retry"}
+	bctx, cancel := context.WithCancel(g.ctx)
+	b := &bridge{
+		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: cancel,
+		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
+		attached: true, relay: upstream.CallerFrom(ctx),
 	}
-	cctx := upstream.WithCaller(bctx, &bridgeCaller{g: g, c: c, b: b, id: "bridge/" + id})
-	go func() {
-		defer g.wg.Done()
-		defer cancel()
-		b.res, b.rerr = g.dispatchCall(cctx, c, msg)
-		close(b.done)
-		b.mu.Lock()
-		attached := b.attached
-		b.mu.Unlock()
-		if !attached {
-			// Nobody will collect the result: the client went away.
-			g.forgetBridge(b)
-		}
-	}()
+	b.cctx = callerContext{Context: bctx, caller: b}
+	c.bridge = b
+	g.state.bridges.live.Add(1)
+	go g.runBridge(b, msg)
 	return g.awaitBridge(ctx, b)
+}
+
+// runBridge runs a bridged call's upstream call.
+func (g *Gateway) runBridge(b *bridge, msg *rpc.Message) {
+	defer g.wg.Done()
+	defer g.state.bridges.live.Add(-1)
+	defer b.cancel()
+	b.res, b.rerr = g.dispatchCall(&b.cctx, b.c, msg)
+	close(b.done)
+	b.mu.Lock()
+	attached := b.attached
+	b.mu.Unlock()
+	if !attached {
+		// Nobody will collect the result: the client went away, or the
+		// call ended (timed out) while the client answered.
+		g.forgetBridge(b)
+	}
 }
 
 // dispatchCall is dispatch for the bridgeable methods.
@@ -198,6 +191,9 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 	b.mu.Unlock()
 	bt := &g.state.bridges
 	bt.mu.Lock()
+	if bt.byState == nil {
+		bt.byState = make(map[string]*bridge)
+	}
 	bt.byState[state] = b
 	bt.mu.Unlock()
 	select {
@@ -211,6 +207,9 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 }
 
 func (b *bridge) addShownLocked(w *inputWait) {
+	if b.shown == nil {
+		b.shown = make(map[string]*inputWait)
+	}
 	b.next++
 	w.key = "mm-" + strconv.Itoa(b.next)
 	b.shown[w.key] = w
@@ -305,33 +304,36 @@ func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message,
 	return g.awaitBridge(ctx, b)
 }
 
-// forgetBridge removes a bridged call from the table.
+// forgetBridge removes a bridged call from the table of those waiting for
+// a retry.
 func (g *Gateway) forgetBridge(b *bridge) {
+	b.mu.Lock()
+	state := b.state
+	b.mu.Unlock()
+	if state == "" {
+		return // it never asked for input
+	}
 	bt := &g.state.bridges
 	bt.mu.Lock()
-	if bt.byCall[b.c] == b {
-		delete(bt.byCall, b.c)
+	if bt.byState[state] == b {
+		delete(bt.byState, state)
 	}
-	b.mu.Lock()
-	if b.state != "" && bt.byState[b.state] == b {
-		delete(bt.byState, b.state)
-	}
-	b.mu.Unlock()
 	bt.mu.Unlock()
 }
 
 // statelessRequest answers a server-to-client request an upstream made while
-// serving a stateless client's call c: it is shown to the client in an
-// input_required result, and this waits for the client's retry to bring
-// the answer (or for the call to end).
+// serving a stateless client's call c: when c is bridged, it is shown to the
+// client in an input_required result, and this waits for the client's
+// retry to bring the answer (or for the call to end).
 func (g *Gateway) statelessRequest(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, error) {
-	bt := &g.state.bridges
-	bt.mu.Lock()
-	b := bt.byCall[c]
-	bt.mu.Unlock()
-	if b == nil {
-		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "the client cannot answer " + quote(msg.Method) + " for this request (it has no session and the request cannot return input_required)"}
+	if c.bridge == nil {
+		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "the client cannot answer " + quote(msg.Method) + " for this request (it has no session, and only tools/call, prompts/get and resources/read can return input_required)"}
 	}
+	return c.bridge.Request(ctx, msg)
+}
+
+// Request implements upstream.Caller: the request waits for the client.
+func (b *bridge) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage, error) {
 	w := &inputWait{msg: msg, reply: make(chan json.RawMessage, 1)}
 	select {
 	case b.inputs <- w:
@@ -341,53 +343,41 @@ func (g *Gateway) statelessRequest(ctx context.Context, c *call, msg *rpc.Messag
 	select {
 	case ans := <-w.reply:
 		return ans, nil
-	case <-b.ctx.Done():
+	case <-b.cctx.Done():
 		return nil, errors.New("the call ended before the client answered")
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
-// pendingBridges is the number of bridged calls of this replica.
-func (g *Gateway) pendingBridges() int {
-	bt := &g.state.bridges
-	bt.mu.Lock()
-	defer bt.mu.Unlock()
-	return len(bt.byCall)
-}
-
-// bridgeCaller is the upstream.Caller of a bridged call: its requests go to
-// the bridge; notifications that concern no call in particular go where
-// the gateway sends those of upstreams, the others (progress, log
-// messages) to the client POST attached to the call, if any (dropped while
-// the client is answering an input_required round).
-type bridgeCaller struct {
-	g  *Gateway
-	c  *call
-	b  *bridge
-	id string
-}
-
-// Notification implements upstream.Caller.
-func (bc *bridgeCaller) Notification(msg *rpc.Message) {
-	if bc.g.callerNotification(bc.c, msg) {
+// Notification implements upstream.Caller: notifications that concern no
+// call in particular go where the gateway sends those of upstreams, the
+// others (progress, log messages) to the client POST attached to the call,
+// if any (dropped while the client is answering an input_required round).
+func (b *bridge) Notification(msg *rpc.Message) {
+	if b.g.callerNotification(b.c, msg) {
 		return
 	}
-	bc.b.mu.Lock()
-	r := bc.b.relay
-	bc.b.mu.Unlock()
+	b.mu.Lock()
+	r := b.relay
+	b.mu.Unlock()
 	if r != nil {
 		r.Notification(msg)
 	}
 }
 
-// Request implements upstream.Caller.
-func (bc *bridgeCaller) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage, error) {
-	return bc.g.statelessRequest(ctx, bc.c, msg)
+// CallerID implements upstream.Caller: each bridged call is on its own.
+func (b *bridge) CallerID() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.id == "" {
+		b.id = "bridge/" + strconv.FormatUint(b.g.state.bridges.ids.Add(1), 36)
+	}
+	return b.id
 }
 
-// CallerID implements upstream.Caller: each bridged call is on its own.
-func (bc *bridgeCaller) CallerID() string { return bc.id }
+// pendingBridges is the number of bridged calls running on this replica.
+func (g *Gateway) pendingBridges() int { return int(g.state.bridges.live.Load()) }
 
 // maxInputRounds bounds the input_required rounds the gateway fulfils for a
 // session-based client, as go-sdk clients bound theirs.
