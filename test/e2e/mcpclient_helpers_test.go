@@ -94,24 +94,35 @@ func (c *rawMCP) initialize(ctx context.Context, t *testing.T, version string) {
 // from an event stream, where it is the message with the request's id).
 func (c *rawMCP) call(ctx context.Context, t *testing.T, method, params string) rpcResponse {
 	t.Helper()
-	id := fmt.Sprintf(`"raw-%d"`, c.nextID.Add(1))
+	r, err := c.do(ctx, fmt.Sprintf(`"raw-%d"`, c.nextID.Add(1)), method, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// do is call with the request id (raw JSON) given, returning failures.
+func (c *rawMCP) do(ctx context.Context, id, method, params string) (rpcResponse, error) {
 	msg := `{"jsonrpc":"2.0","id":` + id + `,"method":"` + method + `"`
 	if params != "" {
 		msg += `,"params":` + params
 	}
 	msg += "}"
-	req := c.request(ctx, t, msg)
+	req, err := c.newRequest(ctx, msg)
+	if err != nil {
+		return rpcResponse{}, err
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s: %v", method, err)
+		return rpcResponse{}, fmt.Errorf("%s: %w", method, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s: read the answer: %v", method, err)
+		return rpcResponse{}, fmt.Errorf("%s: read the answer: %w", method, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: HTTP %d %s", method, resp.StatusCode, body)
+		return rpcResponse{}, fmt.Errorf("%s: HTTP %d %s", method, resp.StatusCode, body)
 	}
 	var msgs [][]byte
 	switch ct := resp.Header.Get("Content-Type"); {
@@ -120,27 +131,30 @@ func (c *rawMCP) call(ctx context.Context, t *testing.T, method, params string) 
 	case strings.HasPrefix(ct, "text/event-stream"):
 		msgs = sseData(body)
 	default:
-		t.Fatalf("%s: Content-Type %q, want application/json or text/event-stream; body:\n%s", method, ct, body)
+		return rpcResponse{}, fmt.Errorf("%s: Content-Type %q, want application/json or text/event-stream; body:\n%s", method, ct, body)
 	}
 	for _, m := range msgs {
 		var r rpcResponse
 		if err := json.Unmarshal(m, &r); err != nil {
-			t.Fatalf("%s: a message that is not JSON-RPC: %v\n%s", method, err, m)
+			return rpcResponse{}, fmt.Errorf("%s: a message that is not JSON-RPC: %w\n%s", method, err, m)
 		}
 		if string(r.ID) == id {
 			r.header = resp.Header
 			r.body = string(body)
-			return r
+			return r, nil
 		}
 	}
-	t.Fatalf("%s: no response with id %s in the answer:\n%s", method, id, body)
-	return rpcResponse{}
+	return rpcResponse{}, fmt.Errorf("%s: no response with id %s in the answer:\n%s", method, id, body)
 }
 
 // post sends one message and returns the HTTP status and body.
 func (c *rawMCP) post(ctx context.Context, t *testing.T, msg string) (int, string) {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(c.request(ctx, t, msg))
+	req, err := c.newRequest(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +163,11 @@ func (c *rawMCP) post(ctx context.Context, t *testing.T, msg string) (int, strin
 	return resp.StatusCode, string(b)
 }
 
-func (c *rawMCP) request(ctx context.Context, t *testing.T, msg string) *http.Request {
-	t.Helper()
+// newRequest is a POST of msg with the client's headers.
+func (c *rawMCP) newRequest(ctx context.Context, msg string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(msg))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
@@ -164,7 +178,7 @@ func (c *rawMCP) request(ctx context.Context, t *testing.T, msg string) *http.Re
 	if c.sid != "" {
 		req.Header.Set("Mcp-Session-Id", c.sid)
 	}
-	return req
+	return req, nil
 }
 
 // sseData returns the data of each event of an event stream.

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -534,6 +536,61 @@ func TestNotificationsListChanged(t *testing.T) {
 		}
 		if has := slices.Contains(names, "loc__mine"); has != (c == s1) {
 			t.Errorf("client %s: has loc__mine = %v (tools %v); only s1's upstream added it", c.name, has, names)
+		}
+	}
+}
+
+// TestNotificationsCancelledByNotification drives a session-based client by
+// hand: a tools/call in flight is cancelled with notifications/cancelled
+// sent in a separate POST while the call's own request stays open (as a
+// client does whose request went through another connection or replica).
+// The upstream sees the call cancelled, through a shared and a per_client
+// upstream, and the call's request ends.
+func TestNotificationsCancelledByNotification(t *testing.T) {
+	_, dp, base, key := notifEnv(t, "cn")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := &rawMCP{url: base + "/mcp", key: key}
+	c.initialize(ctx, t, "2025-11-25")
+	defer func() {
+		if t.Failed() {
+			t.Logf("data plane logs:\n%s", dp.logs)
+		}
+	}()
+	for _, up := range []string{"web", "loc"} {
+		tag := "byhand-" + up
+		counts := func() string {
+			r := c.call(ctx, t, "tools/call", `{"name":"`+up+`__cancelled","arguments":{"tag":"`+tag+`"}}`)
+			var res struct {
+				Content []struct{ Text string } `json:"content"`
+			}
+			if err := json.Unmarshal(r.Result, &res); err != nil || len(res.Content) == 0 {
+				return fmt.Sprintf("no counts: %s %s", r.Result, r.Error)
+			}
+			return res.Content[0].Text
+		}
+		id := `"slow-` + up + `"`
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.do(ctx, id, "tools/call", `{"name":"`+up+`__slow","arguments":{"ms":120000,"tag":"`+tag+`"}}`)
+			done <- err
+		}()
+		pollUntil(t, notifTimeout, up+": the slow call reaches the upstream", func() (bool, string) {
+			s := counts()
+			return s == "started=1 cancelled=0", s
+		})
+		if code, body := c.post(ctx, t, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`+id+`,"reason":"e2e"}}`); code != http.StatusAccepted {
+			t.Fatalf("%s: notifications/cancelled: HTTP %d %s, want 202", up, code, body)
+		}
+		pollUntil(t, notifTimeout, up+": the upstream sees the call cancelled", func() (bool, string) {
+			s := counts()
+			return s == "started=1 cancelled=1", s
+		})
+		select {
+		case err := <-done:
+			t.Logf("%s: the cancelled call's request ended: %v", up, err)
+		case <-time.After(notifTimeout):
+			t.Errorf("%s: the cancelled call's request is still open %v after the upstream cancelled it", up, notifTimeout)
 		}
 	}
 }
