@@ -21,7 +21,8 @@ import (
 // unknown fields at every level, custom _meta keys, structuredContent and
 // isError; a JSON-RPC error with a custom code and structured data; a tool
 // definition with an output schema and unknown fields; a resource read with
-// caching hints. A session-based client gets every byte as the upstream sent
+// caching hints; and, the other way, a request's unknown fields, arguments
+// and _meta as the upstream receives them. A session-based client gets every byte as the upstream sent
 // it; a 2026-07-28 client the same, save the gateway's own
 // io.modelcontextprotocol/ keys in the result's _meta.
 func TestTransparency(t *testing.T) {
@@ -48,12 +49,15 @@ func TestTransparency(t *testing.T) {
 				if !stateless {
 					return p
 				}
-				meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"` + version + `",` +
-					`"io.modelcontextprotocol/clientInfo":{"name":"e2e-raw","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}`
-				if p == "{}" {
-					return "{" + meta + "}"
+				keys := `"io.modelcontextprotocol/protocolVersion":"` + version + `",` +
+					`"io.modelcontextprotocol/clientInfo":{"name":"e2e-raw","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}`
+				if strings.Contains(p, `"_meta":{`) {
+					return strings.Replace(p, `"_meta":{`, `"_meta":{`+keys+",", 1)
 				}
-				return strings.TrimSuffix(p, "}") + "," + meta + "}"
+				if p == "{}" {
+					return `{"_meta":{` + keys + "}}"
+				}
+				return strings.TrimSuffix(p, "}") + `,"_meta":{` + keys + "}}"
 			}
 
 			for _, tool := range []string{rawmcp.ToolHologram, rawmcp.ToolHologramError, rawmcp.ToolEscapes} {
@@ -65,7 +69,27 @@ func TestTransparency(t *testing.T) {
 				checkTransparent(t, "tools/call raw__"+tool+" result", resp.Result, []byte(rawmcp.ToolResults[tool]), stateless)
 			}
 
-			resp := c.call(ctx, t, "tools/call", params(`{"name":"raw__`+rawmcp.ToolRPCError+`","arguments":{}}`))
+			// The request the upstream gets: only the name changes (and, at
+			// 2026-07-28, the client's io.modelcontextprotocol/ keys go).
+			sent := `{"name":"raw__echo_request","arguments":{"b":[1,{"c":null}],"a":"caf\u00e9 \u003c"},"x-param-extra":{"k":[true]},"_meta":{"com.example/req":"r1"}}`
+			wantUp := strings.Replace(sent, "raw__echo_request", rawmcp.ToolEchoRequest, 1)
+			resp := c.call(ctx, t, "tools/call", params(sent))
+			var echoed struct {
+				Content []struct {
+					Text string `json:"text"`
+				} `json:"content"`
+			}
+			if err := json.Unmarshal(resp.Result, &echoed); err != nil || len(echoed.Content) != 1 {
+				t.Errorf("tools/call raw__echo_request: %v %s %s", err, resp.Result, resp.Error)
+			} else {
+				got := echoed.Content[0].Text
+				checkTransparent(t, "tools/call params as the upstream got them", []byte(got), []byte(wantUp), stateless)
+				if strings.Contains(got, "io.modelcontextprotocol/") {
+					t.Errorf("the client's per-request io.modelcontextprotocol/ _meta reached a 2025-11-25 upstream: %s", got)
+				}
+			}
+
+			resp = c.call(ctx, t, "tools/call", params(`{"name":"raw__`+rawmcp.ToolRPCError+`","arguments":{}}`))
 			if want := rawmcp.ToolErrors[rawmcp.ToolRPCError]; !bytes.Equal(resp.Error, []byte(want)) {
 				t.Errorf("tools/call raw__%s: error\n got %s\nwant %s\n(result %s)", rawmcp.ToolRPCError, resp.Error, want, resp.Result)
 			}
