@@ -57,7 +57,8 @@ func notifEnv(t *testing.T, endpoint string) (*controlPlane, *dataPlane, string,
 // the updates of its own subscription only, none after unsubscribing, and
 // the upstream subscription ends with the last subscriber), and sampling, elicitation
 // (form and URL mode) and roots answered by the client whose call caused
-// them.
+// them (on the shared stdio upstream, which relates nothing on the wire, one
+// client at a time).
 //
 // The clients are two principals (API keys): 2026-07-28 requests have no
 // session, so a per_client upstream serves each principal with one session,
@@ -393,6 +394,27 @@ func TestNotifications(t *testing.T) {
 						}
 						return nil
 					})
+				}
+			})
+
+			// On a shared stdio upstream nothing on the wire says which call
+			// a request or log message belongs to: the gateway can tell only
+			// while one client has a call in flight there. One client after
+			// the other, each gets its own.
+			t.Run("SharedStdioOneAtATime", func(t *testing.T) {
+				for _, c := range clients {
+					cctx, ccancel := context.WithTimeout(ctx, notifTimeout)
+					prompt := c.name + "-sh"
+					if got, err := c.call(cctx, "sh__sample", map[string]any{"prompt": prompt}, nil); err != nil || got != c.name+" saw: "+prompt {
+						t.Errorf("client %s: sh__sample = %q, %v; want %q", c.name, got, err, c.name+" saw: "+prompt)
+					}
+					if got, err := c.call(cctx, "sh__elicit", map[string]any{"message": prompt}, nil); err != nil || got != "accept "+c.name+":"+prompt {
+						t.Errorf("client %s: sh__elicit = %q, %v; want %q", c.name, got, err, "accept "+c.name+":"+prompt)
+					}
+					if got, err := c.call(cctx, "sh__roots", nil, nil); err != nil || got != strings.Join(c.roots, "\n") {
+						t.Errorf("client %s: sh__roots = %q, %v; want %q", c.name, got, err, strings.Join(c.roots, "\n"))
+					}
+					ccancel()
 				}
 			})
 		})
