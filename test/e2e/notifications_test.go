@@ -255,7 +255,10 @@ func TestNotifications(t *testing.T) {
 							}
 							if time.Now().After(deadline) {
 								n, serr := c.call(ctx, up+"__subscribers", map[string]any{"uri": uri}, nil)
-								return fmt.Errorf("%w (the upstream has %s subscriptions to it %v)", err, n, serr)
+								if serr != nil {
+									n = "? (" + serr.Error() + ")"
+								}
+								return fmt.Errorf("%w (the upstream has %s subscriptions to it)", err, n)
 							}
 						}
 					})
