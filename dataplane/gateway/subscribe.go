@@ -200,7 +200,8 @@ func (g *Gateway) acquireSub(ctx context.Context, c *call, m *snapshot.Member, u
 		_, rerr := g.callUpstream(ctx, c, m, "resources/subscribe", params, g.listTimeout(m.Server))
 		rs.mu.Lock()
 		e.err = rerr
-		if rerr != nil && rs.entries[key] == e {
+		abandoned := rs.entries[key] != e
+		if rerr != nil && !abandoned {
 			// Every subscriber that joined meanwhile gets the refusal too.
 			delete(rs.entries, key)
 			for sub := range e.subs {
@@ -209,6 +210,10 @@ func (g *Gateway) acquireSub(ctx context.Context, c *call, m *snapshot.Member, u
 		}
 		close(e.ready)
 		rs.mu.Unlock()
+		if rerr == nil && abandoned {
+			// Every subscriber left while the upstream subscribed: undo it.
+			g.unsubscribeUpstream(key, e)
+		}
 		return rerr
 	}
 	select {
@@ -303,11 +308,18 @@ func (g *Gateway) releaseSub(s subscriber, key subKey) {
 			return
 		}
 	default:
-		// The subscribe is still in flight: its caller saw the subscriber
-		// go; unsubscribing once it lands is not worth a wait here.
+		// The subscribe is still in flight: its caller unsubscribes once
+		// it lands, finding the entry gone.
+		return
 	}
+	g.unsubscribeUpstream(key, e)
+}
+
+// unsubscribeUpstream ends one upstream subscription, best effort.
+func (g *Gateway) unsubscribeUpstream(key subKey, e *subEntry) {
 	params := append(rpc.AppendString([]byte(`{"uri":`), key.uri), '}')
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(g.ctx), g.listTimeout(e.m.Server))
+	// On Close, nothing: the upstream sessions end with the pool.
+	ctx, cancel := context.WithTimeout(g.ctx, g.listTimeout(e.m.Server))
 	defer cancel()
 	if _, rerr := g.callUpstream(ctx, e.c, e.m, "resources/unsubscribe", params, g.listTimeout(e.m.Server)); rerr != nil {
 		g.log.Debug("resources/unsubscribe not applied upstream", "server", key.server, "uri", key.uri, "err", rerr.Message)
