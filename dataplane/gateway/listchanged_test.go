@@ -189,12 +189,20 @@ func (c *counter) waitFor(t *testing.T, n int, what string) {
 func (h *harness) connectWith(t *testing.T, endpoint, key, version string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
 	hc := &http.Client{Transport: &keyTransport{key: key}}
-	tr := &mcp.StreamableClientTransport{Endpoint: h.url(endpoint, "mcp"), HTTPClient: hc, MaxRetries: -1}
+	var tr mcp.Transport = &mcp.StreamableClientTransport{Endpoint: h.url(endpoint, "mcp"), HTTPClient: hc, MaxRetries: -1}
+	ctx := testCtx(t)
+	if version == version20241105 {
+		tr = &mcp.SSEClientTransport{Endpoint: h.url(endpoint, "sse"), HTTPClient: hc}
+		// The SSE transport keeps its stream on the Connect context.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+	}
 	var so *mcp.ClientSessionOptions
 	if version != "" {
 		so = &mcp.ClientSessionOptions{ProtocolVersion: version}
 	}
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "b2-test", Version: "1"}, opts).Connect(testCtx(t), tr, so)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "b2-test", Version: "1"}, opts).Connect(ctx, tr, so)
 	if err != nil {
 		t.Fatalf("connect %s at %q: %v", endpoint, version, err)
 	}
@@ -256,12 +264,15 @@ func TestListChanged(t *testing.T) {
 	sess := lh.connectWith(t, "main", keyAlice, "2025-11-25", &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { sessTools.add() }})
 	stateless := lh.connectWith(t, "main", keyBob, "", &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { listenTools.add() }})
 	other := lh.connectWith(t, "other", keyBob, "2025-11-25", &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { otherTools.add() }})
-	lh.waitStreams(t, "main", 1)
+	sseTools := newCounter()
+	legacy := lh.connectWith(t, "main", keyAlice, version20241105, &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { sseTools.add() }})
+	lh.waitStreams(t, "main", 2)
 	lh.waitStreams(t, "other", 1)
 	lh.waitListeners(t, 1)
 	toolNamesOf(t, sess)
 	toolNamesOf(t, stateless)
 	toolNamesOf(t, other)
+	toolNamesOf(t, legacy)
 
 	// An upstream adds a tool: one notification each for main's clients.
 	addEcho(lh.alpha.s, "extra")
@@ -296,6 +307,7 @@ func TestListChanged(t *testing.T) {
 		c.Namespaces[0].Members[0].DenyTools = []string{"echo"}
 	})
 	sessTools.waitFor(t, 3, "session client after a swap that hid alpha__echo")
+	sseTools.waitFor(t, 3, "2024-11-05 SSE client after a swap that hid alpha__echo")
 	listenTools.waitFor(t, 3, "listen client after a swap that hid alpha__echo")
 	if names := toolNamesOf(t, sess); slices.Contains(names, "alpha__echo") {
 		t.Errorf("tools after the swap %v still have alpha__echo", names)
