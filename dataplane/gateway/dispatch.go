@@ -71,6 +71,9 @@ func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json
 		return g.subscribeResource(ctx, c, msg.Params)
 	case "resources/unsubscribe":
 		return g.unsubscribeResource(ctx, c, msg.Params)
+	case "subscriptions/listen":
+		// Stateless requests take their own path (listen.go).
+		return nil, &rpc.Error{Code: codeMethodNotFound, Message: `"subscriptions/listen" is only supported in protocol version >= 2026-07-28: a session gets notifications on its standalone stream (GET), and resources/subscribe subscribes to a resource`}
 	default:
 		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "method " + quote(msg.Method) + " not found"}
 	}

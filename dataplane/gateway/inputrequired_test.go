@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -87,5 +89,72 @@ func TestUpstreamInputRequired(t *testing.T) {
 		if n := up.rounds.Load() - before; n != 2 {
 			t.Errorf("version %q: %d upstream calls, want 2", version, n)
 		}
+	}
+}
+
+// TestB2BadInput: malformed subscriptions/listen, resources/subscribe and
+// input_required retries get clear errors, never a hang or an empty answer.
+func TestB2BadInput(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	sid := ""
+	post := func(session bool, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, h.url("main", "mcp"), strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+keyAlice)
+		if session {
+			req.Header.Set(headerSessionID, sid)
+			req.Header.Set(headerProtocolVersion, version20251125)
+		} else {
+			req.Header.Set(headerProtocolVersion, version20260728)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if v := resp.Header.Get(headerSessionID); v != "" {
+			sid = v
+		}
+		var m map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+			t.Fatalf("%s: status %d: %v", body, resp.StatusCode, err)
+		}
+		return m
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.url("main", "mcp"), strings.NewReader(initBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+keyAlice)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	sid = resp.Header.Get(headerSessionID)
+	for _, tc := range []struct {
+		session bool
+		body    string
+		want    string
+	}{
+		{false, `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{}}`, "params.notifications"},
+		{false, `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":[]}}`, "invalid subscriptions/listen params"},
+		{false, `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"fixture://alpha/readme"}}`, "subscriptions/listen"},
+		{true, `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{}}`, "params.uri"},
+		{true, `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"fixture://alpha/readme"}}`, "resources.subscribe"},
+		{true, `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{}}}`, "2026-07-28"},
+		{false, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__echo","requestState":"` + requestStatePrefix + `x","inputResponses":[]}}`, "from scratch"},
+	} {
+		m := post(tc.session, tc.body)
+		e, _ := m["error"].(map[string]any)
+		if msg, _ := e["message"].(string); !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.body, m, tc.want)
+		}
+	}
+	// Nothing to listen for: the listen request ends at once with its result.
+	m := post(false, `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{}}}`)
+	if res, _ := m["result"].(map[string]any); res["resultType"] != "complete" {
+		t.Errorf("empty listen: %v", m)
 	}
 }
