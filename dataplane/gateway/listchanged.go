@@ -79,7 +79,7 @@ type listWatch struct {
 	prints    map[string][32]byte // endpoint → fingerprint of what shapes its lists
 	baselines map[baseKey]map[string][32]byte
 	byScope   map[string]map[baseKey]struct{} // keys of the client scopes ("" aside)
-	seeding   map[string]bool                 // endpoint → its shared baselines are being computed
+	seeding   map[baseKey]bool                // (endpoint, scope) → its baselines are being computed
 	dirty     map[string]kindMask             // endpoint → kinds waiting for the debounce
 	running   map[string]bool                 // endpoint → a settle goroutine is on it
 }
@@ -225,11 +225,18 @@ func (g *Gateway) observeList(c *call, k listKind, params, res json.RawMessage) 
 			hashes[m.Server.GetName()] = per[m.Server.GetName()].sum()
 		}
 	}
-	key := baseKey{c.t.name, k.method, listScope(c)}
+	scope := listScope(c)
+	key := baseKey{c.t.name, k.method, scope}
 	w := &g.state.lists
 	w.mu.Lock()
 	w.setLocked(key, hashes)
 	w.mu.Unlock()
+	if scope != "" {
+		// The client's own view: its other lists are taken now, while its
+		// upstream sessions are warm, so that a later change of a kind it
+		// has not listed here yet is not announced blindly.
+		g.seedBaselines(&call{t: c.t, principal: c.principal, clientID: c.clientID, stateless: c.stateless}, scope)
+	}
 }
 
 // attribute returns the server a served item came from.
@@ -311,8 +318,9 @@ func (w *listWatch) dropScope(scope string) {
 // endpoint's lists are the same for every client and some have no baseline
 // yet, they are computed in the background, so that the next change is
 // compared with what the client could have seen rather than announced
-// blindly. (Per-client views get theirs from the client's own lists: a
-// check here would start per_client upstream sessions early.)
+// blindly. (Per-client views are seeded from the client's first list,
+// see observeList: a check here would start per_client upstream sessions
+// early.)
 func (g *Gateway) listenerAttached(endpoint string) {
 	if g.opts.Config == nil {
 		return
@@ -325,34 +333,42 @@ func (g *Gateway) listenerAttached(endpoint string) {
 	if ep == nil || hasPerClient(ep) {
 		return
 	}
+	t := target{snap: snap, ep: ep, name: endpoint}
+	g.seedBaselines(&call{t: t}, "")
+}
+
+// seedBaselines computes in the background the baselines of scope that are
+// missing, listing as c (once at a time per scope).
+func (g *Gateway) seedBaselines(c *call, scope string) {
+	endpoint := c.t.name
 	w := &g.state.lists
 	w.mu.Lock()
 	var missing []listKind
 	for _, kk := range kindsOf {
 		for _, k := range kk.kinds {
-			if _, ok := w.baselines[baseKey{endpoint, k.method, ""}]; !ok {
+			if _, ok := w.baselines[baseKey{endpoint, k.method, scope}]; !ok {
 				missing = append(missing, k)
 			}
 		}
 	}
-	if len(missing) == 0 || w.seeding[endpoint] {
+	seedKey := baseKey{endpoint: endpoint, scope: scope}
+	if len(missing) == 0 || w.seeding[seedKey] {
 		w.mu.Unlock()
 		return
 	}
 	if w.seeding == nil {
-		w.seeding = make(map[string]bool)
+		w.seeding = make(map[baseKey]bool)
 	}
-	w.seeding[endpoint] = true
+	w.seeding[seedKey] = true
 	w.mu.Unlock()
 	g.goOwned(func() {
 		defer func() {
 			w.mu.Lock()
-			delete(w.seeding, endpoint)
+			delete(w.seeding, seedKey)
 			w.mu.Unlock()
 		}()
-		t := target{snap: snap, ep: ep, name: endpoint}
 		for _, k := range missing {
-			g.relist(t, &call{t: t}, k, "")
+			g.relist(c.t, c, k, scope)
 		}
 	})
 }

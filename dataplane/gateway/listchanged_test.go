@@ -570,15 +570,16 @@ func TestPerClient(t *testing.T) {
 	lh.gw.opts.Pool.(*upstream.Pool).Update(lh.holder.Current().Servers)
 	uri := "fixture://gamma/readme"
 	type client struct {
-		cs            *mcp.ClientSession
-		tools, update *counter
+		cs                     *mcp.ClientSession
+		tools, update, prompts *counter
 	}
 	var clients []*client
 	for _, key := range []string{keyBob, keyBob} {
-		cl := &client{tools: newCounter(), update: newCounter()}
+		cl := &client{tools: newCounter(), update: newCounter(), prompts: newCounter()}
 		cl.cs = lh.connectWith(t, "pc", key, "2025-11-25", &mcp.ClientOptions{
-			ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { cl.tools.add() },
-			ResourceUpdatedHandler: func(context.Context, *mcp.ResourceUpdatedNotificationRequest) { cl.update.add() },
+			ToolListChangedHandler:   func(context.Context, *mcp.ToolListChangedRequest) { cl.tools.add() },
+			ResourceUpdatedHandler:   func(context.Context, *mcp.ResourceUpdatedNotificationRequest) { cl.update.add() },
+			PromptListChangedHandler: func(context.Context, *mcp.PromptListChangedRequest) { cl.prompts.add() },
 		})
 		clients = append(clients, cl)
 	}
@@ -607,6 +608,52 @@ func TestPerClient(t *testing.T) {
 	addEcho(gamma.s, "fresher")
 	for _, cl := range clients {
 		cl.tools.waitFor(t, 2, "per_client session after a second change")
+	}
+	// The clients listed tools only; their other lists were taken then, so
+	// a swap that changes none of them announces nothing, and a real
+	// prompt change exactly one prompts/list_changed.
+	for _, cl := range clients {
+		waitBaselines(t, lh.gw, "pc", cl.cs.ID(), 4)
+	}
+	lh.swap(t, func(c *metamcpv1.Config) {
+		c.Namespaces[len(c.Namespaces)-1].Members[0].DenyTools = []string{"no-such-tool"}
+	})
+	gamma.s.AddPrompt(&mcp.Prompt{Name: "late"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{}, nil
+	})
+	for _, cl := range clients {
+		cl.prompts.waitFor(t, 1, "per_client session after a prompt was added")
+	}
+	addEcho(gamma.s, "freshest")
+	for _, cl := range clients {
+		cl.tools.waitFor(t, 3, "per_client session after a third tool")
+		if n := cl.prompts.get(); n != 1 {
+			t.Errorf("%d prompts/list_changed, want 1", n)
+		}
+	}
+}
+
+// waitBaselines waits until scope has n baselines for endpoint.
+func waitBaselines(t *testing.T, g *Gateway, endpoint, scope string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w := &g.state.lists
+		w.mu.Lock()
+		got := 0
+		for k := range w.baselines {
+			if k.endpoint == endpoint && k.scope == scope {
+				got++
+			}
+		}
+		w.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d baselines of %s for %q, want %d", got, endpoint, scope, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
