@@ -454,6 +454,9 @@ func (g *Gateway) audiences(t target) map[string]*listAudience {
 		a.sessions = append(a.sessions, sid)
 	}
 	for _, l := range g.state.listeners.of(t.name) {
+		if l.mask == 0 {
+			continue // resource updates only
+		}
 		scope := ""
 		if perClient {
 			scope = "stateless/" + l.principal
