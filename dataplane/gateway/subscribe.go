@@ -125,7 +125,7 @@ func (g *Gateway) subscribe(ctx context.Context, c *call, uri string, params jso
 	}
 	var last *rpc.Error
 	asked := 0
-	candidates := g.resourceMembers(c, uri)
+	candidates := g.resolveResource(ctx, c, uri)
 	for _, m := range candidates {
 		sctx, cancel := context.WithTimeout(ctx, g.listTimeout(m.Server))
 		sess, rerr := g.session(sctx, c, m)
@@ -439,4 +439,21 @@ func (g *Gateway) dropIdleClient(sid string) {
 		return
 	}
 	g.goOwned(func() { g.dropClient(sid) })
+}
+
+// resolveResource returns the members that may hold uri, like
+// resourceMembers, but first learns the endpoint's resources and templates
+// when uri is not routed yet: a subscription must reach the server that
+// holds the resource, and many servers accept a subscription to any URI, so
+// trying members in order would subscribe the wrong one and never hear an
+// update.
+func (g *Gateway) resolveResource(ctx context.Context, c *call, uri string) []*snapshot.Member {
+	if _, ok := g.routes.get(c.t).lookup(uri); !ok {
+		for _, k := range []listKind{kindResources, kindTemplates} {
+			if _, rerr := g.list(ctx, c, k, nil); rerr != nil {
+				g.log.Debug("could not learn resource routes", "endpoint", c.t.name, "err", rerr.Message)
+			}
+		}
+	}
+	return g.resourceMembers(c, uri)
 }
