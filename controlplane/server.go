@@ -204,6 +204,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		s.log.Warn(w)
 	}
 
+	// A config written by an older version has no session key yet; every
+	// replica tries, under the store's write lock, and one creates it.
+	if _, err := s.admin.EnsureSessionKeys(ctx); err != nil {
+		_ = lis.Close()
+		return fmt.Errorf("%w; check the store and METAMCP_SECRET_KEY", err)
+	}
+
 	// The snapshot builder lives as long as Serve; stopping it also ends the
 	// sync streams, so that the graceful stop below does not wait on them.
 	syncCtx, stopSync := context.WithCancel(ctx)

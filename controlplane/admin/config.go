@@ -187,6 +187,18 @@ func (c *config) commit(ctx context.Context, tx store.Tx, sealer *secret.Sealer)
 	return nil
 }
 
+// writes reports whether commit writes anything.
+func (c *config) writes() bool {
+	for _, m := range c.items {
+		for _, it := range m {
+			if it.dirty && (it.msg != nil || it.stored()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // snapshotConfig returns the config as data planes get it: secrets in clear
 // text, API keys only as hashes and never once revoked. Keys past their expiry
 // stay in (data planes refuse them by expire_time): what a snapshot holds must

@@ -71,6 +71,8 @@ type env struct {
 	st     store.Store
 	svc    *admin.Service
 	client metamcpv1.AdminServiceClient
+	// sealer is the one svc seals secrets with (other replicas need it).
+	sealer *secret.Sealer
 }
 
 func testSealer(t *testing.T) *secret.Sealer {
@@ -88,7 +90,8 @@ func testSealer(t *testing.T) *secret.Sealer {
 
 func newEnv(t *testing.T, st store.Store) *env {
 	t.Helper()
-	svc := admin.New(st, testSealer(t), slog.New(slog.DiscardHandler))
+	sealer := testSealer(t)
+	svc := admin.New(st, sealer, slog.New(slog.DiscardHandler))
 	srv := grpc.NewServer()
 	metamcpv1.RegisterAdminServiceServer(srv, svc)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -102,7 +105,7 @@ func newEnv(t *testing.T, st store.Store) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &env{st: st, svc: svc, client: metamcpv1.NewAdminServiceClient(conn)}
+	return &env{st: st, svc: svc, client: metamcpv1.NewAdminServiceClient(conn), sealer: sealer}
 }
 
 func ctx(t *testing.T) context.Context {

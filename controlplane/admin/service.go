@@ -116,6 +116,13 @@ func (s *Service) write(ctx context.Context, opts writeOptions, mutate func(ctx 
 		if err := c.commit(ctx, tx, s.sealer); err != nil {
 			return err
 		}
+		if c.writes() {
+			// The first config write creates the session key in its own
+			// revision (see sessionkeys.go).
+			if _, err := ensureSessionKeysTx(ctx, tx, s.sealer); err != nil {
+				return err
+			}
+		}
 		res.readBack = make(map[ref]store.Record, len(refs))
 		for _, r := range refs {
 			rec, err := tx.Get(ctx, r.kind, r.name)
@@ -325,8 +332,9 @@ func (s *Service) ListDataPlanes(ctx context.Context, _ *metamcpv1.ListDataPlane
 const DataPlaneSilentAfter = 30 * time.Second
 
 // BuildConfig returns the whole config a data plane serves, read in one
-// transaction, with secrets decrypted, output-only fields filled, and the
-// API keys that are not revoked (as hashes). It returns the revision it read.
+// transaction, with secrets decrypted, output-only fields filled, the API
+// keys that are not revoked (as hashes) and the session keys (none before the
+// first config write). It returns the revision it read.
 func (s *Service) BuildConfig(ctx context.Context) (*metamcpv1.Config, int64, error) {
 	var (
 		cfg *metamcpv1.Config
@@ -339,7 +347,8 @@ func (s *Service) BuildConfig(ctx context.Context) (*metamcpv1.Config, int64, er
 			return err
 		}
 		cfg, rev = c.snapshotConfig(true), tx.Revision()
-		return nil
+		cfg.SessionKeys, err = readSessionKeys(ctx, tx, s.sealer)
+		return err
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("build config: %w", err)

@@ -2232,6 +2232,87 @@ func (x *ExportResponse) GetResources() []*Resource {
 	return nil
 }
 
+type RotateSessionKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSessionKeyRequest) Reset() {
+	*x = RotateSessionKeyRequest{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSessionKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSessionKeyRequest) ProtoMessage() {}
+
+func (x *RotateSessionKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSessionKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateSessionKeyRequest) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+type RotateSessionKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision that carries the new key to the data planes.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSessionKeyResponse) Reset() {
+	*x = RotateSessionKeyResponse{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSessionKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSessionKeyResponse) ProtoMessage() {}
+
+func (x *RotateSessionKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSessionKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateSessionKeyResponse) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RotateSessionKeyResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type GetRevisionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2240,7 +2321,7 @@ type GetRevisionRequest struct {
 
 func (x *GetRevisionRequest) Reset() {
 	*x = GetRevisionRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[47]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2252,7 +2333,7 @@ func (x *GetRevisionRequest) String() string {
 func (*GetRevisionRequest) ProtoMessage() {}
 
 func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[47]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2265,7 +2346,7 @@ func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionRequest.ProtoReflect.Descriptor instead.
 func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 type GetRevisionResponse struct {
@@ -2277,7 +2358,7 @@ type GetRevisionResponse struct {
 
 func (x *GetRevisionResponse) Reset() {
 	*x = GetRevisionResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[48]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2370,7 @@ func (x *GetRevisionResponse) String() string {
 func (*GetRevisionResponse) ProtoMessage() {}
 
 func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[48]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2383,7 @@ func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionResponse.ProtoReflect.Descriptor instead.
 func (*GetRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetRevisionResponse) GetRevision() int64 {
@@ -2340,7 +2421,7 @@ type DataPlane struct {
 
 func (x *DataPlane) Reset() {
 	*x = DataPlane{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2433,7 @@ func (x *DataPlane) String() string {
 func (*DataPlane) ProtoMessage() {}
 
 func (x *DataPlane) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2446,7 @@ func (x *DataPlane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPlane.ProtoReflect.Descriptor instead.
 func (*DataPlane) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DataPlane) GetNodeId() string {
@@ -2474,7 +2555,7 @@ type UpstreamStatus struct {
 
 func (x *UpstreamStatus) Reset() {
 	*x = UpstreamStatus{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2486,7 +2567,7 @@ func (x *UpstreamStatus) String() string {
 func (*UpstreamStatus) ProtoMessage() {}
 
 func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2499,7 +2580,7 @@ func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamStatus.ProtoReflect.Descriptor instead.
 func (*UpstreamStatus) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UpstreamStatus) GetServer() string {
@@ -2545,7 +2626,7 @@ type ListDataPlanesRequest struct {
 
 func (x *ListDataPlanesRequest) Reset() {
 	*x = ListDataPlanesRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2638,7 @@ func (x *ListDataPlanesRequest) String() string {
 func (*ListDataPlanesRequest) ProtoMessage() {}
 
 func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2651,7 @@ func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesRequest.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 type ListDataPlanesResponse struct {
@@ -2584,7 +2665,7 @@ type ListDataPlanesResponse struct {
 
 func (x *ListDataPlanesResponse) Reset() {
 	*x = ListDataPlanesResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2677,7 @@ func (x *ListDataPlanesResponse) String() string {
 func (*ListDataPlanesResponse) ProtoMessage() {}
 
 func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2690,7 @@ func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesResponse.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListDataPlanesResponse) GetDataPlanes() []*DataPlane {
@@ -2730,7 +2811,10 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\rExportRequest\"`\n" +
 	"\x0eExportResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x122\n" +
-	"\tresources\x18\x02 \x03(\v2\x14.metamcp.v1.ResourceR\tresources\"\x14\n" +
+	"\tresources\x18\x02 \x03(\v2\x14.metamcp.v1.ResourceR\tresources\"\x19\n" +
+	"\x17RotateSessionKeyRequest\"6\n" +
+	"\x18RotateSessionKeyResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\x14\n" +
 	"\x12GetRevisionRequest\"1\n" +
 	"\x13GetRevisionResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x8a\x04\n" +
@@ -2770,7 +2854,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x1aUPSTREAM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPSTREAM_STATE_IDLE\x10\x01\x12\x1a\n" +
 	"\x16UPSTREAM_STATE_HEALTHY\x10\x02\x12\x17\n" +
-	"\x13UPSTREAM_STATE_DOWN\x10\x032\xd9\x14\n" +
+	"\x13UPSTREAM_STATE_DOWN\x10\x032\xb8\x15\n" +
 	"\fAdminService\x12C\n" +
 	"\fCreateServer\x12\x1f.metamcp.v1.CreateServerRequest\x1a\x12.metamcp.v1.Server\x12=\n" +
 	"\tGetServer\x12\x1c.metamcp.v1.GetServerRequest\x1a\x12.metamcp.v1.Server\x12N\n" +
@@ -2805,7 +2889,8 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x05Apply\x12\x18.metamcp.v1.ApplyRequest\x1a\x19.metamcp.v1.ApplyResponse\x12?\n" +
 	"\x06Export\x12\x19.metamcp.v1.ExportRequest\x1a\x1a.metamcp.v1.ExportResponse\x12N\n" +
 	"\vGetRevision\x12\x1e.metamcp.v1.GetRevisionRequest\x1a\x1f.metamcp.v1.GetRevisionResponse\x12W\n" +
-	"\x0eListDataPlanes\x12!.metamcp.v1.ListDataPlanesRequest\x1a\".metamcp.v1.ListDataPlanesResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
+	"\x0eListDataPlanes\x12!.metamcp.v1.ListDataPlanesRequest\x1a\".metamcp.v1.ListDataPlanesResponse\x12]\n" +
+	"\x10RotateSessionKey\x12#.metamcp.v1.RotateSessionKeyRequest\x1a$.metamcp.v1.RotateSessionKeyResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
 
 var (
 	file_metamcp_v1_admin_proto_rawDescOnce sync.Once
@@ -2820,7 +2905,7 @@ func file_metamcp_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_metamcp_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_metamcp_v1_admin_proto_goTypes = []any{
 	(ChangeAction)(0),                     // 0: metamcp.v1.ChangeAction
 	(UpstreamState)(0),                    // 1: metamcp.v1.UpstreamState
@@ -2871,50 +2956,52 @@ var file_metamcp_v1_admin_proto_goTypes = []any{
 	(*ApplyResponse)(nil),                 // 46: metamcp.v1.ApplyResponse
 	(*ExportRequest)(nil),                 // 47: metamcp.v1.ExportRequest
 	(*ExportResponse)(nil),                // 48: metamcp.v1.ExportResponse
-	(*GetRevisionRequest)(nil),            // 49: metamcp.v1.GetRevisionRequest
-	(*GetRevisionResponse)(nil),           // 50: metamcp.v1.GetRevisionResponse
-	(*DataPlane)(nil),                     // 51: metamcp.v1.DataPlane
-	(*UpstreamStatus)(nil),                // 52: metamcp.v1.UpstreamStatus
-	(*ListDataPlanesRequest)(nil),         // 53: metamcp.v1.ListDataPlanesRequest
-	(*ListDataPlanesResponse)(nil),        // 54: metamcp.v1.ListDataPlanesResponse
-	(*Server)(nil),                        // 55: metamcp.v1.Server
-	(*Namespace)(nil),                     // 56: metamcp.v1.Namespace
-	(*Endpoint)(nil),                      // 57: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),               // 58: metamcp.v1.RateLimitPolicy
-	(*ApiKey)(nil),                        // 59: metamcp.v1.ApiKey
-	(*Token)(nil),                         // 60: metamcp.v1.Token
-	(*Resource)(nil),                      // 61: metamcp.v1.Resource
-	(*timestamppb.Timestamp)(nil),         // 62: google.protobuf.Timestamp
+	(*RotateSessionKeyRequest)(nil),       // 49: metamcp.v1.RotateSessionKeyRequest
+	(*RotateSessionKeyResponse)(nil),      // 50: metamcp.v1.RotateSessionKeyResponse
+	(*GetRevisionRequest)(nil),            // 51: metamcp.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),           // 52: metamcp.v1.GetRevisionResponse
+	(*DataPlane)(nil),                     // 53: metamcp.v1.DataPlane
+	(*UpstreamStatus)(nil),                // 54: metamcp.v1.UpstreamStatus
+	(*ListDataPlanesRequest)(nil),         // 55: metamcp.v1.ListDataPlanesRequest
+	(*ListDataPlanesResponse)(nil),        // 56: metamcp.v1.ListDataPlanesResponse
+	(*Server)(nil),                        // 57: metamcp.v1.Server
+	(*Namespace)(nil),                     // 58: metamcp.v1.Namespace
+	(*Endpoint)(nil),                      // 59: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),               // 60: metamcp.v1.RateLimitPolicy
+	(*ApiKey)(nil),                        // 61: metamcp.v1.ApiKey
+	(*Token)(nil),                         // 62: metamcp.v1.Token
+	(*Resource)(nil),                      // 63: metamcp.v1.Resource
+	(*timestamppb.Timestamp)(nil),         // 64: google.protobuf.Timestamp
 }
 var file_metamcp_v1_admin_proto_depIdxs = []int32{
-	55, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
-	55, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
-	55, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
-	56, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	56, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
-	56, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	57, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	57, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
-	57, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	58, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	58, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
-	58, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	59, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	59, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
-	59, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
-	59, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	60, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
-	60, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
-	60, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
-	61, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
+	57, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
+	57, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
+	57, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
+	58, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	58, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
+	58, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	59, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	59, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
+	59, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	60, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	60, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
+	60, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	61, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	61, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
+	61, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
+	61, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	62, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
+	62, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
+	62, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
+	63, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
 	0,  // 20: metamcp.v1.Change.action:type_name -> metamcp.v1.ChangeAction
 	45, // 21: metamcp.v1.ApplyResponse.changes:type_name -> metamcp.v1.Change
-	61, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
-	62, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
-	62, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
-	52, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
+	63, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
+	64, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
+	64, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
+	54, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
 	1,  // 26: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
-	51, // 27: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
+	53, // 27: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
 	2,  // 28: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
 	3,  // 29: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
 	4,  // 30: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
@@ -2946,43 +3033,45 @@ var file_metamcp_v1_admin_proto_depIdxs = []int32{
 	43, // 56: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
 	44, // 57: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
 	47, // 58: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
-	49, // 59: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
-	53, // 60: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
-	55, // 61: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
-	55, // 62: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
-	5,  // 63: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
-	55, // 64: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
-	8,  // 65: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
-	56, // 66: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
-	56, // 67: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
-	12, // 68: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
-	56, // 69: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
-	15, // 70: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
-	57, // 71: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
-	57, // 72: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
-	19, // 73: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
-	57, // 74: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
-	22, // 75: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
-	58, // 76: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	58, // 77: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	26, // 78: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
-	58, // 79: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	29, // 80: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
-	31, // 81: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
-	59, // 82: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
-	34, // 83: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
-	59, // 84: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
-	37, // 85: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
-	59, // 86: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
-	40, // 87: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
-	42, // 88: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
-	60, // 89: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
-	46, // 90: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
-	48, // 91: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
-	50, // 92: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
-	54, // 93: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
-	61, // [61:94] is the sub-list for method output_type
-	28, // [28:61] is the sub-list for method input_type
+	51, // 59: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
+	55, // 60: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
+	49, // 61: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
+	57, // 62: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
+	57, // 63: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
+	5,  // 64: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
+	57, // 65: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
+	8,  // 66: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
+	58, // 67: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
+	58, // 68: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
+	12, // 69: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
+	58, // 70: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
+	15, // 71: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
+	59, // 72: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
+	59, // 73: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
+	19, // 74: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
+	59, // 75: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
+	22, // 76: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
+	60, // 77: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	60, // 78: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	26, // 79: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
+	60, // 80: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	29, // 81: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
+	31, // 82: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
+	61, // 83: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
+	34, // 84: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
+	61, // 85: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
+	37, // 86: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
+	61, // 87: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
+	40, // 88: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
+	42, // 89: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
+	62, // 90: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
+	46, // 91: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
+	48, // 92: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
+	52, // 93: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
+	56, // 94: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
+	50, // 95: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
+	62, // [62:96] is the sub-list for method output_type
+	28, // [28:62] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3000,7 +3089,7 @@ func file_metamcp_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_admin_proto_rawDesc), len(file_metamcp_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

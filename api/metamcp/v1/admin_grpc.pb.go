@@ -52,6 +52,7 @@ const (
 	AdminService_Export_FullMethodName                = "/metamcp.v1.AdminService/Export"
 	AdminService_GetRevision_FullMethodName           = "/metamcp.v1.AdminService/GetRevision"
 	AdminService_ListDataPlanes_FullMethodName        = "/metamcp.v1.AdminService/ListDataPlanes"
+	AdminService_RotateSessionKey_FullMethodName      = "/metamcp.v1.AdminService/RotateSessionKey"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -112,6 +113,10 @@ type AdminServiceClient interface {
 	// ListDataPlanes shows the data planes that have connected, with the revision
 	// each one runs.
 	ListDataPlanes(ctx context.Context, in *ListDataPlanesRequest, opts ...grpc.CallOption) (*ListDataPlanesResponse, error)
+	// RotateSessionKey makes a new session-sealing key current and keeps the
+	// current one as previous: sessions sealed with it still open, those sealed
+	// with the one before are refused from now on. One revision.
+	RotateSessionKey(ctx context.Context, in *RotateSessionKeyRequest, opts ...grpc.CallOption) (*RotateSessionKeyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -452,6 +457,16 @@ func (c *adminServiceClient) ListDataPlanes(ctx context.Context, in *ListDataPla
 	return out, nil
 }
 
+func (c *adminServiceClient) RotateSessionKey(ctx context.Context, in *RotateSessionKeyRequest, opts ...grpc.CallOption) (*RotateSessionKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateSessionKeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateSessionKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -510,6 +525,10 @@ type AdminServiceServer interface {
 	// ListDataPlanes shows the data planes that have connected, with the revision
 	// each one runs.
 	ListDataPlanes(context.Context, *ListDataPlanesRequest) (*ListDataPlanesResponse, error)
+	// RotateSessionKey makes a new session-sealing key current and keeps the
+	// current one as previous: sessions sealed with it still open, those sealed
+	// with the one before are refused from now on. One revision.
+	RotateSessionKey(context.Context, *RotateSessionKeyRequest) (*RotateSessionKeyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -618,6 +637,9 @@ func (UnimplementedAdminServiceServer) GetRevision(context.Context, *GetRevision
 }
 func (UnimplementedAdminServiceServer) ListDataPlanes(context.Context, *ListDataPlanesRequest) (*ListDataPlanesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDataPlanes not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateSessionKey(context.Context, *RotateSessionKeyRequest) (*RotateSessionKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateSessionKey not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1234,6 +1256,24 @@ func _AdminService_ListDataPlanes_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RotateSessionKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateSessionKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateSessionKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateSessionKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateSessionKey(ctx, req.(*RotateSessionKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1372,6 +1412,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListDataPlanes",
 			Handler:    _AdminService_ListDataPlanes_Handler,
+		},
+		{
+			MethodName: "RotateSessionKey",
+			Handler:    _AdminService_RotateSessionKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
