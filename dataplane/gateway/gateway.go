@@ -73,7 +73,8 @@ type Options struct {
 	NodeID string
 	// SessionIdleTTL ends downstream sessions unused for this long (DefaultSessionIdleTTL when 0).
 	SessionIdleTTL time.Duration
-	// Sessions creates and opens session ids (NewMemorySessions when nil).
+	// Sessions creates and opens session ids (when nil: NewSealedSessions
+	// with the snapshot's session keys).
 	Sessions SessionStore
 	// Version is the serverInfo.version the gateway announces.
 	Version string
@@ -129,7 +130,20 @@ func New(opts Options) *Gateway {
 	}
 	if opts.Sessions == nil {
 		opts.Sessions = NewMemorySessions()
+		if opts.Config != nil {
+			cfg := opts.Config
+			keys := func() *metamcpv1.SessionKeys {
+				if cur := cfg.Current(); cur != nil {
+					return cur.Config.GetSessionKeys()
+				}
+				return nil
+			}
+			if s, err := NewSealedSessions(keys); err == nil {
+				opts.Sessions = s
+			}
+		}
 	}
+	opts.Pool = withSessionUpstreams(opts.Pool, opts.Sessions, opts.Config)
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}

@@ -1,29 +1,53 @@
 package gateway
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // SessionInfo is what the gateway keeps about one downstream (client)
-// session: enough to serve any request of it. Issue 5 seals this into the
-// session id itself so that any replica can open it.
+// session: enough to serve any request of it. The session id a client gets
+// is this, sealed (see seal.go), so that any replica can open it.
 type SessionInfo struct {
+	// ID names the session on every replica (16 random bytes, base64url): the
+	// key of its per_client upstream sessions in the pool. Create sets it
+	// when empty.
+	ID        string
 	Endpoint  string
 	Principal string
 	// ProtocolVersion is the negotiated revision ("" until initialize on SSE).
 	ProtocolVersion    string
 	ClientCapabilities json.RawMessage
 	ClientInfo         json.RawMessage
+	// Upstreams are the per_client Streamable HTTP upstream sessions opened
+	// at initialize, which another replica adopts instead of starting anew.
+	Upstreams []UpstreamSession
+	// Created is when the session was initialized (second precision).
+	Created time.Time
+
+	// Local is true on the replica that created the session (its per_client
+	// upstream sessions of every transport live here), false where it was
+	// rehydrated from its id. Not sealed.
+	Local bool
+	// local is this replica's state of the session (nil outside a store).
+	local *localSession
+}
+
+// UpstreamSession is one per_client upstream session a sealed id carries.
+type UpstreamSession struct {
+	Server          string
+	SessionID       string // Mcp-Session-Id
+	ProtocolVersion string // negotiated with the upstream
 }
 
 // SessionStore creates and opens downstream session ids. Implementations are
-// safe for concurrent use.
+// safe for concurrent use. The default one (NewSealedSessions) seals the
+// session into its id; Expired, End and Len are about this replica's state
+// of sessions.
 type SessionStore interface {
 	// Create starts a session and returns its id.
 	Create(info *SessionInfo) (string, error)
@@ -49,111 +73,286 @@ type SessionStore interface {
 	Len() int
 }
 
-// memorySessions is a SessionStore of random 128-bit ids kept in memory.
-type memorySessions struct {
-	mu       sync.RWMutex
-	sessions map[string]*memorySession
+// sealedSessions is the SessionStore of sealed ids. Each replica keeps a
+// small local state per session it served (last use, requests in flight),
+// created when it first sees the id: that is all the idle sweep needs.
+//
+// Ending a session (DELETE, idle sweep) drops the local state and remembers
+// the ID as ended for one idle TTL, so that this replica refuses the id. Other
+// replicas do not learn of it: they would still open the id (until the key
+// that sealed it is rotated out twice). For a DELETE that is harmless: the
+// per_client upstream sessions were ended upstream too, so another replica
+// starts fresh ones. See README "Running several data planes".
+type sealedSessions struct {
+	seal *sealer
+
+	mu sync.RWMutex
+	// byToken maps the ids handed out or seen here to their local state.
+	byToken map[string]*localSession
+	// peak is byToken's high-water mark since it was last rebuilt: Go maps
+	// never shrink, so after a churn the map is rebuilt once mostly empty.
+	peak int
+	// ended holds the IDs ended here (unix nanoseconds of the end), until a
+	// sweep finds them older than its cutoff.
+	ended     map[string]int64
+	endedPeak int
 }
 
-type memorySession struct {
+// localSession is one replica's state of a session.
+type localSession struct {
+	token    string
+	key      *sealKey
 	info     atomic.Pointer[SessionInfo]
 	lastUsed atomic.Int64 // unix nanoseconds
 	busy     atomic.Int32 // requests between Acquire and Release
+
+	mu      sync.Mutex
+	adopted map[string]bool // servers whose carried upstream session was adopted here
 }
 
-// NewMemorySessions returns a SessionStore that keeps sessions in this
-// process, under random 128-bit base64url ids.
+// adoptOnce reports whether the carried upstream session of server has not
+// been adopted here yet, and marks it adopted: once it fails (the upstream
+// forgot it), a fresh one replaces it.
+func (l *localSession) adoptOnce(server string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.adopted[server] {
+		return false
+	}
+	if l.adopted == nil {
+		l.adopted = make(map[string]bool, 1)
+	}
+	l.adopted[server] = true
+	return true
+}
+
+// NewSealedSessions returns a SessionStore whose ids are sealed with the
+// session keys keys returns (the snapshot's; read on every call, so keep it
+// cheap). Without keys it seals with a random key of its own: ids then open
+// only in this process.
+func NewSealedSessions(keys func() *metamcpv1.SessionKeys) (SessionStore, error) {
+	s, err := newSealer(keys)
+	if err != nil {
+		return nil, err
+	}
+	return &sealedSessions{seal: s, byToken: make(map[string]*localSession), ended: make(map[string]int64)}, nil
+}
+
+// NewMemorySessions returns a SessionStore sealed with a random key of this
+// process: ids open here only (tests, a single data plane).
 func NewMemorySessions() SessionStore {
-	return &memorySessions{sessions: make(map[string]*memorySession)}
+	s, err := NewSealedSessions(nil)
+	if err != nil {
+		panic(err) // only when the system has no randomness
+	}
+	return s
 }
 
-func (m *memorySessions) Create(info *SessionInfo) (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("create session id: %w", err)
+func (m *sealedSessions) Create(info *SessionInfo) (string, error) {
+	n := *info
+	if n.ID == "" {
+		id, err := newSessionID()
+		if err != nil {
+			return "", err
+		}
+		n.ID = id
 	}
-	id := base64.RawURLEncoding.EncodeToString(b[:])
-	s := &memorySession{}
-	s.info.Store(info)
-	s.lastUsed.Store(time.Now().UnixNano())
+	if n.Created.IsZero() {
+		n.Created = time.Now()
+	}
+	token, key, err := m.seal.seal(&n)
+	if err != nil {
+		return "", err
+	}
+	l := &localSession{token: token, key: key}
+	n.Local, n.local = true, l
+	l.info.Store(&n)
+	l.lastUsed.Store(time.Now().UnixNano())
 	m.mu.Lock()
-	m.sessions[id] = s
+	m.byToken[token] = l
+	m.peak = max(m.peak, len(m.byToken))
 	m.mu.Unlock()
-	return id, nil
+	return token, nil
 }
 
-func (m *memorySessions) Open(id string) (*SessionInfo, bool) {
+// lookup returns the local state of token, rehydrating it from the id when
+// this replica has none; nil for an id that does not open or was ended here.
+// With busy it counts a request in flight, atomically with the lookup.
+func (m *sealedSessions) lookup(token string, busy bool) *localSession {
+	ks := m.seal.current()
 	m.mu.RLock()
-	s := m.sessions[id]
+	l := m.byToken[token]
+	if l != nil {
+		if !ks.accepts(l.key) {
+			// Sealed with a key rotated out since: refused; the sweep
+			// ends its state once idle.
+			m.mu.RUnlock()
+			return nil
+		}
+		if busy {
+			// Under the read lock: Expired, holding the write lock, sees
+			// either the session busy or not yet acquired.
+			l.busy.Add(1)
+		}
+		l.lastUsed.Store(time.Now().UnixNano())
+		m.mu.RUnlock()
+		return l
+	}
 	m.mu.RUnlock()
-	if s == nil {
-		return nil, false
+	info, key, err := m.seal.open(token)
+	if err != nil {
+		return nil
 	}
-	s.lastUsed.Store(time.Now().UnixNano())
-	return s.info.Load(), true
+	l = &localSession{token: token, key: key}
+	info.local = l
+	l.info.Store(info)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ended := m.ended[info.ID]; ended {
+		return nil
+	}
+	if other := m.byToken[token]; other != nil {
+		l = other // rehydrated meanwhile
+	} else {
+		m.byToken[token] = l
+		m.peak = max(m.peak, len(m.byToken))
+	}
+	if busy {
+		l.busy.Add(1)
+	}
+	l.lastUsed.Store(time.Now().UnixNano())
+	return l
 }
 
-func (m *memorySessions) Acquire(id string) (*SessionInfo, bool) {
-	// Under the read lock: Expired, holding the write lock, sees either the
-	// session busy or not yet acquired.
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	s := m.sessions[id]
-	if s == nil {
+func (m *sealedSessions) Open(id string) (*SessionInfo, bool) {
+	l := m.lookup(id, false)
+	if l == nil {
 		return nil, false
 	}
-	s.busy.Add(1)
-	s.lastUsed.Store(time.Now().UnixNano())
-	return s.info.Load(), true
+	return l.info.Load(), true
 }
 
-func (m *memorySessions) Release(id string) bool {
+func (m *sealedSessions) Acquire(id string) (*SessionInfo, bool) {
+	l := m.lookup(id, true)
+	if l == nil {
+		return nil, false
+	}
+	return l.info.Load(), true
+}
+
+func (m *sealedSessions) Release(id string) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	s := m.sessions[id]
-	if s == nil {
+	l := m.byToken[id]
+	if l == nil {
 		return false
 	}
-	s.lastUsed.Store(time.Now().UnixNano())
-	s.busy.Add(-1)
+	l.lastUsed.Store(time.Now().UnixNano())
+	l.busy.Add(-1)
 	return true
 }
 
-func (m *memorySessions) Update(id string, info *SessionInfo) bool {
+// Update replaces the local info of a session (the sealed id is already
+// out: another replica opens the session as it was created).
+func (m *sealedSessions) Update(id string, info *SessionInfo) bool {
 	m.mu.RLock()
-	s := m.sessions[id]
+	l := m.byToken[id]
 	m.mu.RUnlock()
-	if s == nil {
+	if l == nil {
 		return false
 	}
-	s.info.Store(info)
+	n := *info
+	old := l.info.Load()
+	n.ID, n.Local, n.local = old.ID, old.Local, l
+	l.info.Store(&n)
 	return true
 }
 
-func (m *memorySessions) End(id string) bool {
+func (m *sealedSessions) End(id string) bool {
 	m.mu.Lock()
-	_, ok := m.sessions[id]
-	delete(m.sessions, id)
-	m.mu.Unlock()
-	return ok
+	defer m.mu.Unlock()
+	l := m.byToken[id]
+	if l == nil {
+		// Never seen here (a DELETE on a replica that did not serve the
+		// session): remember it ended all the same.
+		if info, _, err := m.seal.open(id); err == nil {
+			m.ended[info.ID] = time.Now().UnixNano()
+		}
+		return false
+	}
+	delete(m.byToken, id)
+	m.ended[l.info.Load().ID] = time.Now().UnixNano()
+	m.shrinkLocked()
+	return true
 }
 
-func (m *memorySessions) Expired(cutoff time.Time) []string {
+func (m *sealedSessions) Expired(cutoff time.Time) []string {
 	c := cutoff.UnixNano()
+	now := time.Now().UnixNano()
 	var ids []string
 	m.mu.Lock()
-	for id, s := range m.sessions {
-		if s.lastUsed.Load() < c && s.busy.Load() <= 0 {
+	defer m.mu.Unlock()
+	for id, l := range m.byToken {
+		if l.lastUsed.Load() < c && l.busy.Load() <= 0 {
 			ids = append(ids, id)
-			delete(m.sessions, id)
+			delete(m.byToken, id)
+			m.ended[l.info.Load().ID] = now
 		}
 	}
-	m.mu.Unlock()
+	// An ended ID is refused for as long as an idle session lives: after
+	// that, the id opens as a new local state (as on any other replica).
+	retain := max(now-c, 0)
+	for id, at := range m.ended {
+		if now-at > retain {
+			delete(m.ended, id)
+		}
+	}
+	m.shrinkLocked()
 	return ids
 }
 
-func (m *memorySessions) Len() int {
+// shrinkLocked rebuilds the maps once they hold a small part of what they
+// once did, so that the memory of a burst of sessions is given back (Go maps
+// never shrink).
+func (m *sealedSessions) shrinkLocked() {
+	if m.peak >= 1024 && len(m.byToken) < m.peak/4 {
+		n := make(map[string]*localSession, len(m.byToken))
+		for k, v := range m.byToken {
+			n[k] = v
+		}
+		m.byToken, m.peak = n, len(n)
+	}
+	m.endedPeak = max(m.endedPeak, len(m.ended))
+	if m.endedPeak >= 1024 && len(m.ended) < m.endedPeak/4 {
+		n := make(map[string]int64, len(m.ended))
+		for k, v := range m.ended {
+			n[k] = v
+		}
+		m.ended, m.endedPeak = n, len(n)
+	}
+}
+
+func (m *sealedSessions) Len() int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return len(m.sessions)
+	return len(m.byToken)
+}
+
+// clientKey returns the pool key (SessionInfo.ID) of a session id handed
+// out by this store, and its info; ok is false for anything else.
+func (m *sealedSessions) clientKey(token string) (*SessionInfo, bool) {
+	m.mu.RLock()
+	l := m.byToken[token]
+	m.mu.RUnlock()
+	if l != nil {
+		return l.info.Load(), true
+	}
+	if len(token) < 40 {
+		return nil, false // far shorter than any sealed id
+	}
+	info, _, err := m.seal.open(token)
+	if err != nil {
+		return nil, false
+	}
+	return info, true
 }

@@ -12,10 +12,10 @@ import (
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
-// TestMemorySessionsBusy: a session serving a request (Acquire) is not
+// TestSessionsBusy: a session serving a request (Acquire) is not
 // expired however old its last use; Release marks it used and says whether
 // it is still live.
-func TestMemorySessionsBusy(t *testing.T) {
+func TestSessionsBusy(t *testing.T) {
 	m := NewMemorySessions()
 	busy, err := m.Create(&SessionInfo{Endpoint: "e"})
 	if err != nil {

@@ -268,27 +268,37 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 			return
 		}
 	}
+	id, err := newSessionID()
+	if err != nil {
+		g.log.Error("could not create a session", "err", err)
+		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &rpc.Error{Code: codeInternalError, Message: "could not create a session; retry"})
+		return
+	}
 	info := &SessionInfo{
+		ID:                 id,
 		Endpoint:           c.t.name,
 		Principal:          c.principal,
 		ProtocolVersion:    negotiate(p.ProtocolVersion),
 		ClientCapabilities: p.Capabilities,
 		ClientInfo:         p.ClientInfo,
 	}
+	// The session id is sealed once the per_client upstream sessions exist
+	// (initializeResult opens them, keyed by the ID), so that it carries
+	// theirs; until then no request can name the session, and the idle
+	// sweep does not see it.
+	c.clientID = id
+	c.version = info.ProtocolVersion
+	result := g.initializeResult(r.Context(), c, info.ProtocolVersion)
+	info.Upstreams = g.upstreamRefs(id)
 	sid, err := g.sessions.Create(info)
 	if err != nil {
+		if g.opts.Pool != nil {
+			g.opts.Pool.CloseClient(id)
+		}
 		g.log.Error("could not create a session", "err", err)
 		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &rpc.Error{Code: codeInternalError, Message: "could not create a session; retry"})
 		return
 	}
-	// Held until answered: reaching the upstreams may take longer than the
-	// idle TTL (a per_client process waiting for a free slot).
-	if _, ok := g.sessions.Acquire(sid); ok {
-		defer g.release(sid)
-	}
-	c.clientID = sid
-	c.version = info.ProtocolVersion
-	result := g.initializeResult(r.Context(), c, info.ProtocolVersion)
 	w.Header().Set(headerSessionID, sid)
 	g.writeResponse(w, msg.ID, result, nil, false)
 }

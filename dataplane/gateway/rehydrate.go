@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/pkg/snapshot"
+)
+
+// The gateway names a downstream session by its sealed id (sid) everywhere:
+// call.clientID, bus topics, SSE streams. Upstream sessions are keyed by the
+// session's stable ID instead (SessionInfo.ID, inside the sealed id), because
+// the per_client upstream sessions are opened at initialize, before the
+// sealed id that carries their ids exists. sessionUpstreams sits between the
+// gateway and the pool: it turns a sid into that key, and on a replica that
+// did not create the session it adopts the per_client Streamable HTTP
+// upstream sessions the id carries, or refuses per_client servers whose
+// sessions cannot move (stdio processes, SSE streams).
+
+// adopter is what sessionUpstreams needs of the pool beyond Upstreams
+// (*upstream.Pool implements it).
+type adopter interface {
+	Upstreams
+	Adopt(ctx context.Context, server, clientID string, ref upstream.SessionRef) (upstream.Session, error)
+	HasClient(server, clientID string) bool
+	ClientSessions(clientID string) map[string]upstream.SessionRef
+}
+
+// errCannotMove is the cause of a request for a per_client upstream whose
+// session lives on another replica and cannot move.
+var errCannotMove = errors.New("cannot move")
+
+type sessionUpstreams struct {
+	inner  adopter
+	store  *sealedSessions
+	config interface{ Current() *snapshot.Compiled }
+}
+
+// key returns the pool key of a clientID: the session's ID for a sealed id
+// of this store, else clientID itself (IDs during initialize, stateless keys).
+func (u *sessionUpstreams) key(clientID string) (string, *SessionInfo) {
+	if clientID == "" {
+		return "", nil
+	}
+	info, ok := u.store.clientKey(clientID)
+	if !ok {
+		return clientID, nil
+	}
+	return info.ID, info
+}
+
+// Session implements Upstreams.
+func (u *sessionUpstreams) Session(ctx context.Context, server, clientID string) (upstream.Session, error) {
+	key, info := u.key(clientID)
+	if info == nil || info.Local {
+		return u.inner.Session(ctx, server, key)
+	}
+	var cfg *metamcpv1.Server
+	if u.config != nil {
+		if cur := u.config.Current(); cur != nil {
+			cfg = cur.Servers[server]
+		}
+	}
+	if cfg.GetSessionMode() != metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT || u.inner.HasClient(server, key) {
+		return u.inner.Session(ctx, server, key)
+	}
+	if cfg.GetStreamableHttp() == nil {
+		kind := "process"
+		if cfg.GetSse() != nil {
+			kind = "SSE stream"
+		}
+		return nil, &upstream.Error{Server: server, Err: fmt.Errorf("%w: this session was started on another data plane, and upstream %q keeps a per_client session there (a %s) that cannot move to this one: initialize a new session", errCannotMove, server, kind)}
+	}
+	for _, ref := range info.Upstreams {
+		if ref.Server == server {
+			return u.inner.Adopt(ctx, server, key, upstream.SessionRef{SessionID: ref.SessionID, ProtocolVersion: ref.ProtocolVersion})
+		}
+	}
+	// Nothing carried (the upstream keeps no session id, or was added
+	// later): a fresh session.
+	return u.inner.Session(ctx, server, key)
+}
+
+// CloseClient implements Upstreams.
+func (u *sessionUpstreams) CloseClient(clientID string) {
+	key, _ := u.key(clientID)
+	u.inner.CloseClient(key)
+}
+
+// upstreamRefs returns the per_client Streamable HTTP upstream sessions
+// opened for key, for the sealed id.
+func (u *sessionUpstreams) upstreamRefs(key string) []UpstreamSession {
+	refs := u.inner.ClientSessions(key)
+	if len(refs) == 0 {
+		return nil
+	}
+	out := make([]UpstreamSession, 0, len(refs))
+	for server, r := range refs {
+		out = append(out, UpstreamSession{Server: server, SessionID: r.SessionID, ProtocolVersion: r.ProtocolVersion})
+	}
+	return out
+}
+
+// withSessionUpstreams puts sessionUpstreams in front of pool when sessions
+// are sealed and the pool can adopt.
+func withSessionUpstreams(pool Upstreams, sessions SessionStore, config interface{ Current() *snapshot.Compiled }) Upstreams {
+	ss, ok := sessions.(*sealedSessions)
+	if !ok || pool == nil {
+		return pool
+	}
+	a, ok := pool.(adopter)
+	if !ok {
+		return pool
+	}
+	return &sessionUpstreams{inner: a, store: ss, config: config}
+}
+
+// upstreamRefs returns the per_client Streamable HTTP upstream sessions opened
+// for the session ID id, for its sealed id.
+func (g *Gateway) upstreamRefs(id string) []UpstreamSession {
+	if u, ok := g.opts.Pool.(*sessionUpstreams); ok {
+		return u.upstreamRefs(id)
+	}
+	return nil
+}

@@ -1,0 +1,169 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+)
+
+// Sessions that move between data planes: a downstream session started on one
+// data plane may continue on another (its sealed id carries what is needed).
+// A per_client Streamable HTTP upstream session is just its Mcp-Session-Id, so
+// the other data plane adopts it: a session object with that id and no new
+// initialize. Stdio processes and SSE streams cannot move.
+
+// ErrSessionExpired is the cause of a call on a Streamable HTTP session the
+// upstream no longer knows (HTTP 404).
+var ErrSessionExpired = errSessionExpired
+
+// SessionRef names a Streamable HTTP upstream session: enough for another
+// data plane to adopt it.
+type SessionRef struct {
+	SessionID       string // Mcp-Session-Id
+	ProtocolVersion string // negotiated at initialize
+}
+
+// ClientSessions returns the per_client Streamable HTTP sessions of clientID
+// that have an upstream session id, by server name (nil when none).
+func (p *Pool) ClientSessions(clientID string) map[string]SessionRef {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out map[string]SessionRef
+	for name, st := range p.servers {
+		e := st.perClient[clientID]
+		if e == nil || st.cfg.GetStreamableHttp() == nil {
+			continue
+		}
+		select {
+		case <-e.ready:
+		default:
+			continue
+		}
+		if e.sess == nil || e.sess.dead() {
+			continue
+		}
+		t, ok := e.sess.t.(*httpTransport)
+		if !ok {
+			continue
+		}
+		t.mu.Lock()
+		var ref SessionRef
+		if t.sessionID != nil {
+			ref.SessionID = t.sessionID[0]
+		}
+		t.mu.Unlock()
+		if ref.SessionID == "" {
+			continue // a stateless upstream: nothing to carry
+		}
+		if e.sess.info != nil {
+			ref.ProtocolVersion = e.sess.info.ProtocolVersion
+		}
+		if out == nil {
+			out = make(map[string]SessionRef)
+		}
+		out[name] = ref
+	}
+	return out
+}
+
+// HasClient reports whether server has a per_client session (connecting or
+// live) for clientID on this data plane.
+func (p *Pool) HasClient(server, clientID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.servers[server]
+	return st != nil && st.perClient[clientID] != nil
+}
+
+// Adopt returns the per_client session of clientID with a Streamable HTTP
+// server, taking over the upstream session ref (opened by another data plane)
+// when this data plane has none for clientID yet: no initialize, and the
+// server's Info borrowed from another session of it (the protocol version is
+// ref's). Should the upstream no longer know ref (404), the call is retried
+// once on a fresh session. For anything else (another transport, no ref, a
+// session already here, all slots taken) it is Session.
+func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRef) (Session, error) {
+	p.mu.Lock()
+	st := p.servers[server]
+	if p.closed || st == nil || clientID == "" || ref.SessionID == "" || !perClient(st.cfg) ||
+		st.cfg.GetStreamableHttp() == nil || st.client == nil || st.perClient[clientID] != nil ||
+		st.live >= p.maxSlots(st) {
+		p.mu.Unlock()
+		return p.Session(ctx, server, clientID)
+	}
+	log := st.log.With("client", clientID)
+	s := newSession(st.name, clientID, st.cfg, &p.opts, log)
+	t := newHTTPTransport(st.cfg, st.client, log, s.onMessage)
+	t.sessionID = []string{ref.SessionID}
+	if ref.ProtocolVersion != "" {
+		t.version = []string{ref.ProtocolVersion}
+	}
+	s.t = t
+	s.info = p.borrowInfoLocked(st, ref.ProtocolVersion)
+	e := &entry{clientID: clientID, ready: make(chan struct{}), sess: s}
+	close(e.ready)
+	st.perClient[clientID] = e
+	st.live++
+	p.sessions[s] = struct{}{}
+	p.wg.Add(1)
+	go p.watch(st, e, s)
+	p.mu.Unlock()
+	t.listen()
+	log.Debug("adopted an upstream session opened by another data plane")
+	return &adoptedSession{Session: s, p: p, st: st, e: e}, nil
+}
+
+// borrowInfoLocked returns the Info of another live session of st, or one
+// with only the protocol version.
+func (p *Pool) borrowInfoLocked(st *serverState, version string) *Info {
+	var from *Info
+	if e := st.shared; e != nil && e.sess != nil {
+		from = e.sess.info
+	}
+	for _, e := range st.perClient {
+		if from != nil {
+			break
+		}
+		if e.sess != nil {
+			from = e.sess.info
+		}
+	}
+	info := &Info{ProtocolVersion: version}
+	if from != nil {
+		info.Capabilities, info.ServerInfo, info.Instructions = from.Capabilities, from.ServerInfo, from.Instructions
+		if version == "" {
+			info.ProtocolVersion = from.ProtocolVersion
+		}
+	}
+	return info
+}
+
+// adoptedSession is an adopted session whose first failure with 404 (the
+// upstream ended the session meanwhile) is retried on a fresh one.
+type adoptedSession struct {
+	Session
+	p  *Pool
+	st *serverState
+	e  *entry
+}
+
+// Call implements Session.
+func (a *adoptedSession) Call(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	res, err := a.Session.Call(ctx, method, params)
+	if !errors.Is(err, errSessionExpired) {
+		return res, err
+	}
+	// The upstream never saw this request (it refused the session): send
+	// it again on a fresh session. Unmapping the entry first also keeps the
+	// 404 from counting as a failure of the server (see watch).
+	a.p.mu.Lock()
+	if a.st.perClient[a.e.clientID] == a.e {
+		delete(a.st.perClient, a.e.clientID)
+	}
+	a.p.mu.Unlock()
+	s, err := a.p.Session(ctx, a.st.name, a.e.clientID)
+	if err != nil {
+		return nil, err
+	}
+	return s.Call(ctx, method, params)
+}
