@@ -2,7 +2,8 @@
 # ensure-services.sh makes sure what `make test` needs is there and running:
 # Postgres on 127.0.0.1:5432 (user postgres, trust auth) with a database
 # `test`, Redis on 127.0.0.1:6379, docker-compose (the compose file test runs
-# `docker-compose config`) and node/npm (used by later test suites).
+# `docker-compose config`), node/npm (used by later test suites) and nginx
+# (installed only: test/e2e starts its own nginx processes).
 #
 # Idempotent: what is already up is left alone. Installs with apt-get only
 # what is missing; when apt-get is unavailable but the service already runs,
@@ -129,8 +130,37 @@ ensure_command() {
 	command -v "$cmd" >/dev/null 2>&1 || die "$cmd is still missing after installing $*"
 }
 
+# --- nginx ------------------------------------------------------------------
+
+# ensure_nginx installs Debian's nginx (nginx-light where the release still
+# has it) without starting the system service: test/e2e runs its own nginx
+# with its own config, prefix and port.
+ensure_nginx() {
+	if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+		log "nginx is installed"
+		return
+	fi
+	# policy-rc.d answering 101 keeps the package's postinst from starting
+	# the service; only one this script wrote is removed again.
+	local policy=/usr/sbin/policy-rc.d wrote=false
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# Written by scripts/ensure-services.sh while installing nginx.\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+		$SUDO chmod 755 "$policy"
+		wrote=true
+	fi
+	local ok=true
+	apt_install nginx-light || apt_install nginx || ok=false
+	if $wrote; then
+		$SUDO rm -f "$policy"
+	fi
+	$ok || die "nginx is missing and cannot be installed (Debian packages nginx-light or nginx)"
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || die "nginx is still missing after installing it"
+	log "nginx is installed"
+}
+
 ensure_postgres
 ensure_redis
+ensure_nginx
 ensure_command docker-compose docker-compose
 ensure_command node nodejs
 ensure_command npm npm
