@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -94,8 +95,17 @@ type sealedSessions struct {
 	peak int
 	// ended holds the IDs ended here (unix nanoseconds of the end), until a
 	// sweep finds them older than its cutoff.
-	ended     map[string]int64
+	ended     map[endedKey]int64
 	endedPeak int
+}
+
+// endedKey is a session ID in its 16 bytes: the ended set is kept compact.
+type endedKey [sessionIDLen]byte
+
+func keyOf(id string) endedKey {
+	var k endedKey
+	_, _ = base64.RawURLEncoding.Decode(k[:], []byte(id))
+	return k
 }
 
 // localSession is one replica's state of a session.
@@ -135,7 +145,7 @@ func NewSealedSessions(keys func() *metamcpv1.SessionKeys) (SessionStore, error)
 	if err != nil {
 		return nil, err
 	}
-	return &sealedSessions{seal: s, byToken: make(map[string]*localSession), ended: make(map[string]int64)}, nil
+	return &sealedSessions{seal: s, byToken: make(map[string]*localSession), ended: make(map[endedKey]int64)}, nil
 }
 
 // NewMemorySessions returns a SessionStore sealed with a random key of this
@@ -208,7 +218,7 @@ func (m *sealedSessions) lookup(token string, busy bool) *localSession {
 	l.info.Store(info)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ended := m.ended[info.ID]; ended {
+	if _, ended := m.ended[keyOf(info.ID)]; ended {
 		return nil
 	}
 	if other := m.byToken[token]; other != nil {
@@ -276,12 +286,12 @@ func (m *sealedSessions) End(id string) bool {
 		// Never seen here (a DELETE on a replica that did not serve the
 		// session): remember it ended all the same.
 		if info, _, err := m.seal.open(id); err == nil {
-			m.ended[info.ID] = time.Now().UnixNano()
+			m.ended[keyOf(info.ID)] = time.Now().UnixNano()
 		}
 		return false
 	}
 	delete(m.byToken, id)
-	m.ended[l.info.Load().ID] = time.Now().UnixNano()
+	m.ended[keyOf(l.info.Load().ID)] = time.Now().UnixNano()
 	m.shrinkLocked()
 	return true
 }
@@ -296,7 +306,7 @@ func (m *sealedSessions) Expired(cutoff time.Time) []string {
 		if l.lastUsed.Load() < c && l.busy.Load() <= 0 {
 			ids = append(ids, id)
 			delete(m.byToken, id)
-			m.ended[l.info.Load().ID] = now
+			m.ended[keyOf(l.info.Load().ID)] = now
 		}
 	}
 	// An ended ID is refused for as long as an idle session lives: after
@@ -324,7 +334,7 @@ func (m *sealedSessions) shrinkLocked() {
 	}
 	m.endedPeak = max(m.endedPeak, len(m.ended))
 	if m.endedPeak >= 1024 && len(m.ended) < m.endedPeak/4 {
-		n := make(map[string]int64, len(m.ended))
+		n := make(map[endedKey]int64, len(m.ended))
 		for k, v := range m.ended {
 			n[k] = v
 		}
