@@ -55,7 +55,7 @@ func (u *sessionUpstreams) key(clientID string) (string, *SessionInfo) {
 // Session implements Upstreams.
 func (u *sessionUpstreams) Session(ctx context.Context, server, clientID string) (upstream.Session, error) {
 	key, info := u.key(clientID)
-	if info == nil || info.Local {
+	if info == nil {
 		return u.inner.Session(ctx, server, key)
 	}
 	var cfg *metamcpv1.Server
@@ -64,24 +64,30 @@ func (u *sessionUpstreams) Session(ctx context.Context, server, clientID string)
 			cfg = cur.Servers[server]
 		}
 	}
-	if cfg.GetSessionMode() != metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT || u.inner.HasClient(server, key) {
+	if cfg.GetSessionMode() != metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT {
 		return u.inner.Session(ctx, server, key)
 	}
-	if cfg.GetStreamableHttp() == nil {
-		kind := "process"
-		if cfg.GetSse() != nil {
-			kind = "SSE stream"
+	if cfg.GetStreamableHttp() != nil {
+		// On every replica, the creating one included: Adopt uses the
+		// session there is, else takes over the carried one, and retries a
+		// call the upstream refuses with 404 on a fresh session.
+		for _, ref := range info.Upstreams {
+			if ref.Server == server {
+				return u.inner.Adopt(ctx, server, key, upstream.SessionRef{SessionID: ref.SessionID, ProtocolVersion: ref.ProtocolVersion})
+			}
 		}
-		return nil, &upstream.Error{Server: server, Err: fmt.Errorf("%w: this session was started on another data plane, and upstream %q keeps a per_client session there (a %s) that cannot move to this one: initialize a new session", errCannotMove, server, kind)}
+		// Nothing carried (the upstream keeps no session id, or joined the
+		// endpoint later): a fresh session where there is none.
+		return u.inner.Session(ctx, server, key)
 	}
-	for _, ref := range info.Upstreams {
-		if ref.Server == server {
-			return u.inner.Adopt(ctx, server, key, upstream.SessionRef{SessionID: ref.SessionID, ProtocolVersion: ref.ProtocolVersion})
-		}
+	if info.Local || u.inner.HasClient(server, key) {
+		return u.inner.Session(ctx, server, key)
 	}
-	// Nothing carried (the upstream keeps no session id, or was added
-	// later): a fresh session.
-	return u.inner.Session(ctx, server, key)
+	kind := "process"
+	if cfg.GetSse() != nil {
+		kind = "SSE stream"
+	}
+	return nil, &upstream.Error{Server: server, Err: fmt.Errorf("%w: this session was started on another data plane, and upstream %q keeps a per_client session there (a %s) that cannot move to this one: initialize a new session", errCannotMove, server, kind)}
 }
 
 // CloseClient implements Upstreams.

@@ -278,8 +278,8 @@ func TestSessionsMoveBetweenReplicas(t *testing.T) {
 	}
 	bin := fixture.Build(t)
 	web := fixtureServer("web", nil)
-	mcp.AddTool(web, &mcp.Tool{Name: "sid", Description: "Returns the upstream session id"}, func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: req.Session.ID()}}}, nil, nil
+	mcp.AddTool(web, &mcp.Tool{Name: "sid", Description: "Returns the upstream session id"}, func(_ context.Context, req *mcp.CallToolRequest, _ echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "session " + req.Session.ID()}}}, nil, nil
 	})
 	webSrv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return web }, nil))
 	t.Cleanup(webSrv.Close)
@@ -344,7 +344,7 @@ func TestSessionsMoveBetweenReplicas(t *testing.T) {
 	sid := initialize(r1, "main")
 	_, b1 := call(r1, "main", sid, "web__sid")
 	_, b2 := call(r2, "main", sid, "web__sid")
-	if text(b1) == "" || text(b1) != text(b2) {
+	if !strings.HasPrefix(text(b1), "session ") || text(b1) != text(b2) {
 		t.Fatalf("web__sid on the creating replica %q, on the other %q: want the same upstream session", b1, b2)
 	}
 	for i := range 6 {
@@ -378,8 +378,23 @@ func TestSessionsMoveBetweenReplicas(t *testing.T) {
 	if status, body := call(r2, "pinned", pinned, "local__echo"); status != 200 || !strings.Contains(body, "initialize a new session") || !strings.Contains(body, `"error"`) {
 		t.Errorf("local__echo on another replica: %d %s, want a JSON-RPC error telling to initialize a new session", status, body)
 	}
-	if status, body := call(r2, "pinned", pinned, "web__sid"); status != 200 || text(body) == "" {
+	if status, body := call(r2, "pinned", pinned, "web__sid"); status != 200 || !strings.HasPrefix(text(body), "session ") {
 		t.Errorf("web__sid of the pinned session on another replica: %d %s", status, body)
+	}
+
+	// The upstream ends its sessions (a restart): each replica's next call
+	// through the session is retried on a fresh upstream session, as is
+	// the first call on a replica that adopts the dead one.
+	before := text(b1)
+	for ss := range web.Sessions() {
+		_ = ss.Close()
+	}
+	r3 := replica()
+	for i, h := range []*harness{r1, r2, r3} {
+		status, body := call(h, "main", sid, "web__sid")
+		if got := text(body); status != 200 || !strings.HasPrefix(got, "session ") || got == before {
+			t.Errorf("replica %d after the upstream ended its sessions: %d %s, want a fresh upstream session", i+1, status, body)
+		}
 	}
 
 	// Rotation: one rotation keeps the session, the next retires it.

@@ -76,18 +76,36 @@ func (p *Pool) HasClient(server, clientID string) bool {
 }
 
 // Adopt returns the per_client session of clientID with a Streamable HTTP
-// server, taking over the upstream session ref (opened by another data plane)
-// when this data plane has none for clientID yet: no initialize, and the
-// server's Info borrowed from another session of it (the protocol version is
-// ref's). Should the upstream no longer know ref (404), the call is retried
-// once on a fresh session. For anything else (another transport, no ref, a
-// session already here, all slots taken) it is Session.
+// server, taking over the upstream session ref (opened by another data plane,
+// or by this one before it was reaped) when this data plane has none for
+// clientID: no initialize, and the server's Info borrowed from another
+// session of it (the protocol version is ref's). Should the upstream refuse
+// the session (404: it ended it), a call through the returned session is
+// retried once on a fresh one. For anything else (another transport, no
+// ref, all slots taken) it is Session.
 func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRef) (Session, error) {
 	p.mu.Lock()
 	st := p.servers[server]
 	if p.closed || st == nil || clientID == "" || ref.SessionID == "" || !perClient(st.cfg) ||
-		st.cfg.GetStreamableHttp() == nil || st.client == nil || st.perClient[clientID] != nil ||
-		st.live >= p.maxSlots(st) {
+		st.cfg.GetStreamableHttp() == nil || st.client == nil {
+		p.mu.Unlock()
+		return p.Session(ctx, server, clientID)
+	}
+	if e := st.perClient[clientID]; e != nil {
+		// A session of clientID is here already (adopted, or opened here).
+		select {
+		case <-e.ready:
+			if e.err == nil && e.sess != nil && !e.sess.dead() {
+				e.sess.touch()
+				p.mu.Unlock()
+				return &adoptedSession{Session: e.sess, p: p, st: st, e: e}, nil
+			}
+		default:
+		}
+		p.mu.Unlock()
+		return p.Session(ctx, server, clientID)
+	}
+	if st.live >= p.maxSlots(st) {
 		p.mu.Unlock()
 		return p.Session(ctx, server, clientID)
 	}
