@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -131,4 +133,40 @@ func (g *Gateway) upstreamRefs(id string) []UpstreamSession {
 		return u.upstreamRefs(id)
 	}
 	return nil
+}
+
+// SetEvents installs the pool's Events (see Gateway.New): the pool names a
+// per_client upstream session's client by the session's ID, the gateway by
+// its sid.
+func (u *sessionUpstreams) SetEvents(e upstream.Events) {
+	if p, ok := u.inner.(interface{ SetEvents(upstream.Events) }); ok {
+		p.SetEvents(sessionEvents{e: e, store: u.store})
+	}
+}
+
+// Live returns the live session with server for a downstream session (sid)
+// without connecting, when the pool can tell.
+func (u *sessionUpstreams) Live(server, clientID string) (upstream.Session, bool) {
+	p, ok := u.inner.(interface {
+		Live(server, clientID string) (upstream.Session, bool)
+	})
+	if !ok {
+		return nil, false
+	}
+	key, _ := u.key(clientID)
+	return p.Live(server, key)
+}
+
+// sessionEvents turns the session IDs the pool reports into sids.
+type sessionEvents struct {
+	e     upstream.Events
+	store *sealedSessions
+}
+
+func (s sessionEvents) Notification(server, clientID string, msg *rpc.Message) {
+	s.e.Notification(server, s.store.sidOf(clientID), msg)
+}
+
+func (s sessionEvents) Request(ctx context.Context, server, clientID string, msg *rpc.Message) (json.RawMessage, error) {
+	return s.e.Request(ctx, server, s.store.sidOf(clientID), msg)
 }

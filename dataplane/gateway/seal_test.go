@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
@@ -418,4 +420,62 @@ func heapInUse() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// recordEvents records the client ids upstream events name.
+type recordEvents struct{ got []string }
+
+func (r *recordEvents) Notification(_, clientID string, _ *rpc.Message) {
+	r.got = append(r.got, clientID)
+}
+
+func (r *recordEvents) Request(_ context.Context, _, clientID string, _ *rpc.Message) (json.RawMessage, error) {
+	r.got = append(r.got, clientID)
+	return nil, nil
+}
+
+// eventsPool is an adopter that keeps the Events installed on it.
+type eventsPool struct {
+	adopter
+	ev upstream.Events
+}
+
+func (p *eventsPool) SetEvents(e upstream.Events) { p.ev = e }
+
+// TestSessionEventsNameTheSid: the pool names a per_client upstream
+// session's client by the session's ID; the gateway's Events get the sid,
+// on the replica that created the session and on one that rehydrated it.
+func TestSessionEventsNameTheSid(t *testing.T) {
+	keys := &keyHolder{}
+	keys.set(1, 0)
+	a, b := newTestStore(t, keys), newTestStore(t, keys)
+	sid, err := a.Create(sampleInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := a.Open(sid)
+	pool := &eventsPool{}
+	u := &sessionUpstreams{inner: pool, store: a}
+	rec := &recordEvents{}
+	u.SetEvents(rec)
+	if pool.ev == nil {
+		t.Fatal("SetEvents did not reach the pool")
+	}
+	pool.ev.Notification("web", info.ID, &rpc.Message{Method: "notifications/message"})
+	_, _ = pool.ev.Request(t.Context(), "web", info.ID, &rpc.Message{ID: []byte("1"), Method: "roots/list"})
+	pool.ev.Notification("web", "", &rpc.Message{Method: "notifications/message"})
+	pool.ev.Notification("web", "stateless/main/alice", &rpc.Message{Method: "notifications/message"})
+	if want := []string{sid, sid, "", "stateless/main/alice"}; !slices.Equal(rec.got, want) {
+		t.Errorf("events named %q, want %q", rec.got, want)
+	}
+	if _, ok := b.Open(sid); !ok {
+		t.Fatal("rehydrate")
+	}
+	if got := b.sidOf(info.ID); got != sid {
+		t.Errorf("on the rehydrating replica the ID maps to %q, want the sid", got)
+	}
+	a.End(sid)
+	if got := a.sidOf(info.ID); got != info.ID {
+		t.Errorf("an ended session's ID maps to %q, want itself", got)
+	}
 }

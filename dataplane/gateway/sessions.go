@@ -88,8 +88,10 @@ type sealedSessions struct {
 	seal *sealer
 
 	mu sync.RWMutex
-	// byToken maps the ids handed out or seen here to their local state.
+	// byToken maps the ids handed out or seen here to their local state;
+	// byID the same states by SessionInfo.ID (the pool's key for them).
 	byToken map[string]*localSession
+	byID    map[endedKey]*localSession
 	// peak is byToken's high-water mark since it was last rebuilt: Go maps
 	// never shrink, so after a churn the map is rebuilt once mostly empty.
 	peak int
@@ -145,7 +147,7 @@ func NewSealedSessions(keys func() *metamcpv1.SessionKeys) (SessionStore, error)
 	if err != nil {
 		return nil, err
 	}
-	return &sealedSessions{seal: s, byToken: make(map[string]*localSession), ended: make(map[endedKey]int64)}, nil
+	return &sealedSessions{seal: s, byToken: make(map[string]*localSession), byID: make(map[endedKey]*localSession), ended: make(map[endedKey]int64)}, nil
 }
 
 // NewMemorySessions returns a SessionStore sealed with a random key of this
@@ -180,6 +182,7 @@ func (m *sealedSessions) Create(info *SessionInfo) (string, error) {
 	l.lastUsed.Store(time.Now().UnixNano())
 	m.mu.Lock()
 	m.byToken[token] = l
+	m.byID[keyOf(n.ID)] = l
 	m.peak = max(m.peak, len(m.byToken))
 	m.mu.Unlock()
 	return token, nil
@@ -225,6 +228,7 @@ func (m *sealedSessions) lookup(token string, busy bool) *localSession {
 		l = other // rehydrated meanwhile
 	} else {
 		m.byToken[token] = l
+		m.byID[keyOf(info.ID)] = l
 		m.peak = max(m.peak, len(m.byToken))
 	}
 	if busy {
@@ -291,7 +295,11 @@ func (m *sealedSessions) End(id string) bool {
 		return false
 	}
 	delete(m.byToken, id)
-	m.ended[keyOf(l.info.Load().ID)] = time.Now().UnixNano()
+	k := keyOf(l.info.Load().ID)
+	if m.byID[k] == l {
+		delete(m.byID, k)
+	}
+	m.ended[k] = time.Now().UnixNano()
 	m.shrinkLocked()
 	return true
 }
@@ -306,7 +314,11 @@ func (m *sealedSessions) Expired(cutoff time.Time) []string {
 		if l.lastUsed.Load() < c && l.busy.Load() <= 0 {
 			ids = append(ids, id)
 			delete(m.byToken, id)
-			m.ended[keyOf(l.info.Load().ID)] = now
+			k := keyOf(l.info.Load().ID)
+			if m.byID[k] == l {
+				delete(m.byID, k)
+			}
+			m.ended[k] = now
 		}
 	}
 	// An ended ID is refused for as long as an idle session lives: after
@@ -330,7 +342,11 @@ func (m *sealedSessions) shrinkLocked() {
 		for k, v := range m.byToken {
 			n[k] = v
 		}
-		m.byToken, m.peak = n, len(n)
+		ids := make(map[endedKey]*localSession, len(m.byID))
+		for k, v := range m.byID {
+			ids[k] = v
+		}
+		m.byToken, m.byID, m.peak = n, ids, len(n)
 	}
 	m.endedPeak = max(m.endedPeak, len(m.ended))
 	if m.endedPeak >= 1024 && len(m.ended) < m.endedPeak/4 {
@@ -365,4 +381,19 @@ func (m *sealedSessions) clientKey(token string) (*SessionInfo, bool) {
 		return nil, false
 	}
 	return info, true
+}
+
+// sidOf returns the session id (as handed out or seen here) of the session
+// whose ID is id, or id itself when there is none here.
+func (m *sealedSessions) sidOf(id string) string {
+	if len(id) != 22 {
+		return id // not an ID (a stateless stand-in, a sid)
+	}
+	m.mu.RLock()
+	l := m.byID[keyOf(id)]
+	m.mu.RUnlock()
+	if l == nil {
+		return id
+	}
+	return l.token
 }

@@ -39,8 +39,11 @@ func TestTwoDataPlanesBehindNginx(t *testing.T) {
 	mineURL := fixture.Start(t, fx, "http", "mine")
 
 	cp := startControlPlane(t)
-	dpA := startDataPlane(t, cp, "dp-a")
-	dpB := startDataPlane(t, cp, "dp-b")
+	// The replicas share a session bus on Redis, as in production; without
+	// Redis they warn and go on (the calls here need no bus).
+	bus := []string{"--redis-url", "redis://127.0.0.1:6379/0", "--redis-prefix", "e2e-nginx-" + randomHex(t, 4) + ":"}
+	dpA := startDataPlane(t, cp, "dp-a", bus...)
+	dpB := startDataPlane(t, cp, "dp-b", bus...)
 	cp.ok(t, "create", "server", "web", "--url", sharedURL)
 	cp.ok(t, "create", "server", "mine", "--url", mineURL, "--session-mode", "per_client")
 	cp.ok(t, "create", "namespace", "lb", "--server", "web", "--server", "mine")
