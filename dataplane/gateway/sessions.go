@@ -34,8 +34,6 @@ type SessionInfo struct {
 	// upstream sessions of every transport live here), false where it was
 	// rehydrated from its id. Not sealed.
 	Local bool
-	// local is this replica's state of the session (nil outside a store).
-	local *localSession
 }
 
 // UpstreamSession is one per_client upstream session a sealed id carries.
@@ -117,25 +115,6 @@ type localSession struct {
 	info     atomic.Pointer[SessionInfo]
 	lastUsed atomic.Int64 // unix nanoseconds
 	busy     atomic.Int32 // requests between Acquire and Release
-
-	mu      sync.Mutex
-	adopted map[string]bool // servers whose carried upstream session was adopted here
-}
-
-// adoptOnce reports whether the carried upstream session of server has not
-// been adopted here yet, and marks it adopted: once it fails (the upstream
-// forgot it), a fresh one replaces it.
-func (l *localSession) adoptOnce(server string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.adopted[server] {
-		return false
-	}
-	if l.adopted == nil {
-		l.adopted = make(map[string]bool, 1)
-	}
-	l.adopted[server] = true
-	return true
 }
 
 // NewSealedSessions returns a SessionStore whose ids are sealed with the
@@ -177,7 +156,7 @@ func (m *sealedSessions) Create(info *SessionInfo) (string, error) {
 		return "", err
 	}
 	l := &localSession{token: token, key: key}
-	n.Local, n.local = true, l
+	n.Local = true
 	l.info.Store(&n)
 	l.lastUsed.Store(time.Now().UnixNano())
 	m.mu.Lock()
@@ -217,7 +196,6 @@ func (m *sealedSessions) lookup(token string, busy bool) *localSession {
 		return nil
 	}
 	l = &localSession{token: token, key: key}
-	info.local = l
 	l.info.Store(info)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -277,7 +255,7 @@ func (m *sealedSessions) Update(id string, info *SessionInfo) bool {
 	}
 	n := *info
 	old := l.info.Load()
-	n.ID, n.Local, n.local = old.ID, old.Local, l
+	n.ID, n.Local = old.ID, old.Local
 	l.info.Store(&n)
 	return true
 }
