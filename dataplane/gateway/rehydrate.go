@@ -17,10 +17,12 @@ import (
 // session's stable ID instead (SessionInfo.ID, inside the sealed id), because
 // the per_client upstream sessions are opened at initialize, before the
 // sealed id that carries their ids exists. sessionUpstreams sits between the
-// gateway and the pool: it turns a sid into that key, and on a replica that
-// did not create the session it adopts the per_client Streamable HTTP
-// upstream sessions the id carries, or refuses per_client servers whose
-// sessions cannot move (stdio processes, SSE streams).
+// gateway and the pool: it turns a sid into that key (and the key back into
+// the sid for what the pool reports to the gateway's Events), adopts the
+// per_client Streamable HTTP upstream sessions the id carries where the
+// replica has none, and on a replica that did not create the session refuses
+// per_client servers whose sessions cannot move (stdio processes, SSE
+// streams).
 
 // adopter is what sessionUpstreams needs of the pool beyond Upstreams
 // (*upstream.Pool implements it).

@@ -31,7 +31,9 @@ const nginxCalls = 200
 // Streamable HTTP upstream; nginx's access log shows the calls spread over
 // both data planes. Halfway, one data plane is killed (SIGKILL): the client
 // goes on with the same session on the other, with no failure and no new
-// initialize. A session id altered by one byte is refused.
+// initialize. A session id altered by one byte is refused; after one
+// `mmctl rotate session-key` the session goes on, after a second it is
+// refused.
 func TestTwoDataPlanesBehindNginx(t *testing.T) {
 	nginx := findNginx(t)
 	fx := fixture.Build(t)
@@ -114,21 +116,40 @@ func TestTwoDataPlanesBehindNginx(t *testing.T) {
 	}
 
 	// A session id altered by one byte is refused, through nginx.
+	rawList := func(id string) int {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/list"}`))
+		req.Header.Set("Authorization", "Bearer "+created.Key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", id)
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
 	alt := []byte(sid)
 	alt[len(alt)/2] ^= 0x01
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/list"}`))
-	req.Header.Set("Authorization", "Bearer "+created.Key)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Session-Id", string(alt))
-	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	if status := rawList(string(alt)); status != http.StatusNotFound {
+		t.Errorf("a session id altered by one byte: %d, want 404", status)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		t.Errorf("a session id altered by one byte: %d, want 404", resp.StatusCode)
+	if status := rawList(sid); status != http.StatusOK {
+		t.Fatalf("the session's own id: %d, want 200", status)
+	}
+
+	// Key rotation through mmctl: the session survives one, not two.
+	cp.ok(t, "rotate", "session-key")
+	waitApplied(t, cp, cp.revisionNum(t), dpB)
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "web__echo", Arguments: map[string]any{"text": "rotated"}}); err != nil {
+		t.Fatalf("a call after one key rotation: %v", err)
+	}
+	cp.ok(t, "rotate", "session-key")
+	waitApplied(t, cp, cp.revisionNum(t), dpB)
+	if status := rawList(sid); status != http.StatusNotFound {
+		t.Errorf("the session's id after two key rotations: %d, want 404", status)
 	}
 }
 
