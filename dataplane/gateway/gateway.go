@@ -97,6 +97,9 @@ type Gateway struct {
 
 	bus    sessionbus.Bus
 	ownBus bool
+	// endedReady is closed once watchEnded first subscribed (tests wait on it).
+	endedReady      chan struct{}
+	endedSubscribed sync.Once
 
 	// state is what the gateway keeps about connected clients beyond their
 	// sessions (list baselines, resource subscriptions, listen streams,
@@ -158,6 +161,7 @@ func New(opts Options) *Gateway {
 		streams:  make(map[string]*localStream),
 		bus:      opts.Bus,
 	}
+	g.endedReady = make(chan struct{})
 	if g.bus == nil {
 		g.bus, g.ownBus = sessionbus.NewLocal(), true
 	}
@@ -165,9 +169,10 @@ func New(opts Options) *Gateway {
 		// What upstreams send outside client calls comes to the gateway.
 		p.SetEvents(events{g})
 	}
-	g.wg.Add(2)
+	g.wg.Add(3)
 	go g.sweep()
 	go g.watchCancels()
+	go g.watchEnded()
 	return g
 }
 

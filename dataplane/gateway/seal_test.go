@@ -19,6 +19,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
@@ -477,5 +478,53 @@ func TestSessionEventsNameTheSid(t *testing.T) {
 	a.End(sid)
 	if got := a.sidOf(info.ID); got != info.ID {
 		t.Errorf("an ended session's ID maps to %q, want itself", got)
+	}
+}
+
+// TestDeleteReachesOtherReplicas: a DELETE on one replica is announced on
+// the session bus; the other replicas refuse the id from then on, the one
+// that had opened it and one that never saw it.
+func TestDeleteReachesOtherReplicas(t *testing.T) {
+	cfg := testConfig()
+	cfg.SessionKeys = &metamcpv1.SessionKeys{Current: bytes.Repeat([]byte{5}, 32)}
+	bus := sessionbus.NewLocal()
+	t.Cleanup(func() { _ = bus.Close() })
+	replica := func() *harness {
+		h := newHarness(t, cfg, nil, func(o *Options) { o.Bus = bus })
+		<-h.gw.endedReady
+		return h
+	}
+	r1, r2, r3 := replica(), replica(), replica()
+	auth := map[string]string{"Authorization": "Bearer " + keyAlice}
+	status, hdr, body := post(t, r1.url("main", "mcp"), initBody, auth)
+	sid := hdr.Get(headerSessionID)
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %s", status, body)
+	}
+	list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	withSID := map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}
+	if status, _, body := post(t, r2.url("main", "mcp"), list, withSID); status != 200 {
+		t.Fatalf("tools/list on the second replica: %d %s", status, body)
+	}
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodDelete, r1.url("main", "mcp"), nil)
+	for k, v := range withSID {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+	for i, h := range []*harness{r1, r2, r3} {
+		waitFor(t, fmt.Sprintf("replica %d refusing the deleted session", i+1), func() bool {
+			status, _, _ := post(t, h.url("main", "mcp"), list, withSID)
+			return status == http.StatusNotFound
+		})
+	}
+	if n := r2.gw.Sessions(); n != 0 {
+		t.Errorf("the replica that had opened the session still tracks %d", n)
 	}
 }

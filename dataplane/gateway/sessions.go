@@ -77,11 +77,10 @@ type SessionStore interface {
 // created when it first sees the id: that is all the idle sweep needs.
 //
 // Ending a session (DELETE, idle sweep) drops the local state and remembers
-// the ID as ended for one idle TTL, so that this replica refuses the id. Other
-// replicas do not learn of it: they would still open the id (until the key
-// that sealed it is rotated out twice). For a DELETE that is harmless: the
-// per_client upstream sessions were ended upstream too, so another replica
-// starts fresh ones. See README "Running several data planes".
+// the ID as ended for one idle TTL, so that this replica refuses the id.
+// Other replicas learn of a DELETE on the session bus (see ended.go); one that
+// misses it still opens the id, whose per_client upstream sessions were
+// ended, so it starts fresh ones. See README "Running several data planes".
 type sealedSessions struct {
 	seal *sealer
 

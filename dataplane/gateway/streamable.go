@@ -408,6 +408,7 @@ func (g *Gateway) deleteMCP(w http.ResponseWriter, r *http.Request, t target, pr
 		return
 	}
 	g.endSession(sid)
+	g.announceEnded(sid)
 	w.WriteHeader(http.StatusNoContent)
 }
 
