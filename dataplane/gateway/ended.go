@@ -63,7 +63,9 @@ func (g *Gateway) endedElsewhere(sid string) {
 	g.endLocalStream(sid)
 	g.forgetSessionState(sid)
 	g.dropClientAsync(sid)
-	if g.opts.Pool != nil {
+	if u, ok := g.opts.Pool.(*sessionUpstreams); ok {
+		u.closeLocal(sid)
+	} else if g.opts.Pool != nil {
 		g.opts.Pool.CloseClient(sid)
 	}
 }

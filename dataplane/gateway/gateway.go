@@ -194,6 +194,10 @@ func (g *Gateway) Handler() http.Handler {
 
 // Close ends every downstream session and SSE stream and stops the sweeper.
 func (g *Gateway) Close() {
+	// Sessions ended from now on live on at the other replicas.
+	if u, ok := g.opts.Pool.(*sessionUpstreams); ok {
+		u.closing.Store(true)
+	}
 	// Under mu: an SSE stream either joined wg before, or sees the cancel.
 	g.mu.Lock()
 	g.cancel()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
@@ -30,7 +31,8 @@ type adopter interface {
 	Upstreams
 	Adopt(ctx context.Context, server, clientID string, ref upstream.SessionRef) (upstream.Session, error)
 	HasClient(server, clientID string) bool
-	ClientSessions(clientID string) map[string]upstream.SessionRef
+	CarryClientSessions(clientID string) map[string]upstream.SessionRef
+	EndUpstream(server string, ref upstream.SessionRef)
 }
 
 // errCannotMove is the cause of a request for a per_client upstream whose
@@ -41,6 +43,9 @@ type sessionUpstreams struct {
 	inner  adopter
 	store  *sealedSessions
 	config interface{ Current() *snapshot.Compiled }
+	// closing is set by Gateway.Close: sessions ended then are not ended
+	// upstream.
+	closing atomic.Bool
 }
 
 // key returns the pool key of a clientID: the session's ID for a sealed id
@@ -94,8 +99,25 @@ func (u *sessionUpstreams) Session(ctx context.Context, server, clientID string)
 	return nil, &upstream.Error{Server: server, Err: fmt.Errorf("%w: this session was started on another data plane, and upstream %q keeps a per_client session there (a %s) that cannot move to this one: initialize a new session", errCannotMove, server, kind)}
 }
 
-// CloseClient implements Upstreams.
+// CloseClient implements Upstreams: the downstream session ended here
+// (DELETE, idle sweep). Its carried upstream sessions, which other replicas
+// may have adopted and which closing here leaves alive, are ended upstream
+// too, except while the gateway shuts down: then the session lives on on
+// the other replicas.
 func (u *sessionUpstreams) CloseClient(clientID string) {
+	key, info := u.key(clientID)
+	u.inner.CloseClient(key)
+	if info == nil || u.closing.Load() {
+		return
+	}
+	for _, ref := range info.Upstreams {
+		u.inner.EndUpstream(ref.Server, upstream.SessionRef{SessionID: ref.SessionID, ProtocolVersion: ref.ProtocolVersion})
+	}
+}
+
+// closeLocal closes what this replica opened for a downstream session that
+// ended on another replica (which ended its upstream sessions).
+func (u *sessionUpstreams) closeLocal(clientID string) {
 	key, _ := u.key(clientID)
 	u.inner.CloseClient(key)
 }
@@ -103,7 +125,7 @@ func (u *sessionUpstreams) CloseClient(clientID string) {
 // upstreamRefs returns the per_client Streamable HTTP upstream sessions
 // opened for key, for the sealed id.
 func (u *sessionUpstreams) upstreamRefs(key string) []UpstreamSession {
-	refs := u.inner.ClientSessions(key)
+	refs := u.inner.CarryClientSessions(key)
 	if len(refs) == 0 {
 		return nil
 	}

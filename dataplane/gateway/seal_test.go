@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
@@ -526,5 +527,134 @@ func TestDeleteReachesOtherReplicas(t *testing.T) {
 	}
 	if n := r2.gw.Sessions(); n != 0 {
 		t.Errorf("the replica that had opened the session still tracks %d", n)
+	}
+}
+
+// TestCarriedUpstreamSessionsOutliveReplicas: a per_client Streamable HTTP
+// upstream session carried in a sealed id is not ended upstream when one
+// replica reaps it idle or shuts down (other replicas use it); it is when
+// the client ends the session.
+func TestCarriedUpstreamSessionsOutliveReplicas(t *testing.T) {
+	web := fixtureServer("web", nil)
+	mcp.AddTool(web, &mcp.Tool{Name: "sid", Description: "Returns the upstream session id"}, func(_ context.Context, req *mcp.CallToolRequest, _ echoIn) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: req.Session.ID()}}}, nil, nil
+	})
+	webSrv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return web }, nil))
+	t.Cleanup(webSrv.Close)
+	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "web"})
+	cfg.Servers = append(cfg.Servers, &metamcpv1.Server{Name: "web", SessionMode: metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT,
+		Limits:    &metamcpv1.Limits{IdleTtl: durationpb.New(200 * time.Millisecond)},
+		Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: webSrv.URL}}})
+	cfg.SessionKeys = &metamcpv1.SessionKeys{Current: bytes.Repeat([]byte{6}, 32)}
+	holder := &configHolder{}
+	holder.set(t, cfg)
+	type replica struct {
+		h    *harness
+		pool *upstream.Pool
+	}
+	newReplica := func() replica {
+		pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t)})
+		t.Cleanup(func() { _ = pool.Close() })
+		pool.Update(holder.Current().Servers)
+		return replica{newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) { o.Config, o.Pool = holder, pool }), pool}
+	}
+	r1, r2 := newReplica(), newReplica()
+	status, hdr, body := post(t, r1.h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
+	sid := hdr.Get(headerSessionID)
+	if status != 200 || sid == "" {
+		t.Fatalf("initialize: %d %s", status, body)
+	}
+	withSID := map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}
+	upstreamSID := func(r replica) string {
+		t.Helper()
+		status, _, body := post(t, r.h.url("main", "mcp"), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"web__sid","arguments":{"text":"x"}}}`, withSID)
+		var m struct {
+			Result struct{ Content []struct{ Text string } }
+		}
+		if err := json.Unmarshal([]byte(body), &m); status != 200 || err != nil || len(m.Result.Content) != 1 || m.Result.Content[0].Text == "" || strings.Contains(body, "isError") {
+			t.Fatalf("web__sid: %d %s", status, body)
+		}
+		return m.Result.Content[0].Text
+	}
+	live := func(id string) bool {
+		for ss := range web.Sessions() {
+			if ss.ID() == id {
+				return true
+			}
+		}
+		return false
+	}
+	first := upstreamSID(r1)
+	info, _ := r1.h.gw.sessions.Open(sid)
+	if !live(first) {
+		t.Fatalf("upstream session %q is not live at the upstream", first)
+	}
+
+	// Reaped idle on the creating replica: not ended upstream, so the other
+	// replica adopts the very same session.
+	waitFor(t, "the idle per_client session reaped", func() bool { return !r1.pool.HasClient("web", info.ID) })
+	if !live(first) {
+		t.Fatal("reaping an idle carried session ended it upstream")
+	}
+	if got := upstreamSID(r2); got != first {
+		t.Errorf("after the idle reap, the other replica uses upstream session %q, want %q", got, first)
+	}
+	// One replica shuts down: the session lives on at the other.
+	r2.h.gw.Close()
+	_ = r2.pool.Close()
+	if got := upstreamSID(r1); got != first || !live(first) {
+		t.Errorf("after a replica shut down, upstream session %q (live %v), want %q", got, live(first), first)
+	}
+	// The client ends the session: so does the upstream.
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodDelete, r1.h.url("main", "mcp"), nil)
+	for k, v := range withSID {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitFor(t, "the upstream session ended after DELETE", func() bool { return !live(first) })
+}
+
+// endRecorder is an adopter that records the upstream sessions it is told
+// to end.
+type endRecorder struct {
+	adopter
+	closed []string
+	ended  []string
+}
+
+func (r *endRecorder) CloseClient(clientID string) { r.closed = append(r.closed, clientID) }
+
+func (r *endRecorder) EndUpstream(server string, ref upstream.SessionRef) {
+	r.ended = append(r.ended, server+"="+ref.SessionID)
+}
+
+// TestEndingCarriedSessions: a session ended here (DELETE, idle sweep) ends
+// its carried upstream sessions; one ended on another replica, or while the
+// gateway shuts down, only closes what this replica holds.
+func TestEndingCarriedSessions(t *testing.T) {
+	keys := &keyHolder{}
+	keys.set(1, 0)
+	store := newTestStore(t, keys)
+	sid, err := store.Create(sampleInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := store.Open(sid)
+	rec := &endRecorder{}
+	u := &sessionUpstreams{inner: rec, store: store}
+	u.CloseClient(sid)
+	if !slices.Equal(rec.closed, []string{info.ID}) || !slices.Equal(rec.ended, []string{"web=ABCDEFGHIJKLMNOPQRSTUVWXYZ"}) {
+		t.Errorf("ended here: closed %q, ended upstream %q", rec.closed, rec.ended)
+	}
+	rec.closed, rec.ended = nil, nil
+	u.closeLocal(sid)
+	u.closing.Store(true)
+	u.CloseClient(sid)
+	if len(rec.closed) != 2 || len(rec.ended) != 0 {
+		t.Errorf("ended elsewhere or at shutdown: closed %q, ended upstream %q; want closed twice, nothing ended upstream", rec.closed, rec.ended)
 	}
 }

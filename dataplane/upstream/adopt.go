@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"time"
 )
 
 // Sessions that move between data planes: a downstream session started on one
@@ -23,9 +25,12 @@ type SessionRef struct {
 	ProtocolVersion string // negotiated at initialize
 }
 
-// ClientSessions returns the per_client Streamable HTTP sessions of clientID
-// that have an upstream session id, by server name (nil when none).
-func (p *Pool) ClientSessions(clientID string) map[string]SessionRef {
+// CarryClientSessions returns the per_client Streamable HTTP sessions of
+// clientID that have an upstream session id, by server name (nil when none),
+// and marks them carried: other data planes may adopt them, so closing them
+// here (idle, Update, CloseClient, Close) no longer ends them upstream. End
+// them with EndUpstream when the downstream session ends.
+func (p *Pool) CarryClientSessions(clientID string) map[string]SessionRef {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out map[string]SessionRef
@@ -50,6 +55,7 @@ func (p *Pool) ClientSessions(clientID string) map[string]SessionRef {
 		var ref SessionRef
 		if t.sessionID != nil {
 			ref.SessionID = t.sessionID[0]
+			t.keep = true
 		}
 		t.mu.Unlock()
 		if ref.SessionID == "" {
@@ -112,7 +118,7 @@ func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRe
 	log := st.log.With("client", clientID)
 	s := newSession(st.name, clientID, st.cfg, &p.opts, log)
 	t := newHTTPTransport(st.cfg, st.client, log, s.onMessage)
-	t.sessionID = []string{ref.SessionID}
+	t.sessionID, t.keep = []string{ref.SessionID}, true
 	if ref.ProtocolVersion != "" {
 		t.version = []string{ref.ProtocolVersion}
 	}
@@ -184,4 +190,42 @@ func (a *adoptedSession) Call(ctx context.Context, method string, params json.Ra
 		return nil, err
 	}
 	return s.Call(ctx, method, params)
+}
+
+// EndUpstream ends a carried upstream session at the server (DELETE, best
+// effort, in the background): its downstream session ended. A session of it
+// still open here is not closed (see CloseClient).
+func (p *Pool) EndUpstream(server string, ref SessionRef) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.servers[server]
+	if p.closed || st == nil || st.client == nil || st.cfg.GetStreamableHttp() == nil || ref.SessionID == "" {
+		return
+	}
+	url, client := st.cfg.GetStreamableHttp().GetUrl(), st.client
+	headers := httpHeaders(st.cfg.GetStreamableHttp())
+	log := st.log
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, url, nil)
+		if err != nil {
+			return
+		}
+		for k, v := range headers {
+			req.Header[k] = v
+		}
+		req.Header.Set("Mcp-Session-Id", ref.SessionID)
+		if ref.ProtocolVersion != "" {
+			req.Header.Set("Mcp-Protocol-Version", ref.ProtocolVersion)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			log.Debug("ending an upstream session failed", "err", cleanURLError(err))
+			return
+		}
+		drain(resp)
+	}()
 }

@@ -80,6 +80,9 @@ type httpTransport struct {
 	mu        sync.Mutex
 	sessionID []string // Mcp-Session-Id, once the server assigned one
 	version   []string // MCP-Protocol-Version, after initialize
+	// keep leaves the upstream session alive at close (no DELETE): other
+	// data planes may use it (see adopt.go).
+	keep bool
 
 	log *slog.Logger
 	// life ends at close or failure; it bounds the standalone GET stream.
@@ -423,9 +426,9 @@ func (t *httpTransport) readResponse(ctx context.Context, id int64, contentType 
 // close ends the session at the server (DELETE, best effort).
 func (t *httpTransport) close() {
 	t.mu.Lock()
-	sid := t.sessionID
+	sid, keep := t.sessionID, t.keep
 	t.mu.Unlock()
-	if sid != nil && t.err() == nil {
+	if sid != nil && !keep && t.err() == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if req, err := t.newRequest(ctx, http.MethodDelete, nil); err == nil {
 			if resp, err := t.client.Do(req); err == nil {
