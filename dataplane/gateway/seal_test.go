@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -656,5 +657,24 @@ func TestEndingCarriedSessions(t *testing.T) {
 	u.CloseClient(sid)
 	if len(rec.closed) != 2 || len(rec.ended) != 0 {
 		t.Errorf("ended elsewhere or at shutdown: closed %q, ended upstream %q; want closed twice, nothing ended upstream", rec.closed, rec.ended)
+	}
+}
+
+// TestEndedSetBounded: the set of ended IDs stays bounded however many
+// sessions end within one idle TTL.
+func TestEndedSetBounded(t *testing.T) {
+	keys := &keyHolder{}
+	keys.set(1, 0)
+	s := newTestStore(t, keys)
+	s.mu.Lock()
+	for i := range maxEnded + 100 {
+		var k endedKey
+		binary.BigEndian.PutUint64(k[:], uint64(i))
+		s.markEndedLocked(k, int64(i))
+	}
+	n := len(s.ended)
+	s.mu.Unlock()
+	if n > maxEnded || n < maxEnded*8/10 {
+		t.Errorf("%d ended IDs kept after %d ended, want at most %d and most of them", n, maxEnded+100, maxEnded)
 	}
 }

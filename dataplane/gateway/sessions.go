@@ -267,7 +267,7 @@ func (m *sealedSessions) End(id string) bool {
 		// Never seen here (a DELETE on a replica that did not serve the
 		// session): remember it ended all the same.
 		if info, _, err := m.seal.open(id); err == nil {
-			m.ended[keyOf(info.ID)] = time.Now().UnixNano()
+			m.markEndedLocked(keyOf(info.ID), time.Now().UnixNano())
 		}
 		return false
 	}
@@ -276,7 +276,7 @@ func (m *sealedSessions) End(id string) bool {
 	if m.byID[k] == l {
 		delete(m.byID, k)
 	}
-	m.ended[k] = time.Now().UnixNano()
+	m.markEndedLocked(k, time.Now().UnixNano())
 	m.shrinkLocked()
 	return true
 }
@@ -295,7 +295,7 @@ func (m *sealedSessions) Expired(cutoff time.Time) []string {
 			if m.byID[k] == l {
 				delete(m.byID, k)
 			}
-			m.ended[k] = now
+			m.markEndedLocked(k, now)
 		}
 	}
 	// An ended ID is refused for as long as an idle session lives: after
@@ -308,6 +308,24 @@ func (m *sealedSessions) Expired(cutoff time.Time) []string {
 	}
 	m.shrinkLocked()
 	return ids
+}
+
+// maxEnded bounds the ended set (about 40 bytes an entry): a burst of ended
+// sessions beyond it forgets some early, which then open again here as they
+// would on a replica that never saw them end.
+const maxEnded = 1 << 18
+
+func (m *sealedSessions) markEndedLocked(k endedKey, at int64) {
+	if len(m.ended) >= maxEnded {
+		n := 0
+		for old := range m.ended { // map order: an arbitrary tenth goes
+			delete(m.ended, old)
+			if n++; n >= maxEnded/10 {
+				break
+			}
+		}
+	}
+	m.ended[k] = at
 }
 
 // shrinkLocked rebuilds the maps once they hold a small part of what they
