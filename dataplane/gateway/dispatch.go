@@ -95,7 +95,7 @@ func (g *Gateway) callTimeout(s *metamcpv1.Server) time.Duration {
 
 // session returns an upstream session for m within ctx.
 func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (upstream.Session, *rpc.Error) {
-	if g.opts.Pool == nil {
+	if g.pool == nil {
 		return nil, &rpc.Error{Code: codeServerError, Message: "upstream " + quote(m.Server.GetName()) + " is unavailable: the data plane has no upstream pool"}
 	}
 	clientID := c.clientID
@@ -104,7 +104,7 @@ func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (ups
 		// server gets one upstream session per endpoint and principal.
 		clientID = "stateless/" + c.t.name + "/" + c.principal
 	}
-	s, err := g.opts.Pool.Session(ctx, m.Server.GetName(), clientID)
+	s, err := g.pool.Session(ctx, m.Server.GetName(), clientID)
 	if err != nil {
 		return nil, upstreamError(ctx, m.Server.GetName(), err, 0)
 	}

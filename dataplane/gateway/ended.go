@@ -63,9 +63,9 @@ func (g *Gateway) endedElsewhere(sid string) {
 	g.endLocalStream(sid)
 	g.forgetSessionState(sid)
 	g.dropClientAsync(sid)
-	if u, ok := g.opts.Pool.(*sessionUpstreams); ok {
+	if u, ok := g.pool.(*sessionUpstreams); ok {
 		u.closeLocal(sid)
-	} else if g.opts.Pool != nil {
-		g.opts.Pool.CloseClient(sid)
+	} else if g.pool != nil {
+		g.pool.CloseClient(sid)
 	}
 }

@@ -348,7 +348,7 @@ func (e events) Request(ctx context.Context, server, clientID string, msg *rpc.M
 // roots changed. Best effort: an upstream not connected now asks for the
 // roots when it needs them.
 func (g *Gateway) forwardRootsChanged(t target, sid string, params json.RawMessage) {
-	live, ok := g.opts.Pool.(interface {
+	live, ok := g.pool.(interface {
 		Live(server, clientID string) (upstream.Session, bool)
 	})
 	if !ok || t.ep == nil {

@@ -97,6 +97,9 @@ type Gateway struct {
 
 	bus    sessionbus.Bus
 	ownBus bool
+	// pool is Options.Pool as the gateway uses it: behind sessionUpstreams
+	// when sessions are sealed (rehydrate.go).
+	pool Upstreams
 	// endedReady is closed once watchEnded first subscribed (tests wait on it).
 	endedReady      chan struct{}
 	endedSubscribed sync.Once
@@ -146,7 +149,6 @@ func New(opts Options) *Gateway {
 			}
 		}
 	}
-	opts.Pool = withSessionUpstreams(opts.Pool, opts.Sessions, opts.Config)
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
@@ -162,10 +164,11 @@ func New(opts Options) *Gateway {
 		bus:      opts.Bus,
 	}
 	g.endedReady = make(chan struct{})
+	g.pool = withSessionUpstreams(opts.Pool, opts.Sessions, opts.Config)
 	if g.bus == nil {
 		g.bus, g.ownBus = sessionbus.NewLocal(), true
 	}
-	if p, ok := opts.Pool.(interface{ SetEvents(upstream.Events) }); ok {
+	if p, ok := g.pool.(interface{ SetEvents(upstream.Events) }); ok {
 		// What upstreams send outside client calls comes to the gateway.
 		p.SetEvents(events{g})
 	}
@@ -195,7 +198,7 @@ func (g *Gateway) Handler() http.Handler {
 // Close ends every downstream session and SSE stream and stops the sweeper.
 func (g *Gateway) Close() {
 	// Sessions ended from now on live on at the other replicas.
-	if u, ok := g.opts.Pool.(*sessionUpstreams); ok {
+	if u, ok := g.pool.(*sessionUpstreams); ok {
 		u.closing.Store(true)
 	}
 	// Under mu: an SSE stream either joined wg before, or sees the cancel.
@@ -209,8 +212,8 @@ func (g *Gateway) Close() {
 	// A session still serving a request (the HTTP server was not drained)
 	// is left to the pool's Close.
 	for _, id := range g.sessions.Expired(time.Now().Add(time.Hour)) {
-		if g.opts.Pool != nil {
-			g.opts.Pool.CloseClient(id)
+		if g.pool != nil {
+			g.pool.CloseClient(id)
 		}
 	}
 }
@@ -240,8 +243,8 @@ func (g *Gateway) sweep() {
 				g.endLocalStream(id)
 				g.forgetSessionState(id)
 				g.dropIdleClient(id)
-				if g.opts.Pool != nil {
-					g.opts.Pool.CloseClient(id)
+				if g.pool != nil {
+					g.pool.CloseClient(id)
 				}
 			}
 		}

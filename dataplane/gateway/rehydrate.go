@@ -153,7 +153,7 @@ func withSessionUpstreams(pool Upstreams, sessions SessionStore, config interfac
 // upstreamRefs returns the per_client Streamable HTTP upstream sessions opened
 // for the session ID id, for its sealed id.
 func (g *Gateway) upstreamRefs(id string) []UpstreamSession {
-	if u, ok := g.opts.Pool.(*sessionUpstreams); ok {
+	if u, ok := g.pool.(*sessionUpstreams); ok {
 		return u.upstreamRefs(id)
 	}
 	return nil

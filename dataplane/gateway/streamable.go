@@ -292,8 +292,8 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 	info.Upstreams = g.upstreamRefs(id)
 	sid, err := g.sessions.Create(info)
 	if err != nil {
-		if g.opts.Pool != nil {
-			g.opts.Pool.CloseClient(id)
+		if g.pool != nil {
+			g.pool.CloseClient(id)
 		}
 		g.log.Error("could not create a session", "err", err)
 		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &rpc.Error{Code: codeInternalError, Message: "could not create a session; retry"})
@@ -416,8 +416,8 @@ func (g *Gateway) deleteMCP(w http.ResponseWriter, r *http.Request, t target, pr
 // request ran (DELETE, Close), the request may have opened per_client
 // upstream sessions after they were closed: close them too.
 func (g *Gateway) release(sid string) {
-	if !g.sessions.Release(sid) && g.opts.Pool != nil {
-		g.opts.Pool.CloseClient(sid)
+	if !g.sessions.Release(sid) && g.pool != nil {
+		g.pool.CloseClient(sid)
 	}
 }
 
@@ -428,7 +428,7 @@ func (g *Gateway) endSession(sid string) {
 	g.endStreams(sid)
 	g.forgetSessionState(sid)
 	g.dropClientAsync(sid)
-	if g.opts.Pool != nil {
-		g.opts.Pool.CloseClient(sid)
+	if g.pool != nil {
+		g.pool.CloseClient(sid)
 	}
 }
