@@ -62,7 +62,7 @@ func (g *Gateway) endedElsewhere(sid string) {
 	}
 	g.endLocalStream(sid)
 	g.forgetSessionState(sid)
-	g.dropClientAsync(sid)
+	g.dropIdleClient(sid) // only what is here: the ending replica told the others
 	if u, ok := g.pool.(*sessionUpstreams); ok {
 		u.closeLocal(sid)
 	} else if g.pool != nil {
