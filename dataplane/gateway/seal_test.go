@@ -678,3 +678,42 @@ func TestEndedSetBounded(t *testing.T) {
 		t.Errorf("%d ended IDs kept after %d ended, want at most %d and most of them", n, maxEnded+100, maxEnded)
 	}
 }
+
+// BenchmarkSealedSessions measures sealing a new session's id (initialize),
+// opening a known id (every later request) and rehydrating an id first seen
+// here (the first request on another replica).
+func BenchmarkSealedSessions(b *testing.B) {
+	keys := &keyHolder{}
+	keys.set(1, 0)
+	s, err := NewSealedSessions(keys.get)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store := s.(*sealedSessions)
+	b.Run("create", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := store.Create(sampleInfo()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	sid, _ := store.Create(sampleInfo())
+	b.Run("acquire", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := store.Acquire(sid); !ok {
+				b.Fatal("refused")
+			}
+			store.Release(sid)
+		}
+	})
+	b.Run("rehydrate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := store.seal.open(sid); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
