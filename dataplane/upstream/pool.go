@@ -565,7 +565,10 @@ func (p *Pool) watch(st *serverState, e *entry, s *session) {
 		delete(st.perClient, e.clientID)
 		mapped = true
 	}
-	if err := s.t.err(); mapped && !errors.Is(err, errClosed) && !p.closed && p.servers[st.name] == st {
+	// A 404 on a session (the upstream forgot it: restarted, expired, or it
+	// was ended by another data plane) says the server is up: the next
+	// Session reconnects at once instead of backing off.
+	if err := s.t.err(); mapped && !errors.Is(err, errClosed) && !errors.Is(err, errSessionExpired) && !p.closed && p.servers[st.name] == st {
 		p.failedLocked(st, err)
 	}
 }
