@@ -91,8 +91,10 @@ func TestDevWithMmctl(t *testing.T) {
 		names := toolNames(ctx, t, cs)
 		return slices.Contains(names, "o__echo") && slices.Contains(names, "demo__echo"), strings.Join(names, " ")
 	})
-	table := mm("get", "dataplanes").stdout
-	if !lineWith(table, "dev ", "yes", " ok") {
-		t.Errorf("mmctl get dataplanes does not show the dev data plane connected and current:\n%s", table)
-	}
+	// The registry records ACKs in batches, a moment after the data plane
+	// swapped the config in.
+	eventually(t, "mmctl get dataplanes to show the dev data plane connected and current", func() (bool, string) {
+		table := mm("get", "dataplanes").stdout
+		return lineWith(table, "dev ", "yes", " ok"), table
+	})
 }
