@@ -581,4 +581,30 @@ func TestStatelessRaw(t *testing.T) {
 	if status != 200 || !strings.Contains(body, `"alpha:q"`) || !strings.Contains(body, `"io.modelcontextprotocol/serverInfo":{"name":"metamcp"`) {
 		t.Errorf("stateless call: %d %s", status, body)
 	}
+
+	// Mcp-Method and Mcp-Name must agree with the body: a load balancer
+	// may act on the headers while the gateway acts on the body.
+	call := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"h"}}}`
+	for _, tc := range []struct {
+		name, method, tool string
+		wantStatus         int
+		want               string
+	}{
+		{"headers agree", "tools/call", "alpha__echo", 200, `"alpha:h"`},
+		{"no standard headers", "", "", 200, `"alpha:h"`},
+		{"other method", "tools/list", "", 400, `"code":-32020`},
+		{"other name", "tools/call", "beta__echo", 400, `"code":-32020`},
+	} {
+		hh := map[string]string{headerProtocolVersion: "2026-07-28", "Authorization": "Bearer " + keyAlice}
+		if tc.method != "" {
+			hh["Mcp-Method"] = tc.method
+		}
+		if tc.tool != "" {
+			hh["Mcp-Name"] = tc.tool
+		}
+		status, _, body := post(t, h.url("main", "mcp"), call, hh)
+		if status != tc.wantStatus || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d %s, want %d with %s", tc.name, status, body, tc.wantStatus, tc.want)
+		}
+	}
 }

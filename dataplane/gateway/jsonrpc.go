@@ -16,6 +16,9 @@ const (
 	codeInvalidParams              = rpc.CodeInvalidParams
 	codeInternalError              = rpc.CodeInternalError
 	codeUnsupportedProtocolVersion = -32022
+	// codeHeaderMismatch is 2026-07-28's error for Mcp-Method or Mcp-Name
+	// headers that contradict the body.
+	codeHeaderMismatch = -32020
 	// codeServerError is the implementation-defined code for an upstream that
 	// could not be reached or did not answer in time.
 	codeServerError = -32000

@@ -176,6 +176,10 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
+	if rerr := checkStandardHeaders(r, msg); rerr != nil {
+		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, rerr)
+		return
+	}
 	c.version = version
 	c.stateless = true
 	if msg.Method == "subscriptions/listen" {
@@ -431,4 +435,30 @@ func (g *Gateway) endSession(sid string) {
 	if g.pool != nil {
 		g.pool.CloseClient(sid)
 	}
+}
+
+// checkStandardHeaders refuses a 2026-07-28 request whose Mcp-Method or
+// Mcp-Name header says something else than its body. Load balancers and
+// firewalls may route or filter on these headers while the gateway acts on
+// the body: the two must agree. A header that is absent is not required here.
+func checkStandardHeaders(r *http.Request, msg *rpc.Message) *rpc.Error {
+	if m := r.Header.Get("Mcp-Method"); m != "" && m != msg.Method {
+		return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: Mcp-Method " + quote(m) + " does not match the body's method " + quote(msg.Method)}
+	}
+	n := r.Header.Get("Mcp-Name")
+	if n == "" {
+		return nil
+	}
+	field := "name"
+	switch msg.Method {
+	case "tools/call", "prompts/get":
+	case "resources/read":
+		field = "uri"
+	default:
+		return nil
+	}
+	if v, _ := rpc.StringField(msg.Params, field); v != n {
+		return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: Mcp-Name " + quote(n) + " does not match the body's " + field + " " + quote(v)}
+	}
+	return nil
 }
