@@ -104,7 +104,12 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 	}
 	g.wg.Add(1)
 	g.mu.Unlock()
-	bctx, cancel := context.WithCancel(g.ctx)
+	parent := g.ctx
+	if tr := upstream.TraceFrom(ctx); tr != nil {
+		// The upstream call outlives this request; its trace goes with it.
+		parent = upstream.WithTrace(parent, *tr)
+	}
+	bctx, cancel := context.WithCancel(parent)
 	b := &bridge{
 		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: cancel,
 		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),

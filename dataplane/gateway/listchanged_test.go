@@ -91,6 +91,12 @@ func newLiveUpstream(t *testing.T, name string) *liveUpstream {
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: res.Action + ":" + res.Content["name"].(string)}}}, nil, nil
 	})
+	mcp.AddTool(u.s, &mcp.Tool{Name: "headers", Description: "Says which HTTP headers its request carried"}, func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		h := req.Extra.Header
+		text := "traceparent=" + h.Get("Traceparent") + " tracestate=" + h.Get("Tracestate") + " baggage=" + h.Get("Baggage") +
+			" authorization=" + h.Get("Authorization") + " x-custom=" + h.Get("X-Custom")
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil, nil
+	})
 	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.s }, nil))
 	t.Cleanup(srv.Close)
 	u.url = srv.URL

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
 // Protocol revisions.
@@ -156,7 +157,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 	c.version = info.ProtocolVersion
 	pc.relay.caps = info.ClientCapabilities
 	g.addInflight(&pc.relay)
-	result, rerr := g.dispatch(pc.context(r.Context()), c, msg)
+	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
 	g.removeInflight(&pc.relay)
 	pc.relay.finish()
 	g.finishResponse(w, &pc.out, msg.ID, result, rerr, false)
@@ -191,7 +192,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	result, rerr := g.dispatch(pc.context(r.Context()), c, msg)
+	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
 	pc.relay.finish()
 	g.finishResponse(w, &pc.out, msg.ID, result, rerr, true)
 }
@@ -461,4 +462,16 @@ func checkStandardHeaders(r *http.Request, msg *rpc.Message) *rpc.Error {
 		return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: Mcp-Name " + quote(n) + " does not match the body's " + field + " " + quote(v)}
 	}
 	return nil
+}
+
+// traced returns r's context, carrying the client's W3C trace-context
+// headers (traceparent, tracestate, baggage) to the HTTP upstreams of the
+// call when it sent any, so that a trace crosses the gateway.
+func traced(r *http.Request) context.Context {
+	h := r.Header
+	tp, ts, bg := h.Get("Traceparent"), h.Get("Tracestate"), h.Get("Baggage")
+	if tp == "" && ts == "" && bg == "" {
+		return r.Context()
+	}
+	return upstream.WithTrace(r.Context(), upstream.TraceHeaders{Traceparent: tp, Tracestate: ts, Baggage: bg})
 }

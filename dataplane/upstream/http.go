@@ -222,6 +222,9 @@ func (t *httpTransport) newRequest(ctx context.Context, method string, body []by
 		req.Header["Mcp-Protocol-Version"] = t.version
 	}
 	t.mu.Unlock()
+	if tr := TraceFrom(ctx); tr != nil {
+		tr.set(req.Header)
+	}
 	return req, nil
 }
 
@@ -335,6 +338,9 @@ func (t *httpTransport) post1(ctx context.Context, body []byte) (*h1Call, *h1Res
 		}
 	}
 	t.mu.Unlock()
+	if tr := TraceFrom(ctx); tr != nil {
+		extra = appendTrace(extra, tr)
+	}
 	call, resp, err := t.h1.do(ctx, extra, body)
 	if err != nil {
 		if ctx.Err() != nil {

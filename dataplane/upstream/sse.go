@@ -177,6 +177,9 @@ func (t *sseTransport) send(ctx context.Context, body []byte) error {
 		req.Header[k] = v
 	}
 	req.Header["Content-Type"] = hdrJSON
+	if tr := TraceFrom(ctx); tr != nil {
+		tr.set(req.Header)
+	}
 	resp, err := t.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
