@@ -174,6 +174,8 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		return
 	}
 	if !msg.IsRequest() {
+		// Notifications and responses have nothing to act on without a
+		// session; a 2026-07-28 client cancels by closing its request.
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
@@ -185,11 +187,6 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 	c.stateless = true
 	if msg.Method == "subscriptions/listen" {
 		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
-		return
-	}
-	if msg.Method == "notifications/cancelled" {
-		// Stateless: a cancellation is the client closing the request.
-		w.WriteHeader(http.StatusAccepted)
 		return
 	}
 	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
