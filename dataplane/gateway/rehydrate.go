@@ -76,6 +76,12 @@ func (u *sessionUpstreams) Session(ctx context.Context, server, clientID string)
 	if cfg.GetSessionMode() != metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT {
 		return u.inner.Session(ctx, server, key)
 	}
+	if u.store.endedHere(info.ID) {
+		// Work that outlived its session (a list baseline computed in the
+		// background, say) must not open or adopt upstream sessions for it
+		// again: nothing would close them before the pool's idle reap.
+		return nil, &upstream.Error{Server: server, Err: fmt.Errorf("%w: the session ended: initialize a new session", upstream.ErrSessionClosed)}
+	}
 	if cfg.GetStreamableHttp() != nil {
 		// On every replica, the creating one included: Adopt uses the
 		// session there is, else takes over the carried one, and retries a

@@ -378,6 +378,15 @@ func (m *sealedSessions) clientKey(token string) (*SessionInfo, bool) {
 	return info, true
 }
 
+// endedHere reports whether the session whose ID is id ended on this
+// replica lately (DELETE, idle sweep, or a DELETE announced by another).
+func (m *sealedSessions) endedHere(id string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ended := m.ended[keyOf(id)]
+	return ended
+}
+
 // sidOf returns the session id (as handed out or seen here) of the session
 // whose ID is id, or id itself when there is none here.
 func (m *sealedSessions) sidOf(id string) string {

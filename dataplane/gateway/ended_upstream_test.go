@@ -1,0 +1,51 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/upstream"
+)
+
+// TestEndedSessionOpensNoUpstream: once a session has ended, work that
+// outlived it cannot open or adopt a per_client upstream session for it.
+func TestEndedSessionOpensNoUpstream(t *testing.T) {
+	lh := newLiveHarness(t)
+	gamma := newLiveUpstream(t, "gamma")
+	t.Cleanup(func() { _ = lh.gw.opts.Pool.(*upstream.Pool).Close() })
+	lh.swap(t, func(c *metamcpv1.Config) {
+		c.Servers = append(c.Servers, &metamcpv1.Server{Name: "gamma", SessionMode: metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT,
+			Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: gamma.url}}})
+		c.Namespaces = append(c.Namespaces, &metamcpv1.Namespace{Name: "pc", Members: []*metamcpv1.NamespaceMember{{Server: "gamma"}}})
+		c.Endpoints = append(c.Endpoints, &metamcpv1.Endpoint{Name: "pc", Namespace: "pc"})
+	})
+	lh.gw.opts.Pool.(*upstream.Pool).Update(lh.holder.Current().Servers)
+	ctx := testCtx(t)
+	cs := lh.connect(t, "pc", keyBob, "2025-11-25")
+	sid := cs.ID()
+	if _, err := lh.gw.pool.Session(ctx, "gamma", sid); err != nil {
+		t.Fatalf("per_client session of a live session: %v", err)
+	}
+	if err := cs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the upstream session ended with the downstream one", func() bool { return countSessions(gamma.s) == 0 })
+	_, err := lh.gw.pool.Session(ctx, "gamma", sid)
+	if err == nil || !strings.Contains(err.Error(), "initialize a new session") {
+		t.Fatalf("per_client session of an ended session: %v, want a refusal", err)
+	}
+	if n := countSessions(gamma.s); n != 0 {
+		t.Errorf("the upstream has %d sessions after the downstream session ended", n)
+	}
+}
+
+func countSessions(s *mcp.Server) int {
+	n := 0
+	for range s.Sessions() {
+		n++
+	}
+	return n
+}
