@@ -659,10 +659,9 @@ func TestUpdate(t *testing.T) {
 	}
 }
 
-// children lists the pids of live child processes of this test running bin.
-func children(bin string) []int {
-	me := strconv.Itoa(os.Getpid())
-	var out []int
+// eachProc calls fn with every process's pid and the fields of its
+// /proc/PID/stat after the command name (state ppid pgrp ...).
+func eachProc(fn func(pid int, fields []string)) {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -674,45 +673,36 @@ func children(bin string) []int {
 			continue
 		}
 		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			fn(pid, strings.Fields(s[i+1:]))
 		}
-		f := strings.Fields(s[i+1:]) // state ppid ...
+	}
+}
+
+// children lists the pids of live child processes of this test running bin.
+func children(bin string) []int {
+	me := strconv.Itoa(os.Getpid())
+	var out []int
+	eachProc(func(pid int, f []string) {
 		if len(f) < 2 || f[1] != me {
-			continue
+			return
 		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe != bin && f[0] != "Z" {
-			continue
+		if exe, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe")); err == nil && exe != bin && f[0] != "Z" {
+			return
 		}
 		out = append(out, pid)
-	}
+	})
 	return out
 }
 
 // group lists the live processes of process group pgid.
 func group(pgid int) []int {
 	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:]) // state ppid pgrp ...
+	eachProc(func(pid int, f []string) {
 		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
 			out = append(out, pid)
 		}
-	}
+	})
 	return out
 }
 
