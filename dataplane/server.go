@@ -19,6 +19,7 @@ import (
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
+	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/redisconn"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
@@ -47,11 +48,23 @@ type Options struct {
 	SessionIdleTTL time.Duration
 	// ShutdownTimeout bounds the graceful HTTP stop (10s).
 	ShutdownTimeout time.Duration
+	// HTTPServer picks what serves the client port: HTTPServerLean (the
+	// default when "") or HTTPServerStd, net/http alone.
+	HTTPServer string
 	// Redis is the Redis the replicas share; without it sessions cannot span
 	// replicas for server-to-client messages.
 	Redis  RedisOptions
 	Logger *slog.Logger
 }
+
+// What serves the data plane's client port (Options.HTTPServer).
+const (
+	// HTTPServerLean is httpserver's HTTP/1.1 loop for MCP traffic, with
+	// net/http for every other request.
+	HTTPServerLean = "lean"
+	// HTTPServerStd is net/http alone.
+	HTTPServerStd = "std"
+)
 
 // DefaultRedisPrefix starts every Redis key and channel of a data plane.
 const DefaultRedisPrefix = "metamcp:"
@@ -94,6 +107,13 @@ type Server struct {
 func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch opts.HTTPServer {
+	case "":
+		opts.HTTPServer = HTTPServerLean
+	case HTTPServerLean, HTTPServerStd:
+	default:
+		return nil, fmt.Errorf("unknown HTTP server %q: use %q or %q", opts.HTTPServer, HTTPServerLean, HTTPServerStd)
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
@@ -278,10 +298,15 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		<-syncDone
 	}()
 
-	hs := &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	var hs httpServer
+	if s.opts.HTTPServer == HTTPServerStd {
+		hs = &http.Server{
+			Handler:           s.mux,
+			ReadHeaderTimeout: httpserver.DefaultReadHeaderTimeout,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
+	} else {
+		hs = httpserver.New(httpserver.Options{Handler: s.mux, Logger: s.log})
 	}
 	// SSE streams and session GET streams never end on their own: closing
 	// the gateway ends them, so the graceful stop does not wait for them.
@@ -304,6 +329,14 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return fmt.Errorf("serve HTTP on %s: %w", lis.Addr(), err)
 	}
 	return nil
+}
+
+// httpServer is what *http.Server and *httpserver.Server have in common.
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+	RegisterOnShutdown(func())
 }
 
 // followConfig hands the servers of every snapshot swapped in to the pool,

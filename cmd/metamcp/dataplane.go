@@ -41,6 +41,7 @@ type dataPlaneFlags struct {
 	tlsCA         string
 	tlsServerName string
 	idleTTL       time.Duration
+	httpServer    string
 	debugListen   string
 	redisURL      string
 	redisPrefix   string
@@ -95,6 +96,7 @@ loopback-only address.`,
 	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "glob patterns of stdio commands this data plane may run, comma separated (default: any); a snapshot with another command is refused")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach this data plane, comma separated; \"*\" allows any (default: loopback names and the --listen host; protects against DNS rebinding)")
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
+	fl.StringVar(&f.httpServer, "http-server", dataplane.HTTPServerLean, "what serves the client port: \""+dataplane.HTTPServerLean+"\" (a lean HTTP/1.1 loop for MCP requests, net/http for anything else) or \""+dataplane.HTTPServerStd+"\" (net/http alone)")
 	fl.DurationVar(&f.idleTTL, "session-idle-ttl", gateway.DefaultSessionIdleTTL, "end client sessions unused for this long (their per_client upstream sessions too)")
 	fl.StringVar(&f.debugListen, "debug-listen", "", "loopback address serving Go's /debug/pprof/ (goroutines, heap, CPU profiles), e.g. 127.0.0.1:6060; off when empty")
 	fl.StringVar(&f.redisURL, "redis-url", "", "Redis shared by the data-plane replicas, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS; timeouts as URL parameters such as dial_timeout=2s); empty: no Redis, sessions cannot span replicas; keep a password out of argv by setting the variable instead")
@@ -179,6 +181,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),
 		AllowedOrigins: f.allowedOrigin,
 		SessionIdleTTL: f.idleTTL,
+		HTTPServer:     f.httpServer,
 		Redis:          dataplane.RedisOptions{URL: f.redisURL, Prefix: f.redisPrefix},
 		Logger:         logger,
 	})

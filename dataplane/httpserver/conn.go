@@ -1,0 +1,341 @@
+package httpserver
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// aLongTimeAgo is a read deadline in the past: it interrupts a blocked Read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one client connection served by the lean loop.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	remote string
+
+	// hasByte and byteBuf hold a byte the watch read past a request (a
+	// pipelined request's first byte); the next Read returns it.
+	hasByte bool
+	byteBuf [1]byte
+
+	mu         sync.Mutex
+	idle       bool // waiting for a request head
+	watchArmed bool // the current request may be watched
+	watching   bool // a watch read is in progress
+	aborting   bool // the watch is being stopped on purpose
+	peerGone   bool // the watch saw the client go away
+	watchDone  chan struct{}
+	cancelReq  context.CancelFunc
+	watchTimer *time.Timer
+
+	wbuf []byte // scratch for response heads and chunks
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String()}
+	c.br = bufio.NewReaderSize(connReader{c}, headBufferSize)
+	c.watchTimer = time.AfterFunc(time.Hour, c.watch)
+	c.watchTimer.Stop()
+	return c
+}
+
+// connReader reads the connection, starting with a byte the watch read.
+type connReader struct{ c *conn }
+
+func (r connReader) Read(p []byte) (int, error) {
+	if r.c.hasByte && len(p) > 0 {
+		p[0] = r.c.byteBuf[0]
+		r.c.hasByte = false
+		return 1, nil
+	}
+	return r.c.nc.Read(p)
+}
+
+// closeIfIdle interrupts a connection waiting for its next request (Shutdown).
+func (c *conn) closeIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idle {
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// setIdle marks the connection waiting for a request or busy; false when
+// the server is shutting down and the connection should end.
+func (c *conn) setIdle(idle bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idle = idle
+	return !c.s.shutdown.Load()
+}
+
+func (c *conn) serve() {
+	handedOff := false
+	defer func() {
+		c.watchTimer.Stop()
+		if !handedOff {
+			_ = c.nc.Close()
+		}
+		c.s.forget(c)
+	}()
+	for {
+		if !c.setIdle(true) {
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.idleTimeout))
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		if !c.setIdle(false) {
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
+		head, ok, err := c.readHead()
+		if err != nil {
+			return
+		}
+		var p parsedHead
+		if ok {
+			ok = parseHead(head, &p)
+		}
+		if !ok {
+			handedOff = c.handOff()
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Time{})
+		if !c.serveRequest(len(head), &p) {
+			return
+		}
+	}
+}
+
+// readHead returns the request head (through the blank line) buffered in
+// c.br without consuming it; ok is false when it does not fit the buffer.
+func (c *conn) readHead() (head []byte, ok bool, err error) {
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if i := headEnd(buf); i > 0 {
+			return buf[:i], true, nil
+		}
+		if len(buf) >= headBufferSize {
+			return nil, false, nil
+		}
+		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			// The client went away or stalled mid-head: close, as net/http does.
+			return nil, false, err
+		}
+	}
+}
+
+// headEnd returns the length of the head in b through its blank line, or 0.
+func headEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return 0
+		}
+		i += j + 1
+		if i < len(b) && b[i] == '\n' {
+			return i + 1
+		}
+		if i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n' {
+			return i + 2
+		}
+	}
+}
+
+// handOff gives the connection, with what was read of it, to net/http.
+func (c *conn) handOff() bool {
+	_ = c.nc.SetReadDeadline(time.Time{})
+	rc := &replayConn{Conn: c.nc, r: bufferedReplay(c.br, c.nc)}
+	return c.s.handoff.give(rc)
+}
+
+// serveRequest runs the handler for one parsed request whose head is
+// headLen bytes of c.br; false when the connection must close.
+func (c *conn) serveRequest(headLen int, p *parsedHead) (keep bool) {
+	_, _ = c.br.Discard(headLen)
+	ctx, cancel := context.WithCancel(c.s.baseCtx)
+	defer cancel()
+	c.mu.Lock()
+	c.cancelReq = cancel
+	c.peerGone = false
+	c.mu.Unlock()
+
+	req := &http.Request{
+		Method:        p.method,
+		URL:           p.url,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        p.header,
+		ContentLength: p.contentLength,
+		Host:          p.host,
+		RemoteAddr:    c.remote,
+		RequestURI:    p.uri,
+		Close:         p.close,
+	}
+	var b *body
+	if p.contentLength > 0 {
+		b = &body{c: c, remain: p.contentLength}
+		req.Body = b
+	} else {
+		req.Body = http.NoBody
+		c.armWatch()
+	}
+	req = req.WithContext(ctx)
+	w := &response{c: c, req: req, header: make(http.Header, 4), closeAfter: p.close}
+
+	if !c.runHandler(w, req) {
+		c.stopWatch()
+		return false
+	}
+	w.finish()
+	gone := c.stopWatch()
+	if w.err != nil || gone || w.closeAfter {
+		return false
+	}
+	if b != nil && b.remain > 0 {
+		if b.remain > maxDrain || b.err != nil {
+			return false
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
+		if _, err := c.br.Discard(int(b.remain)); err != nil {
+			return false
+		}
+	}
+	return !c.s.shutdown.Load()
+}
+
+// runHandler calls the handler; false when it panicked.
+func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+			w.handlerDone = true
+			if err, isErr := v.(error); !isErr || !errors.Is(err, http.ErrAbortHandler) {
+				c.s.log.Error("panic serving an HTTP request", "remote", c.remote, "method", req.Method, "path", req.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	c.s.handler.ServeHTTP(w, req)
+	return true
+}
+
+// armWatch schedules watching the connection for the client going away,
+// once the request body was read: a request still running after
+// watchAfter gets its context cancelled when the client disconnects.
+func (c *conn) armWatch() {
+	if c.br.Buffered() > 0 {
+		// The client sent more (a pipelined request): reading on would
+		// consume it, and net/http does not cancel in this case either.
+		return
+	}
+	c.mu.Lock()
+	c.watchArmed = true
+	c.mu.Unlock()
+	c.watchTimer.Reset(c.s.watchAfter)
+}
+
+// watch runs on the timer's goroutine: it blocks reading the connection
+// until the client sends or goes away, or stopWatch interrupts it.
+func (c *conn) watch() {
+	c.mu.Lock()
+	if !c.watchArmed || c.watching {
+		c.mu.Unlock()
+		return
+	}
+	c.watching = true
+	done := make(chan struct{})
+	c.watchDone = done
+	c.mu.Unlock()
+
+	n, err := c.nc.Read(c.byteBuf[:])
+
+	c.mu.Lock()
+	if n == 1 {
+		c.hasByte = true
+	}
+	if err != nil && !c.aborting {
+		c.peerGone = true
+		if c.cancelReq != nil {
+			c.cancelReq()
+		}
+	}
+	c.watching = false
+	c.mu.Unlock()
+	close(done)
+}
+
+// stopWatch ends the watch of the request that finished; true when the
+// client went away meanwhile.
+func (c *conn) stopWatch() (gone bool) {
+	c.watchTimer.Stop()
+	c.mu.Lock()
+	c.watchArmed = false
+	c.cancelReq = nil
+	if c.watching {
+		c.aborting = true
+		done := c.watchDone
+		c.mu.Unlock()
+		_ = c.nc.SetReadDeadline(aLongTimeAgo)
+		<-done
+		_ = c.nc.SetReadDeadline(time.Time{})
+		c.mu.Lock()
+		c.aborting = false
+	}
+	gone = c.peerGone
+	c.mu.Unlock()
+	return gone
+}
+
+// body is a request body of known length.
+type body struct {
+	c      *conn
+	remain int64
+	err    error
+	closed bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.remain == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.c.br.Read(p)
+	b.remain -= int64(n)
+	if b.remain == 0 {
+		b.c.armWatch()
+		return n, io.EOF
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	b.closed = true
+	return nil
+}

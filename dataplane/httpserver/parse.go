@@ -1,0 +1,227 @@
+package httpserver
+
+import (
+	"bytes"
+	"net/http"
+	"net/textproto"
+	"net/url"
+)
+
+// parsedHead is a request head the lean loop serves.
+type parsedHead struct {
+	method, uri, host string
+	url               *url.URL
+	header            http.Header
+	contentLength     int64
+	close             bool
+}
+
+// parseHead parses head into p; false when the request is not one the lean
+// loop serves (anything but a well-formed HTTP/1.1 GET, POST or DELETE with
+// a single Content-Length or no body), so net/http takes the connection and
+// answers it, errors included.
+func parseHead(head []byte, p *parsedHead) bool {
+	line, rest, ok := cutLine(head)
+	if !ok {
+		return false
+	}
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 < 0 {
+		return false
+	}
+	switch string(line[:sp1]) {
+	case http.MethodPost:
+		p.method = http.MethodPost
+	case http.MethodGet:
+		p.method = http.MethodGet
+	case http.MethodDelete:
+		p.method = http.MethodDelete
+	default:
+		return false
+	}
+	line = line[sp1+1:]
+	sp2 := bytes.IndexByte(line, ' ')
+	if sp2 <= 0 || string(line[sp2+1:]) != "HTTP/1.1" {
+		return false
+	}
+	uri := line[:sp2]
+	if uri[0] != '/' {
+		return false
+	}
+	p.uri = string(uri)
+	if simplePath(uri) {
+		p.url = &url.URL{Path: p.uri}
+	} else {
+		u, err := url.ParseRequestURI(p.uri)
+		if err != nil {
+			return false
+		}
+		p.url = u
+	}
+
+	p.header = make(http.Header, 8)
+	p.contentLength = 0
+	p.close = false
+	sawHost, sawLength := false, false
+	for {
+		line, rest, ok = cutLine(rest)
+		if !ok {
+			return false
+		}
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !validToken(line[:colon]) {
+			return false // also obs-fold continuation lines, which start with a space
+		}
+		value := bytes.Trim(line[colon+1:], " \t")
+		if !validValue(value) {
+			return false
+		}
+		key := headerKey(line[:colon])
+		switch key {
+		case "Host":
+			if sawHost || !validHost(value) {
+				return false
+			}
+			sawHost = true
+			p.host = string(value)
+		case "Content-Length":
+			n, ok := parseLength(value)
+			if sawLength || !ok {
+				return false
+			}
+			sawLength = true
+			p.contentLength = n
+		case "Transfer-Encoding", "Expect", "Upgrade", "Te", "Trailer":
+			return false
+		case "Connection":
+			for _, tok := range bytes.Split(value, []byte{','}) {
+				tok = bytes.Trim(tok, " \t")
+				switch {
+				case bytes.EqualFold(tok, []byte("close")):
+					p.close = true
+				case bytes.EqualFold(tok, []byte("upgrade")):
+					return false
+				}
+			}
+		}
+		p.header[key] = append(p.header[key], string(value))
+	}
+	return sawHost
+}
+
+// cutLine returns the line before the next CRLF and what follows; false
+// for a bare LF (net/http decides about those).
+func cutLine(b []byte) (line, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i <= 0 || b[i-1] != '\r' {
+		return nil, nil, false
+	}
+	return b[:i-1], b[i+1:], true
+}
+
+// simplePath reports whether a request target is a plain path that needs no
+// decoding: letters, digits and -._~/ only.
+func simplePath(b []byte) bool {
+	for _, c := range b {
+		if !isAlnum(c) && bytes.IndexByte([]byte("/-._~"), c) < 0 {
+			return false
+		}
+	}
+	return !bytes.Contains(b, []byte("/.")) && !bytes.Contains(b, []byte("//"))
+}
+
+// parseLength parses a Content-Length value: decimal digits only.
+func parseLength(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// validToken reports whether b is an HTTP token (RFC 9110, 5.6.2).
+func validToken[T string | []byte](b T) bool {
+	for i := 0; i < len(b); i++ {
+		if !isTokenByte(b[i]) {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+func isTokenByte(c byte) bool {
+	return isAlnum(c) || bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// validValue reports whether b is a header field value without control
+// characters other than tab.
+func validValue(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost reports whether b is a plausible Host value (what net/http's
+// check accepts: a host name or IP literal, an optional port).
+func validHost(b []byte) bool {
+	for _, c := range b {
+		if !isAlnum(c) && bytes.IndexByte([]byte("-._~:[]%!$&'()*+,;=@"), c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// commonKeys are the canonical forms of the header names MCP clients send,
+// so that parsing them allocates no key.
+var commonKeys = []string{
+	"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Baggage",
+	"Cache-Control", "Connection", "Content-Length", "Content-Type", "Expect",
+	"Host", "Last-Event-Id", "Mcp-Method", "Mcp-Name", "Mcp-Protocol-Version",
+	"Mcp-Session-Id", "Origin", "Referer", "Sec-Fetch-Mode", "Te", "Trailer",
+	"Traceparent", "Tracestate", "Transfer-Encoding", "Upgrade", "User-Agent",
+	"X-Api-Key", "X-Forwarded-For", "X-Forwarded-Proto", "X-Real-Ip",
+}
+
+// headerKey returns the canonical form of a header name.
+func headerKey(b []byte) string {
+	for _, k := range commonKeys {
+		if len(k) == len(b) && equalFold(k, b) {
+			return k
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(b))
+}
+
+// equalFold reports whether ASCII s and b are equal ignoring case.
+func equalFold(s string, b []byte) bool {
+	for i := range len(s) {
+		x, y := s[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
