@@ -112,6 +112,10 @@ type h1Conn struct {
 	bw       *bufio.Writer
 	wrote    bool // a byte of the current request reached the connection
 	deadline bool // a deadline is set on nc
+	// unfinished: the last response's chunked body was left unread past
+	// the message the caller wanted (typically only its last chunk); the
+	// next use reads it first.
+	unfinished bool
 	used     time.Time
 	body     h1Body
 }
@@ -139,7 +143,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 			continue
 		}
 		h.mu.Unlock()
-		if peerClosed(c.nc) {
+		if (c.unfinished && !c.finish()) || peerClosed(c.nc) {
 			_ = c.nc.Close()
 			h.mu.Lock()
 			continue
@@ -196,6 +200,22 @@ func (h *h1Client) close() {
 	for _, c := range idle {
 		_ = c.nc.Close()
 	}
+}
+
+// h1FinishWait bounds reading the end of a body left unfinished: it was
+// sent right after what the last caller read, so it is there by now unless
+// the server misbehaves.
+const h1FinishWait = 100 * time.Millisecond
+
+// finish reads the rest of the last response's body before the connection
+// is used again; false when it did not end cleanly.
+func (c *h1Conn) finish() bool {
+	c.unfinished = false
+	_ = c.nc.SetReadDeadline(time.Now().Add(h1FinishWait))
+	ok := c.body.finish(64<<10) && c.br.Buffered() == 0
+	_ = c.nc.SetDeadline(time.Time{})
+	c.deadline = false
+	return ok
 }
 
 // h1Response is the head of a response; body reads the rest on the conn.
@@ -308,6 +328,26 @@ func (call *h1Call) release() {
 		return
 	}
 	_ = c.nc.Close()
+}
+
+// releaseUnfinished is release for a caller done with a chunked body it did
+// not read to the end: rather than wait here for the end (the server sends
+// its last chunk after the response event, so waiting costs a blocking read
+// on every call), the next request on the connection reads it first.
+func (call *h1Call) releaseUnfinished() {
+	c := call.c
+	b := &c.body
+	if b.done || !b.chunked || b.err != nil || !b.keepAlive {
+		b.finish(64 << 10)
+		call.release()
+		return
+	}
+	if !call.disarm() {
+		_ = c.nc.Close()
+		return
+	}
+	c.unfinished = true
+	call.h.put(c)
 }
 
 func (call *h1Call) roundTrip(extra, body []byte) (*h1Response, error) {

@@ -324,3 +324,46 @@ func TestH1IdleExpiry(t *testing.T) {
 		t.Errorf("idle after close = %d", len(h.idle))
 	}
 }
+
+func TestH1ReturnsBeforeTheLastChunk(t *testing.T) {
+	// The server sends the response event, then holds its last chunk until
+	// the test says. The call returns with the event; the next call on the
+	// connection reads the end first and reuses it; an end that never
+	// comes costs a fresh connection, not an error.
+	gate := make(chan struct{}, 10)
+	f := newFakeMCP(t, 0, func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(tool)+"}\n\n")
+		w.(http.Flusher).Flush()
+		if tool == "hang" {
+			<-r.Context().Done() // until the client gives the connection up
+			return
+		}
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+		}
+	})
+	s := fakeSession(t, f, nil)
+	ctx := ctxT(t, 30*time.Second)
+	for i := range 3 {
+		got, err := toolText(ctx, s, "held", nil)
+		if err != nil || got != "held" {
+			t.Fatalf("call %d: %q, %v", i, got, err)
+		}
+		gate <- struct{}{} // now the server ends the response
+	}
+	if n := f.conns.Load(); n != 2 { // the POSTs' and the GET stream's
+		t.Errorf("%d connections, want 2: the connection was not reused after a deferred end", n)
+	}
+	if got, err := toolText(ctx, s, "hang", nil); err != nil || got != "hang" {
+		t.Fatalf("hang: %q, %v", got, err)
+	}
+	gate <- struct{}{}
+	if got, err := toolText(ctx, s, "after", nil); err != nil || got != "after" {
+		t.Fatalf("after a response that never ended: %q, %v", got, err)
+	}
+	if n := f.conns.Load(); n != 3 {
+		t.Errorf("%d connections, want 3: a connection whose response never ended must be replaced", n)
+	}
+}

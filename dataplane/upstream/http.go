@@ -299,11 +299,12 @@ func (t *httpTransport) roundTrip(ctx context.Context, id int64, body []byte) (*
 			return nil, err
 		}
 		msg, err := t.readResponse(ctx, id, resp.contentType, resp.body, resp.body.length())
-		resp.body.finish(64 << 10)
-		call.release()
 		if err != nil {
+			resp.body.finish(64 << 10)
+			call.release()
 			return nil, call.ctxErr(err)
 		}
+		call.releaseUnfinished()
 		return msg, nil
 	}
 	resp, err := t.post(ctx, body)
