@@ -228,6 +228,8 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 	var batch []*metamcpv1.CallRecord
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
+	drain := time.NewTicker(callDrainInterval)
+	defer drain.Stop()
 	first := true
 	for {
 		select {
@@ -258,16 +260,9 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 			if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Status{Status: c.status()}}); err != nil {
 				return sendFailed(errc, err)
 			}
-		case rec, ok := <-c.opts.Calls:
-			if !ok {
-				c.opts.Calls = nil
-				continue
-			}
-			batch = append(batch, rec)
-			if len(batch) >= 500 {
-				if err := c.sendCalls(stream, errc, &batch); err != nil {
-					return err
-				}
+		case <-drain.C:
+			if err := c.drainCalls(stream, errc, &batch); err != nil {
+				return err
 			}
 		case <-flush.C:
 			if len(batch) > 0 {
@@ -277,6 +272,37 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 			}
 		}
 	}
+}
+
+// callDrainInterval is how often call records are taken from Options.Calls.
+// Polling rather than receiving each one keeps a wake-up of this goroutine
+// off every proxied call; the channel's buffer must hold what arrives in one
+// interval.
+const callDrainInterval = 50 * time.Millisecond
+
+// callBatch is the most call records sent in one message.
+const callBatch = 500
+
+// drainCalls moves the waiting call records into batch and sends full batches.
+func (c *Client) drainCalls(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest, metamcpv1.SyncResponse], errc <-chan error, batch *[]*metamcpv1.CallRecord) error {
+	for c.opts.Calls != nil {
+		select {
+		case rec, ok := <-c.opts.Calls:
+			if !ok {
+				c.opts.Calls = nil
+				return nil
+			}
+			*batch = append(*batch, rec)
+			if len(*batch) >= callBatch {
+				if err := c.sendCalls(stream, errc, batch); err != nil {
+					return err
+				}
+			}
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 func (c *Client) sendCalls(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest, metamcpv1.SyncResponse], errc <-chan error, batch *[]*metamcpv1.CallRecord) error {
