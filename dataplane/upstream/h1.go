@@ -116,8 +116,9 @@ type h1Conn struct {
 	// the message the caller wanted (typically only its last chunk); the
 	// next use reads it first.
 	unfinished bool
-	used     time.Time
-	body     h1Body
+	peek       *peeker
+	used       time.Time
+	body       h1Body
 }
 
 // Write counts what reaches the connection, for the retry decision.
@@ -143,7 +144,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 			continue
 		}
 		h.mu.Unlock()
-		if (c.unfinished && !c.finish()) || peerClosed(c.nc) {
+		if (c.unfinished && !c.finish()) || c.peek.peerClosed() {
 			_ = c.nc.Close()
 			h.mu.Lock()
 			continue
@@ -159,7 +160,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	c := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}
+	c := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), peek: newPeeker(nc)}
 	c.bw = bufio.NewWriterSize(c, 8<<10)
 	return c, false, nil
 }
@@ -430,7 +431,7 @@ func readResponseHead(c *h1Conn) (*h1Response, error) {
 			case bytes.EqualFold(k, []byte("Mcp-Session-Id")):
 				resp.sessionID = string(v)
 			case bytes.EqualFold(k, []byte("Connection")):
-				for _, tok := range bytes.Split(v, []byte{','}) {
+				for tok := range bytes.SplitSeq(v, []byte{','}) {
 					tok = bytes.TrimSpace(tok)
 					if bytes.EqualFold(tok, []byte("close")) {
 						keepAlive = false
@@ -599,7 +600,14 @@ func chunkErr(err error) error {
 // connection can be reused; false when the body did not end cleanly.
 func (b *h1Body) finish(limit int64) bool {
 	if !b.done && b.err == nil {
-		_, _ = io.CopyN(io.Discard, b, limit)
+		var buf [512]byte
+		for n := int64(0); n < limit && !b.done; {
+			m, err := b.Read(buf[:])
+			n += int64(m)
+			if err != nil || m == 0 {
+				break
+			}
+		}
 		if !b.done {
 			var one [1]byte
 			_, _ = b.Read(one[:0]) // reach the end of an exhausted chunked body

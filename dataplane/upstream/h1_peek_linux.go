@@ -6,25 +6,40 @@ import (
 	"syscall"
 )
 
-// peerClosed reports whether the server has closed an idle connection (or
-// sent something unexpected on it): a non-blocking peek finds EOF or data.
-func peerClosed(nc net.Conn) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return false
+// peeker looks at an idle connection without blocking. It is made once per
+// connection: its callback and the raw connection are not allocated again
+// on every reuse.
+type peeker struct {
+	rc     syscall.RawConn // nil when the connection has none
+	closed bool
+	buf    [1]byte
+	look   func(fd uintptr) bool
+}
+
+func newPeeker(nc net.Conn) *peeker {
+	p := &peeker{}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			p.rc = rc
+		}
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return true
-	}
-	closed := false
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	p.look = func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// EAGAIN: nothing to read, alive. Anything else (an error, EOF,
 		// stray bytes) makes the connection unusable.
-		closed = !errors.Is(err, syscall.EAGAIN)
+		p.closed = !errors.Is(err, syscall.EAGAIN)
 		return true
-	})
-	return closed || err != nil
+	}
+	return p
+}
+
+// peerClosed reports whether the server has closed an idle connection (or
+// sent something unexpected on it): a non-blocking peek finds EOF or data.
+func (p *peeker) peerClosed() bool {
+	if p.rc == nil {
+		return false
+	}
+	p.closed = false
+	err := p.rc.Read(p.look)
+	return p.closed || err != nil
 }

@@ -4,6 +4,10 @@ package upstream
 
 import "net"
 
-// peerClosed cannot look without blocking here; a connection the server
-// closed shows as a failed call.
-func peerClosed(net.Conn) bool { return false }
+// peeker cannot look without blocking here; a connection the server closed
+// shows as a failed call.
+type peeker struct{}
+
+func newPeeker(net.Conn) *peeker { return &peeker{} }
+
+func (*peeker) peerClosed() bool { return false }

@@ -379,8 +379,7 @@ func (t *httpTransport) post1(ctx context.Context, body []byte) (*h1Call, *h1Res
 
 // readResponse reads the response to request id from a JSON or SSE body.
 func (t *httpTransport) readResponse(ctx context.Context, id int64, contentType string, body io.Reader, length int64) (*rpc.Message, error) {
-	ct, _, _ := mime.ParseMediaType(contentType)
-	switch ct {
+	switch mediaType(contentType) {
 	case "application/json":
 		b, err := readAll(body, length)
 		if err != nil {
@@ -464,7 +463,7 @@ func statusError(resp *http.Response) error {
 
 func statusErr(status, contentType string, body io.Reader) error {
 	b, _ := io.ReadAll(io.LimitReader(body, 64<<10))
-	if ct, _, _ := mime.ParseMediaType(contentType); ct == "application/json" {
+	if mediaType(contentType) == "application/json" {
 		if m, err := rpc.Parse(b); err == nil && m.Error != nil {
 			return m.Error
 		}
@@ -591,4 +590,15 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(line, "\r\n"), nil
+}
+
+// mediaType is the media type of a Content-Type value, lower case, without
+// parameters; the two every MCP server sends are matched without parsing.
+func mediaType(contentType string) string {
+	switch contentType {
+	case "text/event-stream", "application/json":
+		return contentType
+	}
+	ct, _, _ := mime.ParseMediaType(contentType)
+	return ct
 }
