@@ -37,6 +37,7 @@ import (
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
+	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/internal/syncbuf"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
@@ -49,6 +50,10 @@ var callsPerPoint = flag.Int("calls", 2000, "measured calls per benchmark point 
 // of the data plane process (through its --debug-listen pprof server) while
 // it serves each point's load, written as DIR/dataplane-MODE-clients=N.pprof.
 var dpProfileDir = flag.String("dpprofile", "", "directory for CPU profiles of the data plane process (BenchmarkCPUPerCall); none when empty")
+
+// dpFlags are extra flags for the data plane process, e.g.
+// -dpflags=--http-server=std to measure net/http alone.
+var dpFlags = flag.String("dpflags", "", "extra flags for the `metamcp dataplane` process, space separated")
 
 // metamcpBin is the `metamcp` binary under test, built once by TestMain.
 var metamcpBin string
@@ -232,6 +237,7 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 	if *dpProfileDir != "" {
 		cmd.Args = append(cmd.Args, "--debug-listen", "127.0.0.1:0")
 	}
+	cmd.Args = append(cmd.Args, strings.Fields(*dpFlags)...)
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "METAMCP_") {
@@ -366,7 +372,8 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// What `metamcp dataplane` serves its port with by default.
+	srv := httpserver.New(httpserver.Options{Handler: mux, Logger: logger})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	tb.Cleanup(func() {
