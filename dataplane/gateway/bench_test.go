@@ -51,12 +51,12 @@ func benchGateway(b *testing.B) (http.Handler, *Gateway) {
 	return g.Handler(), g
 }
 
-func benchToolsCall(b *testing.B, headers map[string]string) {
+func benchToolsCall(b *testing.B, headers map[string]string, caps string) {
 	handler, _ := benchGateway(b)
 	body := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"progressToken":7}}}`)
 	if headers[headerProtocolVersion] != "" {
 		// What a go-sdk client sends at 2026-07-28: the per-request _meta keys.
-		body = []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"roots":{}},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}`)
+		body = []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"progressToken":7,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":` + caps + `,"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}`)
 	}
 	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:12008/metamcp/main/mcp", nil)
 	req.Header.Set("Content-Type", "application/json")
@@ -99,8 +99,13 @@ func benchToolsCall(b *testing.B, headers map[string]string) {
 // HTTP handler (routing, auth, parsing, name rewrite, response), with an
 // upstream that answers at once.
 func BenchmarkToolsCall(b *testing.B) {
-	b.Run("session", func(b *testing.B) { benchToolsCall(b, nil) })
+	b.Run("session", func(b *testing.B) { benchToolsCall(b, nil, "") })
+	// A client that declares roots: the call is bridged (it could be asked).
 	b.Run("stateless", func(b *testing.B) {
-		benchToolsCall(b, map[string]string{headerProtocolVersion: "2026-07-28"})
+		benchToolsCall(b, map[string]string{headerProtocolVersion: "2026-07-28"}, `{"roots":{}}`)
+	})
+	// A client that declares no capability: nothing to bridge.
+	b.Run("stateless-no-capabilities", func(b *testing.B) {
+		benchToolsCall(b, map[string]string{headerProtocolVersion: "2026-07-28"}, `{}`)
 	})
 }

@@ -29,6 +29,9 @@ type call struct {
 	stateless bool
 	clientIP  string
 	reqBytes  int
+	// caps are the client's capabilities: the session's, or for a stateless
+	// request those its _meta declares.
+	caps json.RawMessage
 	// bridge is the stateless call's bridge to input_required (inputrequired.go).
 	bridge *bridge
 }
@@ -39,7 +42,12 @@ var emptyObject = json.RawMessage("{}")
 func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	if bridgeable(msg.Method) { // tools/call, prompts/get, resources/read
 		if c.stateless {
-			return g.bridgedCall(ctx, c, msg)
+			if needsBridge(c, msg) {
+				return g.bridgedCall(ctx, c, msg)
+			}
+			// Nothing the upstream might ask could reach this client: the
+			// call runs here, and an upstream request gets an error.
+			return g.dispatchCall(ctx, c, msg)
 		}
 		return g.sessionCall(ctx, c, msg)
 	}

@@ -87,6 +87,23 @@ type inputWait struct {
 	reply chan json.RawMessage // the client's response (buffered)
 }
 
+// needsBridge reports whether a stateless call goes through a bridge: it
+// continues one (its requestState is the gateway's), or its client declared
+// a capability an upstream request could need (sampling, elicitation,
+// roots). Without one, no upstream request could be shown to the client,
+// and the bridge's goroutine would be for nothing.
+func needsBridge(c *call, msg *rpc.Message) bool {
+	if st, _ := rpc.StringField(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
+		return true
+	}
+	for _, need := range []string{"sampling", "elicitation", "roots"} {
+		if v, ok := rawField(c.caps, need); ok && string(v) != "null" {
+			return true
+		}
+	}
+	return false
+}
+
 // bridgedCall serves tools/call, prompts/get or resources/read for a
 // stateless client, bridging the upstream's server-to-client requests into
 // input_required results. The upstream call runs on a goroutine of its own,
@@ -331,6 +348,9 @@ func (g *Gateway) forgetBridge(b *bridge) {
 // client in an input_required result, and this waits for the client's
 // retry to bring the answer (or for the call to end).
 func (g *Gateway) statelessRequest(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, error) {
+	if rerr := clientCan(c.caps, msg); rerr != nil {
+		return nil, rerr
+	}
 	if c.bridge == nil {
 		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "the client cannot answer " + quote(msg.Method) + " for this request (it has no session, and only tools/call, prompts/get and resources/read can return input_required)"}
 	}
@@ -339,6 +359,9 @@ func (g *Gateway) statelessRequest(ctx context.Context, c *call, msg *rpc.Messag
 
 // Request implements upstream.Caller: the request waits for the client.
 func (b *bridge) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage, error) {
+	if rerr := clientCan(b.c.caps, msg); rerr != nil {
+		return nil, rerr
+	}
 	w := &inputWait{msg: msg, reply: make(chan json.RawMessage, 1)}
 	select {
 	case b.inputs <- w:

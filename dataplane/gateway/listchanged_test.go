@@ -509,7 +509,16 @@ func TestInputRequiredRaw(t *testing.T) {
 		}
 		return m
 	}
-	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{}}}`
+	// A client that declares no elicitation capability is not asked: the
+	// upstream's request fails, and so does its tool. With no capability
+	// at all the call is not bridged; with another one it is.
+	for _, meta := range []string{``, `,"_meta":{"io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}`} {
+		blind := post(keyBob, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{}`+meta+`}}`)
+		if res, _ := blind["result"].(map[string]any); res["resultType"] == "input_required" || !strings.Contains(fmt.Sprint(res["content"]), "did not declare the elicitation capability") {
+			t.Errorf("a client without the elicitation capability (_meta %q) got %v, want the upstream's request refused", meta, blind)
+		}
+	}
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
 	first := post(keyBob, call)
 	res, _ := first["result"].(map[string]any)
 	if res["resultType"] != "input_required" {

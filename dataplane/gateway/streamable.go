@@ -30,6 +30,7 @@ const (
 	headerSessionID       = "Mcp-Session-Id"
 	headerProtocolVersion = "Mcp-Protocol-Version"
 	metaProtocolVersion   = "io.modelcontextprotocol/protocolVersion"
+	metaClientCaps        = "io.modelcontextprotocol/clientCapabilities"
 	metaServerInfo        = "io.modelcontextprotocol/serverInfo"
 )
 
@@ -98,6 +99,17 @@ func (g *Gateway) readMessage(w http.ResponseWriter, r *http.Request) (*rpc.Mess
 	return msg, len(body), true
 }
 
+// requestCapabilities are the client capabilities a 2026-07-28 request
+// declares in its _meta (nil: none).
+func requestCapabilities(msg *rpc.Message) json.RawMessage {
+	meta, ok := rawField(msg.Params, "_meta")
+	if !ok {
+		return nil
+	}
+	caps, _ := rawField(meta, metaClientCaps)
+	return caps
+}
+
 // requestVersion is the revision a request declares: the MCP-Protocol-Version
 // header, else the protocolVersion key of its params' _meta.
 func requestVersion(r *http.Request, msg *rpc.Message) string {
@@ -155,6 +167,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 	}
 	c.clientID = sid
 	c.version = info.ProtocolVersion
+	c.caps = info.ClientCapabilities
 	pc.relay.caps = info.ClientCapabilities
 	g.addInflight(&pc.relay)
 	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
@@ -185,6 +198,8 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 	}
 	c.version = version
 	c.stateless = true
+	c.caps = requestCapabilities(msg)
+	pc.relay.caps = c.caps
 	if msg.Method == "subscriptions/listen" {
 		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
 		return
