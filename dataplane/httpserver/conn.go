@@ -61,6 +61,15 @@ func (r connReader) Read(p []byte) (int, error) {
 	return r.c.nc.Read(p)
 }
 
+// cancelRequest cancels the context of the request in progress, if any.
+func (c *conn) cancelRequest() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancelReq != nil {
+		c.cancelReq()
+	}
+}
+
 // closeIfIdle interrupts a connection waiting for its next request (Shutdown).
 func (c *conn) closeIfIdle() {
 	c.mu.Lock()
@@ -165,7 +174,10 @@ func (c *conn) handOff() bool {
 // headLen bytes of c.br; false when the connection must close.
 func (c *conn) serveRequest(headLen int, p *parsedHead) (keep bool) {
 	_, _ = c.br.Discard(headLen)
-	ctx, cancel := context.WithCancel(c.s.baseCtx)
+	// Not a child of a server-wide context: that would put every request
+	// through one mutex and map. Close cancels requests through their
+	// connections instead.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.mu.Lock()
 	c.cancelReq = cancel

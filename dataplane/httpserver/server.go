@@ -59,9 +59,6 @@ type Server struct {
 	std     *http.Server
 	handoff *handoffListener
 
-	baseCtx    context.Context
-	cancelBase context.CancelFunc
-
 	mu         sync.Mutex
 	listeners  map[net.Listener]struct{}
 	conns      map[*conn]struct{}
@@ -101,15 +98,12 @@ func New(opts Options) *Server {
 	if opts.WatchAfter <= 0 {
 		opts.WatchAfter = DefaultWatchAfter
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		handler:           opts.Handler,
 		log:               opts.Logger,
 		readHeaderTimeout: opts.ReadHeaderTimeout,
 		idleTimeout:       opts.IdleTimeout,
 		watchAfter:        opts.WatchAfter,
-		baseCtx:           ctx,
-		cancelBase:        cancel,
 		listeners:         map[net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
 		stdDone:           make(chan struct{}),
@@ -221,7 +215,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return <-stdErr
 }
 
-// Close closes the listeners and every connection at once.
+// Close closes the listeners and every connection at once, and cancels the
+// requests in progress.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.shutdown.Store(true)
@@ -230,9 +225,9 @@ func (s *Server) Close() error {
 	}
 	for c := range s.conns {
 		_ = c.nc.Close()
+		c.cancelRequest()
 	}
 	s.mu.Unlock()
-	s.cancelBase()
 	_ = s.handoff.Close()
 	return s.std.Close()
 }

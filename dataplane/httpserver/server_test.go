@@ -488,3 +488,34 @@ func TestRepeatedHeaders(t *testing.T) {
 		t.Errorf("headers seen by the handler: %s", body)
 	}
 }
+
+func TestCloseCancelsRequests(t *testing.T) {
+	started := make(chan struct{})
+	cancelled := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	s := New(Options{Handler: h})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	rc := dial(t, l.Addr().String())
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not cancel the running request's context")
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+}
