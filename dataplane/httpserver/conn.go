@@ -91,6 +91,10 @@ func (c *conn) setIdle(idle bool) bool {
 func (c *conn) serve() {
 	handedOff := false
 	defer func() {
+		if v := recover(); v != nil {
+			// A bug of this package must cost one connection, not the process.
+			c.s.log.Error("panic serving an HTTP connection", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
+		}
 		c.watchTimer.Stop()
 		if !handedOff {
 			_ = c.nc.Close()

@@ -52,6 +52,9 @@ func parseHead(head []byte, p *parsedHead) bool {
 	}
 	text := string(head) // every string below is a part of this one
 	sub := func(b []byte) string {
+		if len(b) == 0 {
+			return "" // bytes.Trim returns nil for an empty value
+		}
 		i := cap(head) - cap(b) // b is a subslice of head
 		return text[i : i+len(b)]
 	}

@@ -479,12 +479,12 @@ func TestHeadTimeout(t *testing.T) {
 
 func TestRepeatedHeaders(t *testing.T) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%q %q %q", r.Header["X-Dup"], r.Header["X-Other"], r.Header["Accept"])
+		fmt.Fprintf(w, "%q %q %q %q", r.Header["X-Dup"], r.Header["X-Other"], r.Header["Accept"], r.Header["X-Empty"])
 	})
 	_, addr := start(t, h, Options{})
 	rc := dial(t, addr)
-	rc.send("GET / HTTP/1.1\r\nHost: x\r\nX-Dup: a\r\nX-Other: b\r\nx-dup:  c \r\nAccept: text/event-stream\r\n\r\n")
-	if _, body := rc.read("GET"); body != `["a" "c"] ["b"] ["text/event-stream"]` {
+	rc.send("GET / HTTP/1.1\r\nHost: x\r\nX-Dup: a\r\nX-Other: b\r\nx-dup:  c \r\nAccept: text/event-stream\r\nX-Empty:\r\n\r\n")
+	if _, body := rc.read("GET"); body != `["a" "c"] ["b"] ["text/event-stream"] [""]` {
 		t.Errorf("headers seen by the handler: %s", body)
 	}
 }

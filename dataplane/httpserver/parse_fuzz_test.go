@@ -1,0 +1,66 @@
+package httpserver
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"slices"
+	"testing"
+)
+
+// FuzzParseHead checks the lean parser against net/http's: whatever head
+// parseHead accepts, http.ReadRequest accepts too and reads the same method,
+// target, host, length and header values. A head the two read differently
+// is how request smuggling starts.
+func FuzzParseHead(f *testing.F) {
+	for _, seed := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /metamcp/e/mcp HTTP/1.1\r\nHost: 127.0.0.1:12008\r\nContent-Type: application/json\r\nContent-Length: 2\r\nMcp-Session-Id: abc\r\n\r\n",
+		"DELETE /p?q=1 HTTP/1.1\r\nhost: h\r\nx-a: 1\r\nX-A: 2\r\nConnection: keep-alive, close\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+		"GET /a%20b/./c HTTP/1.1\r\nHost: [::1]:80\r\nX: \t v \t\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, head []byte) {
+		n := headEnd(head)
+		if n == 0 {
+			return
+		}
+		head = head[:n]
+		var p parsedHead
+		if !parseHead(head, &p) {
+			return // net/http serves it
+		}
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatalf("parseHead accepted %q, net/http refuses it: %v", head, err)
+		}
+		if req.Method != p.method || req.RequestURI != p.uri || req.Host != p.host || req.URL.Path != p.url.Path || req.URL.RawQuery != p.url.RawQuery {
+			t.Fatalf("%q: lean %s %s host %q path %q query %q; net/http %s %s host %q path %q query %q",
+				head, p.method, p.uri, p.host, p.url.Path, p.url.RawQuery, req.Method, req.RequestURI, req.Host, req.URL.Path, req.URL.RawQuery)
+		}
+		if req.ContentLength != p.contentLength && !(req.ContentLength == 0 && p.contentLength == 0) {
+			t.Fatalf("%q: Content-Length lean %d, net/http %d", head, p.contentLength, req.ContentLength)
+		}
+		if req.Close != p.close {
+			t.Fatalf("%q: close lean %v, net/http %v", head, p.close, req.Close)
+		}
+		for k, v := range p.header {
+			if k == "Host" {
+				continue // net/http moves it to req.Host
+			}
+			if !slices.Equal(req.Header[k], v) {
+				t.Fatalf("%q: header %s lean %q, net/http %q", head, k, v, req.Header[k])
+			}
+		}
+		for k := range req.Header {
+			if _, ok := p.header[k]; !ok {
+				t.Fatalf("%q: header %s only net/http read", head, k)
+			}
+		}
+	})
+}
