@@ -208,6 +208,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	// replica tries, under the store's write lock, and one creates it.
 	if _, err := s.admin.EnsureSessionKeys(ctx); err != nil {
 		_ = lis.Close()
+		if ctx.Err() != nil {
+			return nil // told to stop while starting: a clean stop, as later
+		}
 		return fmt.Errorf("%w; check the store and METAMCP_SECRET_KEY", err)
 	}
 
