@@ -43,7 +43,7 @@ func FuzzParseHead(f *testing.F) {
 			t.Fatalf("%q: lean %s %s host %q path %q query %q; net/http %s %s host %q path %q query %q",
 				head, p.method, p.uri, p.host, p.url.Path, p.url.RawQuery, req.Method, req.RequestURI, req.Host, req.URL.Path, req.URL.RawQuery)
 		}
-		if req.ContentLength != p.contentLength && !(req.ContentLength == 0 && p.contentLength == 0) {
+		if req.ContentLength != p.contentLength {
 			t.Fatalf("%q: Content-Length lean %d, net/http %d", head, p.contentLength, req.ContentLength)
 		}
 		if req.Close != p.close {
