@@ -10,6 +10,19 @@ import (
 	"time"
 )
 
+// maxScratch bounds the write buffer a connection keeps between responses:
+// one large response must not pin its size on every idle connection.
+const maxScratch = 8 << 10
+
+// keepScratch keeps b's array for the next response, unless it grew large.
+func (c *conn) keepScratch(b []byte) {
+	if cap(b) > maxScratch {
+		c.wbuf = nil
+		return
+	}
+	c.wbuf = b[:0]
+}
+
 // flushThreshold is how much body a response buffers before it is sent:
 // below it, a response the handler never flushes goes out with its head in
 // one write and a Content-Length; above it, it is streamed in chunks.
@@ -105,8 +118,9 @@ func (w *response) FlushError() error {
 		b = appendChunk(b, w.buf)
 	}
 	w.buf = w.buf[:0]
-	w.c.wbuf = b[:0]
-	return w.send(b)
+	err := w.send(b)
+	w.c.keepScratch(b)
+	return err
 }
 
 // SetWriteDeadline sets the connection's write deadline (http.ResponseController).
@@ -139,8 +153,8 @@ func (w *response) finish() {
 		}
 		b = append(b, "0\r\n\r\n"...)
 	}
-	w.c.wbuf = b[:0]
 	_ = w.send(b)
+	w.c.keepScratch(b)
 }
 
 // send writes b to the connection; a failure ends the request and the connection.
@@ -225,8 +239,8 @@ func (w *response) sendInformational(code int) {
 		}
 	}
 	b = append(b, "\r\n"...)
-	w.c.wbuf = b[:0]
 	_ = w.send(b)
+	w.c.keepScratch(b)
 }
 
 // appendHeader appends "k: v" with CR and LF in v turned into spaces, so a
