@@ -64,8 +64,8 @@ type Server struct {
 	conns      map[*conn]struct{}
 	onShutdown []func()
 	shutdown   atomic.Bool
-	stdServing sync.Once
-	stdDone    chan struct{}
+	stdStarted bool          // std serves the handoff listener (under mu)
+	stdDone    chan struct{} // closed when std.Serve returned
 	connWG     sync.WaitGroup
 }
 
@@ -136,13 +136,14 @@ func (s *Server) Serve(l net.Listener) error {
 		return http.ErrServerClosed
 	}
 	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	s.stdServing.Do(func() {
+	if !s.stdStarted {
+		s.stdStarted = true
 		go func() {
 			defer close(s.stdDone)
 			_ = s.std.Serve(s.handoff)
 		}()
-	})
+	}
+	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.listeners, l)
@@ -212,7 +213,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-stdErr
+	err := <-stdErr
+	s.waitStd()
+	return err
+}
+
+// waitStd waits for the standard server's Serve to return, if it started.
+func (s *Server) waitStd() {
+	s.mu.Lock()
+	started := s.stdStarted
+	s.mu.Unlock()
+	if started {
+		<-s.stdDone
+	}
 }
 
 // Close closes the listeners and every connection at once, and cancels the
@@ -229,7 +242,9 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	_ = s.handoff.Close()
-	return s.std.Close()
+	err := s.std.Close()
+	s.waitStd()
+	return err
 }
 
 // forget removes a connection that ended or was handed off.
