@@ -5,24 +5,13 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-
-	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
-	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
 // TestEndedSessionOpensNoUpstream: once a session has ended, work that
 // outlived it cannot open or adopt a per_client upstream session for it.
 func TestEndedSessionOpensNoUpstream(t *testing.T) {
 	lh := newLiveHarness(t)
-	gamma := newLiveUpstream(t, "gamma")
-	t.Cleanup(func() { _ = lh.gw.opts.Pool.(*upstream.Pool).Close() })
-	lh.swap(t, func(c *metamcpv1.Config) {
-		c.Servers = append(c.Servers, &metamcpv1.Server{Name: "gamma", SessionMode: metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT,
-			Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: gamma.url}}})
-		c.Namespaces = append(c.Namespaces, &metamcpv1.Namespace{Name: "pc", Members: []*metamcpv1.NamespaceMember{{Server: "gamma"}}})
-		c.Endpoints = append(c.Endpoints, &metamcpv1.Endpoint{Name: "pc", Namespace: "pc"})
-	})
-	lh.gw.opts.Pool.(*upstream.Pool).Update(lh.holder.Current().Servers)
+	gamma := lh.addPerClientGamma(t)
 	ctx := testCtx(t)
 	cs := lh.connect(t, "pc", keyBob, "2025-11-25")
 	sid := cs.ID()

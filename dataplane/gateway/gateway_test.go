@@ -509,16 +509,8 @@ func TestSessionLifecycle(t *testing.T) {
 		streamEnded <- err
 	}()
 	// DELETE ends it.
-	req, _ = http.NewRequest(http.MethodDelete, h.url("main", "mcp"), nil)
-	req.Header.Set("Authorization", "Bearer "+keyAlice)
-	req.Header.Set(headerSessionID, sid)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 204 {
-		t.Errorf("DELETE: %d, want 204", resp.StatusCode)
+	if status := deleteMCP(t, h.url("main", "mcp"), map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 204 {
+		t.Errorf("DELETE: %d, want 204", status)
 	}
 	if status, _, _ := post(t, h.url("main", "mcp"), list, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}); status != 404 {
 		t.Errorf("after DELETE: %d, want 404", status)

@@ -578,8 +578,10 @@ func TestInputRequiredRaw(t *testing.T) {
 // upstream session: list_changed is checked per session and reaches each
 // once; resource subscriptions are made, and updates delivered, per
 // upstream session, so an update reaches only the sessions it is about.
-func TestPerClient(t *testing.T) {
-	lh := newLiveHarness(t)
+// addPerClientGamma serves a live upstream "gamma" as a per_client server
+// behind endpoint "pc", with the pool following the new config.
+func (lh *liveHarness) addPerClientGamma(t *testing.T) *liveUpstream {
+	t.Helper()
 	gamma := newLiveUpstream(t, "gamma")
 	// Cleanups run last-in first-out: close the pool before gamma's server,
 	// which waits for the pool's open streams to it.
@@ -591,6 +593,12 @@ func TestPerClient(t *testing.T) {
 		c.Endpoints = append(c.Endpoints, &metamcpv1.Endpoint{Name: "pc", Namespace: "pc"})
 	})
 	lh.gw.opts.Pool.(*upstream.Pool).Update(lh.holder.Current().Servers)
+	return gamma
+}
+
+func TestPerClient(t *testing.T) {
+	lh := newLiveHarness(t)
+	gamma := lh.addPerClientGamma(t)
 	uri := "fixture://gamma/readme"
 	type client struct {
 		cs                     *mcp.ClientSession
@@ -726,14 +734,7 @@ func TestSubscriptionsAcrossReplicas(t *testing.T) {
 	waitCount(t, &lh.alpha.unsubscribe, 1, "upstream unsubscribes after an unsubscribe through the other replica")
 
 	post(urlA, sid, sub)
-	req, _ := http.NewRequest(http.MethodDelete, urlB, nil)
-	req.Header.Set("Authorization", "Bearer "+keyAlice)
-	req.Header.Set(headerSessionID, sid)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	deleteMCP(t, urlB, map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid})
 	waitCount(t, &lh.alpha.unsubscribe, 2, "upstream unsubscribes after the session ended through the other replica")
 	if n := lh.alpha.subscribes.Load(); n != 2 {
 		t.Errorf("upstream subscribes = %d, want 2", n)

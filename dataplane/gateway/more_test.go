@@ -31,6 +31,37 @@ func TestDuplicateNameCannotBypassFilters(t *testing.T) {
 }
 
 // readEvent reads one SSE event (name, data).
+// deleteMCP sends DELETE to url with headers and returns the status.
+func deleteMCP(t *testing.T, url string, headers map[string]string) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodDelete, url, nil)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// openSSE opens a 2024-11-05 SSE stream at sseURL as keyAlice (the key in
+// the query) and returns its reader, past the endpoint event, and the
+// session id. The stream closes with the test.
+func openSSE(t *testing.T, sseURL string) (*bufio.Reader, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodGet, sseURL+"?api_key="+keyAlice, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	r := bufio.NewReader(resp.Body)
+	_, data := readEvent(t, r)
+	return r, strings.TrimPrefix(strings.Split(data, "&")[0], "message?sessionId=")
+}
+
 func readEvent(t testing.TB, r *bufio.Reader) (string, string) {
 	t.Helper()
 	var name, data string

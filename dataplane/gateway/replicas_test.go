@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -169,17 +168,7 @@ func TestSSEMessageOnOtherReplica(t *testing.T) {
 		t.Skip("runs an mcpfixture process")
 	}
 	one, two := twoReplicas(t)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, one.url("main", "sse")+"?api_key="+keyAlice, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
-	_, data := readEvent(t, r)
-	sid := strings.TrimPrefix(strings.Split(data, "&")[0], "message?sessionId=")
+	r, sid := openSSE(t, one.url("main", "sse"))
 	msgURL := one.url("main", "message") + "?sessionId=" + sid + "&api_key=" + keyAlice
 	post(t, msgURL, `{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{}}}`, nil)
 	readEvent(t, r)

@@ -508,17 +508,8 @@ func TestDeleteReachesOtherReplicas(t *testing.T) {
 	if status, _, body := post(t, r2.url("main", "mcp"), list, withSID); status != 200 {
 		t.Fatalf("tools/list on the second replica: %d %s", status, body)
 	}
-	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodDelete, r1.url("main", "mcp"), nil)
-	for k, v := range withSID {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("DELETE: %d", resp.StatusCode)
+	if status := deleteMCP(t, r1.url("main", "mcp"), withSID); status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", status)
 	}
 	for i, h := range []*harness{r1, r2, r3} {
 		waitFor(t, fmt.Sprintf("replica %d refusing the deleted session", i+1), func() bool {
@@ -607,15 +598,7 @@ func TestCarriedUpstreamSessionsOutliveReplicas(t *testing.T) {
 		t.Errorf("after a replica shut down, upstream session %q (live %v), want %q", got, live(first), first)
 	}
 	// The client ends the session: so does the upstream.
-	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodDelete, r1.h.url("main", "mcp"), nil)
-	for k, v := range withSID {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	deleteMCP(t, r1.h.url("main", "mcp"), withSID)
 	waitFor(t, "the upstream session ended after DELETE", func() bool { return !live(first) })
 }
 

@@ -73,19 +73,9 @@ func TestGatewaySessionsCount(t *testing.T) {
 	if n := h.gw.Sessions(); n != 3 {
 		t.Errorf("Sessions after 3 initialize = %d", n)
 	}
-	req, err := http.NewRequest(http.MethodDelete, h.url("main", "mcp"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+keyAlice)
-	req.Header.Set(headerSessionID, sids[0])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if n := h.gw.Sessions(); resp.StatusCode != http.StatusNoContent || n != 2 {
-		t.Errorf("after DELETE (HTTP %d): Sessions = %d, want 2", resp.StatusCode, n)
+	status := deleteMCP(t, h.url("main", "mcp"), map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sids[0]})
+	if n := h.gw.Sessions(); status != http.StatusNoContent || n != 2 {
+		t.Errorf("after DELETE (HTTP %d): Sessions = %d, want 2", status, n)
 	}
 }
 
@@ -152,20 +142,8 @@ func TestSessionInFlight(t *testing.T) {
 				t.Fatal("the call never asked for an upstream session")
 			}
 			if tc.delete {
-				req, err := http.NewRequest(http.MethodDelete, h.url("main", "mcp"), nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for k, v := range withSession {
-					req.Header.Set(k, v)
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusNoContent {
-					t.Fatalf("DELETE: HTTP %d", resp.StatusCode)
+				if status := deleteMCP(t, h.url("main", "mcp"), withSession); status != http.StatusNoContent {
+					t.Fatalf("DELETE: HTTP %d", status)
 				}
 			} else {
 				// Several idle TTLs pass while the request waits: the

@@ -161,17 +161,7 @@ func TestStandaloneStream(t *testing.T) {
 
 func TestSSEStreamTakesSessionMessages(t *testing.T) {
 	h := newHarness(t, testConfig(), nil, nil)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url("main", "sse")+"?api_key="+keyAlice, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
-	_, data := readEvent(t, r)
-	sid := strings.TrimPrefix(strings.Split(data, "&")[0], "message?sessionId=")
+	r, sid := openSSE(t, h.url("main", "sse"))
 	if !slices.Contains(h.gw.localStreams("main"), sid) {
 		t.Fatalf("SSE session %q not among the local streams %v", sid, h.gw.localStreams("main"))
 	}
