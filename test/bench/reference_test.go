@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
 // BenchmarkReference measures two proxies that do nothing but forward, in
@@ -102,18 +104,7 @@ func startRelay(tb testing.TB, upstreamURL string) (string, int) {
 // process's) proxying to the upstream, or skips when nginx is not installed.
 func startNginxProxy(tb testing.TB, upstreamURL string) (string, int) {
 	tb.Helper()
-	bin, err := exec.LookPath("nginx")
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-		if err == nil {
-			break
-		}
-		if _, statErr := os.Stat(p); statErr == nil {
-			bin, err = p, nil
-		}
-	}
-	if err != nil {
-		tb.Skip("nginx is not installed: run scripts/ensure-services.sh (it installs Debian's nginx-light)")
-	}
+	bin := fixture.Nginx(tb)
 	u, err := url.Parse(upstreamURL)
 	if err != nil {
 		tb.Fatal(err)

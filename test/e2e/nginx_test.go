@@ -35,7 +35,7 @@ const nginxCalls = 200
 // `mmctl rotate session-key` the session goes on, after a second it is
 // refused.
 func TestTwoDataPlanesBehindNginx(t *testing.T) {
-	nginx := findNginx(t)
+	nginx := fixture.Nginx(t)
 	fx := fixture.Build(t)
 	sharedURL := fixture.Start(t, fx, "http", "web")
 	mineURL := fixture.Start(t, fx, "http", "mine")
@@ -154,21 +154,6 @@ func TestTwoDataPlanesBehindNginx(t *testing.T) {
 	if status := rawList(sid); status != http.StatusNotFound {
 		t.Errorf("the session's id after two key rotations: %d, want 404", status)
 	}
-}
-
-// findNginx returns the nginx binary, or skips the test when there is none.
-func findNginx(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("nginx is not installed: run scripts/ensure-services.sh (it installs Debian's nginx-light)")
-	return ""
 }
 
 // nginxProc is an nginx started by a test.
