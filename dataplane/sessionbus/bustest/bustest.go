@@ -322,6 +322,21 @@ func testSlow(t *testing.T, b sessionbus.Bus) {
 				return
 			}
 		}
+		// The fast subscriber getting a message does not mean the slow
+		// one was offered it yet (a bus may deliver to them in any
+		// order). Messages are delivered in order, so once a fence
+		// reaches the fast subscriber, every message before it has been
+		// offered to the slow one too (the fence itself is dropped there).
+		if _, err := b.Publish(ctx, topic, []byte("fence")); err != nil {
+			done <- fmt.Errorf("publish the fence: %w", err)
+			return
+		}
+		select {
+		case <-fast:
+		case <-ctx.Done():
+			done <- errors.New("fast subscriber: the fence did not arrive")
+			return
+		}
 		done <- nil
 	}()
 	if err := <-done; err != nil {
