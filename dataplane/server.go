@@ -93,6 +93,8 @@ type Server struct {
 	pool  *upstream.Pool
 	gw    *gateway.Gateway
 	mux   *http.ServeMux
+	// handler is mux behind the gateway's fast route (Gateway.Routes).
+	handler http.Handler
 
 	bus      sessionbus.Bus
 	redis    *redis.Client     // nil without Redis
@@ -177,6 +179,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, mux: http.NewServeMux(),
 		bus: bus, redis: rdb, redisBus: redisBus}
 	gw.Register(s.mux)
+	s.handler = gw.Routes(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -218,7 +221,7 @@ func openRedis(opts Options) (*redis.Client, sessionbus.Bus, *sessionbus.Redis, 
 func (s *Server) Cache() *configcache.Cache { return s.cache }
 
 // Handler returns the data plane's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Addr returns the HTTP address Serve listens on, or nil before Serve.
 func (s *Server) Addr() net.Addr {
@@ -302,12 +305,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	var hs httpServer
 	if s.opts.HTTPServer == HTTPServerStd {
 		hs = &http.Server{
-			Handler:           s.mux,
+			Handler:           s.handler,
 			ReadHeaderTimeout: httpserver.DefaultReadHeaderTimeout,
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
 	} else {
-		hs = httpserver.New(httpserver.Options{Handler: s.mux, Logger: s.log})
+		hs = httpserver.New(httpserver.Options{Handler: s.handler, Logger: s.log})
 	}
 	// SSE streams and session GET streams never end on their own: closing
 	// the gateway ends them, so the graceful stop does not wait for them.

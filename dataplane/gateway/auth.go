@@ -23,7 +23,7 @@ type target struct {
 // lookupEndpoint finds the request's endpoint, answering 404 or 503 itself
 // when there is none. sse says which transport the request is for.
 func (g *Gateway) lookupEndpoint(w http.ResponseWriter, r *http.Request, sse bool) (target, bool) {
-	name := r.PathValue("endpoint")
+	name := endpointName(r)
 	var snap *snapshot.Compiled
 	if g.opts.Config != nil {
 		snap = g.opts.Config.Current()
@@ -76,7 +76,8 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		g.unauthorized(w, r, t, "", "this endpoint needs an API key: send Authorization: Bearer mm_...")
 		return "", false
 	}
-	sum := sha256.Sum256([]byte(key))
+	var buf [256]byte // keys are short: hash them without an allocation
+	sum := sha256.Sum256(append(buf[:0], key...))
 	entry := t.snap.APIKeys[sum]
 	if entry == nil {
 		g.unauthorized(w, r, t, "invalid_token", "the API key is not valid (unknown or revoked): check it or create a new one with mmctl create apikey")

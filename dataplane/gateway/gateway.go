@@ -112,6 +112,9 @@ type Gateway struct {
 	// what crosses between clients and upstreams (events.go).
 	relays relayState
 
+	// mcpHandler serves /metamcp/{endpoint}/mcp (Register, Routes).
+	mcpHandler http.Handler
+
 	mu      sync.Mutex
 	sse     map[string]*sseStream
 	streams map[string]*localStream // open standalone streams by session id
@@ -164,6 +167,7 @@ func New(opts Options) *Gateway {
 		bus:      opts.Bus,
 	}
 	g.endedReady = make(chan struct{})
+	g.mcpHandler = g.guard(http.HandlerFunc(g.serveMCP))
 	g.pool = withSessionUpstreams(opts.Pool, opts.Sessions, opts.Config)
 	if g.bus == nil {
 		g.bus, g.ownBus = sessionbus.NewLocal(), true
@@ -181,7 +185,7 @@ func New(opts Options) *Gateway {
 
 // Register mounts the gateway's routes on mux.
 func (g *Gateway) Register(mux *http.ServeMux) {
-	mux.Handle("/metamcp/{endpoint}/mcp", g.guard(http.HandlerFunc(g.serveMCP)))
+	mux.Handle("/metamcp/{endpoint}/mcp", g.mcpHandler)
 	mux.Handle("/metamcp/{endpoint}/sse", g.guard(http.HandlerFunc(g.serveSSE)))
 	mux.Handle("/metamcp/{endpoint}/message", g.guard(http.HandlerFunc(g.serveMessage)))
 	mux.Handle("GET /.well-known/oauth-protected-resource/metamcp/{endpoint}/mcp", g.guard(http.HandlerFunc(g.serveResourceMetadata)))
@@ -192,7 +196,49 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	g.Register(mux)
-	return mux
+	return g.Routes(mux)
+}
+
+// Routes returns next (a ServeMux the gateway Registered on) with a fast
+// path in front for the one route every proxied call takes: a request whose
+// path is /metamcp/{endpoint}/mcp in canonical form (an endpoint segment
+// that is not empty, "." or ".." and needs no unescaping) goes straight to
+// the Streamable HTTP handler, without ServeMux's pattern match, which
+// allocates per request. Anything else, those paths in other forms
+// included, goes to next, which answers it as before.
+func (g *Gateway) Routes(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect && r.URL.RawPath == "" {
+			if _, ok := mcpPathEndpoint(r.URL.Path); ok {
+				g.mcpHandler.ServeHTTP(w, r)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// mcpPathEndpoint returns the endpoint of a canonical /metamcp/{endpoint}/mcp path.
+func mcpPathEndpoint(path string) (string, bool) {
+	const prefix, suffix = "/metamcp/", "/mcp"
+	if len(path) <= len(prefix)+len(suffix) || path[:len(prefix)] != prefix || path[len(path)-len(suffix):] != suffix {
+		return "", false
+	}
+	name := path[len(prefix) : len(path)-len(suffix)]
+	if name == "." || name == ".." || strings.IndexByte(name, '/') >= 0 {
+		return "", false
+	}
+	return name, true
+}
+
+// endpointName is the request's {endpoint}: from the ServeMux pattern that
+// routed it, or from the path when Routes' fast path did.
+func endpointName(r *http.Request) string {
+	if name := r.PathValue("endpoint"); name != "" {
+		return name
+	}
+	name, _ := mcpPathEndpoint(r.URL.Path)
+	return name
 }
 
 // Close ends every downstream session and SSE stream and stops the sweeper.

@@ -600,3 +600,48 @@ func TestStatelessRaw(t *testing.T) {
 		}
 	}
 }
+
+func TestMCPPathEndpoint(t *testing.T) {
+	tests := []struct {
+		path, name string
+		ok         bool
+	}{
+		{"/metamcp/main/mcp", "main", true},
+		{"/metamcp/a.b-c_d/mcp", "a.b-c_d", true},
+		{"/metamcp//mcp", "", false},
+		{"/metamcp/./mcp", "", false},
+		{"/metamcp/../mcp", "", false},
+		{"/metamcp/a/b/mcp", "", false},
+		{"/metamcp/main/sse", "", false},
+		{"/metamcp/mcp", "", false},
+		{"/metamcp/main/mcp/", "", false},
+		{"/other/main/mcp", "", false},
+	}
+	for _, tc := range tests {
+		if name, ok := mcpPathEndpoint(tc.path); name != tc.name || ok != tc.ok {
+			t.Errorf("mcpPathEndpoint(%q) = %q, %v; want %q, %v", tc.path, name, ok, tc.name, tc.ok)
+		}
+	}
+}
+
+// TestRoutesPathForms checks that a path the fast route leaves to the
+// ServeMux (escaped, or not in canonical form) is answered as before.
+func TestRoutesPathForms(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	tests := []struct {
+		path       string
+		wantStatus int
+		wantBody   string
+	}{
+		{"/metamcp/open/mcp", 200, `"result"`},   // fast route
+		{"/metamcp/%6Fpen/mcp", 200, `"result"`}, // escaped: the mux unescapes it
+		{"/metamcp/no%20such/mcp", 404, `no endpoint \"no such\"`},
+		{"/metamcp/no%2Fsuch/mcp", 404, `no endpoint \"no/such\"`},
+	}
+	for _, tc := range tests {
+		status, _, body := post(t, h.srv.URL+tc.path, initBody, nil)
+		if status != tc.wantStatus || !strings.Contains(body, tc.wantBody) {
+			t.Errorf("POST %s: %d %s, want %d containing %q", tc.path, status, body, tc.wantStatus, tc.wantBody)
+		}
+	}
+}

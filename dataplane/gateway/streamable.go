@@ -72,7 +72,16 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		writeHTTPError(w, http.StatusRequestEntityTooLarge, codeInvalidRequest, "request body too large: at most "+itoa(g.opts.MaxBodyBytes)+" bytes")
 		return nil, false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	var body []byte
+	var err error
+	if r.ContentLength >= 0 {
+		// The length is known and within the limit: one allocation of
+		// exactly that size, rather than ReadAll's growing buffer.
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -18,7 +18,8 @@
 //
 // Each point makes a fixed number of calls (-calls, 2000 by default) per b.N;
 // -dpflags passes flags to the data plane (-dpflags=--http-server=std
-// measures it on net/http alone). BenchmarkReference puts two proxies that
+// measures it on net/http alone), -dpenv adds to its environment
+// (-dpenv 'GOGC=400'). BenchmarkReference puts two proxies that
 // only forward bytes (our relay fixture, and nginx when installed) in the
 // data plane's place, for the scale of what any proxy costs on the machine.
 // TestSmoke runs the whole harness for a few calls without measuring time.

@@ -55,6 +55,10 @@ var dpProfileDir = flag.String("dpprofile", "", "directory for CPU profiles of t
 // -dpflags=--http-server=std to measure net/http alone.
 var dpFlags = flag.String("dpflags", "", "extra flags for the `metamcp dataplane` process, space separated")
 
+// dpEnv adds environment variables to the data plane process, for trying
+// runtime settings: -dpenv 'GOGC=400 GOMAXPROCS=1'.
+var dpEnv = flag.String("dpenv", "", "extra environment for the `metamcp dataplane` process, space-separated NAME=value pairs")
+
 // metamcpBin is the `metamcp` binary under test, built once by TestMain.
 var metamcpBin string
 
@@ -245,6 +249,7 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 		}
 	}
 	cmd.Env = append(env, "METAMCP_SYNC_TOKEN="+syncToken)
+	cmd.Env = append(cmd.Env, strings.Fields(*dpEnv)...)
 	cmd.Stdout, cmd.Stderr = dp.logs, dp.logs
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start metamcp dataplane: %v", err)
@@ -366,14 +371,12 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 		}
 	}()
 	gw := gateway.New(gateway.Options{Config: cache, Pool: pool, Logger: logger, Calls: calls, NodeID: "bench"})
-	mux := http.NewServeMux()
-	gw.Register(mux)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	// What `metamcp dataplane` serves its port with by default.
-	srv := httpserver.New(httpserver.Options{Handler: mux, Logger: logger})
+	srv := httpserver.New(httpserver.Options{Handler: gw.Handler(), Logger: logger})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	tb.Cleanup(func() {
