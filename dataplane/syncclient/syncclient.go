@@ -5,6 +5,7 @@
 package syncclient
 
 import (
+	stdgzip "compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,6 +27,17 @@ import (
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 )
+
+func init() {
+	// The stream carries a batch of call records every 50 ms under load:
+	// BestSpeed compresses a batch of 150 records 2.2x faster than the
+	// default level (0.37 against 0.83 us per record) to 9.4% of its size
+	// instead of 9.2%. The level is process-wide: the control plane of
+	// `metamcp dev`, in the same process, answers with it too.
+	if err := gzip.SetLevel(stdgzip.BestSpeed); err != nil {
+		panic(err)
+	}
+}
 
 // MaxMessageSize bounds one snapshot on the wire; far above the 4 MiB gRPC
 // default so that configs of 10,000 tools fit.
