@@ -3,7 +3,8 @@
 // calls per second through one data plane versus direct at 1, 8 and 32
 // clients, the data plane's CPU time per proxied call and the bytes it
 // allocates per proxied call, each for session-based (2025-11-25) and
-// stateless (2026-07-28) clients.
+// stateless (2026-07-28) clients, the latter declaring no capability or, as
+// go-sdk clients do by default, roots (which puts each call on a bridge).
 //
 // Everything runs on this machine over loopback: the upstream is the
 // mcpfixture over Streamable HTTP (tool echo), the data plane is a

@@ -21,9 +21,14 @@ const (
 	// statelessMode: no handshake; every call carries the 2026-07-28 _meta
 	// keys and the Mcp-Protocol-Version, Mcp-Method and Mcp-Name headers.
 	statelessMode mode = "stateless"
+	// statelessRootsMode is statelessMode from a client that declares the
+	// roots capability, as go-sdk clients do by default: an upstream could
+	// ask it for input, so the gateway runs each call on a bridge
+	// (input_required) rather than on the request's goroutine.
+	statelessRootsMode mode = "stateless-roots"
 )
 
-var modes = []mode{sessionMode, statelessMode}
+var modes = []mode{sessionMode, statelessMode, statelessRootsMode}
 
 const (
 	sessionVersion   = "2025-11-25"
@@ -90,13 +95,17 @@ func newClient(ctx context.Context, t target, m mode) (*client, error) {
 		}
 		c.body = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + t.tool +
 			`","arguments":{"text":"` + echoText + `"}}}`)
-	case statelessMode:
+	case statelessMode, statelessRootsMode:
+		caps := `{}`
+		if m == statelessRootsMode {
+			caps = `{"roots":{"listChanged":true}}`
+		}
 		c.hdr.Set("Mcp-Protocol-Version", statelessVersion)
 		c.hdr.Set("Mcp-Method", "tools/call")
 		c.hdr.Set("Mcp-Name", t.tool)
 		c.body = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + t.tool +
 			`","arguments":{"text":"` + echoText + `"},"_meta":{"io.modelcontextprotocol/protocolVersion":"` + statelessVersion +
-			`","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}`)
+			`","io.modelcontextprotocol/clientCapabilities":` + caps + `,"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}`)
 	default:
 		return nil, fmt.Errorf("unknown mode %q", m)
 	}
