@@ -89,17 +89,16 @@ func (c *conn) setIdle(idle bool) bool {
 }
 
 func (c *conn) serve() {
-	handedOff := false
+	handedOff, detached := false, false
 	defer func() {
 		if v := recover(); v != nil {
 			// A bug of this package must cost one connection, not the process.
 			c.s.log.Error("panic serving an HTTP connection", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
 		}
-		c.watchTimer.Stop()
-		if !handedOff {
-			_ = c.nc.Close()
+		if detached {
+			return // the connection is served on by another goroutine (Detach)
 		}
-		c.s.forget(c)
+		c.end(handedOff)
 	}()
 	for {
 		if !c.setIdle(true) {
@@ -126,11 +125,33 @@ func (c *conn) serve() {
 			return
 		}
 		_ = c.nc.SetReadDeadline(time.Time{})
-		if !c.serveRequest(len(head), &p) {
+		switch c.serveRequest(len(head), &p) {
+		case requestDetached:
+			detached = true
+			return
+		case requestClose:
 			return
 		}
 	}
 }
+
+// end releases the connection once no goroutine serves it any more.
+func (c *conn) end(handedOff bool) {
+	c.watchTimer.Stop()
+	if !handedOff {
+		_ = c.nc.Close()
+	}
+	c.s.forget(c)
+}
+
+// requestEnd is what serveRequest leaves the connection in.
+type requestEnd int
+
+const (
+	requestKeep     requestEnd = iota // serve the next request
+	requestClose                      // close the connection
+	requestDetached                   // another goroutine serves it now (Detach)
+)
 
 // readHead returns the request head (through the blank line) buffered in
 // c.br without consuming it; ok is false when it does not fit the buffer.
@@ -176,7 +197,7 @@ func (c *conn) handOff() bool {
 
 // serveRequest runs the handler for one parsed request whose head is
 // headLen bytes of c.br; false when the connection must close.
-func (c *conn) serveRequest(headLen int, p *parsedHead) (keep bool) {
+func (c *conn) serveRequest(headLen int, p *parsedHead) requestEnd {
 	_, _ = c.br.Discard(headLen)
 	// Not a child of a server-wide context: that would put every request
 	// through one mutex and map. Close cancels requests through their
@@ -212,10 +233,26 @@ func (c *conn) serveRequest(headLen int, p *parsedHead) (keep bool) {
 	req = req.WithContext(ctx)
 	w := &response{c: c, req: req, header: make(http.Header, 4), closeAfter: p.close}
 
-	if !c.runHandler(w, req) {
-		c.stopWatch()
-		return false
+	ok := c.runHandler(w, req)
+	if w.detached {
+		// Detach completed the response; the handler ran on after it. Its
+		// return (or panic) no longer concerns the connection.
+		return requestDetached
 	}
+	if !ok {
+		c.stopWatch()
+		return requestClose
+	}
+	if !c.complete(w, b) {
+		return requestClose
+	}
+	return requestKeep
+}
+
+// complete sends the response of a request whose handler is done with it
+// and makes the connection ready for the next request; false when it must
+// close instead.
+func (c *conn) complete(w *response, b *body) bool {
 	w.finish()
 	gone := c.stopWatch()
 	if w.err != nil || gone || w.closeAfter {
@@ -231,6 +268,69 @@ func (c *conn) serveRequest(headLen int, p *parsedHead) (keep bool) {
 		}
 	}
 	return !c.s.shutdown.Load()
+}
+
+// Detach completes the response to a request served by the lean loop as if
+// its handler had returned: what was written goes out (a streamed response
+// is ended), and the connection serves its next requests on a new goroutine
+// while the handler runs on, apart from the connection. From then on the
+// handler must not use w or the request body; the request's context is no
+// longer cancelled when the client goes away, only when the handler returns.
+// Detach may be called on another goroutine than the handler's, provided
+// the handler does not use w meanwhile and returns only after Detach did.
+//
+// It reports false and does nothing when w is not the lean loop's (a
+// request net/http serves, which has no such thing), when the response is
+// complete already, or when the request body was not read to its end.
+func Detach(w http.ResponseWriter) bool {
+	r := leanResponse(w)
+	if r == nil || !r.detachable() {
+		return false
+	}
+	c := r.c
+	var b *body
+	if rb, ok := r.req.Body.(*body); ok {
+		b = rb
+	}
+	keep := c.complete(r, b)
+	r.detached = true
+	if keep {
+		go c.serve()
+	} else {
+		c.end(false)
+	}
+	return true
+}
+
+// CanDetach reports whether Detach(w) would detach the request now.
+func CanDetach(w http.ResponseWriter) bool {
+	r := leanResponse(w)
+	return r != nil && r.detachable()
+}
+
+// leanResponse finds the lean loop's response behind w, through the Unwrap
+// methods of wrappers (as http.ResponseController does); nil if none.
+func leanResponse(w http.ResponseWriter) *response {
+	for {
+		switch v := w.(type) {
+		case *response:
+			return v
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
+func (w *response) detachable() bool {
+	if w.handlerDone || w.detached {
+		return false
+	}
+	if b, ok := w.req.Body.(*body); ok && b.remain > 0 {
+		return false
+	}
+	return true
 }
 
 // runHandler calls the handler; false when it panicked.

@@ -43,6 +43,7 @@ type response struct {
 	headSent    bool // the head went out: the body is being streamed
 	chunked     bool
 	handlerDone bool
+	detached    bool // Detach completed the response while the handler ran
 	closeAfter  bool
 	buf         []byte // body not sent yet
 	err         error  // the first write error

@@ -519,3 +519,86 @@ func TestCloseCancelsRequests(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// wrapped is a ResponseWriter wrapper with an Unwrap method, as middleware
+// writes them.
+type wrapped struct{ http.ResponseWriter }
+
+func (w wrapped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func TestDetach(t *testing.T) {
+	release := make(chan struct{})
+	handlerDone := make(chan string, 4)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/detach", "/detach-streamed":
+			_, _ = io.ReadAll(r.Body)
+			ww := wrapped{w}
+			if !CanDetach(ww) {
+				t.Error("CanDetach = false for a lean request whose body was read")
+			}
+			if r.URL.Path == "/detach-streamed" {
+				fmt.Fprint(w, "part 1, ")
+				http.NewResponseController(w).Flush()
+			}
+			fmt.Fprint(w, "answered early")
+			// Detach on another goroutine, as a bridge does; the handler
+			// waits for it, then runs on without the connection.
+			detached := make(chan bool)
+			go func() { detached <- Detach(ww) }()
+			if !<-detached {
+				t.Error("Detach = false")
+			}
+			if _, err := w.Write([]byte("late")); !errors.Is(err, errHandlerDone) {
+				t.Errorf("write after Detach: %v, want errHandlerDone", err)
+			}
+			<-release
+			handlerDone <- r.URL.Path
+			panic(http.ErrAbortHandler) // costs nothing: the connection went on
+		case "/unread":
+			handlerDone <- fmt.Sprintf("CanDetach=%v Detach=%v", CanDetach(w), Detach(w))
+		default:
+			echo(w, r)
+		}
+	})
+	_, addr := start(t, h, Options{})
+	rc := dial(t, addr)
+
+	rc.send("POST /detach HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+	if resp, body := rc.read("POST"); resp.StatusCode != 200 || body != "answered early" || resp.ContentLength != int64(len(body)) {
+		t.Fatalf("detached response: %+v %q", resp, body)
+	}
+	// The connection serves on while the first handler still runs.
+	rc.send("POST /detach-streamed HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	if resp, body := rc.read("POST"); resp.StatusCode != 200 || body != "part 1, answered early" {
+		t.Fatalf("detached streamed response: %+v %q", resp, body)
+	}
+	rc.send("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := rc.read("GET"); !strings.HasPrefix(body, "lean GET /next") {
+		t.Fatalf("request after detaching: %q", body)
+	}
+	close(release)
+	for range 2 {
+		<-handlerDone
+	}
+	rc.send("GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := rc.read("GET"); !strings.HasPrefix(body, "lean GET /again") {
+		t.Fatalf("request after the detached handlers returned: %q", body)
+	}
+
+	// A body left unread: nothing to detach.
+	rc.send("POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+	if resp, _ := rc.read("POST"); resp.StatusCode != 200 {
+		t.Errorf("unread body: status %d", resp.StatusCode)
+	}
+	if got := <-handlerDone; got != "CanDetach=false Detach=false" {
+		t.Errorf("with the body unread: %s", got)
+	}
+	// net/http's requests (HTTP/1.0 goes there) cannot be detached.
+	rc2 := dial(t, addr)
+	rc2.send("POST /unread HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	rc2.read("POST")
+	if got := <-handlerDone; got != "CanDetach=false Detach=false" {
+		t.Errorf("net/http request: %s", got)
+	}
+}
