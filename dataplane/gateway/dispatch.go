@@ -34,6 +34,9 @@ type call struct {
 	caps json.RawMessage
 	// bridge is the stateless call's bridge to input_required (inputrequired.go).
 	bridge *bridge
+	// inline, when set, is the call's POST, which a bridge may answer from
+	// another goroutine and detach: the bridge then runs inline.
+	inline *inlinePOST
 }
 
 var emptyObject = json.RawMessage("{}")

@@ -396,7 +396,7 @@ func TestAuth(t *testing.T) {
 			}
 			if status == 401 {
 				wa := hdr.Get("WWW-Authenticate")
-				want := `Bearer resource_metadata="` + h.srv.URL + `/.well-known/oauth-protected-resource/metamcp/main/mcp"`
+				want := `Bearer resource_metadata="` + h.srvURL + `/.well-known/oauth-protected-resource/metamcp/main/mcp"`
 				if !strings.HasPrefix(wa, want) {
 					t.Errorf("WWW-Authenticate = %q, want prefix %q", wa, want)
 				}
@@ -406,7 +406,7 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
-	resp, err := http.Get(h.srv.URL + "/.well-known/oauth-protected-resource/metamcp/main/mcp")
+	resp, err := http.Get(h.srvURL + "/.well-known/oauth-protected-resource/metamcp/main/mcp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -639,7 +639,7 @@ func TestRoutesPathForms(t *testing.T) {
 		{"/metamcp/no%2Fsuch/mcp", 404, `no endpoint \"no/such\"`},
 	}
 	for _, tc := range tests {
-		status, _, body := post(t, h.srv.URL+tc.path, initBody, nil)
+		status, _, body := post(t, h.srvURL+tc.path, initBody, nil)
 		if status != tc.wantStatus || !strings.Contains(body, tc.wantBody) {
 			t.Errorf("POST %s: %d %s, want %d containing %q", tc.path, status, body, tc.wantStatus, tc.wantBody)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -169,11 +171,14 @@ func (h *configHolder) set(t testing.TB, cfg *metamcpv1.Config) {
 }
 
 type harness struct {
-	gw    *Gateway
-	srv   *httptest.Server
-	ups   *memUpstreams
-	cfg   *configHolder
-	calls chan *metamcpv1.CallRecord
+	gw  *Gateway
+	srv *httptest.Server
+	// srvURL is the base URL the gateway is served at: srv's, or the lean
+	// server's after onLeanServer.
+	srvURL string
+	ups    *memUpstreams
+	cfg    *configHolder
+	calls  chan *metamcpv1.CallRecord
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -217,13 +222,14 @@ func newHarness(t testing.TB, cfg *metamcpv1.Config, servers map[string]*mcp.Ser
 	}
 	h.gw = New(opts)
 	h.srv = httptest.NewServer(h.gw.Handler())
+	h.srvURL = h.srv.URL
 	t.Cleanup(h.srv.Close)
 	t.Cleanup(h.gw.Close) // runs first: ends SSE streams so the server can close
 	return h
 }
 
 func (h *harness) url(endpoint, kind string) string {
-	return h.srv.URL + "/metamcp/" + endpoint + "/" + kind
+	return h.srvURL + "/metamcp/" + endpoint + "/" + kind
 }
 
 // keyTransport adds an API key to every request.
@@ -277,4 +283,24 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// onLeanServer serves h's gateway with the data plane's lean HTTP server
+// (what `metamcp dataplane` serves with) instead of net/http's, for what
+// only the lean server does (httpserver.Detach).
+func (h *harness) onLeanServer(t testing.TB) {
+	t.Helper()
+	h.srv.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpserver.New(httpserver.Options{Handler: h.gw.Handler(), Logger: testLogger(t)})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-served
+	})
+	h.srvURL = "http://" + lis.Addr().String()
 }

@@ -7,11 +7,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
@@ -65,6 +67,7 @@ type bridge struct {
 	method    string
 	cctx      callerContext      // the upstream call's context, carrying the bridge
 	cancel    context.CancelFunc // ends the upstream call
+	inline    *inlinePOST        // the first POST, when the call runs on its goroutine
 
 	inputs chan *inputWait // upstream requests not yet shown to the client
 	done   chan struct{}   // closed when the upstream call returned
@@ -133,10 +136,101 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 		attached: true, relay: upstream.CallerFrom(ctx),
 	}
 	b.cctx = callerContext{Context: bctx, caller: b}
+	if in := c.inline; in != nil {
+		in.answered = make(chan struct{})
+		// Until the POST is answered, the client going away ends the
+		// call, as in awaitBridge.
+		in.stop = context.AfterFunc(in.reqCtx, cancel)
+		b.inline = in
+	}
 	c.bridge = b
 	g.state.bridges.live.Add(1)
+	if b.inline != nil {
+		return g.runInline(b, msg)
+	}
 	go g.runBridge(b, msg)
 	return g.awaitBridge(ctx, b)
+}
+
+// errAnsweredInline is what runInline returns when the call's POST was
+// answered already (answerInline): its handler writes nothing more.
+var errAnsweredInline = &rpc.Error{Code: codeInternalError, Message: "the request was answered already"}
+
+// inlinePOST is the client POST of a bridged call that runs on the POST's
+// own goroutine (runInline): most calls never ask for input, and then the
+// bridge costs no goroutine and no hand-off. When the upstream does ask,
+// the goroutine that carries its request answers the POST with
+// input_required and detaches the POST's connection from the handler
+// (httpserver.Detach), which runs on as the bridge's upstream call.
+type inlinePOST struct {
+	w      http.ResponseWriter
+	pc     *postCall
+	id     json.RawMessage
+	reqCtx context.Context // the POST's: ends when its client goes away
+
+	// Under the bridge's mu: claimed once the POST's answer is decided,
+	// by answerInline (input_required) or by runInline (the result).
+	claimed bool
+	// stop ends the cancelling of the call by the client going away.
+	stop func() bool
+	// answered is closed once answerInline answered and detached the POST.
+	answered chan struct{}
+}
+
+// runInline runs a bridged call's upstream call on its POST's goroutine
+// and returns the result for the POST, unless answerInline answered the POST
+// meanwhile: the result then waits for the client's retry, as runBridge's
+// does, and this returns errAnsweredInline.
+func (g *Gateway) runInline(b *bridge, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+	in := b.inline
+	res, rerr := g.dispatchCall(&b.cctx, b.c, msg)
+	b.mu.Lock()
+	answered := in.claimed
+	in.claimed = true
+	b.mu.Unlock()
+	b.res, b.rerr = res, rerr
+	close(b.done)
+	b.cancel() // an upstream request still waiting for the client fails
+	if !answered {
+		// No input was asked for: the call ends as an unbridged one does.
+		in.stop()
+		g.state.bridges.live.Add(-1)
+		g.wg.Done()
+		return res, rerr
+	}
+	// The handler may return only once the POST's answer went out.
+	<-in.answered
+	b.mu.Lock()
+	attached := b.attached
+	b.mu.Unlock()
+	if !attached {
+		g.forgetBridge(b) // nobody will collect the result
+	}
+	g.state.bridges.live.Add(-1)
+	g.wg.Done()
+	return nil, errAnsweredInline
+}
+
+// answerInline answers the POST of an inline bridged call whose upstream
+// asked for input (or whose call ended meanwhile), as awaitBridge does for a
+// bridge on its own goroutine, and detaches the POST's connection from its
+// handler, which goes on with the call. It runs on the goroutine that
+// carries the upstream's request, once that request is queued.
+func (b *bridge) answerInline() {
+	in := b.inline
+	b.mu.Lock()
+	if in == nil || in.claimed {
+		b.mu.Unlock()
+		return
+	}
+	in.claimed = true
+	b.mu.Unlock()
+	defer close(in.answered)
+	in.stop() // awaitBridge watches the client from here on
+	res, rerr := b.g.awaitBridge(in.reqCtx, b)
+	in.pc.relay.finish()
+	b.g.finishResponse(in.w, &in.pc.out, in.id, res, rerr, true)
+	httpserver.Detach(in.w)
 }
 
 // runBridge runs a bridged call's upstream call.
@@ -367,6 +461,9 @@ func (b *bridge) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage
 	case b.inputs <- w:
 	default:
 		return nil, &rpc.Error{Code: codeInternalError, Message: "too many requests to the client pending on one call"}
+	}
+	if b.inline != nil {
+		b.answerInline()
 	}
 	select {
 	case ans := <-w.reply:

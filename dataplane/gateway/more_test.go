@@ -103,7 +103,7 @@ func TestSSERaw(t *testing.T) {
 		t.Fatalf("first event %q %q, want endpoint with the message URL and the query key", name, data)
 	}
 	sid := strings.TrimPrefix(strings.Split(data, "&")[0], "message?sessionId=")
-	msgURL := h.srv.URL + "/metamcp/main/" + data
+	msgURL := h.srvURL + "/metamcp/main/" + data
 
 	// Another caller cannot post to this session.
 	if status, _, body := post(t, h.url("main", "message")+"?sessionId="+sid, initBody, map[string]string{"Authorization": "Bearer " + keyBob}); status != 403 {

@@ -56,10 +56,11 @@ type relay struct {
 // postCall is what one client request needs, in one allocation: the call,
 // its relay, its response stream and the context that carries the relay.
 type postCall struct {
-	call  call
-	relay relay
-	out   sseResponse
-	ctx   callerContext
+	call   call
+	relay  relay
+	out    sseResponse
+	ctx    callerContext
+	inline inlinePOST
 }
 
 // newPostCall prepares the call of msg whose related messages go on the

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
@@ -213,7 +214,14 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
 		return
 	}
+	if bridgeable(msg.Method) && httpserver.CanDetach(w) {
+		pc.inline = inlinePOST{w: w, pc: pc, id: msg.ID, reqCtx: r.Context()}
+		c.inline = &pc.inline
+	}
 	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
+	if rerr == errAnsweredInline {
+		return // the bridge answered the POST and detached its connection
+	}
 	pc.relay.finish()
 	g.finishResponse(w, &pc.out, msg.ID, result, rerr, true)
 }
