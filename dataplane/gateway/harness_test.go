@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -300,7 +301,9 @@ func (h *harness) onLeanServer(t testing.TB) {
 	go func() { served <- srv.Serve(lis) }()
 	t.Cleanup(func() {
 		_ = srv.Close()
-		<-served
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("the lean server's Serve returned %v, want ErrServerClosed", err)
+		}
 	})
 	h.srvURL = "http://" + lis.Addr().String()
 }
