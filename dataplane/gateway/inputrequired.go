@@ -109,9 +109,10 @@ func needsBridge(c *call, msg *rpc.Message) bool {
 
 // bridgedCall serves tools/call, prompts/get or resources/read for a
 // stateless client, bridging the upstream's server-to-client requests into
-// input_required results. The upstream call runs on a goroutine of its own,
-// since it may outlive this POST; a call that needs no input costs that
-// goroutine and a few allocations.
+// input_required results. The upstream call may outlive this POST: on the
+// lean server it runs on the POST's goroutine, which the connection is
+// detached from if the upstream asks for input (runInline); on net/http it
+// runs on a goroutine of its own, which a call that needs no input pays for.
 func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	if st, _ := rpc.StringField(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
 		return g.continueBridge(ctx, c, msg, st)
