@@ -13,6 +13,11 @@
 // or oversized head) goes, with the bytes already read, to net/http, which
 // keeps the connection from then on: its error answers and edge cases are
 // the standard library's.
+//
+// One thing net/http cannot do: Detach answers a request while its handler
+// runs on, and serves the connection's next requests meanwhile (the gateway
+// runs a stateless client's call on the request's goroutine and detaches
+// it only if the upstream asks the client for input).
 package httpserver
 
 import (
