@@ -183,32 +183,23 @@ type inlinePOST struct {
 // meanwhile: the result then waits for the client's retry, as runBridge's
 // does, and this returns errAnsweredInline.
 func (g *Gateway) runInline(b *bridge, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+	defer g.wg.Done()
+	defer g.state.bridges.live.Add(-1)
 	in := b.inline
 	res, rerr := g.dispatchCall(&b.cctx, b.c, msg)
 	b.mu.Lock()
 	answered := in.claimed
 	in.claimed = true
 	b.mu.Unlock()
-	b.res, b.rerr = res, rerr
-	close(b.done)
-	b.cancel() // an upstream request still waiting for the client fails
 	if !answered {
 		// No input was asked for: the call ends as an unbridged one does.
 		in.stop()
-		g.state.bridges.live.Add(-1)
-		g.wg.Done()
+		b.cancel()
 		return res, rerr
 	}
 	// The handler may return only once the POST's answer went out.
-	<-in.answered
-	b.mu.Lock()
-	attached := b.attached
-	b.mu.Unlock()
-	if !attached {
-		g.forgetBridge(b) // nobody will collect the result
-	}
-	g.state.bridges.live.Add(-1)
-	g.wg.Done()
+	defer func() { <-in.answered }()
+	g.endBridge(b, res, rerr)
 	return nil, errAnsweredInline
 }
 
@@ -238,9 +229,16 @@ func (b *bridge) answerInline() {
 func (g *Gateway) runBridge(b *bridge, msg *rpc.Message) {
 	defer g.wg.Done()
 	defer g.state.bridges.live.Add(-1)
-	defer b.cancel()
-	b.res, b.rerr = g.dispatchCall(&b.cctx, b.c, msg)
+	res, rerr := g.dispatchCall(&b.cctx, b.c, msg)
+	g.endBridge(b, res, rerr)
+}
+
+// endBridge keeps a bridged call's result for the client POST attached to
+// it, or for its retry, and ends what the call left waiting for the client.
+func (g *Gateway) endBridge(b *bridge, res json.RawMessage, rerr *rpc.Error) {
+	b.res, b.rerr = res, rerr
 	close(b.done)
+	b.cancel() // an upstream request still waiting for the client fails
 	b.mu.Lock()
 	attached := b.attached
 	b.mu.Unlock()

@@ -196,7 +196,7 @@ func (c *conn) handOff() bool {
 }
 
 // serveRequest runs the handler for one parsed request whose head is
-// headLen bytes of c.br; false when the connection must close.
+// headLen bytes of c.br and says what becomes of the connection.
 func (c *conn) serveRequest(headLen int, p *parsedHead) requestEnd {
 	_, _ = c.br.Discard(headLen)
 	// Not a child of a server-wide context: that would put every request
@@ -288,11 +288,7 @@ func Detach(w http.ResponseWriter) bool {
 		return false
 	}
 	c := r.c
-	var b *body
-	if rb, ok := r.req.Body.(*body); ok {
-		b = rb
-	}
-	keep := c.complete(r, b)
+	keep := c.complete(r, r.body())
 	r.detached = true
 	if keep {
 		go c.serve()
@@ -324,13 +320,14 @@ func leanResponse(w http.ResponseWriter) *response {
 }
 
 func (w *response) detachable() bool {
-	if w.handlerDone || w.detached {
-		return false
-	}
-	if b, ok := w.req.Body.(*body); ok && b.remain > 0 {
-		return false
-	}
-	return true
+	b := w.body()
+	return !w.handlerDone && !w.detached && (b == nil || b.remain == 0)
+}
+
+// body is the request's body, nil when it had none.
+func (w *response) body() *body {
+	b, _ := w.req.Body.(*body)
+	return b
 }
 
 // runHandler calls the handler; false when it panicked.
