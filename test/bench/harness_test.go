@@ -399,13 +399,28 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 }
 
 // procCPU is a process's CPU time so far.
-type procCPU struct{ user, sys time.Duration }
+type procCPU struct {
+	user, sys time.Duration // from /proc/PID/stat, whole clock ticks
+	// clock is the same total to the nanosecond, from the process's CPU
+	// clock; valid when precise.
+	clock   time.Duration
+	precise bool
+}
 
-func (c procCPU) total() time.Duration { return c.user + c.sys }
+// total is the process's CPU time: the nanosecond clock where there is one,
+// else user+system time in clock ticks.
+func (c procCPU) total() time.Duration {
+	if c.precise {
+		return c.clock
+	}
+	return c.user + c.sys
+}
 
-// cpuTime is the user and system CPU time the process pid has used, read
-// from /proc/<pid>/stat (utime and stime, in clock ticks).
+// cpuTime is the CPU time the process pid has used: user and system time
+// from /proc/<pid>/stat (utime and stime, in clock ticks) and the total from
+// the process's CPU clock, to the nanosecond.
 func cpuTime(pid int) (procCPU, error) {
+	clock, precise := processCPUClock(pid)
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return procCPU{}, fmt.Errorf("read the CPU time of process %d: %w", pid, err)
@@ -426,7 +441,7 @@ func cpuTime(pid int) (procCPU, error) {
 		return procCPU{}, fmt.Errorf("parse /proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
 	}
 	tick := time.Second / time.Duration(clockTicks())
-	return procCPU{user: time.Duration(utime) * tick, sys: time.Duration(stime) * tick}, nil
+	return procCPU{user: time.Duration(utime) * tick, sys: time.Duration(stime) * tick, clock: clock, precise: precise}, nil
 }
 
 var (
