@@ -69,8 +69,12 @@ type bridge struct {
 	cancel    context.CancelFunc // ends the upstream call
 	inline    *inlinePOST        // the first POST, when the call runs on its goroutine
 
-	inputs chan *inputWait // upstream requests not yet shown to the client
-	done   chan struct{}   // closed when the upstream call returned
+	// inputs holds the upstream requests not yet shown to the client, and
+	// done is closed when the upstream call returned. An inline call makes
+	// them only once the upstream asks for input (most never do): inputs in
+	// Request, done in answerInline, each under mu.
+	inputs chan *inputWait
+	done   chan struct{}
 	res    json.RawMessage
 	rerr   *rpc.Error
 
@@ -133,16 +137,17 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 	bctx, cancel := context.WithCancel(parent)
 	b := &bridge{
 		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: cancel,
-		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
 		attached: true, relay: upstream.CallerFrom(ctx),
 	}
 	b.cctx = callerContext{Context: bctx, caller: b}
 	if in := c.inline; in != nil {
-		in.answered = make(chan struct{})
 		// Until the POST is answered, the client going away ends the
 		// call, as in awaitBridge.
 		in.stop = context.AfterFunc(in.reqCtx, cancel)
 		b.inline = in
+	} else {
+		b.inputs = make(chan *inputWait, maxPendingInputs)
+		b.done = make(chan struct{})
 	}
 	c.bridge = b
 	g.state.bridges.live.Add(1)
@@ -174,7 +179,8 @@ type inlinePOST struct {
 	claimed bool
 	// stop ends the cancelling of the call by the client going away.
 	stop func() bool
-	// answered is closed once answerInline answered and detached the POST.
+	// answered is closed once answerInline answered and detached the POST;
+	// made when it claims the POST.
 	answered chan struct{}
 }
 
@@ -216,6 +222,8 @@ func (b *bridge) answerInline() {
 		return
 	}
 	in.claimed = true
+	b.done = make(chan struct{})
+	in.answered = make(chan struct{})
 	b.mu.Unlock()
 	defer close(in.answered)
 	in.stop() // awaitBridge watches the client from here on
@@ -266,13 +274,14 @@ func (g *Gateway) dispatchCall(ctx context.Context, c *call, msg *rpc.Message) (
 func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, *rpc.Error) {
 	b.mu.Lock()
 	unanswered := len(b.shown) > 0
+	inputs := b.inputs // made before the first input_required round
 	b.mu.Unlock()
 	if !unanswered {
 		select {
 		case <-b.done:
 			g.forgetBridge(b)
 			return b.res, b.rerr
-		case w := <-b.inputs:
+		case w := <-inputs:
 			b.mu.Lock()
 			b.addShownLocked(w)
 			b.mu.Unlock()
@@ -287,7 +296,7 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 	// Requests made at the same time go in the same round.
 	for more := true; more; {
 		select {
-		case w := <-b.inputs:
+		case w := <-inputs:
 			b.addShownLocked(w)
 		default:
 			more = false
@@ -456,8 +465,14 @@ func (b *bridge) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage
 		return nil, rerr
 	}
 	w := &inputWait{msg: msg, reply: make(chan json.RawMessage, 1)}
+	b.mu.Lock()
+	if b.inputs == nil {
+		b.inputs = make(chan *inputWait, maxPendingInputs)
+	}
+	inputs := b.inputs
+	b.mu.Unlock()
 	select {
-	case b.inputs <- w:
+	case inputs <- w:
 	default:
 		return nil, &rpc.Error{Code: codeInternalError, Message: "too many requests to the client pending on one call"}
 	}
