@@ -519,7 +519,12 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.n >= 0 && int64(len(p)) > b.n {
 		p = p[:b.n]
 	}
-	n, err := b.br.Read(p)
+	return b.advance(b.br.Read(p))
+}
+
+// advance accounts for n bytes of the body taken from br, and for the error
+// that came with them; it returns what Read does.
+func (b *h1Body) advance(n int, err error) (int, error) {
 	if b.n >= 0 {
 		b.n -= int64(n)
 		if b.n == 0 && !b.chunked {
@@ -597,20 +602,30 @@ func chunkErr(err error) error {
 }
 
 // finish reads what is left of the body (at most limit bytes) so that the
-// connection can be reused; false when the body did not end cleanly.
+// connection can be reused; false when the body did not end cleanly. It
+// discards from the buffer rather than copying out of it.
 func (b *h1Body) finish(limit int64) bool {
-	if !b.done && b.err == nil {
-		var buf [512]byte
-		for n := int64(0); n < limit && !b.done; {
-			m, err := b.Read(buf[:])
-			n += int64(m)
-			if err != nil || m == 0 {
-				break
+	for n := int64(0); n < limit && !b.done && b.err == nil; {
+		if b.chunked && b.n == 0 {
+			if err := b.nextChunk(); err != nil {
+				b.err = err
 			}
+			continue
 		}
-		if !b.done {
-			var one [1]byte
-			_, _ = b.Read(one[:0]) // reach the end of an exhausted chunked body
+		step := limit - n
+		if b.n >= 0 && b.n < step {
+			step = b.n
+		}
+		m, err := b.advance(b.br.Discard(int(min(step, 64<<10))))
+		n += int64(m)
+		if m == 0 && err == nil {
+			break
+		}
+	}
+	if b.chunked && b.n == 0 && !b.done && b.err == nil {
+		// Reach the end of an exhausted chunked body.
+		if err := b.nextChunk(); err != nil {
+			b.err = err
 		}
 	}
 	return b.reusable()

@@ -125,6 +125,17 @@ func TestH1Bodies(t *testing.T) {
 			_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":999999,\"result\":{}}\n\n") // not ours
 			_, _ = io.WriteString(w, "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\r\ndata: \"result\":"+resultText(text)+"}\r\n\r\n")
 		}},
+		{"sse-then-more", func(w http.ResponseWriter, id json.RawMessage, text string) {
+			// What follows the response event (20 KiB in flushed chunks)
+			// is read past before the connection's next request.
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(text)+"}\n\n")
+			w.(http.Flusher).Flush()
+			for range 5 {
+				_, _ = io.WriteString(w, ": "+strings.Repeat("x", 4<<10)+"\n\n")
+				w.(http.Flusher).Flush()
+			}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
