@@ -457,7 +457,7 @@ func (g *Gateway) initializeResult(ctx context.Context, c *call, version string)
 	b = append(b, `,"capabilities":`...)
 	b = append(b, caps...)
 	b = append(b, `,"serverInfo":`...)
-	b = append(b, g.serverInfo()...)
+	b = append(b, g.info...)
 	if instr != "" {
 		b = append(b, `,"instructions":`...)
 		b = rpc.AppendString(b, instr)
@@ -475,7 +475,7 @@ func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
 	b = append(b, `,"capabilities":`...)
 	b = append(b, caps...)
 	b = append(b, `,"serverInfo":`...)
-	b = append(b, g.serverInfo()...)
+	b = append(b, g.info...)
 	if instr != "" {
 		b = append(b, `,"instructions":`...)
 		b = rpc.AppendString(b, instr)

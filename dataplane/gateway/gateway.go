@@ -87,6 +87,8 @@ type Options struct {
 type Gateway struct {
 	opts     Options
 	log      *slog.Logger
+	info     []byte // the gateway's Implementation object (serverInfo)
+	infoMeta []byte // a result _meta holding it, for stateless responses
 	sessions SessionStore
 	routes   routeCache
 	dropped  atomic.Int64
@@ -166,6 +168,8 @@ func New(opts Options) *Gateway {
 		streams:  make(map[string]*localStream),
 		bus:      opts.Bus,
 	}
+	g.info = serverInfo(opts.Version)
+	g.infoMeta = serverInfoMeta(g.info)
 	g.endedReady = make(chan struct{})
 	g.mcpHandler = g.guard(http.HandlerFunc(g.serveMCP))
 	g.pool = withSessionUpstreams(opts.Pool, opts.Sessions, opts.Config)

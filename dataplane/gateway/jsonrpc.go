@@ -50,14 +50,20 @@ var nullID = json.RawMessage("null")
 
 // appendResult appends a JSON-RPC success response.
 func appendResult(dst []byte, id, result json.RawMessage) []byte {
+	dst = appendResultHead(dst, id)
+	dst = append(dst, result...)
+	return append(dst, '}')
+}
+
+// appendResultHead appends a JSON-RPC result response up to its result,
+// which the caller appends, followed by '}'.
+func appendResultHead(dst []byte, id json.RawMessage) []byte {
 	if len(id) == 0 {
 		id = nullID
 	}
 	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
 	dst = append(dst, id...)
-	dst = append(dst, `,"result":`...)
-	dst = append(dst, result...)
-	return append(dst, '}')
+	return append(dst, `,"result":`...)
 }
 
 // appendError appends a JSON-RPC error response.

@@ -251,10 +251,12 @@ func (g *Gateway) responseBytes(id, result json.RawMessage, rerr *rpc.Error, sta
 	if rerr != nil {
 		return appendError(make([]byte, 0, 128+len(rerr.Message)+len(rerr.Data)), id, rerr)
 	}
-	if stateless {
-		result = g.withServerInfo(result)
+	if !stateless {
+		return appendResult(make([]byte, 0, len(result)+len(id)+32), id, result)
 	}
-	return appendResult(make([]byte, 0, len(result)+len(id)+32), id, result)
+	b := appendResultHead(make([]byte, 0, len(result)+len(id)+len(g.infoMeta)+48), id)
+	b = g.appendWithServerInfo(b, result)
+	return append(b, '}')
 }
 
 var contentTypeJSON = []string{"application/json"}
@@ -262,27 +264,37 @@ var contentTypeJSON = []string{"application/json"}
 // withServerInfo sets the per-response serverInfo key of 2026-07-28 in the
 // result's _meta.
 func (g *Gateway) withServerInfo(result json.RawMessage) json.RawMessage {
+	return g.appendWithServerInfo(make([]byte, 0, len(result)+len(g.infoMeta)+16), result)
+}
+
+// appendWithServerInfo appends result to dst with the per-response
+// serverInfo key of 2026-07-28 set in its _meta.
+func (g *Gateway) appendWithServerInfo(dst []byte, result json.RawMessage) []byte {
 	if len(result) == 0 || result[0] != '{' {
-		return result
+		return append(dst, result...)
 	}
-	info := g.serverInfo()
 	if meta, ok := rawField(result, "_meta"); ok && len(meta) > 0 && meta[0] == '{' {
-		m := replaceField(make([]byte, 0, len(meta)+len(info)+48), meta, metaServerInfo, info)
-		return replaceField(make([]byte, 0, len(result)+len(m)), result, "_meta", m)
+		m := replaceField(make([]byte, 0, len(meta)+len(g.info)+48), meta, metaServerInfo, g.info)
+		return replaceField(dst, result, "_meta", m)
 	}
-	m := make([]byte, 0, len(info)+48)
-	m = append(m, `{"`+metaServerInfo+`":`...)
-	m = append(m, info...)
-	m = append(m, '}')
-	return replaceField(make([]byte, 0, len(result)+len(m)+16), result, "_meta", m)
+	return replaceField(dst, result, "_meta", g.infoMeta)
 }
 
 // serverInfo is the gateway's Implementation object.
-func (g *Gateway) serverInfo() []byte {
+func serverInfo(version string) []byte {
 	b := make([]byte, 0, 64)
 	b = append(b, `{"name":"metamcp","version":`...)
-	b = rpc.AppendString(b, g.opts.Version)
+	b = rpc.AppendString(b, version)
 	return append(b, '}')
+}
+
+// serverInfoMeta is a _meta object that holds only info, under the
+// serverInfo key of 2026-07-28.
+func serverInfoMeta(info []byte) []byte {
+	m := make([]byte, 0, len(info)+48)
+	m = append(m, `{"`+metaServerInfo+`":`...)
+	m = append(m, info...)
+	return append(m, '}')
 }
 
 // initialize starts a downstream session.

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -131,5 +132,28 @@ func TestStripRequestMeta(t *testing.T) {
 		if got := string(stripRequestMeta([]byte(tc.in))); got != tc.want {
 			t.Errorf("stripRequestMeta(%s) = %s, want %s", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestWithServerInfo(t *testing.T) {
+	g := &Gateway{info: serverInfo("1.2.3")}
+	g.infoMeta = serverInfoMeta(g.info)
+	info := `"io.modelcontextprotocol/serverInfo":{"name":"metamcp","version":"1.2.3"}`
+	for _, tc := range []struct{ name, result, want string }{
+		{"no _meta", `{"content":[]}`, `{"content":[],"_meta":{` + info + `}}`},
+		{"empty result", `{}`, `{"_meta":{` + info + `}}`},
+		{"other _meta keys kept", `{"content":[],"_meta":{"a":1}}`, `{"content":[],"_meta":{"a":1,` + info + `}}`},
+		{"upstream's serverInfo replaced", `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up"},"b":2}}`, `{"_meta":{` + info + `,"b":2}}`},
+		{"not an object", `[1]`, `[1]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := string(g.withServerInfo(json.RawMessage(tc.result))); got != tc.want {
+				t.Errorf("withServerInfo(%s) = %s, want %s", tc.result, got, tc.want)
+			}
+			resp := string(g.responseBytes(json.RawMessage(`5`), json.RawMessage(tc.result), nil, true))
+			if want := `{"jsonrpc":"2.0","id":5,"result":` + tc.want + `}`; resp != want {
+				t.Errorf("responseBytes = %s, want %s", resp, want)
+			}
+		})
 	}
 }
