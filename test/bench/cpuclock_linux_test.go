@@ -13,7 +13,7 @@ import (
 func processCPUClock(pid int) (time.Duration, bool) {
 	// MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) from the kernel's
 	// include/linux/posix-timers.h: (~pid << 3) | 2.
-	clock := int32(^int32(pid)<<3 | 2)
+	clock := ^int32(pid)<<3 | 2
 	var ts syscall.Timespec
 	if _, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, uintptr(clock), uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
 		return 0, false
