@@ -213,8 +213,8 @@ func stripRequestMeta(params json.RawMessage) json.RawMessage {
 	if !ok || len(meta) == 0 || meta[0] != '{' {
 		return params
 	}
-	kept := make([]byte, 0, len(meta))
-	kept = append(kept, '{')
+	var buf [512]byte // the kept members are usually few: no allocation
+	kept := append(buf[:0], '{')
 	n := 0
 	ok = eachMember(meta, func(ks, ke, vs, ve int) {
 		if slices.ContainsFunc(requestMetaKeys, func(k string) bool { return keyEquals(meta[ks:ke], k) }) {

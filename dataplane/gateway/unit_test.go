@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -122,11 +123,14 @@ func TestCursorRoundTrip(t *testing.T) {
 }
 
 func TestStripRequestMeta(t *testing.T) {
+	long := strings.Repeat("t", 600)
 	tests := []struct{ in, want string }{
 		{`{"name":"x"}`, `{"name":"x"}`},
 		{`{"name":"x","_meta":{"progressToken":1,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}`, `{"name":"x","_meta":{"progressToken":1}}`},
 		{`{"_meta":{"io.modelcontextprotocol/clientInfo":{"name":"c"}},"arguments":{"io.modelcontextprotocol/x":1}}`, `{"_meta":{},"arguments":{"io.modelcontextprotocol/x":1}}`},
 		{`{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t"}}}`, `{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t"}}}`},
+		// Kept members longer than stripRequestMeta's stack buffer.
+		{`{"_meta":{"progressToken":"` + long + `","io.modelcontextprotocol/logLevel":"debug","x":1}}`, `{"_meta":{"progressToken":"` + long + `","x":1}}`},
 	}
 	for _, tc := range tests {
 		if got := string(stripRequestMeta([]byte(tc.in))); got != tc.want {
