@@ -80,7 +80,7 @@ func BenchmarkCPUPerCall(b *testing.B) {
 				b.ReportMetric(float64(r.dataPlaneTicks), "dp-ticks")
 				if *dpProfileDir != "" {
 					path := filepath.Join(*dpProfileDir, fmt.Sprintf("dataplane-%s-clients=%d.pprof", m, clients))
-					if err := profileDataPlane(benchContext(b), e.dp.debugAddr, e.proxied(), m, clients, 5, path); err != nil {
+					if err := profileDataPlane(benchContext(b), e.dp.debugAddr, e.proxied(), m, clients, *dpProfileSeconds, path); err != nil {
 						b.Fatal(err)
 					}
 					b.Logf("data plane CPU profile: %s", path)

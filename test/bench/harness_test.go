@@ -51,6 +51,10 @@ var callsPerPoint = flag.Int("calls", 2000, "measured calls per benchmark point 
 // it serves each point's load, written as DIR/dataplane-MODE-clients=N.pprof.
 var dpProfileDir = flag.String("dpprofile", "", "directory for CPU profiles of the data plane process (BenchmarkCPUPerCall); none when empty")
 
+// dpProfileSeconds is how long each -dpprofile profile runs: 5 s gives a
+// few hundred samples; merge several runs or raise it for a finer profile.
+var dpProfileSeconds = flag.Int("dpprofilesecs", 5, "seconds of each -dpprofile CPU profile")
+
 // dpFlags are extra flags for the data plane process, e.g.
 // -dpflags=--http-server=std to measure net/http alone.
 var dpFlags = flag.String("dpflags", "", "extra flags for the `metamcp dataplane` process, space separated")
