@@ -212,6 +212,9 @@ const h1FinishWait = 100 * time.Millisecond
 // is used again; false when it did not end cleanly.
 func (c *h1Conn) finish() bool {
 	c.unfinished = false
+	if c.body.endBuffered() {
+		return c.body.reusable()
+	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1FinishWait))
 	ok := c.body.finish(64<<10) && c.br.Buffered() == 0
 	_ = c.nc.SetDeadline(time.Time{})
@@ -340,6 +343,10 @@ func (call *h1Call) releaseUnfinished() {
 	b := &c.body
 	if b.done || !b.chunked || b.err != nil || !b.keepAlive {
 		b.finish(64 << 10)
+		call.release()
+		return
+	}
+	if b.endBuffered() {
 		call.release()
 		return
 	}
@@ -493,6 +500,32 @@ func (b *h1Body) length() int64 {
 		return -1
 	}
 	return b.n
+}
+
+// endBuffered ends a chunked body at a chunk boundary when what is left of
+// it, the last chunk and an empty trailer, is all that is buffered: then
+// neither the caller nor the connection's next request reads the
+// connection, or sets a read deadline, for it. False, with nothing
+// consumed, when anything else is buffered (it is left to finish).
+func (b *h1Body) endBuffered() bool {
+	if b.done || !b.chunked || b.n != 0 || b.err != nil {
+		return b.done
+	}
+	const end = "\r\n0\r\n\r\n" // the CRLF that ends a chunk's data, then the last chunk
+	want := end[2:]
+	if b.crlf {
+		want = end
+	}
+	if b.br.Buffered() != len(want) {
+		return false
+	}
+	if p, _ := b.br.Peek(len(want)); string(p) != want {
+		return false
+	}
+	_, _ = b.br.Discard(len(want))
+	b.crlf = false
+	b.done = true
+	return true
 }
 
 func (b *h1Body) reusable() bool { return b.done && b.keepAlive && b.err == nil }

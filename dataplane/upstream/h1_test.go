@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -376,5 +377,51 @@ func TestH1ReturnsBeforeTheLastChunk(t *testing.T) {
 	}
 	if n := f.conns.Load(); n != 3 {
 		t.Errorf("%d connections, want 3: a connection whose response never ended must be replaced", n)
+	}
+}
+
+// TestH1EndBuffered: a chunked body ends without reading the connection
+// only when exactly its last chunk is buffered; anything else is left, whole,
+// to the reading path.
+func TestH1EndBuffered(t *testing.T) {
+	cases := []struct {
+		name     string
+		crlf     bool
+		n        int64
+		buffered string
+		ended    bool
+	}{
+		{"crlf and last chunk", true, 0, "\r\n0\r\n\r\n", true},
+		{"last chunk", false, 0, "0\r\n\r\n", true},
+		{"last chunk not all here", true, 0, "\r\n0\r\n", false},
+		{"more after the last chunk", true, 0, "\r\n0\r\n\r\nHTTP/1.1", false},
+		{"a trailer", false, 0, "0\r\nX-T: 1\r\n\r\n", false},
+		{"a chunk extension", false, 0, "0;x=1\r\n\r\n", false},
+		{"another chunk", true, 0, "\r\n5\r\nhello\r\n0\r\n\r\n", false},
+		{"inside a chunk", false, 3, "abc\r\n0\r\n\r\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			br := bufio.NewReader(strings.NewReader(tc.buffered))
+			if _, err := br.Peek(len(tc.buffered)); err != nil {
+				t.Fatal(err)
+			}
+			b := &h1Body{br: br, chunked: true, n: tc.n, crlf: tc.crlf, keepAlive: true}
+			if got := b.endBuffered(); got != tc.ended {
+				t.Fatalf("endBuffered = %v, want %v", got, tc.ended)
+			}
+			if tc.ended {
+				if !b.reusable() || br.Buffered() != 0 {
+					t.Fatalf("ended: reusable %v, %d bytes left", b.reusable(), br.Buffered())
+				}
+				return
+			}
+			if br.Buffered() != len(tc.buffered) || b.done || b.crlf != tc.crlf || b.n != tc.n {
+				t.Fatalf("not ended, yet consumed: %d of %d bytes left, done %v", br.Buffered(), len(tc.buffered), b.done)
+			}
+			// The reading path still ends the body (or finds it is not
+			// ended) from the same bytes.
+			b.finish(1 << 10)
+		})
 	}
 }
