@@ -111,7 +111,6 @@ func (c *conn) serve() {
 		if !c.setIdle(false) {
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
 		head, ok, err := c.readHead()
 		if err != nil {
 			return
@@ -155,14 +154,20 @@ const (
 
 // readHead returns the request head (through the blank line) buffered in
 // c.br without consuming it; ok is false when it does not fit the buffer.
+// A head that came whole with its first bytes, as most do, is parsed
+// without another deadline; the rest of one that did not must come within
+// readHeaderTimeout.
 func (c *conn) readHead() (head []byte, ok bool, err error) {
-	for {
+	for waiting := false; ; waiting = true {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		if i := headEnd(buf); i > 0 {
 			return buf[:i], true, nil
 		}
 		if len(buf) >= headBufferSize {
 			return nil, false, nil
+		}
+		if !waiting {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			// The client went away or stalled mid-head: close, as net/http does.
