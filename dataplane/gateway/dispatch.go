@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
@@ -127,11 +128,15 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 	if c.stateless {
 		params = stripRequestMeta(params)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// A callctx costs one allocation, where context.WithTimeout makes
+	// several and starts a timer: the HTTP upstream client bounds its I/O
+	// by the deadline itself and needs none.
+	cctx := callctx.WithTimeout(ctx, timeout)
+	defer cctx.Cancel()
+	ctx = cctx
 	if r, ok := upstream.CallerFrom(ctx).(*relay); ok {
 		// The client may cancel the call (notifications/cancelled).
-		slot, live := r.track(cancel)
+		slot, live := r.track(cctx.Cancel)
 		if !live {
 			return nil, &rpc.Error{Code: codeServerError, Message: "request cancelled by the client"}
 		}

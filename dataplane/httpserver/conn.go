@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/metamcp/metamcp/dataplane/callctx"
 )
 
 // aLongTimeAgo is a read deadline in the past: it interrupts a blocked Read.
@@ -35,7 +37,7 @@ type conn struct {
 	aborting   bool // the watch is being stopped on purpose
 	peerGone   bool // the watch saw the client go away
 	watchDone  chan struct{}
-	cancelReq  context.CancelFunc
+	cancelReq  *callctx.Ctx // the request in progress's context
 	watchTimer *time.Timer
 
 	wbuf []byte // scratch for response heads and chunks
@@ -66,7 +68,7 @@ func (c *conn) cancelRequest() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cancelReq != nil {
-		c.cancelReq()
+		c.cancelReq.Cancel()
 	}
 }
 
@@ -207,10 +209,10 @@ func (c *conn) serveRequest(headLen int, p *parsedHead) requestEnd {
 	// Not a child of a server-wide context: that would put every request
 	// through one mutex and map. Close cancels requests through their
 	// connections instead.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := callctx.WithCancel(context.Background())
+	defer ctx.Cancel()
 	c.mu.Lock()
-	c.cancelReq = cancel
+	c.cancelReq = ctx
 	c.peerGone = false
 	c.mu.Unlock()
 
@@ -387,7 +389,7 @@ func (c *conn) watch() {
 	if err != nil && !c.aborting {
 		c.peerGone = true
 		if c.cancelReq != nil {
-			c.cancelReq()
+			c.cancelReq.Cancel()
 		}
 	}
 	c.watching = false

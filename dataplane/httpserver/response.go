@@ -168,7 +168,7 @@ func (w *response) send(b []byte) error {
 		w.closeAfter = true
 		w.c.mu.Lock()
 		if w.c.cancelReq != nil {
-			w.c.cancelReq()
+			w.c.cancelReq.Cancel()
 		}
 		w.c.mu.Unlock()
 		return w.err

@@ -117,6 +117,7 @@ type h1Conn struct {
 	// next use reads it first.
 	unfinished bool
 	peek       *peeker
+	abortIO    func() // interrupts blocked I/O: a deadline in the past
 	used       time.Time
 	body       h1Body
 }
@@ -161,6 +162,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 		return nil, false, err
 	}
 	c := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), peek: newPeeker(nc)}
+	c.abortIO = func() { _ = nc.SetDeadline(time.Unix(1, 0)) }
 	c.bw = bufio.NewWriterSize(c, 8<<10)
 	return c, false, nil
 }
@@ -276,6 +278,13 @@ func (h *h1Client) do(ctx context.Context, extra []byte, body []byte) (*h1Call, 
 	}
 }
 
+// onCanceler is a context that runs a func when cancelled without
+// watching its deadline (callctx.Ctx): arm puts the deadline on the
+// connection.
+type onCanceler interface {
+	OnCancel(f func()) (stop func() bool)
+}
+
 // arm bounds the connection's I/O by the context: its deadline, and on
 // cancel a deadline in the past that aborts a blocked read or write.
 func (call *h1Call) arm() {
@@ -287,9 +296,11 @@ func (call *h1Call) arm() {
 		_ = c.nc.SetDeadline(time.Time{})
 		c.deadline = false
 	}
-	if call.ctx.Done() != nil {
-		nc := c.nc
-		call.stop = context.AfterFunc(call.ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	if oc, ok := call.ctx.(onCanceler); ok {
+		// No Done channel, no timer: the deadline is on the connection.
+		call.stop = oc.OnCancel(c.abortIO)
+	} else if call.ctx.Done() != nil {
+		call.stop = context.AfterFunc(call.ctx, c.abortIO)
 	}
 }
 
