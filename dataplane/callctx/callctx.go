@@ -68,21 +68,14 @@ func newCtx(parent context.Context, dl time.Time, hasDL bool) *Ctx {
 	if pd, ok := parent.Deadline(); ok && (!hasDL || pd.Before(dl)) {
 		c.deadline, c.hasDL = pd, true
 	}
-	p, ok := parent.(*Ctx)
-	if !ok {
-		done := parent.Done()
-		if done == nil {
-			return c // never cancelled (Background, TODO, WithoutCancel)
-		}
+	p, done := ctxOf(parent)
+	if p == nil && done == nil {
+		return c // never cancelled (Background, TODO, WithoutCancel)
+	}
+	if p == nil {
 		if err := parent.Err(); err != nil {
 			c.err = err
 			return c
-		}
-		// A Ctx under contexts that only add values (the gateway's caller
-		// context, context.WithValue) ends when they do: register with it.
-		// The same Done channel shows that nothing between cancels on its own.
-		if a, ok := parent.Value(selfKey{}).(*Ctx); ok && a.Done() == done {
-			p = a
 		}
 	}
 	if p != nil {
@@ -104,6 +97,34 @@ func newCtx(parent context.Context, dl time.Time, hasDL bool) *Ctx {
 		c.stop = stop
 	}
 	return c
+}
+
+// ctxOf finds the Ctx that ends ctx: ctx itself, or a Ctx under contexts
+// that only add values to it (the gateway's caller context,
+// context.WithValue), which end when it does. The same Done channel shows
+// that nothing between cancels on its own. Otherwise p is nil and done is
+// ctx.Done().
+func ctxOf(ctx context.Context) (p *Ctx, done <-chan struct{}) {
+	if p, ok := ctx.(*Ctx); ok {
+		return p, nil
+	}
+	done = ctx.Done()
+	if done == nil {
+		return nil, nil
+	}
+	if a, ok := ctx.Value(selfKey{}).(*Ctx); ok && a.Done() == done {
+		return a, done
+	}
+	return nil, done
+}
+
+// AfterFunc is context.AfterFunc, for less when ctx ends with a Ctx: the
+// func is registered with it, with no context of its own.
+func AfterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if p, _ := ctxOf(ctx); p != nil {
+		return p.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }
 
 // register adds r, unless c is already done (false).

@@ -93,21 +93,20 @@ func TestDeadlineTimer(t *testing.T) {
 
 func TestStop(t *testing.T) {
 	c := WithCancel(context.Background())
-	var ran atomic.Int32
-	stop := c.OnCancel(func() { ran.Add(1) })
-	stop2 := c.AfterFunc(func() { ran.Add(1) })
+	var stopped atomic.Bool
+	stop := c.OnCancel(func() { stopped.Store(true) })
+	left := make(chan struct{})
+	stop2 := c.AfterFunc(func() { close(left) })
 	if !stop() || stop() {
 		t.Fatal("stop: want true once, then false")
 	}
-	after := make(chan struct{})
-	c.OnCancel(func() { close(after) })
 	c.Cancel()
-	wait(t, after, "the func left registered")
+	wait(t, left, "the func left registered")
 	if stop2() {
 		t.Fatal("stop after the func was started reported true")
 	}
-	if n := ran.Load(); n != 1 {
-		t.Fatalf("%d funcs ran, want the one not stopped", n)
+	if stopped.Load() {
+		t.Fatal("a stopped func ran")
 	}
 	// Registering on a done context runs the func at once.
 	late := make(chan struct{})
@@ -274,4 +273,27 @@ func TestAllocs(t *testing.T) {
 	if n > 4 {
 		t.Fatalf("%.0f allocations, want at most 4", n)
 	}
+}
+
+// TestAfterFuncHelper: AfterFunc registers with the Ctx that ends ctx, and
+// falls back on context.AfterFunc for other contexts.
+func TestAfterFuncHelper(t *testing.T) {
+	p := WithCancel(context.Background())
+	wrapped := struct{ context.Context }{p}
+	ran := make(chan struct{})
+	AfterFunc(wrapped, func() { close(ran) })
+	p.mu.Lock()
+	n := len(p.regs)
+	p.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d registrations on the Ctx, want 1", n)
+	}
+	p.Cancel()
+	wait(t, ran, "AfterFunc on a wrapped Ctx")
+
+	sp, cancel := context.WithCancel(context.Background())
+	ran2 := make(chan struct{})
+	AfterFunc(sp, func() { close(ran2) })
+	cancel()
+	wait(t, ran2, "AfterFunc on a context.WithCancel")
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
@@ -134,16 +135,16 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 		// The upstream call outlives this request; its trace goes with it.
 		parent = upstream.WithTrace(parent, *tr)
 	}
-	bctx, cancel := context.WithCancel(parent)
+	bctx := callctx.WithCancel(parent)
 	b := &bridge{
-		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: cancel,
+		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: bctx.Cancel,
 		attached: true, relay: upstream.CallerFrom(ctx),
 	}
 	b.cctx = callerContext{Context: bctx, caller: b}
 	if in := c.inline; in != nil {
 		// Until the POST is answered, the client going away ends the
 		// call, as in awaitBridge.
-		in.stop = context.AfterFunc(in.reqCtx, cancel)
+		in.stop = callctx.AfterFunc(in.reqCtx, b.cancel)
 		b.inline = in
 	} else {
 		b.inputs = make(chan *inputWait, maxPendingInputs)
