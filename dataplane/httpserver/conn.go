@@ -371,7 +371,9 @@ func (c *conn) armWatch() {
 // until the client sends or goes away, or stopWatch interrupts it.
 func (c *conn) watch() {
 	c.mu.Lock()
-	if !c.watchArmed || c.watching {
+	if !c.watchArmed || c.watching || c.hasByte {
+		// hasByte: an earlier watch of this request (its timer fired late)
+		// read the next request's first byte; reading on would lose it.
 		c.mu.Unlock()
 		return
 	}

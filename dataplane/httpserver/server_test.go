@@ -602,3 +602,27 @@ func TestDetach(t *testing.T) {
 		t.Errorf("net/http request: %s", got)
 	}
 }
+
+// TestWatchKeepsItsByte: a watch that read the first byte of the client's
+// next request holds it for the request loop; another watch (a timer that
+// fired late, with the next request's watch armed) must not read on and
+// overwrite it. Seen as "method OST not allowed" under valgrind's slow
+// scheduling.
+func TestWatchKeepsItsByte(t *testing.T) {
+	s := New(Options{Handler: echo})
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	_ = server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c := newConn(s, server)
+	go func() { _, _ = client.Write([]byte("PO")) }()
+	c.mu.Lock()
+	c.watchArmed = true
+	c.mu.Unlock()
+	c.watch() // reads "P"
+	c.watch() // must leave "O" alone
+	got, err := c.br.Peek(2)
+	if err != nil || string(got) != "PO" {
+		t.Fatalf("the request loop reads %q (%v), want \"PO\"", got, err)
+	}
+}
