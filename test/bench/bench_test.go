@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,7 +70,11 @@ func BenchmarkCPUPerCall(b *testing.B) {
 	for _, m := range modes {
 		for _, clients := range []int{1, 32} {
 			b.Run(fmt.Sprintf("%s/clients=%d", m, clients), func(b *testing.B) {
-				r, err := measureCPU(benchContext(b), e.proxied(), m, clients, *callsPerPoint*b.N, e.dp.pid, e.upstreamPID)
+				var ins *callgrindCounter
+				if e.dp.callgrindOut != "" {
+					ins = &callgrindCounter{pid: e.dp.pid, out: e.dp.callgrindOut}
+				}
+				r, err := measureCPU(benchContext(b), e.proxied(), m, clients, *callsPerPoint*b.N, e.dp.pid, e.upstreamPID, ins)
 				if err != nil {
 					b.Fatalf("%v\ndata plane log tail:\n%s", err, logTail(e.dp.logs.String(), 20))
 				}
@@ -78,7 +83,19 @@ func BenchmarkCPUPerCall(b *testing.B) {
 				b.ReportMetric(float64(r.dataPlaneSys)/float64(time.Microsecond), "dp-sys-us/call")
 				b.ReportMetric(float64(r.upstream)/float64(time.Microsecond), "upstream-us/call")
 				b.ReportMetric(float64(r.dataPlaneTicks), "dp-ticks")
-				if *dpProfileDir != "" {
+				if ins != nil {
+					b.ReportMetric(r.dataPlaneInstr, "dp-instr/call")
+				}
+				switch {
+				case ins != nil && *dpProfileDir != "":
+					// The counts by function, for callgrind_annotate, instead of a
+					// CPU profile (valgrind's one thread at a time skews those).
+					path := filepath.Join(*dpProfileDir, fmt.Sprintf("callgrind-%s-clients=%d.out", m, clients))
+					if err := os.Rename(ins.last, path); err != nil {
+						b.Fatal(err)
+					}
+					b.Logf("data plane callgrind counts: %s", path)
+				case *dpProfileDir != "":
 					path := filepath.Join(*dpProfileDir, fmt.Sprintf("dataplane-%s-clients=%d.pprof", m, clients))
 					if err := profileDataPlane(benchContext(b), e.dp.debugAddr, e.proxied(), m, clients, *dpProfileSeconds, path); err != nil {
 						b.Fatal(err)

@@ -63,6 +63,19 @@ var dpFlags = flag.String("dpflags", "", "extra flags for the `metamcp dataplane
 // runtime settings: -dpenv 'GOGC=400 GOMAXPROCS=1'.
 var dpEnv = flag.String("dpenv", "", "extra environment for the `metamcp dataplane` process, space-separated NAME=value pairs")
 
+// dpCallgrind runs the data plane under valgrind's callgrind, which counts
+// the instructions it executes in user space: BenchmarkCPUPerCall then also
+// reports dp-instr/call. Unlike CPU time, the count hardly moves between
+// runs of the same build, whatever else the machine does, so it shows
+// user-space changes of a percent or two that CPU time's run-to-run noise
+// hides. It leaves out the kernel (about half the data plane's CPU time)
+// and the cost of cache misses, and valgrind runs one thread at a time,
+// 20 to 50 times slower: use few -calls, and read no other figure of the run.
+// With -dpprofile=DIR, each point's counts by function are kept as
+// DIR/callgrind-MODE-clients=N.out (for callgrind_annotate) instead of a
+// CPU profile.
+var dpCallgrind = flag.Bool("dpcallgrind", false, "run the data plane under valgrind --tool=callgrind and report its instructions per call (BenchmarkCPUPerCall)")
+
 // metamcpBin is the `metamcp` binary under test, built once by TestMain.
 var metamcpBin string
 
@@ -222,7 +235,10 @@ type dataPlane struct {
 	url       string // the benchmark endpoint's MCP URL
 	pid       int
 	debugAddr string // its pprof server, "" unless -dpprofile is set
-	logs      *syncBuffer
+	// callgrindOut is the file callgrind dumps its counts to (numbered
+	// .1, .2, ... per dump), "" unless -dpcallgrind is set.
+	callgrindOut string
+	logs         *syncBuffer
 }
 
 var (
@@ -242,6 +258,15 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 		"--cache-file", filepath.Join(tb.TempDir(), "snapshot.pb"),
 		"--log-level", "info",
 	)
+	if *dpCallgrind {
+		vg, err := exec.LookPath("valgrind")
+		if err != nil {
+			tb.Fatalf("-dpcallgrind: %v", err)
+		}
+		dp.callgrindOut = filepath.Join(tb.TempDir(), "callgrind.out")
+		cmd.Args = append([]string{vg, "--tool=callgrind", "--callgrind-out-file=" + dp.callgrindOut}, cmd.Args...)
+		cmd.Path = vg
+	}
 	if *dpProfileDir != "" {
 		cmd.Args = append(cmd.Args, "--debug-listen", "127.0.0.1:0")
 	}
@@ -253,6 +278,10 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 		}
 	}
 	cmd.Env = append(env, "METAMCP_SYNC_TOKEN="+syncToken)
+	if *dpCallgrind {
+		// Callgrind trips on the signals of Go's asynchronous preemption.
+		cmd.Env = append(cmd.Env, "GODEBUG=asyncpreemptoff=1")
+	}
 	cmd.Env = append(cmd.Env, strings.Fields(*dpEnv)...)
 	cmd.Stdout, cmd.Stderr = dp.logs, dp.logs
 	if err := cmd.Start(); err != nil {

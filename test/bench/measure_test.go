@@ -6,7 +6,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -107,6 +111,9 @@ type cpuResult struct {
 	// dataPlaneUser and dataPlaneSys split dataPlane into user and kernel time.
 	dataPlaneUser, dataPlaneSys time.Duration
 	dataPlaneTicks              int64 // the data plane's measured clock ticks (the resolution)
+	// dataPlaneInstr is the instructions the data plane ran per call in
+	// user space, under -dpcallgrind; 0 otherwise.
+	dataPlaneInstr float64
 }
 
 // measureCPU makes n proxied calls from clients clients and reads the CPU
@@ -115,7 +122,7 @@ type cpuResult struct {
 // system split). What the data plane does in the background meanwhile (status
 // reports, sending call records to the control plane) is part of it, as it
 // is in production.
-func measureCPU(ctx context.Context, proxied target, m mode, clients, n, dataPlanePID, upstreamPID int) (cpuResult, error) {
+func measureCPU(ctx context.Context, proxied target, m mode, clients, n, dataPlanePID, upstreamPID int, ins *callgrindCounter) (cpuResult, error) {
 	cs, closeAll, err := openClients(ctx, proxied, m, clients)
 	if err != nil {
 		return cpuResult{}, err
@@ -123,6 +130,11 @@ func measureCPU(ctx context.Context, proxied target, m mode, clients, n, dataPla
 	defer closeAll()
 	if _, err := run(ctx, cs, max(clients*10, warmCalls)); err != nil {
 		return cpuResult{}, err
+	}
+	if ins != nil {
+		if err := ins.zero(ctx); err != nil {
+			return cpuResult{}, err
+		}
 	}
 	dp0, err := cpuTime(dataPlanePID)
 	if err != nil {
@@ -144,13 +156,69 @@ func measureCPU(ctx context.Context, proxied target, m mode, clients, n, dataPla
 		return cpuResult{}, err
 	}
 	ticks := (dp1.user + dp1.sys) - (dp0.user + dp0.sys)
-	return cpuResult{
+	r := cpuResult{
 		dataPlane:      (dp1.total() - dp0.total()) / time.Duration(n),
 		dataPlaneUser:  (dp1.user - dp0.user) / time.Duration(n),
 		dataPlaneSys:   (dp1.sys - dp0.sys) / time.Duration(n),
 		upstream:       (up1.total() - up0.total()) / time.Duration(n),
 		dataPlaneTicks: int64(ticks * time.Duration(clockTicks()) / time.Second),
-	}, nil
+	}
+	if ins != nil {
+		total, err := ins.read(ctx)
+		if err != nil {
+			return cpuResult{}, err
+		}
+		r.dataPlaneInstr = float64(total) / float64(n)
+	}
+	return r, nil
+}
+
+// callgrindCounter reads the instruction count of a process run under
+// callgrind (-dpcallgrind), through callgrind_control.
+type callgrindCounter struct {
+	pid  int
+	out  string // the --callgrind-out-file; dumps are out.1, out.2, ...
+	last string // the dump read last
+}
+
+func (c *callgrindCounter) control(ctx context.Context, arg string) error {
+	out, err := exec.CommandContext(ctx, "callgrind_control", arg, strconv.Itoa(c.pid)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("callgrind_control %s: %v: %s", arg, err, out)
+	}
+	return nil
+}
+
+// zero sets the counts to zero.
+func (c *callgrindCounter) zero(ctx context.Context) error { return c.control(ctx, "-z") }
+
+// read dumps the counts and returns the instructions executed since zero.
+func (c *callgrindCounter) read(ctx context.Context) (int64, error) {
+	if err := c.control(ctx, "-d"); err != nil {
+		return 0, err
+	}
+	dumps, _ := filepath.Glob(c.out + ".*")
+	var last string
+	var lastTime time.Time
+	for _, f := range dumps {
+		if fi, err := os.Stat(f); err == nil && !fi.ModTime().Before(lastTime) {
+			last, lastTime = f, fi.ModTime()
+		}
+	}
+	if last == "" {
+		return 0, fmt.Errorf("callgrind wrote no dump next to %s", c.out)
+	}
+	c.last = last
+	b, err := os.ReadFile(last)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "totals:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no totals line in callgrind dump %s", last)
 }
 
 // allocResult is what the in-process data plane allocates per proxied call.

@@ -50,7 +50,7 @@ func BenchmarkReference(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			cpu, err := measureCPU(ctx, proxied, sessionMode, 32, n, pid, upstreamPID)
+			cpu, err := measureCPU(ctx, proxied, sessionMode, 32, n, pid, upstreamPID, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

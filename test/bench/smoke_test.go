@@ -28,7 +28,7 @@ func TestSmoke(t *testing.T) {
 			if d, p, err := measureThroughput(ctx, e.direct(), e.proxied(), m, 2, 10); err != nil || d <= 0 || p <= 0 {
 				t.Errorf("throughput: direct %v, proxied %v calls/s, %v", d, p, err)
 			}
-			cpu, err := measureCPU(ctx, e.proxied(), m, 2, 10, e.dp.pid, e.upstreamPID)
+			cpu, err := measureCPU(ctx, e.proxied(), m, 2, 10, e.dp.pid, e.upstreamPID, nil)
 			if err != nil || cpu.dataPlane < 0 || cpu.upstream < 0 {
 				t.Errorf("CPU per call: %+v, %v", cpu, err)
 			}
