@@ -184,7 +184,7 @@ type callgrindCounter struct {
 func (c *callgrindCounter) control(ctx context.Context, arg string) error {
 	out, err := exec.CommandContext(ctx, "callgrind_control", arg, strconv.Itoa(c.pid)).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("callgrind_control %s: %v: %s", arg, err, out)
+		return fmt.Errorf("callgrind_control %s: %w: %s", arg, err, out)
 	}
 	return nil
 }
