@@ -29,7 +29,10 @@ func skipSpace(b []byte, i int) int {
 // skipString returns the index just past the JSON string starting at b[i]
 // (which must be '"'), or -1.
 func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
+	for i++; ; i++ {
+		if i = rpc.PlainRun(b, i); i >= len(b) {
+			return -1
+		}
 		switch b[i] {
 		case '\\':
 			i++
@@ -37,7 +40,6 @@ func skipString(b []byte, i int) int {
 			return i + 1
 		}
 	}
-	return -1
 }
 
 // skipValue returns the index just past the JSON value starting at b[i], or -1.

@@ -307,3 +307,67 @@ func BenchmarkReplaceStringField(b *testing.B) {
 	}
 	sink = buf
 }
+
+// TestPlainRun checks the eight-bytes-at-a-time scan against a byte loop,
+// with the byte that stops it at every offset and of every kind, after
+// plain ASCII and UTF-8 bytes (whose high bit must not confuse it).
+func TestPlainRun(t *testing.T) {
+	naive := func(b []byte, i int) int {
+		for ; i < len(b); i++ {
+			if c := b[i]; c < 0x20 || c == '"' || c == '\\' {
+				return i
+			}
+		}
+		return len(b)
+	}
+	fills := []byte{'a', '!', '#', '[', ']', 0x7f, 0x80, 0xa2, 0xdc, 0xff, 0x21, 0x23, 0x5b, 0x5d}
+	stops := []byte{'"', '\\', 0, 0x1f, '\n'}
+	for _, fill := range fills {
+		for n := 0; n <= 24; n++ {
+			for _, stop := range append(stops, 0) {
+				for at := 0; at <= n; at++ {
+					b := bytes.Repeat([]byte{fill}, n)
+					if at < n {
+						b[at] = stop
+					}
+					for start := 0; start <= min(n, 9); start++ {
+						if got, want := PlainRun(b, start), naive(b, start); got != want {
+							t.Fatalf("PlainRun(%q, %d) = %d, want %d", b, start, got, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// statelessCall is a 2026-07-28 tools/call as the benchmarks of test/bench
+// send it: the per-request _meta keys are most of its bytes.
+var statelessCall = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fx__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}`)
+
+func BenchmarkParseStateless(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(statelessCall)))
+	for b.Loop() {
+		m, err := Parse(statelessCall)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sink = m
+	}
+}
+
+func BenchmarkStringFieldStateless(b *testing.B) {
+	m, err := Parse(statelessCall)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s, ok := StringField(m.Params, "name")
+		if !ok {
+			b.Fatal("not found")
+		}
+		sink = s
+	}
+}

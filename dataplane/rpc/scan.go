@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"unicode/utf16"
@@ -133,6 +134,10 @@ func (it *objIter) next() (field, bool, error) {
 func scanString(b []byte, i int) (int, bool, error) {
 	esc := false
 	for i++; i < len(b); i++ {
+		i = PlainRun(b, i)
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -163,6 +168,36 @@ func scanString(b []byte, i int) (int, bool, error) {
 		}
 	}
 	return 0, false, errEOF
+}
+
+// PlainRun returns the index of the first byte at or after i in b that a
+// JSON string scanner must look at: a quote, a backslash or a control
+// character; len(b) if none. It tests eight bytes at a time (SWAR), so the
+// long keys and values of MCP messages (_meta keys, tool arguments) cost a
+// fraction of a byte-by-byte loop.
+func PlainRun(b []byte, i int) int {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// A byte is flagged (its high bit set in m) when it is below 0x20,
+		// or equal to '"' or '\\' (a zero byte of x^pattern). Borrows can flag
+		// the bytes after a true hit, never a byte before the first one.
+		q := x ^ (ones * '"')
+		bs := x ^ (ones * '\\')
+		m := ((x - ones*0x20) | (q - ones) | (bs - ones)) &^ x & highs
+		if m != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c < 0x20 || c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return len(b)
 }
 
 func unhex(c byte) int {
