@@ -65,15 +65,17 @@ var dpEnv = flag.String("dpenv", "", "extra environment for the `metamcp datapla
 
 // dpCallgrind runs the data plane under valgrind's callgrind, which counts
 // the instructions it executes in user space: BenchmarkCPUPerCall then also
-// reports dp-instr/call. Unlike CPU time, the count hardly moves between
-// runs of the same build, whatever else the machine does, so it shows
-// user-space changes of a percent or two that CPU time's run-to-run noise
-// hides. It leaves out the kernel (about half the data plane's CPU time)
-// and the cost of cache misses, and valgrind runs one thread at a time,
-// 20 to 50 times slower: use few -calls, and read no other figure of the run.
-// With -dpprofile=DIR, each point's counts by function are kept as
-// DIR/callgrind-MODE-clients=N.out (for callgrind_annotate) instead of a
-// CPU profile.
+// reports dp-instr/call. Measured here, the count moves by about 5% between
+// runs of one build (the runtime's scheduling and GC), against 10-15% for
+// CPU time, and not with the load on the rest of the machine. It leaves out
+// the kernel (about half the data plane's CPU time) and the cost of cache
+// misses, and valgrind runs one thread at a time, 20 to 50 times slower
+// (requests then outlast the server's watch delay, which native runs do
+// not): use few -calls, and read no other figure of the run.
+// With -dpprofile=DIR, each point's counts are kept as
+// DIR/callgrind-MODE-clients=N.out for callgrind_annotate; goroutine
+// switches confuse its call stacks, so trust totals and the self counts of
+// leaf functions, not inclusive counts.
 var dpCallgrind = flag.Bool("dpcallgrind", false, "run the data plane under valgrind --tool=callgrind and report its instructions per call (BenchmarkCPUPerCall)")
 
 // metamcpBin is the `metamcp` binary under test, built once by TestMain.
