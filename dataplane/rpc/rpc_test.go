@@ -260,29 +260,28 @@ func FuzzParse(f *testing.F) {
 
 var sink any
 
+// BenchmarkParse parses a request, a response with a long text result, and
+// a 2026-07-28 request whose _meta keys are most of its bytes.
 func BenchmarkParse(b *testing.B) {
-	msg := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"gh__search_issues","arguments":{"query":"is:open label:bug","limit":20},"_meta":{"progressToken":"abc"}}}`)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(msg)))
-	for b.Loop() {
-		m, err := Parse(msg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sink = m
-	}
-}
-
-func BenchmarkParseResponse(b *testing.B) {
-	msg := []byte(`{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"` + strings.Repeat("lorem ipsum ", 400) + `"}],"isError":false}}`)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(msg)))
-	for b.Loop() {
-		m, err := Parse(msg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sink = m
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+	}{
+		{"request", []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"gh__search_issues","arguments":{"query":"is:open label:bug","limit":20},"_meta":{"progressToken":"abc"}}}`)},
+		{"response", []byte(`{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"` + strings.Repeat("lorem ipsum ", 400) + `"}],"isError":false}}`)},
+		{"stateless", statelessCall},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.msg)))
+			for b.Loop() {
+				m, err := Parse(tc.msg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sink = m
+			}
+		})
 	}
 }
 
@@ -344,18 +343,6 @@ func TestPlainRun(t *testing.T) {
 // statelessCall is a 2026-07-28 tools/call as the benchmarks of test/bench
 // send it: the per-request _meta keys are most of its bytes.
 var statelessCall = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"fx__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"}}}}`)
-
-func BenchmarkParseStateless(b *testing.B) {
-	b.ReportAllocs()
-	b.SetBytes(int64(len(statelessCall)))
-	for b.Loop() {
-		m, err := Parse(statelessCall)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sink = m
-	}
-}
 
 func BenchmarkStringFieldStateless(b *testing.B) {
 	m, err := Parse(statelessCall)
