@@ -105,8 +105,13 @@ func newCtx(parent context.Context, dl time.Time, hasDL bool) *Ctx {
 // that nothing between cancels on its own. Otherwise p is nil and done is
 // ctx.Done().
 func ctxOf(ctx context.Context) (p *Ctx, done <-chan struct{}) {
-	if p, ok := ctx.(*Ctx); ok {
-		return p, nil
+	switch c := ctx.(type) {
+	case *Ctx:
+		return c, nil
+	case Wrapper:
+		if p := c.CallCtx(); p != nil {
+			return p, nil
+		}
 	}
 	done = ctx.Done()
 	if done == nil {
@@ -116,6 +121,15 @@ func ctxOf(ctx context.Context) (p *Ctx, done <-chan struct{}) {
 		return a, done
 	}
 	return nil, done
+}
+
+// A Wrapper is a context that only adds values to a Ctx, and so ends when it
+// does: CallCtx returns that Ctx (nil when it wraps another kind of
+// context). Children made under a Wrapper register with the Ctx directly,
+// without the Done channel that finding it otherwise costs.
+type Wrapper interface {
+	context.Context
+	CallCtx() *Ctx
 }
 
 // AfterFunc is context.AfterFunc, for less when ctx ends with a Ctx: the

@@ -195,6 +195,20 @@ func TestParents(t *testing.T) {
 			t.Fatalf("child Err = %v", c.Err())
 		}
 	})
+	t.Run("Wrapper", func(t *testing.T) {
+		p := WithCancel(context.Background())
+		c := WithTimeout(wrapper{p}, time.Hour)
+		p.mu.Lock()
+		made := p.done != nil
+		p.mu.Unlock()
+		if made || c.up != p {
+			t.Fatalf("under a Wrapper: parent's Done made %v, registered with it %v", made, c.up == p)
+		}
+		p.Cancel()
+		if !errors.Is(c.Err(), context.Canceled) {
+			t.Fatalf("child Err = %v", c.Err())
+		}
+	})
 	t.Run("Ctx under a cancelable context", func(t *testing.T) {
 		p := WithCancel(context.Background())
 		defer p.Cancel()
@@ -297,3 +311,8 @@ func TestAfterFuncHelper(t *testing.T) {
 	cancel()
 	wait(t, ran2, "AfterFunc on a context.WithCancel")
 }
+
+// wrapper is a callctx.Wrapper, as the gateway's caller context is.
+type wrapper struct{ *Ctx }
+
+func (w wrapper) CallCtx() *Ctx { return w.Ctx }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
@@ -89,6 +90,12 @@ func (pc *postCall) context(parent context.Context) context.Context {
 type callerContext struct {
 	context.Context
 	caller upstream.Caller
+}
+
+// CallCtx implements callctx.Wrapper: a callerContext only adds a value.
+func (c *callerContext) CallCtx() *callctx.Ctx {
+	p, _ := c.Context.(*callctx.Ctx)
+	return p
 }
 
 // Value implements context.Context.
