@@ -211,14 +211,14 @@ func (h *h1Client) close() {
 const h1FinishWait = 100 * time.Millisecond
 
 // finish reads the rest of the last response's body before the connection
-// is used again; false when it did not end cleanly.
+// is used again; false when it did not end cleanly. It leaves its read
+// deadline in place (c.deadline): the request that takes the connection
+// next replaces it in arm at once.
 func (c *h1Conn) finish() bool {
 	c.unfinished = false
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1FinishWait))
-	ok := c.body.finish(64<<10) && c.br.Buffered() == 0
-	_ = c.nc.SetDeadline(time.Time{})
-	c.deadline = false
-	return ok
+	c.deadline = true
+	return c.body.finish(64<<10) && c.br.Buffered() == 0
 }
 
 // h1Response is the head of a response; body reads the rest on the conn.
