@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/metamcp/metamcp/dataplane/callctx"
+	"github.com/metamcp/metamcp/internal/nbio"
 )
 
 // aLongTimeAgo is a read deadline in the past: it interrupts a blocked Read.
@@ -44,6 +45,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	nc = nbio.Wrap(nc)
 	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String()}
 	c.br = bufio.NewReaderSize(connReader{c}, headBufferSize)
 	c.watchTimer = time.AfterFunc(time.Hour, c.watch)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/metamcp/metamcp/internal/nbio"
 )
 
 // h1Client is a small HTTP/1.1 client for the POSTs of a plain http://
@@ -161,6 +163,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
+	nc = nbio.Wrap(nc)
 	c := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), peek: newPeeker(nc)}
 	c.abortIO = func() { _ = nc.SetDeadline(time.Unix(1, 0)) }
 	c.bw = bufio.NewWriterSize(c, 8<<10)

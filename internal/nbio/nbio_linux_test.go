@@ -1,0 +1,264 @@
+package nbio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair returns a connected loopback pair, both ends wrapped.
+func pair(t *testing.T) (client, server *Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.FailNow()
+	}
+	client, server = wrap(c).(*Conn), wrap(s).(*Conn)
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	return client, server
+}
+
+func TestWrapLeavesOtherConns(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if got := Wrap(a); got != a {
+		t.Fatalf("Wrap(pipe) = %T, want the pipe itself", got)
+	}
+}
+
+func TestWrapUnderRace(t *testing.T) {
+	c, _ := pair(t)
+	_, wrapped := Wrap(c.TCPConn).(*Conn)
+	if wrapped == raceEnabled {
+		t.Fatalf("Wrap wrapped = %v with raceEnabled = %v", wrapped, raceEnabled)
+	}
+}
+
+// TestLargeTransfer writes more than the socket buffers hold to a slow
+// reader, so writes come back short and with EAGAIN and wait for space.
+func TestLargeTransfer(t *testing.T) {
+	c, s := pair(t)
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	done := make(chan error, 1)
+	go func() {
+		n, err := c.Write(want)
+		if err == nil && n != len(want) {
+			err = io.ErrShortWrite
+		}
+		done <- err
+	}()
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 1000) // small reads: the writer fills the buffers
+	for len(got) < len(want) {
+		n, err := s.Read(buf)
+		if err != nil {
+			t.Fatalf("read after %d bytes: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+		if len(got)%(1<<20) < n {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("bytes differ")
+	}
+}
+
+func TestEOF(t *testing.T) {
+	c, s := pair(t)
+	if _, err := c.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("ReadAll = %q, %v; want \"bye\", nil", got, err)
+	}
+	if n, err := s.Read(make([]byte, 4)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("Read after EOF = %d, %v; want 0, io.EOF", n, err)
+	}
+}
+
+func TestZeroLength(t *testing.T) {
+	c, s := pair(t)
+	if n, err := c.Write(nil); n != 0 || err != nil {
+		t.Fatalf("Write(nil) = %d, %v", n, err)
+	}
+	if n, err := s.Read(nil); n != 0 || err != nil {
+		t.Fatalf("Read(nil) = %d, %v", n, err)
+	}
+}
+
+func TestReadDeadline(t *testing.T) {
+	_, s := pair(t)
+	_ = s.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := s.Read(make([]byte, 10))
+	checkOpErr(t, err, "read")
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err = %v, want a net.Error that times out", err)
+	}
+	// A later deadline lets the connection be used again.
+	_ = s.SetReadDeadline(time.Time{})
+}
+
+func TestWriteDeadline(t *testing.T) {
+	c, _ := pair(t) // nobody reads: the buffers fill
+	_ = c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := c.Write(make([]byte, 64<<20))
+	checkOpErr(t, err, "write")
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error", err)
+	}
+	if n <= 0 || n >= 64<<20 {
+		t.Fatalf("n = %d, want what the buffers took", n)
+	}
+}
+
+func TestCloseWhileReading(t *testing.T) {
+	_, s := pair(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 10))
+		errc <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	_ = s.Close()
+	select {
+	case err := <-errc:
+		checkOpErr(t, err, "read")
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("err = %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read did not return after Close")
+	}
+}
+
+// TestReset: a peer that aborts the connection gives ECONNRESET on read
+// and an error, not a SIGPIPE, on write.
+func TestReset(t *testing.T) {
+	c, s := pair(t)
+	_ = c.SetLinger(0)
+	_ = c.Close()
+	time.Sleep(10 * time.Millisecond)
+	_, err := s.Read(make([]byte, 10))
+	checkOpErr(t, err, "read")
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read err = %v, want ECONNRESET", err)
+	}
+	var werr error
+	for range 10 {
+		if _, werr = s.Write([]byte("x")); werr != nil {
+			break
+		}
+	}
+	checkOpErr(t, werr, "write")
+	if !errors.Is(werr, syscall.EPIPE) && !errors.Is(werr, syscall.ECONNRESET) {
+		t.Fatalf("write err = %v, want EPIPE or ECONNRESET", werr)
+	}
+}
+
+// checkOpErr checks that err is a *net.OpError for op, as the net
+// package's own errors are.
+func checkOpErr(t *testing.T, err error, op string) {
+	t.Helper()
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != op || oe.Net != "tcp" || oe.Addr == nil {
+		t.Fatalf("err = %#v (%v), want a *net.OpError for %q", err, err, op)
+	}
+}
+
+func TestConcurrentReadWrite(t *testing.T) {
+	c, s := pair(t)
+	const n = 2000
+	echoed := make(chan error, 1)
+	go func() { // the server echoes
+		buf := make([]byte, 64)
+		for {
+			k, err := s.Read(buf)
+			if err != nil {
+				echoed <- err
+				return
+			}
+			if _, err := s.Write(buf[:k]); err != nil {
+				echoed <- err
+				return
+			}
+		}
+	}()
+	read := make(chan int, 1)
+	go func() { // the client reads while it writes
+		total := 0
+		buf := make([]byte, 64)
+		for total < n {
+			k, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			total += k
+		}
+		read <- total
+	}()
+	for range n {
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := <-read; got != n {
+		t.Fatalf("read back %d bytes, want %d", got, n)
+	}
+	_ = c.Close()
+	if err := <-echoed; !errors.Is(err, io.EOF) {
+		t.Fatalf("server ended with %v, want io.EOF", err)
+	}
+}
+
+func TestAllocs(t *testing.T) {
+	c, s := pair(t)
+	msg := []byte("ping")
+	buf := make([]byte, 16)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per write and read, want 0", allocs)
+	}
+}
