@@ -74,7 +74,7 @@ func BenchmarkCPUPerCall(b *testing.B) {
 				if e.dp.callgrindOut != "" {
 					ins = &callgrindCounter{pid: e.dp.pid, out: e.dp.callgrindOut}
 				}
-				r, err := measureCPU(benchContext(b), e.proxied(), m, clients, *callsPerPoint*b.N, e.dp.pid, e.upstreamPID, ins)
+				r, err := measureCPU(benchContext(b), e.proxied(), m, clients, *cpuCallsPerPoint*b.N, e.dp.pid, e.upstreamPID, ins)
 				if err != nil {
 					b.Fatalf("%v\ndata plane log tail:\n%s", err, logTail(e.dp.logs.String(), 20))
 				}

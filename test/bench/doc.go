@@ -17,7 +17,8 @@
 //
 //	go test -run '^$' -bench . -benchtime 1x ./test/bench/
 //
-// Each point makes a fixed number of calls (-calls, 2000 by default) per b.N;
+// Each point makes a fixed number of calls (-calls, 2000 by default) per b.N,
+// and each CPU-time point ten times as many (-cpucalls, 20000);
 // -dpflags passes flags to the data plane (-dpflags=--http-server=std
 // measures it on net/http alone), -dpenv adds to its environment
 // (-dpenv 'GOGC=400'). BenchmarkReference puts two proxies that

@@ -46,6 +46,14 @@ import (
 // callsPerPoint is how many measured calls each benchmark point makes per b.N.
 var callsPerPoint = flag.Int("calls", 2000, "measured calls per benchmark point (per b.N)")
 
+// cpuCallsPerPoint is how many calls each CPU-time point measures per b.N
+// (BenchmarkCPUPerCall and BenchmarkReference's proxy-us/call). It is ten
+// times -calls: CPU time per call is what the machine's other tenants
+// disturb most, and a point of about 7 s at 32 clients averages over that
+// where one of under a second does not. Lower it under -dpcallgrind, which
+// runs 20 to 50 times slower.
+var cpuCallsPerPoint = flag.Int("cpucalls", 20000, "measured calls per CPU-time point (per b.N): BenchmarkCPUPerCall and BenchmarkReference's proxy-us/call")
+
 // dpProfileDir, when set, makes BenchmarkCPUPerCall also take a CPU profile
 // of the data plane process (through its --debug-listen pprof server) while
 // it serves each point's load, written as DIR/dataplane-MODE-clients=N.pprof.
@@ -71,7 +79,7 @@ var dpEnv = flag.String("dpenv", "", "extra environment for the `metamcp datapla
 // the kernel (about half the data plane's CPU time) and the cost of cache
 // misses, and valgrind runs one thread at a time, 20 to 50 times slower
 // (requests then outlast the server's watch delay, which native runs do
-// not): use few -calls, and read no other figure of the run.
+// not): use few -cpucalls, and read no other figure of the run.
 // With -dpprofile=DIR, each point's counts are kept as
 // DIR/callgrind-MODE-clients=N.out for callgrind_annotate; goroutine
 // switches confuse its call stacks, so trust totals and the self counts of

@@ -50,7 +50,7 @@ func BenchmarkReference(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			cpu, err := measureCPU(ctx, proxied, sessionMode, 32, n, pid, upstreamPID, nil)
+			cpu, err := measureCPU(ctx, proxied, sessionMode, 32, *cpuCallsPerPoint*b.N, pid, upstreamPID, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
