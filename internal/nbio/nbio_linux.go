@@ -34,16 +34,8 @@ type Conn struct {
 }
 
 // Wrap returns nc as a *Conn when it is a TCP connection, and nc itself
-// otherwise, or when the program is built with -race (see race.go).
+// otherwise.
 func Wrap(nc net.Conn) net.Conn {
-	if raceEnabled {
-		return nc
-	}
-	return wrap(nc)
-}
-
-// wrap is Wrap whatever the build: the package's own tests use it.
-func wrap(nc net.Conn) net.Conn {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return nc
@@ -91,6 +83,9 @@ func (c *Conn) read(fd uintptr) bool {
 		switch errno {
 		case 0:
 			c.rn = int(n)
+			if n > 0 {
+				raceAcquire(fd)
+			}
 			return true
 		case syscall.EINTR:
 			continue
@@ -138,6 +133,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // write is the raw connection's callback: false waits for buffer space.
 func (c *Conn) write(fd uintptr) bool {
+	raceRelease(fd)
 	for c.wn < len(c.wbuf) {
 		b := c.wbuf[c.wn:]
 		if len(b) > maxRW {

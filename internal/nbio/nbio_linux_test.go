@@ -35,7 +35,7 @@ func pair(t *testing.T) (client, server *Conn) {
 	if s == nil {
 		t.FailNow()
 	}
-	client, server = wrap(c).(*Conn), wrap(s).(*Conn)
+	client, server = Wrap(c).(*Conn), Wrap(s).(*Conn)
 	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
 	return client, server
 }
@@ -49,11 +49,32 @@ func TestWrapLeavesOtherConns(t *testing.T) {
 	}
 }
 
-func TestWrapUnderRace(t *testing.T) {
-	c, _ := pair(t)
-	_, wrapped := Wrap(c.TCPConn).(*Conn)
-	if wrapped == raceEnabled {
-		t.Fatalf("Wrap wrapped = %v with raceEnabled = %v", wrapped, raceEnabled)
+// raceProbe is written before a Write and read after the peer's Read.
+var raceProbe int
+
+// TestRaceOrdering: under -race, bytes sent over a socket order what the
+// sender did before sending before what the receiver does after reading,
+// as with package net's own calls, whichever end is wrapped.
+func TestRaceOrdering(t *testing.T) {
+	for _, wrapped := range []string{"reader", "writer"} {
+		t.Run(wrapped, func(t *testing.T) {
+			c, s := pair(t)
+			var w, r net.Conn = c.TCPConn, s // a raw read after Go's write
+			if wrapped == "writer" {
+				w, r = c, s.TCPConn // Go's read after a raw write
+			}
+			go func() {
+				raceProbe = 1
+				_, _ = w.Write([]byte("x"))
+			}()
+			if _, err := r.Read(make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			if raceProbe != 1 {
+				t.Fatal("the write before the socket's did not happen")
+			}
+			raceProbe = 0
+		})
 	}
 }
 
@@ -136,13 +157,14 @@ func TestReadDeadline(t *testing.T) {
 
 func TestWriteDeadline(t *testing.T) {
 	c, _ := pair(t) // nobody reads: the buffers fill
+	big := make([]byte, 64<<20)
 	_ = c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-	n, err := c.Write(make([]byte, 64<<20))
+	n, err := c.Write(big)
 	checkOpErr(t, err, "write")
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("err = %v, want a deadline error", err)
 	}
-	if n <= 0 || n >= 64<<20 {
+	if n <= 0 || n >= len(big) {
 		t.Fatalf("n = %d, want what the buffers took", n)
 	}
 }
