@@ -114,6 +114,7 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
 		{[]string{"version", "extra"}, exitUsage, "takes no arguments"},
 		{[]string{"dev", "--bogus"}, exitUsage, "unknown flag: --bogus"},
+		{[]string{"dataplane", "--gc-headroom", "-1"}, exitUsage, "--gc-headroom -1: want 0 (off) or more MiB"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
