@@ -51,13 +51,13 @@ func (g *Gateway) lookupEndpoint(w http.ResponseWriter, r *http.Request, sse boo
 
 // credential returns the API key the request carries and where it came from.
 func credential(r *http.Request) (key, from string) {
-	if h := r.Header.Get("Authorization"); h != "" {
+	if h := headerValue(r.Header, headerAuthorization); h != "" {
 		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 			return strings.TrimSpace(h[7:]), "header"
 		}
 		return "", "header"
 	}
-	if k := r.Header.Get("X-API-Key"); k != "" {
+	if k := headerValue(r.Header, headerAPIKey); k != "" {
 		return k, "header"
 	}
 	if k := r.URL.Query().Get("api_key"); k != "" {

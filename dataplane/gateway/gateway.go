@@ -309,7 +309,7 @@ func (g *Gateway) guard(next http.Handler) http.Handler {
 			writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "Host "+quote(r.Host)+" is not allowed: add it to the data plane's allowed hosts")
 			return
 		}
-		if origin := r.Header.Get("Origin"); origin != "" && !g.originAllowed(origin, r.Host) {
+		if origin := headerValue(r.Header, headerOrigin); origin != "" && !g.originAllowed(origin, r.Host) {
 			g.log.Warn("refused request with an Origin that is not allowed", "origin", origin, "remote", r.RemoteAddr)
 			writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "Origin "+quote(origin)+" is not allowed: add it to the data plane's allowed origins")
 			return
