@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"strings"
 )
 
 // parsedHead is a request head the lean loop serves.
@@ -53,7 +54,7 @@ func parseHead(head []byte, p *parsedHead) bool {
 	text := string(head) // every string below is a part of this one
 	sub := func(b []byte) string {
 		if len(b) == 0 {
-			return "" // bytes.Trim returns nil for an empty value
+			return "" // an empty value may be nil
 		}
 		i := cap(head) - cap(b) // b is a subslice of head
 		return text[i : i+len(b)]
@@ -87,7 +88,7 @@ func parseHead(head []byte, p *parsedHead) bool {
 		if colon <= 0 || !validToken(line[:colon]) {
 			return false // also obs-fold continuation lines, which start with a space
 		}
-		value := bytes.Trim(line[colon+1:], " \t")
+		value := trimOWS(line[colon+1:])
 		if !validValue(value) {
 			return false
 		}
@@ -110,7 +111,7 @@ func parseHead(head []byte, p *parsedHead) bool {
 			return false
 		case "Connection":
 			for tok := range bytes.SplitSeq(value, []byte{','}) {
-				tok = bytes.Trim(tok, " \t")
+				tok = trimOWS(tok)
 				switch {
 				case bytes.EqualFold(tok, []byte("close")):
 					p.close = true
@@ -177,9 +178,16 @@ func validToken[T string | []byte](b T) bool {
 	return len(b) > 0
 }
 
-func isTokenByte(c byte) bool {
-	return isAlnum(c) || bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
-}
+func isTokenByte(c byte) bool { return tokenBytes[c] }
+
+// tokenBytes marks the bytes of an HTTP token: a table, because every
+// byte of every header name is checked.
+var tokenBytes = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isAlnum(byte(c)) || strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0
+	}
+	return t
+}()
 
 func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
@@ -218,10 +226,26 @@ var commonKeys = []string{
 	"X-Api-Key", "X-Forwarded-For", "X-Forwarded-Proto", "X-Real-Ip",
 }
 
+// trimOWS trims the spaces and tabs around a header value (RFC 9110's
+// optional whitespace), returning a subslice of b.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
 // headerKey returns the canonical form of a header name.
 func headerKey(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	first := b[0] | 0x20 // lower case, for letters
 	for _, k := range commonKeys {
-		if len(k) == len(b) && equalFold(k, b) {
+		if len(k) == len(b) && k[0]|0x20 == first && equalFold(k, b) {
 			return k
 		}
 	}

@@ -626,3 +626,36 @@ func TestWatchKeepsItsByte(t *testing.T) {
 		t.Fatalf("the request loop reads %q (%v), want \"PO\"", got, err)
 	}
 }
+
+// TestTokenBytes checks the token table against RFC 9110's tchar.
+func TestTokenBytes(t *testing.T) {
+	const tchar = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	for c := range 256 {
+		if want := strings.IndexByte(tchar, byte(c)) >= 0; isTokenByte(byte(c)) != want {
+			t.Errorf("isTokenByte(%q) = %v, want %v", byte(c), !want, want)
+		}
+	}
+}
+
+// BenchmarkParseHead parses the head of a stateless MCP tools/call, as the
+// benchmark's clients send it.
+func BenchmarkParseHead(b *testing.B) {
+	head := []byte("POST /metamcp/bench/mcp HTTP/1.1\r\n" +
+		"Host: 127.0.0.1:12008\r\n" +
+		"User-Agent: Go-http-client/1.1\r\n" +
+		"Content-Length: 412\r\n" +
+		"Accept: application/json, text/event-stream\r\n" +
+		"Authorization: Bearer mmk_0123456789abcdef0123456789abcdef\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Mcp-Method: tools/call\r\n" +
+		"Mcp-Name: fx__echo\r\n" +
+		"Mcp-Protocol-Version: 2026-07-28\r\n" +
+		"Accept-Encoding: gzip\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		var p parsedHead
+		if !parseHead(head, &p) {
+			b.Fatal("parseHead refused the head")
+		}
+	}
+}
