@@ -84,11 +84,9 @@ func Start(headroom uint64, getenv func(string) (string, bool)) *Tuner {
 		headroom: headroom,
 		sample:   []metrics.Sample{{Name: "/gc/heap/live:bytes"}},
 	}
-	t.mu.Lock()
 	t.percent = Percent(t.live(), headroom)
 	t.previous = debug.SetGCPercent(t.percent)
-	t.mu.Unlock()
-	t.arm()
+	t.arm() // t is shared from here on
 	return t
 }
 
