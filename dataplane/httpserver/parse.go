@@ -2,6 +2,7 @@ package httpserver
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -145,12 +146,20 @@ func cutLine(b []byte) (line, rest []byte, ok bool) {
 // simplePath reports whether a request target is a plain path that needs no
 // decoding: letters, digits and -._~/ only.
 func simplePath(b []byte) bool {
+	prev := byte(0)
 	for _, c := range b {
-		if !isAlnum(c) && bytes.IndexByte([]byte("/-._~"), c) < 0 {
+		switch {
+		case isAlnum(c), c == '-', c == '_', c == '~':
+		case c == '/', c == '.':
+			if prev == '/' {
+				return false // "//", "/." and "/..": net/url decides
+			}
+		default:
 			return false
 		}
+		prev = c
 	}
-	return !bytes.Contains(b, []byte("/.")) && !bytes.Contains(b, []byte("//"))
+	return true
 }
 
 // parseLength parses a Content-Length value: decimal digits only.
@@ -194,10 +203,27 @@ func isAlnum(c byte) bool {
 }
 
 // validValue reports whether b is a header field value without control
-// characters other than tab.
+// characters other than tab. It tests eight bytes at a time (SWAR): values
+// such as session ids and bearer tokens run to hundreds of bytes.
 func validValue(b []byte) bool {
-	for _, c := range b {
-		if c < ' ' && c != '\t' || c == 0x7f {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		// A byte is flagged (its high bit set in m) when it is below 0x20
+		// or equal to 0x7f (a zero byte of d). Borrows can flag the bytes
+		// after a true hit, never one before it; a tab is flagged too. The
+		// bytewise loop below decides from the first flagged word on.
+		d := x ^ (ones * 0x7f)
+		if ((x-ones*0x20)&^x|(d-ones)&^d)&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
 		}
 	}

@@ -3,6 +3,7 @@ package httpserver
 import (
 	"bufio"
 	"bytes"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"testing"
@@ -63,4 +64,71 @@ func FuzzParseHead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestValidValueWords checks the word-at-a-time validValue against the
+// bytewise rule, for every byte at every position of values of 0 to 24
+// bytes, on backgrounds of plain text, tabs and high bytes.
+func TestValidValueWords(t *testing.T) {
+	bytewise := func(b []byte) bool {
+		for _, c := range b {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return false
+			}
+		}
+		return true
+	}
+	for _, bg := range []byte{'a', '\t', 0x80, 0xff, ' ', 0x7e} {
+		for n := range 25 {
+			v := bytes.Repeat([]byte{bg}, n)
+			if got, want := validValue(v), bytewise(v); got != want {
+				t.Fatalf("validValue(%q) = %v, want %v", v, got, want)
+			}
+			for i := range n {
+				for c := range 256 {
+					v[i] = byte(c)
+					if got, want := validValue(v), bytewise(v); got != want {
+						t.Fatalf("validValue(%q) = %v, want %v", v, got, want)
+					}
+				}
+				v[i] = bg
+			}
+		}
+	}
+	// Several interesting bytes at once, where borrows could interact.
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := []byte{0x00, 0x01, '\t', 0x1f, ' ', '!', 0x7e, 0x7f, 0x80, 0x9f, 0xff}
+	for range 20000 {
+		v := make([]byte, r.IntN(40))
+		for i := range v {
+			v[i] = pick[r.IntN(len(pick))]
+		}
+		if got, want := validValue(v), bytewise(v); got != want {
+			t.Fatalf("validValue(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestSimplePath checks simplePath against its definition: letters, digits
+// and -._~/ only, and no "/." or "//".
+func TestSimplePath(t *testing.T) {
+	def := func(b []byte) bool {
+		for _, c := range b {
+			if !isAlnum(c) && !bytes.ContainsRune([]byte("/-._~"), rune(c)) {
+				return false
+			}
+		}
+		return !bytes.Contains(b, []byte("/.")) && !bytes.Contains(b, []byte("//"))
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	pick := []byte("/./a-_~Z9%?")
+	for range 50000 {
+		b := make([]byte, r.IntN(12))
+		for i := range b {
+			b[i] = pick[r.IntN(len(pick))]
+		}
+		if got, want := simplePath(b), def(b); got != want {
+			t.Fatalf("simplePath(%q) = %v, want %v", b, got, want)
+		}
+	}
 }
