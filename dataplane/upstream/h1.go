@@ -432,23 +432,25 @@ func readResponseHead(c *h1Conn) (*h1Response, error) {
 				return nil, fmt.Errorf("malformed HTTP header line %q", clipBytes(line, 64))
 			}
 			v = bytes.TrimSpace(v)
+			// The length first: most lines are none of these, and
+			// bytes.EqualFold is not inlined.
 			switch {
-			case bytes.EqualFold(k, []byte("Content-Length")):
+			case len(k) == len("Content-Length") && bytes.EqualFold(k, []byte("Content-Length")):
 				n, err := strconv.ParseInt(string(v), 10, 64)
 				if err != nil || n < 0 || (length >= 0 && n != length) {
 					return nil, fmt.Errorf("malformed Content-Length %q", clipBytes(v, 64))
 				}
 				length = n
-			case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			case len(k) == len("Transfer-Encoding") && bytes.EqualFold(k, []byte("Transfer-Encoding")):
 				if !bytes.EqualFold(v, []byte("chunked")) {
 					return nil, fmt.Errorf("unsupported Transfer-Encoding %q", clipBytes(v, 64))
 				}
 				chunked = true
-			case bytes.EqualFold(k, []byte("Content-Type")):
+			case len(k) == len("Content-Type") && bytes.EqualFold(k, []byte("Content-Type")):
 				resp.contentType = string(v)
-			case bytes.EqualFold(k, []byte("Mcp-Session-Id")):
+			case len(k) == len("Mcp-Session-Id") && bytes.EqualFold(k, []byte("Mcp-Session-Id")):
 				resp.sessionID = string(v)
-			case bytes.EqualFold(k, []byte("Connection")):
+			case len(k) == len("Connection") && bytes.EqualFold(k, []byte("Connection")):
 				for tok := range bytes.SplitSeq(v, []byte{','}) {
 					tok = bytes.TrimSpace(tok)
 					if bytes.EqualFold(tok, []byte("close")) {

@@ -425,3 +425,13 @@ func TestH1EndBuffered(t *testing.T) {
 		})
 	}
 }
+
+// TestTrimEOL checks that trimEOL strips what bytes.TrimRight(line, "\r\n")
+// strips, whatever the mix of CR and LF at the end.
+func TestTrimEOL(t *testing.T) {
+	for _, line := range []string{"", "\n", "\r\n", "\r", "a", "a\n", "a\r\n", "a\r\r\n", "a\n\r", "\ra\r", "a b\r\n\n", "a\rb\n"} {
+		if got, want := string(trimEOL([]byte(line))), strings.TrimRight(line, "\r\n"); got != want {
+			t.Errorf("trimEOL(%q) = %q, want %q", line, got, want)
+		}
+	}
+}

@@ -585,11 +585,21 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	}
 	if err != nil {
 		if len(line) > 0 && errors.Is(err, io.EOF) {
-			return bytes.TrimRight(line, "\r\n"), nil
+			return trimEOL(line), nil
 		}
 		return nil, err
 	}
-	return bytes.TrimRight(line, "\r\n"), nil
+	return trimEOL(line), nil
+}
+
+// trimEOL is bytes.TrimRight(line, "\r\n") without building a byte set on
+// every call: readLine runs for each line of every response head, chunk and
+// event stream.
+func trimEOL(line []byte) []byte {
+	for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
+		line = line[:len(line)-1]
+	}
+	return line
 }
 
 // mediaType is the media type of a Content-Type value, lower case, without
