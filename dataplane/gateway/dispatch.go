@@ -38,6 +38,9 @@ type call struct {
 	// inline, when set, is the call's POST, which a bridge may answer from
 	// another goroutine and detach: the bridge then runs inline.
 	inline *inlinePOST
+	// params indexes the request's params for the steps that look into
+	// them (a stateless request's: see objectIndex).
+	params objectIndex
 }
 
 var emptyObject = json.RawMessage("{}")
@@ -260,7 +263,7 @@ func (g *Gateway) forwardByName(ctx context.Context, c *call, method, what strin
 	route func(*snapshot.Endpoint, string) (*snapshot.Member, string), unknown func(string) *rpc.Error,
 ) (json.RawMessage, *rpc.Error) {
 	start := time.Now()
-	name, ok := rpc.StringField(params, "name")
+	name, ok := c.params.str(params, "name")
 	if !ok {
 		return nil, &rpc.Error{Code: codeInvalidParams, Message: method + " needs params.name (the " + what + "'s name)"}
 	}

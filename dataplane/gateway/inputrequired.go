@@ -101,7 +101,7 @@ type inputWait struct {
 // roots). Without one, no upstream request could be shown to the client,
 // and the bridge's goroutine would be for nothing.
 func needsBridge(c *call, msg *rpc.Message) bool {
-	if st, _ := rpc.StringField(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
+	if st, _ := c.params.str(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
 		return true
 	}
 	for _, need := range []string{"sampling", "elicitation", "roots"} {
@@ -119,7 +119,7 @@ func needsBridge(c *call, msg *rpc.Message) bool {
 // detached from if the upstream asks for input (runInline); on net/http it
 // runs on a goroutine of its own, which a call that needs no input pays for.
 func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
-	if st, _ := rpc.StringField(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
+	if st, _ := c.params.str(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
 		return g.continueBridge(ctx, c, msg, st)
 	}
 	// The gateway owns the upstream call (Close cancels it and waits).

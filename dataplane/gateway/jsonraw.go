@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"unsafe"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
@@ -137,16 +138,76 @@ func eachMember(obj []byte, fn func(ks, ke, vs, ve int)) bool {
 // keyEquals compares a quoted JSON key with key; escaped keys are decoded.
 func keyEquals(quoted []byte, key string) bool {
 	inner := quoted[1 : len(quoted)-1]
-	for _, c := range inner {
-		if c == '\\' {
-			var s string
-			if json.Unmarshal(quoted, &s) != nil {
-				return false
-			}
-			return s == key
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) == key
+	}
+	var s string
+	if json.Unmarshal(quoted, &s) != nil {
+		return false
+	}
+	return s == key
+}
+
+// objectIndex is where the top-level members of one JSON object are, found
+// in one pass. A stateless request's params are looked into by several steps
+// (the Mcp-Name check, the capabilities in its _meta, bridging, routing),
+// each of which would otherwise walk every member, _meta and arguments
+// included. It is a value (no pointer into itself), so a copy stays right.
+type objectIndex struct {
+	obj     []byte
+	indexed bool
+	n       int // members in pos; -1 when obj is not an object or has too many
+	pos     [8]memberPos
+}
+
+// memberPos is where one member's quoted key and its value are in the object.
+type memberPos struct{ ks, ke, vs, ve int }
+
+// covers makes x describe obj, in one pass unless it does already (the same
+// bytes in memory); false when it cannot (not an object, too many members).
+func (x *objectIndex) covers(obj []byte) bool {
+	if x.indexed && len(obj) == len(x.obj) && unsafe.SliceData(obj) == unsafe.SliceData(x.obj) {
+		return x.n >= 0
+	}
+	x.obj, x.indexed, x.n = obj, true, 0
+	ok := eachMember(obj, func(ks, ke, vs, ve int) {
+		if x.n < 0 || x.n == len(x.pos) {
+			x.n = -1
+			return
+		}
+		x.pos[x.n] = memberPos{ks, ke, vs, ve}
+		x.n++
+	})
+	if !ok {
+		x.n = -1
+	}
+	return x.n >= 0
+}
+
+// raw is rawField(obj, key), from the index.
+func (x *objectIndex) raw(obj []byte, key string) (json.RawMessage, bool) {
+	if !x.covers(obj) {
+		return rawField(obj, key)
+	}
+	for i := x.n - 1; i >= 0; i-- { // the last of duplicates wins
+		p := x.pos[i]
+		if keyEquals(obj[p.ks:p.ke], key) {
+			return obj[p.vs:p.ve], true
 		}
 	}
-	return string(inner) == key
+	return nil, false
+}
+
+// str is rpc.StringField(obj, key), from the index.
+func (x *objectIndex) str(obj []byte, key string) (string, bool) {
+	if !x.covers(obj) {
+		return rpc.StringField(obj, key)
+	}
+	v, ok := x.raw(obj, key)
+	if !ok {
+		return "", false
+	}
+	return rpc.Unquote(v)
 }
 
 // rawField returns the raw value of the top-level member key of obj (the

@@ -135,8 +135,8 @@ func (g *Gateway) readMessage(w http.ResponseWriter, r *http.Request) (*rpc.Mess
 
 // requestCapabilities are the client capabilities a 2026-07-28 request
 // declares in its _meta (nil: none).
-func requestCapabilities(msg *rpc.Message) json.RawMessage {
-	meta, ok := rawField(msg.Params, "_meta")
+func requestCapabilities(msg *rpc.Message, params *objectIndex) json.RawMessage {
+	meta, ok := params.raw(msg.Params, "_meta")
 	if !ok {
 		return nil
 	}
@@ -226,13 +226,13 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	if rerr := checkStandardHeaders(r, msg); rerr != nil {
+	if rerr := checkStandardHeaders(r, msg, &c.params); rerr != nil {
 		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, rerr)
 		return
 	}
 	c.version = version
 	c.stateless = true
-	c.caps = requestCapabilities(msg)
+	c.caps = requestCapabilities(msg, &c.params)
 	pc.relay.caps = c.caps
 	if msg.Method == "subscriptions/listen" {
 		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
@@ -507,7 +507,7 @@ func (g *Gateway) endSession(sid string) {
 // Mcp-Name header says something else than its body. Load balancers and
 // firewalls may route or filter on these headers while the gateway acts on
 // the body: the two must agree. A header that is absent is not required here.
-func checkStandardHeaders(r *http.Request, msg *rpc.Message) *rpc.Error {
+func checkStandardHeaders(r *http.Request, msg *rpc.Message, params *objectIndex) *rpc.Error {
 	if m := headerValue(r.Header, headerMethod); m != "" && m != msg.Method {
 		return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: Mcp-Method " + quote(m) + " does not match the body's method " + quote(msg.Method)}
 	}
@@ -523,7 +523,7 @@ func checkStandardHeaders(r *http.Request, msg *rpc.Message) *rpc.Error {
 	default:
 		return nil
 	}
-	if v, _ := rpc.StringField(msg.Params, field); v != n {
+	if v, _ := params.str(msg.Params, field); v != n {
 		return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: Mcp-Name " + quote(n) + " does not match the body's " + field + " " + quote(v)}
 	}
 	return nil

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -29,6 +31,47 @@ func TestRawField(t *testing.T) {
 		got, ok := rawField([]byte(tc.obj), tc.key)
 		if ok != tc.ok || string(got) != tc.want {
 			t.Errorf("rawField(%s, %q) = %s, %v; want %s, %v", tc.obj, tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestObjectIndex checks that lookups through an objectIndex answer as
+// rawField and rpc.StringField do, over one object after another (the index
+// must follow the object it is asked about), and past the members it holds.
+func TestObjectIndex(t *testing.T) {
+	var many strings.Builder
+	many.WriteString("{")
+	for i := range 12 {
+		fmt.Fprintf(&many, `"k%d":"v%d",`, i, i)
+	}
+	many.WriteString(`"name":"last"}`)
+	objs := []string{
+		`{"name":"fx__echo","arguments":{"name":"inner"},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"roots":{}}}}`,
+		`{"name":"a","name":"b"}`,
+		`{"\u006eame":"esc\"aped","uri":"file:///x"}`,
+		`{"name":1,"requestState":"s"}`,
+		` { "name" : "spaced" } `,
+		`{}`,
+		`[1]`,
+		``,
+		many.String(),
+	}
+	var x objectIndex
+	for round := range 2 {
+		for _, obj := range objs {
+			b := []byte(obj)
+			for _, key := range []string{"name", "arguments", "_meta", "uri", "requestState", "k11", "absent"} {
+				raw, rok := x.raw(b, key)
+				wantRaw, wantROK := rawField(b, key)
+				if string(raw) != string(wantRaw) || rok != wantROK {
+					t.Errorf("round %d: raw(%s, %q) = %s, %v; want %s, %v", round, obj, key, raw, rok, wantRaw, wantROK)
+				}
+				str, sok := x.str(b, key)
+				wantStr, wantSOK := rpc.StringField(b, key)
+				if str != wantStr || sok != wantSOK {
+					t.Errorf("round %d: str(%s, %q) = %q, %v; want %q, %v", round, obj, key, str, sok, wantStr, wantSOK)
+				}
+			}
 		}
 	}
 }

@@ -279,6 +279,16 @@ func StringField(obj json.RawMessage, key string) (string, bool) {
 	return s, true
 }
 
+// Unquote decodes the JSON string literal s, quotes included; false when s
+// is not a valid one.
+func Unquote(s []byte) (string, bool) {
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return "", false
+	}
+	v, err := unquote(s)
+	return v, err == nil
+}
+
 // ReplaceStringField appends to dst the JSON object obj with the value of its
 // top-level member key replaced by the string value (every occurrence, should
 // the key repeat), or with the member added first when absent. A nil, empty or
