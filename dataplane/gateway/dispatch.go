@@ -273,10 +273,13 @@ func (g *Gateway) forwardByName(ctx context.Context, c *call, method, what strin
 		g.record(c, method, name, "", start, nil, e)
 		return nil, e
 	}
-	fwd := params
+	rename := ""
 	if upstreamName != name {
-		fwd = rpc.ReplaceStringField(make([]byte, 0, len(params)), params, "name", upstreamName)
+		rename = upstreamName
 	}
+	// A stateless request's _meta is stripped here, in the same pass as
+	// the rename, which leaves callUpstream nothing to strip.
+	fwd := c.params.forwardParams(params, rename, c.stateless)
 	res, rerr := g.callUpstream(ctx, c, m, method, fwd, g.callTimeout(m.Server))
 	g.record(c, method, name, m.Server.GetName(), start, res, rerr)
 	return res, rerr

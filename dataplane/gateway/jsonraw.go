@@ -273,27 +273,88 @@ func stripRequestMeta(params json.RawMessage) json.RawMessage {
 		return params
 	}
 	meta, ok := rawField(params, "_meta")
-	if !ok || len(meta) == 0 || meta[0] != '{' {
+	if !ok {
 		return params
 	}
 	var buf [512]byte // the kept members are usually few: no allocation
-	kept := append(buf[:0], '{')
+	kept, ok := strippedMeta(buf[:0], meta)
+	if !ok {
+		return params
+	}
+	return replaceField(make([]byte, 0, len(params)), params, "_meta", kept)
+}
+
+// strippedMeta appends to dst the object meta without the per-request keys
+// of 2026-07-28; false when meta is not an object.
+func strippedMeta(dst, meta []byte) ([]byte, bool) {
+	if len(meta) == 0 || meta[0] != '{' {
+		return dst, false
+	}
+	dst = append(dst, '{')
 	n := 0
-	ok = eachMember(meta, func(ks, ke, vs, ve int) {
+	ok := eachMember(meta, func(ks, ke, vs, ve int) {
 		if slices.ContainsFunc(requestMetaKeys, func(k string) bool { return keyEquals(meta[ks:ke], k) }) {
 			return
 		}
 		if n > 0 {
-			kept = append(kept, ',')
+			dst = append(dst, ',')
 		}
 		n++
-		kept = append(kept, meta[ks:ke]...)
-		kept = append(kept, ':')
-		kept = append(kept, meta[vs:ve]...)
+		dst = append(dst, meta[ks:ke]...)
+		dst = append(dst, ':')
+		dst = append(dst, meta[vs:ve]...)
 	})
-	if !ok {
+	return append(dst, '}'), ok
+}
+
+// forwardParams returns params as an upstream gets them: every member
+// "name" set to rename (unless rename is ""), and with strip the
+// per-request keys of _meta removed, as rpc.ReplaceStringField and
+// stripRequestMeta would make them. From the index that is one pass over
+// params, where those make one for each lookup and each change.
+func (x *objectIndex) forwardParams(params json.RawMessage, rename string, strip bool) json.RawMessage {
+	strip = strip && bytes.Contains(params, reservedMetaPrefix)
+	if rename == "" && !strip {
 		return params
 	}
-	kept = append(kept, '}')
-	return replaceField(make([]byte, 0, len(params)), params, "_meta", kept)
+	_, named := x.raw(params, "name")
+	if !x.covers(params) || rename != "" && !named {
+		fwd := params
+		if rename != "" {
+			fwd = rpc.ReplaceStringField(make([]byte, 0, len(params)+len(rename)), params, "name", rename)
+		}
+		if strip {
+			fwd = stripRequestMeta(fwd)
+		}
+		return fwd
+	}
+	var buf [512]byte
+	var kept []byte
+	if strip {
+		if meta, ok := x.raw(params, "_meta"); ok {
+			if k, ok := strippedMeta(buf[:0], meta); ok {
+				kept = k
+			}
+		}
+	}
+	if rename == "" && kept == nil {
+		return params
+	}
+	dst := make([]byte, 0, len(params)+len(rename))
+	pos := 0
+	for _, p := range x.pos[:x.n] {
+		key := params[p.ks:p.ke]
+		switch {
+		case rename != "" && keyEquals(key, "name"):
+			dst = append(dst, params[pos:p.vs]...)
+			dst = rpc.AppendString(dst, rename)
+		case kept != nil && keyEquals(key, "_meta"):
+			dst = append(dst, params[pos:p.vs]...)
+			dst = append(dst, kept...)
+		default:
+			continue
+		}
+		pos = p.ve
+	}
+	return append(dst, params[pos:]...)
 }

@@ -76,6 +76,45 @@ func TestObjectIndex(t *testing.T) {
 	}
 }
 
+// TestForwardParams checks the one-pass forwardParams against what it
+// stands for: rpc.ReplaceStringField of the name, then stripRequestMeta.
+func TestForwardParams(t *testing.T) {
+	var many strings.Builder
+	many.WriteString(`{"name":"n",`)
+	for i := range 10 {
+		fmt.Fprintf(&many, `"k%d":%d,`, i, i)
+	}
+	many.WriteString(`"_meta":{"io.modelcontextprotocol/clientInfo":{},"progressToken":1}}`)
+	objs := []string{
+		`{"name":"fx__echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"progressToken":"p"}}`,
+		`{"_meta":{"io.modelcontextprotocol/clientInfo":{"name":"c"}},"name":"a","name":"b"}`,
+		`{"name":"x","arguments":{"s":"\"io.modelcontextprotocol/"}}`,
+		`{"name":"x","_meta":"io.modelcontextprotocol/ not an object"}`,
+		`{"name":"x","_meta":{"progressToken":2}}`,
+		`{"arguments":{}}`,
+		`{}`,
+		many.String(),
+	}
+	for _, obj := range objs {
+		for _, rename := range []string{"", "echo", "q\"uote"} {
+			for _, strip := range []bool{false, true} {
+				b := []byte(obj)
+				want := b
+				if rename != "" {
+					want = rpc.ReplaceStringField(nil, want, "name", rename)
+				}
+				if strip {
+					want = stripRequestMeta(want)
+				}
+				var x objectIndex
+				if got := x.forwardParams(b, rename, strip); string(got) != string(want) {
+					t.Errorf("forwardParams(%s, %q, %v) = %s, want %s", obj, rename, strip, got, want)
+				}
+			}
+		}
+	}
+}
+
 func TestReplaceField(t *testing.T) {
 	tests := []struct {
 		obj, key, value, want string
