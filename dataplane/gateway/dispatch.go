@@ -39,7 +39,7 @@ type call struct {
 	// another goroutine and detach: the bridge then runs inline.
 	inline *inlinePOST
 	// params indexes the request's params for the steps that look into
-	// them (a stateless request's: see objectIndex).
+	// them (see objectIndex).
 	params objectIndex
 }
 

@@ -152,7 +152,9 @@ func keyEquals(quoted []byte, key string) bool {
 // in one pass. A stateless request's params are looked into by several steps
 // (the Mcp-Name check, the capabilities in its _meta, bridging, routing),
 // each of which would otherwise walk every member, _meta and arguments
-// included. It is a value (no pointer into itself), so a copy stays right.
+// included. Like eachMember it trusts its input to be valid JSON, as the
+// params of a parsed message are. It is a value (no pointer into itself),
+// so a copy stays right.
 type objectIndex struct {
 	obj     []byte
 	indexed bool
