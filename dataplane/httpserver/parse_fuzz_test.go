@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"net/http"
+	"net/textproto"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -130,5 +132,32 @@ func TestSimplePath(t *testing.T) {
 		if got, want := simplePath(b), def(b); got != want {
 			t.Fatalf("simplePath(%q) = %v, want %v", b, got, want)
 		}
+	}
+}
+
+// TestHeaderKey checks that headerKey gives what
+// textproto.CanonicalMIMEHeaderKey gives: for the common keys in any case,
+// and for random tokens.
+func TestHeaderKey(t *testing.T) {
+	check := func(b []byte) {
+		t.Helper()
+		if got, want := headerKey(b), textproto.CanonicalMIMEHeaderKey(string(b)); got != want {
+			t.Fatalf("headerKey(%q) = %q, want %q", b, got, want)
+		}
+	}
+	for _, k := range commonKeys {
+		check([]byte(k))
+		check([]byte(strings.ToLower(k)))
+		check([]byte(strings.ToUpper(k)))
+		check([]byte(k[:len(k)-1] + "^"))
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	pick := []byte("aAcCeEnNtT-^~_xX")
+	for range 50000 {
+		b := make([]byte, 1+r.IntN(20))
+		for i := range b {
+			b[i] = pick[r.IntN(len(pick))]
+		}
+		check(b)
 	}
 }
