@@ -552,7 +552,11 @@ func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
 		value = bytes.TrimPrefix(value, []byte{' '})
 		switch string(name) {
 		case "event":
-			ev.event = string(value)
+			if string(value) == "message" {
+				ev.event = "message" // what nearly every event says: no allocation
+			} else {
+				ev.event = string(value)
+			}
 		case "data":
 			if hasData {
 				data = append(data, '\n')
