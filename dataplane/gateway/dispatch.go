@@ -500,15 +500,24 @@ func (g *Gateway) record(c *call, method, targetName, server string, start time.
 		return
 	}
 	d := time.Since(start)
-	rec := &metamcpv1.CallRecord{
-		Time:          timestamppb.New(start),
+	// One allocation for the record and its two timestamps.
+	a := &struct {
+		rec  metamcpv1.CallRecord
+		time timestamppb.Timestamp
+		dur  durationpb.Duration
+	}{}
+	a.time.Seconds, a.time.Nanos = start.Unix(), int32(start.Nanosecond())
+	a.dur.Seconds, a.dur.Nanos = int64(d/time.Second), int32(d%time.Second)
+	rec := &a.rec
+	*rec = metamcpv1.CallRecord{
+		Time:          &a.time,
 		NodeId:        g.opts.NodeID,
 		Endpoint:      c.t.name,
 		Principal:     c.principal,
 		Method:        method,
 		Target:        targetName,
 		Server:        server,
-		Duration:      durationpb.New(d),
+		Duration:      &a.dur,
 		RequestBytes:  int64(c.reqBytes),
 		ResponseBytes: int64(len(res)),
 		ClientIp:      c.clientIP,

@@ -312,6 +312,7 @@ func TestConfigChangeAppliesToNextRequest(t *testing.T) {
 
 func TestCallRecords(t *testing.T) {
 	h := newHarness(t, testConfig(), nil, nil)
+	begin := time.Now()
 	cs := h.connect(t, "main", keyBob, "2025-11-25")
 	callText(t, cs, "alpha__echo", map[string]any{"text": "x"})
 	callText(t, cs, "beta__fail", nil)
@@ -331,6 +332,11 @@ func TestCallRecords(t *testing.T) {
 	for _, w := range want {
 		select {
 		case r := <-h.calls:
+			// The record's time is when the call began; its duration, how
+			// long it took: both inside the test's own span.
+			if at, d := r.GetTime().AsTime(), r.GetDuration().AsDuration(); at.Before(begin.Truncate(time.Microsecond)) || at.After(time.Now()) || d <= 0 || d > time.Since(begin) {
+				t.Errorf("record %s %s: time %v, duration %v; the test began at %v", r.GetMethod(), r.GetTarget(), at, d, begin)
+			}
 			if r.GetMethod() != w.method || r.GetTarget() != w.target || r.GetServer() != w.server || r.GetOutcome() != w.outcome ||
 				r.GetEndpoint() != "main" || r.GetPrincipal() != "bob" || r.GetClientIp() != "127.0.0.1" || r.GetRequestBytes() == 0 || r.GetTime() == nil {
 				t.Errorf("record = %v, want %+v", r, w)
