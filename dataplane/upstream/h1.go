@@ -122,6 +122,21 @@ type h1Conn struct {
 	abortIO    func() // interrupts blocked I/O: a deadline in the past
 	used       time.Time
 	body       h1Body
+	// lastSessionID is the Mcp-Session-Id of the last response, whose
+	// string the next responses of the session share.
+	lastSessionID string
+}
+
+// internOr returns b as one of the strings common (no allocation) when it
+// is one, else as a new string.
+func internOr(b []byte, common1, common2 string) string {
+	switch string(b) {
+	case common1:
+		return common1
+	case common2:
+		return common2
+	}
+	return string(b)
 }
 
 // Write counts what reaches the connection, for the retry decision.
@@ -405,7 +420,7 @@ func readResponseHead(c *h1Conn) (*h1Response, error) {
 		if err != nil || code < 100 || code > 999 {
 			return nil, fmt.Errorf("malformed HTTP status %q", clipBytes(line, 64))
 		}
-		resp := &h1Response{status: code, statusText: string(rest)}
+		resp := &h1Response{status: code, statusText: internOr(rest, "200 OK", "202 Accepted")}
 		keepAlive := string(proto) == "HTTP/1.1"
 		length := int64(-1)
 		chunked := false
@@ -447,9 +462,12 @@ func readResponseHead(c *h1Conn) (*h1Response, error) {
 				}
 				chunked = true
 			case len(k) == len("Content-Type") && bytes.EqualFold(k, []byte("Content-Type")):
-				resp.contentType = string(v)
+				resp.contentType = internOr(v, "text/event-stream", "application/json")
 			case len(k) == len("Mcp-Session-Id") && bytes.EqualFold(k, []byte("Mcp-Session-Id")):
-				resp.sessionID = string(v)
+				if string(v) != c.lastSessionID { // the same on every response of a session
+					c.lastSessionID = string(v)
+				}
+				resp.sessionID = c.lastSessionID
 			case len(k) == len("Connection") && bytes.EqualFold(k, []byte("Connection")):
 				for tok := range bytes.SplitSeq(v, []byte{','}) {
 					tok = bytes.TrimSpace(tok)
