@@ -39,6 +39,29 @@ type Message struct {
 	Error *Error
 }
 
+// commonMethod returns the method named by the JSON string v when it is one
+// of those sent on every call, as a constant: no allocation.
+func commonMethod(v []byte) (string, bool) {
+	if len(v) < 2 {
+		return "", false
+	}
+	switch s := v[1 : len(v)-1]; string(s) {
+	case "tools/call":
+		return "tools/call", true
+	case "resources/read":
+		return "resources/read", true
+	case "prompts/get":
+		return "prompts/get", true
+	case "tools/list":
+		return "tools/list", true
+	case "ping":
+		return "ping", true
+	case "notifications/progress":
+		return "notifications/progress", true
+	}
+	return "", false
+}
+
 // IsRequest reports whether m is a request (a method and an id).
 func (m *Message) IsRequest() bool { return m.Method != "" && m.ID != nil }
 
@@ -108,9 +131,12 @@ func Parse(b []byte) (*Message, error) {
 			if v[0] != '"' {
 				return nil, errors.New(`parse JSON-RPC message: "method" must be a string`)
 			}
-			s, err := unquote(v)
-			if err != nil {
-				return nil, fmt.Errorf("parse JSON-RPC message: method: %w", err)
+			s, ok := commonMethod(v)
+			if !ok {
+				var err error
+				if s, err = unquote(v); err != nil {
+					return nil, fmt.Errorf("parse JSON-RPC message: method: %w", err)
+				}
 			}
 			m.Method, hasMethod = s, true
 		case "params":
