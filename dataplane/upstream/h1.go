@@ -391,8 +391,8 @@ func (call *h1Call) roundTrip(extra, body []byte) (*h1Response, error) {
 	_, _ = bw.Write(call.h.reqLine)
 	_, _ = bw.Write(extra)
 	_, _ = bw.WriteString("Content-Length: ")
-	var num [20]byte
-	_, _ = bw.Write(strconv.AppendInt(num[:0], int64(len(body)), 10))
+	// Formatted in the writer's own buffer: a local array would escape.
+	_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(body)), 10))
 	_, _ = bw.WriteString("\r\n\r\n")
 	_, _ = bw.Write(body)
 	if err := bw.Flush(); err != nil {
