@@ -101,10 +101,7 @@ func TestValidValueWords(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	pick := []byte{0x00, 0x01, '\t', 0x1f, ' ', '!', 0x7e, 0x7f, 0x80, 0x9f, 0xff}
 	for range 20000 {
-		v := make([]byte, r.IntN(40))
-		for i := range v {
-			v[i] = pick[r.IntN(len(pick))]
-		}
+		v := randomFrom(r, pick, r.IntN(40))
 		if got, want := validValue(v), bytewise(v); got != want {
 			t.Fatalf("validValue(%q) = %v, want %v", v, got, want)
 		}
@@ -125,10 +122,7 @@ func TestSimplePath(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	pick := []byte("/./a-_~Z9%?")
 	for range 50000 {
-		b := make([]byte, r.IntN(12))
-		for i := range b {
-			b[i] = pick[r.IntN(len(pick))]
-		}
+		b := randomFrom(r, pick, r.IntN(12))
 		if got, want := simplePath(b), def(b); got != want {
 			t.Fatalf("simplePath(%q) = %v, want %v", b, got, want)
 		}
@@ -154,10 +148,15 @@ func TestHeaderKey(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	pick := []byte("aAcCeEnNtT-^~_xX")
 	for range 50000 {
-		b := make([]byte, 1+r.IntN(20))
-		for i := range b {
-			b[i] = pick[r.IntN(len(pick))]
-		}
-		check(b)
+		check(randomFrom(r, pick, 1+r.IntN(20)))
 	}
+}
+
+// randomFrom returns n bytes drawn at random from pick.
+func randomFrom(r *rand.Rand, pick []byte, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = pick[r.IntN(len(pick))]
+	}
+	return b
 }
