@@ -552,11 +552,7 @@ func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
 		value = bytes.TrimPrefix(value, []byte{' '})
 		switch string(name) {
 		case "event":
-			if string(value) == "message" {
-				ev.event = "message" // what nearly every event says: no allocation
-			} else {
-				ev.event = string(value)
-			}
+			ev.event = internOr(value, "message", "endpoint") // the names MCP servers send
 		case "data":
 			if hasData {
 				data = append(data, '\n')
