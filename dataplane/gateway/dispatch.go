@@ -129,7 +129,9 @@ func (g *Gateway) session(ctx context.Context, c *call, m *snapshot.Member) (ups
 // callUpstream sends one request to m's upstream, bounded by timeout.
 func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member, method string, params json.RawMessage, timeout time.Duration) (json.RawMessage, *rpc.Error) {
 	if c.stateless {
-		params = stripRequestMeta(params)
+		// From the params index when params are the request's; params
+		// forwardParams made already are left at a quick check.
+		params = c.params.forwardParams(params, "", true)
 	}
 	// A callctx costs one allocation, where context.WithTimeout makes
 	// several and starts a timer: the HTTP upstream client bounds its I/O
@@ -278,7 +280,7 @@ func (g *Gateway) forwardByName(ctx context.Context, c *call, method, what strin
 		rename = upstreamName
 	}
 	// A stateless request's _meta is stripped here, in the same pass as
-	// the rename, which leaves callUpstream nothing to strip.
+	// the rename: callUpstream's strip then finds nothing to do.
 	fwd := c.params.forwardParams(params, rename, c.stateless)
 	res, rerr := g.callUpstream(ctx, c, m, method, fwd, g.callTimeout(m.Server))
 	g.record(c, method, name, m.Server.GetName(), start, res, rerr)
