@@ -109,10 +109,14 @@ func validHeaderText(s string) bool {
 
 // h1Conn is one keep-alive connection.
 type h1Conn struct {
-	nc       net.Conn
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	wrote    bool // a byte of the current request reached the connection
+	nc    net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	wrote bool // a byte of the current request reached the connection
+	// ww is nc when it can WriteWait; waitNext makes the next Write the
+	// request's last, which waits for the response.
+	ww       writeWaiter
+	waitNext bool
 	deadline bool // a deadline is set on nc
 	// unfinished: the last response's chunked body was left unread past
 	// the message the caller wanted (typically only its last chunk); the
@@ -141,11 +145,26 @@ func internOr(b []byte, common1, common2 string) string {
 
 // Write counts what reaches the connection, for the retry decision.
 func (c *h1Conn) Write(p []byte) (int, error) {
-	n, err := c.nc.Write(p)
+	var n int
+	var err error
+	if c.waitNext && c.ww != nil {
+		// The request's last bytes: wait for the response without the
+		// read that would find nothing yet (nbio.Conn.WriteWait).
+		c.waitNext = false
+		n, err = c.ww.WriteWait(p)
+	} else {
+		n, err = c.nc.Write(p)
+	}
 	if n > 0 {
 		c.wrote = true
 	}
 	return n, err
+}
+
+// writeWaiter is a connection that can write and then wait for the reply
+// without a read first (*nbio.Conn).
+type writeWaiter interface {
+	WriteWait(p []byte) (int, error)
 }
 
 func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
@@ -180,6 +199,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 	}
 	nc = nbio.Wrap(nc)
 	c := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), peek: newPeeker(nc)}
+	c.ww, _ = nc.(writeWaiter)
 	c.abortIO = func() { _ = nc.SetDeadline(time.Unix(1, 0)) }
 	c.bw = bufio.NewWriterSize(c, 8<<10)
 	return c, false, nil
@@ -395,7 +415,14 @@ func (call *h1Call) roundTrip(extra, body []byte) (*h1Response, error) {
 	_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(body)), 10))
 	_, _ = bw.WriteString("\r\n\r\n")
 	_, _ = bw.Write(body)
-	if err := bw.Flush(); err != nil {
+	// A request that fits the writer's buffer goes in this one write, and
+	// the server answers only after it: wait for the answer without a
+	// read first. A larger request was partly written already, and a
+	// server may answer one early (413) while the rest is on its way.
+	c.waitNext = !c.wrote && c.br.Buffered() == 0
+	err := bw.Flush()
+	c.waitNext = false
+	if err != nil {
 		bw.Reset(c)
 		return nil, fmt.Errorf("write request: %w", err)
 	}

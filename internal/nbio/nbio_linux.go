@@ -31,6 +31,11 @@ type Conn struct {
 	wn      int
 	werr    error
 	writeFn func(fd uintptr) bool
+
+	// WriteWait's state: its callback runs under rmu and wmu.
+	wwStarted bool // the callback wrote; a later invocation means readable
+	wwWhole   bool // all of wbuf went in one go, before the wait
+	wwFn      func(fd uintptr) bool
 }
 
 // Wrap returns nc as a *Conn when it is a TCP connection, and nc itself
@@ -48,6 +53,7 @@ func Wrap(nc net.Conn) net.Conn {
 	// Method values made once: a closure per call would allocate.
 	c.readFn = c.read
 	c.writeFn = c.write
+	c.wwFn = c.writeThenWait
 	return c
 }
 
@@ -152,4 +158,76 @@ func (c *Conn) write(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// WriteWait writes all of p, then waits until the connection is readable
+// (data, EOF or an error to read) without trying a read first: a reply
+// cannot be there yet, and the read that would find nothing is a system
+// call saved. The next Read returns what arrived.
+//
+// It is for request and response protocols whose peer sends nothing until
+// p is complete: the wait starts before p is written, so no sign of
+// readiness from before the write is left to find. If the socket takes
+// only part of p at once (a request larger than its buffer), WriteWait
+// writes the rest as Write does and returns without waiting: the peer may
+// answer before the end of a large request, and only a read would find
+// that answer.
+func (c *Conn) WriteWait(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	c.wmu.Lock()
+	c.wbuf, c.wn, c.werr = p, 0, nil
+	c.wwStarted, c.wwWhole = false, false
+	// The read lock's prepare step drops any earlier readiness; the
+	// callback then writes and asks to wait; the runtime calls it again
+	// once the connection is readable.
+	err := c.rc.Read(c.wwFn)
+	n, werr, whole := c.wn, c.werr, c.wwWhole
+	c.wbuf = nil
+	c.wmu.Unlock()
+	c.rmu.Unlock()
+	switch {
+	case werr != nil:
+		return n, opError(c, "write", os.NewSyscallError("write", werr))
+	case err != nil && !whole:
+		// Closed or past the deadline before a byte went; or, once
+		// written, while waiting: then the Read that follows reports it.
+		return n, opError(c, "write", err)
+	case n < len(p):
+		m, err := c.Write(p[n:])
+		return n + m, err
+	}
+	return n, nil
+}
+
+// writeThenWait is WriteWait's raw callback: the first call writes what
+// the socket takes at once and, when that is all, waits for readability;
+// a later call means the connection is readable.
+func (c *Conn) writeThenWait(fd uintptr) bool {
+	if c.wwStarted {
+		return true
+	}
+	c.wwStarted = true
+	raceRelease(fd)
+	for c.wn < len(c.wbuf) {
+		b := c.wbuf[c.wn:]
+		if len(b) > maxRW {
+			b = b[:maxRW]
+		}
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			c.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return true // the rest is written outside the read lock
+		default:
+			c.werr = errno
+			return true
+		}
+	}
+	c.wwWhole = true
+	return false
 }

@@ -284,3 +284,162 @@ func TestAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per write and read, want 0", allocs)
 	}
 }
+
+// TestWriteWait: WriteWait returns once the reply is there, and the next
+// Read has it.
+func TestWriteWait(t *testing.T) {
+	c, s := pair(t)
+	replied := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+			t.Errorf("server read %q, %v", buf, err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // the client is waiting by now
+		close(replied)
+		if _, err := s.Write([]byte("pong")); err != nil {
+			t.Error(err)
+		}
+	}()
+	if n, err := c.WriteWait([]byte("ping")); n != 4 || err != nil {
+		t.Fatalf("WriteWait = %d, %v; want 4, nil", n, err)
+	}
+	select {
+	case <-replied:
+	default:
+		t.Fatal("WriteWait returned before the reply was sent")
+	}
+	buf := make([]byte, 8)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "pong" {
+		t.Fatalf("Read = %q, %v; want pong", buf[:n], err)
+	}
+}
+
+// TestWriteWaitFastReply: a reply that arrives while the callback still
+// runs (or before the wait starts) is not missed.
+func TestWriteWaitFastReply(t *testing.T) {
+	c, s := pair(t)
+	go func() {
+		buf := make([]byte, 1)
+		for i := 0; i < 500; i++ {
+			if _, err := io.ReadFull(s, buf); err != nil {
+				return
+			}
+			if _, err := s.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a missed reply fails, not hangs
+	buf := make([]byte, 1)
+	for i := 0; i < 500; i++ {
+		if _, err := c.WriteWait([]byte{byte(i)}); err != nil {
+			t.Fatalf("round %d: WriteWait: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil || buf[0] != byte(i) {
+			t.Fatalf("round %d: Read = %v, %v", i, buf, err)
+		}
+	}
+}
+
+// TestWriteWaitDeadline: the read deadline bounds the wait; the Read after
+// it reports the timeout, as a Read alone would.
+func TestWriteWaitDeadline(t *testing.T) {
+	c, s := pair(t)
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if n, err := c.WriteWait([]byte("ping")); n != 4 || err != nil {
+		t.Fatalf("WriteWait = %d, %v; want 4, nil (the Read reports the wait's end)", n, err)
+	}
+	_, err := c.Read(make([]byte, 4))
+	checkOpErr(t, err, "read")
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read err = %v, want a deadline error", err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("server read %q, %v", buf, err)
+	}
+
+	// A deadline already past: nothing is written.
+	n, err := c.WriteWait([]byte("late"))
+	checkOpErr(t, err, "write")
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("WriteWait past the deadline = %d, %v; want 0 and a deadline error", n, err)
+	}
+}
+
+// TestWriteWaitPeerClosed: a peer that has gone ends the wait (its reset
+// or EOF is readable) instead of leaving the caller to its deadline.
+func TestWriteWaitPeerClosed(t *testing.T) {
+	c, s := pair(t)
+	_ = s.Close()
+	time.Sleep(10 * time.Millisecond) // the FIN arrives before the write
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.WriteWait([]byte("ping")); err != nil {
+		checkOpErr(t, err, "write")
+		return // a reset already seen
+	}
+	_, err := c.Read(make([]byte, 4))
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after the peer closed = %v, want EOF or a reset", err)
+	}
+}
+
+// TestWriteWaitLarge: a write larger than the socket takes at once is
+// finished as Write would, and the reply is still read.
+func TestWriteWaitLarge(t *testing.T) {
+	c, s := pair(t)
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(want))
+		time.Sleep(10 * time.Millisecond) // let the socket's buffers fill
+		if _, err := io.ReadFull(s, b); err != nil {
+			t.Error(err)
+		}
+		got <- b
+		_, _ = s.Write([]byte("ok"))
+	}()
+	if n, err := c.WriteWait(want); n != len(want) || err != nil {
+		t.Fatalf("WriteWait = %d, %v; want %d, nil", n, err, len(want))
+	}
+	if !bytes.Equal(<-got, want) {
+		t.Fatal("bytes differ")
+	}
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ok" {
+		t.Fatalf("Read = %q, %v", buf, err)
+	}
+}
+
+func TestWriteWaitAllocs(t *testing.T) {
+	c, s := pair(t)
+	go func() {
+		buf := make([]byte, 4)
+		for {
+			if _, err := io.ReadFull(s, buf); err != nil {
+				return
+			}
+			if _, err := s.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	msg := []byte("ping")
+	buf := make([]byte, 4)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := c.WriteWait(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per WriteWait and read, want 0", allocs)
+	}
+}
