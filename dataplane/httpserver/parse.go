@@ -77,6 +77,7 @@ func parseHead(head []byte, p *parsedHead) bool {
 	p.contentLength = 0
 	p.close = false
 	sawHost, sawLength := false, false
+	var seen uint64 // the commonKeys met so far, by index
 	for {
 		line, rest, ok = cutLine(rest)
 		if !ok {
@@ -86,14 +87,23 @@ func parseHead(head []byte, p *parsedHead) bool {
 			break
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !validToken(line[:colon]) {
+		if colon <= 0 {
+			return false
+		}
+		name := line[:colon]
+		var key string
+		ki := commonKeyIndex(name) // a match is a valid token
+		if ki >= 0 {
+			key = commonKeys[ki]
+		} else if validToken(name) {
+			key = textproto.CanonicalMIMEHeaderKey(string(name))
+		} else {
 			return false // also obs-fold continuation lines, which start with a space
 		}
 		value := trimOWS(line[colon+1:])
 		if !validValue(value) {
 			return false
 		}
-		key := headerKey(line[:colon])
 		switch key {
 		case "Host":
 			if sawHost || !validHost(value) {
@@ -122,7 +132,14 @@ func parseHead(head []byte, p *parsedHead) bool {
 			}
 		}
 		v := sub(value)
-		if prev, dup := p.header[key]; dup {
+		// A repeated header: the common ones are tracked by index, the
+		// rest looked up (no other name has a common key's canonical form).
+		if ki >= 0 && seen&(1<<ki) != 0 {
+			p.header[key] = append(p.header[key], v)
+			continue
+		} else if ki >= 0 {
+			seen |= 1 << ki
+		} else if prev, dup := p.header[key]; dup {
 			p.header[key] = append(prev, v)
 			continue
 		}
@@ -266,17 +283,35 @@ func trimOWS(b []byte) []byte {
 
 // headerKey returns the canonical form of a header name.
 func headerKey(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	first := b[0] | 0x20 // lower case, for letters
-	for _, k := range commonKeys {
-		if len(k) == len(b) && k[0]|0x20 == first && equalFold(k, b) {
-			return k
-		}
+	if i := commonKeyIndex(b); i >= 0 {
+		return commonKeys[i]
 	}
 	return textproto.CanonicalMIMEHeaderKey(string(b))
 }
+
+// commonKeyIndex returns the index in commonKeys of the header name b in
+// any case, or -1.
+func commonKeyIndex(b []byte) int {
+	if len(b) == 0 || len(b) >= len(commonKeysByLen) {
+		return -1
+	}
+	first := b[0] | 0x20 // lower case, for letters
+	for _, i := range commonKeysByLen[len(b)] {
+		if k := commonKeys[i]; k[0]|0x20 == first && equalFold(k, b) {
+			return int(i)
+		}
+	}
+	return -1
+}
+
+// commonKeysByLen lists the indexes in commonKeys of the keys of each
+// length: a name is compared with at most a few.
+var commonKeysByLen = func() (t [24][]uint8) {
+	for i, k := range commonKeys {
+		t[len(k)] = append(t[len(k)], uint8(i))
+	}
+	return t
+}()
 
 // equalFold reports whether ASCII s and b are equal ignoring case.
 func equalFold(s string, b []byte) bool {

@@ -25,6 +25,7 @@ func FuzzParseHead(f *testing.F) {
 		"GET /a%20b/./c HTTP/1.1\r\nHost: [::1]:80\r\nX: \t v \t\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\naccept: a\r\nX-Accept: c\r\nACCEPT: b\r\nmcp-session-id: s\r\nMcp-Session-Id: t\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -149,6 +150,24 @@ func TestHeaderKey(t *testing.T) {
 	pick := []byte("aAcCeEnNtT-^~_xX")
 	for range 50000 {
 		check(randomFrom(r, pick, 1+r.IntN(20)))
+	}
+}
+
+// TestCommonKeysFit: parseHead tracks the common keys it met in a uint64 by
+// index, and commonKeyIndex files them by length.
+func TestCommonKeysFit(t *testing.T) {
+	if len(commonKeys) > 64 {
+		t.Fatalf("%d common keys; parseHead's bit set holds 64", len(commonKeys))
+	}
+	for i, k := range commonKeys {
+		if textproto.CanonicalMIMEHeaderKey(k) != k {
+			t.Errorf("common key %q is not canonical", k)
+		}
+		if len(k) >= len(commonKeysByLen) {
+			t.Errorf("common key %q is longer than commonKeysByLen allows", k)
+		} else if got := commonKeyIndex([]byte(strings.ToLower(k))); got != i {
+			t.Errorf("commonKeyIndex(%q) = %d, want %d", strings.ToLower(k), got, i)
+		}
 	}
 }
 
