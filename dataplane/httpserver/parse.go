@@ -73,7 +73,7 @@ func parseHead(head []byte, p *parsedHead) bool {
 
 	lines := bytes.Count(rest, []byte{'\n'})
 	p.header = make(http.Header, lines-1) // the last line ends the head
-	values := make([]string, 0, lines) // one backing array for the values
+	values := make([]string, 0, lines)    // one backing array for the values
 	p.contentLength = 0
 	p.close = false
 	sawHost, sawLength := false, false
