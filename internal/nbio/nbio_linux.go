@@ -140,6 +140,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 // write is the raw connection's callback: false waits for buffer space.
 func (c *Conn) write(fd uintptr) bool {
 	raceRelease(fd)
+	return c.writeAll(fd)
+}
+
+// writeAll writes what the socket takes of wbuf from wn on: false when it
+// would block first; an error is left in werr.
+func (c *Conn) writeAll(fd uintptr) bool {
 	for c.wn < len(c.wbuf) {
 		b := c.wbuf[c.wn:]
 		if len(b) > maxRW {
@@ -211,22 +217,8 @@ func (c *Conn) writeThenWait(fd uintptr) bool {
 	}
 	c.wwStarted = true
 	raceRelease(fd)
-	for c.wn < len(c.wbuf) {
-		b := c.wbuf[c.wn:]
-		if len(b) > maxRW {
-			b = b[:maxRW]
-		}
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		switch errno {
-		case 0:
-			c.wn += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return true // the rest is written outside the read lock
-		default:
-			c.werr = errno
-			return true
-		}
+	if !c.writeAll(fd) || c.werr != nil {
+		return true // the rest is written outside the read lock, or it failed
 	}
 	c.wwWhole = true
 	return false
