@@ -90,14 +90,8 @@ func parseHead(head []byte, p *parsedHead) bool {
 		if colon <= 0 {
 			return false
 		}
-		name := line[:colon]
-		var key string
-		ki := commonKeyIndex(name) // a match is a valid token
-		if ki >= 0 {
-			key = commonKeys[ki]
-		} else if validToken(name) {
-			key = textproto.CanonicalMIMEHeaderKey(string(name))
-		} else {
+		key, ki := headerKey(line[:colon])
+		if ki < 0 && !validToken(line[:colon]) { // a common name is a token
 			return false // also obs-fold continuation lines, which start with a space
 		}
 		value := trimOWS(line[colon+1:])
@@ -134,11 +128,13 @@ func parseHead(head []byte, p *parsedHead) bool {
 		v := sub(value)
 		// A repeated header: the common ones are tracked by index, the
 		// rest looked up (no other name has a common key's canonical form).
-		if ki >= 0 && seen&(1<<ki) != 0 {
-			p.header[key] = append(p.header[key], v)
-			continue
-		} else if ki >= 0 {
+		if ki >= 0 {
+			dup := seen&(1<<ki) != 0
 			seen |= 1 << ki
+			if dup {
+				p.header[key] = append(p.header[key], v)
+				continue
+			}
 		} else if prev, dup := p.header[key]; dup {
 			p.header[key] = append(prev, v)
 			continue
@@ -281,12 +277,13 @@ func trimOWS(b []byte) []byte {
 	return b
 }
 
-// headerKey returns the canonical form of a header name.
-func headerKey(b []byte) string {
+// headerKey returns the canonical form of a header name, and its index in
+// commonKeys or -1.
+func headerKey(b []byte) (string, int) {
 	if i := commonKeyIndex(b); i >= 0 {
-		return commonKeys[i]
+		return commonKeys[i], i
 	}
-	return textproto.CanonicalMIMEHeaderKey(string(b))
+	return textproto.CanonicalMIMEHeaderKey(string(b)), -1
 }
 
 // commonKeyIndex returns the index in commonKeys of the header name b in
