@@ -31,12 +31,17 @@ type conn struct {
 	hasByte bool
 	byteBuf [1]byte
 
+	// idleUntil is the idle read deadline set on the connection, zero
+	// when the deadline set is another (or none): the serving goroutine's.
+	idleUntil time.Time
+
 	mu         sync.Mutex
 	idle       bool // waiting for a request head
 	watchArmed bool // the current request may be watched
 	watching   bool // a watch read is in progress
 	aborting   bool // the watch is being stopped on purpose
 	peerGone   bool // the watch saw the client go away
+	cleared    bool // the watch cleared the read deadline
 	watchDone  chan struct{}
 	cancelReq  *callctx.Ctx // the request in progress's context
 	watchTimer *time.Timer
@@ -108,7 +113,7 @@ func (c *conn) serve() {
 		if !c.setIdle(true) {
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.idleTimeout))
+		c.idleDeadline()
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
@@ -127,7 +132,11 @@ func (c *conn) serve() {
 			handedOff = c.handOff()
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Time{})
+		if c.idleUntil.IsZero() {
+			// readHead waited with its own deadline: none while the
+			// request runs, as before the idle one.
+			c.setReadDeadline(time.Time{})
+		}
 		switch c.serveRequest(len(head), &p) {
 		case requestDetached:
 			detached = true
@@ -136,6 +145,28 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// idleDeadline bounds the wait for the next request by the idle timeout.
+// Setting a deadline updates a runtime timer, and a request would cost two
+// (set it, clear it once the head is in), so the one set stays for the
+// requests of the next eighth of the timeout: a connection is closed after
+// between one and 9/8 idle timeouts without a request. Reads of a request's
+// body are bounded by it too; the watch, which may read for as long as a
+// request runs, clears it (watch).
+func (c *conn) idleDeadline() {
+	now := time.Now()
+	if !c.idleUntil.IsZero() && !c.idleUntil.Before(now.Add(c.s.idleTimeout)) {
+		return
+	}
+	c.setReadDeadline(now.Add(c.s.idleTimeout + c.s.idleTimeout/8))
+	c.idleUntil = now.Add(c.s.idleTimeout + c.s.idleTimeout/8)
+}
+
+// setReadDeadline sets a read deadline other than the idle one.
+func (c *conn) setReadDeadline(t time.Time) {
+	_ = c.nc.SetReadDeadline(t)
+	c.idleUntil = time.Time{}
 }
 
 // end releases the connection once no goroutine serves it any more.
@@ -171,7 +202,7 @@ func (c *conn) readHead() (head []byte, ok bool, err error) {
 			return nil, false, nil
 		}
 		if !waiting {
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
+			c.setReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			// The client went away or stalled mid-head: close, as net/http does.
@@ -199,7 +230,7 @@ func headEnd(b []byte) int {
 
 // handOff gives the connection, with what was read of it, to net/http.
 func (c *conn) handOff() bool {
-	_ = c.nc.SetReadDeadline(time.Time{})
+	c.setReadDeadline(time.Time{})
 	rc := &replayConn{Conn: c.nc, r: bufferedReplay(c.br, c.nc)}
 	return c.s.handoff.give(rc)
 }
@@ -274,7 +305,7 @@ func (c *conn) complete(w *response, b *body) bool {
 		if b.remain > maxDrain || b.err != nil {
 			return false
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
+		c.setReadDeadline(time.Now().Add(c.s.readHeaderTimeout))
 		if _, err := c.br.Discard(int(b.remain)); err != nil {
 			return false
 		}
@@ -382,6 +413,11 @@ func (c *conn) watch() {
 		c.mu.Unlock()
 		return
 	}
+	// The watch may read for as long as the request runs: no idle
+	// deadline. Cleared under the lock, so that stopWatch's interrupting
+	// deadline comes after this.
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.cleared = true
 	c.watching = true
 	done := make(chan struct{})
 	c.watchDone = done
@@ -420,6 +456,10 @@ func (c *conn) stopWatch() (gone bool) {
 		_ = c.nc.SetReadDeadline(time.Time{})
 		c.mu.Lock()
 		c.aborting = false
+	}
+	if c.cleared {
+		c.cleared = false
+		c.idleUntil = time.Time{}
 	}
 	gone = c.peerGone
 	c.mu.Unlock()

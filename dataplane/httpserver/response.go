@@ -128,7 +128,10 @@ func (w *response) FlushError() error {
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
 
 // SetReadDeadline sets the connection's read deadline (http.ResponseController).
-func (w *response) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error {
+	w.c.idleUntil = time.Time{}
+	return w.c.nc.SetReadDeadline(t)
+}
 
 // finish completes the response after the handler returned.
 func (w *response) finish() {

@@ -82,7 +82,8 @@ type Options struct {
 	// arrived (DefaultReadHeaderTimeout when 0).
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection with no request for this
-	// long (DefaultIdleTimeout when 0).
+	// long, or up to an eighth longer (DefaultIdleTimeout when 0). A
+	// request's body must arrive within it too.
 	IdleTimeout time.Duration
 	// WatchAfter is how long a request runs before its connection is
 	// watched for the client going away (DefaultWatchAfter when 0).

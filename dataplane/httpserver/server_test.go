@@ -468,6 +468,70 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestIdleTimeoutKeptAcrossRequests: the idle deadline is not set again
+// for every request, but a connection still closes once idle, and it does
+// not close while requests keep coming.
+func TestIdleTimeoutKeptAcrossRequests(t *testing.T) {
+	_, addr := start(t, echo, Options{IdleTimeout: 200 * time.Millisecond})
+	rc := dial(t, addr)
+	deadline := time.Now().Add(600 * time.Millisecond) // three idle timeouts
+	for i := 0; time.Now().Before(deadline); i++ {
+		rc.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		rc.read("GET")
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !rc.closed() {
+		t.Error("an idle connection outlived the idle timeout")
+	}
+}
+
+// TestLongRequestOutlivesIdleTimeout: a request that runs longer than the
+// idle timeout is watched without the idle deadline: it is not taken for
+// a client gone, and its connection serves on.
+func TestLongRequestOutlivesIdleTimeout(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			http.Error(w, "cancelled", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	})
+	_, addr := start(t, h, Options{IdleTimeout: 50 * time.Millisecond, WatchAfter: time.Millisecond})
+	rc := dial(t, addr)
+	for _, p := range []string{"/1", "/2"} {
+		rc.send("POST " + p + " HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+		if r, body := rc.read("POST"); r.StatusCode != http.StatusOK || body != p {
+			t.Fatalf("%s: %d %q, want 200 %q", p, r.StatusCode, body, p)
+		}
+	}
+	if !rc.closed() {
+		t.Error("the connection outlived the idle timeout after its requests")
+	}
+}
+
+// TestStalledBodyTimesOut: a body that stops coming is bounded by the idle
+// timeout: the handler's read fails and the connection is closed.
+func TestStalledBodyTimesOut(t *testing.T) {
+	readErr := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		readErr <- err
+	})
+	_, addr := start(t, h, Options{IdleTimeout: 100 * time.Millisecond})
+	rc := dial(t, addr)
+	rc.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}")
+	if err := <-readErr; err == nil {
+		t.Error("reading a body that stopped coming succeeded")
+	}
+	rc.read("POST") // what the handler answered
+	if !rc.closed() {
+		t.Error("the connection of a stalled body was kept")
+	}
+}
+
 func TestHeadTimeout(t *testing.T) {
 	_, addr := start(t, echo, Options{ReadHeaderTimeout: 50 * time.Millisecond})
 	rc := dial(t, addr)
