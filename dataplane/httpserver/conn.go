@@ -159,8 +159,9 @@ func (c *conn) idleDeadline() {
 	if !c.idleUntil.IsZero() && !c.idleUntil.Before(now.Add(c.s.idleTimeout)) {
 		return
 	}
-	c.setReadDeadline(now.Add(c.s.idleTimeout + c.s.idleTimeout/8))
-	c.idleUntil = now.Add(c.s.idleTimeout + c.s.idleTimeout/8)
+	dl := now.Add(c.s.idleTimeout + c.s.idleTimeout/8)
+	c.setReadDeadline(dl)
+	c.idleUntil = dl
 }
 
 // setReadDeadline sets a read deadline other than the idle one.
