@@ -237,7 +237,7 @@ func (t *stdioTransport) readStdout() {
 		} else {
 			line = bytes.Clone(frag) // results alias this buffer and outlive the reader's
 		}
-		line = bytes.TrimRight(line, "\r\n")
+		line = trimEOL(line)
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
@@ -262,7 +262,7 @@ func (t *stdioTransport) readStderr() {
 	for {
 		line, err := r.ReadSlice('\n')
 		if len(line) > 0 {
-			line = bytes.TrimRight(line, "\r\n")
+			line = trimEOL(line)
 			if len(line) > 0 {
 				t.log.Info("upstream stderr", "line", string(line))
 			}
