@@ -117,6 +117,10 @@ type h1Conn struct {
 	// request's last, which waits for the response.
 	ww       writeWaiter
 	waitNext bool
+	// tr is nc when it can read without waiting (*nbio.Conn); try makes
+	// the next Read a TryRead.
+	tr       tryReader
+	try      bool
 	deadline bool // a deadline is set on nc
 	// unfinished: the last response's chunked body was left unread past
 	// the message the caller wanted (typically only its last chunk); the
@@ -161,6 +165,21 @@ func (c *h1Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Read is br's source: the connection's Read, or its TryRead when c.try
+// is set.
+func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.try {
+		return c.tr.TryRead(p)
+	}
+	return c.nc.Read(p)
+}
+
+// tryReader is a connection that can read what is there without waiting
+// (*nbio.Conn).
+type tryReader interface {
+	TryRead(p []byte) (int, error)
+}
+
 // writeWaiter is a connection that can write and then wait for the reply
 // without a read first (*nbio.Conn).
 type writeWaiter interface {
@@ -169,6 +188,10 @@ type writeWaiter interface {
 
 func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 	now := time.Now()
+	// Connections whose last body has not ended yet are passed over (the
+	// server is still finishing that response) and go back afterwards.
+	var aside [h1MaxAside]*h1Conn
+	na := 0
 	h.mu.Lock()
 	for len(h.idle) > 0 {
 		c := h.idle[len(h.idle)-1]
@@ -181,15 +204,32 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 			continue
 		}
 		h.mu.Unlock()
+		if c.unfinished {
+			switch c.endArrived(now) {
+			case endLater:
+				if na < len(aside) {
+					aside[na] = c
+					na++
+					h.mu.Lock()
+					continue
+				}
+			case endFailed:
+				_ = c.nc.Close()
+				h.mu.Lock()
+				continue
+			}
+		}
 		if (c.unfinished && !c.finish()) || c.peek.peerClosed() {
 			_ = c.nc.Close()
 			h.mu.Lock()
 			continue
 		}
+		h.restore(aside[:na])
 		return c, true, nil
 	}
 	closed := h.closed
 	h.mu.Unlock()
+	h.restore(aside[:na])
 	if closed {
 		return nil, false, errClosed
 	}
@@ -198,11 +238,72 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 		return nil, false, err
 	}
 	nc = nbio.Wrap(nc)
-	c := &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), peek: newPeeker(nc)}
+	c := &h1Conn{nc: nc, peek: newPeeker(nc)}
+	c.br = bufio.NewReaderSize(c, 16<<10)
 	c.ww, _ = nc.(writeWaiter)
+	c.tr, _ = nc.(tryReader)
 	c.abortIO = func() { _ = nc.SetDeadline(time.Unix(1, 0)) }
 	c.bw = bufio.NewWriterSize(c, 8<<10)
 	return c, false, nil
+}
+
+// h1MaxAside bounds the connections one get passes over because their
+// last body has not ended yet; past it, get waits for the end (finish).
+const h1MaxAside = 4
+
+// endState is what endArrived found of an unfinished connection's body.
+type endState int
+
+const (
+	endHere   endState = iota // there to read: finish will not wait
+	endLater                  // not there yet: pass the connection over
+	endFailed                 // EOF, an error, or overdue: close the connection
+)
+
+// endArrived looks, without waiting, whether the rest of the last body of
+// an unfinished connection has arrived. A server sends it right after the
+// response event, but may not have yet when the next request comes; one
+// that has not within h1FinishWait of the event is not waited for.
+func (c *h1Conn) endArrived(now time.Time) endState {
+	const end = "\r\n0\r\n\r\n" // the most the end can be: see endBuffered
+	n := c.br.Buffered()
+	if c.tr == nil || n >= len(end) || c.body.endBuffered() {
+		return endHere // more than the end is there, or all of it
+	}
+	c.try = true
+	_, err := c.br.Peek(n + 1)
+	c.try = false
+	switch {
+	case err == nil:
+		return endHere
+	case errors.Is(err, nbio.ErrWouldBlock) && now.Sub(c.used) < h1FinishWait:
+		return endLater
+	}
+	return endFailed
+}
+
+// restore puts back on top of the pool, in their order, the connections
+// get passed over; they keep their last-used time.
+func (h *h1Client) restore(aside []*h1Conn) {
+	if len(aside) == 0 {
+		return
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		for _, c := range aside {
+			_ = c.nc.Close()
+		}
+		return
+	}
+	for i := len(aside) - 1; i >= 0; i-- {
+		if len(h.idle) >= h.maxIdle {
+			_ = aside[i].nc.Close()
+			continue
+		}
+		h.idle = append(h.idle, aside[i])
+	}
+	h.mu.Unlock()
 }
 
 func (h *h1Client) put(c *h1Conn) {
@@ -243,17 +344,21 @@ func (h *h1Client) close() {
 	}
 }
 
-// h1FinishWait bounds reading the end of a body left unfinished: it was
-// sent right after what the last caller read, so it is there by now unless
-// the server misbehaves.
+// h1FinishWait bounds waiting for the end of a body left unfinished: it
+// was sent right after what the last caller read, so it is there by then
+// unless the server misbehaves.
 const h1FinishWait = 100 * time.Millisecond
 
 // finish reads the rest of the last response's body before the connection
-// is used again; false when it did not end cleanly. It leaves its read
-// deadline in place (c.deadline): the request that takes the connection
-// next replaces it in arm at once.
+// is used again; false when it did not end cleanly. When it has to wait
+// for more than is buffered, it leaves its read deadline in place
+// (c.deadline): the request that takes the connection next replaces it in
+// arm at once.
 func (c *h1Conn) finish() bool {
 	c.unfinished = false
+	if c.body.endBuffered() {
+		return c.br.Buffered() == 0
+	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(h1FinishWait))
 	c.deadline = true
 	return c.body.finish(64<<10) && c.br.Buffered() == 0

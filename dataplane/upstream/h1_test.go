@@ -25,8 +25,10 @@ import (
 type fakeMCP struct {
 	srv   *httptest.Server
 	conns atomic.Int64
-	posts sync.Map // remote address of each connection a POST came on
-	calls atomic.Int64
+	// postsClosed counts the connections POSTs came on that closed.
+	postsClosed atomic.Int64
+	posts       sync.Map // remote address of each connection a POST came on
+	calls       atomic.Int64
 	// call answers one tools/call: the request id's JSON and the tool name.
 	call func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string)
 }
@@ -35,14 +37,42 @@ func newFakeMCP(t *testing.T, idleTimeout time.Duration, call func(w http.Respon
 	f := &fakeMCP{call: call}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
 	f.srv.Config.IdleTimeout = idleTimeout
-	f.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+	f.srv.Config.ConnState = func(nc net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
 			f.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			if _, ok := f.posts.Load(nc.RemoteAddr().String()); ok {
+				f.postsClosed.Add(1)
+			}
 		}
 	}
 	f.srv.Start()
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// waitEnds waits, for at most ten seconds, until the ends of the bodies
+// left unfinished on the session's idle connections have arrived: until
+// then the next call may pass a connection over.
+func waitEnds(t *testing.T, s Session) {
+	t.Helper()
+	h := s.(*session).t.(*httpTransport).h1
+	for range 1000 {
+		h.mu.Lock()
+		arrived := true
+		for _, c := range h.idle {
+			if c.unfinished && c.endArrived(time.Now()) != endHere {
+				arrived = false
+			}
+		}
+		h.mu.Unlock()
+		if arrived {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the ends of the last responses did not arrive")
 }
 
 // postConns is the number of connections POSTs came on. Unlike conns, it
@@ -179,6 +209,7 @@ func TestH1Bodies(t *testing.T) {
 				if got != want {
 					t.Fatalf("call %d: got %d bytes, want %d", i, len(got), len(want))
 				}
+				waitEnds(t, s) // else the next call may pass the connection over
 			}
 			// Every POST went over the one kept-alive connection (the
 			// initialize handshake included).
@@ -376,6 +407,7 @@ func TestH1ReturnsBeforeTheLastChunk(t *testing.T) {
 			t.Fatalf("call %d: %q, %v", i, got, err)
 		}
 		gate <- struct{}{} // now the server ends the response
+		waitEnds(t, s)
 	}
 	if n := f.postConns(); n != 1 {
 		t.Errorf("%d connections, want 1: the connection was not reused after a deferred end", n)
@@ -389,6 +421,51 @@ func TestH1ReturnsBeforeTheLastChunk(t *testing.T) {
 	}
 	if n := f.postConns(); n != 2 {
 		t.Errorf("%d connections, want 2: a connection whose response never ended must be replaced", n)
+	}
+}
+
+// TestH1PassesOverALateEnd: a call does not wait for the end of the last
+// response on a connection whose server has not sent it yet; it takes
+// another connection, and the first goes back to the pool, not closed.
+func TestH1PassesOverALateEnd(t *testing.T) {
+	gate := make(chan struct{}, 10)
+	f := newFakeMCP(t, 0, func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(tool)+"}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+		}
+	})
+	s := fakeSession(t, f, nil)
+	ctx := ctxT(t, 30*time.Second)
+	for _, tool := range []string{"first", "second"} {
+		// The end of "first" is held: "second" goes on another
+		// connection, without waiting for it.
+		if got, err := toolText(ctx, s, tool, nil); err != nil || got != tool {
+			t.Fatalf("%s: %q, %v", tool, got, err)
+		}
+	}
+	if n := f.postConns(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+	gate <- struct{}{}
+	gate <- struct{}{}
+	waitEnds(t, s)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			gate <- struct{}{}
+			tool := fmt.Sprintf("after-%d", i)
+			if got, err := toolText(ctx, s, tool, nil); err != nil || got != tool {
+				t.Errorf("%s: %q, %v", tool, got, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := f.postsClosed.Load(); n != 0 {
+		t.Errorf("%d connections closed, want 0: a connection whose end came late was given up", n)
 	}
 }
 

@@ -17,3 +17,8 @@
 // exactly as the net package does: deadlines, Close and the poller behave
 // the same. Only the read or write itself is a raw system call.
 package nbio
+
+import "errors"
+
+// ErrWouldBlock is TryRead's error when nothing is there to read yet.
+var ErrWouldBlock = errors.New("nbio: nothing to read yet")

@@ -24,6 +24,7 @@ type Conn struct {
 	rbuf   []byte
 	rn     int
 	rerr   error
+	rtry   bool // TryRead: return rather than wait when nothing is there
 	readFn func(fd uintptr) bool
 
 	wmu     sync.Mutex // one Write at a time
@@ -58,7 +59,15 @@ func Wrap(nc net.Conn) net.Conn {
 }
 
 // Read reads up to len(p) bytes, waiting for data as net.Conn does.
-func (c *Conn) Read(p []byte) (int, error) {
+func (c *Conn) Read(p []byte) (int, error) { return c.readOnce(p, false) }
+
+// TryRead reads up to len(p) bytes of what is there now, without waiting:
+// ErrWouldBlock when nothing is. EOF and errors are reported as Read
+// reports them.
+func (c *Conn) TryRead(p []byte) (int, error) { return c.readOnce(p, true) }
+
+// readOnce is Read, or TryRead when try is set.
+func (c *Conn) readOnce(p []byte, try bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -66,7 +75,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		p = p[:maxRW]
 	}
 	c.rmu.Lock()
-	c.rbuf, c.rn, c.rerr = p, 0, nil
+	c.rbuf, c.rn, c.rerr, c.rtry = p, 0, nil, try
 	err := c.rc.Read(c.readFn)
 	n, rerr := c.rn, c.rerr
 	c.rbuf = nil
@@ -74,6 +83,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 	switch {
 	case err != nil:
 		return 0, opError(c, "read", err)
+	case rerr == syscall.EAGAIN:
+		return 0, ErrWouldBlock
 	case rerr != nil:
 		return 0, opError(c, "read", os.NewSyscallError("read", rerr))
 	case n == 0:
@@ -96,6 +107,10 @@ func (c *Conn) read(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if c.rtry {
+				c.rerr = errno
+				return true
+			}
 			return false
 		default:
 			c.rerr = errno

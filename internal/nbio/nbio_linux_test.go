@@ -443,3 +443,74 @@ func TestWriteWaitAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per WriteWait and read, want 0", allocs)
 	}
 }
+
+// tryUntil calls TryRead until it returns anything but ErrWouldBlock, for
+// at most about ten seconds.
+func tryUntil(t *testing.T, c *Conn, p []byte) (int, error) {
+	t.Helper()
+	for range 10000 {
+		n, err := c.TryRead(p)
+		if !errors.Is(err, ErrWouldBlock) {
+			return n, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("TryRead found nothing for ten seconds")
+	return 0, nil
+}
+
+// TestTryRead: TryRead returns at once when nothing is there, takes what
+// is, and reports EOF; a Read after a TryRead that found nothing still
+// wakes for data that comes later.
+func TestTryRead(t *testing.T) {
+	c, s := pair(t)
+	buf := make([]byte, 8)
+	if n, err := s.TryRead(buf); n != 0 || !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("TryRead with nothing there = %d, %v; want 0, ErrWouldBlock", n, err)
+	}
+	if n, err := s.TryRead(nil); n != 0 || err != nil {
+		t.Fatalf("TryRead(nil) = %d, %v", n, err)
+	}
+	if _, err := c.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := tryUntil(t, s, buf); err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("TryRead = %q, %v; want \"abc\"", buf[:n], err)
+	}
+	// Nothing again: the wait of a Read that follows must not miss what
+	// comes after.
+	if _, err := s.TryRead(buf); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("TryRead = %v, want ErrWouldBlock", err)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_, _ = c.Write([]byte("later"))
+	}()
+	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "later" {
+		t.Fatalf("Read after TryRead = %q, %v; want \"later\"", buf[:n], err)
+	}
+	_ = c.Close()
+	if n, err := tryUntil(t, s, buf); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("TryRead after the peer closed = %d, %v; want 0, io.EOF", n, err)
+	}
+	_ = s.Close()
+	_, err := s.TryRead(buf)
+	checkOpErr(t, err, "read")
+	if !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("TryRead on a closed conn = %v, want net.ErrClosed", err)
+	}
+}
+
+func TestTryReadAllocs(t *testing.T) {
+	_, s := pair(t)
+	buf := make([]byte, 8)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := s.TryRead(buf); !errors.Is(err, ErrWouldBlock) {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per TryRead that finds nothing, want 0", allocs)
+	}
+}
