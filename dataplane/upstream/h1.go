@@ -121,7 +121,7 @@ type h1Conn struct {
 	// the next Read a TryRead.
 	tr       tryReader
 	try      bool
-	deadline bool // a deadline is set on nc
+	deadline time.Time // the last deadline set on nc; zero when none is
 	// unfinished: the last response's chunked body was left unread past
 	// the message the caller wanted (typically only its last chunk); the
 	// next use reads it first.
@@ -204,6 +204,12 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 			continue
 		}
 		h.mu.Unlock()
+		if !c.deadline.IsZero() && !now.Before(c.deadline) {
+			// The last call's deadline passed while the connection was
+			// idle: a read now would fail on it, not on the connection.
+			_ = c.nc.SetDeadline(time.Time{})
+			c.deadline = time.Time{}
+		}
 		if c.unfinished {
 			switch c.endArrived(now) {
 			case endLater:
@@ -359,8 +365,8 @@ func (c *h1Conn) finish() bool {
 	if c.body.endBuffered() {
 		return c.br.Buffered() == 0
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(h1FinishWait))
-	c.deadline = true
+	c.deadline = time.Now().Add(h1FinishWait)
+	_ = c.nc.SetReadDeadline(c.deadline)
 	return c.body.finish(64<<10) && c.br.Buffered() == 0
 }
 
@@ -431,10 +437,10 @@ func (call *h1Call) arm() {
 	c := call.c
 	if dl, ok := call.ctx.Deadline(); ok {
 		_ = c.nc.SetDeadline(dl)
-		c.deadline = true
-	} else if c.deadline {
+		c.deadline = dl
+	} else if !c.deadline.IsZero() {
 		_ = c.nc.SetDeadline(time.Time{})
-		c.deadline = false
+		c.deadline = time.Time{}
 	}
 	if oc, ok := call.ctx.(onCanceler); ok {
 		// No Done channel, no timer: the deadline is on the connection.

@@ -524,3 +524,32 @@ func TestTrimEOL(t *testing.T) {
 		}
 	}
 }
+
+// TestH1ReuseAfterDeadline: a connection that stayed idle past the deadline
+// of its last call is reused, not taken for closed.
+func TestH1ReuseAfterDeadline(t *testing.T) {
+	f := newFakeMCP(t, 0, func(w http.ResponseWriter, _ *http.Request, id json.RawMessage, tool string) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(tool)+"}\n\n")
+	})
+	s := fakeSession(t, f, nil)
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		got, err := toolText(ctx, s, "short", nil)
+		cancel()
+		if err != nil || got != "short" {
+			t.Fatalf("call %d: %q, %v", i, got, err)
+		}
+		// The call's deadline passes while the connection is idle.
+		h := s.(*session).t.(*httpTransport).h1
+		h.mu.Lock()
+		for _, c := range h.idle {
+			c.deadline = time.Now().Add(-time.Millisecond)
+			_ = c.nc.SetDeadline(c.deadline)
+		}
+		h.mu.Unlock()
+	}
+	if n := f.postConns(); n != 1 {
+		t.Errorf("%d connections, want 1: a connection idle past its last call's deadline was given up", n)
+	}
+}
