@@ -134,6 +134,14 @@ func fakeSession(t *testing.T, f *fakeMCP, events Events) Session {
 	return s
 }
 
+// writeResultEvent starts an event stream with the tool call's result,
+// flushed, and leaves the stream's end to the handler's return.
+func writeResultEvent(w http.ResponseWriter, id json.RawMessage, text string) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(text)+"}\n\n")
+	w.(http.Flusher).Flush()
+}
+
 func resultText(text string) string {
 	b, _ := json.Marshal(text)
 	return `{"content":[{"type":"text","text":` + string(b) + `}]}`
@@ -387,9 +395,7 @@ func TestH1ReturnsBeforeTheLastChunk(t *testing.T) {
 	// comes costs a fresh connection, not an error.
 	gate := make(chan struct{}, 10)
 	f := newFakeMCP(t, 0, func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(tool)+"}\n\n")
-		w.(http.Flusher).Flush()
+		writeResultEvent(w, id, tool)
 		if tool == "hang" {
 			<-r.Context().Done() // until the client gives the connection up
 			return
@@ -430,9 +436,7 @@ func TestH1ReturnsBeforeTheLastChunk(t *testing.T) {
 func TestH1PassesOverALateEnd(t *testing.T) {
 	gate := make(chan struct{}, 10)
 	f := newFakeMCP(t, 0, func(w http.ResponseWriter, r *http.Request, id json.RawMessage, tool string) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(tool)+"}\n\n")
-		w.(http.Flusher).Flush()
+		writeResultEvent(w, id, tool)
 		select {
 		case <-gate:
 		case <-r.Context().Done():
@@ -529,8 +533,7 @@ func TestTrimEOL(t *testing.T) {
 // of its last call is reused, not taken for closed.
 func TestH1ReuseAfterDeadline(t *testing.T) {
 	f := newFakeMCP(t, 0, func(w http.ResponseWriter, _ *http.Request, id json.RawMessage, tool string) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":"+string(id)+",\"result\":"+resultText(tool)+"}\n\n")
+		writeResultEvent(w, id, tool)
 	})
 	s := fakeSession(t, f, nil)
 	for i := range 3 {
