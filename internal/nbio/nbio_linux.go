@@ -83,7 +83,7 @@ func (c *Conn) readOnce(p []byte, try bool) (int, error) {
 	switch {
 	case err != nil:
 		return 0, opError(c, "read", err)
-	case rerr == syscall.EAGAIN:
+	case errors.Is(rerr, syscall.EAGAIN):
 		return 0, ErrWouldBlock
 	case rerr != nil:
 		return 0, opError(c, "read", os.NewSyscallError("read", rerr))
