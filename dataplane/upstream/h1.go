@@ -126,7 +126,6 @@ type h1Conn struct {
 	// the message the caller wanted (typically only its last chunk); the
 	// next use reads it first.
 	unfinished bool
-	peek       *peeker
 	abortIO    func() // interrupts blocked I/O: a deadline in the past
 	used       time.Time
 	body       h1Body
@@ -210,22 +209,20 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 			_ = c.nc.SetDeadline(time.Time{})
 			c.deadline = time.Time{}
 		}
+		usable := true
 		if c.unfinished {
-			switch c.endArrived(now) {
-			case endLater:
-				if na < len(aside) {
-					aside[na] = c
-					na++
-					h.mu.Lock()
-					continue
-				}
-			case endFailed:
-				_ = c.nc.Close()
+			st := c.endArrived(now)
+			if st == endLater && na < len(aside) {
+				aside[na] = c
+				na++
 				h.mu.Lock()
 				continue
 			}
+			// Here, or late with no room left to pass it over: finish
+			// waits for it.
+			usable = st != endFailed && c.finish()
 		}
-		if (c.unfinished && !c.finish()) || c.peek.peerClosed() {
+		if !usable || c.peerClosed() {
 			_ = c.nc.Close()
 			h.mu.Lock()
 			continue
@@ -244,7 +241,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 		return nil, false, err
 	}
 	nc = nbio.Wrap(nc)
-	c := &h1Conn{nc: nc, peek: newPeeker(nc)}
+	c := &h1Conn{nc: nc}
 	c.br = bufio.NewReaderSize(c, 16<<10)
 	c.ww, _ = nc.(writeWaiter)
 	c.tr, _ = nc.(tryReader)
@@ -276,16 +273,31 @@ func (c *h1Conn) endArrived(now time.Time) endState {
 	if c.tr == nil || n >= len(end) || c.body.endBuffered() {
 		return endHere // more than the end is there, or all of it
 	}
-	c.try = true
-	_, err := c.br.Peek(n + 1)
-	c.try = false
-	switch {
+	switch err := c.tryFill(); {
 	case err == nil:
 		return endHere
 	case errors.Is(err, nbio.ErrWouldBlock) && now.Sub(c.used) < h1FinishWait:
 		return endLater
 	}
 	return endFailed
+}
+
+// tryFill reads into br, without waiting, what the connection has now:
+// nbio.ErrWouldBlock when it has nothing.
+func (c *h1Conn) tryFill() error {
+	c.try = true
+	_, err := c.br.Peek(c.br.Buffered() + 1)
+	c.try = false
+	return err
+}
+
+// peerClosed reports whether the server has closed an idle connection (or
+// sent something unexpected on it): bytes are buffered, or a read that does
+// not wait finds EOF or data. Where connections cannot read without
+// waiting (not Linux), a connection the server closed shows as a failed
+// call.
+func (c *h1Conn) peerClosed() bool {
+	return c.br.Buffered() > 0 || (c.tr != nil && !errors.Is(c.tryFill(), nbio.ErrWouldBlock))
 }
 
 // restore puts back on top of the pool, in their order, the connections
