@@ -30,6 +30,8 @@ type h1Client struct {
 	reqLine []byte // "POST /path HTTP/1.1\r\nHost: h\r\n" + fixed headers
 	dialer  net.Dialer
 	maxIdle int
+	// finishWait is h1FinishWait; a test may lengthen it.
+	finishWait time.Duration
 
 	mu     sync.Mutex
 	idle   []*h1Conn // most recently used last
@@ -93,7 +95,7 @@ func newH1Client(rawURL string, headers http.Header) *h1Client {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
 	return &h1Client{
-		addr: addr, reqLine: b, maxIdle: h1MaxIdle,
+		addr: addr, reqLine: b, maxIdle: h1MaxIdle, finishWait: h1FinishWait,
 		dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
 	}
 }
@@ -192,6 +194,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 	var aside [h1MaxAside]*h1Conn
 	na := 0
 	h.mu.Lock()
+	wait := h.finishWait
 	for len(h.idle) > 0 {
 		c := h.idle[len(h.idle)-1]
 		h.idle[len(h.idle)-1] = nil
@@ -211,7 +214,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 		}
 		usable := true
 		if c.unfinished {
-			st := c.endArrived(now)
+			st := c.endArrived(now, wait)
 			if st == endLater && na < len(aside) {
 				aside[na] = c
 				na++
@@ -220,7 +223,7 @@ func (h *h1Client) get(ctx context.Context) (*h1Conn, bool, error) {
 			}
 			// Here, or late with no room left to pass it over: finish
 			// waits for it.
-			usable = st != endFailed && c.finish()
+			usable = st != endFailed && c.finish(wait)
 		}
 		if !usable || c.peerClosed() {
 			_ = c.nc.Close()
@@ -266,8 +269,8 @@ const (
 // endArrived looks, without waiting, whether the rest of the last body of
 // an unfinished connection has arrived. A server sends it right after the
 // response event, but may not have yet when the next request comes; one
-// that has not within h1FinishWait of the event is not waited for.
-func (c *h1Conn) endArrived(now time.Time) endState {
+// that has not within wait (h1FinishWait) of the event is not waited for.
+func (c *h1Conn) endArrived(now time.Time, wait time.Duration) endState {
 	const end = "\r\n0\r\n\r\n" // the most the end can be: see endBuffered
 	n := c.br.Buffered()
 	if c.tr == nil || n >= len(end) || c.body.endBuffered() {
@@ -276,7 +279,7 @@ func (c *h1Conn) endArrived(now time.Time) endState {
 	switch err := c.tryFill(); {
 	case err == nil:
 		return endHere
-	case errors.Is(err, nbio.ErrWouldBlock) && now.Sub(c.used) < h1FinishWait:
+	case errors.Is(err, nbio.ErrWouldBlock) && now.Sub(c.used) < wait:
 		return endLater
 	}
 	return endFailed
@@ -372,12 +375,12 @@ const h1FinishWait = 100 * time.Millisecond
 // for more than is buffered, it leaves its read deadline in place
 // (c.deadline): the request that takes the connection next replaces it in
 // arm at once.
-func (c *h1Conn) finish() bool {
+func (c *h1Conn) finish(wait time.Duration) bool {
 	c.unfinished = false
 	if c.body.endBuffered() {
 		return c.br.Buffered() == 0
 	}
-	c.deadline = time.Now().Add(h1FinishWait)
+	c.deadline = time.Now().Add(wait)
 	_ = c.nc.SetReadDeadline(c.deadline)
 	return c.body.finish(64<<10) && c.br.Buffered() == 0
 }

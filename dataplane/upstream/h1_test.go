@@ -62,7 +62,7 @@ func waitEnds(t *testing.T, s Session) {
 		h.mu.Lock()
 		arrived := true
 		for _, c := range h.idle {
-			if c.unfinished && c.endArrived(time.Now()) != endHere {
+			if c.unfinished && c.endArrived(time.Now(), h.finishWait) != endHere {
 				arrived = false
 			}
 		}
@@ -443,6 +443,11 @@ func TestH1PassesOverALateEnd(t *testing.T) {
 		}
 	})
 	s := fakeSession(t, f, nil)
+	// A slow machine must not turn the held end into an overdue one.
+	h := s.(*session).t.(*httpTransport).h1
+	h.mu.Lock()
+	h.finishWait = time.Minute
+	h.mu.Unlock()
 	ctx := ctxT(t, 30*time.Second)
 	for _, tool := range []string{"first", "second"} {
 		// The end of "first" is held: "second" goes on another
@@ -457,17 +462,17 @@ func TestH1PassesOverALateEnd(t *testing.T) {
 	gate <- struct{}{}
 	gate <- struct{}{}
 	waitEnds(t, s)
-	var wg sync.WaitGroup
 	for i := range 4 {
-		wg.Go(func() {
-			gate <- struct{}{}
-			tool := fmt.Sprintf("after-%d", i)
-			if got, err := toolText(ctx, s, tool, nil); err != nil || got != tool {
-				t.Errorf("%s: %q, %v", tool, got, err)
-			}
-		})
+		gate <- struct{}{} // this one ends at once
+		tool := fmt.Sprintf("after-%d", i)
+		if got, err := toolText(ctx, s, tool, nil); err != nil || got != tool {
+			t.Fatalf("%s: %q, %v", tool, got, err)
+		}
+		waitEnds(t, s)
 	}
-	wg.Wait()
+	if n := f.postConns(); n != 2 {
+		t.Errorf("%d connections, want 2: the pooled connections were not reused", n)
+	}
 	if n := f.postsClosed.Load(); n != 0 {
 		t.Errorf("%d connections closed, want 0: a connection whose end came late was given up", n)
 	}
@@ -543,6 +548,7 @@ func TestH1ReuseAfterDeadline(t *testing.T) {
 		if err != nil || got != "short" {
 			t.Fatalf("call %d: %q, %v", i, got, err)
 		}
+		waitEnds(t, s)
 		// The call's deadline passes while the connection is idle.
 		h := s.(*session).t.(*httpTransport).h1
 		h.mu.Lock()
