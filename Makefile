@@ -40,11 +40,13 @@ test: services ## Start Postgres and Redis if needed, then go vet and every test
 services: ## Make sure Postgres, Redis, docker-compose and node are there and running
 	scripts/ensure-services.sh
 
-lint: $(BIN)/golangci-lint ## gofmt check, go vet and golangci-lint
+lint: $(BIN)/golangci-lint ## gofmt check, go vet, golangci-lint, and a build for macOS and Windows
 	@unformatted=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(BIN)/golangci-lint run ./...
+	GOOS=darwin $(GO) build ./...
+	GOOS=windows $(GO) build ./...
 
 proto: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Lint the .proto files and regenerate the Go code
 	PATH="$(BIN):$$PATH" buf lint

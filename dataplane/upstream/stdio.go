@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
@@ -87,7 +86,7 @@ func startStdio(cfg *metamcpv1.Server, environ []string, log *slog.Logger, onMsg
 		env = append(env, k+"="+st.GetEnv()[k].GetValue())
 	}
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	newProcessGroup(cmd)
 
 	var files []*os.File
 	closeAll := func() {
@@ -295,17 +294,17 @@ func (t *stdioTransport) close() {
 }
 
 // cleanup stops the process group: stdin closed, then SIGTERM, then SIGKILL;
-// it always reaps the process and ends the readers.
+// it always reaps the process and ends the readers. (On Windows: stdin
+// closed, then the process is terminated; see stdio_windows.go.)
 func (t *stdioTransport) cleanup() {
 	_ = t.stdin.Close()
-	pgid := t.cmd.Process.Pid
 	timer := time.NewTimer(stopGrace)
 	defer timer.Stop()
 	select {
 	case <-t.exited:
 	case <-timer.C:
 		t.log.Debug("upstream process ignored the closed stdin; sending SIGTERM")
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		terminateGroup(t.cmd.Process)
 		timer.Reset(stopGrace)
 		select {
 		case <-t.exited:
@@ -315,7 +314,7 @@ func (t *stdioTransport) cleanup() {
 	}
 	// Kill whatever is left of the group (children of the server, or the
 	// server itself when it ignored SIGTERM); ESRCH when nothing is.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	killGroup(t.cmd.Process)
 	<-t.exited
 	_ = t.stdout.Close()
 	_ = t.stderr.Close()
