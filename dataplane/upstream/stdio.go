@@ -29,9 +29,13 @@ const (
 )
 
 // minimalEnv names the variables of the data plane's own environment that a
-// stdio server gets when PoolOptions.Environ is nil.
+// stdio server gets when PoolOptions.Environ is nil. The second line is
+// Windows' equivalents of the first (where npm keeps its cache and global
+// packages, and what a process needs to start at all); elsewhere they are
+// not set.
 var minimalEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TMPDIR", "TZ", "TERM",
-	"NODE_PATH", "NPM_CONFIG_CACHE", "npm_config_cache", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "SystemRoot"}
+	"SystemRoot", "windir", "ComSpec", "PATHEXT", "USERPROFILE", "APPDATA", "LOCALAPPDATA", "TEMP", "TMP",
+	"NODE_PATH", "NPM_CONFIG_CACHE", "npm_config_cache", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"}
 
 // MinimalEnviron returns the few variables of the current environment that
 // stdio servers commonly need (PATH, HOME, locale, temp and cache dirs).

@@ -542,6 +542,22 @@ func TestEnvAndSecrets(t *testing.T) {
 	}
 }
 
+// TestMinimalEnviron: with no base environment given (as the data plane
+// runs), a stdio server gets PATH and the like, not the rest of the data
+// plane's environment.
+func TestMinimalEnviron(t *testing.T) {
+	bin := fixture.Build(t)
+	t.Setenv("METAMCP_SYNC_TOKEN", "mmt_not-for-upstreams")
+	t.Setenv("PATH", os.Getenv("PATH")+string(os.PathListSeparator)+"/minimal-environ-test")
+	p := newTestPool(t, PoolOptions{}, stdioServer(bin, "env"))
+	if got := callTool(t, p, "env", "", "getenv", map[string]any{"name": "METAMCP_SYNC_TOKEN"}); got != "" {
+		t.Errorf("METAMCP_SYNC_TOKEN leaked into the environment: %q", got)
+	}
+	if got := callTool(t, p, "env", "", "getenv", map[string]any{"name": "PATH"}); got != os.Getenv("PATH") {
+		t.Errorf("PATH = %q, want the data plane's %q", got, os.Getenv("PATH"))
+	}
+}
+
 func TestPerClientAndLimits(t *testing.T) {
 	bin := fixture.Build(t)
 	srv := stdioServer(bin, "pc")
