@@ -110,10 +110,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	}
 	wg.Wait()
 
-	var rr *resourceRoutes
-	if k == kindResources || k == kindTemplates {
-		rr = g.routes.get(c.t)
-	}
+	rr := g.routes.get(c.t)
 	next := listCursor{Revision: c.t.snap.Revision}
 	out := make([]byte, 0, 1024)
 	out = append(out, `{"`...)
@@ -209,6 +206,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 			base = o.GetName()
 		}
 		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, base)
+		rr.setToolParams(exposed, toolParamBindings(item))
 		if o == nil {
 			return rpc.ReplaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
 		}
@@ -326,16 +324,21 @@ func (rc *routeCache) get(t target) *resourceRoutes {
 			delete(rc.m, old)
 		}
 	}
-	r := &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}}
+	r := &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string][]paramBinding{}}
 	rc.m[k] = r
 	return r
 }
 
-// resourceRoutes maps resource URIs and templates to the server that listed them.
+// resourceRoutes maps resource URIs and templates to the server that listed
+// them, and exposed tool names to their Mcp-Param annotations (paramheaders.go).
 type resourceRoutes struct {
 	mu        sync.RWMutex
 	uris      map[string]routeEntry
 	templates map[string]routeEntry
+	tools     map[string][]paramBinding // nil value: listed, no annotations
+
+	learnMu sync.Mutex // one learnToolParams at a time
+	learned bool       // learnToolParams listed every tool
 }
 
 type routeEntry struct {
@@ -371,6 +374,24 @@ func (r *resourceRoutes) addTemplate(tmpl string, member int, server string) (st
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return add(r.templates, tmpl, member, server)
+}
+
+// setToolParams records the Mcp-Param annotations of a listed tool.
+func (r *resourceRoutes) setToolParams(exposed string, b []paramBinding) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.tools[exposed]; ok || len(r.tools) < maxRoutes {
+		r.tools[exposed] = b
+	}
+}
+
+// toolParams returns the Mcp-Param annotations of an exposed tool; false
+// when it was not listed.
+func (r *resourceRoutes) toolParams(exposed string) ([]paramBinding, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	b, ok := r.tools[exposed]
+	return b, ok
 }
 
 // lookup returns the server of a URI: listed exactly, else the first (in

@@ -234,6 +234,12 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 	c.stateless = true
 	c.caps = requestCapabilities(msg, &c.params)
 	pc.relay.caps = c.caps
+	if msg.Method == "tools/call" {
+		if rerr := g.checkParamHeaders(r.Context(), c, r.Header, msg.Params); rerr != nil {
+			writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, rerr)
+			return
+		}
+	}
 	if msg.Method == "subscriptions/listen" {
 		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
 		return

@@ -1,0 +1,269 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/metamcp/metamcp/dataplane/rpc"
+)
+
+// Mcp-Param headers (2026-07-28, SEP-2243). A tool's inputSchema may mark a
+// string, integer or boolean property with "x-mcp-header": "Region"; a
+// client calling that tool then mirrors the argument into the header
+// Mcp-Param-Region, so that an intermediary can act on it without reading
+// the body. The gateway acts on the body, so it refuses a call whose
+// headers contradict it (-32020), as it does for Mcp-Method and Mcp-Name:
+// a header whose argument is absent or null, one that does not decode, and
+// one whose value differs. A header left out is accepted, as are headers
+// no annotation of the tool names.
+
+// paramHeaderPrefix starts the name of every Mcp-Param header.
+const paramHeaderPrefix = "Mcp-Param-"
+
+// paramBinding is one x-mcp-header annotation of a tool: the argument at
+// path (property names from inputSchema.properties down) is mirrored into
+// the header Mcp-Param-{header}.
+type paramBinding struct {
+	path   []string
+	header string
+}
+
+// schemaProperty holds what an inputSchema property says about Mcp-Param
+// headers.
+type schemaProperty struct {
+	Type       json.RawMessage           `json:"type"`
+	Header     json.RawMessage           `json:"x-mcp-header"`
+	Properties map[string]schemaProperty `json:"properties"`
+}
+
+// toolParamBindings returns the x-mcp-header annotations of a listed tool,
+// nil when it has none. One annotation the specification does not allow
+// (on another type than string, integer or boolean, a name that is not an
+// HTTP token, a name used twice) makes the tool's definition invalid: then
+// none of its annotations is enforced.
+func toolParamBindings(tool json.RawMessage) []paramBinding {
+	if !bytes.Contains(tool, []byte("x-mcp-header")) {
+		return nil
+	}
+	var t struct {
+		InputSchema schemaProperty `json:"inputSchema"`
+	}
+	if json.Unmarshal(tool, &t) != nil {
+		return nil
+	}
+	var out []paramBinding
+	seen := map[string]bool{}
+	valid := true
+	var walk func(props map[string]schemaProperty, prefix []string, depth int)
+	walk = func(props map[string]schemaProperty, prefix []string, depth int) {
+		if depth > 16 {
+			return
+		}
+		for name, p := range props {
+			path := append(append([]string(nil), prefix...), name)
+			if len(p.Header) > 0 {
+				var header, typ string
+				if json.Unmarshal(p.Header, &header) != nil || json.Unmarshal(p.Type, &typ) != nil ||
+					(typ != "string" && typ != "integer" && typ != "boolean") || !isToken(header) || seen[strings.ToLower(header)] {
+					valid = false
+					return
+				}
+				seen[strings.ToLower(header)] = true
+				out = append(out, paramBinding{path: path, header: header})
+			}
+			walk(p.Properties, path, depth+1)
+		}
+	}
+	walk(t.InputSchema.Properties, nil, 0)
+	if !valid {
+		return nil
+	}
+	return out
+}
+
+// isToken reports whether s is an HTTP field name (1*tchar).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// paramHeaders returns the request's Mcp-Param headers by their name after
+// the prefix, lower-cased; nil when it has none.
+func paramHeaders(h http.Header) map[string]string {
+	var out map[string]string
+	for k, v := range h {
+		if len(k) > len(paramHeaderPrefix) && strings.EqualFold(k[:len(paramHeaderPrefix)], paramHeaderPrefix) && len(v) > 0 {
+			if out == nil {
+				out = make(map[string]string, 2)
+			}
+			out[strings.ToLower(k[len(paramHeaderPrefix):])] = v[0]
+		}
+	}
+	return out
+}
+
+// checkParamHeaders checks a 2026-07-28 tools/call's Mcp-Param headers
+// against its arguments, by the tool's annotations as the upstream listed
+// them. Only a call that carries such headers is checked. A replica that
+// has not listed the endpoint's tools since its config changed lists them
+// first, once (every tools/list through it records the annotations again,
+// per config revision). When that fails, or the upstream did not list the
+// tool, nothing is checked and the call goes on to fail or succeed on its
+// own.
+func (g *Gateway) checkParamHeaders(ctx context.Context, c *call, h http.Header, params json.RawMessage) *rpc.Error {
+	headers := paramHeaders(h)
+	if headers == nil {
+		return nil
+	}
+	name, ok := c.params.str(params, "name")
+	if !ok {
+		return nil
+	}
+	if m, _, _ := routeTool(c.t.ep, name); m == nil {
+		return nil // refused as an unknown tool
+	}
+	rr := g.routes.get(c.t)
+	bindings, known := rr.toolParams(name)
+	if !known {
+		g.learnToolParams(ctx, c, rr)
+		if bindings, known = rr.toolParams(name); !known {
+			return nil
+		}
+	}
+	if len(bindings) == 0 {
+		return nil
+	}
+	args, _ := c.params.raw(params, "arguments")
+	return matchParamHeaders(headers, bindings, args)
+}
+
+// maxLearnPages bounds the tools/list pages read to learn annotations.
+const maxLearnPages = 20
+
+// learnToolParams lists the endpoint's tools, page by page, for the
+// annotations that list records in rr (rewriteItem): once per revision
+// and endpoint when it succeeds; concurrent calls wait for one listing.
+func (g *Gateway) learnToolParams(ctx context.Context, c *call, rr *resourceRoutes) {
+	rr.learnMu.Lock()
+	defer rr.learnMu.Unlock()
+	if rr.learned {
+		return
+	}
+	params := emptyObject
+	for range maxLearnPages {
+		res, rerr := g.list(ctx, c, kindTools, params)
+		if rerr != nil {
+			return
+		}
+		next, _ := rpc.StringField(res, "nextCursor")
+		if next == "" {
+			break
+		}
+		params = append(rpc.AppendString([]byte(`{"cursor":`), next), '}')
+	}
+	rr.learned = true
+}
+
+// matchParamHeaders checks headers (from paramHeaders) against the
+// arguments object args for each binding.
+func matchParamHeaders(headers map[string]string, bindings []paramBinding, args json.RawMessage) *rpc.Error {
+	for _, b := range bindings {
+		hv, present := headers[strings.ToLower(b.header)]
+		if !present || hv == "" {
+			continue
+		}
+		arg, found := argumentAt(args, b.path)
+		where := strings.Join(b.path, ".")
+		if !found || string(arg) == "null" {
+			return paramMismatch(b.header, "is sent, but the argument "+quote(where)+" is absent or null")
+		}
+		decoded, ok := decodeParamHeader(hv)
+		if !ok {
+			return paramMismatch(b.header, "is not valid Base64 inside =?base64?...?=")
+		}
+		if !paramEqual(decoded, arg) {
+			return paramMismatch(b.header, quote(hv)+" does not match the argument "+quote(where))
+		}
+	}
+	return nil
+}
+
+func paramMismatch(header, why string) *rpc.Error {
+	return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: " + paramHeaderPrefix + header + " " + why}
+}
+
+// argumentAt returns the raw value at path in the arguments object.
+func argumentAt(args json.RawMessage, path []string) (json.RawMessage, bool) {
+	cur := args
+	for _, key := range path {
+		if len(cur) == 0 || cur[0] != '{' {
+			return nil, false
+		}
+		v, ok := rawField(cur, key)
+		if !ok {
+			return nil, false
+		}
+		cur = v
+	}
+	return cur, true
+}
+
+// decodeParamHeader decodes a value wrapped as =?base64?...?=; any other
+// value is literal.
+func decodeParamHeader(v string) (string, bool) {
+	inner, ok := strings.CutPrefix(v, "=?base64?")
+	if !ok {
+		return v, true
+	}
+	inner, ok = strings.CutSuffix(inner, "?=")
+	if !ok {
+		return v, true
+	}
+	b, err := base64.StdEncoding.DecodeString(inner)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+// paramEqual compares a decoded header value with the raw argument: a
+// string by its text, a boolean as true or false, an integer by number (42
+// and 42.0 agree). Any other argument (an object, an array, a fraction)
+// matches no header.
+func paramEqual(hv string, arg json.RawMessage) bool {
+	switch {
+	case len(arg) == 0:
+		return false
+	case arg[0] == '"':
+		var s string
+		return json.Unmarshal(arg, &s) == nil && s == hv
+	case string(arg) == "true" || string(arg) == "false":
+		return hv == string(arg)
+	case arg[0] == '-' || (arg[0] >= '0' && arg[0] <= '9'):
+		const maxSafe = 1<<53 - 1
+		body, err := strconv.ParseFloat(string(arg), 64)
+		if err != nil || body != math.Trunc(body) || math.Abs(body) > maxSafe {
+			return false
+		}
+		h, err := strconv.ParseFloat(strings.TrimSpace(hv), 64)
+		return err == nil && h == body
+	}
+	return false
+}
