@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -60,6 +61,8 @@ type page struct {
 	items []json.RawMessage
 	next  string
 	err   *rpc.Error
+	ttlMs int64  // the upstream's ttlMs; -1 when it sent none
+	scope string // the upstream's cacheScope, "" when it sent none
 }
 
 type listJob struct {
@@ -149,7 +152,51 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 		out = append(out, `,"nextCursor":`...)
 		out = rpc.AppendString(out, encodeCursor(&next))
 	}
+	if c.stateless {
+		ttl, public := listCacheHints(c, jobs, pages, len(failed) > 0)
+		out = appendCacheHints(out, ttl, public)
+	}
 	return append(out, '}'), nil
+}
+
+// listCacheHints decides the caching hints (2026-07-28) of a merged list:
+// the shortest ttlMs of the upstreams' pages (0 when one sent none or
+// failed: a partial list is not to be kept), and public only when the
+// endpoint is anonymous, every page said public (or nothing, which means
+// public) and no member has a session per client, whose list may differ
+// by caller. Through an endpoint that authenticates, a public result could
+// be served from an intermediary's cache to a caller the gateway never
+// saw.
+func listCacheHints(c *call, jobs []listJob, pages []page, partial bool) (ttl int64, public bool) {
+	public = c.t.ep.Endpoint.GetAuth().GetAnonymous()
+	if partial || len(jobs) == 0 {
+		return 0, false
+	}
+	ttl = -1
+	for i, j := range jobs {
+		p := pages[i]
+		if p.err != nil {
+			continue
+		}
+		t := max(p.ttlMs, 0)
+		if ttl < 0 || t < ttl {
+			ttl = t
+		}
+		if p.scope == "private" || j.member.Server.GetSessionMode() == metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT {
+			public = false
+		}
+	}
+	return max(ttl, 0), public
+}
+
+// appendCacheHints appends a result's ttlMs and cacheScope members.
+func appendCacheHints(b []byte, ttl int64, public bool) []byte {
+	b = append(b, `,"ttlMs":`...)
+	b = strconv.AppendInt(b, ttl, 10)
+	if public {
+		return append(b, `,"cacheScope":"public"`...)
+	}
+	return append(b, `,"cacheScope":"private"`...)
 }
 
 // fetchPage asks one member for one page.
@@ -169,6 +216,8 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 		Resources         []json.RawMessage `json:"resources"`
 		ResourceTemplates []json.RawMessage `json:"resourceTemplates"`
 		NextCursor        string            `json:"nextCursor"`
+		TTLMs             *int64            `json:"ttlMs"`
+		CacheScope        string            `json:"cacheScope"`
 	}
 	if err := json.Unmarshal(res, &p); err != nil {
 		return page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.method + " result: " + err.Error()}}
@@ -184,7 +233,11 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 	case kindTemplates:
 		items = p.ResourceTemplates
 	}
-	return page{items: items, next: p.NextCursor}
+	ttl := int64(-1)
+	if p.TTLMs != nil {
+		ttl = *p.TTLMs
+	}
+	return page{items: items, next: p.NextCursor, ttlMs: ttl, scope: p.CacheScope}
 }
 
 // rewriteItem applies the namespace to one listed item: tools are renamed,

@@ -301,6 +301,9 @@ func (g *Gateway) readResource(ctx context.Context, c *call, params json.RawMess
 		res, rerr := g.callUpstream(ctx, c, m, "resources/read", params, g.callTimeout(m.Server))
 		if rerr == nil {
 			g.record(c, "resources/read", uri, m.Server.GetName(), start, res, nil)
+			if c.stateless {
+				res = readCacheHints(c, m, res)
+			}
 			return res, nil
 		}
 		last = rerr
@@ -475,6 +478,9 @@ func (g *Gateway) initializeResult(ctx context.Context, c *call, version string)
 		b = append(b, `,"instructions":`...)
 		b = rpc.AppendString(b, instr)
 	}
+	// Fresh every time: the upstreams' capabilities and the config may
+	// change at any moment.
+	b = appendCacheHints(b, 0, c.t.ep.Endpoint.GetAuth().GetAnonymous())
 	return append(b, '}')
 }
 
@@ -493,6 +499,9 @@ func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
 		b = append(b, `,"instructions":`...)
 		b = rpc.AppendString(b, instr)
 	}
+	// Fresh every time: the upstreams' capabilities and the config may
+	// change at any moment.
+	b = appendCacheHints(b, 0, c.t.ep.Endpoint.GetAuth().GetAnonymous())
 	return append(b, '}')
 }
 
@@ -548,3 +557,31 @@ func isToolError(res json.RawMessage) bool {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// readCacheHints gives a resources/read result for a 2026-07-28 client the
+// caching hints that revision requires: the upstream's, when it sent them
+// (its session with the gateway may be of an earlier revision, which has
+// none: then ttlMs 0). Its cacheScope "public" stands only on an anonymous
+// endpoint and a shared upstream session; anywhere else it becomes
+// "private" (see listCacheHints).
+func readCacheHints(c *call, m *snapshot.Member, res json.RawMessage) json.RawMessage {
+	if len(res) == 0 || res[0] != '{' {
+		return res
+	}
+	ttl, hasTTL := rawField(res, "ttlMs")
+	scope, _ := rpc.StringField(res, "cacheScope")
+	public := scope != "private" && c.t.ep.Endpoint.GetAuth().GetAnonymous() &&
+		m.Server.GetSessionMode() != metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT
+	want := "private"
+	if public {
+		want = "public"
+	}
+	if hasTTL && scope == want {
+		return res
+	}
+	if !hasTTL {
+		ttl = json.RawMessage("0")
+	}
+	out := replaceField(make([]byte, 0, len(res)+40), res, "ttlMs", ttl)
+	return replaceField(make([]byte, 0, len(out)+24), out, "cacheScope", rpc.AppendString(nil, want))
+}
