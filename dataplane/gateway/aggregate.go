@@ -390,8 +390,8 @@ type resourceRoutes struct {
 	templates map[string]routeEntry
 	tools     map[string][]paramBinding // nil value: listed, no annotations
 
-	learnMu sync.Mutex // one learnToolParams at a time
-	learned bool       // learnToolParams listed every tool
+	learnMu sync.Mutex      // one learnToolParams at a time
+	learned map[string]bool // servers learnToolParams listed
 }
 
 type routeEntry struct {

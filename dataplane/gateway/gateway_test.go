@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
 func toolNames(t testing.TB, cs *mcp.ClientSession) []string {
@@ -589,11 +590,13 @@ func TestStatelessRaw(t *testing.T) {
 		want               string
 	}{
 		{"headers agree", "tools/call", "alpha__echo", 200, `"alpha:h"`},
-		{"no standard headers", "", "", 200, `"alpha:h"`},
+		{"no standard headers", "", "", 400, `missing the Mcp-Method header`},
+		{"no Mcp-Name", "tools/call", "", 400, `missing the Mcp-Name header`},
 		{"other method", "tools/list", "", 400, `"code":-32020`},
 		{"other name", "tools/call", "beta__echo", 400, `"code":-32020`},
 	} {
-		hh := map[string]string{headerProtocolVersion: "2026-07-28", "Authorization": "Bearer " + keyAlice}
+		// Sent as they are: not completed by fixture.StandardHeaders.
+		hh := map[string]string{headerProtocolVersion: "2026-07-28", "Authorization": "Bearer " + keyAlice, fixture.OmitStandardHeaders: "1"}
 		if tc.method != "" {
 			hh["Mcp-Method"] = tc.method
 		}

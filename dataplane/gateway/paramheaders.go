@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
 // Mcp-Param headers (2026-07-28, SEP-2243). A tool's inputSchema may mark a
@@ -120,29 +122,34 @@ func paramHeaders(h http.Header) map[string]string {
 }
 
 // checkParamHeaders checks a 2026-07-28 tools/call's Mcp-Param headers
-// against its arguments, by the tool's annotations as the upstream listed
-// them. Only a call that carries such headers is checked. A replica that
-// has not listed the endpoint's tools since its config changed lists them
-// first, once (every tools/list through it records the annotations again,
-// per config revision). When that fails, or the upstream did not list the
-// tool, nothing is checked and the call goes on to fail or succeed on its
-// own.
-func (g *Gateway) checkParamHeaders(ctx context.Context, c *call, h http.Header, params json.RawMessage) *rpc.Error {
-	headers := paramHeaders(h)
-	if headers == nil {
+// against its arguments, by the tool's annotations as its upstream listed
+// them. A request whose Mcp-Protocol-Version header says 2026-07-28 must
+// send the header of every annotated argument it gives (that revision
+// requires it: a filter on a header is not to be passed by leaving it
+// out); one that gives its version in _meta alone is checked only for the
+// headers it sends. A replica that has not listed the tool's server since
+// its config changed lists that server's tools first, once (every
+// tools/list through the replica records the annotations again). When
+// that fails, or the server did not list the tool, nothing is checked and
+// the call goes on to fail or succeed on its own.
+func (g *Gateway) checkParamHeaders(ctx context.Context, c *call, r *http.Request, params json.RawMessage) *rpc.Error {
+	headers := paramHeaders(r.Header)
+	required := standardHeadersRequired(r)
+	if headers == nil && !required {
 		return nil
 	}
 	name, ok := c.params.str(params, "name")
 	if !ok {
 		return nil
 	}
-	if m, _, _ := routeTool(c.t.ep, name); m == nil {
+	m, _, _ := routeTool(c.t.ep, name)
+	if m == nil {
 		return nil // refused as an unknown tool
 	}
 	rr := g.routes.get(c.t)
 	bindings, known := rr.toolParams(name)
 	if !known {
-		g.learnToolParams(ctx, c, rr)
+		g.learnToolParams(ctx, c, rr, m)
 		if bindings, known = rr.toolParams(name); !known {
 			return nil
 		}
@@ -151,46 +158,58 @@ func (g *Gateway) checkParamHeaders(ctx context.Context, c *call, h http.Header,
 		return nil
 	}
 	args, _ := c.params.raw(params, "arguments")
-	return matchParamHeaders(headers, bindings, args)
+	return matchParamHeaders(headers, bindings, args, required)
 }
 
 // maxLearnPages bounds the tools/list pages read to learn annotations.
 const maxLearnPages = 20
 
-// learnToolParams lists the endpoint's tools, page by page, for the
-// annotations that list records in rr (rewriteItem): once per revision
-// and endpoint when it succeeds; concurrent calls wait for one listing.
-func (g *Gateway) learnToolParams(ctx context.Context, c *call, rr *resourceRoutes) {
+// learnToolParams lists m's tools, page by page, for the annotations that
+// rewriteItem records in rr: once per revision, endpoint and server when
+// it succeeds; concurrent calls wait for one listing. Only m is asked, so
+// a slow server holds up no call to another.
+func (g *Gateway) learnToolParams(ctx context.Context, c *call, rr *resourceRoutes, m *snapshot.Member) {
 	rr.learnMu.Lock()
 	defer rr.learnMu.Unlock()
-	if rr.learned {
+	server := m.Server.GetName()
+	if rr.learned[server] {
 		return
 	}
-	params := emptyObject
+	index := slices.Index(c.t.ep.Members, m)
+	j := listJob{index: index, member: m}
 	for range maxLearnPages {
-		res, rerr := g.list(ctx, c, kindTools, params)
-		if rerr != nil {
+		p := g.fetchPage(ctx, c, kindTools, j)
+		if p.err != nil {
 			return
 		}
-		next, _ := rpc.StringField(res, "nextCursor")
-		if next == "" {
+		for _, item := range p.items {
+			g.rewriteItem(c, kindTools, j, item, rr)
+		}
+		if p.next == "" {
 			break
 		}
-		params = append(rpc.AppendString([]byte(`{"cursor":`), next), '}')
+		j.cursor = p.next
 	}
-	rr.learned = true
+	if rr.learned == nil {
+		rr.learned = map[string]bool{}
+	}
+	rr.learned[server] = true
 }
 
 // matchParamHeaders checks headers (from paramHeaders) against the
-// arguments object args for each binding.
-func matchParamHeaders(headers map[string]string, bindings []paramBinding, args json.RawMessage) *rpc.Error {
+// arguments object args for each binding; with required, the header of an
+// argument given as a string, integer or boolean must be there.
+func matchParamHeaders(headers map[string]string, bindings []paramBinding, args json.RawMessage, required bool) *rpc.Error {
 	for _, b := range bindings {
-		hv, present := headers[strings.ToLower(b.header)]
-		if !present || hv == "" {
-			continue
-		}
+		hv := headers[strings.ToLower(b.header)]
 		arg, found := argumentAt(args, b.path)
 		where := strings.Join(b.path, ".")
+		if hv == "" {
+			if required && found && isPrimitive(arg) {
+				return &rpc.Error{Code: codeHeaderMismatch, Message: "missing the " + paramHeaderPrefix + b.header + " header, which protocol version 2026-07-28 requires with the argument " + quote(where) + " (the tool's x-mcp-header)"}
+			}
+			continue
+		}
 		if !found || string(arg) == "null" {
 			return paramMismatch(b.header, "is sent, but the argument "+quote(where)+" is absent or null")
 		}
@@ -241,6 +260,22 @@ func decodeParamHeader(v string) (string, bool) {
 		return "", false
 	}
 	return string(b), true
+}
+
+// isPrimitive reports whether a raw argument is one a Mcp-Param header can
+// carry: a string, a boolean or an integer.
+func isPrimitive(arg json.RawMessage) bool {
+	if len(arg) == 0 {
+		return false
+	}
+	switch c := arg[0]; {
+	case c == '"' || string(arg) == "true" || string(arg) == "false":
+		return true
+	case c == '-' || (c >= '0' && c <= '9'):
+		f, err := strconv.ParseFloat(string(arg), 64)
+		return err == nil && f == math.Trunc(f) && math.Abs(f) <= 1<<53-1
+	}
+	return false
 }
 
 // paramEqual compares a decoded header value with the raw argument: a

@@ -51,9 +51,14 @@ func TestParamHeaders(t *testing.T) {
 			map[string]string{"mcp-param-region": "eu-west", "MCP-PARAM-ZONE-ID": "42.0"}, 200, `located`},
 		{"Base64-wrapped value", "alpha__locate", `{"region":" é "}`,
 			map[string]string{"Mcp-Param-Region": "=?base64?IMOpIA==?="}, 200, `located`},
-		{"no Mcp-Param headers", "alpha__locate", `{"region":"eu-west"}`, nil, 200, `located`},
-		{"a header no annotation names", "alpha__locate", `{"region":"eu-west"}`,
+		{"no Mcp-Param header, no annotated argument", "alpha__locate", `{"note":"n"}`, nil, 200, `located`},
+		{"a header no annotation names", "alpha__locate", `{"note":"n"}`,
 			map[string]string{"Mcp-Param-Note": "anything"}, 200, `located`},
+		{"a header left out", "alpha__locate", `{"region":"eu-west","zone":{"id":42}}`,
+			map[string]string{"Mcp-Param-Zone-Id": "42"}, 400, `missing the Mcp-Param-Region header`},
+		{"a header left out of a request that gives its version in _meta alone", "alpha__locate",
+			`{"region":"eu-west"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`,
+			map[string]string{headerProtocolVersion: ""}, 200, `located`},
 		{"a tool without annotations", "alpha__echo", `{"text":"x"}`,
 			map[string]string{"Mcp-Param-Region": "eu-west"}, 200, `alpha:x`},
 		{"another string", "alpha__locate", `{"region":"eu-west"}`,
@@ -74,6 +79,9 @@ func TestParamHeaders(t *testing.T) {
 		hh := map[string]string{headerProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tc.tool, "Authorization": "Bearer " + keyAlice}
 		for k, v := range tc.headers {
 			hh[k] = v
+			if v == "" {
+				delete(hh, k)
+			}
 		}
 		status, _, body := post(t, h.url("main", "mcp"), call(tc.tool, tc.args), hh)
 		if status != tc.wantStatus || !strings.Contains(body, tc.want) {

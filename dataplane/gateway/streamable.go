@@ -235,7 +235,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 	c.caps = requestCapabilities(msg, &c.params)
 	pc.relay.caps = c.caps
 	if msg.Method == "tools/call" {
-		if rerr := g.checkParamHeaders(r.Context(), c, r.Header, msg.Params); rerr != nil {
+		if rerr := g.checkParamHeaders(r.Context(), c, r, msg.Params); rerr != nil {
 			writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, rerr)
 			return
 		}
@@ -512,14 +512,19 @@ func (g *Gateway) endSession(sid string) {
 // checkStandardHeaders refuses a 2026-07-28 request whose Mcp-Method or
 // Mcp-Name header says something else than its body. Load balancers and
 // firewalls may route or filter on these headers while the gateway acts on
-// the body: the two must agree. A header that is absent is not required here.
+// the body: the two must agree. A request whose Mcp-Protocol-Version header
+// says 2026-07-28 must send them too (Mcp-Name for tools/call, prompts/get
+// and resources/read), as that revision requires: a filter on a header is
+// not to be passed by leaving the header out. One that gives its version in
+// _meta alone is not held to that, as go-sdk's server does not.
 func checkStandardHeaders(r *http.Request, msg *rpc.Message, params *objectIndex) *rpc.Error {
-	if m := headerValue(r.Header, headerMethod); m != "" && m != msg.Method {
+	required := standardHeadersRequired(r)
+	m := headerValue(r.Header, headerMethod)
+	switch {
+	case m == "" && required:
+		return &rpc.Error{Code: codeHeaderMismatch, Message: "missing the Mcp-Method header, which protocol version 2026-07-28 requires on every request"}
+	case m != "" && m != msg.Method:
 		return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: Mcp-Method " + quote(m) + " does not match the body's method " + quote(msg.Method)}
-	}
-	n := headerValue(r.Header, headerName)
-	if n == "" {
-		return nil
 	}
 	field := "name"
 	switch msg.Method {
@@ -529,10 +534,23 @@ func checkStandardHeaders(r *http.Request, msg *rpc.Message, params *objectIndex
 	default:
 		return nil
 	}
+	n := headerValue(r.Header, headerName)
+	if n == "" {
+		if required {
+			return &rpc.Error{Code: codeHeaderMismatch, Message: "missing the Mcp-Name header, which protocol version 2026-07-28 requires on " + msg.Method + " (the body's params." + field + ")"}
+		}
+		return nil
+	}
 	if v, _ := params.str(msg.Params, field); v != n {
 		return &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: Mcp-Name " + quote(n) + " does not match the body's " + field + " " + quote(v)}
 	}
 	return nil
+}
+
+// standardHeadersRequired reports whether r's Mcp-Protocol-Version header
+// names a revision that requires the standard headers (2026-07-28 or later).
+func standardHeadersRequired(r *http.Request) bool {
+	return headerValue(r.Header, headerProtocolVersion) >= version20260728
 }
 
 // traced returns r's context, carrying the client's W3C trace-context

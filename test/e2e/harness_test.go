@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +37,9 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	// Raw 2026-07-28 requests get the Mcp-Method and Mcp-Name headers that
+	// revision requires, as a real client's would.
+	http.DefaultTransport = fixture.StandardHeaders(http.DefaultTransport)
 	if err := checkPostgres(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
