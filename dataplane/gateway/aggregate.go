@@ -390,8 +390,8 @@ type resourceRoutes struct {
 	templates map[string]routeEntry
 	tools     map[string][]paramBinding // nil value: listed, no annotations
 
-	learnMu sync.Mutex      // one learnToolParams at a time
-	learned map[string]bool // servers learnToolParams listed
+	learnMu  sync.Mutex             // guards learning
+	learning map[string]*learnState // learnToolParams, by server
 }
 
 type routeEntry struct {

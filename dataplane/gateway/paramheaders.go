@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
@@ -21,9 +22,10 @@ import (
 // Mcp-Param-Region, so that an intermediary can act on it without reading
 // the body. The gateway acts on the body, so it refuses a call whose
 // headers contradict it (-32020), as it does for Mcp-Method and Mcp-Name:
-// a header whose argument is absent or null, one that does not decode, and
-// one whose value differs. A header left out is accepted, as are headers
-// no annotation of the tool names.
+// a header whose argument is absent or null, one that does not decode, one
+// whose value differs, and (when the request's Mcp-Protocol-Version header
+// says 2026-07-28) one left out. Headers no annotation of the tool names
+// are ignored.
 
 // paramHeaderPrefix starts the name of every Mcp-Param header.
 const paramHeaderPrefix = "Mcp-Param-"
@@ -169,10 +171,20 @@ const maxLearnPages = 20
 // it succeeds; concurrent calls wait for one listing. Only m is asked, so
 // a slow server holds up no call to another.
 func (g *Gateway) learnToolParams(ctx context.Context, c *call, rr *resourceRoutes, m *snapshot.Member) {
-	rr.learnMu.Lock()
-	defer rr.learnMu.Unlock()
 	server := m.Server.GetName()
-	if rr.learned[server] {
+	rr.learnMu.Lock()
+	l := rr.learning[server]
+	if l == nil {
+		if rr.learning == nil {
+			rr.learning = map[string]*learnState{}
+		}
+		l = &learnState{}
+		rr.learning[server] = l
+	}
+	rr.learnMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
 		return
 	}
 	index := slices.Index(c.t.ep.Members, m)
@@ -190,10 +202,13 @@ func (g *Gateway) learnToolParams(ctx context.Context, c *call, rr *resourceRout
 		}
 		j.cursor = p.next
 	}
-	if rr.learned == nil {
-		rr.learned = map[string]bool{}
-	}
-	rr.learned[server] = true
+	l.done = true
+}
+
+// learnState is learnToolParams' state for one server.
+type learnState struct {
+	mu   sync.Mutex // held while the server's tools are listed
+	done bool       // they were, to the end
 }
 
 // matchParamHeaders checks headers (from paramHeaders) against the

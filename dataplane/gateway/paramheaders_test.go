@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // locateSchema has two valid x-mcp-header annotations, one nested.
@@ -191,5 +193,52 @@ func TestParamEqual(t *testing.T) {
 		if got := paramEqual(tc.header, json.RawMessage(tc.arg)); got != tc.want {
 			t.Errorf("paramEqual(%q, %s) = %v, want %v", tc.header, tc.arg, got, tc.want)
 		}
+	}
+}
+
+// TestParamHeadersLearnPerServer: while one server's tools are being listed
+// for their annotations (here: a list that does not answer), a call to a
+// tool of another server is checked and served.
+func TestParamHeadersLearnPerServer(t *testing.T) {
+	servers := paramServers(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	slow := fixtureServer("slow", nil)
+	slow.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "tools/list" {
+				once.Do(func() { close(entered) })
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return next(ctx, method, req)
+		}
+	})
+	servers["slow"] = slow
+	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "slow"}, &metamcpv1.NamespaceMember{Server: "alpha"})
+	for _, s := range cfg.Servers {
+		s.Timeouts = nil // the harness's default: a minute
+	}
+	h := newHarness(t, cfg, servers, nil)
+	hdr := func(tool string) map[string]string {
+		return map[string]string{headerProtocolVersion: "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool, "Authorization": "Bearer " + keyAlice}
+	}
+	slowDone := make(chan string, 1)
+	go func() {
+		_, _, body := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow__echo","arguments":{"text":"s"}}}`, hdr("slow__echo"))
+		slowDone <- body
+	}()
+	<-entered
+	h2 := hdr("alpha__locate")
+	h2["Mcp-Param-Region"] = "eu"
+	status, _, body := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"alpha__locate","arguments":{"region":"eu"}}}`, h2)
+	if status != 200 || !strings.Contains(body, "located") {
+		t.Errorf("alpha__locate while slow lists: %d %s", status, body)
+	}
+	close(release)
+	if body := <-slowDone; !strings.Contains(body, "slow:s") {
+		t.Errorf("slow__echo after its list: %s", body)
 	}
 }
