@@ -74,7 +74,7 @@ func toolParamBindings(tool json.RawMessage) []paramBinding {
 			if len(p.Header) > 0 {
 				var header, typ string
 				if json.Unmarshal(p.Header, &header) != nil || json.Unmarshal(p.Type, &typ) != nil ||
-					(typ != "string" && typ != "integer" && typ != "boolean") || !isToken(header) || seen[strings.ToLower(header)] {
+					(typ != "string" && typ != "integer" && typ != "boolean") || !snapshot.IsHTTPToken(header) || seen[strings.ToLower(header)] {
 					valid = false
 					return
 				}
@@ -89,23 +89,6 @@ func toolParamBindings(tool json.RawMessage) []paramBinding {
 		return nil
 	}
 	return out
-}
-
-// isToken reports whether s is an HTTP field name (1*tchar).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // paramHeaders returns the request's Mcp-Param headers by their name after

@@ -310,7 +310,7 @@ func (c *checker) httpTransport(name, field string, t *metamcpv1.HTTPTransport) 
 	}
 	for _, k := range sortedKeys(t.GetHeaders()) {
 		hf := fmt.Sprintf("%s.headers[%q]", field, k)
-		if !isHTTPToken(k) {
+		if !IsHTTPToken(k) {
 			c.add(KindServer, name, hf, "is not a valid HTTP header name: use letters, digits and !#$%%&'*+-.^_`|~")
 		}
 		v := t.GetHeaders()[k]
@@ -685,9 +685,9 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// isHTTPToken reports whether s is an HTTP token (RFC 9110), the syntax of
+// IsHTTPToken reports whether s is an HTTP token (RFC 9110), the syntax of
 // a header name.
-func isHTTPToken(s string) bool {
+func IsHTTPToken(s string) bool {
 	if s == "" {
 		return false
 	}
