@@ -352,7 +352,7 @@ func applyOverride(item json.RawMessage, exposed string, o *metamcpv1.ToolOverri
 // routeCache keeps, per snapshot revision and endpoint, where listed
 // resources and templates live.
 type routeCache struct {
-	mu sync.Mutex
+	mu sync.RWMutex // read-locked on the hot path (stateless tools/call)
 	m  map[routeKey]*resourceRoutes
 }
 
@@ -364,6 +364,12 @@ type routeKey struct {
 // get returns the routes of t's revision and endpoint, dropping older revisions.
 func (rc *routeCache) get(t target) *resourceRoutes {
 	k := routeKey{t.snap.Revision, t.name}
+	rc.mu.RLock()
+	r := rc.m[k]
+	rc.mu.RUnlock()
+	if r != nil {
+		return r
+	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if r := rc.m[k]; r != nil {
@@ -377,7 +383,7 @@ func (rc *routeCache) get(t target) *resourceRoutes {
 			delete(rc.m, old)
 		}
 	}
-	r := &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string][]paramBinding{}}
+	r = &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string][]paramBinding{}}
 	rc.m[k] = r
 	return r
 }
