@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,8 +217,9 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 		Resources         []json.RawMessage `json:"resources"`
 		ResourceTemplates []json.RawMessage `json:"resourceTemplates"`
 		NextCursor        string            `json:"nextCursor"`
-		TTLMs             *int64            `json:"ttlMs"`
-		CacheScope        string            `json:"cacheScope"`
+		// Raw: a malformed hint must not cost the page.
+		TTLMs      json.RawMessage `json:"ttlMs"`
+		CacheScope json.RawMessage `json:"cacheScope"`
 	}
 	if err := json.Unmarshal(res, &p); err != nil {
 		return page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.method + " result: " + err.Error()}}
@@ -233,11 +235,20 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 	case kindTemplates:
 		items = p.ResourceTemplates
 	}
-	ttl := int64(-1)
-	if p.TTLMs != nil {
-		ttl = *p.TTLMs
+	ttl, scope := pageHints(p.TTLMs, p.CacheScope)
+	return page{items: items, next: p.NextCursor, ttlMs: ttl, scope: scope}
+}
+
+// pageHints reads a page's raw caching hints: ttlMs -1 and scope "" when
+// absent or not what the specification says (a non-negative number, a
+// string).
+func pageHints(ttlMs, cacheScope json.RawMessage) (ttl int64, scope string) {
+	ttl = -1
+	if f, err := strconv.ParseFloat(string(ttlMs), 64); err == nil && f >= 0 && f < math.MaxInt64 {
+		ttl = int64(f)
 	}
-	return page{items: items, next: p.NextCursor, ttlMs: ttl, scope: p.CacheScope}
+	_ = json.Unmarshal(cacheScope, &scope)
+	return ttl, scope
 }
 
 // rewriteItem applies the namespace to one listed item: tools are renamed,
