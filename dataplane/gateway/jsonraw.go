@@ -160,6 +160,11 @@ type objectIndex struct {
 	indexed bool
 	n       int // members in pos; -1 when obj is not an object or has too many
 	pos     [8]memberPos
+
+	// The last string str decoded, which several steps ask for (the
+	// Mcp-Name and Mcp-Param checks, routing: params.name).
+	lastKey, lastStr string
+	lastOK, hasLast  bool
 }
 
 // memberPos is where one member's quoted key and its value are in the object.
@@ -171,7 +176,7 @@ func (x *objectIndex) covers(obj []byte) bool {
 	if x.indexed && len(obj) == len(x.obj) && unsafe.SliceData(obj) == unsafe.SliceData(x.obj) {
 		return x.n >= 0
 	}
-	x.obj, x.indexed, x.n = obj, true, 0
+	x.obj, x.indexed, x.n, x.hasLast = obj, true, 0, false
 	ok := eachMember(obj, func(ks, ke, vs, ve int) {
 		if x.n < 0 || x.n == len(x.pos) {
 			x.n = -1
@@ -205,11 +210,16 @@ func (x *objectIndex) str(obj []byte, key string) (string, bool) {
 	if !x.covers(obj) {
 		return rpc.StringField(obj, key)
 	}
-	v, ok := x.raw(obj, key)
-	if !ok {
-		return "", false
+	if x.hasLast && x.lastKey == key {
+		return x.lastStr, x.lastOK
 	}
-	return rpc.Unquote(v)
+	var str string
+	v, ok := x.raw(obj, key)
+	if ok {
+		str, ok = rpc.Unquote(v)
+	}
+	x.lastKey, x.lastStr, x.lastOK, x.hasLast = key, str, ok, true
+	return str, ok
 }
 
 // rawField returns the raw value of the top-level member key of obj (the

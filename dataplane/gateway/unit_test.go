@@ -66,10 +66,12 @@ func TestObjectIndex(t *testing.T) {
 				if string(raw) != string(wantRaw) || rok != wantROK {
 					t.Errorf("round %d: raw(%s, %q) = %s, %v; want %s, %v", round, obj, key, raw, rok, wantRaw, wantROK)
 				}
-				str, sok := x.str(b, key)
 				wantStr, wantSOK := rpc.StringField(b, key)
-				if str != wantStr || sok != wantSOK {
-					t.Errorf("round %d: str(%s, %q) = %q, %v; want %q, %v", round, obj, key, str, sok, wantStr, wantSOK)
+				for range 2 { // the second from the last-string memo
+					str, sok := x.str(b, key)
+					if str != wantStr || sok != wantSOK {
+						t.Errorf("round %d: str(%s, %q) = %q, %v; want %q, %v", round, obj, key, str, sok, wantStr, wantSOK)
+					}
 				}
 			}
 		}
