@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -101,6 +102,9 @@ func TestCacheHintsNotForSessions(t *testing.T) {
 	sid := hdr.Get(headerSessionID)
 	if status != 200 || sid == "" {
 		t.Fatalf("initialize: %d %s", status, body)
+	}
+	if strings.Contains(body, `"ttlMs"`) || strings.Contains(body, `"cacheScope"`) {
+		t.Errorf("initialize result with caching hints: %s", body)
 	}
 	got := resultHints(t, h, "open", "2025-06-18", sid, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
 	if got.TTLMs != nil || got.CacheScope != "" {

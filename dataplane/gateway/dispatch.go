@@ -478,9 +478,6 @@ func (g *Gateway) initializeResult(ctx context.Context, c *call, version string)
 		b = append(b, `,"instructions":`...)
 		b = rpc.AppendString(b, instr)
 	}
-	// Fresh every time: the upstreams' capabilities and the config may
-	// change at any moment.
-	b = appendCacheHints(b, 0, c.t.ep.Endpoint.GetAuth().GetAnonymous())
 	return append(b, '}')
 }
 
