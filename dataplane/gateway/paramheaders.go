@@ -266,14 +266,18 @@ func isPrimitive(arg json.RawMessage) bool {
 	if len(arg) == 0 {
 		return false
 	}
-	switch c := arg[0]; {
-	case c == '"' || string(arg) == "true" || string(arg) == "false":
+	if arg[0] == '"' || string(arg) == "true" || string(arg) == "false" {
 		return true
-	case c == '-' || (c >= '0' && c <= '9'):
-		f, err := strconv.ParseFloat(string(arg), 64)
-		return err == nil && f == math.Trunc(f) && math.Abs(f) <= 1<<53-1
 	}
-	return false
+	_, ok := safeInteger(string(arg))
+	return ok
+}
+
+// safeInteger parses s as an integer that a float64 holds exactly (42.0
+// is one); false for anything else.
+func safeInteger(s string) (float64, bool) {
+	f, err := strconv.ParseFloat(s, 64)
+	return f, err == nil && f == math.Trunc(f) && math.Abs(f) <= 1<<53-1
 }
 
 // paramEqual compares a decoded header value with the raw argument: a
@@ -289,14 +293,11 @@ func paramEqual(hv string, arg json.RawMessage) bool {
 		return json.Unmarshal(arg, &s) == nil && s == hv
 	case string(arg) == "true" || string(arg) == "false":
 		return hv == string(arg)
-	case arg[0] == '-' || (arg[0] >= '0' && arg[0] <= '9'):
-		const maxSafe = 1<<53 - 1
-		body, err := strconv.ParseFloat(string(arg), 64)
-		if err != nil || body != math.Trunc(body) || math.Abs(body) > maxSafe {
-			return false
-		}
-		h, err := strconv.ParseFloat(strings.TrimSpace(hv), 64)
-		return err == nil && h == body
 	}
-	return false
+	body, ok := safeInteger(string(arg))
+	if !ok {
+		return false
+	}
+	h, err := strconv.ParseFloat(strings.TrimSpace(hv), 64)
+	return err == nil && h == body
 }
