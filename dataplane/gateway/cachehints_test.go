@@ -36,6 +36,9 @@ func resultHints(t *testing.T, h *harness, endpoint, version, sid, body string) 
 	if sid != "" {
 		hh[headerSessionID] = sid
 	}
+	if version == version20260728 && sid == "" {
+		body = withMeta(body)
+	}
 	status, _, resp := post(t, h.url(endpoint, "mcp"), body, hh)
 	var r struct {
 		Result hinted `json:"result"`

@@ -486,7 +486,7 @@ func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
 	caps, instr := g.mergedCapabilities(ctx, c)
 	b := make([]byte, 0, 256+len(instr))
 	b = append(b, `{"supportedVersions":`...)
-	vs, _ := json.Marshal(supportedVersions[:len(supportedVersions)-1]) // 2024-11-05 is SSE only
+	vs, _ := json.Marshal(streamableVersions)
 	b = append(b, vs...)
 	b = append(b, `,"capabilities":`...)
 	b = append(b, caps...)

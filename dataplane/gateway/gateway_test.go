@@ -451,7 +451,8 @@ func TestRequestRefusals(t *testing.T) {
 		{"streamable switched off", "nohttp", initBody, anon, 404, "does not serve"},
 		{"no session", "open", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, anon, 400, "Mcp-Session-Id"},
 		{"unknown session", "open", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, map[string]string{headerSessionID: "nope"}, 404, "session not found"},
-		{"unsupported stateless version", "open", `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, map[string]string{headerProtocolVersion: "2099-01-01"}, 400, "-32022"},
+		{"unsupported stateless version", "open", `{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}}}}`,
+			map[string]string{headerProtocolVersion: "2099-01-01"}, 400, "-32022"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -555,7 +556,7 @@ func TestIdleSessionSwept(t *testing.T) {
 func TestStatelessRaw(t *testing.T) {
 	h := newHarness(t, testConfig(), nil, nil)
 	hdr := map[string]string{headerProtocolVersion: "2026-07-28", "Authorization": "Bearer " + keyAlice}
-	status, rh, body := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":7,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, hdr)
+	status, rh, body := post(t, h.url("main", "mcp"), withMeta(`{"jsonrpc":"2.0","id":7,"method":"server/discover"}`), hdr)
 	if status != 200 || rh.Get(headerSessionID) != "" {
 		t.Fatalf("discover: %d, session %q, %s", status, rh.Get(headerSessionID), body)
 	}
@@ -574,16 +575,17 @@ func TestStatelessRaw(t *testing.T) {
 	if !slices.Contains(resp.Result.SupportedVersions, "2026-07-28") || resp.Result.Meta[metaServerInfo].Name != "metamcp" {
 		t.Errorf("discover = %s", body)
 	}
-	// The version in _meta alone selects stateless too; the result keeps
-	// the upstream's own fields and gets the serverInfo key.
-	status, _, body = post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"q"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`, map[string]string{"Authorization": "Bearer " + keyAlice})
-	if status != 200 || !strings.Contains(body, `"alpha:q"`) || !strings.Contains(body, `"io.modelcontextprotocol/serverInfo":{"name":"metamcp"`) {
+	// The result keeps the upstream's own fields and gets the serverInfo
+	// key and resultType.
+	status, _, body = post(t, h.url("main", "mcp"), withMeta(`{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"q"}}}`), hdr)
+	if status != 200 || !strings.Contains(body, `"alpha:q"`) || !strings.Contains(body, `"io.modelcontextprotocol/serverInfo":{"name":"metamcp"`) ||
+		!strings.Contains(body, `{"resultType":"complete",`) {
 		t.Errorf("stateless call: %d %s", status, body)
 	}
 
 	// Mcp-Method and Mcp-Name must agree with the body: a load balancer
 	// may act on the headers while the gateway acts on the body.
-	call := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"h"}}}`
+	call := withMeta(`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"h"}}}`)
 	for _, tc := range []struct {
 		name, method, tool string
 		wantStatus         int
@@ -653,4 +655,23 @@ func TestRoutesPathForms(t *testing.T) {
 			t.Errorf("POST %s: %d %s, want %d containing %q", tc.path, status, body, tc.wantStatus, tc.wantBody)
 		}
 	}
+}
+
+// withMeta returns a 2026-07-28 request body with the _meta that revision
+// requires of every request (its protocolVersion, and clientCapabilities,
+// empty) added to the params. A body that has a _meta already is returned as
+// it is: a test of what a _meta holds writes it whole.
+func withMeta(body string) string {
+	const meta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+	if strings.Contains(body, `"_meta"`) {
+		return body
+	}
+	if i := strings.Index(body, `"params":{`); i >= 0 {
+		j := i + len(`"params":{`)
+		if strings.HasPrefix(body[j:], "}") {
+			return body[:j] + meta + body[j:]
+		}
+		return body[:j] + meta + "," + body[j:]
+	}
+	return strings.TrimSuffix(body, "}") + `,"params":{` + meta + `}}`
 }

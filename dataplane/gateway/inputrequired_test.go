@@ -146,14 +146,18 @@ func TestB2BadInput(t *testing.T) {
 		{true, `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{}}}`, "2026-07-28"},
 		{false, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__echo","requestState":"` + requestStatePrefix + `x","inputResponses":[]}}`, "from scratch"},
 	} {
-		m := post(tc.session, tc.body)
+		body := tc.body
+		if !tc.session {
+			body = withMeta(body)
+		}
+		m := post(tc.session, body)
 		e, _ := m["error"].(map[string]any)
 		if msg, _ := e["message"].(string); !strings.Contains(msg, tc.want) {
 			t.Errorf("%s: %v, want an error saying %q", tc.body, m, tc.want)
 		}
 	}
 	// Nothing to listen for: the listen request ends at once with its result.
-	m := post(false, `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{}}}`)
+	m := post(false, withMeta(`{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{}}}`))
 	if res, _ := m["result"].(map[string]any); res["resultType"] != "complete" {
 		t.Errorf("empty listen: %v", m)
 	}

@@ -19,6 +19,9 @@ const (
 	// codeHeaderMismatch is 2026-07-28's error for Mcp-Method or Mcp-Name
 	// headers that contradict the body.
 	codeHeaderMismatch = -32020
+	// codeMissingClientCapability is 2026-07-28's error for a request that
+	// needs a capability the client did not declare.
+	codeMissingClientCapability = -32021
 	// codeServerError is the implementation-defined code for an upstream that
 	// could not be reached or did not answer in time.
 	codeServerError = -32000

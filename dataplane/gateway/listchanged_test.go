@@ -513,7 +513,7 @@ func testInputRequiredRaw(t *testing.T, lean bool) {
 	}
 	post := func(key, body string) map[string]any {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, lh.url("main", "mcp"), strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, lh.url("main", "mcp"), strings.NewReader(withMeta(body)))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		req.Header.Set(headerProtocolVersion, version20260728)
@@ -532,13 +532,13 @@ func testInputRequiredRaw(t *testing.T, lean bool) {
 	// A client that declares no elicitation capability is not asked: the
 	// upstream's request fails, and so does its tool. With no capability
 	// at all the call is not bridged; with another one it is.
-	for _, meta := range []string{``, `,"_meta":{"io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}`} {
+	for _, meta := range []string{``, `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}`} {
 		blind := post(keyBob, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{}`+meta+`}}`)
 		if res, _ := blind["result"].(map[string]any); res["resultType"] == "input_required" || !strings.Contains(fmt.Sprint(res["content"]), "did not declare the elicitation capability") {
 			t.Errorf("a client without the elicitation capability (_meta %q) got %v, want the upstream's request refused", meta, blind)
 		}
 	}
-	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
 	first := post(keyBob, call)
 	res, _ := first["result"].(map[string]any)
 	if res["resultType"] != "input_required" {
@@ -832,7 +832,7 @@ func TestBridgedCallClientLeaves(t *testing.T) {
 			})
 			ctx, cancel := context.WithCancel(testCtx(t))
 			defer cancel()
-			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__wait","arguments":{},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__wait","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, lh.url("main", "mcp"), strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Accept", "application/json, text/event-stream")

@@ -19,12 +19,12 @@ func TestDuplicateNameCannotBypassFilters(t *testing.T) {
 	h := newHarness(t, testConfig(&metamcpv1.NamespaceMember{Server: "alpha", DenyTools: []string{"whoami"}}), nil, nil)
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__echo","name":"alpha__whoami","arguments":{"text":"x"}}}`
 	hdr := map[string]string{headerProtocolVersion: "2026-07-28", "Authorization": "Bearer " + keyAlice}
-	_, _, resp := post(t, h.url("main", "mcp"), body, hdr)
+	_, _, resp := post(t, h.url("main", "mcp"), withMeta(body), hdr)
 	if !strings.Contains(resp, "unknown tool") || strings.Contains(resp, `"text":"alpha"`) {
 		t.Errorf("duplicate name: %s, want unknown tool", resp)
 	}
 	body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__whoami","name":"alpha__echo","arguments":{"text":"x"}}}`
-	_, _, resp = post(t, h.url("main", "mcp"), body, hdr)
+	_, _, resp = post(t, h.url("main", "mcp"), withMeta(body), hdr)
 	if !strings.Contains(resp, `alpha:x`) {
 		t.Errorf("duplicate name, allowed last: %s, want alpha:x", resp)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -58,9 +59,9 @@ func TestParamHeaders(t *testing.T) {
 			map[string]string{"Mcp-Param-Note": "anything"}, 200, `located`},
 		{"a header left out", "alpha__locate", `{"region":"eu-west","zone":{"id":42}}`,
 			map[string]string{"Mcp-Param-Zone-Id": "42"}, 400, `missing the Mcp-Param-Region header`},
-		{"a header left out of a request that gives its version in _meta alone", "alpha__locate",
-			`{"region":"eu-west"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`,
-			map[string]string{headerProtocolVersion: ""}, 200, `located`},
+		{"a request that gives its version in _meta alone", "alpha__locate",
+			`{"region":"eu-west"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`,
+			map[string]string{headerProtocolVersion: ""}, 400, `missing the MCP-Protocol-Version header`},
 		{"a tool without annotations", "alpha__echo", `{"text":"x"}`,
 			map[string]string{"Mcp-Param-Region": "eu-west"}, 200, `alpha:x`},
 		{"another string", "alpha__locate", `{"region":"eu-west"}`,
@@ -85,7 +86,7 @@ func TestParamHeaders(t *testing.T) {
 				delete(hh, k)
 			}
 		}
-		status, _, body := post(t, h.url("main", "mcp"), call(tc.tool, tc.args), hh)
+		status, _, body := post(t, h.url("main", "mcp"), withMeta(call(tc.tool, tc.args)), hh)
 		if status != tc.wantStatus || !strings.Contains(body, tc.want) {
 			t.Errorf("%s: %d %s, want %d with %s", tc.name, status, body, tc.wantStatus, tc.want)
 		}
@@ -227,13 +228,19 @@ func TestParamHeadersLearnPerServer(t *testing.T) {
 	}
 	slowDone := make(chan string, 1)
 	go func() {
-		_, _, body := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow__echo","arguments":{"text":"s"}}}`, hdr("slow__echo"))
+		_, _, body := post(t, h.url("main", "mcp"), withMeta(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow__echo","arguments":{"text":"s"}}}`), hdr("slow__echo"))
 		slowDone <- body
 	}()
-	<-entered
+	select {
+	case <-entered:
+	case body := <-slowDone:
+		t.Fatalf("slow__echo answered before slow's tools/list was asked: %s", body)
+	case <-time.After(30 * time.Second):
+		t.Fatal("slow's tools/list was not asked within 30s")
+	}
 	h2 := hdr("alpha__locate")
 	h2["Mcp-Param-Region"] = "eu"
-	status, _, body := post(t, h.url("main", "mcp"), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"alpha__locate","arguments":{"region":"eu"}}}`, h2)
+	status, _, body := post(t, h.url("main", "mcp"), withMeta(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"alpha__locate","arguments":{"region":"eu"}}}`), h2)
 	if status != 200 || !strings.Contains(body, "located") {
 		t.Errorf("alpha__locate while slow lists: %d %s", status, body)
 	}

@@ -24,6 +24,13 @@ const (
 // supportedVersions are the revisions the gateway speaks, newest first.
 var supportedVersions = []string{version20260728, version20251125, "2025-06-18", "2025-03-26", version20241105}
 
+// streamableVersions are the revisions of /mcp (2024-11-05 is /sse only):
+// server/discover lists them, and so does the error for an unsupported one.
+var streamableVersions = supportedVersions[:len(supportedVersions)-1]
+
+// statelessVersions are the revisions a request without a session may use.
+var statelessVersions = []string{version20260728}
+
 // sessionVersions are the session-based (initialize) revisions.
 var sessionVersions = []string{version20251125, "2025-06-18", "2025-03-26", version20241105}
 
@@ -56,6 +63,7 @@ func headerValue(h http.Header, key string) string {
 const (
 	metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
 	metaClientCaps      = "io.modelcontextprotocol/clientCapabilities"
+	metaClientInfo      = "io.modelcontextprotocol/clientInfo"
 	metaServerInfo      = "io.modelcontextprotocol/serverInfo"
 )
 
@@ -144,20 +152,66 @@ func requestCapabilities(msg *rpc.Message, params *objectIndex) json.RawMessage 
 	return caps
 }
 
-// requestVersion is the revision a request declares: the MCP-Protocol-Version
-// header, else the protocolVersion key of its params' _meta.
-func requestVersion(r *http.Request, msg *rpc.Message) string {
-	if v := headerValue(r.Header, headerProtocolVersion); v != "" {
-		return v
+// statelessRequest reports whether a POST without a session follows
+// 2026-07-28: its MCP-Protocol-Version header or the protocolVersion of its
+// params' _meta names that revision or a later one.
+func statelessRequest(r *http.Request, msg *rpc.Message) bool {
+	if standardHeadersRequired(r) {
+		return true
 	}
 	if len(msg.Params) == 0 {
-		return ""
+		return false
 	}
 	if meta, ok := rawField(msg.Params, "_meta"); ok {
 		v, _ := rpc.StringField(meta, metaProtocolVersion)
-		return v
+		return v >= version20260728
 	}
-	return ""
+	return false
+}
+
+// removedMethods are the session-based methods 2026-07-28 dropped, with
+// what to do instead: a stateless request for one gets 404 and -32601, as
+// that revision requires.
+var removedMethods = map[string]string{
+	"initialize":            "a request with protocol version 2026-07-28 needs no session: send server/discover to learn the capabilities",
+	"ping":                  "ping is not part of protocol version 2026-07-28",
+	"logging/setLevel":      "with protocol version 2026-07-28 a request sets its log level in _meta \"io.modelcontextprotocol/logLevel\"",
+	"resources/subscribe":   "resources/subscribe needs a session: with protocol version 2026-07-28 use subscriptions/listen with notifications.resourceSubscriptions",
+	"resources/unsubscribe": "resources/unsubscribe needs a session: with protocol version 2026-07-28 a subscription ends with its subscriptions/listen request",
+}
+
+// checkRequestMeta checks what 2026-07-28 requires of a request (SEP-2575):
+// the MCP-Protocol-Version header, and in params._meta the same
+// protocolVersion, a supported one, and the client's capabilities as an
+// object (its clientInfo, when given, an object too). It returns the
+// version, or the HTTP status and error to refuse the request with.
+func checkRequestMeta(r *http.Request, msg *rpc.Message, params *objectIndex) (string, int, *rpc.Error) {
+	header := headerValue(r.Header, headerProtocolVersion)
+	if header == "" {
+		return "", http.StatusBadRequest, &rpc.Error{Code: codeHeaderMismatch, Message: "missing the MCP-Protocol-Version header, which protocol version 2026-07-28 requires on every request"}
+	}
+	meta, ok := params.raw(msg.Params, "_meta")
+	if !ok || len(meta) == 0 || meta[0] != '{' {
+		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing params._meta: protocol version 2026-07-28 needs " + quote(metaProtocolVersion) + " and " + quote(metaClientCaps) + " in it on every request"}
+	}
+	version, ok := rpc.StringField(meta, metaProtocolVersion)
+	if !ok || version == "" {
+		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaProtocolVersion)}
+	}
+	if version != header {
+		return "", http.StatusBadRequest, &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: MCP-Protocol-Version " + quote(header) + " does not match the _meta field " + quote(metaProtocolVersion) + " " + quote(version)}
+	}
+	if !slices.Contains(statelessVersions, version) {
+		data, _ := json.Marshal(map[string]any{"supported": streamableVersions, "requested": version})
+		return "", http.StatusBadRequest, &rpc.Error{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data}
+	}
+	if caps, ok := rawField(meta, metaClientCaps); !ok || len(caps) == 0 || caps[0] != '{' {
+		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaClientCaps) + ": send the client's capabilities as an object ({} when it has none)"}
+	}
+	if info, ok := rawField(meta, metaClientInfo); ok && (len(info) == 0 || info[0] != '{') {
+		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "invalid _meta field " + quote(metaClientInfo) + ": an object with name and version"}
+	}
+	return version, 0, nil
 }
 
 func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, principal string) {
@@ -168,14 +222,14 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 	// One allocation for the call, its relay and its response stream.
 	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, clientIP: clientIP(r), reqBytes: size}, msg, nil)
 	c := &pc.call
-	if msg.Method == "initialize" {
+	if msg.Method == "initialize" && !standardHeadersRequired(r) {
 		g.initialize(w, r, c, msg)
 		return
 	}
 	sid := headerValue(r.Header, headerSessionID)
 	if sid == "" {
-		if v := requestVersion(r, msg); v >= version20260728 {
-			g.stateless(w, r, pc, msg, v)
+		if statelessRequest(r, msg) {
+			g.stateless(w, r, pc, msg)
 			return
 		}
 		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "missing Mcp-Session-Id header: send initialize first (or use protocol version 2026-07-28, which needs no session)"})
@@ -213,17 +267,21 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, prin
 // stateless serves one 2026-07-28 request, with no session. What upstreams
 // send about the call (progress, log messages) goes on its response, as for
 // session-based clients; their requests are bridged (input_required).
-func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall, msg *rpc.Message, version string) {
+func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall, msg *rpc.Message) {
 	c := &pc.call
-	if !slices.Contains(supportedVersions, version) {
-		data, _ := json.Marshal(map[string]any{"supported": supportedVersions, "requested": version})
-		writeHTTPErrorID(w, http.StatusBadRequest, msg.ID, &rpc.Error{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data})
-		return
-	}
 	if !msg.IsRequest() {
 		// Notifications and responses have nothing to act on without a
 		// session; a 2026-07-28 client cancels by closing its request.
 		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	version, status, rerr := checkRequestMeta(r, msg, &c.params)
+	if rerr != nil {
+		writeHTTPErrorID(w, status, msg.ID, rerr)
+		return
+	}
+	if why, ok := removedMethods[msg.Method]; ok {
+		writeHTTPErrorID(w, http.StatusNotFound, msg.ID, &rpc.Error{Code: codeMethodNotFound, Message: "method " + quote(msg.Method) + " not found: " + why})
 		return
 	}
 	if rerr := checkStandardHeaders(r, msg, &c.params); rerr != nil {
@@ -265,6 +323,7 @@ func (g *Gateway) finishResponse(w http.ResponseWriter, out *sseResponse, id, re
 		return
 	}
 	w.Header()["Content-Type"] = contentTypeJSON
+	writeStatus(w, rerr, stateless)
 	_, _ = w.Write(b)
 }
 
@@ -273,7 +332,24 @@ func (g *Gateway) writeResponse(w http.ResponseWriter, id, result json.RawMessag
 	b := g.responseBytes(id, result, rerr, stateless)
 	h := w.Header()
 	h["Content-Type"] = contentTypeJSON
+	writeStatus(w, rerr, stateless)
 	_, _ = w.Write(b)
+}
+
+// writeStatus sets the HTTP status that 2026-07-28 gives some errors of a
+// stateless request (SEP-2575): 404 for an unknown method, 400 for invalid
+// params, an unsupported version, a missing client capability or a header
+// mismatch. Other errors, and every error of a session, go with 200.
+func writeStatus(w http.ResponseWriter, rerr *rpc.Error, stateless bool) {
+	if !stateless || rerr == nil {
+		return
+	}
+	switch rerr.Code {
+	case codeMethodNotFound:
+		w.WriteHeader(http.StatusNotFound)
+	case codeInvalidParams, codeUnsupportedProtocolVersion, codeMissingClientCapability, codeHeaderMismatch:
+		w.WriteHeader(http.StatusBadRequest)
+	}
 }
 
 // responseBytes encodes a JSON-RPC response.
@@ -284,10 +360,22 @@ func (g *Gateway) responseBytes(id, result json.RawMessage, rerr *rpc.Error, sta
 	if !stateless {
 		return appendResult(make([]byte, 0, len(result)+len(id)+32), id, result)
 	}
-	b := appendResultHead(make([]byte, 0, len(result)+len(id)+len(g.infoMeta)+48), id)
+	b := appendResultHead(make([]byte, 0, len(result)+len(id)+len(g.infoMeta)+len(resultTypeComplete)+48), id)
+	start := len(b)
 	b = g.appendWithServerInfo(b, result)
+	if len(result) > 0 && result[0] == '{' {
+		if _, ok := rawField(result, "resultType"); !ok {
+			// 2026-07-28 requires resultType on every result; what a
+			// session-based upstream answers has none. The object holds
+			// _meta by now, so a comma follows.
+			b = slices.Insert(b, start+1, resultTypeComplete...)
+		}
+	}
 	return append(b, '}')
 }
+
+// resultTypeComplete is the member a complete 2026-07-28 result starts with.
+var resultTypeComplete = []byte(`"resultType":"complete",`)
 
 var contentTypeJSON = []string{"application/json"}
 
@@ -515,8 +603,8 @@ func (g *Gateway) endSession(sid string) {
 // the body: the two must agree. A request whose Mcp-Protocol-Version header
 // says 2026-07-28 must send them too (Mcp-Name for tools/call, prompts/get
 // and resources/read), as that revision requires: a filter on a header is
-// not to be passed by leaving the header out. One that gives its version in
-// _meta alone is not held to that, as go-sdk's server does not.
+// not to be passed by leaving the header out. (A stateless request without
+// that header is refused before, by checkRequestMeta.)
 func checkStandardHeaders(r *http.Request, msg *rpc.Message, params *objectIndex) *rpc.Error {
 	required := standardHeadersRequired(r)
 	m := headerValue(r.Header, headerMethod)

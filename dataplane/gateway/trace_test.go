@@ -28,7 +28,7 @@ func TestTraceContextReachesUpstream(t *testing.T) {
 			for k, v := range tc.headers {
 				hdr[k] = v
 			}
-			status, _, body := post(t, lh.url("main", "mcp"), call, hdr)
+			status, _, body := post(t, lh.url("main", "mcp"), withMeta(call), hdr)
 			if status != 200 || !strings.Contains(body, `"text":"`+tc.want+`"`) {
 				t.Errorf("status %d body %s, want text %q", status, body, tc.want)
 			}

@@ -227,19 +227,24 @@ func TestWithServerInfo(t *testing.T) {
 	g := &Gateway{info: serverInfo("1.2.3")}
 	g.infoMeta = serverInfoMeta(g.info)
 	info := `"io.modelcontextprotocol/serverInfo":{"name":"metamcp","version":"1.2.3"}`
-	for _, tc := range []struct{ name, result, want string }{
-		{"no _meta", `{"content":[]}`, `{"content":[],"_meta":{` + info + `}}`},
-		{"empty result", `{}`, `{"_meta":{` + info + `}}`},
-		{"other _meta keys kept", `{"content":[],"_meta":{"a":1}}`, `{"content":[],"_meta":{"a":1,` + info + `}}`},
-		{"upstream's serverInfo replaced", `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up"},"b":2}}`, `{"_meta":{` + info + `,"b":2}}`},
-		{"not an object", `[1]`, `[1]`},
+	// responseBytes also starts a result that has no resultType with the
+	// one 2026-07-28 requires; one that has it keeps it.
+	const complete = `{"resultType":"complete",`
+	for _, tc := range []struct{ name, result, want, wantResp string }{
+		{"no _meta", `{"content":[]}`, `{"content":[],"_meta":{` + info + `}}`, complete + `"content":[],"_meta":{` + info + `}}`},
+		{"empty result", `{}`, `{"_meta":{` + info + `}}`, complete + `"_meta":{` + info + `}}`},
+		{"other _meta keys kept", `{"content":[],"_meta":{"a":1}}`, `{"content":[],"_meta":{"a":1,` + info + `}}`, complete + `"content":[],"_meta":{"a":1,` + info + `}}`},
+		{"upstream's serverInfo replaced", `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up"},"b":2}}`, `{"_meta":{` + info + `,"b":2}}`, complete + `"_meta":{` + info + `,"b":2}}`},
+		{"resultType kept", `{"resultType":"input_required","inputRequests":{}}`, `{"resultType":"input_required","inputRequests":{},"_meta":{` + info + `}}`,
+			`{"resultType":"input_required","inputRequests":{},"_meta":{` + info + `}}`},
+		{"not an object", `[1]`, `[1]`, `[1]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := string(g.withServerInfo(json.RawMessage(tc.result))); got != tc.want {
 				t.Errorf("withServerInfo(%s) = %s, want %s", tc.result, got, tc.want)
 			}
 			resp := string(g.responseBytes(json.RawMessage(`5`), json.RawMessage(tc.result), nil, true))
-			if want := `{"jsonrpc":"2.0","id":5,"result":` + tc.want + `}`; resp != want {
+			if want := `{"jsonrpc":"2.0","id":5,"result":` + tc.wantResp + `}`; resp != want {
 				t.Errorf("responseBytes = %s, want %s", resp, want)
 			}
 		})
