@@ -164,6 +164,11 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 
 // upstreamError turns a failure to reach an upstream into a JSON-RPC error naming it.
 func upstreamError(ctx context.Context, server string, err error, timeout time.Duration) *rpc.Error {
+	var le *upstream.LimitError
+	if errors.As(err, &le) {
+		// Not "did not answer": it was never asked.
+		return &rpc.Error{Code: codeServerError, Message: "upstream " + quote(server) + " is unavailable: " + le.Error()}
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		msg := "upstream " + quote(server) + " did not answer in time"
 		if timeout > 0 {

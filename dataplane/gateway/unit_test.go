@@ -1,15 +1,18 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -248,5 +251,22 @@ func TestWithServerInfo(t *testing.T) {
 				t.Errorf("responseBytes = %s, want %s", resp, want)
 			}
 		})
+	}
+}
+
+// TestUpstreamErrorAtLimit: a call refused because the server's sessions or
+// processes are all in use says so, not that the upstream did not answer in
+// time (it was never asked), even when the call's own deadline ended the wait.
+func TestUpstreamErrorAtLimit(t *testing.T) {
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	err := &upstream.Error{Server: "fs", Err: &upstream.LimitError{Limit: 16, What: "processes", Field: "maxProcesses"}}
+	got := upstreamError(ctx, "fs", err, 30*time.Second)
+	if !strings.Contains(got.Message, `upstream "fs" is unavailable: all 16 processes its limits allow (limits.maxProcesses) are in use`) ||
+		strings.Contains(got.Message, "in time (") {
+		t.Errorf("at the limit: %q", got.Message)
+	}
+	if got := upstreamError(ctx, "fs", context.DeadlineExceeded, 30*time.Second); !strings.Contains(got.Message, "did not answer in time (30s)") {
+		t.Errorf("a timeout: %q", got.Message)
 	}
 }

@@ -142,10 +142,12 @@ type serverState struct {
 	procs int           // live stdio processes
 	freed chan struct{} // closed and replaced whenever a slot frees
 
-	state    metamcpv1.UpstreamState
-	lastErr  error
-	failures int
-	retryAt  time.Time
+	state   metamcpv1.UpstreamState
+	lastErr error
+	// limitLogged is when a refusal at the limit was last logged.
+	limitLogged time.Time
+	failures    int
+	retryAt     time.Time
 }
 
 // entry is one session slot: connecting (ready open) or connected.
@@ -393,11 +395,15 @@ func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, e
 			limit := p.maxSlots(st)
 			p.mu.Unlock()
 			if err := waitFor(ctx, freed, deadline); err != nil {
-				what := "sessions"
-				if isStdio(st.cfg) {
-					what = "processes"
+				if errors.Is(err, context.Canceled) {
+					return nil, &Error{Server: server, Err: fmt.Errorf("waiting for a free session: %w", err)}
 				}
-				return nil, &Error{Server: server, Err: fmt.Errorf("all %d %s are busy (limits of the server); try again later: %w", limit, what, err)}
+				le := &LimitError{Limit: limit, What: "sessions", Field: "maxSessions"}
+				if isStdio(st.cfg) {
+					le.What, le.Field = "processes", "maxProcesses"
+				}
+				p.logLimit(st, le)
+				return nil, &Error{Server: server, Err: le}
 			}
 			continue
 		}
@@ -422,6 +428,39 @@ func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, e
 		p.wg.Add(1)
 		go p.connect(st, e, cfg, client)
 		p.mu.Unlock()
+	}
+}
+
+// LimitError says that a server's limits allow no more sessions or
+// processes, and that none was freed in time. Sessions of clients that went
+// away without ending their session hold theirs until limits.idleTtl.
+type LimitError struct {
+	Limit int
+	// What is "processes" (stdio) or "sessions"; Field the limit's name.
+	What, Field string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("all %d %s its limits allow (limits.%s) are in use, and none was freed in time; try again later, or raise the limit",
+		e.Limit, e.What, e.Field)
+}
+
+// limitLogEvery is how often at most a server's refusals at its limit are logged.
+const limitLogEvery = 10 * time.Second
+
+// logLimit warns that a caller was refused at st's limit, at most once per
+// limitLogEvery per server.
+func (p *Pool) logLimit(st *serverState, le *LimitError) {
+	p.mu.Lock()
+	now := time.Now()
+	log := now.Sub(st.limitLogged) >= limitLogEvery
+	if log {
+		st.limitLogged = now
+	}
+	p.mu.Unlock()
+	if log {
+		st.log.Warn("refused a call: the server is at its limit", "limit", le.Limit, "of", le.What,
+			"hint", "sessions of clients that left without ending theirs are held until limits.idleTtl; raise limits."+le.Field+" or lower limits.idleTtl")
 	}
 }
 

@@ -576,7 +576,8 @@ func TestPerClientAndLimits(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 	start := time.Now()
 	_, err := p.Session(ctx, "pc", "c")
-	if err == nil || !strings.Contains(err.Error(), "all 2 processes are busy") {
+	var le *LimitError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), "all 2 processes its limits allow (limits.maxProcesses) are in use") {
 		t.Fatalf("third client: %v", err)
 	}
 	if d := time.Since(start); d < 400*time.Millisecond {
