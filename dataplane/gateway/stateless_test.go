@@ -31,6 +31,8 @@ func TestStatelessRequestRules(t *testing.T) {
 		want               []string
 	}{
 		{"conforming", req("tools/list", v+","+caps), "2026-07-28", 200, []string{`{"resultType":"complete",`, `"tools":[`}},
+		{"protocolVersion with an escape", req("tools/list", `"io.modelcontextprotocol/protocolVersion":"2026\u002d07-28",`+caps), "2026-07-28", 200, []string{`"tools":[`}},
+		{"protocolVersion not a string", req("tools/list", `"io.modelcontextprotocol/protocolVersion":20260728,`+caps), "2026-07-28", 400, []string{`"code":-32602`}},
 		{"version in _meta alone", req("tools/list", v+","+caps), "", 400, []string{`"code":-32020`, "missing the MCP-Protocol-Version header"}},
 		{"no _meta", req("tools/list", ""), "2026-07-28", 400, []string{`"code":-32602`, "missing params._meta"}},
 		{"no protocolVersion in _meta", req("tools/list", caps), "2026-07-28", 400, []string{`"code":-32602`, "io.modelcontextprotocol/protocolVersion"}},

@@ -194,9 +194,15 @@ func checkRequestMeta(r *http.Request, msg *rpc.Message, params *objectIndex) (s
 	if !ok || len(meta) == 0 || meta[0] != '{' {
 		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing params._meta: protocol version 2026-07-28 needs " + quote(metaProtocolVersion) + " and " + quote(metaClientCaps) + " in it on every request"}
 	}
-	version, ok := rpc.StringField(meta, metaProtocolVersion)
-	if !ok || version == "" {
-		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaProtocolVersion)}
+	raw, _ := rawField(meta, metaProtocolVersion)
+	version := header
+	// The usual case, the header's value as a plain JSON string, is
+	// compared where it lies, without decoding it.
+	if len(raw) != len(header)+2 || raw[0] != '"' || string(raw[1:len(raw)-1]) != header {
+		var ok bool
+		if version, ok = rpc.Unquote(raw); !ok || version == "" {
+			return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaProtocolVersion)}
+		}
 	}
 	if version != header {
 		return "", http.StatusBadRequest, &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: MCP-Protocol-Version " + quote(header) + " does not match the _meta field " + quote(metaProtocolVersion) + " " + quote(version)}
