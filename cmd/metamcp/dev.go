@@ -496,7 +496,8 @@ MetaMCP dev mode is ready (metamcp {{.Version}}).
 {{- if .Seeded}}
 
 Seeded: the server "demo" (the built-in demo MCP server: tools echo, add, now,
-random_number), the namespace and endpoint "default", and the API key "dev".
+random_number, the resource demo://readme, the prompt summarize), the namespace
+and endpoint "default", and the API key "dev".
 {{- end}}
 {{- $key := .APIKey}}{{if not $key}}{{$key = "YOUR_API_KEY"}}{{end}}
 
