@@ -49,7 +49,17 @@ type PoolOptions struct {
 	// MinBackoff and MaxBackoff bound the wait before reconnecting to a server
 	// that failed (doubling, with jitter).
 	MinBackoff, MaxBackoff time.Duration
+	// EvictIdleAfter is how long a per_client session must have been idle
+	// for a new client to take its slot when the server is at its limit
+	// (DefaultEvictIdleAfter when zero).
+	EvictIdleAfter time.Duration
 }
+
+// DefaultEvictIdleAfter is PoolOptions.EvictIdleAfter's default: longer
+// than a client usually thinks between two calls, far shorter than the idle
+// TTL, which a client that left without ending its session would otherwise
+// hold its slot for.
+const DefaultEvictIdleAfter = time.Minute
 
 // Pool holds the upstream sessions of one data plane. Safe for concurrent use.
 type Pool struct {
@@ -181,6 +191,9 @@ func NewPool(opts PoolOptions) *Pool {
 	if opts.DefaultMaxSessions <= 0 {
 		opts.DefaultMaxSessions = DefaultMaxSessions
 	}
+	if opts.EvictIdleAfter <= 0 {
+		opts.EvictIdleAfter = DefaultEvictIdleAfter
+	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = DefaultMinBackoff
 	}
@@ -303,6 +316,49 @@ func (p *Pool) retireEntryLocked(st *serverState, e *entry) {
 	}
 }
 
+// evictIdlestLocked retires the per_client session of st that has been
+// idle longest, if that is at least EvictIdleAfter: a client that left
+// without ending its session should not keep a new one waiting until the
+// idle TTL. Its slot frees once the session is closed; its client, if it
+// comes back, gets a new upstream session. It reports whether it retired
+// one, and else when the first idle session becomes old enough (zero when
+// none is idle).
+func (p *Pool) evictIdlestLocked(st *serverState, now time.Time) (bool, time.Time) {
+	var victim *entry
+	var since, next time.Time
+	for _, e := range st.perClient {
+		select {
+		case <-e.ready:
+		default:
+			continue
+		}
+		if e.sess == nil || e.sess.dead() {
+			continue
+		}
+		t, idle := e.sess.idleSince()
+		if !idle {
+			continue
+		}
+		if eligible := t.Add(p.opts.EvictIdleAfter); eligible.After(now) {
+			if next.IsZero() || eligible.Before(next) {
+				next = eligible
+			}
+			continue
+		}
+		if victim == nil || t.Before(since) {
+			victim, since = e, t
+		}
+	}
+	if victim == nil {
+		return false, next
+	}
+	st.log.Info("closing the longest-idle session to make room for a new client: the server is at its limit",
+		"client", victim.clientID, "idle", now.Sub(since).Round(time.Millisecond))
+	delete(st.perClient, victim.clientID)
+	p.retireEntryLocked(st, victim)
+	return true, time.Time{}
+}
+
 // closeAsync closes s in a goroutine the pool owns. The slot frees when the
 // session's transport is done (see watch).
 func (p *Pool) closeAsync(s *session) {
@@ -335,6 +391,7 @@ func (p *Pool) maxSlots(st *serverState) int {
 // last error at once. Waiting is bounded by the server's initialize timeout.
 func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, error) {
 	var deadline time.Time
+	evicted := false // at most one eviction per caller
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -391,10 +448,27 @@ func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, e
 			return nil, err
 		}
 		if st.live >= p.maxSlots(st) {
+			wake := deadline
+			if pc && !evicted {
+				// A session may become idle long enough while this caller
+				// waits: look again then (or in EvictIdleAfter, when every
+				// session is in use).
+				var next time.Time
+				evicted, next = p.evictIdlestLocked(st, time.Now())
+				if next.IsZero() {
+					next = time.Now().Add(p.opts.EvictIdleAfter)
+				}
+				if !evicted && next.Before(wake) {
+					wake = next
+				}
+			}
 			freed := st.freed
 			limit := p.maxSlots(st)
 			p.mu.Unlock()
-			if err := waitFor(ctx, freed, deadline); err != nil {
+			if err := waitFor(ctx, freed, wake); err != nil {
+				if ctx.Err() == nil && time.Now().Before(deadline) {
+					continue // woke to look for an idle session again
+				}
 				if errors.Is(err, context.Canceled) {
 					return nil, &Error{Server: server, Err: fmt.Errorf("waiting for a free session: %w", err)}
 				}

@@ -606,6 +606,60 @@ func TestPerClientAndLimits(t *testing.T) {
 	}
 }
 
+// TestEvictIdlest: at its limit, a per_client server's session idle longest
+// (for at least EvictIdleAfter) makes room for a new client, rather than
+// the new client waiting until the idle TTL; one in use is never taken.
+func TestEvictIdlest(t *testing.T) {
+	bin := fixture.Build(t)
+	srv := stdioServer(bin, "pc")
+	srv.SessionMode = metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT
+	srv.Limits = &metamcpv1.Limits{MaxProcesses: 2}
+	srv.Timeouts = &metamcpv1.Timeouts{Initialize: durationpb.New(2 * time.Second)}
+	p := newTestPool(t, PoolOptions{EvictIdleAfter: 300 * time.Millisecond}, srv)
+	a := pidOf(t, callTool(t, p, "pc", "a", "whoami", nil))
+	time.Sleep(10 * time.Millisecond)
+	b := pidOf(t, callTool(t, p, "pc", "b", "whoami", nil))
+
+	// Both idle for less than EvictIdleAfter: c waits, then is refused.
+	ctx := ctxT(t, 10*time.Second)
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err := p.Session(short, "pc", "c")
+	cancel()
+	var le *LimitError
+	if !errors.As(err, &le) {
+		t.Fatalf("c while a and b were just used: %v, want a LimitError", err)
+	}
+
+	// Idle long enough: c takes a's slot (a was used first), and a's
+	// process goes; b's stays.
+	time.Sleep(400 * time.Millisecond)
+	c := pidOf(t, callTool(t, p, "pc", "c", "whoami", nil))
+	if c == a || c == b {
+		t.Fatalf("c got pid %d (a %d, b %d)", c, a, b)
+	}
+	waitGone(t, a)
+	if err := syscall.Kill(b, 0); err != nil {
+		t.Errorf("b's process is gone: %v", err)
+	}
+	if st := p.Status(); st[0].Processes != 2 {
+		t.Errorf("status %v, want 2 processes", st)
+	}
+
+	// A session in use is not taken: b's call runs while a comes back; a
+	// waits for b's and c's sessions to be idle long enough and gets c's.
+	done := make(chan string, 1)
+	go func() { done <- callTool(t, p, "pc", "b", "slow", map[string]any{"ms": 900}) }()
+	time.Sleep(100 * time.Millisecond)
+	a2 := pidOf(t, callTool(t, p, "pc", "a", "whoami", nil))
+	if a2 == a || a2 == b || a2 == c {
+		t.Errorf("a came back with pid %d (old a %d, b %d, c %d)", a2, a, b, c)
+	}
+	waitGone(t, c)
+	if got := <-done; got != "slept" {
+		t.Errorf("b's call during the eviction: %q", got)
+	}
+}
+
 func TestIdleTTL(t *testing.T) {
 	bin := fixture.Build(t)
 	srv := stdioServer(bin, "idle")
