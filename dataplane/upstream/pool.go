@@ -506,8 +506,8 @@ func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, e
 }
 
 // LimitError says that a server's limits allow no more sessions or
-// processes, and that none was freed in time. Sessions of clients that went
-// away without ending their session hold theirs until limits.idleTtl.
+// processes, and that none was freed in time: each was in use, or (for a
+// per_client server) idle for less than EvictIdleAfter.
 type LimitError struct {
 	Limit int
 	// What is "processes" (stdio) or "sessions"; Field the limit's name.
@@ -534,7 +534,7 @@ func (p *Pool) logLimit(st *serverState, le *LimitError) {
 	p.mu.Unlock()
 	if log {
 		st.log.Warn("refused a call: the server is at its limit", "limit", le.Limit, "of", le.What,
-			"hint", "sessions of clients that left without ending theirs are held until limits.idleTtl; raise limits."+le.Field+" or lower limits.idleTtl")
+			"hint", "each session was in use or (per_client) idle for less than "+p.opts.EvictIdleAfter.String()+"; raise limits."+le.Field)
 	}
 }
 
