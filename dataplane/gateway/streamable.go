@@ -141,17 +141,6 @@ func (g *Gateway) readMessage(w http.ResponseWriter, r *http.Request) (*rpc.Mess
 	return msg, len(body), true
 }
 
-// requestCapabilities are the client capabilities a 2026-07-28 request
-// declares in its _meta (nil: none).
-func requestCapabilities(msg *rpc.Message, params *objectIndex) json.RawMessage {
-	meta, ok := params.raw(msg.Params, "_meta")
-	if !ok {
-		return nil
-	}
-	caps, _ := rawField(meta, metaClientCaps)
-	return caps
-}
-
 // statelessRequest reports whether a POST without a session follows
 // 2026-07-28: its MCP-Protocol-Version header or the protocolVersion of its
 // params' _meta names that revision or a later one.
@@ -184,40 +173,40 @@ var removedMethods = map[string]string{
 // the MCP-Protocol-Version header, and in params._meta the same
 // protocolVersion, a supported one, and the client's capabilities as an
 // object (its clientInfo, when given, an object too). It returns the
-// version, or the HTTP status and error to refuse the request with.
-func checkRequestMeta(r *http.Request, msg *rpc.Message, params *objectIndex) (string, int, *rpc.Error) {
+// version and the capabilities, or the HTTP status and error to refuse the
+// request with.
+func checkRequestMeta(r *http.Request, msg *rpc.Message, params *objectIndex) (version string, caps json.RawMessage, status int, rerr *rpc.Error) {
 	header := headerValue(r.Header, headerProtocolVersion)
 	if header == "" {
-		return "", http.StatusBadRequest, &rpc.Error{Code: codeHeaderMismatch, Message: "missing the MCP-Protocol-Version header, which protocol version 2026-07-28 requires on every request"}
+		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeHeaderMismatch, Message: "missing the MCP-Protocol-Version header, which protocol version 2026-07-28 requires on every request"}
 	}
 	meta, ok := params.raw(msg.Params, "_meta")
 	if !ok || len(meta) == 0 || meta[0] != '{' {
-		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing params._meta: protocol version 2026-07-28 needs " + quote(metaProtocolVersion) + " and " + quote(metaClientCaps) + " in it on every request"}
+		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing params._meta: protocol version 2026-07-28 needs " + quote(metaProtocolVersion) + " and " + quote(metaClientCaps) + " in it on every request"}
 	}
 	raw, _ := rawField(meta, metaProtocolVersion)
-	version := header
+	version = header
 	// The usual case, the header's value as a plain JSON string, is
 	// compared where it lies, without decoding it.
 	if len(raw) != len(header)+2 || raw[0] != '"' || string(raw[1:len(raw)-1]) != header {
-		var ok bool
 		if version, ok = rpc.Unquote(raw); !ok || version == "" {
-			return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaProtocolVersion)}
+			return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaProtocolVersion)}
 		}
 	}
 	if version != header {
-		return "", http.StatusBadRequest, &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: MCP-Protocol-Version " + quote(header) + " does not match the _meta field " + quote(metaProtocolVersion) + " " + quote(version)}
+		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeHeaderMismatch, Message: "header mismatch: MCP-Protocol-Version " + quote(header) + " does not match the _meta field " + quote(metaProtocolVersion) + " " + quote(version)}
 	}
 	if !slices.Contains(statelessVersions, version) {
 		data, _ := json.Marshal(map[string]any{"supported": streamableVersions, "requested": version})
-		return "", http.StatusBadRequest, &rpc.Error{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data}
+		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data}
 	}
-	if caps, ok := rawField(meta, metaClientCaps); !ok || len(caps) == 0 || caps[0] != '{' {
-		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaClientCaps) + ": send the client's capabilities as an object ({} when it has none)"}
+	if caps, ok = rawField(meta, metaClientCaps); !ok || len(caps) == 0 || caps[0] != '{' {
+		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaClientCaps) + ": send the client's capabilities as an object ({} when it has none)"}
 	}
 	if info, ok := rawField(meta, metaClientInfo); ok && (len(info) == 0 || info[0] != '{') {
-		return "", http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "invalid _meta field " + quote(metaClientInfo) + ": an object with name and version"}
+		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "invalid _meta field " + quote(metaClientInfo) + ": an object with name and version"}
 	}
-	return version, 0, nil
+	return version, caps, 0, nil
 }
 
 func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, principal string) {
@@ -281,7 +270,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	version, status, rerr := checkRequestMeta(r, msg, &c.params)
+	version, caps, status, rerr := checkRequestMeta(r, msg, &c.params)
 	if rerr != nil {
 		writeHTTPErrorID(w, status, msg.ID, rerr)
 		return
@@ -296,7 +285,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 	}
 	c.version = version
 	c.stateless = true
-	c.caps = requestCapabilities(msg, &c.params)
+	c.caps = caps
 	pc.relay.caps = c.caps
 	if msg.Method == "tools/call" {
 		if rerr := g.checkParamHeaders(r.Context(), c, r, msg.Params); rerr != nil {

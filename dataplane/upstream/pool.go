@@ -388,7 +388,9 @@ func (p *Pool) maxSlots(st *serverState) int {
 // downstream session: for per_client servers each clientID gets its own
 // upstream session; shared servers ignore it. It connects lazily; after a
 // failure it reconnects with backoff, and while backing off it returns the
-// last error at once. Waiting is bounded by the server's initialize timeout.
+// last error at once. At the server's limit, a new per_client client takes
+// the slot of the session idle longest (evictIdlestLocked), or waits for a
+// free one. Waiting is bounded by the server's initialize timeout.
 func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, error) {
 	var deadline time.Time
 	evicted := false // at most one eviction per caller
