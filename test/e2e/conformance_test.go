@@ -17,7 +17,8 @@ import (
 
 // conformanceVersion is the release of the official MCP conformance suite
 // (npm @modelcontextprotocol/conformance) that scripts/ensure-services.sh
-// installs; it is the first to check protocol version 2026-07-28.
+// installs: a pre-release, as the latest release (0.1.16) does not check
+// protocol version 2026-07-28.
 const conformanceVersion = "0.2.0-alpha.12"
 
 // conformanceSuite returns the wrapper script that runs the suite, from the
@@ -111,7 +112,7 @@ sessionMode: shared
 // All of these come from the gateway speaking a session-based revision to
 // its upstreams: what 2026-07-28 carries per request (input_required
 // results, the client's capabilities) does not pass through a session. The
-// next issue (full protocol transparency) lifts them.
+// next issue (full protocol transparency) is where they belong.
 func knownFailure(endpoint, version string) func(scenario, check string) bool {
 	return func(scenario, check string) bool {
 		if endpoint == "conf-stateless" {
