@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/httpserver"
@@ -293,15 +294,14 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 			return nil, &rpc.Error{Code: codeServerError, Message: "request cancelled"}
 		}
 	}
+	// Requests made at the same time go in the same round. go-sdk, for one,
+	// sends those of one handler concurrently, and they arrive some
+	// microseconds or milliseconds apart: gather them while they keep
+	// coming. Not under b.mu, which Request takes.
+	more := gatherInputs(inputs, b.done)
 	b.mu.Lock()
-	// Requests made at the same time go in the same round.
-	for more := true; more; {
-		select {
-		case w := <-inputs:
-			b.addShownLocked(w)
-		default:
-			more = false
-		}
+	for _, w := range more {
+		b.addShownLocked(w)
 	}
 	state, err := newRequestState()
 	if err != nil {
@@ -329,6 +329,36 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 	default:
 	}
 	return res, nil
+}
+
+// Gathering an input_required round ends when no further request came for
+// inputGatherGap, or after inputGatherMax.
+const (
+	inputGatherGap = 5 * time.Millisecond
+	inputGatherMax = 50 * time.Millisecond
+)
+
+// gatherInputs returns the requests that arrive on inputs while they keep
+// coming (see inputGatherGap), or until done is closed.
+func gatherInputs(inputs <-chan *inputWait, done <-chan struct{}) []*inputWait {
+	var got []*inputWait
+	gap := time.NewTimer(inputGatherGap)
+	defer gap.Stop()
+	limit := time.Now().Add(inputGatherMax)
+	for {
+		select {
+		case w := <-inputs:
+			got = append(got, w)
+			if time.Now().After(limit) {
+				return got
+			}
+			gap.Reset(inputGatherGap)
+		case <-gap.C:
+			return got
+		case <-done:
+			return got
+		}
+	}
 }
 
 func (b *bridge) addShownLocked(w *inputWait) {
