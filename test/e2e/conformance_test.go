@@ -129,8 +129,8 @@ func knownFailure(endpoint, version string) func(scenario, check string) bool {
 		}
 		if strings.HasPrefix(scenario, "input-required-result-") {
 			// The upstream does not return input_required to the gateway's
-			// session: go-sdk asks the client itself, one request at a time
-			// and under ids of its own, which the gateway bridges into
+			// session: go-sdk asks the client itself, under ids of its own
+			// and only for one round, which the gateway bridges into
 			// input_required results without the keys the suite expects. A
 			// stateless upstream cannot ask at all. On a stdio session, a
 			// request the upstream sends while two calls wait is not
