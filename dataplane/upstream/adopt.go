@@ -39,15 +39,11 @@ func (p *Pool) CarryClientSessions(clientID string) map[string]SessionRef {
 		if e == nil || st.cfg.GetStreamableHttp() == nil {
 			continue
 		}
-		select {
-		case <-e.ready:
-		default:
+		s := e.live()
+		if s == nil {
 			continue
 		}
-		if e.sess == nil || e.sess.dead() {
-			continue
-		}
-		t, ok := e.sess.t.(*httpTransport)
+		t, ok := s.t.(*httpTransport)
 		if !ok {
 			continue
 		}
@@ -61,8 +57,8 @@ func (p *Pool) CarryClientSessions(clientID string) map[string]SessionRef {
 		if ref.SessionID == "" {
 			continue // a stateless upstream: nothing to carry
 		}
-		if e.sess.info != nil {
-			ref.ProtocolVersion = e.sess.info.ProtocolVersion
+		if s.info != nil {
+			ref.ProtocolVersion = s.info.ProtocolVersion
 		}
 		if out == nil {
 			out = make(map[string]SessionRef)

@@ -168,6 +168,19 @@ type entry struct {
 	err      error
 }
 
+// live returns the entry's session when it is connected and not dead, else nil.
+func (e *entry) live() *session {
+	select {
+	case <-e.ready:
+	default:
+		return nil
+	}
+	if e.sess == nil || e.sess.dead() {
+		return nil
+	}
+	return e.sess
+}
+
 // NewPool returns an empty pool; call Update with the servers to serve.
 func NewPool(opts PoolOptions) *Pool {
 	if opts.Logger == nil {
@@ -327,15 +340,11 @@ func (p *Pool) evictIdlestLocked(st *serverState, now time.Time) (bool, time.Tim
 	var victim *entry
 	var since, next time.Time
 	for _, e := range st.perClient {
-		select {
-		case <-e.ready:
-		default:
+		s := e.live()
+		if s == nil {
 			continue
 		}
-		if e.sess == nil || e.sess.dead() {
-			continue
-		}
-		t, idle := e.sess.idleSince()
+		t, idle := s.idleSince()
 		if !idle {
 			continue
 		}
