@@ -522,6 +522,13 @@ func (c *checker) endpoint(e *metamcpv1.Endpoint) {
 			c.jwt(name, jwt)
 		}
 	}
+	// Accepted only once the data plane enforces them.
+	if len(e.GetAccessRules()) > 0 {
+		c.add(KindEndpoint, name, "accessRules", "are not enforced by this version yet: remove them")
+	}
+	if a := e.GetAuth(); a.GetDisableApiKeys() || a.GetJwt().GetGroupsClaim() != "" || len(a.GetJwt().GetAlgorithms()) > 0 || a.GetJwt().GetClockSkew() != nil {
+		c.add(KindEndpoint, name, "auth", "disableApiKeys, jwt.groupsClaim, jwt.algorithms and jwt.clockSkew are not enforced by this version yet: remove them")
+	}
 	if t := e.GetTransports(); t.GetDisableSse() && t.GetDisableStreamableHttp() {
 		c.warn(KindEndpoint, name, "transports", "both streamableHttp and sse are disabled: no client can connect")
 	}

@@ -76,6 +76,58 @@ func (SessionMode) EnumDescriptor() ([]byte, []int) {
 	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{0}
 }
 
+// AccessEffect says whether a matching AccessRule grants or refuses.
+type AccessEffect int32
+
+const (
+	// Same as ACCESS_EFFECT_ALLOW.
+	AccessEffect_ACCESS_EFFECT_UNSPECIFIED AccessEffect = 0
+	AccessEffect_ACCESS_EFFECT_ALLOW       AccessEffect = 1
+	// Refuses what the rule matches, whatever allow rules say.
+	AccessEffect_ACCESS_EFFECT_DENY AccessEffect = 2
+)
+
+// Enum value maps for AccessEffect.
+var (
+	AccessEffect_name = map[int32]string{
+		0: "ACCESS_EFFECT_UNSPECIFIED",
+		1: "ACCESS_EFFECT_ALLOW",
+		2: "ACCESS_EFFECT_DENY",
+	}
+	AccessEffect_value = map[string]int32{
+		"ACCESS_EFFECT_UNSPECIFIED": 0,
+		"ACCESS_EFFECT_ALLOW":       1,
+		"ACCESS_EFFECT_DENY":        2,
+	}
+)
+
+func (x AccessEffect) Enum() *AccessEffect {
+	p := new(AccessEffect)
+	*p = x
+	return p
+}
+
+func (x AccessEffect) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AccessEffect) Descriptor() protoreflect.EnumDescriptor {
+	return file_metamcp_v1_resources_proto_enumTypes[1].Descriptor()
+}
+
+func (AccessEffect) Type() protoreflect.EnumType {
+	return &file_metamcp_v1_resources_proto_enumTypes[1]
+}
+
+func (x AccessEffect) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AccessEffect.Descriptor instead.
+func (AccessEffect) EnumDescriptor() ([]byte, []int) {
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{1}
+}
+
 // RateLimitKey says whose calls share one bucket.
 type RateLimitKey int32
 
@@ -121,11 +173,11 @@ func (x RateLimitKey) String() string {
 }
 
 func (RateLimitKey) Descriptor() protoreflect.EnumDescriptor {
-	return file_metamcp_v1_resources_proto_enumTypes[1].Descriptor()
+	return file_metamcp_v1_resources_proto_enumTypes[2].Descriptor()
 }
 
 func (RateLimitKey) Type() protoreflect.EnumType {
-	return &file_metamcp_v1_resources_proto_enumTypes[1]
+	return &file_metamcp_v1_resources_proto_enumTypes[2]
 }
 
 func (x RateLimitKey) Number() protoreflect.EnumNumber {
@@ -134,7 +186,7 @@ func (x RateLimitKey) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RateLimitKey.Descriptor instead.
 func (RateLimitKey) EnumDescriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{1}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{2}
 }
 
 // RateLimitFailureMode says what happens to calls while Redis is unreachable.
@@ -178,11 +230,11 @@ func (x RateLimitFailureMode) String() string {
 }
 
 func (RateLimitFailureMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_metamcp_v1_resources_proto_enumTypes[2].Descriptor()
+	return file_metamcp_v1_resources_proto_enumTypes[3].Descriptor()
 }
 
 func (RateLimitFailureMode) Type() protoreflect.EnumType {
-	return &file_metamcp_v1_resources_proto_enumTypes[2]
+	return &file_metamcp_v1_resources_proto_enumTypes[3]
 }
 
 func (x RateLimitFailureMode) Number() protoreflect.EnumNumber {
@@ -191,7 +243,7 @@ func (x RateLimitFailureMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RateLimitFailureMode.Descriptor instead.
 func (RateLimitFailureMode) EnumDescriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{2}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{3}
 }
 
 // TokenScope says what a control-plane token may do.
@@ -230,11 +282,11 @@ func (x TokenScope) String() string {
 }
 
 func (TokenScope) Descriptor() protoreflect.EnumDescriptor {
-	return file_metamcp_v1_resources_proto_enumTypes[3].Descriptor()
+	return file_metamcp_v1_resources_proto_enumTypes[4].Descriptor()
 }
 
 func (TokenScope) Type() protoreflect.EnumType {
-	return &file_metamcp_v1_resources_proto_enumTypes[3]
+	return &file_metamcp_v1_resources_proto_enumTypes[4]
 }
 
 func (x TokenScope) Number() protoreflect.EnumNumber {
@@ -243,7 +295,7 @@ func (x TokenScope) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TokenScope.Descriptor instead.
 func (TokenScope) EnumDescriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{3}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{4}
 }
 
 // Value is a string that may be a secret (an environment variable or an HTTP
@@ -1107,10 +1159,20 @@ type JWTAuth struct {
 	JwksUrl string `protobuf:"bytes,3,opt,name=jwks_url,json=jwksUrl,proto3" json:"jwks_url,omitempty"`
 	// The claim naming the principal; `sub` when empty.
 	PrincipalClaim string `protobuf:"bytes,4,opt,name=principal_claim,json=principalClaim,proto3" json:"principal_claim,omitempty"`
-	// Required scopes (space-separated `scope` claim).
+	// Required scopes (space-separated `scope` claim, or a `scp` list).
 	RequiredScopes []string `protobuf:"bytes,5,rep,name=required_scopes,json=requiredScopes,proto3" json:"required_scopes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The claim holding the caller's groups (a list of strings, or one
+	// space-separated string); the principal has no groups when empty.
+	GroupsClaim string `protobuf:"bytes,20,opt,name=groups_claim,json=groupsClaim,proto3" json:"groups_claim,omitempty"`
+	// Accepted signature algorithms; when empty RS256, RS384, RS512, PS256,
+	// PS384, PS512, ES256, ES384, ES512 and EdDSA. HMAC and `none` are never
+	// accepted.
+	Algorithms []string `protobuf:"bytes,21,rep,name=algorithms,proto3" json:"algorithms,omitempty"`
+	// Allowed difference between the identity provider's clock and ours for
+	// `exp`, `nbf` and `iat`; 60 s when unset, at most 5 minutes.
+	ClockSkew     *durationpb.Duration `protobuf:"bytes,22,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JWTAuth) Reset() {
@@ -1178,6 +1240,27 @@ func (x *JWTAuth) GetRequiredScopes() []string {
 	return nil
 }
 
+func (x *JWTAuth) GetGroupsClaim() string {
+	if x != nil {
+		return x.GroupsClaim
+	}
+	return ""
+}
+
+func (x *JWTAuth) GetAlgorithms() []string {
+	if x != nil {
+		return x.Algorithms
+	}
+	return nil
+}
+
+func (x *JWTAuth) GetClockSkew() *durationpb.Duration {
+	if x != nil {
+		return x.ClockSkew
+	}
+	return nil
+}
+
 // EndpointAuth says who may call an endpoint. API keys scoped to the endpoint
 // are always accepted unless `anonymous` is set.
 type EndpointAuth struct {
@@ -1185,9 +1268,11 @@ type EndpointAuth struct {
 	// No authentication at all: for local trials only.
 	Anonymous bool `protobuf:"varint,1,opt,name=anonymous,proto3" json:"anonymous,omitempty"`
 	// Also accept JWT access tokens.
-	Jwt           *JWTAuth `protobuf:"bytes,2,opt,name=jwt,proto3" json:"jwt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Jwt *JWTAuth `protobuf:"bytes,2,opt,name=jwt,proto3" json:"jwt,omitempty"`
+	// Refuse API keys: only JWT access tokens are accepted (needs `jwt`).
+	DisableApiKeys bool `protobuf:"varint,20,opt,name=disable_api_keys,json=disableApiKeys,proto3" json:"disable_api_keys,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EndpointAuth) Reset() {
@@ -1234,6 +1319,154 @@ func (x *EndpointAuth) GetJwt() *JWTAuth {
 	return nil
 }
 
+func (x *EndpointAuth) GetDisableApiKeys() bool {
+	if x != nil {
+		return x.DisableApiKeys
+	}
+	return false
+}
+
+// AccessRule grants (or refuses) some callers the use of some of an
+// endpoint's tools, prompts and resources.
+//
+// An endpoint without rules lets every authenticated caller use everything it
+// exposes. Once it has a rule, a caller may use a tool, prompt or resource
+// only when an allow rule matches it and no deny rule does. Lists are
+// filtered by the same decision.
+type AccessRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the rule in errors, in `mmctl auth can-i` and in the audit trail.
+	Name   string       `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Effect AccessEffect `protobuf:"varint,2,opt,name=effect,proto3,enum=metamcp.v1.AccessEffect" json:"effect,omitempty"`
+	// Who. The rule applies to a caller matching any entry of these lists; to
+	// every caller when all three are empty.
+	// Glob patterns (`*`, `?`) of principal names: an API key's principal, or
+	// the token claim the endpoint names (`sub` by default).
+	Principals []string `protobuf:"bytes,3,rep,name=principals,proto3" json:"principals,omitempty"`
+	// Group names, from the token claim `auth.jwt.groupsClaim` names.
+	Groups []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	// API key names.
+	ApiKeys []string `protobuf:"bytes,5,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
+	// What. At least one of these four is needed.
+	// Glob patterns of exposed (prefixed) tool names.
+	Tools []string `protobuf:"bytes,6,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Server names: every tool, prompt and resource of these servers.
+	Servers []string `protobuf:"bytes,7,rep,name=servers,proto3" json:"servers,omitempty"`
+	// Glob patterns of exposed prompt names.
+	Prompts []string `protobuf:"bytes,8,rep,name=prompts,proto3" json:"prompts,omitempty"`
+	// Glob patterns of resource URIs.
+	Resources []string `protobuf:"bytes,9,rep,name=resources,proto3" json:"resources,omitempty"`
+	// An optional CEL expression that must be true for the rule to apply, over
+	// `principal` (name, kind, groups, claims), `tool` (name, server,
+	// annotations) and `arguments` (a tools/call's arguments). An expression
+	// that fails to evaluate never grants: an allow rule then does not apply
+	// and a deny rule does. Lists show a tool whose condition depends on the
+	// arguments; the call itself is decided on them.
+	Condition     string `protobuf:"bytes,10,opt,name=condition,proto3" json:"condition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessRule) Reset() {
+	*x = AccessRule{}
+	mi := &file_metamcp_v1_resources_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessRule) ProtoMessage() {}
+
+func (x *AccessRule) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_resources_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessRule.ProtoReflect.Descriptor instead.
+func (*AccessRule) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AccessRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AccessRule) GetEffect() AccessEffect {
+	if x != nil {
+		return x.Effect
+	}
+	return AccessEffect_ACCESS_EFFECT_UNSPECIFIED
+}
+
+func (x *AccessRule) GetPrincipals() []string {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+func (x *AccessRule) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *AccessRule) GetApiKeys() []string {
+	if x != nil {
+		return x.ApiKeys
+	}
+	return nil
+}
+
+func (x *AccessRule) GetTools() []string {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *AccessRule) GetServers() []string {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+func (x *AccessRule) GetPrompts() []string {
+	if x != nil {
+		return x.Prompts
+	}
+	return nil
+}
+
+func (x *AccessRule) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *AccessRule) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
 // Transports switches client-facing transports off; all are on by default.
 type Transports struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1247,7 +1480,7 @@ type Transports struct {
 
 func (x *Transports) Reset() {
 	*x = Transports{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[12]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1492,7 @@ func (x *Transports) String() string {
 func (*Transports) ProtoMessage() {}
 
 func (x *Transports) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[12]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1505,7 @@ func (x *Transports) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transports.ProtoReflect.Descriptor instead.
 func (*Transports) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Transports) GetDisableStreamableHttp() bool {
@@ -1300,6 +1533,8 @@ type Endpoint struct {
 	// Names of RateLimitPolicy resources applied to calls through this endpoint.
 	RateLimits []string    `protobuf:"bytes,5,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
 	Transports *Transports `protobuf:"bytes,6,opt,name=transports,proto3" json:"transports,omitempty"`
+	// Who may use which tools, prompts and resources; see AccessRule.
+	AccessRules []*AccessRule `protobuf:"bytes,20,rep,name=access_rules,json=accessRules,proto3" json:"access_rules,omitempty"`
 	// Output only.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -1312,7 +1547,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[13]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1559,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[13]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1572,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Endpoint) GetName() string {
@@ -1378,6 +1613,13 @@ func (x *Endpoint) GetRateLimits() []string {
 func (x *Endpoint) GetTransports() *Transports {
 	if x != nil {
 		return x.Transports
+	}
+	return nil
+}
+
+func (x *Endpoint) GetAccessRules() []*AccessRule {
+	if x != nil {
+		return x.AccessRules
 	}
 	return nil
 }
@@ -1434,7 +1676,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[14]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1688,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[14]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1701,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApiKey) GetName() string {
@@ -1568,7 +1810,7 @@ type RateLimitPolicy struct {
 
 func (x *RateLimitPolicy) Reset() {
 	*x = RateLimitPolicy{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1822,7 @@ func (x *RateLimitPolicy) String() string {
 func (*RateLimitPolicy) ProtoMessage() {}
 
 func (x *RateLimitPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1835,7 @@ func (x *RateLimitPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitPolicy.ProtoReflect.Descriptor instead.
 func (*RateLimitPolicy) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RateLimitPolicy) GetName() string {
@@ -1703,7 +1945,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1957,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1970,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Token) GetName() string {
@@ -1803,7 +2045,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +2057,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +2070,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -1991,21 +2233,43 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xac\x01\n" +
+	"updateTime\"\xa9\x02\n" +
 	"\aJWTAuth\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1c\n" +
 	"\taudiences\x18\x02 \x03(\tR\taudiences\x12\x19\n" +
 	"\bjwks_url\x18\x03 \x01(\tR\ajwksUrl\x12'\n" +
 	"\x0fprincipal_claim\x18\x04 \x01(\tR\x0eprincipalClaim\x12'\n" +
-	"\x0frequired_scopes\x18\x05 \x03(\tR\x0erequiredScopes\"S\n" +
+	"\x0frequired_scopes\x18\x05 \x03(\tR\x0erequiredScopes\x12!\n" +
+	"\fgroups_claim\x18\x14 \x01(\tR\vgroupsClaim\x12\x1e\n" +
+	"\n" +
+	"algorithms\x18\x15 \x03(\tR\n" +
+	"algorithms\x128\n" +
+	"\n" +
+	"clock_skew\x18\x16 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\"}\n" +
 	"\fEndpointAuth\x12\x1c\n" +
 	"\tanonymous\x18\x01 \x01(\bR\tanonymous\x12%\n" +
-	"\x03jwt\x18\x02 \x01(\v2\x13.metamcp.v1.JWTAuthR\x03jwt\"e\n" +
+	"\x03jwt\x18\x02 \x01(\v2\x13.metamcp.v1.JWTAuthR\x03jwt\x12(\n" +
+	"\x10disable_api_keys\x18\x14 \x01(\bR\x0edisableApiKeys\"\xab\x02\n" +
+	"\n" +
+	"AccessRule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
+	"\x06effect\x18\x02 \x01(\x0e2\x18.metamcp.v1.AccessEffectR\x06effect\x12\x1e\n" +
+	"\n" +
+	"principals\x18\x03 \x03(\tR\n" +
+	"principals\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\tR\x06groups\x12\x19\n" +
+	"\bapi_keys\x18\x05 \x03(\tR\aapiKeys\x12\x14\n" +
+	"\x05tools\x18\x06 \x03(\tR\x05tools\x12\x18\n" +
+	"\aservers\x18\a \x03(\tR\aservers\x12\x18\n" +
+	"\aprompts\x18\b \x03(\tR\aprompts\x12\x1c\n" +
+	"\tresources\x18\t \x03(\tR\tresources\x12\x1c\n" +
+	"\tcondition\x18\n" +
+	" \x01(\tR\tcondition\"e\n" +
 	"\n" +
 	"Transports\x126\n" +
 	"\x17disable_streamable_http\x18\x01 \x01(\bR\x15disableStreamableHttp\x12\x1f\n" +
 	"\vdisable_sse\x18\x02 \x01(\bR\n" +
-	"disableSse\"\xfb\x02\n" +
+	"disableSse\"\xb6\x03\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1c\n" +
@@ -2015,7 +2279,8 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"rateLimits\x126\n" +
 	"\n" +
 	"transports\x18\x06 \x01(\v2\x16.metamcp.v1.TransportsR\n" +
-	"transports\x12\x1a\n" +
+	"transports\x129\n" +
+	"\faccess_rules\x18\x14 \x03(\v2\x16.metamcp.v1.AccessRuleR\vaccessRules\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -2078,7 +2343,11 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\vSessionMode\x12\x1c\n" +
 	"\x18SESSION_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13SESSION_MODE_SHARED\x10\x01\x12\x1b\n" +
-	"\x17SESSION_MODE_PER_CLIENT\x10\x02*\xa1\x01\n" +
+	"\x17SESSION_MODE_PER_CLIENT\x10\x02*^\n" +
+	"\fAccessEffect\x12\x1d\n" +
+	"\x19ACCESS_EFFECT_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13ACCESS_EFFECT_ALLOW\x10\x01\x12\x16\n" +
+	"\x12ACCESS_EFFECT_DENY\x10\x02*\xa1\x01\n" +
 	"\fRateLimitKey\x12\x1e\n" +
 	"\x1aRATE_LIMIT_KEY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18RATE_LIMIT_KEY_PRINCIPAL\x10\x01\x12\x1a\n" +
@@ -2108,88 +2377,93 @@ func file_metamcp_v1_resources_proto_rawDescGZIP() []byte {
 	return file_metamcp_v1_resources_proto_rawDescData
 }
 
-var file_metamcp_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_metamcp_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_metamcp_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_metamcp_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_metamcp_v1_resources_proto_goTypes = []any{
 	(SessionMode)(0),              // 0: metamcp.v1.SessionMode
-	(RateLimitKey)(0),             // 1: metamcp.v1.RateLimitKey
-	(RateLimitFailureMode)(0),     // 2: metamcp.v1.RateLimitFailureMode
-	(TokenScope)(0),               // 3: metamcp.v1.TokenScope
-	(*Value)(nil),                 // 4: metamcp.v1.Value
-	(*StdioTransport)(nil),        // 5: metamcp.v1.StdioTransport
-	(*HTTPTransport)(nil),         // 6: metamcp.v1.HTTPTransport
-	(*Timeouts)(nil),              // 7: metamcp.v1.Timeouts
-	(*Limits)(nil),                // 8: metamcp.v1.Limits
-	(*Server)(nil),                // 9: metamcp.v1.Server
-	(*ToolAnnotations)(nil),       // 10: metamcp.v1.ToolAnnotations
-	(*ToolOverride)(nil),          // 11: metamcp.v1.ToolOverride
-	(*NamespaceMember)(nil),       // 12: metamcp.v1.NamespaceMember
-	(*Namespace)(nil),             // 13: metamcp.v1.Namespace
-	(*JWTAuth)(nil),               // 14: metamcp.v1.JWTAuth
-	(*EndpointAuth)(nil),          // 15: metamcp.v1.EndpointAuth
-	(*Transports)(nil),            // 16: metamcp.v1.Transports
-	(*Endpoint)(nil),              // 17: metamcp.v1.Endpoint
-	(*ApiKey)(nil),                // 18: metamcp.v1.ApiKey
-	(*RateLimitPolicy)(nil),       // 19: metamcp.v1.RateLimitPolicy
-	(*Token)(nil),                 // 20: metamcp.v1.Token
-	(*Resource)(nil),              // 21: metamcp.v1.Resource
-	nil,                           // 22: metamcp.v1.StdioTransport.EnvEntry
-	nil,                           // 23: metamcp.v1.HTTPTransport.HeadersEntry
-	nil,                           // 24: metamcp.v1.NamespaceMember.ToolOverridesEntry
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(AccessEffect)(0),             // 1: metamcp.v1.AccessEffect
+	(RateLimitKey)(0),             // 2: metamcp.v1.RateLimitKey
+	(RateLimitFailureMode)(0),     // 3: metamcp.v1.RateLimitFailureMode
+	(TokenScope)(0),               // 4: metamcp.v1.TokenScope
+	(*Value)(nil),                 // 5: metamcp.v1.Value
+	(*StdioTransport)(nil),        // 6: metamcp.v1.StdioTransport
+	(*HTTPTransport)(nil),         // 7: metamcp.v1.HTTPTransport
+	(*Timeouts)(nil),              // 8: metamcp.v1.Timeouts
+	(*Limits)(nil),                // 9: metamcp.v1.Limits
+	(*Server)(nil),                // 10: metamcp.v1.Server
+	(*ToolAnnotations)(nil),       // 11: metamcp.v1.ToolAnnotations
+	(*ToolOverride)(nil),          // 12: metamcp.v1.ToolOverride
+	(*NamespaceMember)(nil),       // 13: metamcp.v1.NamespaceMember
+	(*Namespace)(nil),             // 14: metamcp.v1.Namespace
+	(*JWTAuth)(nil),               // 15: metamcp.v1.JWTAuth
+	(*EndpointAuth)(nil),          // 16: metamcp.v1.EndpointAuth
+	(*AccessRule)(nil),            // 17: metamcp.v1.AccessRule
+	(*Transports)(nil),            // 18: metamcp.v1.Transports
+	(*Endpoint)(nil),              // 19: metamcp.v1.Endpoint
+	(*ApiKey)(nil),                // 20: metamcp.v1.ApiKey
+	(*RateLimitPolicy)(nil),       // 21: metamcp.v1.RateLimitPolicy
+	(*Token)(nil),                 // 22: metamcp.v1.Token
+	(*Resource)(nil),              // 23: metamcp.v1.Resource
+	nil,                           // 24: metamcp.v1.StdioTransport.EnvEntry
+	nil,                           // 25: metamcp.v1.HTTPTransport.HeadersEntry
+	nil,                           // 26: metamcp.v1.NamespaceMember.ToolOverridesEntry
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_metamcp_v1_resources_proto_depIdxs = []int32{
-	22, // 0: metamcp.v1.StdioTransport.env:type_name -> metamcp.v1.StdioTransport.EnvEntry
-	23, // 1: metamcp.v1.HTTPTransport.headers:type_name -> metamcp.v1.HTTPTransport.HeadersEntry
-	4,  // 2: metamcp.v1.HTTPTransport.bearer_token:type_name -> metamcp.v1.Value
-	25, // 3: metamcp.v1.Timeouts.initialize:type_name -> google.protobuf.Duration
-	25, // 4: metamcp.v1.Timeouts.call:type_name -> google.protobuf.Duration
-	25, // 5: metamcp.v1.Timeouts.list:type_name -> google.protobuf.Duration
-	25, // 6: metamcp.v1.Limits.idle_ttl:type_name -> google.protobuf.Duration
-	5,  // 7: metamcp.v1.Server.stdio:type_name -> metamcp.v1.StdioTransport
-	6,  // 8: metamcp.v1.Server.sse:type_name -> metamcp.v1.HTTPTransport
-	6,  // 9: metamcp.v1.Server.streamable_http:type_name -> metamcp.v1.HTTPTransport
+	24, // 0: metamcp.v1.StdioTransport.env:type_name -> metamcp.v1.StdioTransport.EnvEntry
+	25, // 1: metamcp.v1.HTTPTransport.headers:type_name -> metamcp.v1.HTTPTransport.HeadersEntry
+	5,  // 2: metamcp.v1.HTTPTransport.bearer_token:type_name -> metamcp.v1.Value
+	27, // 3: metamcp.v1.Timeouts.initialize:type_name -> google.protobuf.Duration
+	27, // 4: metamcp.v1.Timeouts.call:type_name -> google.protobuf.Duration
+	27, // 5: metamcp.v1.Timeouts.list:type_name -> google.protobuf.Duration
+	27, // 6: metamcp.v1.Limits.idle_ttl:type_name -> google.protobuf.Duration
+	6,  // 7: metamcp.v1.Server.stdio:type_name -> metamcp.v1.StdioTransport
+	7,  // 8: metamcp.v1.Server.sse:type_name -> metamcp.v1.HTTPTransport
+	7,  // 9: metamcp.v1.Server.streamable_http:type_name -> metamcp.v1.HTTPTransport
 	0,  // 10: metamcp.v1.Server.session_mode:type_name -> metamcp.v1.SessionMode
-	7,  // 11: metamcp.v1.Server.timeouts:type_name -> metamcp.v1.Timeouts
-	8,  // 12: metamcp.v1.Server.limits:type_name -> metamcp.v1.Limits
-	26, // 13: metamcp.v1.Server.create_time:type_name -> google.protobuf.Timestamp
-	26, // 14: metamcp.v1.Server.update_time:type_name -> google.protobuf.Timestamp
-	10, // 15: metamcp.v1.ToolOverride.annotations:type_name -> metamcp.v1.ToolAnnotations
-	24, // 16: metamcp.v1.NamespaceMember.tool_overrides:type_name -> metamcp.v1.NamespaceMember.ToolOverridesEntry
-	12, // 17: metamcp.v1.Namespace.members:type_name -> metamcp.v1.NamespaceMember
-	26, // 18: metamcp.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
-	26, // 19: metamcp.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
-	14, // 20: metamcp.v1.EndpointAuth.jwt:type_name -> metamcp.v1.JWTAuth
-	15, // 21: metamcp.v1.Endpoint.auth:type_name -> metamcp.v1.EndpointAuth
-	16, // 22: metamcp.v1.Endpoint.transports:type_name -> metamcp.v1.Transports
-	26, // 23: metamcp.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	26, // 24: metamcp.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	26, // 25: metamcp.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 26: metamcp.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	26, // 27: metamcp.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	26, // 28: metamcp.v1.ApiKey.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 29: metamcp.v1.RateLimitPolicy.key:type_name -> metamcp.v1.RateLimitKey
-	25, // 30: metamcp.v1.RateLimitPolicy.period:type_name -> google.protobuf.Duration
-	2,  // 31: metamcp.v1.RateLimitPolicy.on_redis_failure:type_name -> metamcp.v1.RateLimitFailureMode
-	26, // 32: metamcp.v1.RateLimitPolicy.create_time:type_name -> google.protobuf.Timestamp
-	26, // 33: metamcp.v1.RateLimitPolicy.update_time:type_name -> google.protobuf.Timestamp
-	3,  // 34: metamcp.v1.Token.scope:type_name -> metamcp.v1.TokenScope
-	26, // 35: metamcp.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
-	26, // 36: metamcp.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
-	26, // 37: metamcp.v1.Token.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 38: metamcp.v1.Resource.server:type_name -> metamcp.v1.Server
-	13, // 39: metamcp.v1.Resource.namespace:type_name -> metamcp.v1.Namespace
-	17, // 40: metamcp.v1.Resource.endpoint:type_name -> metamcp.v1.Endpoint
-	19, // 41: metamcp.v1.Resource.rate_limit:type_name -> metamcp.v1.RateLimitPolicy
-	4,  // 42: metamcp.v1.StdioTransport.EnvEntry.value:type_name -> metamcp.v1.Value
-	4,  // 43: metamcp.v1.HTTPTransport.HeadersEntry.value:type_name -> metamcp.v1.Value
-	11, // 44: metamcp.v1.NamespaceMember.ToolOverridesEntry.value:type_name -> metamcp.v1.ToolOverride
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	8,  // 11: metamcp.v1.Server.timeouts:type_name -> metamcp.v1.Timeouts
+	9,  // 12: metamcp.v1.Server.limits:type_name -> metamcp.v1.Limits
+	28, // 13: metamcp.v1.Server.create_time:type_name -> google.protobuf.Timestamp
+	28, // 14: metamcp.v1.Server.update_time:type_name -> google.protobuf.Timestamp
+	11, // 15: metamcp.v1.ToolOverride.annotations:type_name -> metamcp.v1.ToolAnnotations
+	26, // 16: metamcp.v1.NamespaceMember.tool_overrides:type_name -> metamcp.v1.NamespaceMember.ToolOverridesEntry
+	13, // 17: metamcp.v1.Namespace.members:type_name -> metamcp.v1.NamespaceMember
+	28, // 18: metamcp.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
+	28, // 19: metamcp.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
+	27, // 20: metamcp.v1.JWTAuth.clock_skew:type_name -> google.protobuf.Duration
+	15, // 21: metamcp.v1.EndpointAuth.jwt:type_name -> metamcp.v1.JWTAuth
+	1,  // 22: metamcp.v1.AccessRule.effect:type_name -> metamcp.v1.AccessEffect
+	16, // 23: metamcp.v1.Endpoint.auth:type_name -> metamcp.v1.EndpointAuth
+	18, // 24: metamcp.v1.Endpoint.transports:type_name -> metamcp.v1.Transports
+	17, // 25: metamcp.v1.Endpoint.access_rules:type_name -> metamcp.v1.AccessRule
+	28, // 26: metamcp.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	28, // 27: metamcp.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	28, // 28: metamcp.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	28, // 29: metamcp.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	28, // 30: metamcp.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	28, // 31: metamcp.v1.ApiKey.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 32: metamcp.v1.RateLimitPolicy.key:type_name -> metamcp.v1.RateLimitKey
+	27, // 33: metamcp.v1.RateLimitPolicy.period:type_name -> google.protobuf.Duration
+	3,  // 34: metamcp.v1.RateLimitPolicy.on_redis_failure:type_name -> metamcp.v1.RateLimitFailureMode
+	28, // 35: metamcp.v1.RateLimitPolicy.create_time:type_name -> google.protobuf.Timestamp
+	28, // 36: metamcp.v1.RateLimitPolicy.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 37: metamcp.v1.Token.scope:type_name -> metamcp.v1.TokenScope
+	28, // 38: metamcp.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	28, // 39: metamcp.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	28, // 40: metamcp.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	10, // 41: metamcp.v1.Resource.server:type_name -> metamcp.v1.Server
+	14, // 42: metamcp.v1.Resource.namespace:type_name -> metamcp.v1.Namespace
+	19, // 43: metamcp.v1.Resource.endpoint:type_name -> metamcp.v1.Endpoint
+	21, // 44: metamcp.v1.Resource.rate_limit:type_name -> metamcp.v1.RateLimitPolicy
+	5,  // 45: metamcp.v1.StdioTransport.EnvEntry.value:type_name -> metamcp.v1.Value
+	5,  // 46: metamcp.v1.HTTPTransport.HeadersEntry.value:type_name -> metamcp.v1.Value
+	12, // 47: metamcp.v1.NamespaceMember.ToolOverridesEntry.value:type_name -> metamcp.v1.ToolOverride
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_resources_proto_init() }
@@ -2204,7 +2478,7 @@ func file_metamcp_v1_resources_proto_init() {
 	}
 	file_metamcp_v1_resources_proto_msgTypes[6].OneofWrappers = []any{}
 	file_metamcp_v1_resources_proto_msgTypes[8].OneofWrappers = []any{}
-	file_metamcp_v1_resources_proto_msgTypes[17].OneofWrappers = []any{
+	file_metamcp_v1_resources_proto_msgTypes[18].OneofWrappers = []any{
 		(*Resource_Server)(nil),
 		(*Resource_Namespace)(nil),
 		(*Resource_Endpoint)(nil),
@@ -2215,8 +2489,8 @@ func file_metamcp_v1_resources_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_resources_proto_rawDesc), len(file_metamcp_v1_resources_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   21,
+			NumEnums:      5,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
