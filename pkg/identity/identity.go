@@ -1,8 +1,8 @@
-// Package auth establishes who is calling the data plane: it checks the
-// credential a request carries (an API key or an OAuth/OIDC access token) and
-// turns it into a Principal, which authorization, rate limits and the audit
-// trail use from then on.
-package auth
+// Package identity defines the Principal: who is calling an endpoint, as
+// established by the data plane from an API key or an OAuth/OIDC access token.
+// Authorization, rate limits and the audit trail use it; the control plane
+// uses it to answer `mmctl auth can-i`.
+package identity
 
 // Kind says which credential established a principal.
 type Kind uint8
