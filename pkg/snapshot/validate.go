@@ -532,6 +532,17 @@ func (c *checker) endpoint(e *metamcpv1.Endpoint) {
 	if t := e.GetTransports(); t.GetDisableSse() && t.GetDisableStreamableHttp() {
 		c.warn(KindEndpoint, name, "transports", "both streamableHttp and sse are disabled: no client can connect")
 	}
+	c.audit(name, e.GetAudit())
+}
+
+// audit checks an endpoint's payload-capture settings.
+func (c *checker) audit(name string, a *metamcpv1.AuditSettings) {
+	if a == nil {
+		return
+	}
+	if a.GetCaptureArguments() || a.GetCaptureResults() {
+		c.add(KindEndpoint, name, "audit", "payload capture is not enforced by this version yet: remove it")
+	}
 }
 
 func (c *checker) jwt(name string, j *metamcpv1.JWTAuth) {

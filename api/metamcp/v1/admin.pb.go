@@ -2712,7 +2712,7 @@ var File_metamcp_v1_admin_proto protoreflect.FileDescriptor
 const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16metamcp/v1/admin.proto\x12\n" +
-	"metamcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ametamcp/v1/resources.proto\"A\n" +
+	"metamcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16metamcp/v1/audit.proto\x1a\x1ametamcp/v1/resources.proto\"A\n" +
 	"\x13CreateServerRequest\x12*\n" +
 	"\x06server\x18\x01 \x01(\v2\x12.metamcp.v1.ServerR\x06server\"&\n" +
 	"\x10GetServerRequest\x12\x12\n" +
@@ -2854,7 +2854,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x1aUPSTREAM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPSTREAM_STATE_IDLE\x10\x01\x12\x1a\n" +
 	"\x16UPSTREAM_STATE_HEALTHY\x10\x02\x12\x17\n" +
-	"\x13UPSTREAM_STATE_DOWN\x10\x032\xb8\x15\n" +
+	"\x13UPSTREAM_STATE_DOWN\x10\x032\xe3\x17\n" +
 	"\fAdminService\x12C\n" +
 	"\fCreateServer\x12\x1f.metamcp.v1.CreateServerRequest\x1a\x12.metamcp.v1.Server\x12=\n" +
 	"\tGetServer\x12\x1c.metamcp.v1.GetServerRequest\x1a\x12.metamcp.v1.Server\x12N\n" +
@@ -2890,7 +2890,10 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x06Export\x12\x19.metamcp.v1.ExportRequest\x1a\x1a.metamcp.v1.ExportResponse\x12N\n" +
 	"\vGetRevision\x12\x1e.metamcp.v1.GetRevisionRequest\x1a\x1f.metamcp.v1.GetRevisionResponse\x12W\n" +
 	"\x0eListDataPlanes\x12!.metamcp.v1.ListDataPlanesRequest\x1a\".metamcp.v1.ListDataPlanesResponse\x12]\n" +
-	"\x10RotateSessionKey\x12#.metamcp.v1.RotateSessionKeyRequest\x1a$.metamcp.v1.RotateSessionKeyResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
+	"\x10RotateSessionKey\x12#.metamcp.v1.RotateSessionKeyRequest\x1a$.metamcp.v1.RotateSessionKeyResponse\x12Z\n" +
+	"\x0fListCallRecords\x12\".metamcp.v1.ListCallRecordsRequest\x1a#.metamcp.v1.ListCallRecordsResponse\x12b\n" +
+	"\x11FollowCallRecords\x12$.metamcp.v1.FollowCallRecordsRequest\x1a%.metamcp.v1.FollowCallRecordsResponse0\x01\x12i\n" +
+	"\x14SummarizeCallRecords\x12'.metamcp.v1.SummarizeCallRecordsRequest\x1a(.metamcp.v1.SummarizeCallRecordsResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
 
 var (
 	file_metamcp_v1_admin_proto_rawDescOnce sync.Once
@@ -2972,6 +2975,12 @@ var file_metamcp_v1_admin_proto_goTypes = []any{
 	(*Token)(nil),                         // 62: metamcp.v1.Token
 	(*Resource)(nil),                      // 63: metamcp.v1.Resource
 	(*timestamppb.Timestamp)(nil),         // 64: google.protobuf.Timestamp
+	(*ListCallRecordsRequest)(nil),        // 65: metamcp.v1.ListCallRecordsRequest
+	(*FollowCallRecordsRequest)(nil),      // 66: metamcp.v1.FollowCallRecordsRequest
+	(*SummarizeCallRecordsRequest)(nil),   // 67: metamcp.v1.SummarizeCallRecordsRequest
+	(*ListCallRecordsResponse)(nil),       // 68: metamcp.v1.ListCallRecordsResponse
+	(*FollowCallRecordsResponse)(nil),     // 69: metamcp.v1.FollowCallRecordsResponse
+	(*SummarizeCallRecordsResponse)(nil),  // 70: metamcp.v1.SummarizeCallRecordsResponse
 }
 var file_metamcp_v1_admin_proto_depIdxs = []int32{
 	57, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
@@ -3036,42 +3045,48 @@ var file_metamcp_v1_admin_proto_depIdxs = []int32{
 	51, // 59: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
 	55, // 60: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
 	49, // 61: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
-	57, // 62: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
-	57, // 63: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
-	5,  // 64: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
-	57, // 65: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
-	8,  // 66: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
-	58, // 67: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
-	58, // 68: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
-	12, // 69: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
-	58, // 70: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
-	15, // 71: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
-	59, // 72: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
-	59, // 73: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
-	19, // 74: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
-	59, // 75: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
-	22, // 76: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
-	60, // 77: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	60, // 78: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	26, // 79: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
-	60, // 80: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	29, // 81: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
-	31, // 82: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
-	61, // 83: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
-	34, // 84: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
-	61, // 85: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
-	37, // 86: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
-	61, // 87: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
-	40, // 88: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
-	42, // 89: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
-	62, // 90: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
-	46, // 91: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
-	48, // 92: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
-	52, // 93: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
-	56, // 94: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
-	50, // 95: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
-	62, // [62:96] is the sub-list for method output_type
-	28, // [28:62] is the sub-list for method input_type
+	65, // 62: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
+	66, // 63: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
+	67, // 64: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
+	57, // 65: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
+	57, // 66: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
+	5,  // 67: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
+	57, // 68: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
+	8,  // 69: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
+	58, // 70: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
+	58, // 71: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
+	12, // 72: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
+	58, // 73: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
+	15, // 74: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
+	59, // 75: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
+	59, // 76: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
+	19, // 77: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
+	59, // 78: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
+	22, // 79: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
+	60, // 80: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	60, // 81: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	26, // 82: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
+	60, // 83: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	29, // 84: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
+	31, // 85: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
+	61, // 86: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
+	34, // 87: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
+	61, // 88: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
+	37, // 89: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
+	61, // 90: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
+	40, // 91: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
+	42, // 92: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
+	62, // 93: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
+	46, // 94: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
+	48, // 95: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
+	52, // 96: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
+	56, // 97: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
+	50, // 98: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
+	68, // 99: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
+	69, // 100: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
+	70, // 101: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
+	65, // [65:102] is the sub-list for method output_type
+	28, // [28:65] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3082,6 +3097,7 @@ func file_metamcp_v1_admin_proto_init() {
 	if File_metamcp_v1_admin_proto != nil {
 		return
 	}
+	file_metamcp_v1_audit_proto_init()
 	file_metamcp_v1_resources_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

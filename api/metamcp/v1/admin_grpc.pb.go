@@ -53,6 +53,9 @@ const (
 	AdminService_GetRevision_FullMethodName           = "/metamcp.v1.AdminService/GetRevision"
 	AdminService_ListDataPlanes_FullMethodName        = "/metamcp.v1.AdminService/ListDataPlanes"
 	AdminService_RotateSessionKey_FullMethodName      = "/metamcp.v1.AdminService/RotateSessionKey"
+	AdminService_ListCallRecords_FullMethodName       = "/metamcp.v1.AdminService/ListCallRecords"
+	AdminService_FollowCallRecords_FullMethodName     = "/metamcp.v1.AdminService/FollowCallRecords"
+	AdminService_SummarizeCallRecords_FullMethodName  = "/metamcp.v1.AdminService/SummarizeCallRecords"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -117,6 +120,14 @@ type AdminServiceClient interface {
 	// current one as previous: sessions sealed with it still open, those sealed
 	// with the one before are refused from now on. One revision.
 	RotateSessionKey(ctx context.Context, in *RotateSessionKeyRequest, opts ...grpc.CallOption) (*RotateSessionKeyResponse, error)
+	// ListCallRecords pages through the audit trail, newest first.
+	ListCallRecords(ctx context.Context, in *ListCallRecordsRequest, opts ...grpc.CallOption) (*ListCallRecordsResponse, error)
+	// FollowCallRecords streams the records stored from now on that match the
+	// filter, until the caller ends the stream.
+	FollowCallRecords(ctx context.Context, in *FollowCallRecordsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowCallRecordsResponse], error)
+	// SummarizeCallRecords counts calls, errors and refusals and gives the
+	// median and 95th percentile latency per principal and target.
+	SummarizeCallRecords(ctx context.Context, in *SummarizeCallRecordsRequest, opts ...grpc.CallOption) (*SummarizeCallRecordsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -467,6 +478,45 @@ func (c *adminServiceClient) RotateSessionKey(ctx context.Context, in *RotateSes
 	return out, nil
 }
 
+func (c *adminServiceClient) ListCallRecords(ctx context.Context, in *ListCallRecordsRequest, opts ...grpc.CallOption) (*ListCallRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCallRecordsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListCallRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) FollowCallRecords(ctx context.Context, in *FollowCallRecordsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowCallRecordsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_FollowCallRecords_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FollowCallRecordsRequest, FollowCallRecordsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_FollowCallRecordsClient = grpc.ServerStreamingClient[FollowCallRecordsResponse]
+
+func (c *adminServiceClient) SummarizeCallRecords(ctx context.Context, in *SummarizeCallRecordsRequest, opts ...grpc.CallOption) (*SummarizeCallRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SummarizeCallRecordsResponse)
+	err := c.cc.Invoke(ctx, AdminService_SummarizeCallRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -529,6 +579,14 @@ type AdminServiceServer interface {
 	// current one as previous: sessions sealed with it still open, those sealed
 	// with the one before are refused from now on. One revision.
 	RotateSessionKey(context.Context, *RotateSessionKeyRequest) (*RotateSessionKeyResponse, error)
+	// ListCallRecords pages through the audit trail, newest first.
+	ListCallRecords(context.Context, *ListCallRecordsRequest) (*ListCallRecordsResponse, error)
+	// FollowCallRecords streams the records stored from now on that match the
+	// filter, until the caller ends the stream.
+	FollowCallRecords(*FollowCallRecordsRequest, grpc.ServerStreamingServer[FollowCallRecordsResponse]) error
+	// SummarizeCallRecords counts calls, errors and refusals and gives the
+	// median and 95th percentile latency per principal and target.
+	SummarizeCallRecords(context.Context, *SummarizeCallRecordsRequest) (*SummarizeCallRecordsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -640,6 +698,15 @@ func (UnimplementedAdminServiceServer) ListDataPlanes(context.Context, *ListData
 }
 func (UnimplementedAdminServiceServer) RotateSessionKey(context.Context, *RotateSessionKeyRequest) (*RotateSessionKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateSessionKey not implemented")
+}
+func (UnimplementedAdminServiceServer) ListCallRecords(context.Context, *ListCallRecordsRequest) (*ListCallRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCallRecords not implemented")
+}
+func (UnimplementedAdminServiceServer) FollowCallRecords(*FollowCallRecordsRequest, grpc.ServerStreamingServer[FollowCallRecordsResponse]) error {
+	return status.Error(codes.Unimplemented, "method FollowCallRecords not implemented")
+}
+func (UnimplementedAdminServiceServer) SummarizeCallRecords(context.Context, *SummarizeCallRecordsRequest) (*SummarizeCallRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SummarizeCallRecords not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1274,6 +1341,53 @@ func _AdminService_RotateSessionKey_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListCallRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCallRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListCallRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListCallRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListCallRecords(ctx, req.(*ListCallRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_FollowCallRecords_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FollowCallRecordsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).FollowCallRecords(m, &grpc.GenericServerStream[FollowCallRecordsRequest, FollowCallRecordsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_FollowCallRecordsServer = grpc.ServerStreamingServer[FollowCallRecordsResponse]
+
+func _AdminService_SummarizeCallRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SummarizeCallRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SummarizeCallRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SummarizeCallRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SummarizeCallRecords(ctx, req.(*SummarizeCallRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1417,7 +1531,21 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RotateSessionKey",
 			Handler:    _AdminService_RotateSessionKey_Handler,
 		},
+		{
+			MethodName: "ListCallRecords",
+			Handler:    _AdminService_ListCallRecords_Handler,
+		},
+		{
+			MethodName: "SummarizeCallRecords",
+			Handler:    _AdminService_SummarizeCallRecords_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FollowCallRecords",
+			Handler:       _AdminService_FollowCallRecords_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "metamcp/v1/admin.proto",
 }

@@ -1535,6 +1535,9 @@ type Endpoint struct {
 	Transports *Transports `protobuf:"bytes,6,opt,name=transports,proto3" json:"transports,omitempty"`
 	// Who may use which tools, prompts and resources; see AccessRule.
 	AccessRules []*AccessRule `protobuf:"bytes,20,rep,name=access_rules,json=accessRules,proto3" json:"access_rules,omitempty"`
+	// What the audit trail keeps of this endpoint's calls beyond who, what
+	// and how it went: payload capture, off by default.
+	Audit *AuditSettings `protobuf:"bytes,50,opt,name=audit,proto3" json:"audit,omitempty"`
 	// Output only.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -1624,6 +1627,13 @@ func (x *Endpoint) GetAccessRules() []*AccessRule {
 	return nil
 }
 
+func (x *Endpoint) GetAudit() *AuditSettings {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
 func (x *Endpoint) GetRevision() int64 {
 	if x != nil {
 		return x.Revision
@@ -1641,6 +1651,83 @@ func (x *Endpoint) GetCreateTime() *timestamppb.Timestamp {
 func (x *Endpoint) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+// AuditSettings turn on payload capture for an endpoint's calls. Payloads
+// are redacted and cut on the data plane, before they leave it.
+type AuditSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keep the arguments of tools/call and prompts/get.
+	CaptureArguments bool `protobuf:"varint,1,opt,name=capture_arguments,json=captureArguments,proto3" json:"capture_arguments,omitempty"`
+	// Keep the results too (of tools/call, prompts/get and resources/read).
+	CaptureResults bool `protobuf:"varint,2,opt,name=capture_results,json=captureResults,proto3" json:"capture_results,omitempty"`
+	// Longest payload kept, in bytes (4096 when 0, at most 65536).
+	MaxPayloadBytes int32 `protobuf:"varint,3,opt,name=max_payload_bytes,json=maxPayloadBytes,proto3" json:"max_payload_bytes,omitempty"`
+	// Object keys whose values are replaced with "[REDACTED]", at any depth,
+	// matched without regard to case, in addition to the defaults (password,
+	// passwd, secret, token, access_token, refresh_token, api_key, apikey,
+	// authorization, cookie, private_key, client_secret).
+	RedactKeys    []string `protobuf:"bytes,4,rep,name=redact_keys,json=redactKeys,proto3" json:"redact_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditSettings) Reset() {
+	*x = AuditSettings{}
+	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditSettings) ProtoMessage() {}
+
+func (x *AuditSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditSettings.ProtoReflect.Descriptor instead.
+func (*AuditSettings) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AuditSettings) GetCaptureArguments() bool {
+	if x != nil {
+		return x.CaptureArguments
+	}
+	return false
+}
+
+func (x *AuditSettings) GetCaptureResults() bool {
+	if x != nil {
+		return x.CaptureResults
+	}
+	return false
+}
+
+func (x *AuditSettings) GetMaxPayloadBytes() int32 {
+	if x != nil {
+		return x.MaxPayloadBytes
+	}
+	return 0
+}
+
+func (x *AuditSettings) GetRedactKeys() []string {
+	if x != nil {
+		return x.RedactKeys
 	}
 	return nil
 }
@@ -1676,7 +1763,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1775,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[15]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1788,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{15}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApiKey) GetName() string {
@@ -1810,7 +1897,7 @@ type RateLimitPolicy struct {
 
 func (x *RateLimitPolicy) Reset() {
 	*x = RateLimitPolicy{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1909,7 @@ func (x *RateLimitPolicy) String() string {
 func (*RateLimitPolicy) ProtoMessage() {}
 
 func (x *RateLimitPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[16]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1922,7 @@ func (x *RateLimitPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitPolicy.ProtoReflect.Descriptor instead.
 func (*RateLimitPolicy) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{16}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RateLimitPolicy) GetName() string {
@@ -1945,7 +2032,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2044,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[17]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2057,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{17}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Token) GetName() string {
@@ -2045,7 +2132,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_metamcp_v1_resources_proto_msgTypes[18]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2057,7 +2144,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_resources_proto_msgTypes[18]
+	mi := &file_metamcp_v1_resources_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2070,7 +2157,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{18}
+	return file_metamcp_v1_resources_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -2269,7 +2356,7 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"Transports\x126\n" +
 	"\x17disable_streamable_http\x18\x01 \x01(\bR\x15disableStreamableHttp\x12\x1f\n" +
 	"\vdisable_sse\x18\x02 \x01(\bR\n" +
-	"disableSse\"\xb6\x03\n" +
+	"disableSse\"\xe7\x03\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1c\n" +
@@ -2280,12 +2367,19 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"transports\x18\x06 \x01(\v2\x16.metamcp.v1.TransportsR\n" +
 	"transports\x129\n" +
-	"\faccess_rules\x18\x14 \x03(\v2\x16.metamcp.v1.AccessRuleR\vaccessRules\x12\x1a\n" +
+	"\faccess_rules\x18\x14 \x03(\v2\x16.metamcp.v1.AccessRuleR\vaccessRules\x12/\n" +
+	"\x05audit\x182 \x01(\v2\x19.metamcp.v1.AuditSettingsR\x05audit\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xc4\x03\n" +
+	"updateTime\"\xb2\x01\n" +
+	"\rAuditSettings\x12+\n" +
+	"\x11capture_arguments\x18\x01 \x01(\bR\x10captureArguments\x12'\n" +
+	"\x0fcapture_results\x18\x02 \x01(\bR\x0ecaptureResults\x12*\n" +
+	"\x11max_payload_bytes\x18\x03 \x01(\x05R\x0fmaxPayloadBytes\x12\x1f\n" +
+	"\vredact_keys\x18\x04 \x03(\tR\n" +
+	"redactKeys\"\xc4\x03\n" +
 	"\x06ApiKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1c\n" +
@@ -2378,7 +2472,7 @@ func file_metamcp_v1_resources_proto_rawDescGZIP() []byte {
 }
 
 var file_metamcp_v1_resources_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_metamcp_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_metamcp_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_metamcp_v1_resources_proto_goTypes = []any{
 	(SessionMode)(0),              // 0: metamcp.v1.SessionMode
 	(AccessEffect)(0),             // 1: metamcp.v1.AccessEffect
@@ -2400,70 +2494,72 @@ var file_metamcp_v1_resources_proto_goTypes = []any{
 	(*AccessRule)(nil),            // 17: metamcp.v1.AccessRule
 	(*Transports)(nil),            // 18: metamcp.v1.Transports
 	(*Endpoint)(nil),              // 19: metamcp.v1.Endpoint
-	(*ApiKey)(nil),                // 20: metamcp.v1.ApiKey
-	(*RateLimitPolicy)(nil),       // 21: metamcp.v1.RateLimitPolicy
-	(*Token)(nil),                 // 22: metamcp.v1.Token
-	(*Resource)(nil),              // 23: metamcp.v1.Resource
-	nil,                           // 24: metamcp.v1.StdioTransport.EnvEntry
-	nil,                           // 25: metamcp.v1.HTTPTransport.HeadersEntry
-	nil,                           // 26: metamcp.v1.NamespaceMember.ToolOverridesEntry
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*AuditSettings)(nil),         // 20: metamcp.v1.AuditSettings
+	(*ApiKey)(nil),                // 21: metamcp.v1.ApiKey
+	(*RateLimitPolicy)(nil),       // 22: metamcp.v1.RateLimitPolicy
+	(*Token)(nil),                 // 23: metamcp.v1.Token
+	(*Resource)(nil),              // 24: metamcp.v1.Resource
+	nil,                           // 25: metamcp.v1.StdioTransport.EnvEntry
+	nil,                           // 26: metamcp.v1.HTTPTransport.HeadersEntry
+	nil,                           // 27: metamcp.v1.NamespaceMember.ToolOverridesEntry
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_metamcp_v1_resources_proto_depIdxs = []int32{
-	24, // 0: metamcp.v1.StdioTransport.env:type_name -> metamcp.v1.StdioTransport.EnvEntry
-	25, // 1: metamcp.v1.HTTPTransport.headers:type_name -> metamcp.v1.HTTPTransport.HeadersEntry
+	25, // 0: metamcp.v1.StdioTransport.env:type_name -> metamcp.v1.StdioTransport.EnvEntry
+	26, // 1: metamcp.v1.HTTPTransport.headers:type_name -> metamcp.v1.HTTPTransport.HeadersEntry
 	5,  // 2: metamcp.v1.HTTPTransport.bearer_token:type_name -> metamcp.v1.Value
-	27, // 3: metamcp.v1.Timeouts.initialize:type_name -> google.protobuf.Duration
-	27, // 4: metamcp.v1.Timeouts.call:type_name -> google.protobuf.Duration
-	27, // 5: metamcp.v1.Timeouts.list:type_name -> google.protobuf.Duration
-	27, // 6: metamcp.v1.Limits.idle_ttl:type_name -> google.protobuf.Duration
+	28, // 3: metamcp.v1.Timeouts.initialize:type_name -> google.protobuf.Duration
+	28, // 4: metamcp.v1.Timeouts.call:type_name -> google.protobuf.Duration
+	28, // 5: metamcp.v1.Timeouts.list:type_name -> google.protobuf.Duration
+	28, // 6: metamcp.v1.Limits.idle_ttl:type_name -> google.protobuf.Duration
 	6,  // 7: metamcp.v1.Server.stdio:type_name -> metamcp.v1.StdioTransport
 	7,  // 8: metamcp.v1.Server.sse:type_name -> metamcp.v1.HTTPTransport
 	7,  // 9: metamcp.v1.Server.streamable_http:type_name -> metamcp.v1.HTTPTransport
 	0,  // 10: metamcp.v1.Server.session_mode:type_name -> metamcp.v1.SessionMode
 	8,  // 11: metamcp.v1.Server.timeouts:type_name -> metamcp.v1.Timeouts
 	9,  // 12: metamcp.v1.Server.limits:type_name -> metamcp.v1.Limits
-	28, // 13: metamcp.v1.Server.create_time:type_name -> google.protobuf.Timestamp
-	28, // 14: metamcp.v1.Server.update_time:type_name -> google.protobuf.Timestamp
+	29, // 13: metamcp.v1.Server.create_time:type_name -> google.protobuf.Timestamp
+	29, // 14: metamcp.v1.Server.update_time:type_name -> google.protobuf.Timestamp
 	11, // 15: metamcp.v1.ToolOverride.annotations:type_name -> metamcp.v1.ToolAnnotations
-	26, // 16: metamcp.v1.NamespaceMember.tool_overrides:type_name -> metamcp.v1.NamespaceMember.ToolOverridesEntry
+	27, // 16: metamcp.v1.NamespaceMember.tool_overrides:type_name -> metamcp.v1.NamespaceMember.ToolOverridesEntry
 	13, // 17: metamcp.v1.Namespace.members:type_name -> metamcp.v1.NamespaceMember
-	28, // 18: metamcp.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
-	28, // 19: metamcp.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
-	27, // 20: metamcp.v1.JWTAuth.clock_skew:type_name -> google.protobuf.Duration
+	29, // 18: metamcp.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
+	29, // 19: metamcp.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
+	28, // 20: metamcp.v1.JWTAuth.clock_skew:type_name -> google.protobuf.Duration
 	15, // 21: metamcp.v1.EndpointAuth.jwt:type_name -> metamcp.v1.JWTAuth
 	1,  // 22: metamcp.v1.AccessRule.effect:type_name -> metamcp.v1.AccessEffect
 	16, // 23: metamcp.v1.Endpoint.auth:type_name -> metamcp.v1.EndpointAuth
 	18, // 24: metamcp.v1.Endpoint.transports:type_name -> metamcp.v1.Transports
 	17, // 25: metamcp.v1.Endpoint.access_rules:type_name -> metamcp.v1.AccessRule
-	28, // 26: metamcp.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	28, // 27: metamcp.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	28, // 28: metamcp.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	28, // 29: metamcp.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	28, // 30: metamcp.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	28, // 31: metamcp.v1.ApiKey.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 32: metamcp.v1.RateLimitPolicy.key:type_name -> metamcp.v1.RateLimitKey
-	27, // 33: metamcp.v1.RateLimitPolicy.period:type_name -> google.protobuf.Duration
-	3,  // 34: metamcp.v1.RateLimitPolicy.on_redis_failure:type_name -> metamcp.v1.RateLimitFailureMode
-	28, // 35: metamcp.v1.RateLimitPolicy.create_time:type_name -> google.protobuf.Timestamp
-	28, // 36: metamcp.v1.RateLimitPolicy.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 37: metamcp.v1.Token.scope:type_name -> metamcp.v1.TokenScope
-	28, // 38: metamcp.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
-	28, // 39: metamcp.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
-	28, // 40: metamcp.v1.Token.create_time:type_name -> google.protobuf.Timestamp
-	10, // 41: metamcp.v1.Resource.server:type_name -> metamcp.v1.Server
-	14, // 42: metamcp.v1.Resource.namespace:type_name -> metamcp.v1.Namespace
-	19, // 43: metamcp.v1.Resource.endpoint:type_name -> metamcp.v1.Endpoint
-	21, // 44: metamcp.v1.Resource.rate_limit:type_name -> metamcp.v1.RateLimitPolicy
-	5,  // 45: metamcp.v1.StdioTransport.EnvEntry.value:type_name -> metamcp.v1.Value
-	5,  // 46: metamcp.v1.HTTPTransport.HeadersEntry.value:type_name -> metamcp.v1.Value
-	12, // 47: metamcp.v1.NamespaceMember.ToolOverridesEntry.value:type_name -> metamcp.v1.ToolOverride
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	20, // 26: metamcp.v1.Endpoint.audit:type_name -> metamcp.v1.AuditSettings
+	29, // 27: metamcp.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	29, // 28: metamcp.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	29, // 29: metamcp.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 30: metamcp.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	29, // 31: metamcp.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	29, // 32: metamcp.v1.ApiKey.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 33: metamcp.v1.RateLimitPolicy.key:type_name -> metamcp.v1.RateLimitKey
+	28, // 34: metamcp.v1.RateLimitPolicy.period:type_name -> google.protobuf.Duration
+	3,  // 35: metamcp.v1.RateLimitPolicy.on_redis_failure:type_name -> metamcp.v1.RateLimitFailureMode
+	29, // 36: metamcp.v1.RateLimitPolicy.create_time:type_name -> google.protobuf.Timestamp
+	29, // 37: metamcp.v1.RateLimitPolicy.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 38: metamcp.v1.Token.scope:type_name -> metamcp.v1.TokenScope
+	29, // 39: metamcp.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 40: metamcp.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	29, // 41: metamcp.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	10, // 42: metamcp.v1.Resource.server:type_name -> metamcp.v1.Server
+	14, // 43: metamcp.v1.Resource.namespace:type_name -> metamcp.v1.Namespace
+	19, // 44: metamcp.v1.Resource.endpoint:type_name -> metamcp.v1.Endpoint
+	22, // 45: metamcp.v1.Resource.rate_limit:type_name -> metamcp.v1.RateLimitPolicy
+	5,  // 46: metamcp.v1.StdioTransport.EnvEntry.value:type_name -> metamcp.v1.Value
+	5,  // 47: metamcp.v1.HTTPTransport.HeadersEntry.value:type_name -> metamcp.v1.Value
+	12, // 48: metamcp.v1.NamespaceMember.ToolOverridesEntry.value:type_name -> metamcp.v1.ToolOverride
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_resources_proto_init() }
@@ -2478,7 +2574,7 @@ func file_metamcp_v1_resources_proto_init() {
 	}
 	file_metamcp_v1_resources_proto_msgTypes[6].OneofWrappers = []any{}
 	file_metamcp_v1_resources_proto_msgTypes[8].OneofWrappers = []any{}
-	file_metamcp_v1_resources_proto_msgTypes[18].OneofWrappers = []any{
+	file_metamcp_v1_resources_proto_msgTypes[19].OneofWrappers = []any{
 		(*Resource_Server)(nil),
 		(*Resource_Namespace)(nil),
 		(*Resource_Endpoint)(nil),
@@ -2490,7 +2586,7 @@ func file_metamcp_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_resources_proto_rawDesc), len(file_metamcp_v1_resources_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

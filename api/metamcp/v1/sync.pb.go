@@ -9,7 +9,6 @@ package metamcpv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -22,67 +21,6 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
-
-// CallOutcome classifies one proxied call.
-type CallOutcome int32
-
-const (
-	CallOutcome_CALL_OUTCOME_UNSPECIFIED CallOutcome = 0
-	CallOutcome_CALL_OUTCOME_OK          CallOutcome = 1
-	// The tool answered with isError.
-	CallOutcome_CALL_OUTCOME_TOOL_ERROR CallOutcome = 2
-	// JSON-RPC error, timeout or dead upstream.
-	CallOutcome_CALL_OUTCOME_ERROR        CallOutcome = 3
-	CallOutcome_CALL_OUTCOME_RATE_LIMITED CallOutcome = 4
-	CallOutcome_CALL_OUTCOME_UNAUTHORIZED CallOutcome = 5
-)
-
-// Enum value maps for CallOutcome.
-var (
-	CallOutcome_name = map[int32]string{
-		0: "CALL_OUTCOME_UNSPECIFIED",
-		1: "CALL_OUTCOME_OK",
-		2: "CALL_OUTCOME_TOOL_ERROR",
-		3: "CALL_OUTCOME_ERROR",
-		4: "CALL_OUTCOME_RATE_LIMITED",
-		5: "CALL_OUTCOME_UNAUTHORIZED",
-	}
-	CallOutcome_value = map[string]int32{
-		"CALL_OUTCOME_UNSPECIFIED":  0,
-		"CALL_OUTCOME_OK":           1,
-		"CALL_OUTCOME_TOOL_ERROR":   2,
-		"CALL_OUTCOME_ERROR":        3,
-		"CALL_OUTCOME_RATE_LIMITED": 4,
-		"CALL_OUTCOME_UNAUTHORIZED": 5,
-	}
-)
-
-func (x CallOutcome) Enum() *CallOutcome {
-	p := new(CallOutcome)
-	*p = x
-	return p
-}
-
-func (x CallOutcome) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (CallOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_metamcp_v1_sync_proto_enumTypes[0].Descriptor()
-}
-
-func (CallOutcome) Type() protoreflect.EnumType {
-	return &file_metamcp_v1_sync_proto_enumTypes[0]
-}
-
-func (x CallOutcome) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use CallOutcome.Descriptor instead.
-func (CallOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{0}
-}
 
 // SyncRequest is one message from a data plane.
 type SyncRequest struct {
@@ -188,6 +126,8 @@ type SyncRequest_Status struct {
 }
 
 type SyncRequest_Calls struct {
+	// Deprecated: data planes send records on Records. Still stored when
+	// an older data plane sends them here.
 	Calls *CallRecordBatch `protobuf:"bytes,4,opt,name=calls,proto3,oneof"`
 }
 
@@ -494,149 +434,6 @@ func (x *Status) GetActiveSessions() int64 {
 	return 0
 }
 
-// CallRecord is one entry of the audit trail.
-type CallRecord struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Time      *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
-	NodeId    string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Endpoint  string                 `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
-	Principal string                 `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
-	// JSON-RPC method, e.g. tools/call.
-	Method string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
-	// Exposed (prefixed) name of the tool or prompt, or the resource URI.
-	Target        string               `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
-	Server        string               `protobuf:"bytes,7,opt,name=server,proto3" json:"server,omitempty"`
-	Duration      *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
-	Outcome       CallOutcome          `protobuf:"varint,9,opt,name=outcome,proto3,enum=metamcp.v1.CallOutcome" json:"outcome,omitempty"`
-	Error         string               `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
-	RequestBytes  int64                `protobuf:"varint,11,opt,name=request_bytes,json=requestBytes,proto3" json:"request_bytes,omitempty"`
-	ResponseBytes int64                `protobuf:"varint,12,opt,name=response_bytes,json=responseBytes,proto3" json:"response_bytes,omitempty"`
-	ClientIp      string               `protobuf:"bytes,13,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CallRecord) Reset() {
-	*x = CallRecord{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CallRecord) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CallRecord) ProtoMessage() {}
-
-func (x *CallRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CallRecord.ProtoReflect.Descriptor instead.
-func (*CallRecord) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *CallRecord) GetTime() *timestamppb.Timestamp {
-	if x != nil {
-		return x.Time
-	}
-	return nil
-}
-
-func (x *CallRecord) GetNodeId() string {
-	if x != nil {
-		return x.NodeId
-	}
-	return ""
-}
-
-func (x *CallRecord) GetEndpoint() string {
-	if x != nil {
-		return x.Endpoint
-	}
-	return ""
-}
-
-func (x *CallRecord) GetPrincipal() string {
-	if x != nil {
-		return x.Principal
-	}
-	return ""
-}
-
-func (x *CallRecord) GetMethod() string {
-	if x != nil {
-		return x.Method
-	}
-	return ""
-}
-
-func (x *CallRecord) GetTarget() string {
-	if x != nil {
-		return x.Target
-	}
-	return ""
-}
-
-func (x *CallRecord) GetServer() string {
-	if x != nil {
-		return x.Server
-	}
-	return ""
-}
-
-func (x *CallRecord) GetDuration() *durationpb.Duration {
-	if x != nil {
-		return x.Duration
-	}
-	return nil
-}
-
-func (x *CallRecord) GetOutcome() CallOutcome {
-	if x != nil {
-		return x.Outcome
-	}
-	return CallOutcome_CALL_OUTCOME_UNSPECIFIED
-}
-
-func (x *CallRecord) GetError() string {
-	if x != nil {
-		return x.Error
-	}
-	return ""
-}
-
-func (x *CallRecord) GetRequestBytes() int64 {
-	if x != nil {
-		return x.RequestBytes
-	}
-	return 0
-}
-
-func (x *CallRecord) GetResponseBytes() int64 {
-	if x != nil {
-		return x.ResponseBytes
-	}
-	return 0
-}
-
-func (x *CallRecord) GetClientIp() string {
-	if x != nil {
-		return x.ClientIp
-	}
-	return ""
-}
-
 // CallRecordBatch carries call records to the control plane.
 type CallRecordBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -647,7 +444,7 @@ type CallRecordBatch struct {
 
 func (x *CallRecordBatch) Reset() {
 	*x = CallRecordBatch{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +456,7 @@ func (x *CallRecordBatch) String() string {
 func (*CallRecordBatch) ProtoMessage() {}
 
 func (x *CallRecordBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +469,7 @@ func (x *CallRecordBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRecordBatch.ProtoReflect.Descriptor instead.
 func (*CallRecordBatch) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CallRecordBatch) GetRecords() []*CallRecord {
@@ -680,6 +477,125 @@ func (x *CallRecordBatch) GetRecords() []*CallRecord {
 		return x.Records
 	}
 	return nil
+}
+
+// RecordsRequest is one batch of call records.
+type RecordsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increases by one with each batch on a stream, from 1; echoed in the
+	// RecordsResponse.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The data plane sending; fills records that name no node.
+	NodeId  string        `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Records []*CallRecord `protobuf:"bytes,3,rep,name=records,proto3" json:"records,omitempty"`
+	// Records this data plane could not keep since it started (its spool was
+	// full, or its buffer); reported so the loss is known.
+	DroppedRecords int64 `protobuf:"varint,4,opt,name=dropped_records,json=droppedRecords,proto3" json:"dropped_records,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RecordsRequest) Reset() {
+	*x = RecordsRequest{}
+	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordsRequest) ProtoMessage() {}
+
+func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordsRequest.ProtoReflect.Descriptor instead.
+func (*RecordsRequest) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RecordsRequest) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *RecordsRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RecordsRequest) GetRecords() []*CallRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *RecordsRequest) GetDroppedRecords() int64 {
+	if x != nil {
+		return x.DroppedRecords
+	}
+	return 0
+}
+
+// RecordsResponse acknowledges every batch up to sequence: stored.
+type RecordsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sequence      uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordsResponse) Reset() {
+	*x = RecordsResponse{}
+	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordsResponse) ProtoMessage() {}
+
+func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordsResponse.ProtoReflect.Descriptor instead.
+func (*RecordsResponse) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RecordsResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
 }
 
 // ApiKeyEntry is what a data plane knows of an API key: never the key itself.
@@ -697,7 +613,7 @@ type ApiKeyEntry struct {
 
 func (x *ApiKeyEntry) Reset() {
 	*x = ApiKeyEntry{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +625,7 @@ func (x *ApiKeyEntry) String() string {
 func (*ApiKeyEntry) ProtoMessage() {}
 
 func (x *ApiKeyEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +638,7 @@ func (x *ApiKeyEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKeyEntry.ProtoReflect.Descriptor instead.
 func (*ApiKeyEntry) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApiKeyEntry) GetName() string {
@@ -773,7 +689,7 @@ type SessionKeys struct {
 
 func (x *SessionKeys) Reset() {
 	*x = SessionKeys{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +701,7 @@ func (x *SessionKeys) String() string {
 func (*SessionKeys) ProtoMessage() {}
 
 func (x *SessionKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +714,7 @@ func (x *SessionKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionKeys.ProtoReflect.Descriptor instead.
 func (*SessionKeys) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SessionKeys) GetCurrent() []byte {
@@ -832,7 +748,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +760,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +773,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Config) GetServers() []*Server {
@@ -918,7 +834,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +846,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +859,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Snapshot) GetRevision() int64 {
@@ -986,7 +902,7 @@ var File_metamcp_v1_sync_proto protoreflect.FileDescriptor
 const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"\x15metamcp/v1/sync.proto\x12\n" +
-	"metamcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16metamcp/v1/admin.proto\x1a\x1ametamcp/v1/resources.proto\"\xcb\x01\n" +
+	"metamcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16metamcp/v1/admin.proto\x1a\x16metamcp/v1/audit.proto\x1a\x1ametamcp/v1/resources.proto\"\xcb\x01\n" +
 	"\vSyncRequest\x12)\n" +
 	"\x05hello\x18\x01 \x01(\v2\x11.metamcp.v1.HelloH\x00R\x05hello\x12#\n" +
 	"\x03ack\x18\x02 \x01(\v2\x0f.metamcp.v1.AckH\x00R\x03ack\x12,\n" +
@@ -1012,25 +928,16 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x128\n" +
 	"\tupstreams\x18\x03 \x03(\v2\x1a.metamcp.v1.UpstreamStatusR\tupstreams\x12'\n" +
-	"\x0factive_sessions\x18\x04 \x01(\x03R\x0eactiveSessions\"\xc0\x03\n" +
-	"\n" +
-	"CallRecord\x12.\n" +
-	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1a\n" +
-	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x1c\n" +
-	"\tprincipal\x18\x04 \x01(\tR\tprincipal\x12\x16\n" +
-	"\x06method\x18\x05 \x01(\tR\x06method\x12\x16\n" +
-	"\x06target\x18\x06 \x01(\tR\x06target\x12\x16\n" +
-	"\x06server\x18\a \x01(\tR\x06server\x125\n" +
-	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\x121\n" +
-	"\aoutcome\x18\t \x01(\x0e2\x17.metamcp.v1.CallOutcomeR\aoutcome\x12\x14\n" +
-	"\x05error\x18\n" +
-	" \x01(\tR\x05error\x12#\n" +
-	"\rrequest_bytes\x18\v \x01(\x03R\frequestBytes\x12%\n" +
-	"\x0eresponse_bytes\x18\f \x01(\x03R\rresponseBytes\x12\x1b\n" +
-	"\tclient_ip\x18\r \x01(\tR\bclientIp\"C\n" +
+	"\x0factive_sessions\x18\x04 \x01(\x03R\x0eactiveSessions\"C\n" +
 	"\x0fCallRecordBatch\x120\n" +
-	"\arecords\x18\x01 \x03(\v2\x16.metamcp.v1.CallRecordR\arecords\"\xb5\x01\n" +
+	"\arecords\x18\x01 \x03(\v2\x16.metamcp.v1.CallRecordR\arecords\"\xa0\x01\n" +
+	"\x0eRecordsRequest\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x120\n" +
+	"\arecords\x18\x03 \x03(\v2\x16.metamcp.v1.CallRecordR\arecords\x12'\n" +
+	"\x0fdropped_records\x18\x04 \x01(\x03R\x0edroppedRecords\"-\n" +
+	"\x0fRecordsResponse\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\"\xb5\x01\n" +
 	"\vApiKeyEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x19\n" +
@@ -1057,16 +964,10 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\x05nonce\x18\x03 \x01(\tR\x05nonce\x12*\n" +
 	"\x06config\x18\x04 \x01(\v2\x12.metamcp.v1.ConfigR\x06config\x129\n" +
 	"\n" +
-	"build_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tbuildTime*\xb3\x01\n" +
-	"\vCallOutcome\x12\x1c\n" +
-	"\x18CALL_OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
-	"\x0fCALL_OUTCOME_OK\x10\x01\x12\x1b\n" +
-	"\x17CALL_OUTCOME_TOOL_ERROR\x10\x02\x12\x16\n" +
-	"\x12CALL_OUTCOME_ERROR\x10\x03\x12\x1d\n" +
-	"\x19CALL_OUTCOME_RATE_LIMITED\x10\x04\x12\x1d\n" +
-	"\x19CALL_OUTCOME_UNAUTHORIZED\x10\x052L\n" +
+	"build_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tbuildTime2\x94\x01\n" +
 	"\vSyncService\x12=\n" +
-	"\x04Sync\x12\x17.metamcp.v1.SyncRequest\x1a\x18.metamcp.v1.SyncResponse(\x010\x01B5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
+	"\x04Sync\x12\x17.metamcp.v1.SyncRequest\x1a\x18.metamcp.v1.SyncResponse(\x010\x01\x12F\n" +
+	"\aRecords\x12\x1a.metamcp.v1.RecordsRequest\x1a\x1b.metamcp.v1.RecordsResponse(\x010\x01B5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
 
 var (
 	file_metamcp_v1_sync_proto_rawDescOnce sync.Once
@@ -1080,56 +981,55 @@ func file_metamcp_v1_sync_proto_rawDescGZIP() []byte {
 	return file_metamcp_v1_sync_proto_rawDescData
 }
 
-var file_metamcp_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_metamcp_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_metamcp_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_metamcp_v1_sync_proto_goTypes = []any{
-	(CallOutcome)(0),              // 0: metamcp.v1.CallOutcome
-	(*SyncRequest)(nil),           // 1: metamcp.v1.SyncRequest
-	(*SyncResponse)(nil),          // 2: metamcp.v1.SyncResponse
-	(*Hello)(nil),                 // 3: metamcp.v1.Hello
-	(*Ack)(nil),                   // 4: metamcp.v1.Ack
-	(*Status)(nil),                // 5: metamcp.v1.Status
-	(*CallRecord)(nil),            // 6: metamcp.v1.CallRecord
-	(*CallRecordBatch)(nil),       // 7: metamcp.v1.CallRecordBatch
+	(*SyncRequest)(nil),           // 0: metamcp.v1.SyncRequest
+	(*SyncResponse)(nil),          // 1: metamcp.v1.SyncResponse
+	(*Hello)(nil),                 // 2: metamcp.v1.Hello
+	(*Ack)(nil),                   // 3: metamcp.v1.Ack
+	(*Status)(nil),                // 4: metamcp.v1.Status
+	(*CallRecordBatch)(nil),       // 5: metamcp.v1.CallRecordBatch
+	(*RecordsRequest)(nil),        // 6: metamcp.v1.RecordsRequest
+	(*RecordsResponse)(nil),       // 7: metamcp.v1.RecordsResponse
 	(*ApiKeyEntry)(nil),           // 8: metamcp.v1.ApiKeyEntry
 	(*SessionKeys)(nil),           // 9: metamcp.v1.SessionKeys
 	(*Config)(nil),                // 10: metamcp.v1.Config
 	(*Snapshot)(nil),              // 11: metamcp.v1.Snapshot
 	(*UpstreamStatus)(nil),        // 12: metamcp.v1.UpstreamStatus
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*CallRecord)(nil),            // 13: metamcp.v1.CallRecord
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 	(*Server)(nil),                // 15: metamcp.v1.Server
 	(*Namespace)(nil),             // 16: metamcp.v1.Namespace
 	(*Endpoint)(nil),              // 17: metamcp.v1.Endpoint
 	(*RateLimitPolicy)(nil),       // 18: metamcp.v1.RateLimitPolicy
 }
 var file_metamcp_v1_sync_proto_depIdxs = []int32{
-	3,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
-	4,  // 1: metamcp.v1.SyncRequest.ack:type_name -> metamcp.v1.Ack
-	5,  // 2: metamcp.v1.SyncRequest.status:type_name -> metamcp.v1.Status
-	7,  // 3: metamcp.v1.SyncRequest.calls:type_name -> metamcp.v1.CallRecordBatch
+	2,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
+	3,  // 1: metamcp.v1.SyncRequest.ack:type_name -> metamcp.v1.Ack
+	4,  // 2: metamcp.v1.SyncRequest.status:type_name -> metamcp.v1.Status
+	5,  // 3: metamcp.v1.SyncRequest.calls:type_name -> metamcp.v1.CallRecordBatch
 	11, // 4: metamcp.v1.SyncResponse.snapshot:type_name -> metamcp.v1.Snapshot
 	12, // 5: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
-	13, // 6: metamcp.v1.CallRecord.time:type_name -> google.protobuf.Timestamp
-	14, // 7: metamcp.v1.CallRecord.duration:type_name -> google.protobuf.Duration
-	0,  // 8: metamcp.v1.CallRecord.outcome:type_name -> metamcp.v1.CallOutcome
-	6,  // 9: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
-	13, // 10: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
-	15, // 11: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
-	16, // 12: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
-	17, // 13: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
-	18, // 14: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
-	8,  // 15: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
-	9,  // 16: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
-	10, // 17: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
-	13, // 18: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
-	1,  // 19: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
-	2,  // 20: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	13, // 6: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
+	13, // 7: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
+	14, // 8: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
+	15, // 9: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
+	16, // 10: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
+	17, // 11: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
+	18, // 12: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
+	8,  // 13: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
+	9,  // 14: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
+	10, // 15: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
+	14, // 16: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
+	0,  // 17: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
+	6,  // 18: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
+	1,  // 19: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
+	7,  // 20: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
+	19, // [19:21] is the sub-list for method output_type
+	17, // [17:19] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_sync_proto_init() }
@@ -1138,6 +1038,7 @@ func file_metamcp_v1_sync_proto_init() {
 		return
 	}
 	file_metamcp_v1_admin_proto_init()
+	file_metamcp_v1_audit_proto_init()
 	file_metamcp_v1_resources_proto_init()
 	file_metamcp_v1_sync_proto_msgTypes[0].OneofWrappers = []any{
 		(*SyncRequest_Hello)(nil),
@@ -1153,14 +1054,13 @@ func file_metamcp_v1_sync_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_sync_proto_rawDesc), len(file_metamcp_v1_sync_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      0,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_metamcp_v1_sync_proto_goTypes,
 		DependencyIndexes: file_metamcp_v1_sync_proto_depIdxs,
-		EnumInfos:         file_metamcp_v1_sync_proto_enumTypes,
 		MessageInfos:      file_metamcp_v1_sync_proto_msgTypes,
 	}.Build()
 	File_metamcp_v1_sync_proto = out.File

@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SyncService_Sync_FullMethodName = "/metamcp.v1.SyncService/Sync"
+	SyncService_Sync_FullMethodName    = "/metamcp.v1.SyncService/Sync"
+	SyncService_Records_FullMethodName = "/metamcp.v1.SyncService/Records"
 )
 
 // SyncServiceClient is the client API for SyncService service.
@@ -35,9 +36,18 @@ const (
 //	DP -> CP  Ack for the snapshot's nonce (with an error: a NACK)
 //	CP -> DP  Snapshot again only when the config changes; a slow data plane
 //	          skips intermediate revisions; a NACKed revision is not re-sent.
-//	DP -> CP  Status every few seconds; CallRecordBatch as calls happen.
+//	DP -> CP  Status every few seconds.
+//
+// Call records travel on a stream of their own (Records), so that a slow
+// audit store never delays a snapshot.
 type SyncServiceClient interface {
 	Sync(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SyncRequest, SyncResponse], error)
+	// Records carries a data plane's call records. Each RecordsRequest is
+	// answered by a RecordsResponse with its sequence once its records are
+	// stored; a data plane keeps what is not acknowledged (on disk) and sends
+	// it again on a new stream. Records carry ids, so a resent one is stored
+	// once.
+	Records(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RecordsRequest, RecordsResponse], error)
 }
 
 type syncServiceClient struct {
@@ -61,6 +71,19 @@ func (c *syncServiceClient) Sync(ctx context.Context, opts ...grpc.CallOption) (
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SyncService_SyncClient = grpc.BidiStreamingClient[SyncRequest, SyncResponse]
 
+func (c *syncServiceClient) Records(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RecordsRequest, RecordsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SyncService_ServiceDesc.Streams[1], SyncService_Records_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RecordsRequest, RecordsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SyncService_RecordsClient = grpc.BidiStreamingClient[RecordsRequest, RecordsResponse]
+
 // SyncServiceServer is the server API for SyncService service.
 // All implementations must embed UnimplementedSyncServiceServer
 // for forward compatibility.
@@ -74,9 +97,18 @@ type SyncService_SyncClient = grpc.BidiStreamingClient[SyncRequest, SyncResponse
 //	DP -> CP  Ack for the snapshot's nonce (with an error: a NACK)
 //	CP -> DP  Snapshot again only when the config changes; a slow data plane
 //	          skips intermediate revisions; a NACKed revision is not re-sent.
-//	DP -> CP  Status every few seconds; CallRecordBatch as calls happen.
+//	DP -> CP  Status every few seconds.
+//
+// Call records travel on a stream of their own (Records), so that a slow
+// audit store never delays a snapshot.
 type SyncServiceServer interface {
 	Sync(grpc.BidiStreamingServer[SyncRequest, SyncResponse]) error
+	// Records carries a data plane's call records. Each RecordsRequest is
+	// answered by a RecordsResponse with its sequence once its records are
+	// stored; a data plane keeps what is not acknowledged (on disk) and sends
+	// it again on a new stream. Records carry ids, so a resent one is stored
+	// once.
+	Records(grpc.BidiStreamingServer[RecordsRequest, RecordsResponse]) error
 	mustEmbedUnimplementedSyncServiceServer()
 }
 
@@ -89,6 +121,9 @@ type UnimplementedSyncServiceServer struct{}
 
 func (UnimplementedSyncServiceServer) Sync(grpc.BidiStreamingServer[SyncRequest, SyncResponse]) error {
 	return status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedSyncServiceServer) Records(grpc.BidiStreamingServer[RecordsRequest, RecordsResponse]) error {
+	return status.Error(codes.Unimplemented, "method Records not implemented")
 }
 func (UnimplementedSyncServiceServer) mustEmbedUnimplementedSyncServiceServer() {}
 func (UnimplementedSyncServiceServer) testEmbeddedByValue()                     {}
@@ -118,6 +153,13 @@ func _SyncService_Sync_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SyncService_SyncServer = grpc.BidiStreamingServer[SyncRequest, SyncResponse]
 
+func _SyncService_Records_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SyncServiceServer).Records(&grpc.GenericServerStream[RecordsRequest, RecordsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SyncService_RecordsServer = grpc.BidiStreamingServer[RecordsRequest, RecordsResponse]
+
 // SyncService_ServiceDesc is the grpc.ServiceDesc for SyncService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -129,6 +171,12 @@ var SyncService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Sync",
 			Handler:       _SyncService_Sync_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Records",
+			Handler:       _SyncService_Records_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
