@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -53,8 +54,13 @@ type Options struct {
 	HTTPServer string
 	// Redis is the Redis the replicas share; without it sessions cannot span
 	// replicas for server-to-client messages.
-	Redis  RedisOptions
-	Logger *slog.Logger
+	Redis RedisOptions
+	// TrustedProxies, PublicURL and AuthFailuresPerMinute are the gateway's
+	// (see gateway.Options).
+	TrustedProxies        []netip.Prefix
+	PublicURL             string
+	AuthFailuresPerMinute int
+	Logger                *slog.Logger
 }
 
 // What serves the data plane's client port (Options.HTTPServer).
@@ -175,6 +181,10 @@ func New(opts Options) (*Server, error) {
 		NodeID:         syncOpts.NodeID,
 		Version:        syncOpts.Version,
 		Bus:            bus,
+
+		TrustedProxies:        opts.TrustedProxies,
+		PublicURL:             opts.PublicURL,
+		AuthFailuresPerMinute: opts.AuthFailuresPerMinute,
 	})
 	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, mux: http.NewServeMux(),
 		bus: bus, redis: rdb, redisBus: redisBus}

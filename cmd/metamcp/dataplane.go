@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -47,6 +49,10 @@ type dataPlaneFlags struct {
 	redisURL      string
 	redisPrefix   string
 	gcHeadroomMiB int
+
+	trustedProxies []string
+	publicURL      string
+	authFailures   int
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -116,6 +122,9 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.StringVar(&f.redisURL, "redis-url", "", "Redis shared by the data-plane replicas, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS; timeouts as URL parameters such as dial_timeout=2s); empty: no Redis, sessions cannot span replicas; keep a password out of argv by setting the variable instead")
 	fl.StringVar(&f.redisPrefix, "redis-prefix", dataplane.DefaultRedisPrefix, "prefix of every Redis key and channel this data plane uses, so deployments sharing one Redis stay apart")
 	fl.IntVar(&f.gcHeadroomMiB, "gc-headroom", gctune.DefaultHeadroom>>20, "MiB of heap the garbage collector lets grow above the live heap before it runs, while the live heap is small (GC percent between 100 and 400; 0: Go's default); ignored when GOGC is set")
+	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "addresses or CIDR ranges of the reverse proxies and load balancers in front, comma separated (e.g. 10.0.0.0/8,127.0.0.1); only their X-Forwarded-For (the client address for audit, rate limits and the failed-login throttle), X-Forwarded-Proto and X-Forwarded-Host are believed (default: none)")
+	fl.StringVar(&f.publicURL, "public-url", "", "scheme and host clients use to reach this data plane, e.g. https://mcp.example.com: the base of each endpoint's OAuth resource URL (default: what the request, or a trusted proxy, says)")
+	fl.IntVar(&f.authFailures, "auth-failures-per-minute", gateway.DefaultAuthFailuresPerMinute, "failed authentications one client address may make per minute (and at once) before it gets 429 for a while; -1 turns the throttle off")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
@@ -179,6 +188,16 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 	if advertise == "" {
 		advertise = lis.Addr().String()
 	}
+	proxies, err := parseTrustedProxies(f.trustedProxies)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	publicURL, err := parsePublicURL(f.publicURL)
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	srv, err := dataplane.New(dataplane.Options{
 		Sync: syncclient.Options{
 			Addr:       f.controlPlane,
@@ -199,6 +218,10 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		HTTPServer:     f.httpServer,
 		Redis:          dataplane.RedisOptions{URL: f.redisURL, Prefix: f.redisPrefix},
 		Logger:         logger,
+
+		TrustedProxies:        proxies,
+		PublicURL:             publicURL,
+		AuthFailuresPerMinute: f.authFailures,
 	})
 	if err != nil {
 		lis.Close()
@@ -206,6 +229,43 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 	}
 	logger.Info("starting data plane", "version", version.String(), "node", node, "control_plane", f.controlPlane, "cache_file", cacheFile)
 	return srv.Serve(ctx, lis)
+}
+
+// parseTrustedProxies reads --trusted-proxies: addresses or CIDR ranges.
+func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--trusted-proxies: %q is neither an address nor a CIDR range (e.g. 10.0.0.0/8 or 127.0.0.1)", s)}
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}
+
+// parsePublicURL checks --public-url: an http or https URL with a host and
+// no path, query or fragment.
+func parsePublicURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", usageError{fmt.Errorf("--public-url %q: want the scheme and host clients use, e.g. https://mcp.example.com", s)}
+	}
+	if strings.TrimSuffix(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", usageError{fmt.Errorf("--public-url %q: only the scheme and host (and port) are allowed, no path, query or user", s)}
+	}
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // allowedHosts adds the host of the --listen address to the configured list

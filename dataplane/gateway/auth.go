@@ -3,15 +3,44 @@ package gateway
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/identity"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
-// anonymousPrincipal is the principal of requests to an anonymous endpoint.
-const anonymousPrincipal = "anonymous"
+// TokenVerifier checks OAuth/OIDC access tokens (JWTs) for endpoints whose
+// auth.jwt is set. Implementations must not wait for the network on the
+// request path except, briefly, to fetch the keys of an unknown key id.
+type TokenVerifier interface {
+	// Verify checks token against cfg, accepting any of audiences as `aud`,
+	// and returns the caller. A refusal is a *TokenError.
+	Verify(token string, cfg *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error)
+}
+
+// TokenError is a TokenVerifier's refusal, as RFC 6750 spells it.
+type TokenError struct {
+	// Code is "invalid_token" (401) or "insufficient_scope" (403).
+	Code string
+	// Description says what is wrong, for a person; it never holds token material.
+	Description string
+	// Scope lists the scopes needed (insufficient_scope only).
+	Scope []string
+}
+
+// Error implements error.
+func (e *TokenError) Error() string { return e.Description }
+
+// Token error codes (RFC 6750 section 3.1).
+const (
+	errInvalidToken      = "invalid_token"
+	errInsufficientScope = "insufficient_scope"
+)
 
 // target is a request's endpoint in the snapshot being served.
 type target struct {
@@ -49,7 +78,7 @@ func (g *Gateway) lookupEndpoint(w http.ResponseWriter, r *http.Request, sse boo
 	return target{snap: snap, ep: ep, name: name}, true
 }
 
-// credential returns the API key the request carries and where it came from.
+// credential returns the credential the request carries and where it came from.
 func credential(r *http.Request) (key, from string) {
 	if h := headerValue(r.Header, headerAuthorization); h != "" {
 		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
@@ -66,26 +95,101 @@ func credential(r *http.Request) (key, from string) {
 	return "", ""
 }
 
-// authenticate returns the caller's principal, or answers 401/403 itself.
-func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target) (string, bool) {
-	if t.ep.Endpoint.GetAuth().GetAnonymous() {
-		return anonymousPrincipal, true
+// looksLikeJWT reports whether a credential has a JWS compact form's shape
+// (three dot-separated parts); API keys never do.
+func looksLikeJWT(s string) bool {
+	return strings.Count(s, ".") == 2 && !strings.HasPrefix(s, "mm_")
+}
+
+// authenticate returns the caller's principal, or answers the refusal itself.
+//
+// How a refusal is answered depends on what the endpoint accepts. An
+// endpoint that takes OAuth access tokens answers a missing or bad token
+// with 401 and a WWW-Authenticate header pointing at its protected-resource
+// metadata (RFC 9728), which starts an OAuth client's sign-in. A bad API key,
+// or any refusal on an endpoint that takes only API keys, is answered 403
+// with no such pointer: MCP clients with OAuth support (mcp-remote, Claude
+// Code, the Inspector) start an OAuth flow on every 401, whatever its
+// header says, and then report a failed client registration instead of the
+// gateway's message; on a 403 they show the message.
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target) (*identity.Principal, bool) {
+	auth := t.ep.Endpoint.GetAuth()
+	if auth.GetAnonymous() {
+		return identity.Anonymous, true
 	}
+	ip := g.clientIP(r)
+	if wait := g.authFailures.blocked(ip, time.Now()); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeHTTPError(w, http.StatusTooManyRequests, codeInvalidRequest, "too many failed authentication attempts from this address: retry in "+strconv.Itoa(int((wait+time.Second-1)/time.Second))+" s with a valid credential")
+		return nil, false
+	}
+	jwt := auth.GetJwt()
 	key, _ := credential(r)
 	if key == "" {
-		g.unauthorized(w, r, t, "", "this endpoint needs an API key: send Authorization: Bearer mm_...")
-		return "", false
+		if jwt != nil {
+			g.tokenChallenge(w, r, t, "", "this endpoint needs an OAuth access token (Authorization: Bearer ...)"+keysToo(auth))
+			return nil, false
+		}
+		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "this endpoint needs an API key: send Authorization: Bearer mm_...")
+		return nil, false
 	}
 	var buf [256]byte // keys are short: hash them without an allocation
 	sum := sha256.Sum256(append(buf[:0], key...))
-	entry := t.snap.APIKeys[sum]
-	if entry == nil {
-		g.unauthorized(w, r, t, "invalid_token", "the API key is not valid (unknown or revoked): check it or create a new one with mmctl create apikey")
-		return "", false
+	if entry := t.snap.APIKeys[sum]; entry != nil {
+		p, ok := g.keyPrincipal(w, t, entry)
+		if !ok {
+			g.authFailures.fail(ip, time.Now())
+		}
+		return p, ok
+	}
+	if jwt != nil && looksLikeJWT(key) {
+		if g.opts.Tokens == nil {
+			writeHTTPError(w, http.StatusServiceUnavailable, codeServerError, "this data plane cannot check OAuth access tokens: it was started without a token verifier")
+			return nil, false
+		}
+		p, err := g.opts.Tokens.Verify(key, jwt, g.tokenAudiences(r, t))
+		if err == nil {
+			return p, true
+		}
+		var te *TokenError
+		if !errors.As(err, &te) {
+			te = &TokenError{Code: errInvalidToken, Description: err.Error()}
+		}
+		if te.Code == errInsufficientScope {
+			w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(te.Scope, " ")+`", resource_metadata="`+g.metadataURL(r, t)+`", error_description=`+quote(te.Description))
+			writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, te.Description)
+			return nil, false
+		}
+		g.authFailures.fail(ip, time.Now())
+		g.tokenChallenge(w, r, t, te.Code, te.Description)
+		return nil, false
+	}
+	g.authFailures.fail(ip, time.Now())
+	if auth.GetDisableApiKeys() {
+		g.tokenChallenge(w, r, t, errInvalidToken, "the access token is not a JWT: this endpoint accepts only OAuth access tokens from "+jwt.GetIssuer())
+		return nil, false
+	}
+	writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "the API key is not valid (unknown or revoked): check it or create a new one with mmctl create apikey")
+	return nil, false
+}
+
+// keysToo adds to a message that API keys work too, where they do.
+func keysToo(a *metamcpv1.EndpointAuth) string {
+	if a.GetDisableApiKeys() {
+		return ""
+	}
+	return " or an API key (Bearer mm_...)"
+}
+
+// keyPrincipal checks an API key found in the snapshot against the endpoint.
+func (g *Gateway) keyPrincipal(w http.ResponseWriter, t target, entry *metamcpv1.ApiKeyEntry) (*identity.Principal, bool) {
+	if t.ep.Endpoint.GetAuth().GetDisableApiKeys() {
+		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "endpoint "+quote(t.name)+" accepts only OAuth access tokens, not API keys: sign in through its identity provider")
+		return nil, false
 	}
 	if exp := entry.GetExpireTime(); exp != nil && !exp.AsTime().After(time.Now()) {
-		g.unauthorized(w, r, t, "invalid_token", "the API key "+quote(entry.GetName())+" expired at "+exp.AsTime().UTC().Format(time.RFC3339)+": create a new one")
-		return "", false
+		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "the API key "+quote(entry.GetName())+" expired at "+exp.AsTime().UTC().Format(time.RFC3339)+": create a new one")
+		return nil, false
 	}
 	allowed := false
 	for _, e := range entry.GetEndpoints() {
@@ -96,51 +200,77 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 	}
 	if !allowed {
 		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "the API key "+quote(entry.GetName())+" may not call endpoint "+quote(t.name))
-		return "", false
+		return nil, false
 	}
-	p := entry.GetPrincipal()
-	if p == "" {
-		p = entry.GetName()
+	name := entry.GetPrincipal()
+	if name == "" {
+		name = entry.GetName()
 	}
-	return p, true
+	return &identity.Principal{Name: name, Kind: identity.KindAPIKey, KeyID: entry.GetName()}, true
 }
 
-// unauthorized answers 401 with a WWW-Authenticate header pointing at the
-// endpoint's protected-resource metadata (RFC 9728).
-func (g *Gateway) unauthorized(w http.ResponseWriter, r *http.Request, t target, errCode, msg string) {
-	v := `Bearer resource_metadata="` + baseURL(r) + "/.well-known/oauth-protected-resource/metamcp/" + t.name + `/mcp"`
+// tokenChallenge answers 401 with a WWW-Authenticate header that points an
+// OAuth client at the endpoint's protected-resource metadata (RFC 9728) and
+// says which scopes to ask for.
+func (g *Gateway) tokenChallenge(w http.ResponseWriter, r *http.Request, t target, errCode, msg string) {
+	v := `Bearer resource_metadata="` + g.metadataURL(r, t) + `"`
+	if sc := t.ep.Endpoint.GetAuth().GetJwt().GetRequiredScopes(); len(sc) > 0 {
+		v += `, scope="` + strings.Join(sc, " ") + `"`
+	}
 	if errCode != "" {
-		v += `, error="` + errCode + `"`
+		v += `, error="` + errCode + `", error_description=` + quote(msg)
 	}
 	w.Header().Set("WWW-Authenticate", v)
 	writeHTTPError(w, http.StatusUnauthorized, codeInvalidRequest, msg)
 }
 
-// baseURL is the scheme and host the client used.
-func baseURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
+// resourcePath is the path of an endpoint's MCP URL for the transport a
+// request used: its canonical resource URL ends with it (RFC 8707).
+func resourcePath(r *http.Request, name string) string {
+	if strings.HasSuffix(r.URL.Path, "/sse") || strings.HasSuffix(r.URL.Path, "/message") {
+		return "/metamcp/" + name + "/sse"
 	}
-	return scheme + "://" + r.Host
+	return "/metamcp/" + name + "/mcp"
 }
 
-// serveResourceMetadata serves the RFC 9728 protected-resource metadata of an endpoint.
+// metadataURL is the path-aware RFC 9728 metadata URL of the request's endpoint.
+func (g *Gateway) metadataURL(r *http.Request, t target) string {
+	return g.baseURL(r) + "/.well-known/oauth-protected-resource" + resourcePath(r, t.name)
+}
+
+// tokenAudiences are the `aud` values a token for endpoint t may carry: the
+// endpoint's canonical resource URLs (Streamable HTTP and SSE) and the
+// audiences its config adds.
+func (g *Gateway) tokenAudiences(r *http.Request, t target) []string {
+	base := g.baseURL(r) + "/metamcp/" + t.name
+	extra := t.ep.Endpoint.GetAuth().GetJwt().GetAudiences()
+	aud := make([]string, 0, 2+len(extra))
+	aud = append(aud, base+"/mcp", base+"/sse")
+	return append(aud, extra...)
+}
+
+// serveResourceMetadata serves the RFC 9728 protected-resource metadata of an
+// endpoint that takes OAuth access tokens. Other endpoints have none, and
+// answer as an unknown endpoint does: a document naming no authorization
+// server would start an OAuth flow that cannot succeed.
 func (g *Gateway) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 	t, ok := g.lookupEndpoint(w, r, strings.HasSuffix(r.URL.Path, "/sse"))
 	if !ok {
 		return
 	}
+	a := t.ep.Endpoint.GetAuth()
+	if a.GetJwt() == nil || a.GetAnonymous() {
+		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "endpoint "+quote(t.name)+" does not use OAuth: it takes API keys (Authorization: Bearer mm_...)")
+		return
+	}
 	doc := map[string]any{
-		"resource":                 baseURL(r) + "/metamcp/" + t.name + "/mcp",
+		"resource":                 g.baseURL(r) + resourcePath(r, t.name),
+		"authorization_servers":    []string{a.GetJwt().GetIssuer()},
 		"bearer_methods_supported": []string{"header"},
 		"resource_name":            "MetaMCP endpoint " + t.name,
 	}
-	if iss := t.ep.Endpoint.GetAuth().GetJwt().GetIssuer(); iss != "" {
-		doc["authorization_servers"] = []string{iss}
-		if sc := t.ep.Endpoint.GetAuth().GetJwt().GetRequiredScopes(); len(sc) > 0 {
-			doc["scopes_supported"] = sc
-		}
+	if sc := a.GetJwt().GetRequiredScopes(); len(sc) > 0 {
+		doc["scopes_supported"] = sc
 	}
 	b, _ := json.Marshal(doc)
 	w.Header().Set("Content-Type", "application/json")

@@ -17,13 +17,19 @@ import (
 	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/pkg/identity"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
 // call is one client request being served.
 type call struct {
-	t         target
+	t target
+	// principal is the caller's name (who.Name): sessions, upstream
+	// sessions of stateless callers and records are keyed by it.
 	principal string
+	// who is the caller (nil only in calls the gateway makes for itself,
+	// such as refreshing list baselines).
+	who *identity.Principal
 	// clientID is the downstream session id ("" for stateless requests).
 	clientID  string
 	version   string

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,24 @@ type Options struct {
 	// Bus carries session-addressed messages between replicas (a local,
 	// in-process bus when nil; the gateway closes only that one).
 	Bus sessionbus.Bus
+	// Tokens verifies OAuth access tokens for endpoints with auth.jwt; such
+	// endpoints answer 503 to a token when it is nil.
+	Tokens TokenVerifier
+	// TrustedProxies are the addresses of the reverse proxies and load
+	// balancers in front: only from them are X-Forwarded-For (the client's
+	// address, for the audit trail, rate limits and the failed-login
+	// throttle), X-Forwarded-Proto and X-Forwarded-Host (the URL clients
+	// use, for OAuth metadata and token audiences) believed.
+	TrustedProxies []netip.Prefix
+	// PublicURL, when set, is the scheme and host clients use to reach the
+	// data plane (for example https://mcp.example.com); it wins over what
+	// requests and proxies say.
+	PublicURL string
+	// AuthFailuresPerMinute is how many failed authentications one client
+	// address may make per minute before it gets 429s (see authThrottle);
+	// 0 means DefaultAuthFailuresPerMinute and a negative value turns the
+	// throttle off.
+	AuthFailuresPerMinute int
 }
 
 // Gateway serves MCP clients. Create it with New; stop it with Close.
@@ -92,6 +111,8 @@ type Gateway struct {
 	sessions SessionStore
 	routes   routeCache
 	dropped  atomic.Int64
+	// authFailures throttles failed authentications per client address.
+	authFailures *authThrottle
 
 	ctx    context.Context // cancelled by Close; parent of SSE streams and their requests
 	cancel context.CancelFunc
@@ -139,6 +160,10 @@ func New(opts Options) *Gateway {
 	if opts.SessionIdleTTL <= 0 {
 		opts.SessionIdleTTL = DefaultSessionIdleTTL
 	}
+	if opts.AuthFailuresPerMinute == 0 {
+		opts.AuthFailuresPerMinute = DefaultAuthFailuresPerMinute
+	}
+	opts.PublicURL = strings.TrimSuffix(opts.PublicURL, "/")
 	if opts.Sessions == nil {
 		opts.Sessions = NewMemorySessions()
 		if opts.Config != nil {
@@ -159,14 +184,15 @@ func New(opts Options) *Gateway {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{
-		opts:     opts,
-		log:      opts.Logger,
-		sessions: opts.Sessions,
-		ctx:      ctx,
-		cancel:   cancel,
-		sse:      make(map[string]*sseStream),
-		streams:  make(map[string]*localStream),
-		bus:      opts.Bus,
+		opts:         opts,
+		log:          opts.Logger,
+		sessions:     opts.Sessions,
+		authFailures: newAuthThrottle(opts.AuthFailuresPerMinute),
+		ctx:          ctx,
+		cancel:       cancel,
+		sse:          make(map[string]*sseStream),
+		streams:      make(map[string]*localStream),
+		bus:          opts.Bus,
 	}
 	g.info = serverInfo(opts.Version)
 	g.infoMeta = serverInfoMeta(g.info)
@@ -383,12 +409,4 @@ func writeHTTPErrorID(w http.ResponseWriter, status int, id json.RawMessage, e *
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(appendError(make([]byte, 0, 128+len(e.Message)), id, e))
-}
-
-// clientIP is the remote address without port.
-func clientIP(r *http.Request) string {
-	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return h
-	}
-	return r.RemoteAddr
 }

@@ -385,10 +385,10 @@ func TestAuth(t *testing.T) {
 		wantStatus int
 		wantBody   string
 	}{
-		{"no key", "main", nil, "", 401, "needs an API key"},
-		{"wrong key", "main", map[string]string{"Authorization": "Bearer mm_wrong"}, "", 401, "not valid"},
+		{"no key", "main", nil, "", 403, "needs an API key"},
+		{"wrong key", "main", map[string]string{"Authorization": "Bearer mm_wrong"}, "", 403, "not valid"},
 		{"key for another endpoint", "main", map[string]string{"Authorization": "Bearer " + keyOther}, "", 403, "may not call"},
-		{"expired key", "main", map[string]string{"Authorization": "Bearer " + keyExpired}, "", 401, "expired"},
+		{"expired key", "main", map[string]string{"Authorization": "Bearer " + keyExpired}, "", 403, "expired"},
 		{"bearer key", "main", map[string]string{"Authorization": "Bearer " + keyAlice}, "", 200, `"protocolVersion":"2025-06-18"`},
 		{"X-API-Key", "main", map[string]string{"X-API-Key": keyBob}, "", 200, `"serverInfo":{"name":"metamcp"`},
 		{"query key", "main", nil, "?api_key=" + keyBob, 200, `"result"`},
@@ -401,26 +401,26 @@ func TestAuth(t *testing.T) {
 			if status != tc.wantStatus || !strings.Contains(body, tc.wantBody) {
 				t.Errorf("status %d body %s, want %d containing %q", status, body, tc.wantStatus, tc.wantBody)
 			}
-			if status == 401 {
-				wa := hdr.Get("WWW-Authenticate")
-				want := `Bearer resource_metadata="` + h.srvURL + `/.well-known/oauth-protected-resource/metamcp/main/mcp"`
-				if !strings.HasPrefix(wa, want) {
-					t.Errorf("WWW-Authenticate = %q, want prefix %q", wa, want)
-				}
+			// A key-only endpoint must not send OAuth clients into a
+			// sign-in that cannot succeed.
+			if wa := hdr.Get("WWW-Authenticate"); wa != "" {
+				t.Errorf("WWW-Authenticate = %q on a key-only endpoint, want none", wa)
 			}
 			if status == 200 && hdr.Get(headerSessionID) == "" {
 				t.Error("initialize answered without Mcp-Session-Id")
 			}
 		})
 	}
-	resp, err := http.Get(h.srvURL + "/.well-known/oauth-protected-resource/metamcp/main/mcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var doc map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || doc["resource"] != h.url("main", "mcp") {
-		t.Errorf("protected resource metadata = %v, %v", doc, err)
+	// No OAuth metadata for a key-only endpoint: it answers as an unknown one.
+	for _, ep := range []string{"main", "nosuch"} {
+		resp, err := http.Get(h.srvURL + "/.well-known/oauth-protected-resource/metamcp/" + ep + "/mcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("metadata of %s: %d, want 404", ep, resp.StatusCode)
+		}
 	}
 }
 

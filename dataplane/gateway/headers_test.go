@@ -24,6 +24,8 @@ func TestHeaderKeysCanonical(t *testing.T) {
 		"headerTraceparent":     headerTraceparent,
 		"headerTracestate":      headerTracestate,
 		"headerBaggage":         headerBaggage,
+		"headerForwardedProto":  headerForwardedProto,
+		"headerForwardedHost":   headerForwardedHost,
 	}
 	for name, k := range keys {
 		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {

@@ -34,7 +34,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	principal, ok := g.authenticate(w, r, t)
+	who, ok := g.authenticate(w, r, t)
 	if !ok {
 		return
 	}
@@ -48,7 +48,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusInternalServerError, codeInternalError, "streaming is not supported by this server")
 		return
 	}
-	sid, err := g.sessions.Create(&SessionInfo{Endpoint: t.name, Principal: principal})
+	sid, err := g.sessions.Create(&SessionInfo{Endpoint: t.name, Principal: who.Name})
 	if err != nil {
 		writeHTTPError(w, http.StatusInternalServerError, codeInternalError, "could not create a session; retry")
 		return
@@ -126,10 +126,11 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	principal, ok := g.authenticate(w, r, t)
+	who, ok := g.authenticate(w, r, t)
 	if !ok {
 		return
 	}
+	principal := who.Name
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "POST messages here")
@@ -159,7 +160,7 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	c := call{t: t, principal: principal, clientID: sid, version: info.ProtocolVersion, clientIP: clientIP(r), reqBytes: size}
+	c := call{t: t, principal: principal, who: who, clientID: sid, version: info.ProtocolVersion, clientIP: g.clientIP(r), reqBytes: size}
 	// Serve on the stream's context: the answer goes out there, not here.
 	g.mu.Lock()
 	s := g.sse[sid]

@@ -12,6 +12,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/pkg/identity"
 )
 
 // Protocol revisions.
@@ -82,17 +83,17 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	principal, ok := g.authenticate(w, r, t)
+	who, ok := g.authenticate(w, r, t)
 	if !ok {
 		return
 	}
 	switch r.Method {
 	case http.MethodPost:
-		g.postMCP(w, r, t, principal)
+		g.postMCP(w, r, t, who)
 	case http.MethodDelete:
-		g.deleteMCP(w, r, t, principal)
+		g.deleteMCP(w, r, t, who.Name)
 	case http.MethodGet:
-		g.getMCP(w, r, t, principal)
+		g.getMCP(w, r, t, who.Name)
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		writeHTTPError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "method "+r.Method+" not allowed: use POST")
@@ -209,13 +210,14 @@ func checkRequestMeta(r *http.Request, msg *rpc.Message, params *objectIndex) (v
 	return version, caps, 0, nil
 }
 
-func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, principal string) {
+func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who *identity.Principal) {
+	principal := who.Name
 	msg, size, ok := g.readMessage(w, r)
 	if !ok {
 		return
 	}
 	// One allocation for the call, its relay and its response stream.
-	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, clientIP: clientIP(r), reqBytes: size}, msg, nil)
+	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, who: who, clientIP: g.clientIP(r), reqBytes: size}, msg, nil)
 	c := &pc.call
 	if msg.Method == "initialize" && !standardHeadersRequired(r) {
 		g.initialize(w, r, c, msg)

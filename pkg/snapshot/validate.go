@@ -553,9 +553,6 @@ func (c *checker) jwt(name string, j *metamcpv1.JWTAuth) {
 	} else if u, _ := url.Parse(iss); u.Scheme != "https" && !isLoopbackHost(u.Hostname()) {
 		c.add(KindEndpoint, name, "auth.jwt.issuer", "must be an https URL (http only for localhost or 127.0.0.1)")
 	}
-	if len(j.GetAudiences()) == 0 {
-		c.add(KindEndpoint, name, "auth.jwt.audiences", "at least one audience is required: the aud value your identity provider puts in tokens for MetaMCP")
-	}
 	for i, a := range j.GetAudiences() {
 		if a == "" {
 			c.add(KindEndpoint, name, fmt.Sprintf("auth.jwt.audiences[%d]", i), "must not be empty")

@@ -313,8 +313,8 @@ func TestValidateViolations(t *testing.T) {
 		{"jwt issuer http loopback ok", func(c *metamcpv1.Config) { jwt(c).Issuer = "http://127.0.0.1:8080" }, nil},
 		{"jwt issuer not a url", func(c *metamcpv1.Config) { jwt(c).Issuer = "idp" },
 			[]want{{"Endpoint", "team", "auth.jwt.issuer", "absolute http or https"}}},
-		{"jwt no audience", func(c *metamcpv1.Config) { jwt(c).Audiences = nil },
-			[]want{{"Endpoint", "team", "auth.jwt.audiences", "at least one audience"}}},
+		// The endpoint's canonical resource URL is always an accepted audience.
+		{"jwt no audience", func(c *metamcpv1.Config) { jwt(c).Audiences = nil }, nil},
 		{"jwt empty audience", func(c *metamcpv1.Config) { jwt(c).Audiences = []string{""} },
 			[]want{{"Endpoint", "team", "auth.jwt.audiences[0]", "must not be empty"}}},
 		{"jwks url relative", func(c *metamcpv1.Config) { jwt(c).JwksUrl = "jwks.json" },

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -44,25 +45,27 @@ func TestDataPlaneServesMCP(t *testing.T) {
 	waitApplied(t, cp, cp.revisionNum(t), dp)
 	url := "http://" + dp.addr + "/metamcp/dev/mcp"
 
-	// Without a key: 401 with the resource metadata pointer.
+	// Without a key: 403 saying so, and nothing that sends an OAuth client
+	// into a sign-in the endpoint does not offer.
 	resp, err := http.Post(url, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata=") {
-		t.Errorf("no API key: %d %q, want 401 with resource_metadata", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("WWW-Authenticate") != "" || !strings.Contains(string(body), "needs an API key") {
+		t.Errorf("no API key: %d %q %s, want 403 saying an API key is needed, without WWW-Authenticate", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
 	}
 
 	// DNS rebinding protection: Host and Origin allow lists from the flags.
 	for _, tc := range []struct {
 		host, origin string
-		want         int
+		want         string // what the 403 says
 	}{
-		{"evil.example", "", http.StatusForbidden},
-		{"mcp.internal", "", http.StatusUnauthorized}, // allowed; then the key is missing
-		{dp.addr, "https://evil.example", http.StatusForbidden},
-		{dp.addr, "https://app.example.com", http.StatusUnauthorized},
+		{"evil.example", "", "is not allowed"},
+		{"mcp.internal", "", "needs an API key"}, // allowed; then the key is missing
+		{dp.addr, "https://evil.example", "is not allowed"},
+		{dp.addr, "https://app.example.com", "needs an API key"},
 	} {
 		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 		if err != nil {
@@ -77,9 +80,10 @@ func TestDataPlaneServesMCP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("Host %s Origin %q: HTTP %d, want %d", tc.host, tc.origin, resp.StatusCode, tc.want)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), tc.want) {
+			t.Errorf("Host %s Origin %q: HTTP %d %s, want 403 saying %q", tc.host, tc.origin, resp.StatusCode, body, tc.want)
 		}
 	}
 
