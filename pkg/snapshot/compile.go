@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/authz"
 )
 
 // Compiled is the validated, indexed, immutable form of one snapshot that a
@@ -32,6 +33,9 @@ type Endpoint struct {
 	Separator  string
 	Members    []*Member
 	RateLimits []*metamcpv1.RateLimitPolicy
+	// Policy is the endpoint's compiled access rules; nil (allow everything)
+	// when it has none.
+	Policy *authz.Policy
 }
 
 // Member is one server mounted in an endpoint's namespace.
@@ -105,6 +109,11 @@ func Compile(snap *metamcpv1.Snapshot) (*Compiled, []string, error) {
 		for _, name := range ep.GetRateLimits() {
 			ce.RateLimits = append(ce.RateLimits, c.RateLimits[name])
 		}
+		policy, err := authz.Compile(ep.GetAccessRules())
+		if err != nil { // Validate compiled the same conditions
+			return nil, warnings, fmt.Errorf("snapshot %d: endpoint %q: %w", snap.GetRevision(), ep.GetName(), err)
+		}
+		ce.Policy = policy
 		c.Endpoints[ep.GetName()] = ce
 	}
 	return c, warnings, nil

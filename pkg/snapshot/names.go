@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/glob"
 )
 
 // MaxNameLength is the longest resource name: a DNS label.
@@ -124,46 +125,9 @@ func Separator(ns *metamcpv1.Namespace) string {
 }
 
 // MatchGlob reports whether name matches pattern, where `*` matches any run of
-// characters (including none) and `?` exactly one character. Every other
-// character matches itself; '/' is not special.
+// characters (including none) and `?` exactly one character (see glob.Match).
 func MatchGlob(pattern, name string) bool {
-	// Iterative matching with one backtrack point: linear in practice, never
-	// exponential, unlike the recursive form.
-	p, n := 0, 0
-	starP, starN := -1, 0
-	for n < len(name) {
-		if p < len(pattern) {
-			switch pattern[p] {
-			case '*':
-				starP, starN = p, n
-				p++
-				continue
-			case '?':
-				_, size := utf8.DecodeRuneInString(name[n:])
-				p++
-				n += size
-				continue
-			default:
-				// Byte comparison: equal runes have equal encodings.
-				if pattern[p] == name[n] {
-					p++
-					n++
-					continue
-				}
-			}
-		}
-		if starP < 0 {
-			return false
-		}
-		// Let the last '*' swallow one more character and retry.
-		_, size := utf8.DecodeRuneInString(name[starN:])
-		starN += size
-		p, n = starP+1, starN
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
+	return glob.Match(pattern, name)
 }
 
 // ToolAllowed reports whether a member exposes the upstream tool: it matches

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/authz"
 )
 
 // Violation is one problem with one field of one resource.
@@ -98,8 +99,14 @@ func Validate(cfg *metamcpv1.Config) (warnings []string, err error) {
 	for _, s := range cfg.GetServers() {
 		idx.servers[s.GetName()] = true
 	}
+	idx.members = map[string]map[string]bool{}
 	for _, ns := range cfg.GetNamespaces() {
 		idx.namespaces[ns.GetName()] = true
+		m := map[string]bool{}
+		for _, mem := range ns.GetMembers() {
+			m[mem.GetServer()] = true
+		}
+		idx.members[ns.GetName()] = m
 	}
 	for _, e := range cfg.GetEndpoints() {
 		idx.endpoints[e.GetName()] = true
@@ -194,6 +201,8 @@ func ValidateResource(m proto.Message) []Violation {
 // index holds the names of every resource of a config, for references.
 type index struct {
 	servers, namespaces, endpoints, rateLimits map[string]bool
+	// members holds the servers mounted in each namespace.
+	members map[string]map[string]bool
 }
 
 // checker collects violations and warnings.
@@ -522,9 +531,10 @@ func (c *checker) endpoint(e *metamcpv1.Endpoint) {
 			c.jwt(name, jwt)
 		}
 	}
+	c.accessRules(name, e.GetNamespace(), e.GetAccessRules())
 	// Accepted only once the data plane enforces them.
 	if len(e.GetAccessRules()) > 0 {
-		c.add(KindEndpoint, name, "accessRules", "are not enforced by this version yet: remove them")
+		c.add(KindEndpoint, name, "accessRules", "%s", accessRulesNotEnforced) // REFUSAL: removed when the gateway enforces access rules
 	}
 	if a := e.GetAuth(); a.GetDisableApiKeys() || a.GetJwt().GetGroupsClaim() != "" || len(a.GetJwt().GetAlgorithms()) > 0 || a.GetJwt().GetClockSkew() != nil {
 		c.add(KindEndpoint, name, "auth", "disableApiKeys, jwt.groupsClaim, jwt.algorithms and jwt.clockSkew are not enforced by this version yet: remove them")
@@ -542,6 +552,90 @@ func (c *checker) audit(name string, a *metamcpv1.AuditSettings) {
 	}
 	if a.GetCaptureArguments() || a.GetCaptureResults() {
 		c.add(KindEndpoint, name, "audit", "payload capture is not enforced by this version yet: remove it")
+	}
+}
+
+// accessRulesNotEnforced is the refusal of access rules while the data plane
+// does not enforce them.
+const accessRulesNotEnforced = "are not enforced by this version yet: remove them"
+
+// Limits on access rules.
+const (
+	// maxRuleEntry is the longest principal pattern, group name or prompt
+	// pattern of an access rule.
+	maxRuleEntry = 256
+	// maxResourcePattern is the longest resource URI pattern.
+	maxResourcePattern = 2048
+)
+
+// accessRules checks an endpoint's access rules; ns is its namespace, whose
+// members are the servers rules may name.
+func (c *checker) accessRules(name, ns string, rules []*metamcpv1.AccessRule) {
+	seen := map[string]int{}
+	for i, r := range rules {
+		at := fmt.Sprintf("accessRules[%d]", i)
+		if r == nil {
+			c.add(KindEndpoint, name, at, "must not be null")
+			continue
+		}
+		switch rn := r.GetName(); {
+		case nameProblem(rn) != "":
+			c.add(KindEndpoint, name, at+".name", "%s", nameProblem(rn))
+		default:
+			if j, dup := seen[rn]; dup {
+				c.add(KindEndpoint, name, at+".name", "%q is also the name of accessRules[%d]: rule names must be unique", rn, j)
+			} else {
+				seen[rn] = i
+			}
+		}
+		switch r.GetEffect() {
+		case metamcpv1.AccessEffect_ACCESS_EFFECT_UNSPECIFIED, metamcpv1.AccessEffect_ACCESS_EFFECT_ALLOW, metamcpv1.AccessEffect_ACCESS_EFFECT_DENY:
+		default:
+			c.add(KindEndpoint, name, at+".effect", "%d is not an effect: use allow or deny", r.GetEffect())
+		}
+		entries := func(field string, list []string, max int, what string) {
+			for j, v := range list {
+				switch {
+				case v == "":
+					c.add(KindEndpoint, name, fmt.Sprintf("%s.%s[%d]", at, field, j), "must not be empty: %s", what)
+				case len(v) > max:
+					c.add(KindEndpoint, name, fmt.Sprintf("%s.%s[%d]", at, field, j), "is %d bytes: at most %d", len(v), max)
+				case strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }):
+					c.add(KindEndpoint, name, fmt.Sprintf("%s.%s[%d]", at, field, j), "%q has a control character or invalid UTF-8", v)
+				}
+			}
+		}
+		entries("principals", r.GetPrincipals(), maxRuleEntry, `a principal name or glob ("*" for every caller: or leave principals, groups and apiKeys all empty)`)
+		entries("groups", r.GetGroups(), maxRuleEntry, "a group name")
+		for j, k := range r.GetApiKeys() {
+			if p := nameProblem(k); p != "" {
+				c.add(KindEndpoint, name, fmt.Sprintf("%s.apiKeys[%d]", at, j), "%q is not an API key name: %s", k, p)
+			}
+		}
+		if len(r.GetTools())+len(r.GetServers())+len(r.GetPrompts())+len(r.GetResources()) == 0 {
+			c.add(KindEndpoint, name, at, `names nothing it applies to: list tools, servers, prompts or resources (tools: ["*"] for every tool)`)
+		}
+		for j, g := range r.GetTools() {
+			if p := globProblem(g); p != "" {
+				c.add(KindEndpoint, name, fmt.Sprintf("%s.tools[%d]", at, j), "%s", p)
+			}
+		}
+		entries("prompts", r.GetPrompts(), maxRuleEntry, `a prompt name or glob ("*" for every prompt)`)
+		entries("resources", r.GetResources(), maxResourcePattern, `a resource URI or glob ("*" for every resource)`)
+		for j, sv := range r.GetServers() {
+			field := fmt.Sprintf("%s.servers[%d]", at, j)
+			switch {
+			case nameProblem(sv) != "":
+				c.add(KindEndpoint, name, field, "%q is not a valid server name: %s", sv, nameRule)
+			case c.inConfig && c.idx.namespaces[ns] && !c.idx.members[ns][sv]:
+				c.add(KindEndpoint, name, field, "server %q is not a member of namespace %q: the endpoint serves nothing of it; add it to the namespace or fix the name", sv, ns)
+			}
+		}
+		if cond := r.GetCondition(); cond != "" {
+			if err := authz.CheckCondition(cond); err != nil {
+				c.add(KindEndpoint, name, at+".condition", "%v", err)
+			}
+		}
 	}
 }
 
