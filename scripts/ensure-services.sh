@@ -205,6 +205,27 @@ ensure_conformance() {
 	log "MCP conformance suite $CONFORMANCE_VERSION is in $CONFORMANCE_DIR"
 }
 
+# --- Third-party MCP clients -------------------------------------------------
+
+# The clients test/e2e drives the gateway with, as users do: mcp-remote (the
+# stdio bridge desktop clients use) and the official TypeScript SDK.
+MCP_REMOTE_VERSION=0.15.1
+TS_SDK_VERSION=1.32.2
+CLIENTS_DIR=${METAMCP_CLIENTS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/metamcp/clients-$MCP_REMOTE_VERSION-$TS_SDK_VERSION}
+
+ensure_clients() {
+	if [ -f "$CLIENTS_DIR/node_modules/mcp-remote/package.json" ] && [ -f "$CLIENTS_DIR/node_modules/@modelcontextprotocol/sdk/package.json" ]; then
+		log "mcp-remote $MCP_REMOTE_VERSION and the TypeScript SDK $TS_SDK_VERSION are in $CLIENTS_DIR"
+		return
+	fi
+	mkdir -p "$CLIENTS_DIR"
+	log "npm install mcp-remote@$MCP_REMOTE_VERSION @modelcontextprotocol/sdk@$TS_SDK_VERSION"
+	npm install --prefix "$CLIENTS_DIR" --no-audit --no-fund --loglevel=error \
+		"mcp-remote@$MCP_REMOTE_VERSION" "@modelcontextprotocol/sdk@$TS_SDK_VERSION" >&2 ||
+		die "cannot install mcp-remote and @modelcontextprotocol/sdk from the npm registry"
+	log "mcp-remote and the TypeScript SDK are in $CLIENTS_DIR"
+}
+
 ensure_postgres
 ensure_redis
 ensure_nginx
@@ -212,4 +233,5 @@ ensure_command docker-compose docker-compose
 ensure_command node nodejs
 ensure_command npm npm
 ensure_conformance
+ensure_clients
 log "all services ready"
