@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -134,6 +135,11 @@ type Verifiers struct {
 	mu     sync.Mutex
 	sets   map[keySetID]*keySet
 	closed bool
+
+	// byConfig finds the Verifier of a snapshot's JWTAuth message by its
+	// address, for Verify; replaced whole (copy on write) under mu. A nil
+	// value is a config Update refused.
+	byConfig atomic.Pointer[map[*metamcpv1.JWTAuth]*Verifier]
 }
 
 type keySetID struct{ issuer, jwksURL string }
@@ -169,23 +175,18 @@ func (v *Verifiers) Update(cfgs map[string]*metamcpv1.JWTAuth) (map[string]*Veri
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	byConfig := make(map[*metamcpv1.JWTAuth]*Verifier, len(cfgs))
 	for _, name := range names {
-		c, err := compile(cfgs[name])
+		c, err := v.register(cfgs[name])
+		byConfig[cfgs[name]] = c
 		if err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %s: auth.jwt: %w", name, err))
 			continue
 		}
-		id := keySetID{issuer: c.issuer, jwksURL: c.jwksURL}
-		ks := v.sets[id]
-		if ks == nil {
-			ks = newKeySet(id.issuer, id.jwksURL, v.opts)
-			v.sets[id] = ks
-			ks.start()
-		}
-		used[id] = true
-		c.reg, c.keys = v, ks
+		used[keySetID{issuer: c.issuer, jwksURL: c.jwksURL}] = true
 		out[name] = c
 	}
+	v.byConfig.Store(&byConfig)
 	var stop []*keySet
 	for id, ks := range v.sets {
 		if !used[id] {
@@ -198,6 +199,86 @@ func (v *Verifiers) Update(cfgs map[string]*metamcpv1.JWTAuth) (map[string]*Veri
 		v.cache.dropKeySet(ks)
 	}
 	return out, errors.Join(errs...)
+}
+
+// register compiles cfg and attaches it to the key set of its issuer,
+// starting that key set if it is new. v.mu is held.
+func (v *Verifiers) register(cfg *metamcpv1.JWTAuth) (*Verifier, error) {
+	c, err := compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	id := keySetID{issuer: c.issuer, jwksURL: c.jwksURL}
+	ks := v.sets[id]
+	if ks == nil {
+		ks = newKeySet(id.issuer, id.jwksURL, v.opts)
+		v.sets[id] = ks
+		ks.start()
+	}
+	c.reg, c.keys = v, ks
+	return c, nil
+}
+
+// Verify checks token for the endpoint whose settings are cfg (the
+// snapshot's own message: it is found by address), accepting as `aud` any of
+// audiences or of cfg's audiences, at the current time. It is the shape the
+// gateway's TokenVerifier asks for; see Verifier.Verify for the rest.
+//
+// Settings the last Update did not include (a snapshot served before Update
+// saw it) are compiled and their issuer's keys fetched on first use; the
+// next Update stops what it no longer names.
+func (v *Verifiers) Verify(token string, cfg *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error) {
+	c, err := v.verifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.Verify(context.Background(), token, audiences, time.Now())
+}
+
+// Verifier returns the Verifier of cfg (see Verify), nil with an *Error
+// when the settings are invalid.
+func (v *Verifiers) Verifier(cfg *metamcpv1.JWTAuth) (*Verifier, error) { return v.verifier(cfg) }
+
+func (v *Verifiers) verifier(cfg *metamcpv1.JWTAuth) (*Verifier, error) {
+	if m := v.byConfig.Load(); m != nil {
+		if c, ok := (*m)[cfg]; ok {
+			if c == nil {
+				return nil, errBadConfig
+			}
+			return c, nil
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	old := v.byConfig.Load()
+	if old != nil {
+		if c, ok := (*old)[cfg]; ok { // registered while we waited for mu
+			if c == nil {
+				return nil, errBadConfig
+			}
+			return c, nil
+		}
+	}
+	if v.closed {
+		return nil, invalid("configuration", "the data plane is shutting down")
+	}
+	c, err := v.register(cfg)
+	next := make(map[*metamcpv1.JWTAuth]*Verifier)
+	if old != nil {
+		maps.Copy(next, *old)
+	}
+	next[cfg] = c
+	v.byConfig.Store(&next)
+	if err != nil {
+		v.opts.Logger.Warn("jwt: an endpoint's JWT settings are not valid; its tokens are refused", "error", err)
+		return nil, errBadConfig
+	}
+	return c, nil
+}
+
+var errBadConfig = &Error{
+	Status: http.StatusUnauthorized, Code: CodeInvalidToken, Reason: "configuration",
+	Description: "this endpoint's JWT settings are not valid: no token can be accepted until they are fixed",
 }
 
 // Close stops every fetcher and waits for them. Verifiers keep answering
@@ -423,7 +504,7 @@ func compile(cfg *metamcpv1.JWTAuth) (*Verifier, error) {
 // token.
 func (c *Verifier) Verify(ctx context.Context, token string, resources []string, now time.Time) (*identity.Principal, error) {
 	if c == nil {
-		return nil, invalid("configuration", "this endpoint's JWT settings are not valid: no token can be accepted until they are fixed")
+		return nil, errBadConfig
 	}
 	if len(token) > MaxTokenSize {
 		return nil, invalid("malformed", "the token is too large (over %d bytes)", MaxTokenSize)

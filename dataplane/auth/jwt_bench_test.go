@@ -63,6 +63,30 @@ func BenchmarkVerifyCached(b *testing.B) {
 	}
 }
 
+// BenchmarkVerifiersVerifyCached is the gateway's path: the Verifier found
+// by the settings' address, then a cached token.
+func BenchmarkVerifiersVerifyCached(b *testing.B) {
+	iss, c := benchEndpoint(b, 10_000)
+	v := c.reg
+	var cfg *metamcpv1.JWTAuth
+	for k, x := range *v.byConfig.Load() {
+		if x == c {
+			cfg = k
+		}
+	}
+	tok := iss.Mint(benchClaims(iss, "alice"))
+	res := []string{testResource}
+	if _, err := v.Verify(tok, cfg, res); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(tok, cfg, res); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkVerifyCachedParallel is the same from every core at once.
 func BenchmarkVerifyCachedParallel(b *testing.B) {
 	iss, c := benchEndpoint(b, 10_000)

@@ -625,3 +625,45 @@ func TestClockSkewSetting(t *testing.T) {
 		t.Fatalf("no skew, expired 5 s ago: %v", err)
 	}
 }
+
+// The gateway's TokenVerifier asks for this shape.
+var _ interface {
+	Verify(token string, cfg *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error)
+} = (*Verifiers)(nil)
+
+func TestVerifiersVerifyByConfig(t *testing.T) {
+	iss := oidcissuer.Start(t, oidcissuer.Options{})
+	v := newVerifiers(t, testOptions())
+	cfg := &metamcpv1.JWTAuth{Issuer: iss.URL(), JwksUrl: iss.JWKSURL(), RequiredScopes: []string{"s"}}
+	bad := &metamcpv1.JWTAuth{Issuer: iss.URL(), Algorithms: []string{"HS256"}}
+	if _, err := v.Update(map[string]*metamcpv1.JWTAuth{"ep": cfg, "bad": bad}); err == nil {
+		t.Fatal("Update accepted HS256")
+	}
+	c, err := v.Verifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, c)
+	cl := iss.Claims("alice", testResource, time.Hour)
+	cl["scp"] = []string{"s"}
+	p, err := v.Verify(iss.Mint(cl), cfg, []string{testResource})
+	if err != nil || p.Name != "alice" {
+		t.Fatalf("Verify = %+v, %v", p, err)
+	}
+	if _, err := v.Verify(iss.Mint(cl), bad, []string{testResource}); asError(t, err).Reason != "configuration" {
+		t.Fatalf("invalid settings: %v", err)
+	}
+	// Settings Update has not seen (an equal message at another address) are
+	// compiled on first use and share the key set.
+	same := &metamcpv1.JWTAuth{Issuer: iss.URL(), JwksUrl: iss.JWKSURL()}
+	if _, err := v.Verify(iss.Mint(cl), same, []string{testResource}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := v.Verifier(same); got == nil || got.keys != c.keys || iss.JWKSFetches() != 1 {
+		t.Fatal("settings seen first by Verify must share the issuer's key set")
+	}
+	_, err = v.Verify(iss.Mint(iss.Claims("bob", testResource, time.Hour)), cfg, []string{testResource})
+	if e := asError(t, err); e.Status != 403 || e.Code != CodeInsufficientScope || !slices.Equal(e.Scopes, []string{"s"}) {
+		t.Fatalf("missing scope: %+v", e)
+	}
+}
