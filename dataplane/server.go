@@ -363,6 +363,7 @@ func (s *Server) followConfig(ctx context.Context) {
 		changed := s.cache.Changed()
 		if cur := s.cache.Current(); cur != nil {
 			s.pool.Update(cur.Servers)
+			s.pool.Restarts(cur.Config.GetServerRestarts())
 			// Clients whose tools, prompts or resources changed hear of it.
 			s.gw.ConfigChanged()
 		}

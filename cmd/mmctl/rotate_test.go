@@ -36,3 +36,28 @@ func TestRotateSessionKey(t *testing.T) {
 		}
 	}
 }
+
+func (f *fakeAdmin) RestartServer(ctx context.Context, r *metamcpv1.RestartServerRequest) (*metamcpv1.RestartServerResponse, error) {
+	if err := f.record(ctx, r); err != nil {
+		return nil, err
+	}
+	return &metamcpv1.RestartServerResponse{Revision: 13}, nil
+}
+
+func TestRestartServer(t *testing.T) {
+	f := &fakeAdmin{}
+	addr := startFake(t, f)
+	r := runMmctl(t, "", "--addr", addr, "restart", "server", "github")
+	if r.code != 0 || r.stdout != "server/github restarted (revision 13)\n" {
+		t.Fatalf("restart server: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if req, ok := f.last().(*metamcpv1.RestartServerRequest); !ok || req.GetName() != "github" {
+		t.Fatalf("the control plane got %v, want a RestartServerRequest for github", f.last())
+	}
+	for _, args := range [][]string{{"restart"}, {"restart", "server"}, {"restart", "namespace", "x"}, {"restart", "server", "a", "b"}} {
+		r := runMmctl(t, "", append([]string{"--addr", addr}, args...)...)
+		if r.code != exitUsage {
+			t.Errorf("%q: exit %d, stderr %q; want a usage error", args, r.code, r.stderr)
+		}
+	}
+}

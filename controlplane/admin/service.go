@@ -347,7 +347,10 @@ func (s *Service) BuildConfig(ctx context.Context) (*metamcpv1.Config, int64, er
 			return err
 		}
 		cfg, rev = c.snapshotConfig(true), tx.Revision()
-		cfg.SessionKeys, err = readSessionKeys(ctx, tx, s.sealer)
+		if cfg.SessionKeys, err = readSessionKeys(ctx, tx, s.sealer); err != nil {
+			return err
+		}
+		cfg.ServerRestarts, err = readServerRestarts(ctx, tx, cfg.GetServers())
 		return err
 	})
 	if err != nil {

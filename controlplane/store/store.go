@@ -32,6 +32,9 @@ const (
 	// KindSessionKeys holds the data planes' session-sealing keys (one record,
 	// named "default"), so every control-plane replica builds the same snapshot.
 	KindSessionKeys Kind = "SessionKeys"
+	// KindServerRestarts holds the restart generation of each server (one
+	// record, named "default"; see `mmctl restart server`).
+	KindServerRestarts Kind = "ServerRestarts"
 )
 
 // Errors returned by stores; test with errors.Is.

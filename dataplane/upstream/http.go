@@ -19,9 +19,27 @@ import (
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
 
-// errSessionExpired is a 404 on a Streamable HTTP session: the upstream forgot
-// it (restart, expiry). The session is dead; the pool opens a new one.
-var errSessionExpired = errors.New("the server no longer knows the session (HTTP 404); reconnecting on next use")
+// errSessionExpired is a refusal of a Streamable HTTP session: the upstream
+// forgot it (restart, expiry). The specification says 404; some servers
+// (the TypeScript SDK's examples, server-everything among them) answer 400
+// "No valid session ID" instead, which refusedSession recognises. The session
+// is dead; the pool opens a new one, and the request, which the upstream never
+// ran, may be sent again on it.
+var errSessionExpired = errors.New("the server no longer knows the session (it restarted, or the session expired); reconnecting on next use")
+
+// refusedSession reports whether an answer to a request that carried a
+// session id refuses the session itself: 404, or 400 whose body talks of the
+// session (e.g. "Bad Request: No valid session ID provided"). A 400 about
+// anything else is the request's own error.
+func refusedSession(status int, body []byte) bool {
+	switch status {
+	case http.StatusNotFound:
+		return true
+	case http.StatusBadRequest:
+		return bytes.Contains(bytes.ToLower(body), []byte("session"))
+	}
+	return false
+}
 
 // maxBody bounds one HTTP response body or SSE event.
 const maxBody = 64 << 20
@@ -149,12 +167,16 @@ func (t *httpTransport) listenOnce() (bool, error) {
 		return t.life.Err() == nil, err
 	}
 	defer drain(resp)
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		t.fail(errSessionExpired)
-		return false, errSessionExpired
-	case resp.StatusCode != http.StatusOK:
-		return false, statusError(resp)
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		t.mu.Lock()
+		had := t.sessionID != nil
+		t.mu.Unlock()
+		if had && refusedSession(resp.StatusCode, b) {
+			t.fail(errSessionExpired)
+			return false, errSessionExpired
+		}
+		return false, statusErr(resp.Status, resp.Header.Get("Content-Type"), bytes.NewReader(b))
 	}
 	err = readEvents(resp.Body, func(ev *sseEvent) bool {
 		if ev.event != "" && ev.event != "message" {
@@ -249,20 +271,17 @@ func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, 
 		t.fail(err)
 		return nil, err
 	}
-	if resp.StatusCode == http.StatusNotFound {
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		drain(resp)
 		t.mu.Lock()
 		had := t.sessionID != nil
 		t.mu.Unlock()
-		if had {
-			drain(resp)
+		if had && refusedSession(resp.StatusCode, b) {
 			t.fail(errSessionExpired)
 			return nil, errSessionExpired
 		}
-	}
-	if resp.StatusCode/100 != 2 {
-		err := statusError(resp)
-		drain(resp)
-		return nil, err
+		return nil, statusErr(resp.Status, resp.Header.Get("Content-Type"), bytes.NewReader(b))
 	}
 	if id := resp.Header.Get("Mcp-Session-Id"); id != "" {
 		t.mu.Lock()
@@ -355,17 +374,15 @@ func (t *httpTransport) post1(ctx context.Context, body []byte) (*h1Call, *h1Res
 		t.fail(err)
 		return nil, nil, err
 	}
-	if resp.status == http.StatusNotFound && had {
-		resp.body.finish(64 << 10)
-		call.release()
-		t.fail(errSessionExpired)
-		return nil, nil, errSessionExpired
-	}
 	if resp.status/100 != 2 {
-		err := statusErr(resp.statusText, resp.contentType, resp.body)
+		b, _ := io.ReadAll(io.LimitReader(resp.body, 64<<10))
 		resp.body.finish(64 << 10)
 		call.release()
-		return nil, nil, err
+		if had && refusedSession(resp.status, b) {
+			t.fail(errSessionExpired)
+			return nil, nil, errSessionExpired
+		}
+		return nil, nil, statusErr(resp.statusText, resp.contentType, bytes.NewReader(b))
 	}
 	if resp.sessionID != "" {
 		t.mu.Lock()

@@ -152,6 +152,11 @@ type serverState struct {
 	procs int           // live stdio processes
 	freed chan struct{} // closed and replaced whenever a slot frees
 
+	// restartGen is the server's restart generation (Restarts); gen is
+	// false until the first Restarts after the server appeared.
+	restartGen int64
+	gen        bool
+
 	state   metamcpv1.UpstreamState
 	lastErr error
 	// limitLogged is when a refusal at the limit was last logged.
@@ -297,6 +302,37 @@ func (p *Pool) Update(servers map[string]*metamcpv1.Server) {
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+}
+
+// Restarts applies the restart generations of a snapshot (servers never
+// restarted are absent): the sessions of a server whose generation changed
+// are closed once idle, and new ones are opened on next use, at once even
+// if the server was backing off. Call it after Update with the same
+// snapshot. A server's first generation restarts nothing: the data plane
+// has just started, or the server just appeared.
+func (p *Pool) Restarts(generations map[string]int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	for name, st := range p.servers {
+		gen := generations[name]
+		if !st.gen {
+			st.restartGen, st.gen = gen, true
+			continue
+		}
+		if gen == st.restartGen {
+			continue
+		}
+		st.restartGen = gen
+		p.retireAllLocked(st)
+		if st.client != nil {
+			st.client.CloseIdleConnections()
+		}
+		st.state, st.lastErr, st.failures, st.retryAt = metamcpv1.UpstreamState_UPSTREAM_STATE_IDLE, nil, 0, time.Time{}
+		st.log.Info("restarting the upstream sessions (mmctl restart server); new sessions open on next use", "generation", gen)
 	}
 }
 
@@ -574,6 +610,7 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 	}
 	s := newSession(st.name, e.clientID, cfg, &p.opts, log)
 	s.events = poolEvents{p}
+	s.renew = func(ctx context.Context) (*session, error) { return p.renew(ctx, st, e) }
 	var t transport
 	var err error
 	switch {
@@ -695,6 +732,32 @@ func (p *Pool) watch(st *serverState, e *entry, s *session) {
 	if err := s.t.err(); mapped && !errors.Is(err, errClosed) && !errors.Is(err, errSessionExpired) && !p.closed && p.servers[st.name] == st {
 		p.failedLocked(st, err)
 	}
+}
+
+// renew replaces the session of e, which the upstream refused (it forgot
+// the session: restarted, or expired it), with a fresh one. Callers that
+// find e refused at once share the one reconnect: the first unmaps e, the
+// others find the new entry.
+func (p *Pool) renew(ctx context.Context, st *serverState, e *entry) (*session, error) {
+	p.mu.Lock()
+	unmapped := false
+	if st.shared == e {
+		st.shared, unmapped = nil, true
+	}
+	if e.clientID != "" && st.perClient[e.clientID] == e {
+		delete(st.perClient, e.clientID)
+		unmapped = true
+	}
+	p.mu.Unlock()
+	if unmapped {
+		st.log.Info("the upstream refused its session (restarted, or expired it); initializing a new one and sending the request again",
+			"client", e.clientID)
+	}
+	s, err := p.Session(ctx, st.name, e.clientID)
+	if err != nil {
+		return nil, err
+	}
+	return s.(*session), nil
 }
 
 // CloseClient ends the per_client sessions of a downstream session (its

@@ -62,6 +62,10 @@ type session struct {
 	// session attributes them to the calls in flight (callers).
 	related bool
 
+	// renew, set by the pool, replaces the session after the upstream
+	// refused it (errSessionExpired) with a fresh, initialized one.
+	renew func(ctx context.Context) (*session, error)
+
 	// life ends when the session closes; it bounds replies to server requests.
 	life     context.Context
 	stopLife context.CancelFunc
@@ -219,8 +223,22 @@ func (s *session) goBackground(f func()) {
 
 func isList(method string) bool { return strings.HasSuffix(method, "/list") }
 
-// Call implements Session.
+// Call implements Session. When the upstream refuses the session (it
+// restarted, or expired the session), the request never ran there: the pool
+// opens a fresh session and Call sends it once more on that one.
 func (s *session) Call(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	res, err := s.callOnce(ctx, method, params)
+	if err == nil || s.renew == nil || !errors.Is(err, errSessionExpired) || ctx.Err() != nil {
+		return res, err
+	}
+	ns, rerr := s.renew(ctx)
+	if rerr != nil {
+		return nil, rerr
+	}
+	return ns.callOnce(ctx, method, params)
+}
+
+func (s *session) callOnce(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
 	if !s.acquire() {
 		return nil, s.deadErr()
 	}
@@ -258,7 +276,9 @@ func (s *session) Call(ctx context.Context, method string, params json.RawMessag
 }
 
 func (s *session) deadErr() error {
-	if err := s.t.err(); err != nil && !errors.Is(err, errClosed) {
+	if err := s.t.err(); errors.Is(err, errSessionExpired) {
+		return &Error{Server: s.server, Err: err}
+	} else if err != nil && !errors.Is(err, errClosed) {
 		return &Error{Server: s.server, Err: fmt.Errorf("unavailable: %w", err)}
 	}
 	return &Error{Server: s.server, Err: errClosed}

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -188,13 +189,16 @@ func (t *sseTransport) send(ctx context.Context, body []byte) error {
 		return fmt.Errorf("POST %s: %w", redact(t.endpoint), cleanURLError(err))
 	}
 	defer drain(resp)
-	if resp.StatusCode == http.StatusNotFound {
-		t.setCause(errSessionExpired)
-		t.stop()
-		return errSessionExpired
-	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("POST %s: %w", redact(t.endpoint), statusError(resp))
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if refusedSession(resp.StatusCode, b) {
+			// 404, or 400 "No transport found for sessionId": the server
+			// forgot the stream's session (it restarted).
+			t.setCause(errSessionExpired)
+			t.stop()
+			return errSessionExpired
+		}
+		return fmt.Errorf("POST %s: %w", redact(t.endpoint), statusErr(resp.Status, resp.Header.Get("Content-Type"), bytes.NewReader(b)))
 	}
 	return nil
 }

@@ -364,6 +364,18 @@ func TestGatewayUpstreamsAndRevisions(t *testing.T) {
 		return strings.HasPrefix(got, "fx ") && got != before, "still " + got
 	})
 
+	// mmctl restart server: the data plane replaces fx's process, and the
+	// same client session goes on with the new one.
+	restarted := callText(ctx, t, first, "fx__whoami", nil)
+	r = cp.ok(t, "restart", "server", "fx")
+	if !strings.Contains(r.stdout, "server/fx restarted") {
+		t.Errorf("mmctl restart server fx: %s", r)
+	}
+	eventually(t, "fx__whoami answered by the restarted process", func() (bool, string) {
+		got := callText(ctx, t, first, "fx__whoami", nil)
+		return strings.HasPrefix(got, "fx ") && got != restarted, "still " + got
+	})
+
 	// Stopping the data plane with five client sessions open (one an SSE
 	// stream) is prompt and leaves no stdio upstream behind. (npx's node is
 	// not checked: other tests on this machine may run it too.)

@@ -2313,6 +2313,95 @@ func (x *RotateSessionKeyResponse) GetRevision() int64 {
 	return 0
 }
 
+type RestartServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartServerRequest) Reset() {
+	*x = RestartServerRequest{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartServerRequest) ProtoMessage() {}
+
+func (x *RestartServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartServerRequest.ProtoReflect.Descriptor instead.
+func (*RestartServerRequest) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RestartServerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RestartServerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision that carries the restart to the data planes.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartServerResponse) Reset() {
+	*x = RestartServerResponse{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartServerResponse) ProtoMessage() {}
+
+func (x *RestartServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartServerResponse.ProtoReflect.Descriptor instead.
+func (*RestartServerResponse) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RestartServerResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type GetRevisionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2321,7 +2410,7 @@ type GetRevisionRequest struct {
 
 func (x *GetRevisionRequest) Reset() {
 	*x = GetRevisionRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2422,7 @@ func (x *GetRevisionRequest) String() string {
 func (*GetRevisionRequest) ProtoMessage() {}
 
 func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[49]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2435,7 @@ func (x *GetRevisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionRequest.ProtoReflect.Descriptor instead.
 func (*GetRevisionRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type GetRevisionResponse struct {
@@ -2358,7 +2447,7 @@ type GetRevisionResponse struct {
 
 func (x *GetRevisionResponse) Reset() {
 	*x = GetRevisionResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2459,7 @@ func (x *GetRevisionResponse) String() string {
 func (*GetRevisionResponse) ProtoMessage() {}
 
 func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[50]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2472,7 @@ func (x *GetRevisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevisionResponse.ProtoReflect.Descriptor instead.
 func (*GetRevisionResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetRevisionResponse) GetRevision() int64 {
@@ -2421,7 +2510,7 @@ type DataPlane struct {
 
 func (x *DataPlane) Reset() {
 	*x = DataPlane{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2522,7 @@ func (x *DataPlane) String() string {
 func (*DataPlane) ProtoMessage() {}
 
 func (x *DataPlane) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[51]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2535,7 @@ func (x *DataPlane) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPlane.ProtoReflect.Descriptor instead.
 func (*DataPlane) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DataPlane) GetNodeId() string {
@@ -2555,7 +2644,7 @@ type UpstreamStatus struct {
 
 func (x *UpstreamStatus) Reset() {
 	*x = UpstreamStatus{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2656,7 @@ func (x *UpstreamStatus) String() string {
 func (*UpstreamStatus) ProtoMessage() {}
 
 func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[52]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2669,7 @@ func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamStatus.ProtoReflect.Descriptor instead.
 func (*UpstreamStatus) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *UpstreamStatus) GetServer() string {
@@ -2626,7 +2715,7 @@ type ListDataPlanesRequest struct {
 
 func (x *ListDataPlanesRequest) Reset() {
 	*x = ListDataPlanesRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[53]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2638,7 +2727,7 @@ func (x *ListDataPlanesRequest) String() string {
 func (*ListDataPlanesRequest) ProtoMessage() {}
 
 func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[53]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2651,7 +2740,7 @@ func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesRequest.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 type ListDataPlanesResponse struct {
@@ -2665,7 +2754,7 @@ type ListDataPlanesResponse struct {
 
 func (x *ListDataPlanesResponse) Reset() {
 	*x = ListDataPlanesResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2677,7 +2766,7 @@ func (x *ListDataPlanesResponse) String() string {
 func (*ListDataPlanesResponse) ProtoMessage() {}
 
 func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2690,7 +2779,7 @@ func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesResponse.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListDataPlanesResponse) GetDataPlanes() []*DataPlane {
@@ -2814,6 +2903,10 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\tresources\x18\x02 \x03(\v2\x14.metamcp.v1.ResourceR\tresources\"\x19\n" +
 	"\x17RotateSessionKeyRequest\"6\n" +
 	"\x18RotateSessionKeyResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"*\n" +
+	"\x14RestartServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"3\n" +
+	"\x15RestartServerResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x14\n" +
 	"\x12GetRevisionRequest\"1\n" +
 	"\x13GetRevisionResponse\x12\x1a\n" +
@@ -2854,7 +2947,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x1aUPSTREAM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPSTREAM_STATE_IDLE\x10\x01\x12\x1a\n" +
 	"\x16UPSTREAM_STATE_HEALTHY\x10\x02\x12\x17\n" +
-	"\x13UPSTREAM_STATE_DOWN\x10\x032\xe3\x17\n" +
+	"\x13UPSTREAM_STATE_DOWN\x10\x032\xb9\x18\n" +
 	"\fAdminService\x12C\n" +
 	"\fCreateServer\x12\x1f.metamcp.v1.CreateServerRequest\x1a\x12.metamcp.v1.Server\x12=\n" +
 	"\tGetServer\x12\x1c.metamcp.v1.GetServerRequest\x1a\x12.metamcp.v1.Server\x12N\n" +
@@ -2893,7 +2986,8 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x10RotateSessionKey\x12#.metamcp.v1.RotateSessionKeyRequest\x1a$.metamcp.v1.RotateSessionKeyResponse\x12Z\n" +
 	"\x0fListCallRecords\x12\".metamcp.v1.ListCallRecordsRequest\x1a#.metamcp.v1.ListCallRecordsResponse\x12b\n" +
 	"\x11FollowCallRecords\x12$.metamcp.v1.FollowCallRecordsRequest\x1a%.metamcp.v1.FollowCallRecordsResponse0\x01\x12i\n" +
-	"\x14SummarizeCallRecords\x12'.metamcp.v1.SummarizeCallRecordsRequest\x1a(.metamcp.v1.SummarizeCallRecordsResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
+	"\x14SummarizeCallRecords\x12'.metamcp.v1.SummarizeCallRecordsRequest\x1a(.metamcp.v1.SummarizeCallRecordsResponse\x12T\n" +
+	"\rRestartServer\x12 .metamcp.v1.RestartServerRequest\x1a!.metamcp.v1.RestartServerResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
 
 var (
 	file_metamcp_v1_admin_proto_rawDescOnce sync.Once
@@ -2908,7 +3002,7 @@ func file_metamcp_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_metamcp_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_metamcp_v1_admin_proto_goTypes = []any{
 	(ChangeAction)(0),                     // 0: metamcp.v1.ChangeAction
 	(UpstreamState)(0),                    // 1: metamcp.v1.UpstreamState
@@ -2961,56 +3055,58 @@ var file_metamcp_v1_admin_proto_goTypes = []any{
 	(*ExportResponse)(nil),                // 48: metamcp.v1.ExportResponse
 	(*RotateSessionKeyRequest)(nil),       // 49: metamcp.v1.RotateSessionKeyRequest
 	(*RotateSessionKeyResponse)(nil),      // 50: metamcp.v1.RotateSessionKeyResponse
-	(*GetRevisionRequest)(nil),            // 51: metamcp.v1.GetRevisionRequest
-	(*GetRevisionResponse)(nil),           // 52: metamcp.v1.GetRevisionResponse
-	(*DataPlane)(nil),                     // 53: metamcp.v1.DataPlane
-	(*UpstreamStatus)(nil),                // 54: metamcp.v1.UpstreamStatus
-	(*ListDataPlanesRequest)(nil),         // 55: metamcp.v1.ListDataPlanesRequest
-	(*ListDataPlanesResponse)(nil),        // 56: metamcp.v1.ListDataPlanesResponse
-	(*Server)(nil),                        // 57: metamcp.v1.Server
-	(*Namespace)(nil),                     // 58: metamcp.v1.Namespace
-	(*Endpoint)(nil),                      // 59: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),               // 60: metamcp.v1.RateLimitPolicy
-	(*ApiKey)(nil),                        // 61: metamcp.v1.ApiKey
-	(*Token)(nil),                         // 62: metamcp.v1.Token
-	(*Resource)(nil),                      // 63: metamcp.v1.Resource
-	(*timestamppb.Timestamp)(nil),         // 64: google.protobuf.Timestamp
-	(*ListCallRecordsRequest)(nil),        // 65: metamcp.v1.ListCallRecordsRequest
-	(*FollowCallRecordsRequest)(nil),      // 66: metamcp.v1.FollowCallRecordsRequest
-	(*SummarizeCallRecordsRequest)(nil),   // 67: metamcp.v1.SummarizeCallRecordsRequest
-	(*ListCallRecordsResponse)(nil),       // 68: metamcp.v1.ListCallRecordsResponse
-	(*FollowCallRecordsResponse)(nil),     // 69: metamcp.v1.FollowCallRecordsResponse
-	(*SummarizeCallRecordsResponse)(nil),  // 70: metamcp.v1.SummarizeCallRecordsResponse
+	(*RestartServerRequest)(nil),          // 51: metamcp.v1.RestartServerRequest
+	(*RestartServerResponse)(nil),         // 52: metamcp.v1.RestartServerResponse
+	(*GetRevisionRequest)(nil),            // 53: metamcp.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),           // 54: metamcp.v1.GetRevisionResponse
+	(*DataPlane)(nil),                     // 55: metamcp.v1.DataPlane
+	(*UpstreamStatus)(nil),                // 56: metamcp.v1.UpstreamStatus
+	(*ListDataPlanesRequest)(nil),         // 57: metamcp.v1.ListDataPlanesRequest
+	(*ListDataPlanesResponse)(nil),        // 58: metamcp.v1.ListDataPlanesResponse
+	(*Server)(nil),                        // 59: metamcp.v1.Server
+	(*Namespace)(nil),                     // 60: metamcp.v1.Namespace
+	(*Endpoint)(nil),                      // 61: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),               // 62: metamcp.v1.RateLimitPolicy
+	(*ApiKey)(nil),                        // 63: metamcp.v1.ApiKey
+	(*Token)(nil),                         // 64: metamcp.v1.Token
+	(*Resource)(nil),                      // 65: metamcp.v1.Resource
+	(*timestamppb.Timestamp)(nil),         // 66: google.protobuf.Timestamp
+	(*ListCallRecordsRequest)(nil),        // 67: metamcp.v1.ListCallRecordsRequest
+	(*FollowCallRecordsRequest)(nil),      // 68: metamcp.v1.FollowCallRecordsRequest
+	(*SummarizeCallRecordsRequest)(nil),   // 69: metamcp.v1.SummarizeCallRecordsRequest
+	(*ListCallRecordsResponse)(nil),       // 70: metamcp.v1.ListCallRecordsResponse
+	(*FollowCallRecordsResponse)(nil),     // 71: metamcp.v1.FollowCallRecordsResponse
+	(*SummarizeCallRecordsResponse)(nil),  // 72: metamcp.v1.SummarizeCallRecordsResponse
 }
 var file_metamcp_v1_admin_proto_depIdxs = []int32{
-	57, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
-	57, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
-	57, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
-	58, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	58, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
-	58, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	59, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	59, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
-	59, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	60, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	60, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
-	60, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	61, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	61, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
-	61, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
-	61, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	62, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
-	62, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
-	62, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
-	63, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
+	59, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
+	59, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
+	59, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
+	60, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	60, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
+	60, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	61, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	61, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
+	61, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	62, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	62, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
+	62, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	63, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	63, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
+	63, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
+	63, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	64, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
+	64, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
+	64, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
+	65, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
 	0,  // 20: metamcp.v1.Change.action:type_name -> metamcp.v1.ChangeAction
 	45, // 21: metamcp.v1.ApplyResponse.changes:type_name -> metamcp.v1.Change
-	63, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
-	64, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
-	64, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
-	54, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
+	65, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
+	66, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
+	66, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
+	56, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
 	1,  // 26: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
-	53, // 27: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
+	55, // 27: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
 	2,  // 28: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
 	3,  // 29: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
 	4,  // 30: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
@@ -3042,51 +3138,53 @@ var file_metamcp_v1_admin_proto_depIdxs = []int32{
 	43, // 56: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
 	44, // 57: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
 	47, // 58: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
-	51, // 59: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
-	55, // 60: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
+	53, // 59: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
+	57, // 60: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
 	49, // 61: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
-	65, // 62: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
-	66, // 63: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
-	67, // 64: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
-	57, // 65: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
-	57, // 66: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
-	5,  // 67: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
-	57, // 68: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
-	8,  // 69: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
-	58, // 70: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
-	58, // 71: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
-	12, // 72: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
-	58, // 73: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
-	15, // 74: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
-	59, // 75: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
-	59, // 76: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
-	19, // 77: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
-	59, // 78: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
-	22, // 79: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
-	60, // 80: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	60, // 81: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	26, // 82: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
-	60, // 83: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	29, // 84: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
-	31, // 85: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
-	61, // 86: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
-	34, // 87: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
-	61, // 88: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
-	37, // 89: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
-	61, // 90: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
-	40, // 91: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
-	42, // 92: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
-	62, // 93: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
-	46, // 94: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
-	48, // 95: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
-	52, // 96: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
-	56, // 97: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
-	50, // 98: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
-	68, // 99: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
-	69, // 100: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
-	70, // 101: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
-	65, // [65:102] is the sub-list for method output_type
-	28, // [28:65] is the sub-list for method input_type
+	67, // 62: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
+	68, // 63: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
+	69, // 64: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
+	51, // 65: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
+	59, // 66: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
+	59, // 67: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
+	5,  // 68: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
+	59, // 69: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
+	8,  // 70: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
+	60, // 71: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
+	60, // 72: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
+	12, // 73: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
+	60, // 74: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
+	15, // 75: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
+	61, // 76: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
+	61, // 77: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
+	19, // 78: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
+	61, // 79: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
+	22, // 80: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
+	62, // 81: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	62, // 82: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	26, // 83: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
+	62, // 84: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	29, // 85: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
+	31, // 86: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
+	63, // 87: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
+	34, // 88: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
+	63, // 89: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
+	37, // 90: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
+	63, // 91: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
+	40, // 92: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
+	42, // 93: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
+	64, // 94: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
+	46, // 95: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
+	48, // 96: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
+	54, // 97: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
+	58, // 98: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
+	50, // 99: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
+	70, // 100: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
+	71, // 101: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
+	72, // 102: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
+	52, // 103: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
+	66, // [66:104] is the sub-list for method output_type
+	28, // [28:66] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3105,7 +3203,7 @@ func file_metamcp_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_admin_proto_rawDesc), len(file_metamcp_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   55,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -56,6 +56,7 @@ const (
 	AdminService_ListCallRecords_FullMethodName       = "/metamcp.v1.AdminService/ListCallRecords"
 	AdminService_FollowCallRecords_FullMethodName     = "/metamcp.v1.AdminService/FollowCallRecords"
 	AdminService_SummarizeCallRecords_FullMethodName  = "/metamcp.v1.AdminService/SummarizeCallRecords"
+	AdminService_RestartServer_FullMethodName         = "/metamcp.v1.AdminService/RestartServer"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -128,6 +129,10 @@ type AdminServiceClient interface {
 	// SummarizeCallRecords counts calls, errors and refusals and gives the
 	// median and 95th percentile latency per principal and target.
 	SummarizeCallRecords(ctx context.Context, in *SummarizeCallRecordsRequest, opts ...grpc.CallOption) (*SummarizeCallRecordsResponse, error)
+	// RestartServer makes every data plane close its sessions with a server
+	// and open new ones (in-flight calls finish first): for an upstream that
+	// lost its state in a way the data planes cannot notice.
+	RestartServer(ctx context.Context, in *RestartServerRequest, opts ...grpc.CallOption) (*RestartServerResponse, error)
 }
 
 type adminServiceClient struct {
@@ -517,6 +522,16 @@ func (c *adminServiceClient) SummarizeCallRecords(ctx context.Context, in *Summa
 	return out, nil
 }
 
+func (c *adminServiceClient) RestartServer(ctx context.Context, in *RestartServerRequest, opts ...grpc.CallOption) (*RestartServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestartServerResponse)
+	err := c.cc.Invoke(ctx, AdminService_RestartServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -587,6 +602,10 @@ type AdminServiceServer interface {
 	// SummarizeCallRecords counts calls, errors and refusals and gives the
 	// median and 95th percentile latency per principal and target.
 	SummarizeCallRecords(context.Context, *SummarizeCallRecordsRequest) (*SummarizeCallRecordsResponse, error)
+	// RestartServer makes every data plane close its sessions with a server
+	// and open new ones (in-flight calls finish first): for an upstream that
+	// lost its state in a way the data planes cannot notice.
+	RestartServer(context.Context, *RestartServerRequest) (*RestartServerResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -707,6 +726,9 @@ func (UnimplementedAdminServiceServer) FollowCallRecords(*FollowCallRecordsReque
 }
 func (UnimplementedAdminServiceServer) SummarizeCallRecords(context.Context, *SummarizeCallRecordsRequest) (*SummarizeCallRecordsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SummarizeCallRecords not implemented")
+}
+func (UnimplementedAdminServiceServer) RestartServer(context.Context, *RestartServerRequest) (*RestartServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestartServer not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1388,6 +1410,24 @@ func _AdminService_SummarizeCallRecords_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RestartServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestartServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RestartServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RestartServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RestartServer(ctx, req.(*RestartServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1538,6 +1578,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SummarizeCallRecords",
 			Handler:    _AdminService_SummarizeCallRecords_Handler,
+		},
+		{
+			MethodName: "RestartServer",
+			Handler:    _AdminService_RestartServer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -740,10 +740,14 @@ type Config struct {
 	Endpoints  []*Endpoint            `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	RateLimits []*RateLimitPolicy     `protobuf:"bytes,4,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
 	// Only keys that are neither revoked nor expired at build time.
-	ApiKeys       []*ApiKeyEntry `protobuf:"bytes,5,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
-	SessionKeys   *SessionKeys   `protobuf:"bytes,6,opt,name=session_keys,json=sessionKeys,proto3" json:"session_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ApiKeys     []*ApiKeyEntry `protobuf:"bytes,5,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
+	SessionKeys *SessionKeys   `protobuf:"bytes,6,opt,name=session_keys,json=sessionKeys,proto3" json:"session_keys,omitempty"`
+	// Restart generation by server name (servers never restarted are absent):
+	// when a server's generation changes, a data plane closes its sessions
+	// with it and opens new ones (mmctl restart server).
+	ServerRestarts map[string]int64 `protobuf:"bytes,70,rep,name=server_restarts,json=serverRestarts,proto3" json:"server_restarts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Config) Reset() {
@@ -818,6 +822,59 @@ func (x *Config) GetSessionKeys() *SessionKeys {
 	return nil
 }
 
+func (x *Config) GetServerRestarts() map[string]int64 {
+	if x != nil {
+		return x.ServerRestarts
+	}
+	return nil
+}
+
+// ServerRestarts is the control plane's record of `mmctl restart server`:
+// the revision of each server's last restart.
+type ServerRestarts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generations   map[string]int64       `protobuf:"bytes,1,rep,name=generations,proto3" json:"generations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerRestarts) Reset() {
+	*x = ServerRestarts{}
+	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerRestarts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerRestarts) ProtoMessage() {}
+
+func (x *ServerRestarts) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerRestarts.ProtoReflect.Descriptor instead.
+func (*ServerRestarts) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ServerRestarts) GetGenerations() map[string]int64 {
+	if x != nil {
+		return x.Generations
+	}
+	return nil
+}
+
 // Snapshot is the whole config at one revision.
 type Snapshot struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -834,7 +891,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +903,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +916,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Snapshot) GetRevision() int64 {
@@ -947,7 +1004,7 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"expireTime\"C\n" +
 	"\vSessionKeys\x12\x18\n" +
 	"\acurrent\x18\x01 \x01(\fR\acurrent\x12\x1a\n" +
-	"\bprevious\x18\x02 \x01(\fR\bprevious\"\xcf\x02\n" +
+	"\bprevious\x18\x02 \x01(\fR\bprevious\"\xe3\x03\n" +
 	"\x06Config\x12,\n" +
 	"\aservers\x18\x01 \x03(\v2\x12.metamcp.v1.ServerR\aservers\x125\n" +
 	"\n" +
@@ -957,7 +1014,16 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\vrate_limits\x18\x04 \x03(\v2\x1b.metamcp.v1.RateLimitPolicyR\n" +
 	"rateLimits\x122\n" +
 	"\bapi_keys\x18\x05 \x03(\v2\x17.metamcp.v1.ApiKeyEntryR\aapiKeys\x12:\n" +
-	"\fsession_keys\x18\x06 \x01(\v2\x17.metamcp.v1.SessionKeysR\vsessionKeys\"\xb7\x01\n" +
+	"\fsession_keys\x18\x06 \x01(\v2\x17.metamcp.v1.SessionKeysR\vsessionKeys\x12O\n" +
+	"\x0fserver_restarts\x18F \x03(\v2&.metamcp.v1.Config.ServerRestartsEntryR\x0eserverRestarts\x1aA\n" +
+	"\x13ServerRestartsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9f\x01\n" +
+	"\x0eServerRestarts\x12M\n" +
+	"\vgenerations\x18\x01 \x03(\v2+.metamcp.v1.ServerRestarts.GenerationsEntryR\vgenerations\x1a>\n" +
+	"\x10GenerationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb7\x01\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
@@ -981,7 +1047,7 @@ func file_metamcp_v1_sync_proto_rawDescGZIP() []byte {
 	return file_metamcp_v1_sync_proto_rawDescData
 }
 
-var file_metamcp_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_metamcp_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_metamcp_v1_sync_proto_goTypes = []any{
 	(*SyncRequest)(nil),           // 0: metamcp.v1.SyncRequest
 	(*SyncResponse)(nil),          // 1: metamcp.v1.SyncResponse
@@ -994,42 +1060,47 @@ var file_metamcp_v1_sync_proto_goTypes = []any{
 	(*ApiKeyEntry)(nil),           // 8: metamcp.v1.ApiKeyEntry
 	(*SessionKeys)(nil),           // 9: metamcp.v1.SessionKeys
 	(*Config)(nil),                // 10: metamcp.v1.Config
-	(*Snapshot)(nil),              // 11: metamcp.v1.Snapshot
-	(*UpstreamStatus)(nil),        // 12: metamcp.v1.UpstreamStatus
-	(*CallRecord)(nil),            // 13: metamcp.v1.CallRecord
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*Server)(nil),                // 15: metamcp.v1.Server
-	(*Namespace)(nil),             // 16: metamcp.v1.Namespace
-	(*Endpoint)(nil),              // 17: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),       // 18: metamcp.v1.RateLimitPolicy
+	(*ServerRestarts)(nil),        // 11: metamcp.v1.ServerRestarts
+	(*Snapshot)(nil),              // 12: metamcp.v1.Snapshot
+	nil,                           // 13: metamcp.v1.Config.ServerRestartsEntry
+	nil,                           // 14: metamcp.v1.ServerRestarts.GenerationsEntry
+	(*UpstreamStatus)(nil),        // 15: metamcp.v1.UpstreamStatus
+	(*CallRecord)(nil),            // 16: metamcp.v1.CallRecord
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*Server)(nil),                // 18: metamcp.v1.Server
+	(*Namespace)(nil),             // 19: metamcp.v1.Namespace
+	(*Endpoint)(nil),              // 20: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),       // 21: metamcp.v1.RateLimitPolicy
 }
 var file_metamcp_v1_sync_proto_depIdxs = []int32{
 	2,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
 	3,  // 1: metamcp.v1.SyncRequest.ack:type_name -> metamcp.v1.Ack
 	4,  // 2: metamcp.v1.SyncRequest.status:type_name -> metamcp.v1.Status
 	5,  // 3: metamcp.v1.SyncRequest.calls:type_name -> metamcp.v1.CallRecordBatch
-	11, // 4: metamcp.v1.SyncResponse.snapshot:type_name -> metamcp.v1.Snapshot
-	12, // 5: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
-	13, // 6: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
-	13, // 7: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
-	14, // 8: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
-	15, // 9: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
-	16, // 10: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
-	17, // 11: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
-	18, // 12: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
+	12, // 4: metamcp.v1.SyncResponse.snapshot:type_name -> metamcp.v1.Snapshot
+	15, // 5: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
+	16, // 6: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
+	16, // 7: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
+	17, // 8: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 9: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
+	19, // 10: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
+	20, // 11: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
+	21, // 12: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
 	8,  // 13: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
 	9,  // 14: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
-	10, // 15: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
-	14, // 16: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
-	0,  // 17: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
-	6,  // 18: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
-	1,  // 19: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
-	7,  // 20: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 15: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
+	14, // 16: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
+	10, // 17: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
+	17, // 18: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
+	0,  // 19: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
+	6,  // 20: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
+	1,  // 21: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
+	7,  // 22: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_sync_proto_init() }
@@ -1055,7 +1126,7 @@ func file_metamcp_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_sync_proto_rawDesc), len(file_metamcp_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
