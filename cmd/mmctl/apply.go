@@ -21,49 +21,75 @@ import (
 
 func newApplyCommand(a *app) *cobra.Command {
 	var (
-		files  []string
-		dryRun bool
+		files     []string
+		dryRun    bool
+		prune     bool
+		managedBy string
 	)
 	cmd := &cobra.Command{
-		Use:   "apply -f FILE|DIR|- [-f ...] [--dry-run]",
+		Use:   "apply -f FILE|DIR|- [-f ...] [--prune] [--dry-run]",
 		Short: "Make the config match YAML files",
-		Long: `Create what is new and update what differs, from YAML (or JSON) files; leave
-everything else alone. The whole set is checked first and committed as one
-revision, or not at all. Applying the same files again changes nothing.
+		Long: `Create what is new and update what differs, from YAML (or JSON) files; with
+--prune, also delete what the files no longer name. The whole set is checked
+first and committed as one revision, or not at all. Applying the same files
+again changes nothing.
 
 A file holds documents separated by ---, each with kind and name (Server,
 Namespace, Endpoint, RateLimitPolicy). A directory applies every *.yaml,
 *.yml and *.json in it. Secrets written without a value keep the stored one,
-so the output of mmctl export applies back as a no-op.`,
+so the output of mmctl export applies back as a no-op. A secret may also name
+where mmctl reads it at apply time, so the file holds none:
+{secret: true, fromEnv: GITHUB_TOKEN} or {secret: true, fromFile: /run/secrets/gh}
+(a relative fromFile is relative to the file's directory).
+
+Every resource applied is marked as managed by --managed-by ("apply"). With
+--prune, the resources of the kinds in the files that carry the same mark and
+that the files leave out are deleted; resources made with mmctl create, or
+applied with another --managed-by, are never pruned. Nothing is deleted that
+a resource left in place still uses.`,
 		Example: `  mmctl apply -f metamcp.yaml
-  mmctl apply -f config/ --dry-run
+  mmctl apply -f metamcp.yaml --prune --dry-run
   mmctl export | sed 's/per_client/shared/' | mmctl apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			if len(files) == 0 {
 				return usageErrorf("apply needs -f FILE, a directory, or - for stdin")
 			}
-			resources, err := a.readConfigFiles(files)
+			if strings.TrimSpace(managedBy) == "" {
+				return usageErrorf("--managed-by is empty: name the source of these files (the default is apply)")
+			}
+			resources, err := a.readConfigFiles(files, true)
 			if err != nil {
 				return err
 			}
-			return a.apply(ctx, resources, dryRun)
+			return a.applyRequest(ctx, &metamcpv1.ApplyRequest{Resources: resources, DryRun: dryRun, Prune: prune, ManagedBy: managedBy})
 		}),
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "a YAML or JSON file, a directory of them, or - for stdin (repeatable)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "check and show the changes without committing them")
+	cmd.Flags().BoolVar(&prune, "prune", false, "also delete resources of the files' kinds, managed by --managed-by, that the files leave out")
+	cmd.Flags().StringVar(&managedBy, "managed-by", "apply", "the source these files are: marks what they create or update, and scopes --prune")
 	return cmd
 }
 
-// apply sends one Apply call and prints its outcome, kubectl style.
+// apply sends one Apply call for resources and prints its outcome.
 func (a *app) apply(ctx context.Context, resources []*metamcpv1.Resource, dryRun bool) error {
+	return a.applyRequest(ctx, &metamcpv1.ApplyRequest{Resources: resources, DryRun: dryRun})
+}
+
+// applyRequest sends one Apply call and prints its outcome, kubectl style.
+func (a *app) applyRequest(ctx context.Context, req *metamcpv1.ApplyRequest) error {
 	c, err := a.admin()
 	if err != nil {
 		return err
 	}
-	resp, err := c.Apply(ctx, &metamcpv1.ApplyRequest{Resources: resources, DryRun: dryRun})
+	resp, err := c.Apply(ctx, req)
 	if err != nil {
-		return about("config", fmt.Errorf("apply: %w", err))
+		what := "apply"
+		if req.GetDelete() {
+			what = "delete"
+		}
+		return about("config", fmt.Errorf("%s: %w", what, err))
 	}
 	for _, w := range resp.GetWarnings() {
 		a.warn(cliKinds(w))
@@ -75,7 +101,7 @@ func (a *app) apply(ctx context.Context, resources []*metamcpv1.Resource, dryRun
 		return writeYAML(a.stdout, resp)
 	}
 	suffix := ""
-	if resp.GetDryRun() || dryRun {
+	if resp.GetDryRun() || req.GetDryRun() {
 		suffix = " (dry run)"
 	}
 	for _, ch := range resp.GetChanges() {
@@ -103,6 +129,8 @@ func changeLine(ch *metamcpv1.Change) string {
 		}
 	case metamcpv1.ChangeAction_CHANGE_ACTION_UNCHANGED:
 		line += "unchanged"
+	case metamcpv1.ChangeAction_CHANGE_ACTION_DELETED:
+		line += "deleted"
 	default:
 		line += strings.ToLower(strings.TrimPrefix(ch.GetAction().String(), "CHANGE_ACTION_"))
 	}
@@ -110,8 +138,9 @@ func changeLine(ch *metamcpv1.Change) string {
 }
 
 // readConfigFiles reads every -f argument: files, directories (their *.yaml,
-// *.yml and *.json, in name order) and - (stdin, once).
-func (a *app) readConfigFiles(args []string) ([]*metamcpv1.Resource, error) {
+// *.yml and *.json, in name order) and - (stdin, once). With resolve, the
+// values that name their source (fromEnv, fromFile) are read.
+func (a *app) readConfigFiles(args []string, resolve bool) ([]*metamcpv1.Resource, error) {
 	var all []*metamcpv1.Resource
 	stdinRead := false
 	for _, arg := range args {
@@ -153,6 +182,11 @@ func (a *app) readConfigFiles(args []string) ([]*metamcpv1.Resource, error) {
 			if err != nil {
 				return nil, err
 			}
+			if resolve {
+				if err := resolveValues(res, configDir(p)); err != nil {
+					return nil, runtimeError{fmt.Errorf("%s: %w", displayName(p), err)}
+				}
+			}
 			all = append(all, res...)
 		}
 	}
@@ -183,6 +217,23 @@ func (a *app) readConfigFile(path string) ([]*metamcpv1.Resource, error) {
 		return nil, runtimeError{fmt.Errorf("%s: %w", name, err)}
 	}
 	return res, nil
+}
+
+// configDir is the directory relative fromFile paths of a config file are
+// taken from: the file's own, or the working directory for stdin.
+func configDir(path string) string {
+	if path == "-" {
+		return "."
+	}
+	return filepath.Dir(path)
+}
+
+// displayName names a config file in messages.
+func displayName(path string) string {
+	if path == "-" {
+		return "stdin"
+	}
+	return path
 }
 
 // unwrapPathError drops the path an *os.PathError repeats.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -66,6 +67,9 @@ func createResource[T interface {
 		return err
 	}
 	created, err := create(ctx, c)
+	if st, ok := grpcStatus(err); ok && st.Code() == codes.AlreadyExists {
+		return runtimeError{fmt.Errorf("%s %q already exists: change it with mmctl edit %s %s, or with mmctl apply -f FILE", cliKind, name, cliKind, name)}
+	}
 	if err != nil {
 		return about(fmt.Sprintf("%s %q", cliKind, name), fmt.Errorf("create %s %q: %w", cliKind, name, err))
 	}

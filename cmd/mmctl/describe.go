@@ -103,6 +103,13 @@ func (a *app) describe(w io.Writer, m proto.Message, resp proto.Message) error {
 	default:
 		return fmt.Errorf("cannot describe %s", m.ProtoReflect().Descriptor().Name())
 	}
+	if mb, ok := m.(interface{ GetManagedBy() string }); ok {
+		managedBy := mb.GetManagedBy()
+		if managedBy == "" {
+			managedBy = "- (not pruned by mmctl apply --prune)"
+		}
+		d.field(0, "Managed by", managedBy)
+	}
 	return d.flush()
 }
 

@@ -383,7 +383,7 @@ func TestErrorMapping(t *testing.T) {
 		{"unauthenticated with token", status.Error(codes.Unauthenticated, "bad token"), "wrong", "error: the control plane refused the token: pass --token or set METAMCP_TOKEN\n"},
 		{"unauthenticated without token", status.Error(codes.Unauthenticated, "missing"), "", "error: the control plane needs an admin token: pass --token or set METAMCP_TOKEN\n"},
 		{"not found", status.Error(codes.NotFound, `server "x" not found`), "t", "error: server \"x\" not found\n"},
-		{"already exists", status.Error(codes.AlreadyExists, `server "x" already exists`), "t", "error: server \"x\" already exists\n"},
+		{"already exists", status.Error(codes.AlreadyExists, `server "x" already exists`), "t", "error: server \"x\" already exists: change it with mmctl edit server x, or with mmctl apply -f FILE\n"},
 		{"in use", status.Error(codes.FailedPrecondition, `server "x" is used by namespace "dev": remove it from the namespace first`), "t",
 			"error: server \"x\" is used by namespace \"dev\": remove it from the namespace first\n"},
 		{"permission", status.Error(codes.PermissionDenied, "token scope sync may not call the admin API"), "t",

@@ -13,11 +13,13 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/canonical"
 	"github.com/metamcp/metamcp/pkg/configfile"
 )
 
@@ -36,6 +38,7 @@ func marshalJSON(m proto.Message) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
 	}
+	raw = lowerEnums(raw, m.ProtoReflect().Descriptor())
 	// protojson randomizes its whitespace on purpose; re-indent for output
 	// that scripts and diffs can rely on.
 	var buf bytes.Buffer
@@ -54,6 +57,7 @@ func marshalListJSON(resp proto.Message) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s as JSON: %w", resp.ProtoReflect().Descriptor().Name(), err)
 	}
+	raw = lowerEnums(raw, resp.ProtoReflect().Descriptor())
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return nil, fmt.Errorf("decode JSON: %w", err)
@@ -72,6 +76,42 @@ func marshalListJSON(resp proto.Message) ([]byte, error) {
 		return nil, fmt.Errorf("encode JSON: %w", err)
 	}
 	return append(b, '\n'), nil
+}
+
+// lowerEnums rewrites, in protojson output for messages md, every enum value
+// ("SESSION_MODE_PER_CLIENT") into its one spelling ("per_client"). Enum
+// names are upper case and field names camelCase, so only values match.
+func lowerEnums(raw []byte, md protoreflect.MessageDescriptor) []byte {
+	var pairs []string
+	seen := map[protoreflect.FullName]bool{}
+	var walk func(md protoreflect.MessageDescriptor)
+	walk = func(md protoreflect.MessageDescriptor) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		for i := 0; i < md.Fields().Len(); i++ {
+			fd := md.Fields().Get(i)
+			if fd.IsMap() {
+				fd = fd.MapValue()
+			}
+			if ed := fd.Enum(); ed != nil && !seen[ed.FullName()] {
+				seen[ed.FullName()] = true
+				for j := 0; j < ed.Values().Len(); j++ {
+					ev := ed.Values().Get(j)
+					pairs = append(pairs, `"`+string(ev.Name())+`"`, `"`+canonical.EnumName(ev)+`"`)
+				}
+			}
+			if fd.Message() != nil {
+				walk(fd.Message())
+			}
+		}
+	}
+	walk(md)
+	if len(pairs) == 0 {
+		return raw
+	}
+	return []byte(strings.NewReplacer(pairs...).Replace(string(raw)))
 }
 
 // writeJSON prints m as JSON.
@@ -349,49 +389,22 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// sessionModeName is the CLI spelling of a session mode.
+// sessionModeName is the one spelling of a session mode, its default for
+// the zero value.
 func sessionModeName(m metamcpv1.SessionMode) string {
-	switch m {
-	case metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT:
-		return "per_client"
-	default:
-		return "shared"
-	}
+	return canonical.EnumEffective(m.Descriptor(), protoreflect.EnumNumber(m))
 }
 
 func rateLimitKeyName(k metamcpv1.RateLimitKey) string {
-	switch k {
-	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_API_KEY:
-		return "api_key"
-	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_CLIENT_IP:
-		return "client_ip"
-	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_GLOBAL:
-		return "global"
-	default:
-		return "principal"
-	}
+	return canonical.EnumEffective(k.Descriptor(), protoreflect.EnumNumber(k))
 }
 
 func failureModeName(m metamcpv1.RateLimitFailureMode) string {
-	switch m {
-	case metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_CLOSED:
-		return "closed"
-	case metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_LOCAL:
-		return "local"
-	default:
-		return "open"
-	}
+	return canonical.EnumEffective(m.Descriptor(), protoreflect.EnumNumber(m))
 }
 
 func tokenScopeName(s metamcpv1.TokenScope) string {
-	switch s {
-	case metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN:
-		return "admin"
-	case metamcpv1.TokenScope_TOKEN_SCOPE_SYNC:
-		return "sync"
-	default:
-		return "unspecified"
-	}
+	return canonical.EnumNumberName(s.Descriptor(), protoreflect.EnumNumber(s))
 }
 
 // credentialStatus says whether an API key or token works.

@@ -8,9 +8,11 @@ import (
 	"unicode"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/canonical"
 )
 
 // splitCommandLine splits a command line into words the way a POSIX shell
@@ -139,54 +141,49 @@ func normalize(s string) string {
 	return strings.ReplaceAll(strings.ToLower(strings.TrimSpace(s)), "-", "_")
 }
 
-func parseSessionMode(s string) (metamcpv1.SessionMode, error) {
-	switch normalize(s) {
-	case "":
-		return metamcpv1.SessionMode_SESSION_MODE_UNSPECIFIED, nil
-	case "shared":
-		return metamcpv1.SessionMode_SESSION_MODE_SHARED, nil
-	case "per_client":
-		return metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT, nil
+// parseEnumFlag reads the value of an enum flag in the one spelling enum
+// values have everywhere ("per_client"), or an older one ("PER_CLIENT",
+// "SESSION_MODE_PER_CLIENT", "per-client"), or one of aliases. Empty is the
+// zero value.
+func parseEnumFlag(flag, s string, ed protoreflect.EnumDescriptor, aliases map[string]string) (protoreflect.EnumNumber, error) {
+	if strings.TrimSpace(s) == "" {
+		return 0, nil
 	}
-	return 0, usageErrorf("invalid --session-mode %q: use shared or per_client", s)
+	if a, ok := aliases[normalize(s)]; ok {
+		s = a
+	}
+	ev, err := canonical.ParseEnum(ed, s)
+	if err != nil || ev.Number() == 0 {
+		return 0, usageErrorf("invalid --%s %q: use %s", flag, s, canonical.EnumChoices(ed))
+	}
+	return ev.Number(), nil
+}
+
+func parseSessionMode(s string) (metamcpv1.SessionMode, error) {
+	n, err := parseEnumFlag("session-mode", s, metamcpv1.SessionMode(0).Descriptor(), nil)
+	return metamcpv1.SessionMode(n), err
 }
 
 func parseRateLimitKey(s string) (metamcpv1.RateLimitKey, error) {
-	switch normalize(s) {
-	case "", "principal", "user":
-		return metamcpv1.RateLimitKey_RATE_LIMIT_KEY_PRINCIPAL, nil
-	case "api_key", "apikey":
-		return metamcpv1.RateLimitKey_RATE_LIMIT_KEY_API_KEY, nil
-	case "client_ip", "ip":
-		return metamcpv1.RateLimitKey_RATE_LIMIT_KEY_CLIENT_IP, nil
-	case "global":
-		return metamcpv1.RateLimitKey_RATE_LIMIT_KEY_GLOBAL, nil
-	}
-	return 0, usageErrorf("invalid --key %q: use principal, api_key, client_ip or global", s)
+	n, err := parseEnumFlag("key", s, metamcpv1.RateLimitKey(0).Descriptor(),
+		map[string]string{"user": "principal", "apikey": "api_key", "ip": "client_ip"})
+	return metamcpv1.RateLimitKey(n), err
 }
 
 func parseFailureMode(s string) (metamcpv1.RateLimitFailureMode, error) {
-	switch normalize(s) {
-	case "", "open":
-		return metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_OPEN, nil
-	case "closed":
-		return metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_CLOSED, nil
-	case "local":
-		return metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_LOCAL, nil
-	}
-	return 0, usageErrorf("invalid --on-redis-failure %q: use open, closed or local", s)
+	n, err := parseEnumFlag("on-redis-failure", s, metamcpv1.RateLimitFailureMode(0).Descriptor(), nil)
+	return metamcpv1.RateLimitFailureMode(n), err
 }
 
 func parseTokenScope(s string) (metamcpv1.TokenScope, error) {
-	switch normalize(s) {
-	case "admin":
-		return metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN, nil
-	case "sync":
-		return metamcpv1.TokenScope_TOKEN_SCOPE_SYNC, nil
-	case "":
+	if strings.TrimSpace(s) == "" {
 		return 0, usageErrorf("--scope is required: admin (for mmctl) or sync (for a data plane)")
 	}
-	return 0, usageErrorf("invalid --scope %q: use admin (for mmctl) or sync (for a data plane)", s)
+	n, err := parseEnumFlag("scope", s, metamcpv1.TokenScope(0).Descriptor(), nil)
+	if err != nil {
+		return 0, usageErrorf("invalid --scope %q: use admin (for mmctl) or sync (for a data plane)", s)
+	}
+	return metamcpv1.TokenScope(n), nil
 }
 
 // parseMember reads a --server value: `gh` (prefix: the server's name),

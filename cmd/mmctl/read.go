@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // runE wraps a command's body: it marks the start of the command's own work
@@ -117,17 +119,44 @@ Secrets are never shown: a set secret prints as <set>.`,
 
 func newDeleteCommand(a *app) *cobra.Command {
 	deletable := func(k *kind) bool { return k.del != nil }
-	return &cobra.Command{
-		Use:     "delete KIND NAME",
+	var (
+		files  []string
+		dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:     "delete KIND NAME | delete -f FILE|DIR|-",
 		Aliases: []string{"rm"},
-		Short:   "Delete a resource",
+		Short:   "Delete a resource, or the resources of YAML files",
 		Long: `Delete a resource. A server, namespace or rate-limit policy still in use
 cannot be deleted: remove the references first. Deleting an API key forgets
-it; "mmctl revoke apikey" stops it and keeps the record.`,
-		Example:           `  mmctl delete endpoint dev`,
-		Args:              kindArgs(2, 2, "mmctl delete KIND NAME"),
+it; "mmctl revoke apikey" stops it and keeps the record.
+
+With -f, delete every resource the files name (only kind and name are read),
+in one revision, or none of them when one is missing or still used by a
+resource that stays.`,
+		Example: `  mmctl delete endpoint dev
+  mmctl delete -f metamcp.yaml --dry-run`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(files) > 0 {
+				if len(args) > 0 {
+					return usageErrorf("delete -f takes no KIND NAME arguments")
+				}
+				return nil
+			}
+			return kindArgs(2, 2, "mmctl delete KIND NAME")(cmd, args)
+		},
 		ValidArgsFunction: a.completeKindAndName(deletable),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
+			if len(files) > 0 {
+				resources, err := a.readConfigFiles(files, false)
+				if err != nil {
+					return err
+				}
+				return a.applyRequest(ctx, &metamcpv1.ApplyRequest{Resources: resources, Delete: true, DryRun: dryRun})
+			}
+			if dryRun {
+				return usageErrorf("--dry-run goes with -f")
+			}
 			k, err := lookupKind(args[0])
 			if err != nil {
 				return err
@@ -146,6 +175,9 @@ it; "mmctl revoke apikey" stops it and keeps the record.`,
 			return a.printDone(k, args[1], "deleted", rev)
 		}),
 	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "delete the resources a YAML or JSON file, a directory of them, or - (stdin) names (repeatable)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "with -f: check and show the deletions without committing them")
+	return cmd
 }
 
 func newRevokeCommand(a *app) *cobra.Command {

@@ -316,3 +316,109 @@ func TestConcurrentWrites(t *testing.T) {
 	_, err = e.client.GetNamespace(c, &metamcpv1.GetNamespaceRequest{Name: "nope"})
 	wantCode(t, err, codes.NotFound)
 }
+
+// TestApplyDefaultsAreNoChange: a resource written with its defaults and one
+// that leaves them out are one config; neither bumps the revision.
+func TestApplyDefaultsAreNoChange(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		c := ctx(t)
+		srv := stdioServer("fs", nil)
+		srv.SessionMode = metamcpv1.SessionMode_SESSION_MODE_SHARED
+		ns := namespace("dev", "fs")
+		ns.Separator = "__"
+		p := policy("slow", 2)
+		p.Key = metamcpv1.RateLimitKey_RATE_LIMIT_KEY_PRINCIPAL
+		mustCreateServer(t, e, srv)
+		mustCreateNamespace(t, e, ns)
+		mustCreatePolicy(t, e, p)
+		rev := revision(t, e)
+		r, err := e.client.Apply(c, &metamcpv1.ApplyRequest{Resources: []*metamcpv1.Resource{
+			res(stdioServer("fs", nil)), res(namespace("dev", "fs")), res(policy("slow", 2)),
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		allActions(t, r, metamcpv1.ChangeAction_CHANGE_ACTION_UNCHANGED)
+		if got := revision(t, e); got != rev {
+			t.Errorf("revision %d -> %d", rev, got)
+		}
+		got, err := e.client.GetServer(c, &metamcpv1.GetServerRequest{Name: "fs"})
+		if err != nil || got.GetSessionMode() != 0 {
+			t.Errorf("stored session mode = %v, %v; want unset", got.GetSessionMode(), err)
+		}
+	})
+}
+
+// TestApplyPruneAndDelete: prune deletes only what the same source manages
+// and the bundle leaves out, refuses while a kept resource refers to it;
+// delete removes a bundle all or nothing.
+func TestApplyPruneAndDelete(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		c := ctx(t)
+		mustCreateServer(t, e, stdioServer("by-hand", nil))
+		apply := func(req *metamcpv1.ApplyRequest) (*metamcpv1.ApplyResponse, error) {
+			return e.client.Apply(c, req)
+		}
+		if _, err := apply(&metamcpv1.ApplyRequest{ManagedBy: "git", Resources: []*metamcpv1.Resource{
+			res(stdioServer("a", nil)), res(stdioServer("b", nil)), res(stdioServer("c", nil)), res(namespace("ns", "a", "b")),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		if s, _ := e.client.GetServer(c, &metamcpv1.GetServerRequest{Name: "a"}); s.GetManagedBy() != "git" {
+			t.Errorf("managedBy = %q", s.GetManagedBy())
+		}
+		// b is dropped but ns still uses it: refused, nothing deleted.
+		rev := revision(t, e)
+		_, err := apply(&metamcpv1.ApplyRequest{ManagedBy: "git", Prune: true, Resources: []*metamcpv1.Resource{
+			res(stdioServer("a", nil)), res(namespace("ns", "a", "b")),
+		}})
+		wantInvalid(t, err, "Server/b")
+		if got := revision(t, e); got != rev {
+			t.Fatalf("a refused prune committed")
+		}
+		// ns drops b: b and c go, by-hand (no managedBy) stays.
+		r, err := apply(&metamcpv1.ApplyRequest{ManagedBy: "git", Prune: true, DryRun: true, Resources: []*metamcpv1.Resource{
+			res(stdioServer("a", nil)), res(namespace("ns", "a")),
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []change{
+			{"Server", "a", metamcpv1.ChangeAction_CHANGE_ACTION_UNCHANGED, "[]"},
+			{"Namespace", "ns", metamcpv1.ChangeAction_CHANGE_ACTION_UPDATED, "[members]"},
+			{"Server", "b", metamcpv1.ChangeAction_CHANGE_ACTION_DELETED, "[]"},
+			{"Server", "c", metamcpv1.ChangeAction_CHANGE_ACTION_DELETED, "[]"},
+		}
+		if got := changes(r); !slices.Equal(got, want) {
+			t.Errorf("prune changes = %v\nwant %v", got, want)
+		}
+		if _, err := e.client.GetServer(c, &metamcpv1.GetServerRequest{Name: "b"}); err != nil {
+			t.Errorf("a dry run pruned: %v", err)
+		}
+		if _, err := apply(&metamcpv1.ApplyRequest{ManagedBy: "git", Prune: true, Resources: []*metamcpv1.Resource{
+			res(stdioServer("a", nil)), res(namespace("ns", "a")),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.client.GetServer(c, &metamcpv1.GetServerRequest{Name: "by-hand"}); err != nil {
+			t.Errorf("prune removed a server made by hand: %v", err)
+		}
+		_, err = e.client.GetServer(c, &metamcpv1.GetServerRequest{Name: "c"})
+		wantCode(t, err, codes.NotFound)
+
+		// Prune needs a source; delete is all or nothing.
+		_, err = apply(&metamcpv1.ApplyRequest{Prune: true, Resources: []*metamcpv1.Resource{res(stdioServer("a", nil))}})
+		wantInvalid(t, err, "managedBy")
+		_, err = apply(&metamcpv1.ApplyRequest{Delete: true, Resources: []*metamcpv1.Resource{res(stdioServer("a", nil))}})
+		wantInvalid(t, err, "Server/a")
+		r, err = apply(&metamcpv1.ApplyRequest{Delete: true, Resources: []*metamcpv1.Resource{res(stdioServer("a", nil)), res(namespace("ns"))}})
+		if err != nil || len(r.GetChanges()) != 2 {
+			t.Fatalf("delete = %v, %v", r, err)
+		}
+
+		// A reference to the client's environment never reaches the store.
+		unresolved := stdioServer("env", map[string]*metamcpv1.Value{"TOKEN": {Secret: true, FromEnv: "TOKEN"}})
+		_, err = apply(&metamcpv1.ApplyRequest{Resources: []*metamcpv1.Resource{res(unresolved)}})
+		wantInvalid(t, err, `Server/env: stdio.env["TOKEN"]`)
+	})
+}

@@ -8,6 +8,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane/store"
+	"github.com/metamcp/metamcp/pkg/canonical"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -18,12 +19,15 @@ import (
 func opName(verb string, kind store.Kind) string { return verb + " " + string(kind) }
 
 // sanitizeInput clears what a client may not set: output-only fields, and a
-// server's sealed values and `set` flags.
+// server's sealed values and `set` flags; and fields holding their default.
 func sanitizeInput(m resource) {
 	clearOutputOnly(m)
 	if srv, ok := m.(*metamcpv1.Server); ok {
 		sanitizeServerInput(srv)
 	}
+	// A field written with its default is kept unset, as if left out: the
+	// two are one config, and neither is a change.
+	canonical.Strip(m)
 }
 
 // inputResource checks and copies a resource sent by a client.
@@ -32,6 +36,11 @@ func inputResource(kind store.Kind, field string, in resource) (resource, error)
 		return nil, invalid(kind, "", field, "%s is required", field)
 	}
 	m := proto.Clone(in).(resource)
+	if srv, ok := m.(*metamcpv1.Server); ok {
+		if v := unresolvedRefs(srv); len(v) > 0 {
+			return nil, &snapshot.Error{Violations: v}
+		}
+	}
 	sanitizeInput(m)
 	if err := checkName(kind, m.GetName()); err != nil {
 		return nil, err
@@ -105,6 +114,8 @@ func (s *Service) putResource(ctx context.Context, kind store.Kind, field string
 			return nil, alreadyExists(kind, name)
 		case !create && prev == nil:
 			return nil, notFound(kind, name)
+		case !create && getManagedBy(m) == "":
+			setManagedBy(m, getManagedBy(prev)) // a replace keeps who manages it
 		}
 		if srv, ok := m.(*metamcpv1.Server); ok {
 			prevSrv, _ := prev.(*metamcpv1.Server)

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store"
+	"github.com/metamcp/metamcp/pkg/canonical"
+	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
 // resource is a message kept as one store record.
@@ -78,6 +81,10 @@ func decode(rec store.Record) (resource, error) {
 	m := newResource(rec.Kind)
 	if err := proto.Unmarshal(rec.Data, m); err != nil {
 		return nil, fmt.Errorf("decode %s %q: %w", rec.Kind, rec.Name, err)
+	}
+	if slices.Contains(configKinds, rec.Kind) {
+		// Records written before defaults were kept unset may hold them.
+		canonical.Strip(m)
 	}
 	return m, nil
 }
@@ -177,6 +184,22 @@ func sanitizeServerInput(s *metamcpv1.Server) {
 			ref.v.Secret = true
 		}
 	}
+}
+
+// unresolvedRefs reports each Value of a server that still names where its
+// text comes from (from_env, from_file): the client resolves those, never
+// the control plane, whose environment and files are not the user's.
+func unresolvedRefs(s *metamcpv1.Server) []snapshot.Violation {
+	var out []snapshot.Violation
+	for _, ref := range serverValues(s) {
+		if ref.v.GetFromEnv() != "" || ref.v.GetFromFile() != "" {
+			out = append(out, snapshot.Violation{
+				Kind: string(store.KindServer), Name: s.GetName(), Field: ref.path,
+				Description: "fromEnv and fromFile are resolved by the client (mmctl apply reads them): send the value itself",
+			})
+		}
+	}
+	return out
 }
 
 // unsealServer replaces every sealed secret of a stored server by its clear

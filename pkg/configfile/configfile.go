@@ -14,8 +14,10 @@
 //	timeouts: {call: 60s}
 //
 // Field names may be camelCase or snake_case; unknown fields are errors.
-// Durations take Go syntax ("90s", "5m", "1h30m"); enum values may drop their
-// type prefix ("PER_CLIENT" for SESSION_MODE_PER_CLIENT).
+// Durations take Go syntax ("90s", "5m", "1h30m"). Enum values are written
+// lowercase without their type prefix ("per_client" for
+// SESSION_MODE_PER_CLIENT); older spellings are read too. Fields that hold
+// their default are left out when written (see package canonical).
 //
 // It also reads the `mcpServers` JSON that desktop MCP clients use
 // (ParseMCPServers), for `mmctl import`.
@@ -42,6 +44,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/canonical"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -84,9 +87,9 @@ func KindOf(r *metamcpv1.Resource) (kind, name string) {
 }
 
 // ClearOutputOnly removes, in place, what the control plane sets and never
-// takes from a user: a resource's revision, create and update times (and an
-// API key's or token's prefix, revoke time and hash), and of every Value its
-// `set` flag and sealed form. m is a Resource, a resource message or any
+// takes from a file: a resource's revision, create and update times and
+// managedBy (and an API key's or token's prefix, revoke time and hash), and
+// of every Value its `set` flag and sealed form. m is a Resource, a resource message or any
 // message containing Values.
 func ClearOutputOnly(m proto.Message) {
 	if m == nil {
@@ -113,7 +116,7 @@ func clearOutputOnly(m protoreflect.Message, top bool) {
 		m.Clear(md.Fields().ByName("sealed"))
 		return
 	case top && md.FullName() != resourceName:
-		for _, f := range []protoreflect.Name{"revision", "create_time", "update_time", "key_prefix", "revoke_time", "key_hash", "token_prefix", "token_hash"} {
+		for _, f := range []protoreflect.Name{"revision", "create_time", "update_time", "key_prefix", "revoke_time", "key_hash", "token_prefix", "token_hash", "managed_by"} {
 			if fd := md.Fields().ByName(f); fd != nil {
 				m.Clear(fd)
 			}
@@ -505,40 +508,16 @@ func normalizeValue(fd protoreflect.FieldDescriptor, v any, path string, problem
 	return v
 }
 
-// normalizeEnum accepts an enum value by its full name, or without its type
-// prefix, in any case, with '-' for '_' ("per-client").
+// normalizeEnum accepts an enum value in any spelling canonical.ParseEnum
+// takes ("per_client", "PER_CLIENT", "SESSION_MODE_PER_CLIENT") and returns
+// its full name, which protojson reads.
 func normalizeEnum(ed protoreflect.EnumDescriptor, s, path string, problems *[]string) any {
-	if ed.Values().ByName(protoreflect.Name(s)) != nil {
+	ev, err := canonical.ParseEnum(ed, s)
+	if err != nil {
+		*problems = append(*problems, fmt.Sprintf("%s: %v", path, err))
 		return s
 	}
-	prefix := enumPrefix(ed)
-	up := strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
-	for _, cand := range []string{up, prefix + up} {
-		if ev := ed.Values().ByName(protoreflect.Name(cand)); ev != nil && ev.Number() != 0 {
-			return cand
-		}
-	}
-	var names []string
-	for i := 0; i < ed.Values().Len(); i++ {
-		if ev := ed.Values().Get(i); ev.Number() != 0 {
-			names = append(names, strings.TrimPrefix(string(ev.Name()), prefix))
-		}
-	}
-	*problems = append(*problems, fmt.Sprintf("%s: unknown value %q: use one of %s", path, s, strings.Join(names, ", ")))
-	return s
-}
-
-// enumPrefix is the prefix all of an enum's value names share, from its zero
-// value: SESSION_MODE_UNSPECIFIED gives SESSION_MODE_.
-func enumPrefix(ed protoreflect.EnumDescriptor) string {
-	if ed.Values().Len() == 0 {
-		return ""
-	}
-	zero := string(ed.Values().Get(0).Name())
-	if i := strings.LastIndex(zero, "_"); i >= 0 {
-		return zero[:i+1]
-	}
-	return ""
+	return string(ev.Name())
 }
 
 func fieldByJSONKey(md protoreflect.MessageDescriptor, key string) protoreflect.FieldDescriptor {
@@ -642,6 +621,7 @@ func Marshal(w io.Writer, resources []*metamcpv1.Resource) error {
 		}
 		r = proto.Clone(r).(*metamcpv1.Resource)
 		ClearOutputOnly(r)
+		canonical.Strip(r)
 		var msg protoreflect.Message
 		r.ProtoReflect().Range(func(_ protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 			msg = v.Message()
@@ -726,7 +706,7 @@ func marshalScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
 		return marshalMessage(m)
 	case protoreflect.EnumKind:
 		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
-			return string(ev.Name())
+			return canonical.EnumName(ev)
 		}
 		return int64(v.Enum())
 	case protoreflect.BytesKind:

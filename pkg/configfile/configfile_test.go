@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/canonical"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -188,7 +189,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration text", "kind: RateLimitPolicy\nname: a\nrate: 1\nperiod: one minute\n",
 			[]string{`period: "one minute" is not a duration`}},
 		{"bad enum", "kind: Server\nname: a\nsessionMode: sometimes\n",
-			[]string{`sessionMode: unknown value "sometimes": use one of SHARED, PER_CLIENT`}},
+			[]string{`sessionMode: unknown value "sometimes": use shared or per_client`}},
 		{"number where text is expected", "kind: Server\nname: a\nstdio: {command: x, env: {PORT: {value: 8080}}}\n",
 			[]string{`stdio.env["PORT"].value: 8080 is a number`, "quote"}},
 		{"boolean where text is expected", "kind: Server\nname: a\nstdio: {command: x, args: [--flag, yes]}\n",
@@ -247,6 +248,7 @@ func withoutSecretsAndOutputOnly(in []*metamcpv1.Resource) []*metamcpv1.Resource
 	for i, r := range in {
 		r = proto.Clone(r).(*metamcpv1.Resource)
 		ClearOutputOnly(r)
+		canonical.Strip(r)
 		if s := r.GetServer(); s != nil {
 			var values []*metamcpv1.Value
 			for _, v := range s.GetStdio().GetEnv() {

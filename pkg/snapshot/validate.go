@@ -22,6 +22,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/pkg/authz"
+	"github.com/metamcp/metamcp/pkg/canonical"
 )
 
 // Violation is one problem with one field of one resource.
@@ -264,7 +265,7 @@ func (c *checker) server(s *metamcpv1.Server) {
 		c.add(KindServer, name, "transport", "exactly one transport is required: set stdio, sse or streamableHttp")
 	}
 	if m := s.GetSessionMode(); metamcpv1.SessionMode_name[int32(m)] == "" {
-		c.add(KindServer, name, "sessionMode", "unknown session mode %d: use SESSION_MODE_SHARED or SESSION_MODE_PER_CLIENT", int32(m))
+		c.add(KindServer, name, "sessionMode", "unknown session mode %d: use %s", int32(m), canonical.EnumChoices(m.Descriptor()))
 	}
 	if t := s.GetTimeouts(); t != nil {
 		c.duration(KindServer, name, "timeouts.initialize", t.GetInitialize(), false)
@@ -681,10 +682,10 @@ func (c *checker) rateLimit(p *metamcpv1.RateLimitPolicy) {
 		}
 	}
 	if k := p.GetKey(); metamcpv1.RateLimitKey_name[int32(k)] == "" {
-		c.add(KindRateLimitPolicy, name, "key", "unknown key %d: use RATE_LIMIT_KEY_PRINCIPAL, RATE_LIMIT_KEY_API_KEY, RATE_LIMIT_KEY_CLIENT_IP or RATE_LIMIT_KEY_GLOBAL", int32(k))
+		c.add(KindRateLimitPolicy, name, "key", "unknown key %d: use %s", int32(k), canonical.EnumChoices(k.Descriptor()))
 	}
 	if m := p.GetOnRedisFailure(); metamcpv1.RateLimitFailureMode_name[int32(m)] == "" {
-		c.add(KindRateLimitPolicy, name, "onRedisFailure", "unknown failure mode %d: use RATE_LIMIT_FAILURE_MODE_OPEN, RATE_LIMIT_FAILURE_MODE_CLOSED or RATE_LIMIT_FAILURE_MODE_LOCAL", int32(m))
+		c.add(KindRateLimitPolicy, name, "onRedisFailure", "unknown failure mode %d: use %s", int32(m), canonical.EnumChoices(m.Descriptor()))
 	}
 	if p.GetRate() < 1 {
 		c.add(KindRateLimitPolicy, name, "rate", "is %d: at least 1 call per period", p.GetRate())

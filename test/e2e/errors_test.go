@@ -45,7 +45,7 @@ func TestErrors(t *testing.T) {
 			[]string{`invalid endpoint "e2":`, "nope"}, 3},
 		{"endpoint with a missing rate limit", []string{"create", "endpoint", "e3", "--namespace", "dev", "--rate-limit", "nope"}, 1,
 			[]string{`invalid endpoint "e3":`, "nope"}, 3},
-		{"already exists", []string{"create", "server", "github", "--stdio", "npx x"}, 1, []string{`server "github" already exists`}, 1},
+		{"already exists", []string{"create", "server", "github", "--stdio", "npx x"}, 1, []string{`server "github" already exists: change it with mmctl edit server github`}, 1},
 		{"not found", []string{"get", "ns", "nope"}, 1, []string{`namespace "nope" not found`}, 1},
 		{"invalid duration flag", []string{"create", "server", "x", "--stdio", "npx x", "--call-timeout", "5 minutes"}, 2,
 			[]string{`invalid argument "5 minutes" for "--call-timeout"`}, 1},

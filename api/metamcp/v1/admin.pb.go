@@ -30,21 +30,24 @@ const (
 	ChangeAction_CHANGE_ACTION_CREATED     ChangeAction = 1
 	ChangeAction_CHANGE_ACTION_UPDATED     ChangeAction = 2
 	ChangeAction_CHANGE_ACTION_UNCHANGED   ChangeAction = 3
+	ChangeAction_CHANGE_ACTION_DELETED     ChangeAction = 60
 )
 
 // Enum value maps for ChangeAction.
 var (
 	ChangeAction_name = map[int32]string{
-		0: "CHANGE_ACTION_UNSPECIFIED",
-		1: "CHANGE_ACTION_CREATED",
-		2: "CHANGE_ACTION_UPDATED",
-		3: "CHANGE_ACTION_UNCHANGED",
+		0:  "CHANGE_ACTION_UNSPECIFIED",
+		1:  "CHANGE_ACTION_CREATED",
+		2:  "CHANGE_ACTION_UPDATED",
+		3:  "CHANGE_ACTION_UNCHANGED",
+		60: "CHANGE_ACTION_DELETED",
 	}
 	ChangeAction_value = map[string]int32{
 		"CHANGE_ACTION_UNSPECIFIED": 0,
 		"CHANGE_ACTION_CREATED":     1,
 		"CHANGE_ACTION_UPDATED":     2,
 		"CHANGE_ACTION_UNCHANGED":   3,
+		"CHANGE_ACTION_DELETED":     60,
 	}
 )
 
@@ -1954,7 +1957,17 @@ type ApplyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
 	// Validate and compute the changes without committing them.
-	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Set as managed_by on every resource applied; when empty, each keeps the
+	// managed_by it has (a new one gets none).
+	ManagedBy string `protobuf:"bytes,60,opt,name=managed_by,json=managedBy,proto3" json:"managed_by,omitempty"`
+	// Also delete the resources of the kinds in `resources` whose managed_by is
+	// this request's (required) and that `resources` does not name. Nothing is
+	// deleted that a resource left in place still refers to.
+	Prune bool `protobuf:"varint,61,opt,name=prune,proto3" json:"prune,omitempty"`
+	// Delete the resources named (only kind and name are read) instead of
+	// applying them, all or none. Excludes prune.
+	Delete        bool `protobuf:"varint,62,opt,name=delete,proto3" json:"delete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1999,6 +2012,27 @@ func (x *ApplyRequest) GetResources() []*Resource {
 func (x *ApplyRequest) GetDryRun() bool {
 	if x != nil {
 		return x.DryRun
+	}
+	return false
+}
+
+func (x *ApplyRequest) GetManagedBy() string {
+	if x != nil {
+		return x.ManagedBy
+	}
+	return ""
+}
+
+func (x *ApplyRequest) GetPrune() bool {
+	if x != nil {
+		return x.Prune
+	}
+	return false
+}
+
+func (x *ApplyRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
 	}
 	return false
 }
@@ -2883,10 +2917,14 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x12ListTokensResponse\x12)\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x11.metamcp.v1.TokenR\x06tokens\"(\n" +
 	"\x12RevokeTokenRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"[\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xa8\x01\n" +
 	"\fApplyRequest\x122\n" +
 	"\tresources\x18\x01 \x03(\v2\x14.metamcp.v1.ResourceR\tresources\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"z\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12\x1d\n" +
+	"\n" +
+	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x14\n" +
+	"\x05prune\x18= \x01(\bR\x05prune\x12\x16\n" +
+	"\x06delete\x18> \x01(\bR\x06delete\"z\n" +
 	"\x06Change\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x120\n" +
@@ -2937,12 +2975,13 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x16ListDataPlanesResponse\x126\n" +
 	"\vdata_planes\x18\x01 \x03(\v2\x15.metamcp.v1.DataPlaneR\n" +
 	"dataPlanes\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision*\x80\x01\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision*\x9b\x01\n" +
 	"\fChangeAction\x12\x1d\n" +
 	"\x19CHANGE_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CHANGE_ACTION_CREATED\x10\x01\x12\x19\n" +
 	"\x15CHANGE_ACTION_UPDATED\x10\x02\x12\x1b\n" +
-	"\x17CHANGE_ACTION_UNCHANGED\x10\x03*}\n" +
+	"\x17CHANGE_ACTION_UNCHANGED\x10\x03\x12\x19\n" +
+	"\x15CHANGE_ACTION_DELETED\x10<*}\n" +
 	"\rUpstreamState\x12\x1e\n" +
 	"\x1aUPSTREAM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPSTREAM_STATE_IDLE\x10\x01\x12\x1a\n" +

@@ -313,6 +313,14 @@ type Value struct {
 	Secret bool `protobuf:"varint,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	// Output only: a secret has a stored value.
 	Set bool `protobuf:"varint,3,opt,name=set,proto3" json:"set,omitempty"`
+	// Input only, resolved by mmctl before it sends the value: the name of an
+	// environment variable of the mmctl process that holds the text. The
+	// control plane refuses a Value that still carries it.
+	FromEnv string `protobuf:"bytes,60,opt,name=from_env,json=fromEnv,proto3" json:"from_env,omitempty"`
+	// Input only, resolved by mmctl like from_env: a file whose content (less
+	// one trailing newline) is the text. A relative path is relative to the
+	// directory of the config file that names it.
+	FromFile string `protobuf:"bytes,61,opt,name=from_file,json=fromFile,proto3" json:"from_file,omitempty"`
 	// Internal: the encrypted form the control plane keeps. Never accepted from
 	// or returned to an admin client.
 	Sealed        []byte `protobuf:"bytes,15,opt,name=sealed,proto3" json:"sealed,omitempty"`
@@ -369,6 +377,20 @@ func (x *Value) GetSet() bool {
 		return x.Set
 	}
 	return false
+}
+
+func (x *Value) GetFromEnv() string {
+	if x != nil {
+		return x.FromEnv
+	}
+	return ""
+}
+
+func (x *Value) GetFromFile() string {
+	if x != nil {
+		return x.FromFile
+	}
+	return ""
 }
 
 func (x *Value) GetSealed() []byte {
@@ -660,6 +682,11 @@ type Server struct {
 	SessionMode SessionMode        `protobuf:"varint,6,opt,name=session_mode,json=sessionMode,proto3,enum=metamcp.v1.SessionMode" json:"session_mode,omitempty"`
 	Timeouts    *Timeouts          `protobuf:"bytes,7,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
 	Limits      *Limits            `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Who keeps this resource: set by `mmctl apply` (its --managed-by, "apply"
+	// by default) and kept by other writes. `mmctl apply --prune` deletes only
+	// resources with its own managed_by. Empty for resources made with
+	// `mmctl create`.
+	ManagedBy string `protobuf:"bytes,60,opt,name=managed_by,json=managedBy,proto3" json:"managed_by,omitempty"`
 	// Output only: the revision that last changed this resource.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -767,6 +794,13 @@ func (x *Server) GetLimits() *Limits {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *Server) GetManagedBy() string {
+	if x != nil {
+		return x.ManagedBy
+	}
+	return ""
 }
 
 func (x *Server) GetRevision() int64 {
@@ -1059,6 +1093,8 @@ type Namespace struct {
 	Members     []*NamespaceMember     `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
 	// Between prefix and tool name; "__" when empty.
 	Separator string `protobuf:"bytes,4,opt,name=separator,proto3" json:"separator,omitempty"`
+	// See Server.managed_by.
+	ManagedBy string `protobuf:"bytes,60,opt,name=managed_by,json=managedBy,proto3" json:"managed_by,omitempty"`
 	// Output only.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -1123,6 +1159,13 @@ func (x *Namespace) GetMembers() []*NamespaceMember {
 func (x *Namespace) GetSeparator() string {
 	if x != nil {
 		return x.Separator
+	}
+	return ""
+}
+
+func (x *Namespace) GetManagedBy() string {
+	if x != nil {
+		return x.ManagedBy
 	}
 	return ""
 }
@@ -1538,6 +1581,8 @@ type Endpoint struct {
 	// What the audit trail keeps of this endpoint's calls beyond who, what
 	// and how it went: payload capture, off by default.
 	Audit *AuditSettings `protobuf:"bytes,50,opt,name=audit,proto3" json:"audit,omitempty"`
+	// See Server.managed_by.
+	ManagedBy string `protobuf:"bytes,60,opt,name=managed_by,json=managedBy,proto3" json:"managed_by,omitempty"`
 	// Output only.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -1632,6 +1677,13 @@ func (x *Endpoint) GetAudit() *AuditSettings {
 		return x.Audit
 	}
 	return nil
+}
+
+func (x *Endpoint) GetManagedBy() string {
+	if x != nil {
+		return x.ManagedBy
+	}
+	return ""
 }
 
 func (x *Endpoint) GetRevision() int64 {
@@ -1885,6 +1937,8 @@ type RateLimitPolicy struct {
 	// One minute when unset.
 	Period         *durationpb.Duration `protobuf:"bytes,8,opt,name=period,proto3" json:"period,omitempty"`
 	OnRedisFailure RateLimitFailureMode `protobuf:"varint,9,opt,name=on_redis_failure,json=onRedisFailure,proto3,enum=metamcp.v1.RateLimitFailureMode" json:"on_redis_failure,omitempty"`
+	// See Server.managed_by.
+	ManagedBy string `protobuf:"bytes,60,opt,name=managed_by,json=managedBy,proto3" json:"managed_by,omitempty"`
 	// Output only.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -1986,6 +2040,13 @@ func (x *RateLimitPolicy) GetOnRedisFailure() RateLimitFailureMode {
 		return x.OnRedisFailure
 	}
 	return RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_UNSPECIFIED
+}
+
+func (x *RateLimitPolicy) GetManagedBy() string {
+	if x != nil {
+		return x.ManagedBy
+	}
+	return ""
 }
 
 func (x *RateLimitPolicy) GetRevision() int64 {
@@ -2236,11 +2297,13 @@ var File_metamcp_v1_resources_proto protoreflect.FileDescriptor
 const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\n" +
 	"\x1ametamcp/v1/resources.proto\x12\n" +
-	"metamcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"_\n" +
+	"metamcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metamcp/v1/options.proto\"\x97\x01\n" +
 	"\x05Value\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\tR\x05value\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\bR\x06secret\x12\x10\n" +
-	"\x03set\x18\x03 \x01(\bR\x03set\x12\x16\n" +
+	"\x03set\x18\x03 \x01(\bR\x03set\x12\x19\n" +
+	"\bfrom_env\x18< \x01(\tR\afromEnv\x12\x1b\n" +
+	"\tfrom_file\x18= \x01(\tR\bfromFile\x12\x16\n" +
 	"\x06sealed\x18\x0f \x01(\fR\x06sealed\"\xd2\x01\n" +
 	"\x0eStdioTransport\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\tR\acommand\x12\x12\n" +
@@ -2266,7 +2329,7 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\x06Limits\x12#\n" +
 	"\rmax_processes\x18\x01 \x01(\x05R\fmaxProcesses\x12!\n" +
 	"\fmax_sessions\x18\x02 \x01(\x05R\vmaxSessions\x124\n" +
-	"\bidle_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\"\xa4\x04\n" +
+	"\bidle_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\"\xc3\x04\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x122\n" +
@@ -2275,7 +2338,9 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\x0fstreamable_http\x18\x05 \x01(\v2\x19.metamcp.v1.HTTPTransportH\x00R\x0estreamableHttp\x12:\n" +
 	"\fsession_mode\x18\x06 \x01(\x0e2\x17.metamcp.v1.SessionModeR\vsessionMode\x120\n" +
 	"\btimeouts\x18\a \x01(\v2\x14.metamcp.v1.TimeoutsR\btimeouts\x12*\n" +
-	"\x06limits\x18\b \x01(\v2\x12.metamcp.v1.LimitsR\x06limits\x12\x1a\n" +
+	"\x06limits\x18\b \x01(\v2\x12.metamcp.v1.LimitsR\x06limits\x12\x1d\n" +
+	"\n" +
+	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -2310,12 +2375,14 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\x12ToolOverridesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12.\n" +
 	"\x05value\x18\x02 \x01(\v2\x18.metamcp.v1.ToolOverrideR\x05value:\x028\x01B\t\n" +
-	"\a_prefix\"\xac\x02\n" +
+	"\a_prefix\"\xd3\x02\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x125\n" +
-	"\amembers\x18\x03 \x03(\v2\x1b.metamcp.v1.NamespaceMemberR\amembers\x12\x1c\n" +
-	"\tseparator\x18\x04 \x01(\tR\tseparator\x12\x1a\n" +
+	"\amembers\x18\x03 \x03(\v2\x1b.metamcp.v1.NamespaceMemberR\amembers\x12$\n" +
+	"\tseparator\x18\x04 \x01(\tB\x06\xe2\xb8\x18\x02__R\tseparator\x12\x1d\n" +
+	"\n" +
+	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -2356,7 +2423,7 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"Transports\x126\n" +
 	"\x17disable_streamable_http\x18\x01 \x01(\bR\x15disableStreamableHttp\x12\x1f\n" +
 	"\vdisable_sse\x18\x02 \x01(\bR\n" +
-	"disableSse\"\xe7\x03\n" +
+	"disableSse\"\x86\x04\n" +
 	"\bEndpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1c\n" +
@@ -2368,7 +2435,9 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"transports\x18\x06 \x01(\v2\x16.metamcp.v1.TransportsR\n" +
 	"transports\x129\n" +
 	"\faccess_rules\x18\x14 \x03(\v2\x16.metamcp.v1.AccessRuleR\vaccessRules\x12/\n" +
-	"\x05audit\x182 \x01(\v2\x19.metamcp.v1.AuditSettingsR\x05audit\x12\x1a\n" +
+	"\x05audit\x182 \x01(\v2\x19.metamcp.v1.AuditSettingsR\x05audit\x12\x1d\n" +
+	"\n" +
+	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -2397,7 +2466,7 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xde\x03\n" +
+	"updateTime\"\x86\x04\n" +
 	"\x0fRateLimitPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x16\n" +
@@ -2405,9 +2474,11 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\x04tool\x18\x04 \x01(\tR\x04tool\x12*\n" +
 	"\x03key\x18\x05 \x01(\x0e2\x18.metamcp.v1.RateLimitKeyR\x03key\x12\x12\n" +
 	"\x04rate\x18\x06 \x01(\x03R\x04rate\x12\x14\n" +
-	"\x05burst\x18\a \x01(\x03R\x05burst\x121\n" +
-	"\x06period\x18\b \x01(\v2\x19.google.protobuf.DurationR\x06period\x12J\n" +
-	"\x10on_redis_failure\x18\t \x01(\x0e2 .metamcp.v1.RateLimitFailureModeR\x0eonRedisFailure\x12\x1a\n" +
+	"\x05burst\x18\a \x01(\x03R\x05burst\x12:\n" +
+	"\x06period\x18\b \x01(\v2\x19.google.protobuf.DurationB\a\xe2\xb8\x18\x0360sR\x06period\x12J\n" +
+	"\x10on_redis_failure\x18\t \x01(\x0e2 .metamcp.v1.RateLimitFailureModeR\x0eonRedisFailure\x12\x1d\n" +
+	"\n" +
+	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -2567,6 +2638,7 @@ func file_metamcp_v1_resources_proto_init() {
 	if File_metamcp_v1_resources_proto != nil {
 		return
 	}
+	file_metamcp_v1_options_proto_init()
 	file_metamcp_v1_resources_proto_msgTypes[5].OneofWrappers = []any{
 		(*Server_Stdio)(nil),
 		(*Server_Sse)(nil),
