@@ -122,10 +122,13 @@ func (o Options) withDefaults() Options {
 // its keys; Update starts and stops them and Close stops them all.
 //
 // Verified tokens are remembered (by a hash of the token, until their `exp`)
-// so that a token seen before costs a lookup, not a signature check. A
-// consequence: a token signed with a key the issuer later removes from its
-// key set stays valid until it expires, as it would with any cache of
-// verified tokens.
+// so that a token seen before costs a lookup, not a signature check. A token
+// is answered from the cache only while the key that verified it is still in
+// its issuer's key set: when the issuer removes a key (say, a compromised
+// one), the tokens it signed are refused from the next fetch of the key set
+// on, which is at most the refresh interval later (the issuer's cache
+// lifetime, bounded by Options.MaxRefresh). Until then they stay valid, as
+// they would with any cache of keys.
 type Verifiers struct {
 	opts  Options
 	cache *tokenCache
@@ -510,7 +513,7 @@ func (c *Verifier) Verify(ctx context.Context, token string, resources []string,
 		return nil, invalid("malformed", "the token is too large (over %d bytes)", MaxTokenSize)
 	}
 	key := hashToken(token)
-	if e := c.reg.cache.get(key); e != nil && e.keys == c.keys {
+	if e := c.reg.cache.get(key); e != nil && e.keys == c.keys && c.keys.keys.Load().has(e.key) {
 		return c.accept(e, resources, now)
 	}
 	e, err := c.verifyNew(ctx, token, resources, now)

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -62,6 +63,51 @@ func (s *jwks) candidates(kid string, alg jose.SignatureAlgorithm) []*jose.JSONW
 }
 
 func (s *jwks) hasKID(kid string) bool { return len(s.byKID[kid]) > 0 }
+
+// has reports whether key (from this set or an earlier one of the same
+// issuer) is still published: keepIdentity makes an unchanged key the same
+// pointer from one fetch to the next.
+func (s *jwks) has(key *jose.JSONWebKey) bool {
+	keys := s.all
+	if key.KeyID != "" {
+		keys = s.byKID[key.KeyID]
+	}
+	for _, k := range keys {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// keepIdentity replaces each key of s that old also has (same kid, same
+// public key) with old's, so that tokens verified with it stay known to be
+// signed by a published key (jwks.has).
+func (s *jwks) keepIdentity(old *jwks) {
+	for i, k := range s.all {
+		prev := old.all
+		if k.KeyID != "" {
+			prev = old.byKID[k.KeyID]
+		}
+		for _, o := range prev {
+			if o.KeyID == k.KeyID && o.Algorithm == k.Algorithm && samePublicKey(o.Key, k.Key) {
+				s.all[i] = o
+				break
+			}
+		}
+	}
+	clear(s.byKID)
+	for _, k := range s.all {
+		if k.KeyID != "" {
+			s.byKID[k.KeyID] = append(s.byKID[k.KeyID], k)
+		}
+	}
+}
+
+func samePublicKey(a, b any) bool {
+	x, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && x.Equal(b)
+}
 
 // keySet is the signing keys of one identity provider, kept fresh by a
 // goroutine it owns (start, stop). Readers load keys without locking.
@@ -287,7 +333,11 @@ func (k *keySet) refresh(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("JWKS %s: %w", u, err)
 	}
-	old := k.keys.Swap(set)
+	old := k.keys.Load()
+	if old != nil {
+		set.keepIdentity(old)
+	}
+	k.keys.Store(set)
 	if old == nil || !sameKIDs(old, set) {
 		k.log.Info("jwt: identity provider keys loaded", "jwks_url", u, "keys", len(set.all), "skipped", skipped)
 	}

@@ -267,9 +267,9 @@ func TestUnknownKIDRefetchesOnceAndRotationNeedsNoRestart(t *testing.T) {
 	if n := iss.JWKSFetches(); n != 2 {
 		t.Fatalf("fetches after rotation = %d, want 2", n)
 	}
-	// The token of the removed key was verified before: it stays valid until
-	// it expires (the documented cost of the cache).
-	if _, err := c.Verify(context.Background(), old, nil, time.Now()); err != nil {
+	// The token of the removed key was verified before, but its key is gone
+	// from the key set now: the cache no longer answers for it.
+	if _, err := c.Verify(context.Background(), old, nil, time.Now()); asError(t, err).Reason != "unknown_key" {
 		t.Errorf("cached token of the removed key: %v", err)
 	}
 	for i := range 5 {
@@ -482,9 +482,21 @@ func TestRefreshFollowsMaxAge(t *testing.T) {
 	c := endpoint(t, v, &metamcpv1.JWTAuth{Issuer: iss.URL(), Audiences: []string{testAudience}, JwksUrl: iss.JWKSURL()})
 	waitReady(t, c)
 	start := time.Now()
+	tok := iss.Mint(iss.Claims("alice", testAudience, time.Hour))
+	if _, err := c.Verify(context.Background(), tok, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "two refreshes", func() bool { return iss.JWKSFetches() >= 3 })
 	if el := time.Since(start); el < 1500*time.Millisecond {
 		t.Fatalf("3 fetches in %v: faster than the issuer's max-age of 1 s", el)
+	}
+	// The refreshed key set has the same keys: the cached token still
+	// needs no signature check.
+	if _, err := c.Verify(context.Background(), tok, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := v.verifications.Load(); n != 1 {
+		t.Fatalf("signature checks = %d after refreshes of an unchanged key set, want 1", n)
 	}
 }
 

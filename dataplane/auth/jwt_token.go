@@ -23,7 +23,10 @@ import (
 // keys, with the claims the per-request checks need. It is immutable except
 // for its principal memo.
 type verifiedToken struct {
-	keys   *keySet
+	keys *keySet
+	// key verified the signature; the token is good only while the key set
+	// still has it.
+	key    *jose.JSONWebKey
 	alg    jose.SignatureAlgorithm
 	algBit uint16
 	issuer string
@@ -147,6 +150,7 @@ func (c *Verifier) verifyNew(ctx context.Context, token string, resources []stri
 	c.reg.verifications.Add(1)
 	for _, k := range cands {
 		if _, err = jws.Verify(k); err == nil {
+			e.key = k
 			return e, nil
 		}
 	}
