@@ -26,9 +26,8 @@ help: ## List the targets
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-run: build ## Build, then start `metamcp dev` (state in DATA_DIR=.metamcp; needs only Go)
-	@echo "mmctl is in $(BIN): export PATH=\"$(BIN):\$$PATH\""
-	$(BIN)/metamcp dev --data-dir $(DATA_DIR)
+run: build ## Build, then start `metamcp dev` (state in DATA_DIR=.metamcp; flags in ARGS='--http-listen 127.0.0.1:8080'; needs only Go)
+	$(BIN)/metamcp dev --data-dir $(DATA_DIR) $(ARGS)
 
 build: ## Build metamcp and mmctl into ./bin, stamped with the version
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/metamcp ./cmd/mmctl

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -196,6 +197,7 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 			URL:     base + "/metamcp/" + devEndpoint + "/mcp",
 			APIKey:  state.apiKey,
 			Seeded:  state.seeded,
+			Mmctl:   mmctlHint(),
 		}); err != nil {
 			logger.Warn("print banner", "err", err)
 		}
@@ -479,6 +481,24 @@ type devBanner struct {
 	APIKey string
 	// Seeded is true on the run that created the demo setup.
 	Seeded bool
+	// Mmctl says how to put mmctl on PATH, "" when it is there already.
+	Mmctl string
+}
+
+// mmctlHint says how to put mmctl on PATH: the directory of this binary
+// when mmctl was built next to it, else how to build it; "" when mmctl is
+// on PATH already.
+func mmctlHint() string {
+	if _, err := exec.LookPath("mmctl"); err == nil {
+		return ""
+	}
+	if self, err := os.Executable(); err == nil {
+		dir := filepath.Dir(self)
+		if _, err := os.Stat(filepath.Join(dir, "mmctl")); err == nil {
+			return fmt.Sprintf("export PATH=\"%s:$PATH\"   # mmctl is next to metamcp", dir)
+		}
+	}
+	return "go build -o bin/ ./cmd/mmctl && export PATH=\"$PWD/bin:$PATH\"   # mmctl is not on PATH"
 }
 
 var devBannerTemplate = template.Must(template.New("banner").Parse(`
@@ -519,11 +539,12 @@ Connect a client:
     {"servers": {"metamcp": {"type": "http", "url": "{{.URL}}", "headers": {"Authorization": "Bearer {{$key}}"}}}}
 
 Manage it, in another terminal:
-
+{{if .Mmctl}}
+  {{.Mmctl}}{{end}}
   export METAMCP_ADDR={{.Addr}} METAMCP_TOKEN={{.Token}}
   mmctl get servers
   mmctl get dataplanes
-  mmctl import ~/Library/Application\ Support/Claude/claude_desktop_config.json
+  mmctl import      # the servers of your Claude Desktop, Cursor, Windsurf or VS Code config
 
 Stop with Ctrl-C; state is kept for the next run.
 

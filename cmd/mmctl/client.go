@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -95,4 +96,36 @@ func unescapeHeader(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// addrFromURL takes --addr given as a URL (http://host:port, https://...,
+// grpc://...) as the host:port it names; https and grpcs turn TLS on.
+// Anything a gRPC address cannot hold (a path, a missing port) is refused
+// with the fix.
+func (a *app) addrFromURL() error {
+	scheme, _, ok := strings.Cut(a.addr, "://")
+	if !ok {
+		return nil
+	}
+	u, err := url.Parse(a.addr)
+	fix := func(why string) error {
+		return usageErrorf("invalid --addr %q: %s; give HOST:PORT, e.g. --addr %s", a.addr, why, defaultAddr)
+	}
+	switch {
+	case err != nil:
+		return fix(err.Error())
+	case u.Path != "" && u.Path != "/", u.RawQuery != "":
+		return fix("the control plane's gRPC address has no path")
+	case u.Port() == "":
+		return fix("the port is missing")
+	}
+	switch strings.ToLower(scheme) {
+	case "http", "grpc":
+	case "https", "grpcs":
+		a.tls = true
+	default:
+		return fix(fmt.Sprintf("unknown scheme %q", scheme))
+	}
+	a.addr = u.Host
+	return nil
 }

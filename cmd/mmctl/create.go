@@ -101,7 +101,9 @@ type serverFlags struct {
 	args                      []string
 	url, transport            string
 	env, secretEnv            []string
+	secretEnvFile             []string
 	header, secretHeader      []string
+	secretHeaderFile          []string
 	bearerTokenFile           string
 	bearerTokenStdin          bool
 	sessionMode, description  string
@@ -122,7 +124,9 @@ func newCreateServerCommand(a *app) *cobra.Command {
 Secret values (--secret-env, --secret-header, the bearer token) are encrypted
 at rest and never shown again. Values in argv are visible to other users of
 this machine: prefer --secret-env KEY (no value), which takes the value of
-$KEY from mmctl's environment, and --bearer-token-file or --bearer-token-stdin.`,
+$KEY from mmctl's environment, --secret-env-file KEY=PATH and
+--secret-header-file NAME=PATH, which read it from a file, and
+--bearer-token-file or --bearer-token-stdin.`,
 		Example: `  mmctl create server github --stdio "npx -y @modelcontextprotocol/server-github" --secret-env GITHUB_PERSONAL_ACCESS_TOKEN
   mmctl create server fs --command npx --arg -y --arg @modelcontextprotocol/server-filesystem --arg /srv/docs
   mmctl create server sentry --url https://mcp.sentry.dev/mcp --bearer-token-file ~/.sentry-token
@@ -145,10 +149,12 @@ $KEY from mmctl's environment, and --bearer-token-file or --bearer-token-stdin.`
 	fl.StringVar(&f.cwd, "cwd", "", "working directory of the stdio process (the data plane's when empty)")
 	fl.StringArrayVar(&f.env, "env", nil, "environment variable KEY=VALUE of the stdio process, stored in plain text (repeatable)")
 	fl.StringArrayVar(&f.secretEnv, "secret-env", nil, "secret environment variable KEY=VALUE, or KEY to take $KEY from mmctl's environment (repeatable)")
+	fl.StringArrayVar(&f.secretEnvFile, "secret-env-file", nil, "secret environment variable KEY=PATH, its value read from the file PATH (repeatable)")
 	fl.StringVar(&f.url, "url", "", "MCP URL of a remote server (http or https)")
 	fl.StringVar(&f.transport, "transport", "streamable_http", "transport of a --url server: streamable_http or sse")
 	fl.StringArrayVar(&f.header, "header", nil, "HTTP header KEY=VALUE sent to a --url server, stored in plain text (repeatable)")
 	fl.StringArrayVar(&f.secretHeader, "secret-header", nil, "secret HTTP header KEY=VALUE sent to a --url server (repeatable)")
+	fl.StringArrayVar(&f.secretHeaderFile, "secret-header-file", nil, "secret HTTP header NAME=PATH, its value read from the file PATH (repeatable)")
 	fl.StringVar(&f.bearerTokenFile, "bearer-token-file", "", "file holding the bearer token for a --url server (sent as Authorization: Bearer)")
 	fl.BoolVar(&f.bearerTokenStdin, "bearer-token-stdin", false, "read the bearer token for a --url server from stdin")
 	fl.StringVar(&f.sessionMode, "session-mode", "shared", "upstream sessions: shared (one per data plane) or per_client (one per client session)")
@@ -183,14 +189,17 @@ func (f *serverFlags) build(a *app, name string) (*metamcpv1.Server, error) {
 		return nil, usageErrorf("--stdio, --command and --url exclude each other: pass one")
 	}
 	if f.url != "" {
-		if len(f.args) > 0 || f.cwd != "" || len(f.env) > 0 || len(f.secretEnv) > 0 {
-			return nil, usageErrorf("--arg, --cwd, --env and --secret-env are for stdio servers, not --url")
+		if len(f.args) > 0 || f.cwd != "" || len(f.env) > 0 || len(f.secretEnv) > 0 || len(f.secretEnvFile) > 0 {
+			return nil, usageErrorf("--arg, --cwd, --env, --secret-env and --secret-env-file are for stdio servers, not --url")
 		}
 		h := &metamcpv1.HTTPTransport{Url: f.url, Headers: map[string]*metamcpv1.Value{}}
 		if err := parseValues("header", f.header, false, nil, h.Headers); err != nil {
 			return nil, err
 		}
 		if err := parseValues("secret-header", f.secretHeader, true, nil, h.Headers); err != nil {
+			return nil, err
+		}
+		if err := parseFileValues("secret-header-file", f.secretHeaderFile, h.Headers); err != nil {
 			return nil, err
 		}
 		if len(h.Headers) == 0 {
@@ -212,7 +221,7 @@ func (f *serverFlags) build(a *app, name string) (*metamcpv1.Server, error) {
 			return nil, usageErrorf("invalid --transport %q: use streamable_http or sse", f.transport)
 		}
 	} else {
-		if len(f.header) > 0 || len(f.secretHeader) > 0 || f.bearerTokenFile != "" || f.bearerTokenStdin {
+		if len(f.header) > 0 || len(f.secretHeader) > 0 || len(f.secretHeaderFile) > 0 || f.bearerTokenFile != "" || f.bearerTokenStdin {
 			return nil, usageErrorf("--header, --secret-header and the bearer token are for --url servers, not stdio")
 		}
 		st := &metamcpv1.StdioTransport{Command: f.command, Cwd: f.cwd, Env: map[string]*metamcpv1.Value{}}
@@ -231,6 +240,9 @@ func (f *serverFlags) build(a *app, name string) (*metamcpv1.Server, error) {
 			return nil, err
 		}
 		if err := parseValues("secret-env", f.secretEnv, true, os.LookupEnv, st.Env); err != nil {
+			return nil, err
+		}
+		if err := parseFileValues("secret-env-file", f.secretEnvFile, st.Env); err != nil {
 			return nil, err
 		}
 		if len(st.Env) == 0 {

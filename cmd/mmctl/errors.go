@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -113,6 +116,9 @@ func (a *app) explainStatus(st *status.Status, subject string) string {
 	msg := strings.TrimSpace(st.Message())
 	switch st.Code() {
 	case codes.Unavailable:
+		if !strings.Contains(msg, "connection refused") && !strings.Contains(msg, "no such host") && speaksHTTP1(a.addr) {
+			return fmt.Sprintf("%s answers HTTP/1.1, not the control plane's gRPC API: is it a data plane's port? Point --addr (or METAMCP_ADDR) at the control plane, %s by default", a.addr, defaultAddr)
+		}
 		reason := unavailableReason(msg)
 		if reason != "" {
 			reason = " (" + reason + ")"
@@ -193,6 +199,23 @@ func cliKinds(msg string) string {
 		}
 		return m
 	})
+}
+
+// speaksHTTP1 reports whether addr answers a plain HTTP/1.1 request, as a
+// data plane's port does and the control plane's gRPC port does not.
+func speaksHTTP1(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 9)
+	n, _ := io.ReadFull(conn, buf)
+	return strings.HasPrefix(string(buf[:n]), "HTTP/1.")
 }
 
 // unavailableReason extracts the useful part of a transport error.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
@@ -20,12 +22,13 @@ type importFlags struct {
 	prefixByServer bool // deprecated: prefixing by server name is the default
 	endpoint       string
 	dryRun         bool
+	from           string
 }
 
 func newImportCommand(a *app) *cobra.Command {
 	f := &importFlags{}
 	cmd := &cobra.Command{
-		Use:   "import FILE|- [--namespace NAME [--no-prefix]] [--endpoint NAME] [--dry-run]",
+		Use:   "import [FILE|-] [--namespace NAME [--no-prefix]] [--endpoint NAME] [--dry-run]",
 		Short: "Register the servers of a Claude Desktop, Cursor or Windsurf mcpServers JSON",
 		Long: `Register every server of an existing client config (the "mcpServers" JSON of
 Claude Desktop, Cursor, Windsurf and others). Environment variables and
@@ -35,12 +38,17 @@ With --namespace, the servers are also grouped into a namespace, each
 server's tools prefixed with its name (github__create_issue) so that names
 never collide; --no-prefix keeps a single server's tool names as they are.
 With --endpoint, that namespace is exposed (an --endpoint without --namespace
-uses a namespace of the same name). Everything is applied in one revision.`,
-		Example: `  mmctl import ~/Library/Application\ Support/Claude/claude_desktop_config.json --namespace dev --endpoint dev
+uses a namespace of the same name). Everything is applied in one revision.
+
+Without FILE, mmctl looks where Claude Desktop, Cursor, Windsurf and VS Code
+keep their config on this system (--from picks one of them) and imports the
+one it finds.`,
+		Example: `  mmctl import --dry-run
+  mmctl import --from cursor --namespace dev --endpoint dev
   mmctl import ~/.cursor/mcp.json --dry-run`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageErrorf("import needs one FILE (or - for stdin), got %d arguments", len(args))
+			if len(args) > 1 {
+				return usageErrorf("import takes one FILE (or - for stdin), got %d arguments", len(args))
 			}
 			return nil
 		},
@@ -50,6 +58,16 @@ uses a namespace of the same name). Everything is applied in one revision.`,
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			if f.noPrefix && f.namespace == "" && f.endpoint == "" {
 				return usageErrorf("--no-prefix needs --namespace NAME or --endpoint NAME")
+			}
+			if len(args) == 0 {
+				found, err := findClientConfig(f.from)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stderr, "importing %s\n", found)
+				args = []string{found}
+			} else if f.from != "" {
+				return usageErrorf("--from goes without FILE: it picks which client's config to look for")
 			}
 			name := args[0]
 			var (
@@ -97,7 +115,59 @@ uses a namespace of the same name). Everything is applied in one revision.`,
 	_ = fl.MarkDeprecated("prefix-by-server", "prefixing by server name is now the default; use --no-prefix to turn it off")
 	fl.StringVar(&f.endpoint, "endpoint", "", "also expose the namespace at this endpoint")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "check and show the changes without committing them")
+	fl.StringVar(&f.from, "from", "", "without FILE: the client whose config to import: claude, cursor, windsurf or vscode")
 	return cmd
+}
+
+// clientConfigs are where desktop MCP clients keep their mcpServers config on
+// this system, in the order mmctl import looks.
+func clientConfigs() []struct{ client, path string } {
+	home, _ := os.UserHomeDir()
+	cfg, _ := os.UserConfigDir()
+	var out []struct{ client, path string }
+	add := func(client string, base string, parts ...string) {
+		if base != "" {
+			out = append(out, struct{ client, path string }{client, filepath.Join(append([]string{base}, parts...)...)})
+		}
+	}
+	add("claude", cfg, "Claude", "claude_desktop_config.json")
+	add("cursor", home, ".cursor", "mcp.json")
+	add("windsurf", home, ".codeium", "windsurf", "mcp_config.json")
+	add("vscode", cfg, "Code", "User", "mcp.json")
+	add("vscode", ".", ".vscode", "mcp.json")
+	return out
+}
+
+// findClientConfig finds the one client config to import: of the client
+// from names, or of any client when from is empty.
+func findClientConfig(from string) (string, error) {
+	from = normalize(from)
+	switch from {
+	case "", "claude", "cursor", "windsurf", "vscode":
+	case "claude_desktop", "claudedesktop":
+		from = "claude"
+	case "code", "vs_code":
+		from = "vscode"
+	default:
+		return "", usageErrorf("invalid --from %q: use claude, cursor, windsurf or vscode", from)
+	}
+	var looked, found []string
+	for _, c := range clientConfigs() {
+		if from != "" && c.client != from {
+			continue
+		}
+		looked = append(looked, c.path)
+		if info, err := os.Stat(c.path); err == nil && !info.IsDir() {
+			found = append(found, c.path)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", runtimeError{fmt.Errorf("no client config found; looked at:\n  %s\npass the file: mmctl import FILE", strings.Join(looked, "\n  "))}
+	case 1:
+		return found[0], nil
+	}
+	return "", usageErrorf("several client configs found; pick one with --from, or pass the file:\n  %s", strings.Join(found, "\n  "))
 }
 
 // resources is the bundle to apply: the servers, then the namespace and the

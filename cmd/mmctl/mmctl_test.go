@@ -342,7 +342,7 @@ func TestCreateUsageErrors(t *testing.T) {
 		{[]string{"delete", "dataplane", "d"}, "cannot delete dataplanes"},
 		{[]string{"revoke", "server", "s"}, "cannot revoke servers"},
 		{[]string{"apply"}, "apply needs -f"},
-		{[]string{"import"}, "import needs one FILE"},
+		{[]string{"import", "a.json", "b.json"}, "import takes one FILE"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"get", "servers", "--nope"}, "unknown flag: --nope"},
 		{[]string{"get", "servers", "-o", "xml"}, `invalid --output "xml"`},

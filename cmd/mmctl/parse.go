@@ -101,6 +101,26 @@ func parseValues(flag string, specs []string, secret bool, lookupEnv func(string
 	return nil
 }
 
+// parseFileValues turns repeated KEY=PATH flag values into secret Values
+// read from the files.
+func parseFileValues(flag string, specs []string, into map[string]*metamcpv1.Value) error {
+	for _, spec := range specs {
+		key, path, ok := strings.Cut(spec, "=")
+		if !ok || strings.TrimSpace(key) == "" || path == "" {
+			return usageErrorf("--%s wants KEY=PATH, got %q", flag, spec)
+		}
+		if _, dup := into[key]; dup {
+			return usageErrorf("--%s: %s is given more than once", flag, key)
+		}
+		v := &metamcpv1.Value{Secret: true, FromFile: path}
+		if err := resolveValue(v, "."); err != nil {
+			return usageErrorf("--%s %s: %v", flag, key, err)
+		}
+		into[key] = v
+	}
+	return nil
+}
+
 // parseExpiry reads an expiry given as a duration from now (720h, 30d) or an
 // RFC 3339 time. Empty means no expiry.
 func parseExpiry(s string, now time.Time) (*timestamppb.Timestamp, error) {

@@ -185,7 +185,7 @@ func (a *app) prepare(cmd *cobra.Command) error {
 	if strings.TrimSpace(a.addr) == "" {
 		return usageErrorf("no control plane address: pass --addr HOST:PORT or set METAMCP_ADDR")
 	}
-	return nil
+	return a.addrFromURL()
 }
 
 // loadConfigFile reads the config file and applies its values to the

@@ -139,7 +139,7 @@ func TestImport(t *testing.T) {
 
 	// Usage and input errors.
 	cp.fail(t, 2, []string{"--no-prefix needs --namespace"}, "import", file, "--no-prefix")
-	cp.fail(t, 2, []string{"import needs one FILE"}, "import")
+	cp.fail(t, 2, []string{"import takes one FILE"}, "import", "a.json", "b.json")
 	r = cp.mmctlIn(t, `{"mcpServers": `, "import", "-")
 	checkFailure(t, r, 1, []string{"stdin"})
 	if rev := cp.revision(t); rev != "3" {
