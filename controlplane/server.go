@@ -122,6 +122,7 @@ func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 		Logger:      logger.With("component", "sync"),
 		Reauthorize: s.authn.ReauthorizeAt,
 	})
+	s.admin.SetListedTools(s.sync)
 	metamcpv1.RegisterAdminServiceServer(s.grpc, s.admin)
 	metamcpv1.RegisterSyncServiceServer(s.grpc, s.sync)
 	healthpb.RegisterHealthServer(s.grpc, s.health)

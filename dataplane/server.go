@@ -24,6 +24,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/redisconn"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/dataplane/toolreport"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
@@ -98,6 +99,7 @@ type Server struct {
 	sync  *syncclient.Client
 	pool  *upstream.Pool
 	gw    *gateway.Gateway
+	tools *toolreport.Report
 	mux   *http.ServeMux
 	// handler is mux behind the gateway's fast route (Gateway.Routes).
 	handler http.Handler
@@ -161,6 +163,12 @@ func New(opts Options) (*Server, error) {
 			return pool.Status(), int64(gw.Sessions())
 		}
 	}
+	// The gateway records the tool lists it serves; the sync client reports
+	// them for `mmctl auth can-i`.
+	tools := toolreport.New()
+	if syncOpts.Tools == nil {
+		syncOpts.Tools = tools.Changed
+	}
 	client, err := syncclient.New(cache, syncOpts)
 	if err != nil {
 		_ = pool.Close()
@@ -186,7 +194,7 @@ func New(opts Options) (*Server, error) {
 		PublicURL:             opts.PublicURL,
 		AuthFailuresPerMinute: opts.AuthFailuresPerMinute,
 	})
-	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, mux: http.NewServeMux(),
+	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, tools: tools, mux: http.NewServeMux(),
 		bus: bus, redis: rdb, redisBus: redisBus}
 	gw.Register(s.mux)
 	s.handler = gw.Routes(s.mux)
@@ -197,6 +205,10 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	return s, nil
 }
+
+// ToolReport is where the gateway records the tool lists it serves, for
+// `mmctl auth can-i`.
+func (s *Server) ToolReport() *toolreport.Report { return s.tools }
 
 // openRedis creates the data plane's one Redis client (which the session bus,
 // and later the shared rate limits, use) and the session bus over it; without

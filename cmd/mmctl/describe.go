@@ -249,6 +249,7 @@ func describeEndpoint(d *describer, e *metamcpv1.Endpoint) {
 			d.list(2, "Required scopes", j.GetRequiredScopes())
 		}
 	}
+	describeAccessRules(d, e.GetAccessRules())
 	d.list(0, "Rate limits", e.GetRateLimits())
 	d.section(0, "Transports")
 	d.field(1, "Streamable HTTP", onOff(!e.GetTransports().GetDisableStreamableHttp()))

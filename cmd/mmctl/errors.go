@@ -53,6 +53,10 @@ func about(subject string, err error) error {
 
 // reportError prints err for a person and returns the exit code.
 func (a *app) reportError(cmd *cobra.Command, err error) int {
+	var es exitStatus
+	if errors.As(err, &es) {
+		return es.code
+	}
 	msg, code := a.explain(err)
 	if code == exitUsage && cmd != nil {
 		msg += fmt.Sprintf(" (see '%s --help')", cmd.CommandPath())

@@ -126,6 +126,7 @@ METAMCP_TOKEN, ...), then the config file (keys: addr, token, tls, tlsCA).`,
 		newImportCommand(a),
 		newRevisionCommand(a),
 		newVersionCommand(a),
+		newAuthCommand(a),
 	)
 
 	var skip []string

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -42,6 +43,10 @@ type Service struct {
 	sealer *secret.Sealer
 	log    *slog.Logger
 	now    func() time.Time
+	// listed gives the tool lists data planes reported, for CanI; nil
+	// until SetListedTools.
+	listedMu sync.Mutex
+	listed   ListedTools
 }
 
 // New returns a Service keeping config in st and sealing secrets with sealer.

@@ -68,6 +68,12 @@ type Server struct {
 	stopOnce sync.Once
 
 	registry *registry
+
+	// toolsMu guards tools: the newest tool list a data plane reported per
+	// endpoint, for `mmctl auth can-i`. Kept in memory only: data planes
+	// report every list again when they connect.
+	toolsMu sync.Mutex
+	tools   map[string]*metamcpv1.EndpointTools
 }
 
 // New returns a Server reading config from src and recording data planes and
@@ -87,6 +93,38 @@ func New(src ConfigSource, st store.Store, opts Options) *Server {
 		changed:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 		registry: newRegistry(st, opts.Logger),
+		tools:    map[string]*metamcpv1.EndpointTools{},
+	}
+}
+
+// maxReportedTools bounds one endpoint's reported tool list.
+const maxReportedTools = 10000
+
+// EndpointTools returns the tool list a data plane last reported for the
+// endpoint, or nil when none has. The result must not be modified.
+func (s *Server) EndpointTools(endpoint string) *metamcpv1.EndpointTools {
+	s.toolsMu.Lock()
+	defer s.toolsMu.Unlock()
+	return s.tools[endpoint]
+}
+
+// putTools keeps the tool lists of a Status.
+func (s *Server) putTools(node string, lists []*metamcpv1.EndpointTools) {
+	if len(lists) == 0 {
+		return
+	}
+	now := timestamppb.Now()
+	s.toolsMu.Lock()
+	defer s.toolsMu.Unlock()
+	for _, l := range lists {
+		if l.GetEndpoint() == "" {
+			continue
+		}
+		if len(l.Tools) > maxReportedTools {
+			l.Tools = l.Tools[:maxReportedTools]
+		}
+		l.NodeId, l.ReportTime = node, now
+		s.tools[l.GetEndpoint()] = l
 	}
 }
 
@@ -375,6 +413,7 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 		st.dp.Upstreams = m.Status.GetUpstreams()
 		st.dp.ActiveSessions = m.Status.GetActiveSessions()
 		st.record()
+		st.srv.putTools(st.dp.GetNodeId(), m.Status.GetEndpointTools())
 	case *metamcpv1.SyncRequest_Calls:
 		recs := m.Calls.GetRecords()
 		if len(recs) > st.srv.opts.MaxCallRecords {

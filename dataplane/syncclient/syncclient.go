@@ -68,6 +68,10 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Status returns the upstream health and live sessions to report; may be nil.
 	Status func() ([]*metamcpv1.UpstreamStatus, int64)
+	// Tools returns the endpoints' tool lists to report in a Status: those
+	// that changed since the last call, or all of them when all is set (the
+	// first Status of a stream); may be nil. See toolreport.Report.Changed.
+	Tools func(all bool) []*metamcpv1.EndpointTools
 	// Calls delivers call records to send to the control plane; may be nil.
 	Calls <-chan *metamcpv1.CallRecord
 
@@ -243,6 +247,7 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 	drain := time.NewTicker(callDrainInterval)
 	defer drain.Stop()
 	first := true
+	allTools := true // the first Status of a stream reports every tool list
 	for {
 		select {
 		case <-ctx.Done():
@@ -269,9 +274,10 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 			}
 		case <-ticker.C:
 			c.connected.Store(true) // the stream has lived a status period
-			if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Status{Status: c.status()}}); err != nil {
+			if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Status{Status: c.status(allTools)}}); err != nil {
 				return sendFailed(errc, err)
 			}
+			allTools = false
 		case <-drain.C:
 			if err := c.drainCalls(stream, errc, &batch); err != nil {
 				return err
@@ -326,11 +332,14 @@ func (c *Client) sendCalls(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest
 	return nil
 }
 
-func (c *Client) status() *metamcpv1.Status {
+func (c *Client) status(allTools bool) *metamcpv1.Status {
 	rev, hash := c.cache.Revision()
 	st := &metamcpv1.Status{Revision: rev, Hash: hash}
 	if c.opts.Status != nil {
 		st.Upstreams, st.ActiveSessions = c.opts.Status()
+	}
+	if c.opts.Tools != nil {
+		st.EndpointTools = c.opts.Tools(allTools)
 	}
 	return st
 }

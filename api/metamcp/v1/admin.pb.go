@@ -2830,6 +2830,504 @@ func (x *ListDataPlanesResponse) GetRevision() int64 {
 	return 0
 }
 
+// Caller describes a caller for CanI, as the data plane would establish it.
+type Caller struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The principal name: an API key's principal, or the token claim the
+	// endpoint names (`sub` by default).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "apikey", "jwt" or "anonymous"; when empty, "apikey" with api_key set,
+	// "anonymous" for the name "anonymous", "jwt" otherwise.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The name of the API key used (kind apikey).
+	ApiKey string `protobuf:"bytes,3,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	// Groups, as the endpoint's groups claim gives them (kind jwt).
+	Groups []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Token claims (kind jwt), each a JSON value or a plain string.
+	Claims map[string]string `protobuf:"bytes,5,rep,name=claims,proto3" json:"claims,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The token's issuer (kind jwt).
+	Issuer        string `protobuf:"bytes,6,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Caller) Reset() {
+	*x = Caller{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Caller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Caller) ProtoMessage() {}
+
+func (x *Caller) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Caller.ProtoReflect.Descriptor instead.
+func (*Caller) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *Caller) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Caller) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Caller) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+func (x *Caller) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Caller) GetClaims() map[string]string {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+func (x *Caller) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+type CanIRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Caller   *Caller                `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"`
+	// An exposed tool name: decide that tool only. Empty: every tool a data
+	// plane listed.
+	Tool string `protobuf:"bytes,3,opt,name=tool,proto3" json:"tool,omitempty"`
+	// The arguments of a call to `tool`, a JSON object. Empty: decide as for
+	// a list, where conditions on the arguments are not decided yet.
+	Arguments     string `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanIRequest) Reset() {
+	*x = CanIRequest{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanIRequest) ProtoMessage() {}
+
+func (x *CanIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanIRequest.ProtoReflect.Descriptor instead.
+func (*CanIRequest) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CanIRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *CanIRequest) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *CanIRequest) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *CanIRequest) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+type CanIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoint's access rules; none means every authenticated caller may
+	// use everything.
+	Rules []*AccessRule `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	// False when no data plane has reported the endpoint's tools yet: a
+	// request with a tool is then decided without its annotations, and one
+	// without has no decisions.
+	ToolsKnown bool `protobuf:"varint,2,opt,name=tools_known,json=toolsKnown,proto3" json:"tools_known,omitempty"`
+	// Which data plane listed the tools, at which revision, when.
+	ListedBy       string                 `protobuf:"bytes,3,opt,name=listed_by,json=listedBy,proto3" json:"listed_by,omitempty"`
+	ListedRevision int64                  `protobuf:"varint,4,opt,name=listed_revision,json=listedRevision,proto3" json:"listed_revision,omitempty"`
+	ListedTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=listed_time,json=listedTime,proto3" json:"listed_time,omitempty"`
+	Decisions      []*ToolDecision        `protobuf:"bytes,6,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CanIResponse) Reset() {
+	*x = CanIResponse{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanIResponse) ProtoMessage() {}
+
+func (x *CanIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanIResponse.ProtoReflect.Descriptor instead.
+func (*CanIResponse) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *CanIResponse) GetRules() []*AccessRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *CanIResponse) GetToolsKnown() bool {
+	if x != nil {
+		return x.ToolsKnown
+	}
+	return false
+}
+
+func (x *CanIResponse) GetListedBy() string {
+	if x != nil {
+		return x.ListedBy
+	}
+	return ""
+}
+
+func (x *CanIResponse) GetListedRevision() int64 {
+	if x != nil {
+		return x.ListedRevision
+	}
+	return 0
+}
+
+func (x *CanIResponse) GetListedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ListedTime
+	}
+	return nil
+}
+
+func (x *CanIResponse) GetDecisions() []*ToolDecision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+// ToolDecision is the access decision on one tool for one caller.
+type ToolDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Tool  string                 `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
+	// The server it comes from; empty when not known.
+	Server  string `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	Allowed bool   `protobuf:"varint,3,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// The rule that decided; empty when the endpoint has no rules or none
+	// allows the tool.
+	Rule string `protobuf:"bytes,4,opt,name=rule,proto3" json:"rule,omitempty"`
+	// The decision depends on what is not known: the arguments of a call or
+	// (annotations_unknown) the tool's annotations.
+	Conditional bool   `protobuf:"varint,5,opt,name=conditional,proto3" json:"conditional,omitempty"`
+	Reason      string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The tool was not listed by any data plane: conditions on its
+	// annotations are not decided.
+	AnnotationsUnknown bool `protobuf:"varint,7,opt,name=annotations_unknown,json=annotationsUnknown,proto3" json:"annotations_unknown,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ToolDecision) Reset() {
+	*x = ToolDecision{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolDecision) ProtoMessage() {}
+
+func (x *ToolDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolDecision.ProtoReflect.Descriptor instead.
+func (*ToolDecision) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ToolDecision) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *ToolDecision) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ToolDecision) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *ToolDecision) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *ToolDecision) GetConditional() bool {
+	if x != nil {
+		return x.Conditional
+	}
+	return false
+}
+
+func (x *ToolDecision) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ToolDecision) GetAnnotationsUnknown() bool {
+	if x != nil {
+		return x.AnnotationsUnknown
+	}
+	return false
+}
+
+// ListedTool is one tool as a data plane lists it to clients (before access
+// rules filter the list).
+type ListedTool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The exposed (prefixed) name.
+	Name          string           `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Server        string           `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	Annotations   *ToolAnnotations `protobuf:"bytes,3,opt,name=annotations,proto3" json:"annotations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListedTool) Reset() {
+	*x = ListedTool{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListedTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListedTool) ProtoMessage() {}
+
+func (x *ListedTool) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListedTool.ProtoReflect.Descriptor instead.
+func (*ListedTool) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ListedTool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListedTool) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ListedTool) GetAnnotations() *ToolAnnotations {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
+// EndpointTools is the tool list of one endpoint as a data plane last
+// listed it.
+type EndpointTools struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// The snapshot revision the data plane served.
+	Revision int64         `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Tools    []*ListedTool `protobuf:"bytes,3,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Set by the control plane: who reported the list, and when.
+	NodeId        string                 `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ReportTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=report_time,json=reportTime,proto3" json:"report_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointTools) Reset() {
+	*x = EndpointTools{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointTools) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointTools) ProtoMessage() {}
+
+func (x *EndpointTools) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointTools.ProtoReflect.Descriptor instead.
+func (*EndpointTools) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *EndpointTools) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *EndpointTools) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *EndpointTools) GetTools() []*ListedTool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *EndpointTools) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *EndpointTools) GetReportTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportTime
+	}
+	return nil
+}
+
 var File_metamcp_v1_admin_proto protoreflect.FileDescriptor
 
 const file_metamcp_v1_admin_proto_rawDesc = "" +
@@ -2975,7 +3473,51 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x16ListDataPlanesResponse\x126\n" +
 	"\vdata_planes\x18\x01 \x03(\v2\x15.metamcp.v1.DataPlaneR\n" +
 	"dataPlanes\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision*\x9b\x01\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\xec\x01\n" +
+	"\x06Caller\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +
+	"\aapi_key\x18\x03 \x01(\tR\x06apiKey\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\tR\x06groups\x126\n" +
+	"\x06claims\x18\x05 \x03(\v2\x1e.metamcp.v1.Caller.ClaimsEntryR\x06claims\x12\x16\n" +
+	"\x06issuer\x18\x06 \x01(\tR\x06issuer\x1a9\n" +
+	"\vClaimsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x01\n" +
+	"\vCanIRequest\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12*\n" +
+	"\x06caller\x18\x02 \x01(\v2\x12.metamcp.v1.CallerR\x06caller\x12\x12\n" +
+	"\x04tool\x18\x03 \x01(\tR\x04tool\x12\x1c\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\"\x98\x02\n" +
+	"\fCanIResponse\x12,\n" +
+	"\x05rules\x18\x01 \x03(\v2\x16.metamcp.v1.AccessRuleR\x05rules\x12\x1f\n" +
+	"\vtools_known\x18\x02 \x01(\bR\n" +
+	"toolsKnown\x12\x1b\n" +
+	"\tlisted_by\x18\x03 \x01(\tR\blistedBy\x12'\n" +
+	"\x0flisted_revision\x18\x04 \x01(\x03R\x0elistedRevision\x12;\n" +
+	"\vlisted_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"listedTime\x126\n" +
+	"\tdecisions\x18\x06 \x03(\v2\x18.metamcp.v1.ToolDecisionR\tdecisions\"\xd3\x01\n" +
+	"\fToolDecision\x12\x12\n" +
+	"\x04tool\x18\x01 \x01(\tR\x04tool\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12\x18\n" +
+	"\aallowed\x18\x03 \x01(\bR\aallowed\x12\x12\n" +
+	"\x04rule\x18\x04 \x01(\tR\x04rule\x12 \n" +
+	"\vconditional\x18\x05 \x01(\bR\vconditional\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12/\n" +
+	"\x13annotations_unknown\x18\a \x01(\bR\x12annotationsUnknown\"w\n" +
+	"\n" +
+	"ListedTool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12=\n" +
+	"\vannotations\x18\x03 \x01(\v2\x1b.metamcp.v1.ToolAnnotationsR\vannotations\"\xcb\x01\n" +
+	"\rEndpointTools\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12,\n" +
+	"\x05tools\x18\x03 \x03(\v2\x16.metamcp.v1.ListedToolR\x05tools\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12;\n" +
+	"\vreport_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportTime*\x9b\x01\n" +
 	"\fChangeAction\x12\x1d\n" +
 	"\x19CHANGE_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CHANGE_ACTION_CREATED\x10\x01\x12\x19\n" +
@@ -2986,7 +3528,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x1aUPSTREAM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPSTREAM_STATE_IDLE\x10\x01\x12\x1a\n" +
 	"\x16UPSTREAM_STATE_HEALTHY\x10\x02\x12\x17\n" +
-	"\x13UPSTREAM_STATE_DOWN\x10\x032\xb9\x18\n" +
+	"\x13UPSTREAM_STATE_DOWN\x10\x032\xf4\x18\n" +
 	"\fAdminService\x12C\n" +
 	"\fCreateServer\x12\x1f.metamcp.v1.CreateServerRequest\x1a\x12.metamcp.v1.Server\x12=\n" +
 	"\tGetServer\x12\x1c.metamcp.v1.GetServerRequest\x1a\x12.metamcp.v1.Server\x12N\n" +
@@ -3026,7 +3568,8 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x0fListCallRecords\x12\".metamcp.v1.ListCallRecordsRequest\x1a#.metamcp.v1.ListCallRecordsResponse\x12b\n" +
 	"\x11FollowCallRecords\x12$.metamcp.v1.FollowCallRecordsRequest\x1a%.metamcp.v1.FollowCallRecordsResponse0\x01\x12i\n" +
 	"\x14SummarizeCallRecords\x12'.metamcp.v1.SummarizeCallRecordsRequest\x1a(.metamcp.v1.SummarizeCallRecordsResponse\x12T\n" +
-	"\rRestartServer\x12 .metamcp.v1.RestartServerRequest\x1a!.metamcp.v1.RestartServerResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
+	"\rRestartServer\x12 .metamcp.v1.RestartServerRequest\x1a!.metamcp.v1.RestartServerResponse\x129\n" +
+	"\x04CanI\x12\x17.metamcp.v1.CanIRequest\x1a\x18.metamcp.v1.CanIResponseB5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
 
 var (
 	file_metamcp_v1_admin_proto_rawDescOnce sync.Once
@@ -3041,7 +3584,7 @@ func file_metamcp_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_metamcp_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_metamcp_v1_admin_proto_goTypes = []any{
 	(ChangeAction)(0),                     // 0: metamcp.v1.ChangeAction
 	(UpstreamState)(0),                    // 1: metamcp.v1.UpstreamState
@@ -3102,131 +3645,150 @@ var file_metamcp_v1_admin_proto_goTypes = []any{
 	(*UpstreamStatus)(nil),                // 56: metamcp.v1.UpstreamStatus
 	(*ListDataPlanesRequest)(nil),         // 57: metamcp.v1.ListDataPlanesRequest
 	(*ListDataPlanesResponse)(nil),        // 58: metamcp.v1.ListDataPlanesResponse
-	(*Server)(nil),                        // 59: metamcp.v1.Server
-	(*Namespace)(nil),                     // 60: metamcp.v1.Namespace
-	(*Endpoint)(nil),                      // 61: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),               // 62: metamcp.v1.RateLimitPolicy
-	(*ApiKey)(nil),                        // 63: metamcp.v1.ApiKey
-	(*Token)(nil),                         // 64: metamcp.v1.Token
-	(*Resource)(nil),                      // 65: metamcp.v1.Resource
-	(*timestamppb.Timestamp)(nil),         // 66: google.protobuf.Timestamp
-	(*ListCallRecordsRequest)(nil),        // 67: metamcp.v1.ListCallRecordsRequest
-	(*FollowCallRecordsRequest)(nil),      // 68: metamcp.v1.FollowCallRecordsRequest
-	(*SummarizeCallRecordsRequest)(nil),   // 69: metamcp.v1.SummarizeCallRecordsRequest
-	(*ListCallRecordsResponse)(nil),       // 70: metamcp.v1.ListCallRecordsResponse
-	(*FollowCallRecordsResponse)(nil),     // 71: metamcp.v1.FollowCallRecordsResponse
-	(*SummarizeCallRecordsResponse)(nil),  // 72: metamcp.v1.SummarizeCallRecordsResponse
+	(*Caller)(nil),                        // 59: metamcp.v1.Caller
+	(*CanIRequest)(nil),                   // 60: metamcp.v1.CanIRequest
+	(*CanIResponse)(nil),                  // 61: metamcp.v1.CanIResponse
+	(*ToolDecision)(nil),                  // 62: metamcp.v1.ToolDecision
+	(*ListedTool)(nil),                    // 63: metamcp.v1.ListedTool
+	(*EndpointTools)(nil),                 // 64: metamcp.v1.EndpointTools
+	nil,                                   // 65: metamcp.v1.Caller.ClaimsEntry
+	(*Server)(nil),                        // 66: metamcp.v1.Server
+	(*Namespace)(nil),                     // 67: metamcp.v1.Namespace
+	(*Endpoint)(nil),                      // 68: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),               // 69: metamcp.v1.RateLimitPolicy
+	(*ApiKey)(nil),                        // 70: metamcp.v1.ApiKey
+	(*Token)(nil),                         // 71: metamcp.v1.Token
+	(*Resource)(nil),                      // 72: metamcp.v1.Resource
+	(*timestamppb.Timestamp)(nil),         // 73: google.protobuf.Timestamp
+	(*AccessRule)(nil),                    // 74: metamcp.v1.AccessRule
+	(*ToolAnnotations)(nil),               // 75: metamcp.v1.ToolAnnotations
+	(*ListCallRecordsRequest)(nil),        // 76: metamcp.v1.ListCallRecordsRequest
+	(*FollowCallRecordsRequest)(nil),      // 77: metamcp.v1.FollowCallRecordsRequest
+	(*SummarizeCallRecordsRequest)(nil),   // 78: metamcp.v1.SummarizeCallRecordsRequest
+	(*ListCallRecordsResponse)(nil),       // 79: metamcp.v1.ListCallRecordsResponse
+	(*FollowCallRecordsResponse)(nil),     // 80: metamcp.v1.FollowCallRecordsResponse
+	(*SummarizeCallRecordsResponse)(nil),  // 81: metamcp.v1.SummarizeCallRecordsResponse
 }
 var file_metamcp_v1_admin_proto_depIdxs = []int32{
-	59, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
-	59, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
-	59, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
-	60, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	60, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
-	60, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	61, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	61, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
-	61, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	62, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	62, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
-	62, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	63, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	63, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
-	63, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
-	63, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	64, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
-	64, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
-	64, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
-	65, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
+	66, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
+	66, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
+	66, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
+	67, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	67, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
+	67, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	68, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	68, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
+	68, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	69, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	69, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
+	69, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	70, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	70, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
+	70, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
+	70, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	71, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
+	71, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
+	71, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
+	72, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
 	0,  // 20: metamcp.v1.Change.action:type_name -> metamcp.v1.ChangeAction
 	45, // 21: metamcp.v1.ApplyResponse.changes:type_name -> metamcp.v1.Change
-	65, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
-	66, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
-	66, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
+	72, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
+	73, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
+	73, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
 	56, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
 	1,  // 26: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
 	55, // 27: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
-	2,  // 28: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
-	3,  // 29: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
-	4,  // 30: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
-	6,  // 31: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
-	7,  // 32: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
-	9,  // 33: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
-	10, // 34: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
-	11, // 35: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
-	13, // 36: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
-	14, // 37: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
-	16, // 38: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
-	17, // 39: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
-	18, // 40: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
-	20, // 41: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
-	21, // 42: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
-	23, // 43: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
-	24, // 44: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
-	25, // 45: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
-	27, // 46: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
-	28, // 47: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
-	30, // 48: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
-	32, // 49: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
-	33, // 50: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
-	35, // 51: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
-	36, // 52: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
-	38, // 53: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
-	39, // 54: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
-	41, // 55: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
-	43, // 56: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
-	44, // 57: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
-	47, // 58: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
-	53, // 59: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
-	57, // 60: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
-	49, // 61: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
-	67, // 62: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
-	68, // 63: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
-	69, // 64: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
-	51, // 65: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
-	59, // 66: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
-	59, // 67: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
-	5,  // 68: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
-	59, // 69: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
-	8,  // 70: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
-	60, // 71: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
-	60, // 72: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
-	12, // 73: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
-	60, // 74: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
-	15, // 75: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
-	61, // 76: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
-	61, // 77: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
-	19, // 78: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
-	61, // 79: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
-	22, // 80: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
-	62, // 81: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	62, // 82: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	26, // 83: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
-	62, // 84: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	29, // 85: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
-	31, // 86: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
-	63, // 87: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
-	34, // 88: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
-	63, // 89: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
-	37, // 90: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
-	63, // 91: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
-	40, // 92: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
-	42, // 93: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
-	64, // 94: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
-	46, // 95: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
-	48, // 96: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
-	54, // 97: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
-	58, // 98: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
-	50, // 99: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
-	70, // 100: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
-	71, // 101: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
-	72, // 102: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
-	52, // 103: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
-	66, // [66:104] is the sub-list for method output_type
-	28, // [28:66] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	65, // 28: metamcp.v1.Caller.claims:type_name -> metamcp.v1.Caller.ClaimsEntry
+	59, // 29: metamcp.v1.CanIRequest.caller:type_name -> metamcp.v1.Caller
+	74, // 30: metamcp.v1.CanIResponse.rules:type_name -> metamcp.v1.AccessRule
+	73, // 31: metamcp.v1.CanIResponse.listed_time:type_name -> google.protobuf.Timestamp
+	62, // 32: metamcp.v1.CanIResponse.decisions:type_name -> metamcp.v1.ToolDecision
+	75, // 33: metamcp.v1.ListedTool.annotations:type_name -> metamcp.v1.ToolAnnotations
+	63, // 34: metamcp.v1.EndpointTools.tools:type_name -> metamcp.v1.ListedTool
+	73, // 35: metamcp.v1.EndpointTools.report_time:type_name -> google.protobuf.Timestamp
+	2,  // 36: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
+	3,  // 37: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
+	4,  // 38: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
+	6,  // 39: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
+	7,  // 40: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
+	9,  // 41: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
+	10, // 42: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
+	11, // 43: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
+	13, // 44: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
+	14, // 45: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
+	16, // 46: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
+	17, // 47: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
+	18, // 48: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
+	20, // 49: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
+	21, // 50: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
+	23, // 51: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
+	24, // 52: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
+	25, // 53: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
+	27, // 54: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
+	28, // 55: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
+	30, // 56: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
+	32, // 57: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
+	33, // 58: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
+	35, // 59: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
+	36, // 60: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
+	38, // 61: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
+	39, // 62: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
+	41, // 63: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
+	43, // 64: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
+	44, // 65: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
+	47, // 66: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
+	53, // 67: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
+	57, // 68: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
+	49, // 69: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
+	76, // 70: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
+	77, // 71: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
+	78, // 72: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
+	51, // 73: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
+	60, // 74: metamcp.v1.AdminService.CanI:input_type -> metamcp.v1.CanIRequest
+	66, // 75: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
+	66, // 76: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
+	5,  // 77: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
+	66, // 78: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
+	8,  // 79: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
+	67, // 80: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
+	67, // 81: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
+	12, // 82: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
+	67, // 83: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
+	15, // 84: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
+	68, // 85: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
+	68, // 86: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
+	19, // 87: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
+	68, // 88: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
+	22, // 89: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
+	69, // 90: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	69, // 91: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	26, // 92: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
+	69, // 93: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	29, // 94: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
+	31, // 95: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
+	70, // 96: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
+	34, // 97: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
+	70, // 98: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
+	37, // 99: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
+	70, // 100: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
+	40, // 101: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
+	42, // 102: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
+	71, // 103: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
+	46, // 104: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
+	48, // 105: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
+	54, // 106: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
+	58, // 107: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
+	50, // 108: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
+	79, // 109: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
+	80, // 110: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
+	81, // 111: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
+	52, // 112: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
+	61, // 113: metamcp.v1.AdminService.CanI:output_type -> metamcp.v1.CanIResponse
+	75, // [75:114] is the sub-list for method output_type
+	36, // [36:75] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_admin_proto_init() }
@@ -3242,7 +3804,7 @@ func file_metamcp_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_admin_proto_rawDesc), len(file_metamcp_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   57,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,6 +57,7 @@ const (
 	AdminService_FollowCallRecords_FullMethodName     = "/metamcp.v1.AdminService/FollowCallRecords"
 	AdminService_SummarizeCallRecords_FullMethodName  = "/metamcp.v1.AdminService/SummarizeCallRecords"
 	AdminService_RestartServer_FullMethodName         = "/metamcp.v1.AdminService/RestartServer"
+	AdminService_CanI_FullMethodName                  = "/metamcp.v1.AdminService/CanI"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -133,6 +134,11 @@ type AdminServiceClient interface {
 	// and open new ones (in-flight calls finish first): for an upstream that
 	// lost its state in a way the data planes cannot notice.
 	RestartServer(ctx context.Context, in *RestartServerRequest, opts ...grpc.CallOption) (*RestartServerResponse, error)
+	// CanI says which of an endpoint's tools a caller may use and which access
+	// rule decides each, as the data planes decide it (`mmctl auth can-i`).
+	// The tools are those a data plane listed last; NOT_FOUND when the
+	// endpoint does not exist.
+	CanI(ctx context.Context, in *CanIRequest, opts ...grpc.CallOption) (*CanIResponse, error)
 }
 
 type adminServiceClient struct {
@@ -532,6 +538,16 @@ func (c *adminServiceClient) RestartServer(ctx context.Context, in *RestartServe
 	return out, nil
 }
 
+func (c *adminServiceClient) CanI(ctx context.Context, in *CanIRequest, opts ...grpc.CallOption) (*CanIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CanIResponse)
+	err := c.cc.Invoke(ctx, AdminService_CanI_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -606,6 +622,11 @@ type AdminServiceServer interface {
 	// and open new ones (in-flight calls finish first): for an upstream that
 	// lost its state in a way the data planes cannot notice.
 	RestartServer(context.Context, *RestartServerRequest) (*RestartServerResponse, error)
+	// CanI says which of an endpoint's tools a caller may use and which access
+	// rule decides each, as the data planes decide it (`mmctl auth can-i`).
+	// The tools are those a data plane listed last; NOT_FOUND when the
+	// endpoint does not exist.
+	CanI(context.Context, *CanIRequest) (*CanIResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -729,6 +750,9 @@ func (UnimplementedAdminServiceServer) SummarizeCallRecords(context.Context, *Su
 }
 func (UnimplementedAdminServiceServer) RestartServer(context.Context, *RestartServerRequest) (*RestartServerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestartServer not implemented")
+}
+func (UnimplementedAdminServiceServer) CanI(context.Context, *CanIRequest) (*CanIResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CanI not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1428,6 +1452,24 @@ func _AdminService_RestartServer_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CanI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CanIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CanI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CanI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CanI(ctx, req.(*CanIRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1582,6 +1624,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestartServer",
 			Handler:    _AdminService_RestartServer_Handler,
+		},
+		{
+			MethodName: "CanI",
+			Handler:    _AdminService_CanI_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

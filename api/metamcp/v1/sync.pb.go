@@ -372,8 +372,12 @@ type Status struct {
 	Hash           string                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
 	Upstreams      []*UpstreamStatus      `protobuf:"bytes,3,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
 	ActiveSessions int64                  `protobuf:"varint,4,opt,name=active_sessions,json=activeSessions,proto3" json:"active_sessions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Tool lists that changed since the last Status on this stream (all of
+	// them in the first), for `mmctl auth can-i`; each replaces what the
+	// control plane knew of its endpoint.
+	EndpointTools []*EndpointTools `protobuf:"bytes,80,rep,name=endpoint_tools,json=endpointTools,proto3" json:"endpoint_tools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Status) Reset() {
@@ -432,6 +436,13 @@ func (x *Status) GetActiveSessions() int64 {
 		return x.ActiveSessions
 	}
 	return 0
+}
+
+func (x *Status) GetEndpointTools() []*EndpointTools {
+	if x != nil {
+		return x.EndpointTools
+	}
+	return nil
 }
 
 // CallRecordBatch carries call records to the control plane.
@@ -980,12 +991,13 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x03 \x01(\tR\x04hash\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x9b\x01\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xdd\x01\n" +
 	"\x06Status\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x128\n" +
 	"\tupstreams\x18\x03 \x03(\v2\x1a.metamcp.v1.UpstreamStatusR\tupstreams\x12'\n" +
-	"\x0factive_sessions\x18\x04 \x01(\x03R\x0eactiveSessions\"C\n" +
+	"\x0factive_sessions\x18\x04 \x01(\x03R\x0eactiveSessions\x12@\n" +
+	"\x0eendpoint_tools\x18P \x03(\v2\x19.metamcp.v1.EndpointToolsR\rendpointTools\"C\n" +
 	"\x0fCallRecordBatch\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.metamcp.v1.CallRecordR\arecords\"\xa0\x01\n" +
 	"\x0eRecordsRequest\x12\x1a\n" +
@@ -1065,12 +1077,13 @@ var file_metamcp_v1_sync_proto_goTypes = []any{
 	nil,                           // 13: metamcp.v1.Config.ServerRestartsEntry
 	nil,                           // 14: metamcp.v1.ServerRestarts.GenerationsEntry
 	(*UpstreamStatus)(nil),        // 15: metamcp.v1.UpstreamStatus
-	(*CallRecord)(nil),            // 16: metamcp.v1.CallRecord
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*Server)(nil),                // 18: metamcp.v1.Server
-	(*Namespace)(nil),             // 19: metamcp.v1.Namespace
-	(*Endpoint)(nil),              // 20: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),       // 21: metamcp.v1.RateLimitPolicy
+	(*EndpointTools)(nil),         // 16: metamcp.v1.EndpointTools
+	(*CallRecord)(nil),            // 17: metamcp.v1.CallRecord
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*Server)(nil),                // 19: metamcp.v1.Server
+	(*Namespace)(nil),             // 20: metamcp.v1.Namespace
+	(*Endpoint)(nil),              // 21: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),       // 22: metamcp.v1.RateLimitPolicy
 }
 var file_metamcp_v1_sync_proto_depIdxs = []int32{
 	2,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
@@ -1079,28 +1092,29 @@ var file_metamcp_v1_sync_proto_depIdxs = []int32{
 	5,  // 3: metamcp.v1.SyncRequest.calls:type_name -> metamcp.v1.CallRecordBatch
 	12, // 4: metamcp.v1.SyncResponse.snapshot:type_name -> metamcp.v1.Snapshot
 	15, // 5: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
-	16, // 6: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
-	16, // 7: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
-	17, // 8: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 9: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
-	19, // 10: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
-	20, // 11: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
-	21, // 12: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
-	8,  // 13: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
-	9,  // 14: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
-	13, // 15: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
-	14, // 16: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
-	10, // 17: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
-	17, // 18: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
-	0,  // 19: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
-	6,  // 20: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
-	1,  // 21: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
-	7,  // 22: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 6: metamcp.v1.Status.endpoint_tools:type_name -> metamcp.v1.EndpointTools
+	17, // 7: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
+	17, // 8: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
+	18, // 9: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 10: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
+	20, // 11: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
+	21, // 12: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
+	22, // 13: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
+	8,  // 14: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
+	9,  // 15: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
+	13, // 16: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
+	14, // 17: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
+	10, // 18: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
+	18, // 19: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
+	0,  // 20: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
+	6,  // 21: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
+	1,  // 22: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
+	7,  // 23: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_sync_proto_init() }
