@@ -265,6 +265,21 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		state = "control plane unreachable; serving the last good config"
 	}
 	_, _ = fmt.Fprintf(w, "ready: revision %d (%s)\n", rev, state)
+	// An identity provider that cannot be reached leaves the keys it last
+	// published in force, and API keys work regardless: the replica stays
+	// ready, and says so.
+	for _, st := range s.gw.TokenIssuers() {
+		switch {
+		case !st.Loaded && st.LastError != "":
+			_, _ = fmt.Fprintf(w, "idp %s: no keys yet, tokens are refused (%s)\n", st.Issuer, st.LastError)
+		case !st.Loaded:
+			_, _ = fmt.Fprintf(w, "idp %s: fetching its keys\n", st.Issuer)
+		case st.LastError != "":
+			_, _ = fmt.Fprintf(w, "idp %s: degraded, %d keys from %s in force (refresh failed: %s)\n", st.Issuer, st.Keys, st.LastRefresh.UTC().Format(time.RFC3339), st.LastError)
+		default:
+			_, _ = fmt.Fprintf(w, "idp %s: ok, %d keys (fetched %s)\n", st.Issuer, st.Keys, st.LastRefresh.UTC().Format(time.RFC3339))
+		}
+	}
 	// Redis being down degrades sessions that span replicas but does not
 	// make this replica unready: it still serves every request it gets.
 	if s.redisBus != nil {

@@ -28,18 +28,20 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/pkg/identity"
+	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
 // DefaultAlgorithms are the signature algorithms an endpoint accepts when its
 // settings name none. All are asymmetric: HMAC and `none` are never accepted,
 // whatever the settings say.
-var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+// Snapshot validation refuses any other name.
+var DefaultAlgorithms = snapshot.JWTAlgorithms
 
 // Clock skew bounds: the default when an endpoint sets none, and the most it
 // may set.
 const (
 	DefaultClockSkew = 60 * time.Second
-	MaxClockSkew     = 5 * time.Minute
+	MaxClockSkew     = snapshot.MaxJWTClockSkew
 )
 
 // MaxTokenSize is the longest token looked at; longer ones are refused

@@ -10,37 +10,57 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/auth"
 	"github.com/metamcp/metamcp/pkg/identity"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
-// TokenVerifier checks OAuth/OIDC access tokens (JWTs) for endpoints whose
-// auth.jwt is set. Implementations must not wait for the network on the
-// request path except, briefly, to fetch the keys of an unknown key id.
-type TokenVerifier interface {
-	// Verify checks token against cfg, accepting any of audiences as `aud`,
-	// and returns the caller. A refusal is a *TokenError.
-	Verify(token string, cfg *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error)
+// TokenIssuers reports the key sets of the identity providers the served
+// endpoints trust, for /readyz.
+func (g *Gateway) TokenIssuers() []auth.IssuerState { return g.opts.Tokens.State() }
+
+// endpointTokens are the token verifiers of one snapshot's endpoints.
+type endpointTokens struct {
+	snap       *snapshot.Compiled
+	byEndpoint map[string]*auth.Verifier
 }
 
-// TokenError is a TokenVerifier's refusal, as RFC 6750 spells it.
-type TokenError struct {
-	// Code is "invalid_token" (401) or "insufficient_scope" (403).
-	Code string
-	// Description says what is wrong, for a person; it never holds token material.
-	Description string
-	// Scope lists the scopes needed (insufficient_scope only).
-	Scope []string
+// tokenVerifier returns the verifier of t's endpoint, made from t's snapshot.
+func (g *Gateway) tokenVerifier(t target) *auth.Verifier {
+	if et := g.tokens.Load(); et != nil && et.snap == t.snap {
+		return et.byEndpoint[t.name]
+	}
+	return g.updateTokens(t.snap).byEndpoint[t.name]
 }
 
-// Error implements error.
-func (e *TokenError) Error() string { return e.Description }
-
-// Token error codes (RFC 6750 section 3.1).
-const (
-	errInvalidToken      = "invalid_token"
-	errInsufficientScope = "insufficient_scope"
-)
+// updateTokens makes the verifiers of snap's endpoints (ConfigChanged calls
+// it, so that a new issuer's keys are fetched before its first token
+// comes). A request still holding an older snapshot gets the newer
+// verifiers: the registry must follow the newest config only.
+func (g *Gateway) updateTokens(snap *snapshot.Compiled) *endpointTokens {
+	g.tokensMu.Lock()
+	defer g.tokensMu.Unlock()
+	cur := g.tokens.Load()
+	if cur != nil && (cur.snap == snap || cur.snap.Revision > snap.Revision) {
+		return cur
+	}
+	cfgs := make(map[string]*metamcpv1.JWTAuth)
+	for name, ep := range snap.Endpoints {
+		if a := ep.Endpoint.GetAuth(); a.GetJwt() != nil && !a.GetAnonymous() {
+			cfgs[name] = a.GetJwt()
+		}
+	}
+	et := &endpointTokens{snap: snap}
+	if len(cfgs) > 0 || cur != nil {
+		m, err := g.opts.Tokens.Update(cfgs)
+		if err != nil {
+			g.log.Warn("endpoints whose JWT settings are not valid refuse every token", "revision", snap.Revision, "err", err)
+		}
+		et.byEndpoint = m
+	}
+	g.tokens.Store(et)
+	return et
+}
 
 // target is a request's endpoint in the snapshot being served.
 type target struct {
@@ -113,8 +133,8 @@ func looksLikeJWT(s string) bool {
 // header says, and then report a failed client registration instead of the
 // gateway's message; on a 403 they show the message.
 func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target) (*identity.Principal, bool) {
-	auth := t.ep.Endpoint.GetAuth()
-	if auth.GetAnonymous() {
+	ea := t.ep.Endpoint.GetAuth()
+	if ea.GetAnonymous() {
 		return identity.Anonymous, true
 	}
 	ip := g.clientIP(r)
@@ -123,11 +143,11 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		writeHTTPError(w, http.StatusTooManyRequests, codeInvalidRequest, "too many failed authentication attempts from this address: retry in "+strconv.Itoa(int((wait+time.Second-1)/time.Second))+" s with a valid credential")
 		return nil, false
 	}
-	jwt := auth.GetJwt()
+	jwt := ea.GetJwt()
 	key, _ := credential(r)
 	if key == "" {
 		if jwt != nil {
-			g.tokenChallenge(w, r, t, "", "this endpoint needs an OAuth access token (Authorization: Bearer ...)"+keysToo(auth))
+			g.tokenChallenge(w, r, t, "", "this endpoint needs an OAuth access token (Authorization: Bearer ...)"+keysToo(ea))
 			return nil, false
 		}
 		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "this endpoint needs an API key: send Authorization: Bearer mm_...")
@@ -143,20 +163,16 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		return p, ok
 	}
 	if jwt != nil && looksLikeJWT(key) {
-		if g.opts.Tokens == nil {
-			writeHTTPError(w, http.StatusServiceUnavailable, codeServerError, "this data plane cannot check OAuth access tokens: it was started without a token verifier")
-			return nil, false
-		}
-		p, err := g.opts.Tokens.Verify(key, jwt, g.tokenAudiences(r, t))
+		p, err := g.tokenVerifier(t).Verify(r.Context(), key, g.tokenAudiences(r, t), time.Now())
 		if err == nil {
 			return p, true
 		}
-		var te *TokenError
+		var te *auth.Error
 		if !errors.As(err, &te) {
-			te = &TokenError{Code: errInvalidToken, Description: err.Error()}
+			te = &auth.Error{Code: auth.CodeInvalidToken, Description: err.Error()}
 		}
-		if te.Code == errInsufficientScope {
-			w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(te.Scope, " ")+`", resource_metadata="`+g.metadataURL(r, t)+`", error_description=`+quote(te.Description))
+		if te.Code == auth.CodeInsufficientScope {
+			w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(te.Scopes, " ")+`", resource_metadata="`+g.metadataURL(r, t)+`", error_description=`+quote(te.Description))
 			writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, te.Description)
 			return nil, false
 		}
@@ -165,8 +181,8 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		return nil, false
 	}
 	g.authFailures.fail(ip, time.Now())
-	if auth.GetDisableApiKeys() {
-		g.tokenChallenge(w, r, t, errInvalidToken, "the access token is not a JWT: this endpoint accepts only OAuth access tokens from "+jwt.GetIssuer())
+	if ea.GetDisableApiKeys() {
+		g.tokenChallenge(w, r, t, auth.CodeInvalidToken, "the access token is not a JWT: this endpoint accepts only OAuth access tokens from "+jwt.GetIssuer())
 		return nil, false
 	}
 	writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "the API key is not valid (unknown or revoked): check it or create a new one with mmctl create apikey")

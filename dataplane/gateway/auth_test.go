@@ -5,69 +5,62 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"slices"
 	"strings"
-	"sync"
-	"testing"
+		"testing"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
-	"github.com/metamcp/metamcp/pkg/identity"
+	"github.com/metamcp/metamcp/test/fixtures/oidcissuer"
 )
 
-// fakeTokens accepts the tokens it was given, for the gateway's side of
-// OAuth: which status, which header, which audiences. The real verifier has
-// tests of its own (dataplane/auth).
-type fakeTokens struct {
-	mu   sync.Mutex
-	auds [][]string
-	// tokens maps a token to its principal; "scope" maps to a missing scope.
-	tokens map[string]*identity.Principal
-}
-
-func (f *fakeTokens) Verify(token string, _ *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error) {
-	f.mu.Lock()
-	f.auds = append(f.auds, audiences)
-	f.mu.Unlock()
-	if token == "h.needs.scope" {
-		return nil, &TokenError{Code: errInsufficientScope, Description: "the token lacks the scope mcp:write", Scope: []string{"mcp:write"}}
-	}
-	if p := f.tokens[token]; p != nil {
-		return p, nil
-	}
-	return nil, &TokenError{Code: errInvalidToken, Description: "the token's signature is not valid"}
-}
-
-func jwtConfig() *metamcpv1.Config {
+// jwtConfig is testConfig with the endpoint "sso", which takes tokens from
+// iss (and API keys).
+func jwtConfig(iss *oidcissuer.Issuer) *metamcpv1.Config {
 	cfg := testConfig()
+	issuer := "http://127.0.0.1:9/idp" // loopback, nothing listening: keys never load
+	if iss != nil {
+		issuer = iss.URL()
+	}
 	cfg.Endpoints = append(cfg.Endpoints,
 		&metamcpv1.Endpoint{Name: "sso", Namespace: "main", Auth: &metamcpv1.EndpointAuth{Jwt: &metamcpv1.JWTAuth{
-			Issuer: "https://idp.example.com", Audiences: []string{"metamcp"}, RequiredScopes: []string{"mcp:read", "mcp:write"},
+			Issuer: issuer, Audiences: []string{"metamcp"}, RequiredScopes: []string{"mcp:read", "mcp:write"},
 		}}})
 	return cfg
 }
 
+// TestOAuthEndpoint: the gateway's side of OAuth with a real identity
+// provider on loopback (the verifier has tests of its own in
+// dataplane/auth): statuses and WWW-Authenticate headers, the endpoint's
+// canonical URL as the audience, sessions bound to the token's principal.
 func TestOAuthEndpoint(t *testing.T) {
-	tokens := &fakeTokens{tokens: map[string]*identity.Principal{
-		"h.alice.sig": {Name: "alice@example.com", Kind: identity.KindJWT, Issuer: "https://idp.example.com", Subject: "u1"},
-	}}
-	h := newHarness(t, jwtConfig(), nil, func(o *Options) { o.Tokens = tokens })
+	iss := oidcissuer.Start(t, oidcissuer.Options{})
+	h := newHarness(t, jwtConfig(iss), nil, nil)
+	h.gw.ConfigChanged() // fetch the issuer's keys now, as the data plane does on apply
 	meta := h.srvURL + "/.well-known/oauth-protected-resource/metamcp/sso/mcp"
+	token := func(aud, scope string) string {
+		c := iss.Claims("alice", aud, time.Hour)
+		c["scope"] = scope
+		return "Bearer " + iss.Mint(c)
+	}
+	good := token(h.url("sso", "mcp"), "mcp:read mcp:write")
 	tests := []struct {
 		name       string
 		headers    map[string]string
 		wantStatus int
 		wantBody   string
-		// wantAuth is a part of the WWW-Authenticate header wanted; "" wants none.
+		// wantAuth are parts of the WWW-Authenticate header wanted; nil wants none.
 		wantAuth []string
 	}{
 		{"no credential", nil, 401, "needs an OAuth access token",
 			[]string{`Bearer resource_metadata="` + meta + `"`, `scope="mcp:read mcp:write"`}},
-		{"bad token", map[string]string{"Authorization": "Bearer h.bad.sig"}, 401, "signature is not valid",
-			[]string{`resource_metadata="` + meta + `"`, `error="invalid_token"`, `error_description="the token's signature is not valid"`}},
-		{"missing scope", map[string]string{"Authorization": "Bearer h.needs.scope"}, 403, "lacks the scope",
-			[]string{`error="insufficient_scope"`, `scope="mcp:write"`}},
-		{"good token", map[string]string{"Authorization": "Bearer h.alice.sig"}, 200, `"result"`, nil},
+		{"bad signature", map[string]string{"Authorization": good[:len(good)-4] + "AAAA"}, 401, "",
+			[]string{`resource_metadata="` + meta + `"`, `error="invalid_token"`, `error_description=`}},
+		{"other audience", map[string]string{"Authorization": token("https://elsewhere.example/mcp", "mcp:read mcp:write")}, 401, "",
+			[]string{`error="invalid_token"`}},
+		{"configured audience", map[string]string{"Authorization": token("metamcp", "mcp:read mcp:write")}, 200, `"result"`, nil},
+		{"missing scope", map[string]string{"Authorization": token(h.url("sso", "mcp"), "mcp:read")}, 403, "mcp:write",
+			[]string{`error="insufficient_scope"`, `scope="mcp:read mcp:write"`}},
+		{"good token", map[string]string{"Authorization": good}, 200, `"result"`, nil},
 		{"api key too", map[string]string{"Authorization": "Bearer " + keyBob}, 200, `"result"`, nil},
 		{"bad api key", map[string]string{"Authorization": "Bearer mm_nope"}, 403, "API key is not valid", nil},
 	}
@@ -88,33 +81,31 @@ func TestOAuthEndpoint(t *testing.T) {
 			}
 		})
 	}
-	// The audiences: the endpoint's canonical resource URLs and the configured one.
-	want := []string{h.url("sso", "mcp"), h.url("sso", "sse"), "metamcp"}
-	tokens.mu.Lock()
-	got := tokens.auds[0]
-	tokens.mu.Unlock()
-	if !slices.Equal(got, want) {
-		t.Errorf("audiences = %q, want %q", got, want)
-	}
 
-	// The session of a token's principal is bound to it.
-	status, hdr, _ := post(t, h.url("sso", "mcp"), initBody, map[string]string{"Authorization": "Bearer h.alice.sig"})
+	// The session of a token's principal is bound to it; a fresh token of
+	// the same principal continues it.
+	status, hdr, _ := post(t, h.url("sso", "mcp"), initBody, map[string]string{"Authorization": good})
 	sid := hdr.Get(headerSessionID)
 	if status != 200 || sid == "" {
 		t.Fatalf("initialize: %d, session %q", status, sid)
 	}
 	ping := `{"jsonrpc":"2.0","id":2,"method":"ping"}`
-	if status, _, body := post(t, h.url("sso", "mcp"), ping, map[string]string{"Authorization": "Bearer h.alice.sig", headerSessionID: sid}); status != 200 {
-		t.Errorf("ping in alice's session with her token: %d %s", status, body)
+	fresh := token(h.url("sso", "mcp"), "mcp:write mcp:read")
+	if status, _, body := post(t, h.url("sso", "mcp"), ping, map[string]string{"Authorization": fresh, headerSessionID: sid}); status != 200 {
+		t.Errorf("ping in alice's session with a fresh token of hers: %d %s", status, body)
 	}
 	if status, _, _ := post(t, h.url("sso", "mcp"), ping, map[string]string{"Authorization": "Bearer " + keyBob, headerSessionID: sid}); status != 403 {
 		t.Errorf("ping in alice's session with bob's key: %d, want 403", status)
 	}
+	expired := iss.Claims("alice", h.url("sso", "mcp"), -time.Hour)
+	expired["scope"] = "mcp:read mcp:write"
+	if status, _, _ := post(t, h.url("sso", "mcp"), ping, map[string]string{"Authorization": "Bearer " + iss.Mint(expired), headerSessionID: sid}); status != 401 {
+		t.Errorf("ping in alice's session with an expired token: %d, want 401", status)
+	}
 }
 
 func TestResourceMetadata(t *testing.T) {
-	h := newHarness(t, jwtConfig(), nil, func(o *Options) {
-		o.Tokens = &fakeTokens{}
+	h := newHarness(t, jwtConfig(nil), nil, func(o *Options) {
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	})
 	get := func(path string, headers map[string]string) (int, map[string]any) {
@@ -136,7 +127,7 @@ func TestResourceMetadata(t *testing.T) {
 	if status != 200 || doc["resource"] != h.url("sso", "mcp") {
 		t.Fatalf("metadata: %d %v", status, doc)
 	}
-	if as, _ := doc["authorization_servers"].([]any); len(as) != 1 || as[0] != "https://idp.example.com" {
+	if as, _ := doc["authorization_servers"].([]any); len(as) != 1 || as[0] != "http://127.0.0.1:9/idp" {
 		t.Errorf("authorization_servers = %v", doc["authorization_servers"])
 	}
 	if sc, _ := doc["scopes_supported"].([]any); len(sc) != 2 {
@@ -162,8 +153,7 @@ func TestResourceMetadata(t *testing.T) {
 }
 
 func TestForwardedFromUntrusted(t *testing.T) {
-	h := newHarness(t, jwtConfig(), nil, func(o *Options) {
-		o.Tokens = &fakeTokens{}
+	h := newHarness(t, jwtConfig(nil), nil, func(o *Options) {
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	})
 	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodGet, h.srvURL+"/.well-known/oauth-protected-resource/metamcp/sso/mcp", nil)
@@ -182,8 +172,7 @@ func TestForwardedFromUntrusted(t *testing.T) {
 }
 
 func TestPublicURL(t *testing.T) {
-	h := newHarness(t, jwtConfig(), nil, func(o *Options) {
-		o.Tokens = &fakeTokens{}
+	h := newHarness(t, jwtConfig(nil), nil, func(o *Options) {
 		o.PublicURL = "https://gw.example.com/"
 	})
 	status, hdr, _ := post(t, h.url("sso", "mcp"), initBody, nil)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/auth"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/upstream"
@@ -82,9 +83,9 @@ type Options struct {
 	// Bus carries session-addressed messages between replicas (a local,
 	// in-process bus when nil; the gateway closes only that one).
 	Bus sessionbus.Bus
-	// Tokens verifies OAuth access tokens for endpoints with auth.jwt; such
-	// endpoints answer 503 to a token when it is nil.
-	Tokens TokenVerifier
+	// Tokens verifies OAuth access tokens for endpoints with auth.jwt (a
+	// registry of the gateway's own, closed with it, when nil).
+	Tokens *auth.Verifiers
 	// TrustedProxies are the addresses of the reverse proxies and load
 	// balancers in front: only from them are X-Forwarded-For (the client's
 	// address, for the audit trail, rate limits and the failed-login
@@ -113,6 +114,10 @@ type Gateway struct {
 	dropped  atomic.Int64
 	// authFailures throttles failed authentications per client address.
 	authFailures *authThrottle
+	// tokens are the token verifiers of the newest snapshot's endpoints.
+	tokens    atomic.Pointer[endpointTokens]
+	tokensMu  sync.Mutex
+	ownTokens bool
 
 	ctx    context.Context // cancelled by Close; parent of SSE streams and their requests
 	cancel context.CancelFunc
@@ -202,6 +207,9 @@ func New(opts Options) *Gateway {
 	if g.bus == nil {
 		g.bus, g.ownBus = sessionbus.NewLocal(), true
 	}
+	if g.opts.Tokens == nil {
+		g.opts.Tokens, g.ownTokens = auth.NewVerifiers(auth.Options{Logger: opts.Logger.With("component", "jwt")}), true
+	}
 	if p, ok := g.pool.(interface{ SetEvents(upstream.Events) }); ok {
 		// What upstreams send outside client calls comes to the gateway.
 		p.SetEvents(events{g})
@@ -284,6 +292,9 @@ func (g *Gateway) Close() {
 	g.wg.Wait()
 	if g.ownBus {
 		_ = g.bus.Close()
+	}
+	if g.ownTokens {
+		g.opts.Tokens.Close()
 	}
 	// A session still serving a request (the HTTP server was not drained)
 	// is left to the pool's Close.

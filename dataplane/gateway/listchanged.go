@@ -629,6 +629,8 @@ func (g *Gateway) ConfigChanged() {
 	if snap == nil {
 		return
 	}
+	// Fetch the keys of new identity providers before their first token.
+	g.updateTokens(snap)
 	w := &g.state.lists
 	w.mu.Lock()
 	if w.snap == snap {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"sort"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -537,8 +538,8 @@ func (c *checker) endpoint(e *metamcpv1.Endpoint) {
 	if len(e.GetAccessRules()) > 0 {
 		c.add(KindEndpoint, name, "accessRules", "%s", accessRulesNotEnforced) // REFUSAL: removed when the gateway enforces access rules
 	}
-	if a := e.GetAuth(); a.GetDisableApiKeys() || a.GetJwt().GetGroupsClaim() != "" || len(a.GetJwt().GetAlgorithms()) > 0 || a.GetJwt().GetClockSkew() != nil {
-		c.add(KindEndpoint, name, "auth", "disableApiKeys, jwt.groupsClaim, jwt.algorithms and jwt.clockSkew are not enforced by this version yet: remove them")
+	if a := e.GetAuth(); a.GetDisableApiKeys() && a.GetJwt() == nil {
+		c.add(KindEndpoint, name, "auth.disableApiKeys", "needs auth.jwt: an endpoint that refuses API keys must accept OAuth access tokens")
 	}
 	if t := e.GetTransports(); t.GetDisableSse() && t.GetDisableStreamableHttp() {
 		c.warn(KindEndpoint, name, "transports", "both streamableHttp and sse are disabled: no client can connect")
@@ -656,6 +657,8 @@ func (c *checker) jwt(name string, j *metamcpv1.JWTAuth) {
 	if u := j.GetJwksUrl(); u != "" {
 		if p := httpURLProblem(u); p != "" {
 			c.add(KindEndpoint, name, "auth.jwt.jwksUrl", "%s", p)
+		} else if pu, _ := url.Parse(u); pu.Scheme != "https" && !isLoopbackHost(pu.Hostname()) {
+			c.add(KindEndpoint, name, "auth.jwt.jwksUrl", "must be an https URL (http only for localhost or 127.0.0.1): the keys it serves decide who gets in")
 		}
 	}
 	for i, s := range j.GetRequiredScopes() {
@@ -663,7 +666,28 @@ func (c *checker) jwt(name string, j *metamcpv1.JWTAuth) {
 			c.add(KindEndpoint, name, fmt.Sprintf("auth.jwt.requiredScopes[%d]", i), "%q must be one non-empty scope without spaces: list each scope separately", s)
 		}
 	}
+	if pc := j.GetPrincipalClaim(); pc != "" && strings.TrimSpace(pc) != pc {
+		c.add(KindEndpoint, name, "auth.jwt.principalClaim", "%q has surrounding spaces", pc)
+	}
+	for i, a := range j.GetAlgorithms() {
+		if !slices.Contains(JWTAlgorithms, a) {
+			c.add(KindEndpoint, name, fmt.Sprintf("auth.jwt.algorithms[%d]", i), "%q is not accepted: use some of %s (HMAC and none are never accepted)", a, strings.Join(JWTAlgorithms, ", "))
+		}
+	}
+	if d := j.GetClockSkew(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 || d.AsDuration() > MaxJWTClockSkew {
+			c.add(KindEndpoint, name, "auth.jwt.clockSkew", "must be between 0s and %s", MaxJWTClockSkew)
+		}
+	}
 }
+
+// JWTAlgorithms are the signature algorithms an endpoint may accept for
+// access tokens: asymmetric ones only, never HMAC (a public key must not
+// become a shared secret) nor `none`.
+var JWTAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// MaxJWTClockSkew bounds auth.jwt.clockSkew.
+const MaxJWTClockSkew = 5 * time.Minute
 
 func (c *checker) rateLimit(p *metamcpv1.RateLimitPolicy) {
 	name := p.GetName()
