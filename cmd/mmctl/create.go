@@ -361,6 +361,8 @@ func newCreateEndpointCommand(a *app) *cobra.Command {
 		jwtAudiences           []string
 		jwtPrincipalClaim      string
 		jwtScopes              []string
+		jwtGroupsClaim         string
+		jwtOnly                bool
 		noSSE, noStreamable    bool
 	)
 	cmd := &cobra.Command{
@@ -369,9 +371,15 @@ func newCreateEndpointCommand(a *app) *cobra.Command {
 		Short:   "Expose a namespace at /metamcp/NAME/mcp",
 		Long: `Expose a namespace to MCP clients at /metamcp/NAME/mcp (Streamable HTTP) and
 /metamcp/NAME/sse (SSE). Callers need an API key scoped to the endpoint
-(mmctl create apikey), or a JWT when --jwt-issuer is set, unless --anonymous.`,
+(mmctl create apikey), or an OAuth access token (a JWT) from the identity
+provider when --jwt-issuer is set, unless --anonymous.
+
+A token's aud must be the endpoint's URL as clients use it
+(https://HOST/metamcp/NAME/mcp, or /sse), or one of --jwt-audience. Clients
+find the issuer in the endpoint's metadata at
+/.well-known/oauth-protected-resource/metamcp/NAME/mcp.`,
 		Example: `  mmctl create endpoint dev --namespace dev --rate-limit per-user
-  mmctl create endpoint prod --namespace prod --jwt-issuer https://login.example.com --jwt-audience metamcp`,
+  mmctl create endpoint prod --namespace prod --jwt-issuer https://login.example.com --jwt-scope mcp --jwt-groups-claim groups --jwt-only`,
 		Args: nameArg("endpoint"),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			if namespace == "" {
@@ -381,14 +389,14 @@ func newCreateEndpointCommand(a *app) *cobra.Command {
 			if anonymous && jwtIssuer != "" {
 				return usageErrorf("--anonymous and --jwt-issuer exclude each other")
 			}
-			if jwtIssuer == "" && (jwksURL != "" || len(jwtAudiences) > 0 || jwtPrincipalClaim != "" || len(jwtScopes) > 0) {
+			if jwtIssuer == "" && (jwksURL != "" || len(jwtAudiences) > 0 || jwtPrincipalClaim != "" || len(jwtScopes) > 0 || jwtGroupsClaim != "" || jwtOnly) {
 				return usageErrorf("the --jwt-* flags need --jwt-issuer")
 			}
 			if anonymous || jwtIssuer != "" {
-				ep.Auth = &metamcpv1.EndpointAuth{Anonymous: anonymous}
+				ep.Auth = &metamcpv1.EndpointAuth{Anonymous: anonymous, DisableApiKeys: jwtOnly}
 				if jwtIssuer != "" {
 					ep.Auth.Jwt = &metamcpv1.JWTAuth{Issuer: jwtIssuer, Audiences: jwtAudiences, JwksUrl: jwksURL,
-						PrincipalClaim: jwtPrincipalClaim, RequiredScopes: jwtScopes}
+						PrincipalClaim: jwtPrincipalClaim, RequiredScopes: jwtScopes, GroupsClaim: jwtGroupsClaim}
 				}
 			}
 			if noSSE || noStreamable {
@@ -404,10 +412,12 @@ func newCreateEndpointCommand(a *app) *cobra.Command {
 	fl.BoolVar(&anonymous, "anonymous", false, "no authentication at all: for local trials only")
 	fl.StringArrayVar(&rateLimits, "rate-limit", nil, "a rate-limit policy applied to calls through the endpoint (repeatable)")
 	fl.StringVar(&jwtIssuer, "jwt-issuer", "", "also accept JWT access tokens from this issuer (OAuth 2.1 / OIDC)")
-	fl.StringArrayVar(&jwtAudiences, "jwt-audience", nil, "an accepted JWT audience (repeatable)")
+	fl.StringArrayVar(&jwtAudiences, "jwt-audience", nil, "an accepted JWT audience besides the endpoint's own URL (repeatable)")
 	fl.StringVar(&jwksURL, "jwks-url", "", "where the issuer's signing keys are (discovered from the issuer when empty)")
 	fl.StringVar(&jwtPrincipalClaim, "jwt-principal-claim", "", "the JWT claim naming the caller (sub when empty)")
-	fl.StringArrayVar(&jwtScopes, "jwt-scope", nil, "a scope JWTs must carry (repeatable)")
+	fl.StringArrayVar(&jwtScopes, "jwt-scope", nil, "a scope JWTs must carry (repeatable); a token without it gets 403 insufficient_scope")
+	fl.StringVar(&jwtGroupsClaim, "jwt-groups-claim", "", "the JWT claim listing the caller's groups, for access rules (none when empty)")
+	fl.BoolVar(&jwtOnly, "jwt-only", false, "accept only JWT access tokens, no API keys (needs --jwt-issuer)")
 	fl.BoolVar(&noSSE, "disable-sse", false, "turn off /metamcp/NAME/sse (2024-11-05 clients)")
 	fl.BoolVar(&noStreamable, "disable-streamable-http", false, "turn off /metamcp/NAME/mcp")
 	fl.StringVar(&description, "description", "", "what the endpoint is for")

@@ -231,11 +231,14 @@ func describeEndpoint(d *describer, e *metamcpv1.Endpoint) {
 	case e.GetAuth().GetAnonymous():
 		d.line(1, "anonymous (no authentication: for local trials only)")
 	default:
-		d.field(1, "API keys", "accepted (keys scoped to this endpoint or to *)")
+		if e.GetAuth().GetDisableApiKeys() {
+			d.field(1, "API keys", "refused (OAuth access tokens only)")
+		} else {
+			d.field(1, "API keys", "accepted (keys scoped to this endpoint or to *)")
+		}
 		if j := e.GetAuth().GetJwt(); j != nil {
 			d.section(1, "JWT")
 			d.field(2, "Issuer", j.GetIssuer())
-			d.list(2, "Audiences", j.GetAudiences())
 			jwks := j.GetJwksUrl()
 			if jwks == "" {
 				jwks = "(discovered from the issuer)"
@@ -246,7 +249,17 @@ func describeEndpoint(d *describer, e *metamcpv1.Endpoint) {
 				claim = "sub"
 			}
 			d.field(2, "Principal claim", claim)
+			if g := j.GetGroupsClaim(); g != "" {
+				d.field(2, "Groups claim", g)
+			}
 			d.list(2, "Required scopes", j.GetRequiredScopes())
+			d.list(2, "Audiences", append([]string{"the endpoint's URL (https://HOST/metamcp/" + e.GetName() + "/mcp or /sse)"}, j.GetAudiences()...))
+			if len(j.GetAlgorithms()) > 0 {
+				d.list(2, "Algorithms", j.GetAlgorithms())
+			}
+			if s := j.GetClockSkew(); s != nil {
+				d.field(2, "Clock skew", s.AsDuration().String())
+			}
 		}
 	}
 	describeAccessRules(d, e.GetAccessRules())

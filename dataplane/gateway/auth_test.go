@@ -6,7 +6,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-		"testing"
+	"testing"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"

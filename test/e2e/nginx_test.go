@@ -165,8 +165,9 @@ type nginxProc struct {
 
 // startNginx runs nginx with deploy/nginx/metamcp.conf, pointed at the two
 // data planes and listening on a free loopback port, with its pid, logs and
-// temp files under a temp dir. It is stopped at cleanup.
-func startNginx(t *testing.T, bin, dpA, dpB string) *nginxProc {
+// temp files under a temp dir, and each of edits (old, new) applied to the
+// config once. It is stopped at cleanup.
+func startNginx(t *testing.T, bin, dpA, dpB string, edits ...[2]string) *nginxProc {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	shipped, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "deploy", "nginx", "metamcp.conf"))
@@ -192,6 +193,12 @@ func startNginx(t *testing.T, bin, dpA, dpB string) *nginxProc {
 			t.Fatalf("deploy/nginx/metamcp.conf no longer has exactly one %q: update this test", rep[0])
 		}
 		conf = strings.Replace(conf, rep[0], rep[1], 1)
+	}
+	for _, rep := range edits {
+		if !strings.Contains(conf, rep[0]) {
+			t.Fatalf("deploy/nginx/metamcp.conf no longer has %q: update this test", rep[0])
+		}
+		conf = strings.ReplaceAll(conf, rep[0], rep[1])
 	}
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
