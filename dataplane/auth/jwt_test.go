@@ -679,3 +679,104 @@ func TestVerifiersVerifyByConfig(t *testing.T) {
 		t.Fatalf("missing scope: %+v", e)
 	}
 }
+
+func TestConcurrentVerifyUpdateClose(t *testing.T) {
+	a := oidcissuer.Start(t, oidcissuer.Options{})
+	b := oidcissuer.Start(t, oidcissuer.Options{Discovery: oidcissuer.DiscoveryOAuth})
+	opts := testOptions()
+	opts.UnknownKIDInterval = time.Millisecond
+	opts.UnknownKIDWait = 50 * time.Millisecond
+	v := NewVerifiers(opts)
+	cfgA := &metamcpv1.JWTAuth{Issuer: a.URL(), Audiences: []string{testAudience}, JwksUrl: a.JWKSURL()}
+	cfgB := &metamcpv1.JWTAuth{Issuer: b.URL(), Audiences: []string{testAudience}}
+	m, err := v.Update(map[string]*metamcpv1.JWTAuth{"a": cfgA, "b": cfgB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, m["a"])
+	waitReady(t, m["b"])
+	toks := []string{
+		a.Mint(a.Claims("alice", testAudience, time.Hour)),
+		a.Mint(a.Claims("bob", testAudience, time.Hour), oidcissuer.WithKey(a.ECKey())),
+		a.Mint(a.Claims("carol", testAudience, time.Hour), oidcissuer.WithKID("unknown")),
+		b.Mint(b.Claims("dave", testAudience, time.Hour)),
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cfg := cfgA
+				if g%2 == 1 {
+					cfg = cfgB
+				}
+				_, _ = v.Verify(toks[(i+g)%len(toks)], cfg, nil)
+				_ = v.State()
+				_ = v.Ready()
+			}
+		}()
+	}
+	for i := range 30 {
+		snap := map[string]*metamcpv1.JWTAuth{"a": cfgA}
+		if i%2 == 0 {
+			snap["b"] = cfgB
+		}
+		if _, err := v.Update(snap); err != nil {
+			t.Fatal(err)
+		}
+		if i%15 == 0 {
+			a.Rotate()
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	v.Close()
+	close(stop)
+	wg.Wait()
+}
+
+func FuzzVerify(f *testing.F) {
+	iss, err := oidcissuer.New(oidcissuer.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer iss.Close()
+	v := NewVerifiers(Options{Logger: quiet, UnknownKIDWait: -1})
+	defer v.Close()
+	m, err := v.Update(map[string]*metamcpv1.JWTAuth{"ep": {Issuer: iss.URL(), Audiences: []string{testAudience}, JwksUrl: iss.JWKSURL()}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	c := m["ep"]
+	for deadline := time.Now().Add(10 * time.Second); !c.Ready() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	good := iss.Mint(iss.Claims("alice", testAudience, time.Hour))
+	f.Add(good)
+	f.Add(oidcissuer.MintNone(iss.Claims("alice", testAudience, time.Hour)))
+	f.Add(iss.MintHS256WithPublicKey(iss.Claims("alice", testAudience, time.Hour)))
+	f.Add("e30.e30.")
+	f.Add("eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjFlMzA4fQ.AA")
+	f.Add("..")
+	f.Fuzz(func(t *testing.T, token string) {
+		p, err := c.Verify(context.Background(), token, nil, time.Now())
+		if err == nil {
+			if token != good && !strings.HasPrefix(token, good) || p == nil {
+				// Only the good token (and, in compact form, nothing else)
+				// may be accepted.
+				t.Fatalf("accepted %q", token)
+			}
+			return
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Status == 0 || e.Code == "" || e.Description == "" {
+			t.Fatalf("error %#v", err)
+		}
+	})
+}
