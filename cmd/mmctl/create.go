@@ -128,7 +128,7 @@ $KEY from mmctl's environment, --secret-env-file KEY=PATH and
 --secret-header-file NAME=PATH, which read it from a file, and
 --bearer-token-file or --bearer-token-stdin.`,
 		Example: `  mmctl create server github --stdio "npx -y @modelcontextprotocol/server-github" --secret-env GITHUB_PERSONAL_ACCESS_TOKEN
-  mmctl create server fs --command npx --arg -y --arg @modelcontextprotocol/server-filesystem --arg /srv/docs
+  mmctl create server fs --command npx --arg -y --arg @modelcontextprotocol/server-filesystem --arg /srv/docs --session-mode per_client
   mmctl create server sentry --url https://mcp.sentry.dev/mcp --bearer-token-file ~/.sentry-token
   mmctl create server legacy --url http://10.0.0.5:8080/sse --transport sse --secret-header X-Api-Key=...`,
 		Args: nameArg("server"),
@@ -329,7 +329,7 @@ func newCreateNamespaceCommand(a *app) *cobra.Command {
 prefix and the separator: --server github:gh exposes github's create_issue as
 gh__create_issue. --server github uses the server's name as the prefix;
 --server github: uses no prefix (fine while no names collide).`,
-		Example: `  mmctl create namespace dev --server github:gh --server fs:fs --server sentry`,
+		Example: `  mmctl create namespace team --server github:gh --server fs:fs --server sentry`,
 		Args:    nameArg("namespace"),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			ns := &metamcpv1.Namespace{Name: args[0], Description: description, Separator: separator}
@@ -378,8 +378,8 @@ A token's aud must be the endpoint's URL as clients use it
 (https://HOST/metamcp/NAME/mcp, or /sse), or one of --jwt-audience. Clients
 find the issuer in the endpoint's metadata at
 /.well-known/oauth-protected-resource/metamcp/NAME/mcp.`,
-		Example: `  mmctl create endpoint dev --namespace dev --rate-limit per-user
-  mmctl create endpoint prod --namespace prod --jwt-issuer https://login.example.com --jwt-scope mcp --jwt-groups-claim groups --jwt-only`,
+		Example: `  mmctl create endpoint team --namespace team --rate-limit per-user
+  mmctl create endpoint prod --namespace team --jwt-issuer https://login.example.com --jwt-scope mcp --jwt-groups-claim groups --jwt-only`,
 		Args: nameArg("endpoint"),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			if namespace == "" {
@@ -439,7 +439,7 @@ func newCreateRateLimitCommand(a *app) *cobra.Command {
 --burst, counted per --key across every data plane (in Redis). Attach it to
 endpoints with mmctl create endpoint --rate-limit NAME.`,
 		Example: `  mmctl create ratelimit per-user --rate 60 --per 1m --key principal
-  mmctl create ratelimit slow-pages --rate 1 --per 1m --server notion --tool 'notion__create_*' --on-redis-failure closed`,
+  mmctl create ratelimit slow-writes --rate 1 --per 1m --server github --tool 'gh__create_*' --on-redis-failure closed`,
 		Args: nameArg("ratelimit"),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("rate") {
@@ -493,7 +493,7 @@ func newCreateApiKeyCommand(a *app) *cobra.Command {
 		Long: `Create an API key that lets a person or bot call endpoints. The key is
 printed once and cannot be shown again: only its hash is stored. With -o json
 the output is {"apiKey": {...}, "key": "mm_..."}.`,
-		Example: `  mmctl create apikey alice --endpoint dev --endpoint staging --expires 90d
+		Example: `  mmctl create apikey bob --endpoint team --endpoint prod --expires 90d
   KEY=$(mmctl create apikey ci-bot --endpoint '*' -o json | jq -r .key)`,
 		Args: nameArg("apikey"),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {

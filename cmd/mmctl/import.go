@@ -44,7 +44,7 @@ Without FILE, mmctl looks where Claude Desktop, Cursor, Windsurf and VS Code
 keep their config on this system (--from picks one of them) and imports the
 one it finds.`,
 		Example: `  mmctl import --dry-run
-  mmctl import --from cursor --namespace dev --endpoint dev
+  mmctl import --from cursor --namespace desktop --endpoint desktop
   mmctl import ~/.cursor/mcp.json --dry-run`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {

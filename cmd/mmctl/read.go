@@ -135,7 +135,7 @@ With -f, delete every resource the files name (only kind and name are read),
 in one revision, or none of them when one is missing or still used by a
 resource that stays.`,
 		Example: `  mmctl delete endpoint dev
-  mmctl delete -f metamcp.yaml --dry-run`,
+  mmctl delete -f old-servers.yaml --dry-run`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(files) > 0 {
 				if len(args) > 0 {

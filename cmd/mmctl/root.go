@@ -85,7 +85,7 @@ Resources:
 Connection settings come from flags, then the environment (METAMCP_ADDR,
 METAMCP_TOKEN, ...), then the config file (keys: addr, token, tls, tlsCA).`,
 		Example: `  export METAMCP_TOKEN=...   # the control plane's admin token
-  mmctl create server github --stdio "npx -y @modelcontextprotocol/server-github" --secret-env GITHUB_TOKEN
+  mmctl create server github --stdio "npx -y @modelcontextprotocol/server-github" --secret-env GITHUB_PERSONAL_ACCESS_TOKEN
   mmctl create namespace dev --server github:gh
   mmctl create endpoint dev --namespace dev
   mmctl create apikey alice --endpoint dev
