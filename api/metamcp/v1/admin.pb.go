@@ -78,6 +78,65 @@ func (ChangeAction) EnumDescriptor() ([]byte, []int) {
 	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// ApplyOutcome says how much of a snapshot a data plane serves.
+type ApplyOutcome int32
+
+const (
+	// Not reported (a data plane from before outcomes): the snapshot was
+	// applied whole, or refused when the Ack has an error.
+	ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED ApplyOutcome = 0
+	// Served whole.
+	ApplyOutcome_APPLY_OUTCOME_APPLIED ApplyOutcome = 1
+	// Served without the servers this data plane may not run.
+	ApplyOutcome_APPLY_OUTCOME_PARTIAL ApplyOutcome = 2
+	// Refused whole; only its API keys and session keys are in force, so
+	// revocations and new keys still reach the data plane.
+	ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY ApplyOutcome = 3
+)
+
+// Enum value maps for ApplyOutcome.
+var (
+	ApplyOutcome_name = map[int32]string{
+		0: "APPLY_OUTCOME_UNSPECIFIED",
+		1: "APPLY_OUTCOME_APPLIED",
+		2: "APPLY_OUTCOME_PARTIAL",
+		3: "APPLY_OUTCOME_KEYS_ONLY",
+	}
+	ApplyOutcome_value = map[string]int32{
+		"APPLY_OUTCOME_UNSPECIFIED": 0,
+		"APPLY_OUTCOME_APPLIED":     1,
+		"APPLY_OUTCOME_PARTIAL":     2,
+		"APPLY_OUTCOME_KEYS_ONLY":   3,
+	}
+)
+
+func (x ApplyOutcome) Enum() *ApplyOutcome {
+	p := new(ApplyOutcome)
+	*p = x
+	return p
+}
+
+func (x ApplyOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApplyOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_metamcp_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (ApplyOutcome) Type() protoreflect.EnumType {
+	return &file_metamcp_v1_admin_proto_enumTypes[1]
+}
+
+func (x ApplyOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApplyOutcome.Descriptor instead.
+func (ApplyOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 // UpstreamState is a data plane's view of one upstream server.
 type UpstreamState int32
 
@@ -117,11 +176,11 @@ func (x UpstreamState) String() string {
 }
 
 func (UpstreamState) Descriptor() protoreflect.EnumDescriptor {
-	return file_metamcp_v1_admin_proto_enumTypes[1].Descriptor()
+	return file_metamcp_v1_admin_proto_enumTypes[2].Descriptor()
 }
 
 func (UpstreamState) Type() protoreflect.EnumType {
-	return &file_metamcp_v1_admin_proto_enumTypes[1]
+	return &file_metamcp_v1_admin_proto_enumTypes[2]
 }
 
 func (x UpstreamState) Number() protoreflect.EnumNumber {
@@ -130,7 +189,7 @@ func (x UpstreamState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UpstreamState.Descriptor instead.
 func (UpstreamState) EnumDescriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 type CreateServerRequest struct {
@@ -2538,8 +2597,25 @@ type DataPlane struct {
 	Upstreams []*UpstreamStatus `protobuf:"bytes,12,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
 	// Live client sessions, from the data plane's last status.
 	ActiveSessions int64 `protobuf:"varint,13,opt,name=active_sessions,json=activeSessions,proto3" json:"active_sessions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How much of its config the data plane serves: all of applied_revision,
+	// all but refused_servers, or (refused whole) only the API keys and
+	// session keys of keys_revision.
+	ApplyOutcome ApplyOutcome `protobuf:"varint,30,opt,name=apply_outcome,json=applyOutcome,proto3,enum=metamcp.v1.ApplyOutcome" json:"apply_outcome,omitempty"`
+	// Servers of applied_revision the data plane leaves out, with why.
+	RefusedServers []*RefusedServer `protobuf:"bytes,31,rep,name=refused_servers,json=refusedServers,proto3" json:"refused_servers,omitempty"`
+	// The revision whose API keys and session keys are in force, when newer
+	// than applied_revision (a later snapshot was refused whole); else 0.
+	KeysRevision int64 `protobuf:"varint,32,opt,name=keys_revision,json=keysRevision,proto3" json:"keys_revision,omitempty"`
+	// The store the served config came from (the id snapshots carry).
+	StoreId string `protobuf:"bytes,33,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Set when the data plane connected serving the config of another store
+	// (the control plane's store was reset or replaced): that store's id and
+	// the revision the data plane had of it. Cleared when it connects with
+	// this store's config.
+	PreviousStoreId       string `protobuf:"bytes,34,opt,name=previous_store_id,json=previousStoreId,proto3" json:"previous_store_id,omitempty"`
+	PreviousStoreRevision int64  `protobuf:"varint,35,opt,name=previous_store_revision,json=previousStoreRevision,proto3" json:"previous_store_revision,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *DataPlane) Reset() {
@@ -2663,6 +2739,101 @@ func (x *DataPlane) GetActiveSessions() int64 {
 	return 0
 }
 
+func (x *DataPlane) GetApplyOutcome() ApplyOutcome {
+	if x != nil {
+		return x.ApplyOutcome
+	}
+	return ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED
+}
+
+func (x *DataPlane) GetRefusedServers() []*RefusedServer {
+	if x != nil {
+		return x.RefusedServers
+	}
+	return nil
+}
+
+func (x *DataPlane) GetKeysRevision() int64 {
+	if x != nil {
+		return x.KeysRevision
+	}
+	return 0
+}
+
+func (x *DataPlane) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *DataPlane) GetPreviousStoreId() string {
+	if x != nil {
+		return x.PreviousStoreId
+	}
+	return ""
+}
+
+func (x *DataPlane) GetPreviousStoreRevision() int64 {
+	if x != nil {
+		return x.PreviousStoreRevision
+	}
+	return 0
+}
+
+// RefusedServer is a server a data plane leaves out of the config it serves.
+type RefusedServer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefusedServer) Reset() {
+	*x = RefusedServer{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefusedServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefusedServer) ProtoMessage() {}
+
+func (x *RefusedServer) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefusedServer.ProtoReflect.Descriptor instead.
+func (*RefusedServer) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *RefusedServer) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *RefusedServer) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // UpstreamStatus is one data plane's health report for one upstream server.
 type UpstreamStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -2678,7 +2849,7 @@ type UpstreamStatus struct {
 
 func (x *UpstreamStatus) Reset() {
 	*x = UpstreamStatus{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2690,7 +2861,7 @@ func (x *UpstreamStatus) String() string {
 func (*UpstreamStatus) ProtoMessage() {}
 
 func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[54]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +2874,7 @@ func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamStatus.ProtoReflect.Descriptor instead.
 func (*UpstreamStatus) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UpstreamStatus) GetServer() string {
@@ -2749,7 +2920,7 @@ type ListDataPlanesRequest struct {
 
 func (x *ListDataPlanesRequest) Reset() {
 	*x = ListDataPlanesRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2932,7 @@ func (x *ListDataPlanesRequest) String() string {
 func (*ListDataPlanesRequest) ProtoMessage() {}
 
 func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,21 +2945,24 @@ func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesRequest.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 type ListDataPlanesResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	DataPlanes []*DataPlane           `protobuf:"bytes,1,rep,name=data_planes,json=dataPlanes,proto3" json:"data_planes,omitempty"`
 	// The control plane's current revision, to spot stale data planes.
-	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The id of the control plane's store, to spot data planes serving the
+	// config of another store.
+	StoreId       string `protobuf:"bytes,30,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListDataPlanesResponse) Reset() {
 	*x = ListDataPlanesResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +2974,7 @@ func (x *ListDataPlanesResponse) String() string {
 func (*ListDataPlanesResponse) ProtoMessage() {}
 
 func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +2987,7 @@ func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesResponse.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListDataPlanesResponse) GetDataPlanes() []*DataPlane {
@@ -2828,6 +3002,13 @@ func (x *ListDataPlanesResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ListDataPlanesResponse) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
 }
 
 // Caller describes a caller for CanI, as the data plane would establish it.
@@ -2853,7 +3034,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2865,7 +3046,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2878,7 +3059,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Caller) GetName() string {
@@ -2939,7 +3120,7 @@ type CanIRequest struct {
 
 func (x *CanIRequest) Reset() {
 	*x = CanIRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2951,7 +3132,7 @@ func (x *CanIRequest) String() string {
 func (*CanIRequest) ProtoMessage() {}
 
 func (x *CanIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2964,7 +3145,7 @@ func (x *CanIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanIRequest.ProtoReflect.Descriptor instead.
 func (*CanIRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CanIRequest) GetEndpoint() string {
@@ -3015,7 +3196,7 @@ type CanIResponse struct {
 
 func (x *CanIResponse) Reset() {
 	*x = CanIResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3208,7 @@ func (x *CanIResponse) String() string {
 func (*CanIResponse) ProtoMessage() {}
 
 func (x *CanIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3221,7 @@ func (x *CanIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanIResponse.ProtoReflect.Descriptor instead.
 func (*CanIResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CanIResponse) GetRules() []*AccessRule {
@@ -3108,7 +3289,7 @@ type ToolDecision struct {
 
 func (x *ToolDecision) Reset() {
 	*x = ToolDecision{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3120,7 +3301,7 @@ func (x *ToolDecision) String() string {
 func (*ToolDecision) ProtoMessage() {}
 
 func (x *ToolDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3133,7 +3314,7 @@ func (x *ToolDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolDecision.ProtoReflect.Descriptor instead.
 func (*ToolDecision) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ToolDecision) GetTool() string {
@@ -3199,7 +3380,7 @@ type ListedTool struct {
 
 func (x *ListedTool) Reset() {
 	*x = ListedTool{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3211,7 +3392,7 @@ func (x *ListedTool) String() string {
 func (*ListedTool) ProtoMessage() {}
 
 func (x *ListedTool) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3224,7 +3405,7 @@ func (x *ListedTool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedTool.ProtoReflect.Descriptor instead.
 func (*ListedTool) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListedTool) GetName() string {
@@ -3265,7 +3446,7 @@ type EndpointTools struct {
 
 func (x *EndpointTools) Reset() {
 	*x = EndpointTools{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +3458,7 @@ func (x *EndpointTools) String() string {
 func (*EndpointTools) ProtoMessage() {}
 
 func (x *EndpointTools) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +3471,7 @@ func (x *EndpointTools) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointTools.ProtoReflect.Descriptor instead.
 func (*EndpointTools) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *EndpointTools) GetEndpoint() string {
@@ -3446,7 +3627,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x14\n" +
 	"\x12GetRevisionRequest\"1\n" +
 	"\x13GetRevisionResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\x8a\x04\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xb1\x06\n" +
 	"\tDataPlane\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -3462,18 +3643,28 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12=\n" +
 	"\fconnect_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vconnectTime\x128\n" +
 	"\tupstreams\x18\f \x03(\v2\x1a.metamcp.v1.UpstreamStatusR\tupstreams\x12'\n" +
-	"\x0factive_sessions\x18\r \x01(\x03R\x0eactiveSessions\"\xa9\x01\n" +
+	"\x0factive_sessions\x18\r \x01(\x03R\x0eactiveSessions\x12=\n" +
+	"\rapply_outcome\x18\x1e \x01(\x0e2\x18.metamcp.v1.ApplyOutcomeR\fapplyOutcome\x12B\n" +
+	"\x0frefused_servers\x18\x1f \x03(\v2\x19.metamcp.v1.RefusedServerR\x0erefusedServers\x12#\n" +
+	"\rkeys_revision\x18  \x01(\x03R\fkeysRevision\x12\x19\n" +
+	"\bstore_id\x18! \x01(\tR\astoreId\x12*\n" +
+	"\x11previous_store_id\x18\" \x01(\tR\x0fpreviousStoreId\x126\n" +
+	"\x17previous_store_revision\x18# \x01(\x03R\x15previousStoreRevision\"?\n" +
+	"\rRefusedServer\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa9\x01\n" +
 	"\x0eUpstreamStatus\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.metamcp.v1.UpstreamStateR\x05state\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1a\n" +
 	"\bsessions\x18\x04 \x01(\x05R\bsessions\x12\x1c\n" +
 	"\tprocesses\x18\x05 \x01(\x05R\tprocesses\"\x17\n" +
-	"\x15ListDataPlanesRequest\"l\n" +
+	"\x15ListDataPlanesRequest\"\x87\x01\n" +
 	"\x16ListDataPlanesResponse\x126\n" +
 	"\vdata_planes\x18\x01 \x03(\v2\x15.metamcp.v1.DataPlaneR\n" +
 	"dataPlanes\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\xec\x01\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x19\n" +
+	"\bstore_id\x18\x1e \x01(\tR\astoreId\"\xec\x01\n" +
 	"\x06Caller\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x17\n" +
@@ -3523,7 +3714,12 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x15CHANGE_ACTION_CREATED\x10\x01\x12\x19\n" +
 	"\x15CHANGE_ACTION_UPDATED\x10\x02\x12\x1b\n" +
 	"\x17CHANGE_ACTION_UNCHANGED\x10\x03\x12\x19\n" +
-	"\x15CHANGE_ACTION_DELETED\x10<*}\n" +
+	"\x15CHANGE_ACTION_DELETED\x10<*\x80\x01\n" +
+	"\fApplyOutcome\x12\x1d\n" +
+	"\x19APPLY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15APPLY_OUTCOME_APPLIED\x10\x01\x12\x19\n" +
+	"\x15APPLY_OUTCOME_PARTIAL\x10\x02\x12\x1b\n" +
+	"\x17APPLY_OUTCOME_KEYS_ONLY\x10\x03*}\n" +
 	"\rUpstreamState\x12\x1e\n" +
 	"\x1aUPSTREAM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPSTREAM_STATE_IDLE\x10\x01\x12\x1a\n" +
@@ -3583,212 +3779,216 @@ func file_metamcp_v1_admin_proto_rawDescGZIP() []byte {
 	return file_metamcp_v1_admin_proto_rawDescData
 }
 
-var file_metamcp_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_metamcp_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_metamcp_v1_admin_proto_goTypes = []any{
 	(ChangeAction)(0),                     // 0: metamcp.v1.ChangeAction
-	(UpstreamState)(0),                    // 1: metamcp.v1.UpstreamState
-	(*CreateServerRequest)(nil),           // 2: metamcp.v1.CreateServerRequest
-	(*GetServerRequest)(nil),              // 3: metamcp.v1.GetServerRequest
-	(*ListServersRequest)(nil),            // 4: metamcp.v1.ListServersRequest
-	(*ListServersResponse)(nil),           // 5: metamcp.v1.ListServersResponse
-	(*UpdateServerRequest)(nil),           // 6: metamcp.v1.UpdateServerRequest
-	(*DeleteServerRequest)(nil),           // 7: metamcp.v1.DeleteServerRequest
-	(*DeleteServerResponse)(nil),          // 8: metamcp.v1.DeleteServerResponse
-	(*CreateNamespaceRequest)(nil),        // 9: metamcp.v1.CreateNamespaceRequest
-	(*GetNamespaceRequest)(nil),           // 10: metamcp.v1.GetNamespaceRequest
-	(*ListNamespacesRequest)(nil),         // 11: metamcp.v1.ListNamespacesRequest
-	(*ListNamespacesResponse)(nil),        // 12: metamcp.v1.ListNamespacesResponse
-	(*UpdateNamespaceRequest)(nil),        // 13: metamcp.v1.UpdateNamespaceRequest
-	(*DeleteNamespaceRequest)(nil),        // 14: metamcp.v1.DeleteNamespaceRequest
-	(*DeleteNamespaceResponse)(nil),       // 15: metamcp.v1.DeleteNamespaceResponse
-	(*CreateEndpointRequest)(nil),         // 16: metamcp.v1.CreateEndpointRequest
-	(*GetEndpointRequest)(nil),            // 17: metamcp.v1.GetEndpointRequest
-	(*ListEndpointsRequest)(nil),          // 18: metamcp.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),         // 19: metamcp.v1.ListEndpointsResponse
-	(*UpdateEndpointRequest)(nil),         // 20: metamcp.v1.UpdateEndpointRequest
-	(*DeleteEndpointRequest)(nil),         // 21: metamcp.v1.DeleteEndpointRequest
-	(*DeleteEndpointResponse)(nil),        // 22: metamcp.v1.DeleteEndpointResponse
-	(*CreateRateLimitPolicyRequest)(nil),  // 23: metamcp.v1.CreateRateLimitPolicyRequest
-	(*GetRateLimitPolicyRequest)(nil),     // 24: metamcp.v1.GetRateLimitPolicyRequest
-	(*ListRateLimitPoliciesRequest)(nil),  // 25: metamcp.v1.ListRateLimitPoliciesRequest
-	(*ListRateLimitPoliciesResponse)(nil), // 26: metamcp.v1.ListRateLimitPoliciesResponse
-	(*UpdateRateLimitPolicyRequest)(nil),  // 27: metamcp.v1.UpdateRateLimitPolicyRequest
-	(*DeleteRateLimitPolicyRequest)(nil),  // 28: metamcp.v1.DeleteRateLimitPolicyRequest
-	(*DeleteRateLimitPolicyResponse)(nil), // 29: metamcp.v1.DeleteRateLimitPolicyResponse
-	(*CreateApiKeyRequest)(nil),           // 30: metamcp.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),          // 31: metamcp.v1.CreateApiKeyResponse
-	(*GetApiKeyRequest)(nil),              // 32: metamcp.v1.GetApiKeyRequest
-	(*ListApiKeysRequest)(nil),            // 33: metamcp.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),           // 34: metamcp.v1.ListApiKeysResponse
-	(*UpdateApiKeyRequest)(nil),           // 35: metamcp.v1.UpdateApiKeyRequest
-	(*DeleteApiKeyRequest)(nil),           // 36: metamcp.v1.DeleteApiKeyRequest
-	(*DeleteApiKeyResponse)(nil),          // 37: metamcp.v1.DeleteApiKeyResponse
-	(*RevokeApiKeyRequest)(nil),           // 38: metamcp.v1.RevokeApiKeyRequest
-	(*CreateTokenRequest)(nil),            // 39: metamcp.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),           // 40: metamcp.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),             // 41: metamcp.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),            // 42: metamcp.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),            // 43: metamcp.v1.RevokeTokenRequest
-	(*ApplyRequest)(nil),                  // 44: metamcp.v1.ApplyRequest
-	(*Change)(nil),                        // 45: metamcp.v1.Change
-	(*ApplyResponse)(nil),                 // 46: metamcp.v1.ApplyResponse
-	(*ExportRequest)(nil),                 // 47: metamcp.v1.ExportRequest
-	(*ExportResponse)(nil),                // 48: metamcp.v1.ExportResponse
-	(*RotateSessionKeyRequest)(nil),       // 49: metamcp.v1.RotateSessionKeyRequest
-	(*RotateSessionKeyResponse)(nil),      // 50: metamcp.v1.RotateSessionKeyResponse
-	(*RestartServerRequest)(nil),          // 51: metamcp.v1.RestartServerRequest
-	(*RestartServerResponse)(nil),         // 52: metamcp.v1.RestartServerResponse
-	(*GetRevisionRequest)(nil),            // 53: metamcp.v1.GetRevisionRequest
-	(*GetRevisionResponse)(nil),           // 54: metamcp.v1.GetRevisionResponse
-	(*DataPlane)(nil),                     // 55: metamcp.v1.DataPlane
-	(*UpstreamStatus)(nil),                // 56: metamcp.v1.UpstreamStatus
-	(*ListDataPlanesRequest)(nil),         // 57: metamcp.v1.ListDataPlanesRequest
-	(*ListDataPlanesResponse)(nil),        // 58: metamcp.v1.ListDataPlanesResponse
-	(*Caller)(nil),                        // 59: metamcp.v1.Caller
-	(*CanIRequest)(nil),                   // 60: metamcp.v1.CanIRequest
-	(*CanIResponse)(nil),                  // 61: metamcp.v1.CanIResponse
-	(*ToolDecision)(nil),                  // 62: metamcp.v1.ToolDecision
-	(*ListedTool)(nil),                    // 63: metamcp.v1.ListedTool
-	(*EndpointTools)(nil),                 // 64: metamcp.v1.EndpointTools
-	nil,                                   // 65: metamcp.v1.Caller.ClaimsEntry
-	(*Server)(nil),                        // 66: metamcp.v1.Server
-	(*Namespace)(nil),                     // 67: metamcp.v1.Namespace
-	(*Endpoint)(nil),                      // 68: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),               // 69: metamcp.v1.RateLimitPolicy
-	(*ApiKey)(nil),                        // 70: metamcp.v1.ApiKey
-	(*Token)(nil),                         // 71: metamcp.v1.Token
-	(*Resource)(nil),                      // 72: metamcp.v1.Resource
-	(*timestamppb.Timestamp)(nil),         // 73: google.protobuf.Timestamp
-	(*AccessRule)(nil),                    // 74: metamcp.v1.AccessRule
-	(*ToolAnnotations)(nil),               // 75: metamcp.v1.ToolAnnotations
-	(*ListCallRecordsRequest)(nil),        // 76: metamcp.v1.ListCallRecordsRequest
-	(*FollowCallRecordsRequest)(nil),      // 77: metamcp.v1.FollowCallRecordsRequest
-	(*SummarizeCallRecordsRequest)(nil),   // 78: metamcp.v1.SummarizeCallRecordsRequest
-	(*ListCallRecordsResponse)(nil),       // 79: metamcp.v1.ListCallRecordsResponse
-	(*FollowCallRecordsResponse)(nil),     // 80: metamcp.v1.FollowCallRecordsResponse
-	(*SummarizeCallRecordsResponse)(nil),  // 81: metamcp.v1.SummarizeCallRecordsResponse
+	(ApplyOutcome)(0),                     // 1: metamcp.v1.ApplyOutcome
+	(UpstreamState)(0),                    // 2: metamcp.v1.UpstreamState
+	(*CreateServerRequest)(nil),           // 3: metamcp.v1.CreateServerRequest
+	(*GetServerRequest)(nil),              // 4: metamcp.v1.GetServerRequest
+	(*ListServersRequest)(nil),            // 5: metamcp.v1.ListServersRequest
+	(*ListServersResponse)(nil),           // 6: metamcp.v1.ListServersResponse
+	(*UpdateServerRequest)(nil),           // 7: metamcp.v1.UpdateServerRequest
+	(*DeleteServerRequest)(nil),           // 8: metamcp.v1.DeleteServerRequest
+	(*DeleteServerResponse)(nil),          // 9: metamcp.v1.DeleteServerResponse
+	(*CreateNamespaceRequest)(nil),        // 10: metamcp.v1.CreateNamespaceRequest
+	(*GetNamespaceRequest)(nil),           // 11: metamcp.v1.GetNamespaceRequest
+	(*ListNamespacesRequest)(nil),         // 12: metamcp.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),        // 13: metamcp.v1.ListNamespacesResponse
+	(*UpdateNamespaceRequest)(nil),        // 14: metamcp.v1.UpdateNamespaceRequest
+	(*DeleteNamespaceRequest)(nil),        // 15: metamcp.v1.DeleteNamespaceRequest
+	(*DeleteNamespaceResponse)(nil),       // 16: metamcp.v1.DeleteNamespaceResponse
+	(*CreateEndpointRequest)(nil),         // 17: metamcp.v1.CreateEndpointRequest
+	(*GetEndpointRequest)(nil),            // 18: metamcp.v1.GetEndpointRequest
+	(*ListEndpointsRequest)(nil),          // 19: metamcp.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),         // 20: metamcp.v1.ListEndpointsResponse
+	(*UpdateEndpointRequest)(nil),         // 21: metamcp.v1.UpdateEndpointRequest
+	(*DeleteEndpointRequest)(nil),         // 22: metamcp.v1.DeleteEndpointRequest
+	(*DeleteEndpointResponse)(nil),        // 23: metamcp.v1.DeleteEndpointResponse
+	(*CreateRateLimitPolicyRequest)(nil),  // 24: metamcp.v1.CreateRateLimitPolicyRequest
+	(*GetRateLimitPolicyRequest)(nil),     // 25: metamcp.v1.GetRateLimitPolicyRequest
+	(*ListRateLimitPoliciesRequest)(nil),  // 26: metamcp.v1.ListRateLimitPoliciesRequest
+	(*ListRateLimitPoliciesResponse)(nil), // 27: metamcp.v1.ListRateLimitPoliciesResponse
+	(*UpdateRateLimitPolicyRequest)(nil),  // 28: metamcp.v1.UpdateRateLimitPolicyRequest
+	(*DeleteRateLimitPolicyRequest)(nil),  // 29: metamcp.v1.DeleteRateLimitPolicyRequest
+	(*DeleteRateLimitPolicyResponse)(nil), // 30: metamcp.v1.DeleteRateLimitPolicyResponse
+	(*CreateApiKeyRequest)(nil),           // 31: metamcp.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),          // 32: metamcp.v1.CreateApiKeyResponse
+	(*GetApiKeyRequest)(nil),              // 33: metamcp.v1.GetApiKeyRequest
+	(*ListApiKeysRequest)(nil),            // 34: metamcp.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),           // 35: metamcp.v1.ListApiKeysResponse
+	(*UpdateApiKeyRequest)(nil),           // 36: metamcp.v1.UpdateApiKeyRequest
+	(*DeleteApiKeyRequest)(nil),           // 37: metamcp.v1.DeleteApiKeyRequest
+	(*DeleteApiKeyResponse)(nil),          // 38: metamcp.v1.DeleteApiKeyResponse
+	(*RevokeApiKeyRequest)(nil),           // 39: metamcp.v1.RevokeApiKeyRequest
+	(*CreateTokenRequest)(nil),            // 40: metamcp.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),           // 41: metamcp.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),             // 42: metamcp.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),            // 43: metamcp.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),            // 44: metamcp.v1.RevokeTokenRequest
+	(*ApplyRequest)(nil),                  // 45: metamcp.v1.ApplyRequest
+	(*Change)(nil),                        // 46: metamcp.v1.Change
+	(*ApplyResponse)(nil),                 // 47: metamcp.v1.ApplyResponse
+	(*ExportRequest)(nil),                 // 48: metamcp.v1.ExportRequest
+	(*ExportResponse)(nil),                // 49: metamcp.v1.ExportResponse
+	(*RotateSessionKeyRequest)(nil),       // 50: metamcp.v1.RotateSessionKeyRequest
+	(*RotateSessionKeyResponse)(nil),      // 51: metamcp.v1.RotateSessionKeyResponse
+	(*RestartServerRequest)(nil),          // 52: metamcp.v1.RestartServerRequest
+	(*RestartServerResponse)(nil),         // 53: metamcp.v1.RestartServerResponse
+	(*GetRevisionRequest)(nil),            // 54: metamcp.v1.GetRevisionRequest
+	(*GetRevisionResponse)(nil),           // 55: metamcp.v1.GetRevisionResponse
+	(*DataPlane)(nil),                     // 56: metamcp.v1.DataPlane
+	(*RefusedServer)(nil),                 // 57: metamcp.v1.RefusedServer
+	(*UpstreamStatus)(nil),                // 58: metamcp.v1.UpstreamStatus
+	(*ListDataPlanesRequest)(nil),         // 59: metamcp.v1.ListDataPlanesRequest
+	(*ListDataPlanesResponse)(nil),        // 60: metamcp.v1.ListDataPlanesResponse
+	(*Caller)(nil),                        // 61: metamcp.v1.Caller
+	(*CanIRequest)(nil),                   // 62: metamcp.v1.CanIRequest
+	(*CanIResponse)(nil),                  // 63: metamcp.v1.CanIResponse
+	(*ToolDecision)(nil),                  // 64: metamcp.v1.ToolDecision
+	(*ListedTool)(nil),                    // 65: metamcp.v1.ListedTool
+	(*EndpointTools)(nil),                 // 66: metamcp.v1.EndpointTools
+	nil,                                   // 67: metamcp.v1.Caller.ClaimsEntry
+	(*Server)(nil),                        // 68: metamcp.v1.Server
+	(*Namespace)(nil),                     // 69: metamcp.v1.Namespace
+	(*Endpoint)(nil),                      // 70: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),               // 71: metamcp.v1.RateLimitPolicy
+	(*ApiKey)(nil),                        // 72: metamcp.v1.ApiKey
+	(*Token)(nil),                         // 73: metamcp.v1.Token
+	(*Resource)(nil),                      // 74: metamcp.v1.Resource
+	(*timestamppb.Timestamp)(nil),         // 75: google.protobuf.Timestamp
+	(*AccessRule)(nil),                    // 76: metamcp.v1.AccessRule
+	(*ToolAnnotations)(nil),               // 77: metamcp.v1.ToolAnnotations
+	(*ListCallRecordsRequest)(nil),        // 78: metamcp.v1.ListCallRecordsRequest
+	(*FollowCallRecordsRequest)(nil),      // 79: metamcp.v1.FollowCallRecordsRequest
+	(*SummarizeCallRecordsRequest)(nil),   // 80: metamcp.v1.SummarizeCallRecordsRequest
+	(*ListCallRecordsResponse)(nil),       // 81: metamcp.v1.ListCallRecordsResponse
+	(*FollowCallRecordsResponse)(nil),     // 82: metamcp.v1.FollowCallRecordsResponse
+	(*SummarizeCallRecordsResponse)(nil),  // 83: metamcp.v1.SummarizeCallRecordsResponse
 }
 var file_metamcp_v1_admin_proto_depIdxs = []int32{
-	66, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
-	66, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
-	66, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
-	67, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	67, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
-	67, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	68, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	68, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
-	68, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	69, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	69, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
-	69, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	70, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	70, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
-	70, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
-	70, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	71, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
-	71, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
-	71, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
-	72, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
+	68, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
+	68, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
+	68, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
+	69, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	69, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
+	69, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	70, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	70, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
+	70, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	71, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	71, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
+	71, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	72, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	72, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
+	72, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
+	72, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	73, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
+	73, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
+	73, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
+	74, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
 	0,  // 20: metamcp.v1.Change.action:type_name -> metamcp.v1.ChangeAction
-	45, // 21: metamcp.v1.ApplyResponse.changes:type_name -> metamcp.v1.Change
-	72, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
-	73, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
-	73, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
-	56, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
-	1,  // 26: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
-	55, // 27: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
-	65, // 28: metamcp.v1.Caller.claims:type_name -> metamcp.v1.Caller.ClaimsEntry
-	59, // 29: metamcp.v1.CanIRequest.caller:type_name -> metamcp.v1.Caller
-	74, // 30: metamcp.v1.CanIResponse.rules:type_name -> metamcp.v1.AccessRule
-	73, // 31: metamcp.v1.CanIResponse.listed_time:type_name -> google.protobuf.Timestamp
-	62, // 32: metamcp.v1.CanIResponse.decisions:type_name -> metamcp.v1.ToolDecision
-	75, // 33: metamcp.v1.ListedTool.annotations:type_name -> metamcp.v1.ToolAnnotations
-	63, // 34: metamcp.v1.EndpointTools.tools:type_name -> metamcp.v1.ListedTool
-	73, // 35: metamcp.v1.EndpointTools.report_time:type_name -> google.protobuf.Timestamp
-	2,  // 36: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
-	3,  // 37: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
-	4,  // 38: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
-	6,  // 39: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
-	7,  // 40: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
-	9,  // 41: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
-	10, // 42: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
-	11, // 43: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
-	13, // 44: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
-	14, // 45: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
-	16, // 46: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
-	17, // 47: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
-	18, // 48: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
-	20, // 49: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
-	21, // 50: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
-	23, // 51: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
-	24, // 52: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
-	25, // 53: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
-	27, // 54: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
-	28, // 55: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
-	30, // 56: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
-	32, // 57: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
-	33, // 58: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
-	35, // 59: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
-	36, // 60: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
-	38, // 61: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
-	39, // 62: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
-	41, // 63: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
-	43, // 64: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
-	44, // 65: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
-	47, // 66: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
-	53, // 67: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
-	57, // 68: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
-	49, // 69: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
-	76, // 70: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
-	77, // 71: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
-	78, // 72: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
-	51, // 73: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
-	60, // 74: metamcp.v1.AdminService.CanI:input_type -> metamcp.v1.CanIRequest
-	66, // 75: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
-	66, // 76: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
-	5,  // 77: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
-	66, // 78: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
-	8,  // 79: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
-	67, // 80: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
-	67, // 81: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
-	12, // 82: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
-	67, // 83: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
-	15, // 84: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
-	68, // 85: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
-	68, // 86: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
-	19, // 87: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
-	68, // 88: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
-	22, // 89: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
-	69, // 90: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	69, // 91: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	26, // 92: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
-	69, // 93: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	29, // 94: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
-	31, // 95: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
-	70, // 96: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
-	34, // 97: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
-	70, // 98: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
-	37, // 99: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
-	70, // 100: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
-	40, // 101: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
-	42, // 102: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
-	71, // 103: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
-	46, // 104: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
-	48, // 105: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
-	54, // 106: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
-	58, // 107: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
-	50, // 108: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
-	79, // 109: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
-	80, // 110: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
-	81, // 111: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
-	52, // 112: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
-	61, // 113: metamcp.v1.AdminService.CanI:output_type -> metamcp.v1.CanIResponse
-	75, // [75:114] is the sub-list for method output_type
-	36, // [36:75] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	46, // 21: metamcp.v1.ApplyResponse.changes:type_name -> metamcp.v1.Change
+	74, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
+	75, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
+	75, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
+	58, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
+	1,  // 26: metamcp.v1.DataPlane.apply_outcome:type_name -> metamcp.v1.ApplyOutcome
+	57, // 27: metamcp.v1.DataPlane.refused_servers:type_name -> metamcp.v1.RefusedServer
+	2,  // 28: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
+	56, // 29: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
+	67, // 30: metamcp.v1.Caller.claims:type_name -> metamcp.v1.Caller.ClaimsEntry
+	61, // 31: metamcp.v1.CanIRequest.caller:type_name -> metamcp.v1.Caller
+	76, // 32: metamcp.v1.CanIResponse.rules:type_name -> metamcp.v1.AccessRule
+	75, // 33: metamcp.v1.CanIResponse.listed_time:type_name -> google.protobuf.Timestamp
+	64, // 34: metamcp.v1.CanIResponse.decisions:type_name -> metamcp.v1.ToolDecision
+	77, // 35: metamcp.v1.ListedTool.annotations:type_name -> metamcp.v1.ToolAnnotations
+	65, // 36: metamcp.v1.EndpointTools.tools:type_name -> metamcp.v1.ListedTool
+	75, // 37: metamcp.v1.EndpointTools.report_time:type_name -> google.protobuf.Timestamp
+	3,  // 38: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
+	4,  // 39: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
+	5,  // 40: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
+	7,  // 41: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
+	8,  // 42: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
+	10, // 43: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
+	11, // 44: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
+	12, // 45: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
+	14, // 46: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
+	15, // 47: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
+	17, // 48: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
+	18, // 49: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
+	19, // 50: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
+	21, // 51: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
+	22, // 52: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
+	24, // 53: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
+	25, // 54: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
+	26, // 55: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
+	28, // 56: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
+	29, // 57: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
+	31, // 58: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
+	33, // 59: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
+	34, // 60: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
+	36, // 61: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
+	37, // 62: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
+	39, // 63: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
+	40, // 64: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
+	42, // 65: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
+	44, // 66: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
+	45, // 67: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
+	48, // 68: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
+	54, // 69: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
+	59, // 70: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
+	50, // 71: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
+	78, // 72: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
+	79, // 73: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
+	80, // 74: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
+	52, // 75: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
+	62, // 76: metamcp.v1.AdminService.CanI:input_type -> metamcp.v1.CanIRequest
+	68, // 77: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
+	68, // 78: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
+	6,  // 79: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
+	68, // 80: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
+	9,  // 81: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
+	69, // 82: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
+	69, // 83: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
+	13, // 84: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
+	69, // 85: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
+	16, // 86: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
+	70, // 87: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
+	70, // 88: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
+	20, // 89: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
+	70, // 90: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
+	23, // 91: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
+	71, // 92: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	71, // 93: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	27, // 94: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
+	71, // 95: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	30, // 96: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
+	32, // 97: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
+	72, // 98: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
+	35, // 99: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
+	72, // 100: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
+	38, // 101: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
+	72, // 102: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
+	41, // 103: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
+	43, // 104: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
+	73, // 105: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
+	47, // 106: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
+	49, // 107: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
+	55, // 108: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
+	60, // 109: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
+	51, // 110: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
+	81, // 111: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
+	82, // 112: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
+	83, // 113: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
+	53, // 114: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
+	63, // 115: metamcp.v1.AdminService.CanI:output_type -> metamcp.v1.CanIResponse
+	77, // [77:116] is the sub-list for method output_type
+	38, // [38:77] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_admin_proto_init() }
@@ -3803,8 +4003,8 @@ func file_metamcp_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_admin_proto_rawDesc), len(file_metamcp_v1_admin_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   64,
+			NumEnums:      3,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

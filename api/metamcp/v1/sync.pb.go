@@ -217,8 +217,16 @@ type Hello struct {
 	// Where it serves MCP clients.
 	Address string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
 	// What it already serves (0 when nothing).
-	Revision      int64  `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
-	Hash          string `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
+	Revision int64  `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	Hash     string `protobuf:"bytes,6,opt,name=hash,proto3" json:"hash,omitempty"`
+	// What it serves of that revision: refused servers, and the revision of
+	// the API keys in force when a later snapshot was refused whole.
+	Outcome        ApplyOutcome     `protobuf:"varint,30,opt,name=outcome,proto3,enum=metamcp.v1.ApplyOutcome" json:"outcome,omitempty"`
+	RefusedServers []*RefusedServer `protobuf:"bytes,31,rep,name=refused_servers,json=refusedServers,proto3" json:"refused_servers,omitempty"`
+	KeysRevision   int64            `protobuf:"varint,32,opt,name=keys_revision,json=keysRevision,proto3" json:"keys_revision,omitempty"`
+	// The store the served config came from (Snapshot.store_id). A control
+	// plane on another store sends its config even when its revision is lower.
+	StoreId       string `protobuf:"bytes,33,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,16 +303,48 @@ func (x *Hello) GetHash() string {
 	return ""
 }
 
+func (x *Hello) GetOutcome() ApplyOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED
+}
+
+func (x *Hello) GetRefusedServers() []*RefusedServer {
+	if x != nil {
+		return x.RefusedServers
+	}
+	return nil
+}
+
+func (x *Hello) GetKeysRevision() int64 {
+	if x != nil {
+		return x.KeysRevision
+	}
+	return 0
+}
+
+func (x *Hello) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
 // Ack answers one Snapshot. A non-empty error makes it a NACK: the data plane
-// keeps serving what it had.
+// keeps serving what it had, except (outcome KEYS_ONLY) the snapshot's API
+// keys and session keys. Without an error, outcome PARTIAL says the snapshot
+// is served without refused_servers.
 type Ack struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nonce         string                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	Hash          string                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Nonce          string                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Revision       int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Hash           string                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	Error          string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Outcome        ApplyOutcome           `protobuf:"varint,30,opt,name=outcome,proto3,enum=metamcp.v1.ApplyOutcome" json:"outcome,omitempty"`
+	RefusedServers []*RefusedServer       `protobuf:"bytes,31,rep,name=refused_servers,json=refusedServers,proto3" json:"refused_servers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
@@ -365,6 +405,20 @@ func (x *Ack) GetError() string {
 	return ""
 }
 
+func (x *Ack) GetOutcome() ApplyOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED
+}
+
+func (x *Ack) GetRefusedServers() []*RefusedServer {
+	if x != nil {
+		return x.RefusedServers
+	}
+	return nil
+}
+
 // Status is a data plane's periodic report.
 type Status struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -375,9 +429,12 @@ type Status struct {
 	// Tool lists that changed since the last Status on this stream (all of
 	// them in the first), for `mmctl auth can-i`; each replaces what the
 	// control plane knew of its endpoint.
-	EndpointTools []*EndpointTools `protobuf:"bytes,80,rep,name=endpoint_tools,json=endpointTools,proto3" json:"endpoint_tools,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	EndpointTools  []*EndpointTools `protobuf:"bytes,80,rep,name=endpoint_tools,json=endpointTools,proto3" json:"endpoint_tools,omitempty"`
+	Outcome        ApplyOutcome     `protobuf:"varint,30,opt,name=outcome,proto3,enum=metamcp.v1.ApplyOutcome" json:"outcome,omitempty"`
+	RefusedServers []*RefusedServer `protobuf:"bytes,31,rep,name=refused_servers,json=refusedServers,proto3" json:"refused_servers,omitempty"`
+	KeysRevision   int64            `protobuf:"varint,32,opt,name=keys_revision,json=keysRevision,proto3" json:"keys_revision,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Status) Reset() {
@@ -443,6 +500,27 @@ func (x *Status) GetEndpointTools() []*EndpointTools {
 		return x.EndpointTools
 	}
 	return nil
+}
+
+func (x *Status) GetOutcome() ApplyOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED
+}
+
+func (x *Status) GetRefusedServers() []*RefusedServer {
+	if x != nil {
+		return x.RefusedServers
+	}
+	return nil
+}
+
+func (x *Status) GetKeysRevision() int64 {
+	if x != nil {
+		return x.KeysRevision
+	}
+	return 0
 }
 
 // CallRecordBatch carries call records to the control plane.
@@ -893,9 +971,12 @@ type Snapshot struct {
 	// Hex SHA-256 of the deterministic encoding of `config`.
 	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
 	// Echoed in the Ack.
-	Nonce         string                 `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
-	Config        *Config                `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
-	BuildTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=build_time,json=buildTime,proto3" json:"build_time,omitempty"`
+	Nonce     string                 `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Config    *Config                `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
+	BuildTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=build_time,json=buildTime,proto3" json:"build_time,omitempty"`
+	// The id of the store the config comes from: revisions of different
+	// stores do not compare (a store reset or restored starts again low).
+	StoreId       string `protobuf:"bytes,30,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -965,6 +1046,13 @@ func (x *Snapshot) GetBuildTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Snapshot) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
 var File_metamcp_v1_sync_proto protoreflect.FileDescriptor
 
 const file_metamcp_v1_sync_proto_rawDesc = "" +
@@ -979,25 +1067,34 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\amessage\"M\n" +
 	"\fSyncResponse\x122\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x14.metamcp.v1.SnapshotH\x00R\bsnapshotB\t\n" +
-	"\amessage\"\xa0\x01\n" +
+	"\amessage\"\xd8\x02\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x18\n" +
 	"\aaddress\x18\x04 \x01(\tR\aaddress\x12\x1a\n" +
 	"\brevision\x18\x05 \x01(\x03R\brevision\x12\x12\n" +
-	"\x04hash\x18\x06 \x01(\tR\x04hash\"a\n" +
+	"\x04hash\x18\x06 \x01(\tR\x04hash\x122\n" +
+	"\aoutcome\x18\x1e \x01(\x0e2\x18.metamcp.v1.ApplyOutcomeR\aoutcome\x12B\n" +
+	"\x0frefused_servers\x18\x1f \x03(\v2\x19.metamcp.v1.RefusedServerR\x0erefusedServers\x12#\n" +
+	"\rkeys_revision\x18  \x01(\x03R\fkeysRevision\x12\x19\n" +
+	"\bstore_id\x18! \x01(\tR\astoreId\"\xd9\x01\n" +
 	"\x03Ack\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\tR\x05nonce\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x03 \x01(\tR\x04hash\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xdd\x01\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x122\n" +
+	"\aoutcome\x18\x1e \x01(\x0e2\x18.metamcp.v1.ApplyOutcomeR\aoutcome\x12B\n" +
+	"\x0frefused_servers\x18\x1f \x03(\v2\x19.metamcp.v1.RefusedServerR\x0erefusedServers\"\xfa\x02\n" +
 	"\x06Status\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x128\n" +
 	"\tupstreams\x18\x03 \x03(\v2\x1a.metamcp.v1.UpstreamStatusR\tupstreams\x12'\n" +
 	"\x0factive_sessions\x18\x04 \x01(\x03R\x0eactiveSessions\x12@\n" +
-	"\x0eendpoint_tools\x18P \x03(\v2\x19.metamcp.v1.EndpointToolsR\rendpointTools\"C\n" +
+	"\x0eendpoint_tools\x18P \x03(\v2\x19.metamcp.v1.EndpointToolsR\rendpointTools\x122\n" +
+	"\aoutcome\x18\x1e \x01(\x0e2\x18.metamcp.v1.ApplyOutcomeR\aoutcome\x12B\n" +
+	"\x0frefused_servers\x18\x1f \x03(\v2\x19.metamcp.v1.RefusedServerR\x0erefusedServers\x12#\n" +
+	"\rkeys_revision\x18  \x01(\x03R\fkeysRevision\"C\n" +
 	"\x0fCallRecordBatch\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.metamcp.v1.CallRecordR\arecords\"\xa0\x01\n" +
 	"\x0eRecordsRequest\x12\x1a\n" +
@@ -1035,14 +1132,15 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\vgenerations\x18\x01 \x03(\v2+.metamcp.v1.ServerRestarts.GenerationsEntryR\vgenerations\x1a>\n" +
 	"\x10GenerationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xb7\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xd2\x01\n" +
 	"\bSnapshot\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
 	"\x05nonce\x18\x03 \x01(\tR\x05nonce\x12*\n" +
 	"\x06config\x18\x04 \x01(\v2\x12.metamcp.v1.ConfigR\x06config\x129\n" +
 	"\n" +
-	"build_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tbuildTime2\x94\x01\n" +
+	"build_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tbuildTime\x12\x19\n" +
+	"\bstore_id\x18\x1e \x01(\tR\astoreId2\x94\x01\n" +
 	"\vSyncService\x12=\n" +
 	"\x04Sync\x12\x17.metamcp.v1.SyncRequest\x1a\x18.metamcp.v1.SyncResponse(\x010\x01\x12F\n" +
 	"\aRecords\x12\x1a.metamcp.v1.RecordsRequest\x1a\x1b.metamcp.v1.RecordsResponse(\x010\x01B5Z3github.com/metamcp/metamcp/api/metamcp/v1;metamcpv1b\x06proto3"
@@ -1076,14 +1174,16 @@ var file_metamcp_v1_sync_proto_goTypes = []any{
 	(*Snapshot)(nil),              // 12: metamcp.v1.Snapshot
 	nil,                           // 13: metamcp.v1.Config.ServerRestartsEntry
 	nil,                           // 14: metamcp.v1.ServerRestarts.GenerationsEntry
-	(*UpstreamStatus)(nil),        // 15: metamcp.v1.UpstreamStatus
-	(*EndpointTools)(nil),         // 16: metamcp.v1.EndpointTools
-	(*CallRecord)(nil),            // 17: metamcp.v1.CallRecord
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*Server)(nil),                // 19: metamcp.v1.Server
-	(*Namespace)(nil),             // 20: metamcp.v1.Namespace
-	(*Endpoint)(nil),              // 21: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),       // 22: metamcp.v1.RateLimitPolicy
+	(ApplyOutcome)(0),             // 15: metamcp.v1.ApplyOutcome
+	(*RefusedServer)(nil),         // 16: metamcp.v1.RefusedServer
+	(*UpstreamStatus)(nil),        // 17: metamcp.v1.UpstreamStatus
+	(*EndpointTools)(nil),         // 18: metamcp.v1.EndpointTools
+	(*CallRecord)(nil),            // 19: metamcp.v1.CallRecord
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*Server)(nil),                // 21: metamcp.v1.Server
+	(*Namespace)(nil),             // 22: metamcp.v1.Namespace
+	(*Endpoint)(nil),              // 23: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),       // 24: metamcp.v1.RateLimitPolicy
 }
 var file_metamcp_v1_sync_proto_depIdxs = []int32{
 	2,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
@@ -1091,30 +1191,36 @@ var file_metamcp_v1_sync_proto_depIdxs = []int32{
 	4,  // 2: metamcp.v1.SyncRequest.status:type_name -> metamcp.v1.Status
 	5,  // 3: metamcp.v1.SyncRequest.calls:type_name -> metamcp.v1.CallRecordBatch
 	12, // 4: metamcp.v1.SyncResponse.snapshot:type_name -> metamcp.v1.Snapshot
-	15, // 5: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
-	16, // 6: metamcp.v1.Status.endpoint_tools:type_name -> metamcp.v1.EndpointTools
-	17, // 7: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
-	17, // 8: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
-	18, // 9: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 10: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
-	20, // 11: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
-	21, // 12: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
-	22, // 13: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
-	8,  // 14: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
-	9,  // 15: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
-	13, // 16: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
-	14, // 17: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
-	10, // 18: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
-	18, // 19: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
-	0,  // 20: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
-	6,  // 21: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
-	1,  // 22: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
-	7,  // 23: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	15, // 5: metamcp.v1.Hello.outcome:type_name -> metamcp.v1.ApplyOutcome
+	16, // 6: metamcp.v1.Hello.refused_servers:type_name -> metamcp.v1.RefusedServer
+	15, // 7: metamcp.v1.Ack.outcome:type_name -> metamcp.v1.ApplyOutcome
+	16, // 8: metamcp.v1.Ack.refused_servers:type_name -> metamcp.v1.RefusedServer
+	17, // 9: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
+	18, // 10: metamcp.v1.Status.endpoint_tools:type_name -> metamcp.v1.EndpointTools
+	15, // 11: metamcp.v1.Status.outcome:type_name -> metamcp.v1.ApplyOutcome
+	16, // 12: metamcp.v1.Status.refused_servers:type_name -> metamcp.v1.RefusedServer
+	19, // 13: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
+	19, // 14: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
+	20, // 15: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 16: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
+	22, // 17: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
+	23, // 18: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
+	24, // 19: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
+	8,  // 20: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
+	9,  // 21: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
+	13, // 22: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
+	14, // 23: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
+	10, // 24: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
+	20, // 25: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
+	0,  // 26: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
+	6,  // 27: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
+	1,  // 28: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
+	7,  // 29: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
+	28, // [28:30] is the sub-list for method output_type
+	26, // [26:28] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_sync_proto_init() }
