@@ -113,7 +113,7 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.StringVar(&f.syncTokenFile, "sync-token-file", "", "file holding the sync token (alternative: set "+envSyncToken+")")
 	fl.StringVar(&f.nodeID, "node-id", "", "this replica's stable id in the registry (default: the host name)")
 	fl.StringVar(&f.cacheFile, "cache-file", "", "where the last good snapshot is kept (default: USER_CACHE_DIR/metamcp/NODE_ID/snapshot.pb); it holds upstream credentials, so it is written 0600")
-	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "glob patterns of stdio commands this data plane may run, comma separated (default: any); a snapshot with another command is refused")
+	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "glob patterns of stdio commands this data plane may run, comma separated (default: any); a server with another command is left out, the rest served")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach this data plane, comma separated; \"*\" allows any (default: loopback names and the --listen host; protects against DNS rebinding)")
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
 	fl.StringVar(&f.httpServer, "http-server", dataplane.HTTPServerLean, "what serves the client port: \""+dataplane.HTTPServerLean+"\" (a lean HTTP/1.1 loop for MCP requests, net/http for anything else) or \""+dataplane.HTTPServerStd+"\" (net/http alone)")

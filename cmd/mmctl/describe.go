@@ -340,6 +340,15 @@ func describeDataPlane(d *describer, p *metamcpv1.DataPlane, current int64) {
 	if p.GetLastError() != "" {
 		d.field(0, "Last error", fmt.Sprintf("%s (revision %d)", oneLine(p.GetLastError()), p.GetLastErrorRevision()))
 	}
+	if p.GetKeysRevision() > 0 {
+		d.field(0, "Keys revision", fmt.Sprintf("%d (the API keys and session keys in force; the rest of that revision was refused)", p.GetKeysRevision()))
+	}
+	if len(p.GetRefusedServers()) > 0 {
+		d.section(0, "Servers left out")
+		for _, r := range p.GetRefusedServers() {
+			d.line(1, r.GetServer()+": "+oneLine(r.GetReason()))
+		}
+	}
 	d.field(0, "Last seen", d.a.timeShown(p.GetLastSeen()))
 	d.field(0, "Connected since", d.a.timeShown(p.GetConnectTime()))
 	d.field(0, "Client sessions", strconv.FormatInt(p.GetActiveSessions(), 10))

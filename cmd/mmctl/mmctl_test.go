@@ -495,12 +495,18 @@ func TestTables(t *testing.T) {
 				&metamcpv1.DataPlane{NodeId: "dp-2", Address: "10.0.0.2:12008", Version: "v1.0.0", Connected: true, AppliedRevision: 11, LastSeen: ts(3 * time.Second),
 					LastError: "invalid snapshot:\n server x", LastErrorRevision: 12},
 				&metamcpv1.DataPlane{NodeId: "dp-3", Connected: false, AppliedRevision: 9, LastSeen: ts(3 * time.Hour)},
+				&metamcpv1.DataPlane{NodeId: "dp-4", Connected: true, AppliedRevision: 12, LastSeen: ts(time.Second), ApplyOutcome: metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL,
+					RefusedServers: []*metamcpv1.RefusedServer{{Server: "sh", Reason: "stdio command not allowed"}}},
+				&metamcpv1.DataPlane{NodeId: "dp-5", Connected: true, AppliedRevision: 11, LastSeen: ts(time.Second), ApplyOutcome: metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY,
+					KeysRevision: 12, LastError: "bad", LastErrorRevision: 12},
 			},
 			want: "" +
-				"NODE   ADDRESS          VERSION   CONNECTED   REVISION   STATUS                                    LAST-SEEN\n" +
-				"dp-1   10.0.0.1:12008   v1.0.0    yes         12         ok                                        2s ago\n" +
-				"dp-2   10.0.0.2:12008   v1.0.0    yes         11         nack: invalid snapshot: server x, stale   3s ago\n" +
-				"dp-3   -                -         no          9          stale                                     3h ago\n",
+				"NODE   ADDRESS          VERSION   CONNECTED   REVISION   STATUS                                       LAST-SEEN\n" +
+				"dp-1   10.0.0.1:12008   v1.0.0    yes         12         ok                                           2s ago\n" +
+				"dp-2   10.0.0.2:12008   v1.0.0    yes         11         refused: invalid snapshot: server x, stale   3s ago\n" +
+				"dp-3   -                -         no          9          stale                                        3h ago\n" +
+				"dp-4   -                -         yes         12         partial: sh: stdio command not allowed       1s ago\n" +
+				"dp-5   -                -         yes         11         refused (keys of 12 applied): bad, stale     1s ago\n",
 		},
 	}
 	for _, tt := range tests {

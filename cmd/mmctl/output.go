@@ -298,12 +298,19 @@ func (a *app) table(k *kind, resp proto.Message, items []proto.Message) *table {
 	return t
 }
 
-// dataPlaneStatus flags a data plane that runs an older revision or rejected
-// the last one.
+// dataPlaneStatus flags a data plane that runs an older revision, refused
+// the last one (perhaps keeping only its keys), or leaves servers out.
 func dataPlaneStatus(d *metamcpv1.DataPlane, current int64) string {
 	var parts []string
-	if d.GetLastError() != "" {
-		parts = append(parts, "nack: "+oneLine(d.GetLastError()))
+	if e := d.GetLastError(); e != "" {
+		if d.GetApplyOutcome() == metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY && d.GetKeysRevision() > 0 {
+			parts = append(parts, fmt.Sprintf("refused (keys of %d applied): %s", d.GetKeysRevision(), oneLine(e)))
+		} else {
+			parts = append(parts, "refused: "+oneLine(e))
+		}
+	}
+	if r := d.GetRefusedServers(); len(r) > 0 {
+		parts = append(parts, "partial: "+refusedServers(r))
 	}
 	if current > 0 && d.GetAppliedRevision() < current {
 		parts = append(parts, "stale")
@@ -312,6 +319,15 @@ func dataPlaneStatus(d *metamcpv1.DataPlane, current int64) string {
 		return "ok"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// refusedServers lists the servers a data plane leaves out, with why.
+func refusedServers(refused []*metamcpv1.RefusedServer) string {
+	out := make([]string, len(refused))
+	for i, r := range refused {
+		out[i] = r.GetServer() + ": " + oneLine(r.GetReason())
+	}
+	return strings.Join(out, "; ")
 }
 
 // serverTarget is a server's transport name and what it connects to.

@@ -7,7 +7,9 @@
 // and shared by every stream. A stream has at most one snapshot awaiting its
 // ACK; when the ACK comes the newest snapshot is sent, so a slow data plane
 // skips intermediate revisions. A NACKed revision is not sent again to the
-// stream that refused it.
+// stream that refused it. A data plane reports how much of a snapshot it
+// serves (whole, without some servers, or only its keys), and the registry
+// keeps it.
 package syncserver
 
 import (
@@ -17,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -260,9 +263,15 @@ func (s *Server) Sync(gs grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcp
 			AppliedHash:     hello.GetHash(),
 			LastSeen:        now,
 			ConnectTime:     now,
+			ApplyOutcome:    hello.GetOutcome(),
+			RefusedServers:  hello.GetRefusedServers(),
+			KeysRevision:    hello.GetKeysRevision(),
 		},
 		revision: hello.GetRevision(),
 		hash:     hello.GetHash(),
+		// A revision it refused whole (keeping only its keys) is not sent
+		// again: the answer would be the same.
+		nackedRev: hello.GetKeysRevision(),
 	}
 	// Keep what we knew of an earlier NACK and upstream health.
 	if prev := s.findDataPlane(ctx, hello.GetNodeId()); prev != nil {
@@ -398,20 +407,33 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 			st.nackedRev = st.sentRev
 			st.dp.LastError = ack.GetError()
 			st.dp.LastErrorRevision = st.sentRev
-			st.log.Warn("data plane refused snapshot", "revision", st.sentRev, "err", ack.GetError())
+			if ack.GetOutcome() == metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY {
+				st.dp.ApplyOutcome, st.dp.KeysRevision = ack.GetOutcome(), st.sentRev
+				st.log.Warn("data plane refused snapshot; it applied its API keys and session keys only", "revision", st.sentRev, "err", ack.GetError())
+			} else {
+				st.log.Warn("data plane refused snapshot", "revision", st.sentRev, "err", ack.GetError())
+			}
 		} else {
 			st.revision, st.hash = st.sentRev, st.sentHash
 			st.dp.AppliedRevision, st.dp.AppliedHash = st.sentRev, st.sentHash
 			if st.dp.GetLastErrorRevision() <= st.sentRev {
 				st.dp.LastError, st.dp.LastErrorRevision = "", 0
 			}
-			st.log.Info("data plane applied snapshot", "revision", st.sentRev)
+			st.dp.ApplyOutcome, st.dp.RefusedServers, st.dp.KeysRevision = ack.GetOutcome(), ack.GetRefusedServers(), 0
+			if len(ack.GetRefusedServers()) > 0 {
+				st.log.Warn("data plane applied snapshot without some servers", "revision", st.sentRev, "refused", refusedText(ack.GetRefusedServers()))
+			} else {
+				st.log.Info("data plane applied snapshot", "revision", st.sentRev)
+			}
 		}
 		st.record()
 	case *metamcpv1.SyncRequest_Status:
 		st.dp.LastSeen = now
 		st.dp.Upstreams = m.Status.GetUpstreams()
 		st.dp.ActiveSessions = m.Status.GetActiveSessions()
+		if o := m.Status.GetOutcome(); o != metamcpv1.ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED {
+			st.dp.ApplyOutcome, st.dp.RefusedServers, st.dp.KeysRevision = o, m.Status.GetRefusedServers(), m.Status.GetKeysRevision()
+		}
 		st.record()
 		st.srv.putTools(st.dp.GetNodeId(), m.Status.GetEndpointTools())
 	case *metamcpv1.SyncRequest_Calls:
@@ -434,6 +456,15 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 		st.log.Debug("ignoring unknown sync message")
 	}
 	return nil
+}
+
+// refusedText lists refused servers with their reasons for a log line.
+func refusedText(refused []*metamcpv1.RefusedServer) string {
+	parts := make([]string, len(refused))
+	for i, r := range refused {
+		parts[i] = r.GetServer() + ": " + r.GetReason()
+	}
+	return strings.Join(parts, "; ")
 }
 
 func newNonce() string {

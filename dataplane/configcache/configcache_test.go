@@ -1,6 +1,8 @@
 package configcache
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,8 +35,8 @@ func TestApplySwapsPersistsAndRefuses(t *testing.T) {
 		t.Fatal("a new cache is ready")
 	}
 	changed := c.Changed()
-	if err := c.Apply(snap(t, 3, stdio("fs", "npx"))); err != nil {
-		t.Fatal(err)
+	if res, err := c.Offer(snap(t, 3, stdio("fs", "npx"))); err != nil || res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_APPLIED {
+		t.Fatal(res, err)
 	}
 	select {
 	case <-changed:
@@ -57,7 +59,7 @@ func TestApplySwapsPersistsAndRefuses(t *testing.T) {
 			return s
 		}(),
 	} {
-		if err := c.Apply(bad); err == nil {
+		if _, err := c.Offer(bad); err == nil {
 			t.Errorf("%s: applied", name)
 		}
 		if rev, _ := c.Revision(); rev != 3 {
@@ -115,12 +117,139 @@ func TestStdioAllowList(t *testing.T) {
 		{[]string{"uv*"}, "uvx", true},
 	} {
 		c := New("", nil, StdioAllowList(tc.patterns))
-		err := c.Apply(snap(t, 1, stdio("s", tc.command)))
-		if (err == nil) != tc.ok {
-			t.Errorf("allow %v, command %q: err = %v, want ok=%v", tc.patterns, tc.command, err, tc.ok)
+		res, err := c.Offer(snap(t, 1, stdio("s", tc.command)))
+		if err != nil {
+			t.Fatalf("allow %v, command %q: %v", tc.patterns, tc.command, err)
 		}
-		if err != nil && !strings.Contains(err.Error(), `server "s" runs`) {
-			t.Errorf("error does not name the server: %v", err)
+		if got := c.Current().Servers["s"] != nil; got != tc.ok {
+			t.Errorf("allow %v, command %q: served = %v, want %v", tc.patterns, tc.command, got, tc.ok)
 		}
+		if tc.ok {
+			if res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_APPLIED || len(res.Refused) != 0 {
+				t.Errorf("allow %v, command %q: %v", tc.patterns, tc.command, res)
+			}
+			continue
+		}
+		if res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL || len(res.Refused) != 1 || res.Refused[0].GetServer() != "s" ||
+			!strings.Contains(res.Refused[0].GetReason(), `stdio command "/bin/sh" is not allowed`) {
+			t.Errorf("allow %v, command %q: result %v", tc.patterns, tc.command, res)
+		}
+	}
+}
+
+// keyed is a config with an endpoint whose namespace mounts a stdio server
+// running cmd and one running npx, and API keys named keys.
+func keyed(t *testing.T, rev int64, cmd string, keys ...string) *metamcpv1.Snapshot {
+	t.Helper()
+	cfg := &metamcpv1.Config{
+		Servers: []*metamcpv1.Server{stdio("shell", cmd), stdio("fs", "npx")},
+		Namespaces: []*metamcpv1.Namespace{{Name: "dev", Members: []*metamcpv1.NamespaceMember{
+			{Server: "shell"}, {Server: "fs"},
+		}}},
+		Endpoints:   []*metamcpv1.Endpoint{{Name: "dev", Namespace: "dev"}},
+		SessionKeys: &metamcpv1.SessionKeys{Current: make([]byte, 32)},
+	}
+	for _, k := range keys {
+		sum := sha256.Sum256([]byte(k))
+		cfg.ApiKeys = append(cfg.ApiKeys, &metamcpv1.ApiKeyEntry{Name: k, KeyHash: sum[:], Endpoints: []string{"dev"}})
+	}
+	hash, err := snapshot.ConfigHash(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &metamcpv1.Snapshot{Revision: rev, Hash: hash, Config: cfg, StoreId: "store-a"}
+}
+
+func hasKey(c *Cache, key string) bool {
+	return c.Current().APIKeys[sha256.Sum256([]byte(key))] != nil
+}
+
+func TestPartialApplyLeavesOutRefusedServers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snapshot.pb")
+	c := New(path, nil, StdioAllowList([]string{"npx"}))
+	res, err := c.Offer(keyed(t, 5, "/bin/sh", "alice"))
+	if err != nil || res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL {
+		t.Fatal(res, err)
+	}
+	cur := c.Current()
+	if rev, _ := c.Revision(); rev != 5 || cur.Servers["shell"] != nil || cur.Servers["fs"] == nil || !hasKey(c, "alice") {
+		t.Fatalf("serving %d, servers %v", rev, cur.Servers)
+	}
+	ep := cur.Endpoints["dev"]
+	if m := ep.RefusedMember("shell__run"); m == nil || m.Server != nil || !strings.Contains(m.Refused, "not allowed") {
+		t.Errorf("RefusedMember(shell__run) = %+v", m)
+	}
+	if m := ep.RefusedMember("fs__read"); m != nil {
+		t.Errorf("RefusedMember(fs__read) = %+v, want nil", m)
+	}
+	if out, refused, keysRev := c.Served(); out != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL || len(refused) != 1 || keysRev != 0 {
+		t.Errorf("Served = %v %v %d", out, refused, keysRev)
+	}
+	// A restart leaves the same servers out.
+	again := New(path, nil, StdioAllowList([]string{"npx"}))
+	if ok, err := again.LoadFile(); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if again.Current().Servers["shell"] != nil || again.Current().Refused["shell"] == "" {
+		t.Errorf("reloaded: servers %v refused %v", again.Current().Servers, again.Current().Refused)
+	}
+}
+
+// refuseRevision refuses every snapshot of revision rev or later whole.
+func refuseFrom(rev int64) Check {
+	return func(s *snapshot.Compiled) (map[string]string, error) {
+		if s.Revision >= rev {
+			return nil, fmt.Errorf("this data plane cannot serve revision %d", s.Revision)
+		}
+		return nil, nil
+	}
+}
+
+func TestRefusedSnapshotStillAppliesKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snapshot.pb")
+	c := New(path, nil, refuseFrom(6))
+	if _, err := c.Offer(keyed(t, 5, "npx", "alice", "bob")); err != nil {
+		t.Fatal(err)
+	}
+	// Revision 6 revokes bob and adds carol: refused whole, keys applied.
+	res, err := c.Offer(keyed(t, 6, "npx", "alice", "carol"))
+	if err == nil || res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY {
+		t.Fatalf("Apply = %v, %v; want KEYS_ONLY with an error", res, err)
+	}
+	if rev, _ := c.Revision(); rev != 5 {
+		t.Errorf("serving config %d, want 5", rev)
+	}
+	if !hasKey(c, "alice") || hasKey(c, "bob") || !hasKey(c, "carol") {
+		t.Errorf("keys after a refused snapshot: alice %v bob %v carol %v", hasKey(c, "alice"), hasKey(c, "bob"), hasKey(c, "carol"))
+	}
+	if out, _, keysRev := c.Served(); out != metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY || keysRev != 6 {
+		t.Errorf("Served = %v keys %d", out, keysRev)
+	}
+	// A corrupted snapshot gives nothing, not even its keys.
+	bad := keyed(t, 7, "npx", "alice", "bob")
+	bad.Hash = strings.Repeat("0", 64)
+	if res, err := c.Offer(bad); err == nil || res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED || hasKey(c, "bob") {
+		t.Errorf("corrupted snapshot: %v, %v, bob %v", res, err, hasKey(c, "bob"))
+	}
+
+	// A restart without the control plane keeps the newer keys.
+	again := New(path, nil, refuseFrom(6))
+	if ok, err := again.LoadFile(); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if rev, _ := again.Revision(); rev != 5 || hasKey(again, "bob") || !hasKey(again, "carol") {
+		t.Errorf("reloaded: revision %d, bob %v carol %v", rev, hasKey(again, "bob"), hasKey(again, "carol"))
+	}
+
+	// A snapshot applied whole supersedes the kept keys.
+	c2 := New(path, nil)
+	if _, err := c2.Offer(keyed(t, 8, "npx", "bob")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".keys"); !os.IsNotExist(err) {
+		t.Errorf("keys file left after a whole apply: %v", err)
+	}
+	if out, _, keysRev := c2.Served(); out != metamcpv1.ApplyOutcome_APPLY_OUTCOME_APPLIED || keysRev != 0 {
+		t.Errorf("Served = %v keys %d", out, keysRev)
 	}
 }

@@ -283,6 +283,9 @@ func (g *Gateway) forwardByName(ctx context.Context, c *call, method, what strin
 	m, upstreamName := route(c.t.ep, name)
 	if m == nil || upstreamName == "" {
 		e := unknown(name)
+		if rm := c.t.ep.RefusedMember(name); rm != nil {
+			e = &rpc.Error{Code: codeServerError, Message: what + " " + quote(name) + " is not available on this data plane: it does not run server " + quote(rm.Spec.GetServer()) + ": " + rm.Refused}
+		}
 		g.record(c, method, name, "", start, nil, e)
 		return nil, e
 	}

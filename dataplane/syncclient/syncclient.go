@@ -1,7 +1,8 @@
 // Package syncclient keeps a data plane in step with the control plane: one
 // SyncService stream, reconnected with jittered exponential backoff, that
 // applies every snapshot through a configcache.Cache and answers with an ACK
-// or a NACK, and sends periodic status and call records back.
+// (whole or partial) or a NACK, and sends periodic status and call records
+// back.
 package syncclient
 
 import (
@@ -214,7 +215,9 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 		return err
 	}
 	rev, hash := c.cache.Revision()
-	hello := &metamcpv1.Hello{NodeId: c.opts.NodeID, Hostname: c.opts.Hostname, Version: c.opts.Version, Address: c.opts.Address, Revision: rev, Hash: hash}
+	outcome, refused, keysRev := c.cache.Served()
+	hello := &metamcpv1.Hello{NodeId: c.opts.NodeID, Hostname: c.opts.Hostname, Version: c.opts.Version, Address: c.opts.Address, Revision: rev, Hash: hash,
+		Outcome: outcome, RefusedServers: refused, KeysRevision: keysRev, StoreId: c.cache.StoreID()}
 	if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Hello{Hello: hello}}); err != nil {
 		return recvErr(stream, err)
 	}
@@ -262,13 +265,7 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 				c.connected.Store(true)
 				first = false
 			}
-			ack := &metamcpv1.Ack{Nonce: snap.GetNonce(), Revision: snap.GetRevision(), Hash: snap.GetHash()}
-			if err := c.cache.Apply(snap); err != nil {
-				ack.Error = err.Error()
-				c.log.Error("refused snapshot; still serving the previous config", "revision", snap.GetRevision(), "err", err)
-			} else {
-				c.log.Info("applied snapshot", "revision", snap.GetRevision(), "hash", short(snap.GetHash()))
-			}
+			ack := c.apply(snap)
 			if err := stream.Send(&metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Ack{Ack: ack}}); err != nil {
 				return sendFailed(errc, err)
 			}
@@ -290,6 +287,37 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 			}
 		}
 	}
+}
+
+// apply applies snap to the cache, logs what came of it and returns the Ack.
+func (c *Client) apply(snap *metamcpv1.Snapshot) *metamcpv1.Ack {
+	rev := snap.GetRevision()
+	if prevRev, _ := c.cache.Revision(); c.cache.Ready() && c.cache.StoreID() != snap.GetStoreId() {
+		// The control plane's store was reset or replaced: its revisions do
+		// not compare with ours, and its config is the one to serve.
+		c.log.Warn("the control plane's store is not the one the served config came from; taking its config",
+			"served_revision", prevRev, "served_store", c.cache.StoreID(), "revision", rev, "store", snap.GetStoreId())
+	}
+	res, err := c.cache.Offer(snap)
+	ack := &metamcpv1.Ack{Nonce: snap.GetNonce(), Revision: rev, Hash: snap.GetHash(), Outcome: res.Outcome, RefusedServers: res.Refused}
+	served, _ := c.cache.Revision()
+	switch {
+	case err != nil && res.Outcome == metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY:
+		ack.Error = err.Error()
+		c.log.Error("refused snapshot; serving the previous config with this snapshot's API keys and session keys", "revision", rev, "serving_revision", served, "err", err)
+	case err != nil:
+		ack.Error = err.Error()
+		c.log.Error("refused snapshot; still serving the previous config", "revision", rev, "serving_revision", served, "err", err)
+	case res.Outcome == metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL:
+		args := []any{"revision", rev, "hash", short(snap.GetHash())}
+		for _, r := range res.Refused {
+			args = append(args, "server."+r.GetServer(), r.GetReason())
+		}
+		c.log.Warn("applied snapshot without the servers this data plane may not run", args...)
+	default:
+		c.log.Info("applied snapshot", "revision", rev, "hash", short(snap.GetHash()))
+	}
+	return ack
 }
 
 // callDrainInterval is how often call records are taken from Options.Calls.
@@ -335,6 +363,7 @@ func (c *Client) sendCalls(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest
 func (c *Client) status(allTools bool) *metamcpv1.Status {
 	rev, hash := c.cache.Revision()
 	st := &metamcpv1.Status{Revision: rev, Hash: hash}
+	st.Outcome, st.RefusedServers, st.KeysRevision = c.cache.Served()
 	if c.opts.Status != nil {
 		st.Upstreams, st.ActiveSessions = c.opts.Status()
 	}

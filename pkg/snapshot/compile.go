@@ -17,13 +17,23 @@ import (
 type Compiled struct {
 	Revision int64
 	Hash     string
-	Config   *metamcpv1.Config
+	// StoreID is the id of the control-plane store the snapshot came from.
+	StoreID string
+	Config  *metamcpv1.Config
 
 	Servers    map[string]*metamcpv1.Server
 	Endpoints  map[string]*Endpoint
 	RateLimits map[string]*metamcpv1.RateLimitPolicy
 	// APIKeys is keyed by the SHA-256 of the key.
 	APIKeys map[[sha256.Size]byte]*metamcpv1.ApiKeyEntry
+
+	// Refused maps the servers of Config this data plane leaves out (see
+	// LeaveOut) to why; they are not in Servers.
+	Refused map[string]string
+	// KeysRevision is the revision of the API keys and session keys in
+	// force when a later snapshot was refused whole (see WithCredentials);
+	// 0 when they are Revision's.
+	KeysRevision int64
 }
 
 // Endpoint is one endpoint with everything a request to it needs.
@@ -44,6 +54,9 @@ type Member struct {
 	// Prefix is the effective prefix (the server's name when unset).
 	Prefix string
 	Spec   *metamcpv1.NamespaceMember
+	// Refused says why this data plane leaves the server out; Server is
+	// nil then.
+	Refused string
 }
 
 // ConfigHash returns the hex SHA-256 of the deterministic encoding of cfg, the
@@ -79,6 +92,7 @@ func Compile(snap *metamcpv1.Snapshot) (*Compiled, []string, error) {
 	c := &Compiled{
 		Revision:   snap.GetRevision(),
 		Hash:       hash,
+		StoreID:    snap.GetStoreId(),
 		Config:     cfg,
 		Servers:    make(map[string]*metamcpv1.Server, len(cfg.GetServers())),
 		Endpoints:  make(map[string]*Endpoint, len(cfg.GetEndpoints())),

@@ -7,14 +7,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // TestSyncRealProcesses runs one control plane and three data planes as
-// processes and walks config sync through its life: ACKs from all, a NACK
-// from the one data plane that refuses a snapshot, a control-plane crash and
-// restart on the same port (data planes keep serving, a restarted data plane
-// serves its cache, everyone converges, the registry loses nothing), and a
-// revoked sync token.
+// processes and walks config sync through its life: ACKs from all, a partial
+// ACK from the one data plane that may not run a server of a snapshot, a
+// control-plane crash and restart on the same port (data planes keep
+// serving, a restarted data plane serves its cache, everyone converges, the
+// registry loses nothing), and a revoked sync token.
 func TestSyncRealProcesses(t *testing.T) {
 	cp := startControlPlane(t)
 	dp1 := startDataPlane(t, cp, "dp-1")
@@ -35,40 +37,38 @@ func TestSyncRealProcesses(t *testing.T) {
 		}
 	}
 
-	// A snapshot dp-3 cannot serve: it NACKs and keeps rev1, the others apply it.
+	// A server dp-3 may not run: it applies the rest and says which server
+	// it leaves out and why; the others apply it whole.
 	cp.ok(t, "create", "server", "shell", "--stdio", "/bin/sh")
 	rev2 := cp.revisionNum(t)
-	waitApplied(t, cp, rev2, dp1, dp2)
-	eventually(t, "dp-3 NACKs the snapshot with /bin/sh", func() (bool, string) {
+	waitApplied(t, cp, rev2, all...)
+	eventually(t, "dp-3 reports it leaves out the server with /bin/sh", func() (bool, string) {
 		reg, current := cp.dataPlanes(t)
 		d := reg["dp-3"]
-		if d == nil || !strings.Contains(d.GetLastError(), "not allowed") || d.GetLastErrorRevision() != rev2 {
+		if d == nil || d.GetApplyOutcome() != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL || len(d.GetRefusedServers()) != 1 ||
+			!strings.Contains(d.GetRefusedServers()[0].GetReason(), "not allowed") {
 			return false, describeDataPlanes(reg, current)
 		}
 		return true, ""
 	})
-	reg, _ := cp.dataPlanes(t)
-	if got := reg["dp-3"].GetAppliedRevision(); got != rev1 {
-		t.Errorf("dp-3 applied revision %d after its NACK, want %d (the previous one)", got, rev1)
-	}
-	if rz := dp3.readyz(t); rz.code != http.StatusOK || rz.revision != rev1 {
-		t.Errorf("dp-3 /readyz after its NACK = %d %q, want 200 serving revision %d", rz.code, rz.body, rev1)
-	}
 	table = cp.ok(t, "get", "dataplanes").stdout
-	if !lineWith(table, "dp-3", "nack: ", "/bin/sh", "stale") {
-		t.Errorf("mmctl get dataplanes does not flag dp-3 as NACKing and stale:\n%s", table)
+	if !lineWith(table, "dp-3", "partial: shell: ", "/bin/sh") {
+		t.Errorf("mmctl get dataplanes does not show dp-3 leaving out the server shell:\n%s", table)
 	}
 	if !lineWith(table, "dp-1", " ok") || !lineWith(table, "dp-2", " ok") {
 		t.Errorf("mmctl get dataplanes does not show dp-1 and dp-2 as ok:\n%s", table)
 	}
+	if !strings.Contains(dp3.logs.String(), "applied snapshot without the servers this data plane may not run") {
+		t.Errorf("dp-3 does not log the servers it leaves out:\n%s", dp3.logs)
+	}
 
-	// Fixing the config lets dp-3 catch up and clears its NACK.
+	// Without that server dp-3 serves the whole config again.
 	cp.ok(t, "delete", "server", "shell")
 	rev3 := cp.revisionNum(t)
 	waitApplied(t, cp, rev3, all...)
-	reg, _ = cp.dataPlanes(t)
-	if e := reg["dp-3"].GetLastError(); e != "" {
-		t.Errorf("dp-3 still shows NACK %q after applying revision %d", e, rev3)
+	reg, _ := cp.dataPlanes(t)
+	if d := reg["dp-3"]; len(d.GetRefusedServers()) != 0 || d.GetLastError() != "" {
+		t.Errorf("dp-3 still shows refused servers %v / error %q after applying revision %d", d.GetRefusedServers(), d.GetLastError(), rev3)
 	}
 
 	// The control plane crashes: data planes keep serving rev3.

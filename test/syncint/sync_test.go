@@ -5,6 +5,7 @@ package syncint
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,6 +30,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/internal/testca"
+	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
 const adminToken = "sync-test-admin-token-0123456789abcdef"
@@ -257,17 +259,9 @@ func TestChangeReachesEveryDataPlane(t *testing.T) {
 	}
 }
 
-func TestNACKKeepsPreviousConfig(t *testing.T) {
-	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
-	tok := syncToken(t, c, "dps")
-	good := createServer(t, c, "fs", "npx")
-	strict := startDP(t, c.addr, tok, "strict", "", configcache.StdioAllowList([]string{"npx", "node"}))
-	other := startDP(t, c.addr, tok, "other", "")
-	waitRevision(t, good, strict, other)
-
-	bad := createServer(t, c, "shell", "/bin/sh")
-	waitRevision(t, bad, other)
-	// The strict data plane refuses it, says why, and keeps serving the old one.
+// registryEntry polls the registry until cond holds for node's entry.
+func registryEntry(t *testing.T, c *cp, node string, cond func(*metamcpv1.DataPlane) bool) *metamcpv1.DataPlane {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := c.admin.ListDataPlanes(adminCtx(t), &metamcpv1.ListDataPlanesRequest{})
@@ -276,32 +270,137 @@ func TestNACKKeepsPreviousConfig(t *testing.T) {
 		}
 		var found *metamcpv1.DataPlane
 		for _, d := range resp.GetDataPlanes() {
-			if d.GetNodeId() == "strict" {
+			if d.GetNodeId() == node {
 				found = d
 			}
 		}
-		if found != nil && found.GetLastErrorRevision() == bad {
-			if !strings.Contains(found.GetLastError(), `server "shell" runs "/bin/sh"`) {
-				t.Errorf("NACK error = %q", found.GetLastError())
-			}
-			if found.GetAppliedRevision() != good {
-				t.Errorf("strict data plane applied %d, want %d", found.GetAppliedRevision(), good)
-			}
-			break
+		if found != nil && cond(found) {
+			return found
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no NACK recorded: %v", found)
+			t.Fatalf("registry entry of %s never matched: %v", node, found)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got, _ := strict.cache.Revision(); got != good {
-		t.Fatalf("strict data plane serves %d, want %d", got, good)
+}
+
+// TestRefusedServerIsLeftOut: a data plane that may not run one server of a
+// snapshot applies the rest, ACKs it as partial with the reason, and the
+// registry shows it; a later revision without that server is applied whole.
+func TestRefusedServerIsLeftOut(t *testing.T) {
+	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
+	tok := syncToken(t, c, "dps")
+	good := createServer(t, c, "fs", "npx")
+	strict := startDP(t, c.addr, tok, "strict", "", configcache.StdioAllowList([]string{"npx", "node"}))
+	other := startDP(t, c.addr, tok, "other", "")
+	waitRevision(t, good, strict, other)
+
+	bad := createServer(t, c, "shell", "/bin/sh")
+	waitRevision(t, bad, strict, other)
+	if cur := strict.cache.Current(); cur.Servers["shell"] != nil || cur.Servers["fs"] == nil || cur.Refused["shell"] == "" {
+		t.Fatalf("strict data plane serves %v, refused %v; want fs without shell", cur.Servers, cur.Refused)
 	}
-	// A later valid revision is applied again.
+	found := registryEntry(t, c, "strict", func(d *metamcpv1.DataPlane) bool { return d.GetAppliedRevision() == bad })
+	if found.GetApplyOutcome() != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL || len(found.GetRefusedServers()) != 1 ||
+		found.GetRefusedServers()[0].GetServer() != "shell" || !strings.Contains(found.GetRefusedServers()[0].GetReason(), `"/bin/sh" is not allowed`) ||
+		found.GetLastError() != "" {
+		t.Errorf("registry entry of the strict data plane: %v", found)
+	}
 	if _, err := c.admin.DeleteServer(adminCtx(t), &metamcpv1.DeleteServerRequest{Name: "shell"}); err != nil {
 		t.Fatal(err)
 	}
-	waitRevision(t, revisionOf(t, c), strict, other)
+	rev := revisionOf(t, c)
+	waitRevision(t, rev, strict, other)
+	registryEntry(t, c, "strict", func(d *metamcpv1.DataPlane) bool {
+		return d.GetAppliedRevision() == rev && d.GetApplyOutcome() == metamcpv1.ApplyOutcome_APPLY_OUTCOME_APPLIED && len(d.GetRefusedServers()) == 0
+	})
+}
+
+// refuseServer refuses every snapshot that has a server named name, whole:
+// a stand-in for a snapshot a data plane cannot serve at all (say, one from
+// a newer control plane).
+func refuseServer(name string) configcache.Check {
+	return func(s *snapshot.Compiled) (map[string]string, error) {
+		if s.Servers[name] != nil {
+			return nil, fmt.Errorf("this data plane cannot serve server %q", name)
+		}
+		return nil, nil
+	}
+}
+
+// TestRevocationReachesEveryReplica: three data planes, one leaving a server
+// out and one refusing every snapshot since; a revoked API key is refused by
+// all three, and a new key accepted by all, each within a second here.
+func TestRevocationReachesEveryReplica(t *testing.T) {
+	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
+	tok := syncToken(t, c, "dps")
+	createServer(t, c, "fs", "npx")
+	if _, err := c.admin.CreateNamespace(adminCtx(t), &metamcpv1.CreateNamespaceRequest{Namespace: &metamcpv1.Namespace{Name: "dev",
+		Members: []*metamcpv1.NamespaceMember{{Server: "fs"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.admin.CreateEndpoint(adminCtx(t), &metamcpv1.CreateEndpointRequest{Endpoint: &metamcpv1.Endpoint{Name: "dev", Namespace: "dev"}}); err != nil {
+		t.Fatal(err)
+	}
+	created, err := c.admin.CreateApiKey(adminCtx(t), &metamcpv1.CreateApiKeyRequest{ApiKey: &metamcpv1.ApiKey{Name: "alice", Endpoints: []string{"dev"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := sha256.Sum256([]byte(created.GetKey()))
+	base := revisionOf(t, c)
+	plain := startDP(t, c.addr, tok, "plain", "")
+	strict := startDP(t, c.addr, tok, "strict", "", configcache.StdioAllowList([]string{"npx"}))
+	cacheFile := filepath.Join(t.TempDir(), "snapshot.pb")
+	refusing := startDP(t, c.addr, tok, "refusing", cacheFile, refuseServer("newer"))
+	all := []*dp{plain, strict, refusing}
+	waitRevision(t, base, all...)
+
+	base = createServer(t, c, "shell", "/bin/sh") // strict leaves it out
+	createServer(t, c, "newer", "npx")            // refusing refuses it whole
+	rev := revisionOf(t, c)
+	waitRevision(t, rev, plain, strict)
+	registryEntry(t, c, "refusing", func(d *metamcpv1.DataPlane) bool { return d.GetKeysRevision() == rev })
+	if got, _ := refusing.cache.Revision(); got != base {
+		t.Fatalf("the refusing data plane serves %d, want %d", got, base)
+	}
+
+	waitKey := func(what string, key [32]byte, want bool) {
+		t.Helper()
+		start := time.Now()
+		deadline := start.Add(10 * time.Second)
+		for _, d := range all {
+			for (d.cache.Current().APIKeys[key] != nil) != want {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: not on every data plane within 10s", what)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		t.Logf("%s: on all three data planes %v after the admin call returned", what, time.Since(start).Round(time.Millisecond))
+	}
+	if _, err := c.admin.RevokeApiKey(adminCtx(t), &metamcpv1.RevokeApiKeyRequest{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	waitKey("revoked key refused", alice, false)
+	bob, err := c.admin.CreateApiKey(adminCtx(t), &metamcpv1.CreateApiKeyRequest{ApiKey: &metamcpv1.ApiKey{Name: "bob", Endpoints: []string{"dev"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitKey("new key accepted", sha256.Sum256([]byte(bob.GetKey())), true)
+	if got, _ := refusing.cache.Revision(); got != base {
+		t.Errorf("the refusing data plane serves config %d, want still %d", got, base)
+	}
+
+	// Restarted without the control plane, the refusing data plane keeps
+	// the newer keys.
+	refusing.stop()
+	cache := configcache.New(cacheFile, testLogger(t), refuseServer("newer"))
+	if ok, err := cache.LoadFile(); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if cache.Current().APIKeys[alice] != nil || cache.Current().Revision != base {
+		t.Errorf("restarted from its cache: revision %d, revoked key present: %v", cache.Current().Revision, cache.Current().APIKeys[alice] != nil)
+	}
 }
 
 func TestControlPlaneAwayAndBack(t *testing.T) {
