@@ -54,8 +54,8 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	}
 
 	for _, dp := range all {
-		if code := listStatus(t, dp, key); code == http.StatusUnauthorized {
-			t.Fatalf("%s refuses the key before it is revoked", dp.node)
+		if code := listStatus(t, dp, key); isRefusal(code) {
+			t.Fatalf("%s refuses the key (HTTP %d) before it is revoked", dp.node, code)
 		}
 	}
 	start := time.Now()
@@ -65,7 +65,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	deadline := returned.Add(waitTimeout)
 	for len(refused) < len(all) {
 		for _, dp := range all {
-			if _, done := refused[dp.node]; !done && listStatus(t, dp, key) == http.StatusUnauthorized {
+			if _, done := refused[dp.node]; !done && isRefusal(listStatus(t, dp, key)) {
 				refused[dp.node] = time.Since(returned)
 			}
 		}
@@ -88,8 +88,14 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	})
 }
 
-// listStatus is the HTTP status of a stateless tools/list on dp's endpoint
-// dev with key.
+// isRefusal says whether code refuses a credential (401, or 403 for an API
+// key that is not valid, which must not start OAuth in clients).
+func isRefusal(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusForbidden
+}
+
+// listStatus is the HTTP status of a tools/list outside any session on dp's
+// endpoint dev with key: 400 (no session) once the key is accepted.
 func listStatus(t *testing.T, dp *dataPlane, key string) int {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, "http://"+dp.addr+"/metamcp/dev/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
