@@ -273,7 +273,7 @@ func parseArguments(raw json.RawMessage) (map[string]any, error) {
 		return map[string]any{}, nil
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("the call's arguments are not a JSON object: %v", err)
+		return nil, fmt.Errorf("the call's arguments are not a JSON object: %w", err)
 	}
 	if m == nil { // null
 		m = map[string]any{}

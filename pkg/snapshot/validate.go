@@ -595,13 +595,13 @@ func (c *checker) accessRules(name, ns string, rules []*metamcpv1.AccessRule) {
 		default:
 			c.add(KindEndpoint, name, at+".effect", "%d is not an effect: use allow or deny", r.GetEffect())
 		}
-		entries := func(field string, list []string, max int, what string) {
+		entries := func(field string, list []string, maxLen int, what string) {
 			for j, v := range list {
 				switch {
 				case v == "":
 					c.add(KindEndpoint, name, fmt.Sprintf("%s.%s[%d]", at, field, j), "must not be empty: %s", what)
-				case len(v) > max:
-					c.add(KindEndpoint, name, fmt.Sprintf("%s.%s[%d]", at, field, j), "is %d bytes: at most %d", len(v), max)
+				case len(v) > maxLen:
+					c.add(KindEndpoint, name, fmt.Sprintf("%s.%s[%d]", at, field, j), "is %d bytes: at most %d", len(v), maxLen)
 				case strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }):
 					c.add(KindEndpoint, name, fmt.Sprintf("%s.%s[%d]", at, field, j), "%q has a control character or invalid UTF-8", v)
 				}
