@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"sort"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -21,11 +22,30 @@ type Report struct {
 	mu    sync.Mutex
 	lists map[string]*metamcpv1.EndpointTools
 	dirty map[string]bool
+	// set is when each endpoint's list was last set.
+	set map[string]time.Time
+	now func() time.Time
 }
+
+// RefreshInterval is how long a recorded list counts as fresh (Due).
+const RefreshInterval = 10 * time.Second
 
 // New returns an empty Report.
 func New() *Report {
-	return &Report{lists: map[string]*metamcpv1.EndpointTools{}, dirty: map[string]bool{}}
+	return &Report{lists: map[string]*metamcpv1.EndpointTools{}, dirty: map[string]bool{}, set: map[string]time.Time{}, now: time.Now}
+}
+
+// Due reports whether the endpoint's list is worth recording: none was set
+// at this revision in the last RefreshInterval. The gateway asks before it
+// builds the ListedTools of a list, to keep that work off most lists.
+func (r *Report) Due(endpoint string, revision int64) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.lists[endpoint]
+	return !ok || l.GetRevision() != revision || r.now().Sub(r.set[endpoint]) >= RefreshInterval
 }
 
 // Tool describes one listed tool: its exposed name, its server and the tool
@@ -62,6 +82,7 @@ func (r *Report) Set(endpoint string, revision int64, tools []*metamcpv1.ListedT
 	list := &metamcpv1.EndpointTools{Endpoint: endpoint, Revision: revision, Tools: sorted}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.set[endpoint] = r.now()
 	if prev, ok := r.lists[endpoint]; ok && sameTools(prev.GetTools(), sorted) {
 		prev.Revision = revision // not worth a report on its own
 		return

@@ -3,6 +3,7 @@ package toolreport
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
@@ -23,6 +24,11 @@ func TestReport(t *testing.T) {
 	}
 
 	r := New()
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { return now }
+	if !r.Due("team", 3) {
+		t.Fatal("a list never set is not due")
+	}
 	ro := Tool("gh__get", "github", json.RawMessage(`{"name":"get","annotations":{"readOnlyHint":true,"title":"Get"}}`))
 	if ro.GetAnnotations().GetReadOnlyHint() != true || ro.GetAnnotations().GetTitle() != "Get" || ro.GetAnnotations().DestructiveHint != nil {
 		t.Fatalf("Tool: %v", ro)
@@ -33,6 +39,13 @@ func TestReport(t *testing.T) {
 	}
 	r.Set("team", 3, []*metamcpv1.ListedTool{ro, plain})
 	r.Set("dev", 3, []*metamcpv1.ListedTool{plain})
+	if r.Due("team", 3) || !r.Due("team", 4) {
+		t.Fatal("a list just set is due again, or one of an older revision is not")
+	}
+	now = now.Add(RefreshInterval)
+	if !r.Due("team", 3) {
+		t.Fatal("a list set RefreshInterval ago is not due")
+	}
 	got := r.Changed(false)
 	if n := names(got); len(n) != 2 || n[0] != "dev" || n[1] != "team" {
 		t.Fatalf("changed = %v", n)
