@@ -20,8 +20,9 @@ const MaxConditionLength = 2048
 // CostLimit bounds the work of one evaluation of a condition, in CEL's cost
 // units (about one per operation, more per byte of string work): a condition
 // that goes past it fails, which refuses (see Decide). Ordinary conditions
-// cost under 100; the limit is a few hundred microseconds of CPU.
-const CostLimit = 100_000
+// cost under 100, a check of each element of a 1000-element argument a few
+// thousand; the limit stops a runaway expression within a few milliseconds.
+const CostLimit = 10_000
 
 // celPrincipal is the `principal` variable of conditions.
 type celPrincipal struct {
@@ -111,11 +112,12 @@ func compileCondition(src string) (*condition, error) {
 			c.usesTool = true
 		}
 	}
-	if c.prg, err = e.Program(ast, cel.CostLimit(CostLimit)); err != nil {
+	// OptOptimize compiles constant regular expressions once, here.
+	if c.prg, err = e.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptOptimize)); err != nil {
 		return nil, err
 	}
 	if c.usesArguments || c.usesTool {
-		if c.partial, err = e.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptPartialEval)); err != nil {
+		if c.partial, err = e.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptOptimize, cel.OptPartialEval)); err != nil {
 			return nil, err
 		}
 	}
