@@ -193,6 +193,7 @@ func New(opts Options) (*Server, error) {
 		TrustedProxies:        opts.TrustedProxies,
 		PublicURL:             opts.PublicURL,
 		AuthFailuresPerMinute: opts.AuthFailuresPerMinute,
+		ToolReport:            tools,
 	})
 	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, tools: tools, mux: http.NewServeMux(),
 		bus: bus, redis: rdb, redisBus: redisBus}

@@ -11,6 +11,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/pkg/authz"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -271,10 +272,16 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		}
 		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, base)
 		rr.setToolParams(exposed, toolParamBindings(item))
+		var out json.RawMessage
 		if o == nil {
-			return rpc.ReplaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
+			out = rpc.ReplaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed)
+		} else {
+			out = applyOverride(item, exposed, o)
 		}
-		return applyOverride(item, exposed, o), true
+		if c.t.ep.Policy != nil {
+			rr.setToolAnnotations(exposed, authz.ParseAnnotations(out))
+		}
+		return out, true
 	case kindPrompts:
 		name, ok := rpc.StringField(item, "name")
 		if !ok {
@@ -406,6 +413,8 @@ type resourceRoutes struct {
 	uris      map[string]routeEntry
 	templates map[string]routeEntry
 	tools     map[string][]paramBinding // nil value: listed, no annotations
+	// annotations of the listed tools, for access rules (setToolAnnotations).
+	annotations map[string]authz.Annotations
 
 	learnMu  sync.Mutex             // guards learning
 	learning map[string]*learnState // learnToolParams, by server

@@ -54,6 +54,9 @@ var emptyObject = json.RawMessage("{}")
 // dispatch serves one client request and returns its raw result or error.
 func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	if bridgeable(msg.Method) { // tools/call, prompts/get, resources/read
+		if rerr := g.authorize(ctx, c, msg); rerr != nil {
+			return nil, rerr
+		}
 		if c.stateless {
 			if needsBridge(c, msg) {
 				return g.bridgedCall(ctx, c, msg)

@@ -23,6 +23,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/auth"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
+	"github.com/metamcp/metamcp/dataplane/toolreport"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -101,6 +102,10 @@ type Options struct {
 	// 0 means DefaultAuthFailuresPerMinute and a negative value turns the
 	// throttle off.
 	AuthFailuresPerMinute int
+	// ToolReport receives the complete tool lists the gateway serves, which
+	// the data plane reports to the control plane for `mmctl auth can-i`
+	// (nothing is reported when nil).
+	ToolReport *toolreport.Report
 }
 
 // Gateway serves MCP clients. Create it with New; stop it with Close.
@@ -114,6 +119,8 @@ type Gateway struct {
 	dropped  atomic.Int64
 	// authFailures throttles failed authentications per client address.
 	authFailures *authThrottle
+	// toolReports paces ToolReport.
+	toolReports toolReporter
 	// tokens are the token verifiers of the newest snapshot's endpoints.
 	tokens    atomic.Pointer[endpointTokens]
 	tokensMu  sync.Mutex

@@ -77,6 +77,7 @@ type listWatch struct {
 	mu        sync.Mutex
 	snap      *snapshot.Compiled  // the snapshot ConfigChanged saw last
 	prints    map[string][32]byte // endpoint → fingerprint of what shapes its lists
+	access    map[string]string   // endpoint → its access rules, encoded (accessPrint)
 	baselines map[baseKey]map[string][32]byte
 	byScope   map[string]map[baseKey]struct{} // keys of the client scopes ("" aside)
 	seeding   map[baseKey]bool                // (endpoint, scope) → its baselines are being computed
@@ -149,10 +150,18 @@ func (h itemHashes) sum() [32]byte {
 // listObserved serves a list operation and records its baseline.
 func (g *Gateway) listObserved(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	res, rerr := g.list(ctx, c, k, params)
-	if rerr == nil && g.shouldObserve(c, k) {
+	if rerr != nil {
+		return nil, rerr
+	}
+	// Baselines and the tool report see every item; the caller, only what
+	// the access rules let it.
+	if g.shouldObserve(c, k) {
 		g.observeList(c, k, params, res)
 	}
-	return res, rerr
+	if k == kindTools {
+		g.reportTools(c, params, res)
+	}
+	return g.filterList(c, k, res), nil
 }
 
 // shouldObserve reports whether a list served to c is worth hashing: it is
@@ -643,8 +652,13 @@ func (g *Gateway) ConfigChanged() {
 	for name, ep := range snap.Endpoints {
 		prints[name] = endpointPrint(ep)
 	}
-	old := w.prints
+	old, oldAccess := w.prints, w.access
 	w.prints = prints
+	access := make(map[string]string, len(snap.Endpoints))
+	for name, ep := range snap.Endpoints {
+		access[name] = accessPrint(ep)
+	}
+	w.access = access
 	for k := range w.baselines {
 		if _, ok := prints[k.endpoint]; !ok {
 			w.delLocked(k) // the endpoint is gone
@@ -658,6 +672,9 @@ func (g *Gateway) ConfigChanged() {
 	for name, p := range prints {
 		if o, ok := old[name]; !ok || o != p {
 			g.listChanged(name, maskAll)
+		}
+		if a, ok := oldAccess[name]; ok && a != access[name] {
+			g.accessChanged(target{snap: snap, ep: snap.Endpoints[name], name: name})
 		}
 	}
 }

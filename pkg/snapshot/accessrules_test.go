@@ -21,8 +21,7 @@ func validRules() []*metamcpv1.AccessRule {
 	}
 }
 
-// accessRuleViolations validates validConfig with rules on endpoint "team",
-// leaving out the refusal of rules the data plane does not enforce yet.
+// accessRuleViolations validates validConfig with rules on endpoint "team".
 func accessRuleViolations(t *testing.T, mutate func(rules []*metamcpv1.AccessRule) []*metamcpv1.AccessRule) []Violation {
 	t.Helper()
 	cfg := validConfig()
@@ -37,9 +36,6 @@ func accessRuleViolations(t *testing.T, mutate func(rules []*metamcpv1.AccessRul
 	}
 	var out []Violation
 	for _, v := range verr.Violations {
-		if v.Field == "accessRules" && v.Description == accessRulesNotEnforced {
-			continue
-		}
 		out = append(out, v)
 	}
 	return out
@@ -131,9 +127,7 @@ func TestValidateResourceAccessRules(t *testing.T) {
 	}}
 	var got []string
 	for _, v := range ValidateResource(e) {
-		if v.Description != accessRulesNotEnforced {
-			got = append(got, v.String())
-		}
+		got = append(got, v.String())
 	}
 	if len(got) != 1 || !strings.Contains(got[0], "accessRules[1].condition") {
 		t.Fatalf("got %q, want one violation of accessRules[1].condition", got)

@@ -534,10 +534,6 @@ func (c *checker) endpoint(e *metamcpv1.Endpoint) {
 		}
 	}
 	c.accessRules(name, e.GetNamespace(), e.GetAccessRules())
-	// Accepted only once the data plane enforces them.
-	if len(e.GetAccessRules()) > 0 {
-		c.add(KindEndpoint, name, "accessRules", "%s", accessRulesNotEnforced) // REFUSAL: removed when the gateway enforces access rules
-	}
 	if a := e.GetAuth(); a.GetDisableApiKeys() && a.GetJwt() == nil {
 		c.add(KindEndpoint, name, "auth.disableApiKeys", "needs auth.jwt: an endpoint that refuses API keys must accept OAuth access tokens")
 	}
@@ -556,10 +552,6 @@ func (c *checker) audit(name string, a *metamcpv1.AuditSettings) {
 		c.add(KindEndpoint, name, "audit", "payload capture is not enforced by this version yet: remove it")
 	}
 }
-
-// accessRulesNotEnforced is the refusal of access rules while the data plane
-// does not enforce them.
-const accessRulesNotEnforced = "are not enforced by this version yet: remove them"
 
 // Limits on access rules.
 const (
