@@ -36,6 +36,17 @@ func benchEndpoint(b *testing.B, cacheSize int) (*oidcissuer.Issuer, *Verifier) 
 	return iss, c
 }
 
+// cpuPerOp reports the process's CPU time per operation (cpu-ns/op):
+// on a shared machine wall time per op says little, CPU time more.
+func cpuPerOp(b *testing.B) func() {
+	start, ok := processCPU()
+	return func() {
+		if end, ok2 := processCPU(); ok && ok2 && b.N > 0 {
+			b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
 func benchClaims(iss *oidcissuer.Issuer, sub string) map[string]any {
 	cl := iss.Claims(sub, testAudience, time.Hour)
 	cl["scope"] = "openid mcp:tools"
@@ -56,6 +67,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 	}
 	now := time.Now()
 	b.ReportAllocs()
+	defer cpuPerOp(b)()
 	for b.Loop() {
 		if _, err := c.Verify(ctx, tok, res, now); err != nil {
 			b.Fatal(err)
@@ -80,6 +92,7 @@ func BenchmarkVerifiersVerifyCached(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
+	defer cpuPerOp(b)()
 	for b.Loop() {
 		if _, err := v.Verify(tok, cfg, res); err != nil {
 			b.Fatal(err)
@@ -100,6 +113,7 @@ func BenchmarkVerifyCachedParallel(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer cpuPerOp(b)()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
@@ -131,6 +145,7 @@ func BenchmarkVerifyFirstSight(b *testing.B) {
 			now := time.Now()
 			before := c.reg.verifications.Load()
 			b.ReportAllocs()
+			done := cpuPerOp(b)
 			i := 0
 			for b.Loop() {
 				if _, err := c.Verify(ctx, toks[i%len(toks)], nil, now); err != nil {
@@ -138,6 +153,7 @@ func BenchmarkVerifyFirstSight(b *testing.B) {
 				}
 				i++
 			}
+			done()
 			if got := c.reg.verifications.Load() - before; got < int64(i)*9/10 {
 				b.Fatalf("%d signature checks for %d calls: the cache answered", got, i)
 			}
