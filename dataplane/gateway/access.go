@@ -3,8 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"sync"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -225,38 +223,6 @@ func (g *Gateway) accessChanged(t target) {
 	}
 }
 
-// toolReporter hands complete tool lists to the data plane's tool report
-// (toolreport), which tells the control plane what each endpoint serves for
-// `mmctl auth can-i`: at most once per endpoint and revision, and again
-// when a list was last reported a while ago (upstreams change their tools).
-type toolReporter struct {
-	mu   sync.Mutex
-	last map[string]reported
-}
-
-type reported struct {
-	revision int64
-	at       time.Time
-}
-
-// toolReportEvery is how often an endpoint's unchanged config lets its tool
-// list be reported again.
-const toolReportEvery = 30 * time.Second
-
-// due reports whether the tool list of t is to be reported now.
-func (tr *toolReporter) due(t target, now time.Time) bool {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if r, ok := tr.last[t.name]; ok && r.revision == t.snap.Revision && now.Sub(r.at) < toolReportEvery {
-		return false
-	}
-	if tr.last == nil {
-		tr.last = map[string]reported{}
-	}
-	tr.last[t.name] = reported{t.snap.Revision, now}
-	return true
-}
-
 // reportTools hands a complete, unfiltered tools/list result to the tool report.
 func (g *Gateway) reportTools(c *call, params, res json.RawMessage) {
 	if g.opts.ToolReport == nil || len(res) == 0 {
@@ -265,7 +231,7 @@ func (g *Gateway) reportTools(c *call, params, res json.RawMessage) {
 	if cur, _ := rpc.StringField(params, "cursor"); cur != "" {
 		return
 	}
-	if !g.toolReports.due(c.t, time.Now()) {
+	if !g.opts.ToolReport.Due(c.t.name, c.t.snap.Revision) {
 		return
 	}
 	var p struct {

@@ -119,8 +119,6 @@ type Gateway struct {
 	dropped  atomic.Int64
 	// authFailures throttles failed authentications per client address.
 	authFailures *authThrottle
-	// toolReports paces ToolReport.
-	toolReports toolReporter
 	// tokens are the token verifiers of the newest snapshot's endpoints.
 	tokens    atomic.Pointer[endpointTokens]
 	tokensMu  sync.Mutex

@@ -34,11 +34,7 @@ func accessRuleViolations(t *testing.T, mutate func(rules []*metamcpv1.AccessRul
 	if !errors.As(err, &verr) {
 		t.Fatalf("Validate error = %v, want *Error", err)
 	}
-	var out []Violation
-	for _, v := range verr.Violations {
-		out = append(out, v)
-	}
-	return out
+	return verr.Violations
 }
 
 func TestValidateAccessRules(t *testing.T) {
