@@ -95,11 +95,8 @@ func (a *app) describe(w io.Writer, m proto.Message, resp proto.Message) error {
 	case *metamcpv1.Token:
 		describeToken(d, v)
 	case *metamcpv1.DataPlane:
-		current := int64(0)
-		if r, ok := resp.(*metamcpv1.ListDataPlanesResponse); ok {
-			current = r.GetRevision()
-		}
-		describeDataPlane(d, v, current)
+		r, _ := resp.(*metamcpv1.ListDataPlanesResponse)
+		describeDataPlane(d, v, r)
 	default:
 		return fmt.Errorf("cannot describe %s", m.ProtoReflect().Descriptor().Name())
 	}
@@ -328,7 +325,7 @@ func describeToken(d *describer, t *metamcpv1.Token) {
 	d.field(0, "Created", d.a.timeShown(t.GetCreateTime()))
 }
 
-func describeDataPlane(d *describer, p *metamcpv1.DataPlane, current int64) {
+func describeDataPlane(d *describer, p *metamcpv1.DataPlane, r *metamcpv1.ListDataPlanesResponse) {
 	d.field(0, "Node", p.GetNodeId())
 	d.field(0, "Hostname", p.GetHostname())
 	d.field(0, "Address", p.GetAddress())
@@ -336,7 +333,10 @@ func describeDataPlane(d *describer, p *metamcpv1.DataPlane, current int64) {
 	d.field(0, "Connected", yesNo(p.GetConnected()))
 	d.field(0, "Applied revision", revision(p.GetAppliedRevision()))
 	d.field(0, "Applied hash", p.GetAppliedHash())
-	d.field(0, "Status", dataPlaneStatus(p, current))
+	d.field(0, "Status", dataPlaneStatus(p, r))
+	if p.GetStoreId() != "" {
+		d.field(0, "Store", p.GetStoreId())
+	}
 	if p.GetLastError() != "" {
 		d.field(0, "Last error", fmt.Sprintf("%s (revision %d)", oneLine(p.GetLastError()), p.GetLastErrorRevision()))
 	}

@@ -489,7 +489,7 @@ func TestTables(t *testing.T) {
 		},
 		{
 			kind: "dataplane",
-			resp: &metamcpv1.ListDataPlanesResponse{Revision: 12},
+			resp: &metamcpv1.ListDataPlanesResponse{Revision: 12, StoreId: "bbbbbbbb2222"},
 			items: []proto.Message{
 				&metamcpv1.DataPlane{NodeId: "dp-1", Address: "10.0.0.1:12008", Version: "v1.0.0", Connected: true, AppliedRevision: 12, LastSeen: ts(2 * time.Second)},
 				&metamcpv1.DataPlane{NodeId: "dp-2", Address: "10.0.0.2:12008", Version: "v1.0.0", Connected: true, AppliedRevision: 11, LastSeen: ts(3 * time.Second),
@@ -499,14 +499,19 @@ func TestTables(t *testing.T) {
 					RefusedServers: []*metamcpv1.RefusedServer{{Server: "sh", Reason: "stdio command not allowed"}}},
 				&metamcpv1.DataPlane{NodeId: "dp-5", Connected: true, AppliedRevision: 11, LastSeen: ts(time.Second), ApplyOutcome: metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY,
 					KeysRevision: 12, LastError: "bad", LastErrorRevision: 12},
+				&metamcpv1.DataPlane{NodeId: "dp-6", Connected: true, AppliedRevision: 58, LastSeen: ts(time.Second), StoreId: "aaaaaaaa1111"},
+				&metamcpv1.DataPlane{NodeId: "dp-7", Connected: true, AppliedRevision: 12, LastSeen: ts(time.Second), StoreId: "bbbbbbbb2222",
+					PreviousStoreId: "aaaaaaaa1111", PreviousStoreRevision: 58},
 			},
 			want: "" +
-				"NODE   ADDRESS          VERSION   CONNECTED   REVISION   STATUS                                       LAST-SEEN\n" +
-				"dp-1   10.0.0.1:12008   v1.0.0    yes         12         ok                                           2s ago\n" +
-				"dp-2   10.0.0.2:12008   v1.0.0    yes         11         refused: invalid snapshot: server x, stale   3s ago\n" +
-				"dp-3   -                -         no          9          stale                                        3h ago\n" +
-				"dp-4   -                -         yes         12         partial: sh: stdio command not allowed       1s ago\n" +
-				"dp-5   -                -         yes         11         refused (keys of 12 applied): bad, stale     1s ago\n",
+				"NODE   ADDRESS          VERSION   CONNECTED   REVISION   STATUS                                                                  LAST-SEEN\n" +
+				"dp-1   10.0.0.1:12008   v1.0.0    yes         12         ok                                                                      2s ago\n" +
+				"dp-2   10.0.0.2:12008   v1.0.0    yes         11         refused: invalid snapshot: server x, stale                              3s ago\n" +
+				"dp-3   -                -         no          9          stale                                                                   3h ago\n" +
+				"dp-4   -                -         yes         12         partial: sh: stdio command not allowed                                  1s ago\n" +
+				"dp-5   -                -         yes         11         refused (keys of 12 applied): bad, stale                                1s ago\n" +
+				"dp-6   -                -         yes         58         serves another store's config (store aaaaaaaa)                          1s ago\n" +
+				"dp-7   -                -         yes         12         took this store's config over revision 58 of another store (aaaaaaaa)   1s ago\n",
 		},
 	}
 	for _, tt := range tests {

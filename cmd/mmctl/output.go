@@ -280,10 +280,7 @@ func (a *app) table(k *kind, resp proto.Message, items []proto.Message) *table {
 				a.expires(tok.GetExpireTime()), a.credentialStatus(tok.GetRevokeTime(), tok.GetExpireTime()), a.age(tok.GetCreateTime()))
 		}
 	case "dataplane":
-		current := int64(0)
-		if r, ok := resp.(*metamcpv1.ListDataPlanesResponse); ok {
-			current = r.GetRevision()
-		}
+		r, _ := resp.(*metamcpv1.ListDataPlanesResponse)
 		t.header = []string{"NODE", "ADDRESS", "VERSION", "CONNECTED", "REVISION", "STATUS", "LAST-SEEN"}
 		for _, m := range items {
 			d := m.(*metamcpv1.DataPlane)
@@ -292,16 +289,30 @@ func (a *app) table(k *kind, resp proto.Message, items []proto.Message) *table {
 				lastSeen = a.age(d.GetLastSeen()) + " ago"
 			}
 			t.add(d.GetNodeId(), d.GetAddress(), d.GetVersion(), yesNo(d.GetConnected()),
-				revision(d.GetAppliedRevision()), dataPlaneStatus(d, current), lastSeen)
+				revision(d.GetAppliedRevision()), dataPlaneStatus(d, r), lastSeen)
 		}
 	}
 	return t
 }
 
 // dataPlaneStatus flags a data plane that runs an older revision, refused
-// the last one (perhaps keeping only its keys), or leaves servers out.
-func dataPlaneStatus(d *metamcpv1.DataPlane, current int64) string {
+// the last one (perhaps keeping only its keys), leaves servers out, or
+// serves (or served until it connected) a config this store did not make.
+// r is the control plane's answer, for its revision and store id; nil when
+// unknown.
+func dataPlaneStatus(d *metamcpv1.DataPlane, r *metamcpv1.ListDataPlanesResponse) string {
+	current, store := r.GetRevision(), r.GetStoreId()
 	var parts []string
+	otherStore := store != "" && d.GetStoreId() != "" && d.GetStoreId() != store
+	if otherStore {
+		parts = append(parts, fmt.Sprintf("serves another store's config (store %s)", shortID(d.GetStoreId())))
+	} else if prev := d.GetPreviousStoreRevision(); prev > 0 {
+		if id := d.GetPreviousStoreId(); id != "" && id != store {
+			parts = append(parts, fmt.Sprintf("took this store's config over revision %d of another store (%s)", prev, shortID(id)))
+		} else {
+			parts = append(parts, fmt.Sprintf("took this store's config over revision %d, which this store never reached (restored or reset)", prev))
+		}
+	}
 	if e := d.GetLastError(); e != "" {
 		if d.GetApplyOutcome() == metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY && d.GetKeysRevision() > 0 {
 			parts = append(parts, fmt.Sprintf("refused (keys of %d applied): %s", d.GetKeysRevision(), oneLine(e)))
@@ -309,16 +320,28 @@ func dataPlaneStatus(d *metamcpv1.DataPlane, current int64) string {
 			parts = append(parts, "refused: "+oneLine(e))
 		}
 	}
-	if r := d.GetRefusedServers(); len(r) > 0 {
-		parts = append(parts, "partial: "+refusedServers(r))
+	if rs := d.GetRefusedServers(); len(rs) > 0 {
+		parts = append(parts, "partial: "+refusedServers(rs))
 	}
-	if current > 0 && d.GetAppliedRevision() < current {
+	switch {
+	case otherStore || current <= 0:
+	case d.GetAppliedRevision() < current:
 		parts = append(parts, "stale")
+	case d.GetAppliedRevision() > current:
+		parts = append(parts, "ahead of this store")
 	}
 	if len(parts) == 0 {
 		return "ok"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// shortID is the first 8 characters of a store id, enough to tell stores apart.
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }
 
 // refusedServers lists the servers a data plane leaves out, with why.

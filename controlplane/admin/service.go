@@ -309,8 +309,8 @@ func (s *Service) GetRevision(ctx context.Context, _ *metamcpv1.GetRevisionReque
 	return &metamcpv1.GetRevisionResponse{Revision: rev}, nil
 }
 
-// ListDataPlanes returns the data planes recorded by the sync service and the
-// current revision.
+// ListDataPlanes returns the data planes recorded by the sync service, the
+// current revision and the store's id.
 func (s *Service) ListDataPlanes(ctx context.Context, _ *metamcpv1.ListDataPlanesRequest) (*metamcpv1.ListDataPlanesResponse, error) {
 	dps, err := s.st.ListDataPlanes(ctx)
 	if err != nil {
@@ -329,7 +329,11 @@ func (s *Service) ListDataPlanes(ctx context.Context, _ *metamcpv1.ListDataPlane
 			dp.Connected = false
 		}
 	}
-	return &metamcpv1.ListDataPlanesResponse{DataPlanes: dps, Revision: rev}, nil
+	id, err := s.st.ID(ctx)
+	if err != nil {
+		return nil, s.rpcError(ctx, "list data planes", err)
+	}
+	return &metamcpv1.ListDataPlanesResponse{DataPlanes: dps, Revision: rev, StoreId: id}, nil
 }
 
 // DataPlaneSilentAfter is how long a data plane may go unheard (its status

@@ -96,6 +96,11 @@ type Store interface {
 	View(ctx context.Context, fn func(ctx context.Context, tx ReadTx) error) error
 	// Revision returns the latest committed revision (0 for an empty store).
 	Revision(ctx context.Context) (int64, error)
+	// ID returns the store's identity: a random id made with its schema and
+	// kept for its life, the same for every process sharing the store.
+	// Revisions of two stores do not compare; a store restored from a backup
+	// keeps its id but its revision goes back.
+	ID(ctx context.Context) (string, error)
 	// Watch returns a channel that receives the latest revision soon after each
 	// commit by any process sharing the store, coalesced (a slow reader sees only
 	// the newest). It first sends the current revision. It survives lost

@@ -9,7 +9,10 @@
 // skips intermediate revisions. A NACKed revision is not sent again to the
 // stream that refused it. A data plane reports how much of a snapshot it
 // serves (whole, without some servers, or only its keys), and the registry
-// keeps it.
+// keeps it. Snapshots carry the store's id: a data plane whose config came
+// from another store, or from a revision this store has not reached (it was
+// restored or reset), gets this store's config even though its revision
+// number is higher.
 package syncserver
 
 import (
@@ -177,6 +180,9 @@ func (s *Server) rebuild(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if snap.StoreId, err = s.st.ID(ctx); err != nil {
+		return fmt.Errorf("build snapshot %d: %w", snap.GetRevision(), err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.current != nil && s.current.GetRevision() >= snap.GetRevision() {
@@ -232,6 +238,8 @@ type stream struct {
 	sentHash string
 	// The newest revision this data plane refused.
 	nackedRev int64
+	// The store of the snapshot awaiting an ACK.
+	sentStore string
 }
 
 // Sync serves one data plane's stream until it ends.
@@ -273,6 +281,15 @@ func (s *Server) Sync(gs grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcp
 		// again: the answer would be the same.
 		nackedRev: hello.GetKeysRevision(),
 	}
+	st.dp.StoreId = hello.GetStoreId()
+	if why := s.otherStore(ctx, hello); why != "" {
+		// Its revision does not compare with ours: send our config whatever
+		// the numbers say, and keep what it had for the registry.
+		st.log.Warn("data plane serves a config this store did not make; sending this store's", "reason", why,
+			"its_revision", hello.GetRevision(), "its_store", hello.GetStoreId())
+		st.dp.PreviousStoreId, st.dp.PreviousStoreRevision = hello.GetStoreId(), hello.GetRevision()
+		st.revision, st.hash, st.nackedRev = 0, "", 0
+	}
 	// Keep what we knew of an earlier NACK and upstream health.
 	if prev := s.findDataPlane(ctx, hello.GetNodeId()); prev != nil {
 		st.dp.LastError, st.dp.LastErrorRevision = prev.GetLastError(), prev.GetLastErrorRevision()
@@ -290,6 +307,35 @@ func (s *Server) Sync(gs grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcp
 		st.log.Info("data plane disconnected")
 	}()
 	return st.serve(ctx)
+}
+
+// otherStore says why the config a data plane serves did not come from this
+// store as it is now, or "" when it did (or cannot be told): it names
+// another store, or a revision this store has not reached (its database was
+// restored from a backup or reset). A revision ahead of the snapshot built
+// here is no such case: another control-plane replica may have built a
+// newer one first.
+func (s *Server) otherStore(ctx context.Context, hello *metamcpv1.Hello) string {
+	if hello.GetRevision() == 0 {
+		return ""
+	}
+	id, err := s.st.ID(ctx)
+	if err != nil {
+		s.log.Warn("read store id failed", "err", err)
+		return ""
+	}
+	if hello.GetStoreId() != "" && hello.GetStoreId() != id {
+		return fmt.Sprintf("its config came from another store (%s, not %s)", hello.GetStoreId(), id)
+	}
+	rev, err := s.st.Revision(ctx)
+	if err != nil {
+		s.log.Warn("read revision failed", "err", err)
+		return ""
+	}
+	if hello.GetRevision() > rev {
+		return fmt.Sprintf("it serves revision %d and this store is at %d: the store was restored or reset", hello.GetRevision(), rev)
+	}
+	return ""
 }
 
 func (s *Server) findDataPlane(ctx context.Context, nodeID string) *metamcpv1.DataPlane {
@@ -383,11 +429,12 @@ func (st *stream) maybeSend(snap *metamcpv1.Snapshot) error {
 		Nonce:     nonce,
 		Config:    snap.GetConfig(),
 		BuildTime: snap.GetBuildTime(),
+		StoreId:   snap.GetStoreId(),
 	}}}
 	if err := st.grpc.Send(msg); err != nil {
 		return nil //nolint:nilerr // the stream is gone; Recv reports it
 	}
-	st.nonce, st.sentRev, st.sentHash = nonce, rev, hash
+	st.nonce, st.sentRev, st.sentHash, st.sentStore = nonce, rev, hash, snap.GetStoreId()
 	st.log.Debug("snapshot sent", "revision", rev, "nonce", nonce)
 	return nil
 }
@@ -415,7 +462,7 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 			}
 		} else {
 			st.revision, st.hash = st.sentRev, st.sentHash
-			st.dp.AppliedRevision, st.dp.AppliedHash = st.sentRev, st.sentHash
+			st.dp.AppliedRevision, st.dp.AppliedHash, st.dp.StoreId = st.sentRev, st.sentHash, st.sentStore
 			if st.dp.GetLastErrorRevision() <= st.sentRev {
 				st.dp.LastError, st.dp.LastErrorRevision = "", 0
 			}

@@ -292,11 +292,17 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 // apply applies snap to the cache, logs what came of it and returns the Ack.
 func (c *Client) apply(snap *metamcpv1.Snapshot) *metamcpv1.Ack {
 	rev := snap.GetRevision()
-	if prevRev, _ := c.cache.Revision(); c.cache.Ready() && c.cache.StoreID() != snap.GetStoreId() {
-		// The control plane's store was reset or replaced: its revisions do
-		// not compare with ours, and its config is the one to serve.
-		c.log.Warn("the control plane's store is not the one the served config came from; taking its config",
-			"served_revision", prevRev, "served_store", c.cache.StoreID(), "revision", rev, "store", snap.GetStoreId())
+	if prevRev, _ := c.cache.Revision(); c.cache.Ready() {
+		// The control plane sends an older revision only when its store
+		// was replaced, reset or restored: its config is the one to serve.
+		switch {
+		case c.cache.StoreID() != snap.GetStoreId():
+			c.log.Warn("the control plane's store is not the one the served config came from; taking its config",
+				"served_revision", prevRev, "served_store", c.cache.StoreID(), "revision", rev, "store", snap.GetStoreId())
+		case rev < prevRev:
+			c.log.Warn("the control plane's store is behind the served config (restored from a backup?); taking its config",
+				"served_revision", prevRev, "revision", rev, "store", snap.GetStoreId())
+		}
 	}
 	res, err := c.cache.Offer(snap)
 	ack := &metamcpv1.Ack{Nonce: snap.GetNonce(), Revision: rev, Hash: snap.GetHash(), Outcome: res.Outcome, RefusedServers: res.Refused}

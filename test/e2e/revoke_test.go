@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -109,4 +110,40 @@ func listStatus(t *testing.T, dp *dataPlane, key string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestDataPlaneOfAnotherStore: a data plane serving revision 58 of one
+// control plane's store is pointed at a control plane on a fresh store at a
+// lower revision: it takes that store's config, logs why, and mmctl get
+// dataplanes says what it had.
+func TestDataPlaneOfAnotherStore(t *testing.T) {
+	a := startControlPlane(t)
+	dp := startDataPlane(t, a, "dp-1")
+	for i := 0; a.revisionNum(t) < 58; i++ {
+		a.ok(t, "create", "server", fmt.Sprintf("old-%d", i), "--stdio", "npx")
+	}
+	revA := a.revisionNum(t)
+	waitApplied(t, a, revA, dp)
+	dp.stop(t)
+	a.stop(t)
+
+	b := startControlPlane(t)
+	b.ok(t, "create", "server", "new", "--stdio", "npx")
+	dp.token, dp.cpAddr = b.createSyncToken(t, "dp-1"), b.addr
+	revB := b.revisionNum(t)
+	if revB >= revA {
+		t.Fatalf("the fresh store is at revision %d, not behind %d", revB, revA)
+	}
+	dp.launch(t)
+	waitApplied(t, b, revB, dp)
+	table := b.ok(t, "get", "dataplanes").stdout
+	if !lineWith(table, "dp-1", fmt.Sprintf("took this store's config over revision %d of another store", revA)) {
+		t.Errorf("mmctl get dataplanes does not flag dp-1:\n%s", table)
+	}
+	if !strings.Contains(dp.logs.String(), "the control plane's store is not the one the served config came from") {
+		t.Errorf("dp-1 does not log the change of store:\n%s", dp.logs)
+	}
+	if !strings.Contains(b.logs.String(), "data plane serves a config this store did not make") {
+		t.Errorf("the control plane does not log the change of store:\n%s", b.logs)
+	}
 }

@@ -186,6 +186,18 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 	return rev, nil
 }
 
+// ID returns the store's identity, made by its schema migration.
+func (s *Store) ID(ctx context.Context) (string, error) {
+	if s.closed.Load() {
+		return "", store.ErrClosed
+	}
+	var id string
+	if err := s.pool.QueryRow(ctx, "SELECT value FROM store_identity").Scan(&id); err != nil {
+		return "", fmt.Errorf("read store id: %w", err)
+	}
+	return id, nil
+}
+
 // Update runs fn in a READ COMMITTED transaction that first locks the
 // revision row. The lock serialises writers, and because it is held until
 // commit, every statement fn runs sees the data as of the previous revision

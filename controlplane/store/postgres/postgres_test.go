@@ -156,6 +156,10 @@ func putRecord(t *testing.T, s store.Store, name string) int64 {
 func TestWatchSeesOtherStore(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	watcher, writer := openNoRecheck(t, dsn), openNoRecheck(t, dsn)
+	// Two processes on one database are one store: the same id.
+	if a, b := mustID(t, watcher), mustID(t, writer); a != b {
+		t.Errorf("two stores on one database have ids %q and %q", a, b)
+	}
 	ch := watcher.Watch(t.Context())
 	storetest.WaitFor(t, ch, 0)
 	for i := range 3 {
@@ -304,4 +308,13 @@ func TestChannelFor(t *testing.T) {
 			t.Errorf("channelFor(%q) = %q, want %q", tt.schema, got, tt.want)
 		}
 	}
+}
+
+func mustID(t *testing.T, s *Store) string {
+	t.Helper()
+	id, err := s.ID(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

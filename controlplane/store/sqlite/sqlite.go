@@ -236,6 +236,18 @@ func (s *Store) Revision(ctx context.Context) (int64, error) {
 	return rev, nil
 }
 
+// ID returns the store's identity, made by its schema migration.
+func (s *Store) ID(ctx context.Context) (string, error) {
+	if s.closed.Load() {
+		return "", store.ErrClosed
+	}
+	var id string
+	if err := s.db.QueryRowContext(ctx, "SELECT value FROM store_identity").Scan(&id); err != nil {
+		return "", fmt.Errorf("read store id: %w", err)
+	}
+	return id, nil
+}
+
 // Update runs fn in a BEGIN IMMEDIATE transaction, holding the write slot.
 func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) (rev int64, changed bool, err error) {
 	if s.closed.Load() {

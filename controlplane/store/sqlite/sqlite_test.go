@@ -75,10 +75,17 @@ func TestReopenKeepsData(t *testing.T) {
 	s := openTest(t, path, 0)
 	rev := putRecord(t, s, "github", "payload")
 	before := getRecord(t, s, "github")
+	id, err := s.ID(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = openTest(t, path, 0)
+	if again, err := s.ID(context.Background()); err != nil || again != id {
+		t.Errorf("ID after reopen = %q, %v; want %q", again, err, id)
+	}
 	after := getRecord(t, s, "github")
 	if string(after.Data) != "payload" || after.Revision != rev {
 		t.Errorf("after reopen: %q rev %d, want payload rev %d", after.Data, after.Revision, rev)

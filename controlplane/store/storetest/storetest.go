@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"DataPlanes", testDataPlanes},
 		{"CallRecords", testCallRecords},
+		{"ID", func(t *testing.T, s store.Store) { testID(t, s, newStore(t)) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -909,5 +910,31 @@ func testCallRecords(t *testing.T, s store.Store) {
 	}
 	if rev := revision(t, s); rev != 0 {
 		t.Errorf("Revision after call records = %d, want 0", rev)
+	}
+}
+
+// testID: a store has an id from the start, the same after writes, and
+// another store has another one.
+func testID(t *testing.T, s, other store.Store) {
+	ctx := testContext(t)
+	id, err := s.ID(ctx)
+	if err != nil {
+		t.Fatalf("ID: %v", err)
+	}
+	if len(id) < 16 {
+		t.Fatalf("ID = %q, want a random id of at least 16 characters", id)
+	}
+	put(t, s, rec(store.KindServer, "a", "1"))
+	if again, err := s.ID(ctx); err != nil || again != id {
+		t.Errorf("ID after a write = %q, %v; want %q", again, err, id)
+	}
+	if oid, err := other.ID(ctx); err != nil || oid == id {
+		t.Errorf("another store's ID = %q, %v; want one other than %q", oid, err, id)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ID(ctx); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("ID after Close: %v, want ErrClosed", err)
 	}
 }
