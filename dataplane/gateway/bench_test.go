@@ -8,12 +8,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
 
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/test/fixtures/oidcissuer"
 )
 
 // fastUpstreams answers every call at once with a fixed result: the
@@ -28,7 +31,13 @@ func (fastUpstreams) Session(context.Context, string, string) (upstream.Session,
 	return fastSession{}, nil
 }
 func (fastUpstreams) CloseClient(string) {}
-func (fastSession) Call(context.Context, string, json.RawMessage) (json.RawMessage, error) {
+// fastTools is the fast upstream's tools/list: what access rules read.
+var fastTools = json.RawMessage(`{"tools":[{"name":"echo","inputSchema":{"type":"object"},"annotations":{"readOnlyHint":true}}]}`)
+
+func (fastSession) Call(_ context.Context, method string, _ json.RawMessage) (json.RawMessage, error) {
+	if method == "tools/list" {
+		return fastTools, nil
+	}
 	return fastResult, nil
 }
 func (fastSession) Info() *upstream.Info {
@@ -157,6 +166,86 @@ func BenchmarkToolsCallLean(b *testing.B) {
 				if resp.StatusCode != http.StatusOK {
 					b.Fatalf("status %d", resp.StatusCode)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkIdentity measures what identity adds to a proxied stateless
+// tools/call: an API key on an endpoint without access rules against a
+// token seen before (cached verification) on an endpoint whose access rules
+// the call must pass (a glob rule, then a CEL condition on the tool's
+// annotations).
+func BenchmarkIdentity(b *testing.B) {
+	iss := oidcissuer.Start(b, oidcissuer.Options{})
+	cfg := testConfig()
+	cfg.Endpoints = append(cfg.Endpoints,
+		&metamcpv1.Endpoint{Name: "sso", Namespace: "main", Auth: &metamcpv1.EndpointAuth{Jwt: &metamcpv1.JWTAuth{
+			Issuer: iss.URL(), RequiredScopes: []string{"mcp"}, GroupsClaim: "groups",
+		}}, AccessRules: []*metamcpv1.AccessRule{
+			{Name: "no-fail", Effect: metamcpv1.AccessEffect_ACCESS_EFFECT_DENY, Tools: []string{"*__fail"}},
+			{Name: "eng", Groups: []string{"eng"}, Tools: []string{"alpha__*"}},
+		}},
+		&metamcpv1.Endpoint{Name: "sso-cel", Namespace: "main", Auth: &metamcpv1.EndpointAuth{Jwt: &metamcpv1.JWTAuth{
+			Issuer: iss.URL(), RequiredScopes: []string{"mcp"},
+		}}, AccessRules: []*metamcpv1.AccessRule{
+			{Name: "read-only", Tools: []string{"*"}, Condition: "tool.annotations.readOnlyHint"},
+		}},
+	)
+	h := &configHolder{}
+	h.set(b, cfg)
+	g := New(Options{Config: h, Pool: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute})
+	b.Cleanup(g.Close)
+	g.ConfigChanged()
+	handler := g.Handler()
+	base := "http://127.0.0.1:12008/metamcp/"
+	token := func(endpoint string) string {
+		c := iss.Claims("alice", base+endpoint+"/mcp", time.Hour)
+		c["scope"] = "mcp"
+		c["groups"] = []string{"eng"}
+		return "Bearer " + iss.Mint(c)
+	}
+	body := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`)
+	for _, tc := range []struct{ name, endpoint, auth string }{
+		{"apikey", "main", "Bearer " + keyAlice},
+		{"jwt-rules", "sso", token("sso")},
+		{"jwt-cel", "sso-cel", token("sso-cel")},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			req, _ := http.NewRequest(http.MethodPost, base+tc.endpoint+"/mcp", nil)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", tc.auth)
+			req.Header.Set(headerProtocolVersion, "2026-07-28")
+			req.Header.Set(headerMethod, "tools/call")
+			req.Header.Set(headerName, "alpha__echo")
+			w := &discardWriter{h: http.Header{}}
+			rd := bytes.NewReader(body)
+			run := func() {
+				rd.Reset(body)
+				r := req.Clone(context.Background())
+				r.Body = io.NopCloser(rd)
+				r.ContentLength = int64(len(body))
+				clear(w.h)
+				w.status = 0
+				handler.ServeHTTP(w, r)
+				if w.status != 0 && w.status != http.StatusOK {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+			// A refusal would measure the wrong path.
+			rec := httptest.NewRecorder()
+			r := req.Clone(context.Background())
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+			handler.ServeHTTP(rec, r)
+			if !bytes.Contains(rec.Body.Bytes(), []byte("hello from the upstream")) {
+				b.Fatalf("the call was not served: %d %s", rec.Code, rec.Body)
+			}
+			run() // the token's first sight and the tool's annotations are not what is measured
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				run()
 			}
 		})
 	}
