@@ -31,6 +31,7 @@ func (fastUpstreams) Session(context.Context, string, string) (upstream.Session,
 	return fastSession{}, nil
 }
 func (fastUpstreams) CloseClient(string) {}
+
 // fastTools is the fast upstream's tools/list: what access rules read.
 var fastTools = json.RawMessage(`{"tools":[{"name":"echo","inputSchema":{"type":"object"},"annotations":{"readOnlyHint":true}}]}`)
 
