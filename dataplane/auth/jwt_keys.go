@@ -532,6 +532,12 @@ func (k *keySet) get(ctx context.Context, u string) ([]byte, http.Header, error)
 		return nil, nil, err
 	}
 	defer resp.Body.Close()
+	if resp.Request != nil && resp.Request.URL.String() != u {
+		// Redirected: the document must still come from https (or loopback).
+		if err := checkKeysURL(resp.Request.URL.String()); err != nil {
+			return nil, nil, fmt.Errorf("redirected to %s: %w", resp.Request.URL.Redacted(), err)
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDocument))
 		return nil, nil, fmt.Errorf("HTTP %d", resp.StatusCode)

@@ -780,3 +780,26 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// fakeIssuer answers HTTP requests without a network.
+type fakeIssuer func(*http.Request) *http.Response
+
+func (f fakeIssuer) RoundTrip(r *http.Request) (*http.Response, error) { return f(r), nil }
+
+func TestRedirectToPlainHTTPIsRefused(t *testing.T) {
+	opts := testOptions()
+	opts.HTTPClient = &http.Client{Transport: fakeIssuer(func(r *http.Request) *http.Response {
+		h := http.Header{}
+		status := http.StatusOK
+		if r.URL.Host == "id.example" {
+			h.Set("Location", "http://keys.example/jwks.json")
+			status = http.StatusFound
+		}
+		return &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(strings.NewReader(`{"keys":[]}`)), Request: r}
+	})}
+	ks := newKeySet("https://id.example", "https://id.example/jwks.json", opts.withDefaults())
+	_, _, err := ks.get(context.Background(), "https://id.example/jwks.json")
+	if err == nil || !strings.Contains(err.Error(), "redirected to http://keys.example/jwks.json") {
+		t.Fatalf("get = %v, want a refused redirect", err)
+	}
+}
