@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -494,7 +495,11 @@ func mmctlHint() string {
 	}
 	if self, err := os.Executable(); err == nil {
 		dir := filepath.Dir(self)
-		if _, err := os.Stat(filepath.Join(dir, "mmctl")); err == nil {
+		if runtime.GOOS == "windows" {
+			if _, err := os.Stat(filepath.Join(dir, "mmctl.exe")); err == nil {
+				return fmt.Sprintf("$env:PATH = \"%s;$env:PATH\"   # mmctl is next to metamcp", dir)
+			}
+		} else if _, err := os.Stat(filepath.Join(dir, "mmctl")); err == nil {
 			return fmt.Sprintf("export PATH=\"%s:$PATH\"   # mmctl is next to metamcp", dir)
 		}
 	}
