@@ -182,9 +182,9 @@ func (a *app) runEditor(ctx context.Context, path string) error {
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			return runtimeError{fmt.Errorf("the editor (%s) failed: %v; nothing was applied", line, err)}
+			return runtimeError{fmt.Errorf("the editor (%s) failed: %w; nothing was applied", line, err)}
 		}
-		return runtimeError{fmt.Errorf("cannot run the editor (%s): %v; set EDITOR or VISUAL", line, unwrapPathError(err))}
+		return runtimeError{fmt.Errorf("cannot run the editor (%s): %w; set EDITOR or VISUAL", line, unwrapPathError(err))}
 	}
 	return nil
 }
