@@ -48,6 +48,9 @@ type Options struct {
 	// SessionIdleTTL ends client sessions unused for this long (the
 	// gateway's default, 30m, when 0).
 	SessionIdleTTL time.Duration
+	// ListWait bounds how long initialize and list operations wait for one
+	// upstream (gateway.DefaultListWait when zero).
+	ListWait time.Duration
 	// ShutdownTimeout bounds the graceful HTTP stop (10s).
 	ShutdownTimeout time.Duration
 	// HTTPServer picks what serves the client port: HTTPServerLean (the
@@ -186,6 +189,7 @@ func New(opts Options) (*Server, error) {
 		AllowedOrigins: opts.AllowedOrigins,
 		Calls:          calls,
 		SessionIdleTTL: opts.SessionIdleTTL,
+		ListWait:       opts.ListWait,
 		NodeID:         syncOpts.NodeID,
 		Version:        syncOpts.Version,
 		Bus:            bus,

@@ -44,6 +44,7 @@ type dataPlaneFlags struct {
 	tlsCA         string
 	tlsServerName string
 	idleTTL       time.Duration
+	listWait      time.Duration
 	httpServer    string
 	debugListen   string
 	redisURL      string
@@ -118,6 +119,7 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
 	fl.StringVar(&f.httpServer, "http-server", dataplane.HTTPServerLean, "what serves the client port: \""+dataplane.HTTPServerLean+"\" (a lean HTTP/1.1 loop for MCP requests, net/http for anything else) or \""+dataplane.HTTPServerStd+"\" (net/http alone)")
 	fl.DurationVar(&f.idleTTL, "session-idle-ttl", gateway.DefaultSessionIdleTTL, "end client sessions unused for this long (their per_client upstream sessions too)")
+	fl.DurationVar(&f.listWait, "list-wait", gateway.DefaultListWait, "how long initialize and a list operation wait for one upstream: a slower one is left out and its lists reach clients later through list_changed")
 	fl.StringVar(&f.debugListen, "debug-listen", "", "loopback address serving Go's /debug/pprof/ (goroutines, heap, CPU profiles), e.g. 127.0.0.1:6060; off when empty")
 	fl.StringVar(&f.redisURL, "redis-url", "", "Redis shared by the data-plane replicas, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS; timeouts as URL parameters such as dial_timeout=2s); empty: no Redis, sessions cannot span replicas; keep a password out of argv by setting the variable instead")
 	fl.StringVar(&f.redisPrefix, "redis-prefix", dataplane.DefaultRedisPrefix, "prefix of every Redis key and channel this data plane uses, so deployments sharing one Redis stay apart")
@@ -215,6 +217,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),
 		AllowedOrigins: f.allowedOrigin,
 		SessionIdleTTL: f.idleTTL,
+		ListWait:       f.listWait,
 		HTTPServer:     f.httpServer,
 		Redis:          dataplane.RedisOptions{URL: f.redisURL, Prefix: f.redisPrefix},
 		Logger:         logger,

@@ -110,6 +110,8 @@ type serverFlags struct {
 	callTimeout, initTimeout  time.Duration
 	listTimeout, idleTTL      time.Duration
 	maxProcesses, maxSessions int32
+	listMaxAge                time.Duration
+	volatile                  bool
 }
 
 func newCreateServerCommand(a *app) *cobra.Command {
@@ -164,6 +166,8 @@ $KEY from mmctl's environment, --secret-env-file KEY=PATH and
 	fl.Int32Var(&f.maxProcesses, "max-processes", 0, "live stdio processes per data plane (0: the data plane's default)")
 	fl.Int32Var(&f.maxSessions, "max-sessions", 0, "live upstream sessions per data plane (0: the data plane's default)")
 	fl.DurationVar(&f.idleTTL, "idle-ttl", 0, "close an unused session or process after this long (0: the data plane's default)")
+	fl.DurationVar(&f.listMaxAge, "list-max-age", 0, "how long data planes keep lists the server cannot announce changes of (0: the data plane's default, 1m)")
+	fl.BoolVar(&f.volatile, "volatile", false, "the server's lists change without notice: never keep them")
 	fl.StringVar(&f.description, "description", "", "what the server is for")
 	return cmd
 }
@@ -254,7 +258,7 @@ func (f *serverFlags) build(a *app, name string) (*metamcpv1.Server, error) {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"call-timeout", f.callTimeout}, {"init-timeout", f.initTimeout}, {"list-timeout", f.listTimeout}, {"idle-ttl", f.idleTTL}} {
+	}{{"call-timeout", f.callTimeout}, {"init-timeout", f.initTimeout}, {"list-timeout", f.listTimeout}, {"idle-ttl", f.idleTTL}, {"list-max-age", f.listMaxAge}} {
 		if d.v < 0 {
 			return nil, usageErrorf("invalid --%s %s: must not be negative", d.flag, d.v)
 		}
@@ -269,6 +273,10 @@ func (f *serverFlags) build(a *app, name string) (*metamcpv1.Server, error) {
 			List:       optionalDuration(f.listTimeout),
 		}
 	}
+	if f.volatile && f.listMaxAge > 0 {
+		return nil, usageErrorf("--volatile and --list-max-age exclude each other: a volatile server's lists are never kept")
+	}
+	s.ListMaxAge, s.Volatile = optionalDuration(f.listMaxAge), f.volatile
 	if f.maxProcesses > 0 || f.maxSessions > 0 || f.idleTTL > 0 {
 		s.Limits = &metamcpv1.Limits{MaxProcesses: f.maxProcesses, MaxSessions: f.maxSessions, IdleTtl: optionalDuration(f.idleTTL)}
 	}

@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/authz"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -108,13 +112,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 			}
 		}
 	}
-	pages := make([]page, len(jobs))
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Go(func() { pages[i] = g.fetchPage(ctx, c, k, j) })
-	}
-	wg.Wait()
-
+	pages := g.fetchPages(ctx, c, k, jobs)
 	rr := g.routes.get(c.t)
 	next := listCursor{Revision: c.t.snap.Revision}
 	out := make([]byte, 0, 1024)
@@ -161,6 +159,90 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	return append(out, '}'), nil
 }
 
+// fetchPages asks the jobs' members for their pages in parallel and waits
+// for them at most the list wait (Options.ListWait) once one has answered:
+// one slow upstream must not stall every client's list. A member still
+// asking is left out (its page has an error saying so); its request goes on
+// in the background, bounded by its list timeout, and when it answers (a
+// session keeps the page, see upstream.Lister) the endpoint's listening
+// clients hear list_changed. With no member answered yet it waits on: never
+// a silently empty list.
+func (g *Gateway) fetchPages(ctx context.Context, c *call, k listKind, jobs []listJob) []page {
+	pages := make([]page, len(jobs))
+	if len(jobs) == 0 {
+		return pages
+	}
+	type result struct {
+		i int
+		p page
+	}
+	results := make(chan result, len(jobs))
+	bctx, done := g.detach(ctx)
+	var running sync.WaitGroup
+	for i, j := range jobs {
+		running.Go(func() { results <- result{i, g.fetchPage(bctx, c, k, j)} })
+	}
+	got := make([]bool, len(jobs))
+	n, answered, late := 0, 0, false
+	wait := time.NewTimer(g.opts.ListWait)
+	defer wait.Stop()
+collect:
+	for n < len(jobs) {
+		select {
+		case r := <-results:
+			pages[r.i], got[r.i] = r.p, true
+			n++
+			if r.p.err == nil {
+				answered++
+				if late {
+					break collect
+				}
+			}
+		case <-wait.C:
+			late = true
+			if answered > 0 {
+				break collect
+			}
+		case <-ctx.Done():
+			break collect
+		}
+	}
+	if n == len(jobs) {
+		done()
+		return pages
+	}
+	for i, j := range jobs {
+		if !got[i] {
+			pages[i] = page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " did not answer " + k.method + " within " + g.opts.ListWait.String() + ": its part follows through list_changed"}}
+		}
+	}
+	endpoint := c.t.name
+	g.goOwned(func() {
+		running.Wait()
+		done()
+		close(results)
+		for r := range results {
+			if !got[r.i] && r.p.err == nil {
+				g.log.Info("a slow upstream's list arrived: telling the endpoint's clients", "endpoint", endpoint, "method", k.method, "server", jobs[r.i].member.Server.GetName())
+				g.listChanged(endpoint, maskOfList(k))
+			}
+		}
+	})
+	return pages
+}
+
+// detach returns a context with ctx's values but neither its cancellation
+// nor its Caller, which ends with the gateway: for upstream requests that
+// may outlive the client request that started them.
+func (g *Gateway) detach(ctx context.Context) (context.Context, func()) {
+	d, cancel := context.WithCancel(upstream.WithCaller(context.WithoutCancel(ctx), nil))
+	stop := context.AfterFunc(g.ctx, cancel)
+	return d, func() {
+		stop()
+		cancel()
+	}
+}
+
 // listCacheHints decides the caching hints (2026-07-28) of a merged list:
 // the shortest ttlMs of the upstreams' pages (0 when one sent none or
 // failed: a partial list is not to be kept), and public only when the
@@ -201,8 +283,27 @@ func appendCacheHints(b []byte, ttl int64, public bool) []byte {
 	return append(b, `,"cacheScope":"private"`...)
 }
 
-// fetchPage asks one member for one page.
+// fetchPage asks one member for one page: of the session's kept lists
+// when it keeps them (upstream.Lister), else of the upstream.
 func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob) page {
+	s, rerr := g.session(ctx, c, j.member)
+	if rerr != nil {
+		return page{err: rerr}
+	}
+	if l, ok := s.(upstream.Lister); ok {
+		timeout := g.listTimeout(j.member.Server)
+		cctx := callctx.WithTimeout(ctx, timeout)
+		defer cctx.Cancel()
+		p, err := l.List(cctx, k.method, j.cursor)
+		if err != nil {
+			var re *rpc.Error
+			if errors.As(err, &re) {
+				return page{err: re}
+			}
+			return page{err: upstreamError(cctx, j.member.Server.GetName(), err, timeout)}
+		}
+		return page{items: p.Items, next: p.Next, ttlMs: p.TTLMs, scope: p.Scope}
+	}
 	params := emptyObject
 	if j.cursor != "" {
 		params = rpc.AppendString([]byte(`{"cursor":`), j.cursor)
@@ -212,32 +313,11 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 	if rerr != nil {
 		return page{err: rerr}
 	}
-	var p struct {
-		Tools             []json.RawMessage `json:"tools"`
-		Prompts           []json.RawMessage `json:"prompts"`
-		Resources         []json.RawMessage `json:"resources"`
-		ResourceTemplates []json.RawMessage `json:"resourceTemplates"`
-		NextCursor        string            `json:"nextCursor"`
-		// Raw: a malformed hint must not cost the page.
-		TTLMs      json.RawMessage `json:"ttlMs"`
-		CacheScope json.RawMessage `json:"cacheScope"`
-	}
-	if err := json.Unmarshal(res, &p); err != nil {
+	p, err := upstream.ParseListPage(k.method, res)
+	if err != nil {
 		return page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.method + " result: " + err.Error()}}
 	}
-	var items []json.RawMessage
-	switch k {
-	case kindTools:
-		items = p.Tools
-	case kindPrompts:
-		items = p.Prompts
-	case kindResources:
-		items = p.Resources
-	case kindTemplates:
-		items = p.ResourceTemplates
-	}
-	ttl, scope := pageHints(p.TTLMs, p.CacheScope)
-	return page{items: items, next: p.NextCursor, ttlMs: ttl, scope: scope}
+	return page{items: p.Items, next: p.Next, ttlMs: p.TTLMs, scope: p.Scope}
 }
 
 // pageHints reads a page's raw caching hints: ttlMs -1 and scope "" when

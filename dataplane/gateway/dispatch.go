@@ -421,18 +421,41 @@ func (g *Gateway) upstreamInfos(ctx context.Context, c *call) []*upstream.Info {
 			continue
 		}
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, g.listTimeout(m.Server))
+			// One slow upstream must not stall every initialize: it is
+			// waited for at most the list wait, and goes on connecting.
+			wait := min(g.opts.ListWait, g.listTimeout(m.Server))
+			wctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
-			s, rerr := g.session(ctx, c, m)
-			if rerr != nil {
+			s, rerr := g.session(wctx, c, m)
+			if rerr == nil {
+				infos[i] = s.Info()
+				return
+			}
+			if wctx.Err() == nil || ctx.Err() != nil {
 				g.log.Warn("upstream left out of the capabilities", "endpoint", c.t.name, "server", m.Server.GetName(), "err", rerr.Message)
 				return
 			}
-			infos[i] = s.Info()
+			g.log.Info("upstream slow to connect: left out of the capabilities, its lists follow through list_changed", "endpoint", c.t.name, "server", m.Server.GetName(), "wait", wait)
+			g.lateSession(ctx, c, m)
 		})
 	}
 	wg.Wait()
 	return infos
+}
+
+// lateSession waits in the background, up to the server's initialize
+// timeout, for the session initialize gave up on, and tells the endpoint's
+// listening clients that its lists changed once it is there.
+func (g *Gateway) lateSession(ctx context.Context, c *call, m *snapshot.Member) {
+	bctx, done := g.detach(ctx)
+	endpoint, server := c.t.name, m.Server.GetName()
+	g.goOwned(func() {
+		defer done()
+		if _, rerr := g.session(bctx, c, m); rerr == nil {
+			g.log.Info("a slow upstream connected: telling the endpoint's clients", "endpoint", endpoint, "server", server)
+			g.listChanged(endpoint, maskAll)
+		}
+	})
 }
 
 // mergedCapabilities returns the capabilities and instructions the gateway

@@ -34,6 +34,8 @@ const (
 	DefaultListTimeout    = upstream.DefaultListTimeout
 	DefaultCallTimeout    = upstream.DefaultCallTimeout
 	DefaultSessionIdleTTL = 30 * time.Minute
+	// DefaultListWait is Options.ListWait's default.
+	DefaultListWait = 2 * time.Second
 	// SSEKeepAlive is the interval of keep-alive comments on SSE streams.
 	SSEKeepAlive = 15 * time.Second
 )
@@ -68,6 +70,10 @@ type Options struct {
 	MaxBodyBytes int64
 	// DefaultListTimeout and DefaultCallTimeout apply to servers that set none.
 	DefaultListTimeout, DefaultCallTimeout time.Duration
+	// ListWait bounds how long initialize and a list operation wait for
+	// one upstream (DefaultListWait when zero): a slower one is left out,
+	// and its part reaches listening clients later through list_changed.
+	ListWait time.Duration
 	// Calls receives a record of every tools/call, prompts/get and
 	// resources/read. Sends never block: when the channel is full the record
 	// is dropped and counted (DroppedCalls).
@@ -166,6 +172,9 @@ func New(opts Options) *Gateway {
 	}
 	if opts.DefaultCallTimeout <= 0 {
 		opts.DefaultCallTimeout = DefaultCallTimeout
+	}
+	if opts.ListWait <= 0 {
+		opts.ListWait = DefaultListWait
 	}
 	if opts.SessionIdleTTL <= 0 {
 		opts.SessionIdleTTL = DefaultSessionIdleTTL

@@ -46,6 +46,16 @@ var kindsOf = []struct {
 	{maskResources, []listKind{kindResources, kindTemplates}, "notifications/resources/list_changed"},
 }
 
+// maskOfList is the kindMask of one list operation.
+func maskOfList(k listKind) kindMask {
+	for _, kk := range kindsOf {
+		if slices.Contains(kk.kinds, k) {
+			return kk.mask
+		}
+	}
+	return 0
+}
+
 // maskOfNotification maps an upstream's list_changed notification to its kind.
 func maskOfNotification(method string) kindMask {
 	for _, k := range kindsOf {
@@ -537,26 +547,64 @@ func (g *Gateway) recomputeLists(endpoint string, mask kindMask) {
 func (g *Gateway) relist(t target, c *call, k listKind, scope string) bool {
 	hashes := make(map[string][32]byte, len(t.ep.Members))
 	failed := map[string]bool{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	rr := g.routes.get(t)
+	type result struct {
+		server string
+		h      [32]byte
+		ok     bool
+	}
+	results := make(chan result, len(t.ep.Members))
+	pending := map[string]bool{}
 	for i, m := range t.ep.Members {
 		if m.Server == nil {
 			continue
 		}
-		wg.Go(func() {
+		pending[m.Server.GetName()] = true
+		go func() {
 			h, ok := g.memberHashes(c, k, listJob{index: i, member: m}, rr)
-			mu.Lock()
-			defer mu.Unlock()
-			if !ok {
-				failed[m.Server.GetName()] = true
-				return
+			results <- result{m.Server.GetName(), h, ok}
+		}()
+	}
+	// A member slower than the list wait is not waited for (it counts as
+	// not answering); should its list turn out changed, the endpoint is
+	// checked again then (a kept list answers at once).
+	wait := time.NewTimer(g.opts.ListWait)
+	defer wait.Stop()
+collect:
+	for len(pending) > 0 {
+		select {
+		case r := <-results:
+			delete(pending, r.server)
+			if !r.ok {
+				failed[r.server] = true
+				continue
 			}
-			hashes[m.Server.GetName()] = h
+			hashes[r.server] = r.h
+		case <-wait.C:
+			break collect
+		}
+	}
+	for s := range pending {
+		failed[s] = true
+	}
+	key := baseKey{t.name, k.method, scope}
+	if n := len(pending); n > 0 {
+		g.goOwned(func() {
+			for range n {
+				r := <-results
+				if !r.ok {
+					continue
+				}
+				g.state.lists.mu.Lock()
+				old, had := g.state.lists.baselines[key][r.server]
+				g.state.lists.mu.Unlock()
+				if !had || old != r.h {
+					g.listChanged(t.name, maskOfList(k))
+					return
+				}
+			}
 		})
 	}
-	wg.Wait()
-	key := baseKey{t.name, k.method, scope}
 	w := &g.state.lists
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -114,12 +114,14 @@ func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRe
 	log := st.log.With("client", clientID)
 	s := newSession(st.name, clientID, st.cfg, &p.opts, log)
 	t := newHTTPTransport(st.cfg, st.client, log, s.onMessage)
+	t.gap = s.dropAllLists
 	t.sessionID, t.keep = []string{ref.SessionID}, true
 	if ref.ProtocolVersion != "" {
 		t.version = []string{ref.ProtocolVersion}
 	}
 	s.t = t
 	s.info = p.borrowInfoLocked(st, ref.ProtocolVersion)
+	s.setListCapabilities(s.info.Capabilities)
 	e := &entry{clientID: clientID, ready: make(chan struct{}), sess: s}
 	close(e.ready)
 	st.perClient[clientID] = e
@@ -186,6 +188,25 @@ func (a *adoptedSession) Call(ctx context.Context, method string, params json.Ra
 		return nil, err
 	}
 	return s.Call(ctx, method, params)
+}
+
+// List implements Lister, with Call's retry on a fresh session.
+func (a *adoptedSession) List(ctx context.Context, method, cursor string) (*ListPage, error) {
+	l := a.Session.(Lister)
+	page, err := l.List(ctx, method, cursor)
+	if !errors.Is(err, errSessionExpired) {
+		return page, err
+	}
+	a.p.mu.Lock()
+	if a.st.perClient[a.e.clientID] == a.e {
+		delete(a.st.perClient, a.e.clientID)
+	}
+	a.p.mu.Unlock()
+	s, err := a.p.Session(ctx, a.st.name, a.e.clientID)
+	if err != nil {
+		return nil, err
+	}
+	return s.(Lister).List(ctx, method, cursor)
 }
 
 // EndUpstream ends a carried upstream session at the server (DELETE, best

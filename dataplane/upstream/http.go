@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
@@ -94,6 +95,13 @@ type httpTransport struct {
 	onMsg func(Caller, *rpc.Message)
 	// h1 carries the POSTs of a plain http:// server (nil: net/http does).
 	h1 *h1Client
+
+	// listening is set while the standalone event stream is open: the
+	// server can announce list changes then (see hearing).
+	listening atomic.Bool
+	// gap, when set, is called when the event stream ends: what the server
+	// sent until it is open again is lost.
+	gap func()
 
 	mu        sync.Mutex
 	sessionID []string // Mcp-Session-Id, once the server assigned one
@@ -178,6 +186,7 @@ func (t *httpTransport) listenOnce() (bool, error) {
 		}
 		return false, statusErr(resp.Status, resp.Header.Get("Content-Type"), bytes.NewReader(b))
 	}
+	t.listening.Store(true)
 	err = readEvents(resp.Body, func(ev *sseEvent) bool {
 		if ev.event != "" && ev.event != "message" {
 			return true
@@ -189,8 +198,16 @@ func (t *httpTransport) listenOnce() (bool, error) {
 		t.onMsg(nil, msg)
 		return true
 	})
+	t.listening.Store(false)
+	if t.gap != nil {
+		t.gap()
+	}
 	return true, err
 }
+
+// hearing reports whether the server can send notifications outside calls
+// now: its standalone event stream is open.
+func (t *httpTransport) hearing() bool { return t.listening.Load() }
 
 func (t *httpTransport) processes() int        { return 0 }
 func (t *httpTransport) done() <-chan struct{} { return t.fin }

@@ -39,6 +39,10 @@ type PoolOptions struct {
 	DefaultCallTimeout time.Duration
 	DefaultListTimeout time.Duration
 	DefaultIdleTTL     time.Duration
+	// DefaultListMaxAge is how long a list the session cannot hear changes
+	// of is kept, for servers that set no listMaxAge (DefaultListMaxAge
+	// when zero; see lists.go).
+	DefaultListMaxAge time.Duration
 	// DefaultMaxProcesses bounds live stdio processes per server.
 	DefaultMaxProcesses int
 	// DefaultMaxSessions bounds live sessions per server.
@@ -202,6 +206,9 @@ func NewPool(opts PoolOptions) *Pool {
 	}
 	if opts.DefaultIdleTTL <= 0 {
 		opts.DefaultIdleTTL = DefaultIdleTTL
+	}
+	if opts.DefaultListMaxAge <= 0 {
+		opts.DefaultListMaxAge = DefaultListMaxAge
 	}
 	if opts.DefaultMaxProcesses <= 0 {
 		opts.DefaultMaxProcesses = DefaultMaxProcesses
@@ -618,7 +625,9 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 		t, err = startStdio(cfg, p.opts.Environ, log, s.onMessage)
 		err = wrapf(err, "start process")
 	case cfg.GetStreamableHttp() != nil:
-		t = newHTTPTransport(cfg, client, log, s.onMessage)
+		ht := newHTTPTransport(cfg, client, log, s.onMessage)
+		ht.gap = s.dropAllLists
+		t = ht
 	case cfg.GetSse() != nil:
 		t, err = startSSE(ctx, cfg, client, log, s.onMessage)
 		err = wrapf(err, "connect")

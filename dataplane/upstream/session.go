@@ -51,8 +51,10 @@ type session struct {
 	cfg      *metamcpv1.Server
 	defCall  time.Duration
 	defList  time.Duration
-	events   Events
-	log      *slog.Logger
+	// defListMaxAge is PoolOptions.DefaultListMaxAge.
+	defListMaxAge time.Duration
+	events        Events
+	log           *slog.Logger
 
 	t      transport
 	info   *Info
@@ -84,6 +86,11 @@ type session struct {
 	// their Caller and the client's own token (only when !related).
 	tokens   map[string]progressOwner
 	tokenSeq int64
+
+	// lists are the session's kept lists (lists.go), under mu.
+	lists lists
+	// keptHits counts pages served from them.
+	keptHits atomic.Int64
 }
 
 // progressOwner is the call behind a progress token the session assigned.
@@ -96,7 +103,7 @@ func newSession(server, clientID string, cfg *metamcpv1.Server, opts *PoolOption
 	life, stop := context.WithCancel(context.Background())
 	return &session{
 		server: server, clientID: clientID, cfg: cfg,
-		defCall: opts.DefaultCallTimeout, defList: opts.DefaultListTimeout,
+		defCall: opts.DefaultCallTimeout, defList: opts.DefaultListTimeout, defListMaxAge: opts.DefaultListMaxAge,
 		events: opts.Events, log: log, life: life, stopLife: stop,
 		lastUsed: time.Now(),
 		related:  cfg.GetStreamableHttp() != nil,
@@ -207,18 +214,20 @@ func (s *session) end() {
 	s.mu.Unlock()
 }
 
-// goBackground runs f in a goroutine the session owns, unless it has ended.
-func (s *session) goBackground(f func()) {
+// goBackground runs f in a goroutine the session owns, unless it has
+// ended; it reports whether f runs.
+func (s *session) goBackground(f func()) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.life.Err() != nil {
-		return
+		return false
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		f()
 	}()
+	return true
 }
 
 func isList(method string) bool { return strings.HasSuffix(method, "/list") }
@@ -464,6 +473,11 @@ func (s *session) progressOwnerOf(m *rpc.Message) (Caller, *rpc.Message) {
 // the Caller of the call it came with, nil when the wire relates it to no
 // call.
 func (s *session) onMessage(c Caller, m *rpc.Message) {
+	if mask := listChangedMask(m.Method); mask != 0 && m.IsNotification() {
+		// Before anyone hears of it: a list asked for after the
+		// notification is asked of the upstream.
+		s.dropLists(mask)
+	}
 	if c == nil && !s.related && m.Method == "notifications/progress" {
 		if owner, mm := s.progressOwnerOf(m); owner != nil {
 			owner.Notification(mm)
@@ -550,6 +564,7 @@ func (s *session) initialize(ctx context.Context) error {
 		return fmt.Errorf("initialize: the server speaks MCP protocol version %q, which metamcp does not support", res.ProtocolVersion)
 	}
 	s.info = &Info{ProtocolVersion: res.ProtocolVersion, Capabilities: res.Capabilities, ServerInfo: res.ServerInfo, Instructions: res.Instructions}
+	s.setListCapabilities(res.Capabilities)
 	if h, ok := s.t.(interface{ negotiated(string) }); ok {
 		h.negotiated(res.ProtocolVersion)
 	}

@@ -273,6 +273,12 @@ func (c *checker) server(s *metamcpv1.Server) {
 		c.duration(KindServer, name, "timeouts.call", t.GetCall(), false)
 		c.duration(KindServer, name, "timeouts.list", t.GetList(), false)
 	}
+	if d := s.GetListMaxAge(); d != nil {
+		c.duration(KindServer, name, "listMaxAge", d, true)
+		if s.GetVolatile() {
+			c.add(KindServer, name, "listMaxAge", "is set on a volatile server, whose lists are never kept: drop one of them")
+		}
+	}
 	if l := s.GetLimits(); l != nil {
 		if l.GetMaxProcesses() < 0 {
 			c.add(KindServer, name, "limits.maxProcesses", "is %d: must not be negative (0 means the data plane's default)", l.GetMaxProcesses())

@@ -227,6 +227,13 @@ func TestValidateViolations(t *testing.T) {
 		{"invalid duration", func(c *metamcpv1.Config) {
 			server(c, "github").Timeouts.Call = &durationpb.Duration{Seconds: 1, Nanos: -1}
 		}, []want{{"Server", "github", "timeouts.call", "not a valid duration"}}},
+		{"list max age zero", func(c *metamcpv1.Config) {
+			server(c, "github").ListMaxAge = durationpb.New(0)
+		}, []want{{"Server", "github", "listMaxAge", "more than 0"}}},
+		{"list max age on a volatile server", func(c *metamcpv1.Config) {
+			server(c, "github").ListMaxAge = durationpb.New(time.Minute)
+			server(c, "github").Volatile = true
+		}, []want{{"Server", "github", "listMaxAge", "volatile"}}},
 		{"idle ttl over 24h", func(c *metamcpv1.Config) {
 			server(c, "github").Limits.IdleTtl = durationpb.New(24*time.Hour + 1)
 		}, []want{{"Server", "github", "limits.idleTtl", "at most 24h"}}},

@@ -687,6 +687,16 @@ type Server struct {
 	// resources with its own managed_by. Empty for resources made with
 	// `mmctl create`.
 	ManagedBy string `protobuf:"bytes,60,opt,name=managed_by,json=managedBy,proto3" json:"managed_by,omitempty"`
+	// How long a data plane keeps the lists (tools, prompts, resources,
+	// templates) of an upstream session that cannot tell it of changes: the
+	// server declares no listChanged for the list, or (Streamable HTTP) keeps
+	// no event stream open to send it on. Lists a server can announce changes
+	// of are kept until it does, and a list with a ttlMs for that long. Unset:
+	// the data plane's default (1 minute).
+	ListMaxAge *durationpb.Duration `protobuf:"bytes,70,opt,name=list_max_age,json=listMaxAge,proto3" json:"list_max_age,omitempty"`
+	// The server's lists change without notice: they are never kept, and
+	// every list operation asks the server. Excludes list_max_age.
+	Volatile bool `protobuf:"varint,71,opt,name=volatile,proto3" json:"volatile,omitempty"`
 	// Output only: the revision that last changed this resource.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -801,6 +811,20 @@ func (x *Server) GetManagedBy() string {
 		return x.ManagedBy
 	}
 	return ""
+}
+
+func (x *Server) GetListMaxAge() *durationpb.Duration {
+	if x != nil {
+		return x.ListMaxAge
+	}
+	return nil
+}
+
+func (x *Server) GetVolatile() bool {
+	if x != nil {
+		return x.Volatile
+	}
+	return false
 }
 
 func (x *Server) GetRevision() int64 {
@@ -2329,7 +2353,7 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\x06Limits\x12#\n" +
 	"\rmax_processes\x18\x01 \x01(\x05R\fmaxProcesses\x12!\n" +
 	"\fmax_sessions\x18\x02 \x01(\x05R\vmaxSessions\x124\n" +
-	"\bidle_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\"\xc3\x04\n" +
+	"\bidle_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\aidleTtl\"\x9c\x05\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x122\n" +
@@ -2340,7 +2364,10 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\btimeouts\x18\a \x01(\v2\x14.metamcp.v1.TimeoutsR\btimeouts\x12*\n" +
 	"\x06limits\x18\b \x01(\v2\x12.metamcp.v1.LimitsR\x06limits\x12\x1d\n" +
 	"\n" +
-	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x1a\n" +
+	"managed_by\x18< \x01(\tR\tmanagedBy\x12;\n" +
+	"\flist_max_age\x18F \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"listMaxAge\x12\x1a\n" +
+	"\bvolatile\x18G \x01(\bR\bvolatile\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -2590,47 +2617,48 @@ var file_metamcp_v1_resources_proto_depIdxs = []int32{
 	0,  // 10: metamcp.v1.Server.session_mode:type_name -> metamcp.v1.SessionMode
 	8,  // 11: metamcp.v1.Server.timeouts:type_name -> metamcp.v1.Timeouts
 	9,  // 12: metamcp.v1.Server.limits:type_name -> metamcp.v1.Limits
-	29, // 13: metamcp.v1.Server.create_time:type_name -> google.protobuf.Timestamp
-	29, // 14: metamcp.v1.Server.update_time:type_name -> google.protobuf.Timestamp
-	11, // 15: metamcp.v1.ToolOverride.annotations:type_name -> metamcp.v1.ToolAnnotations
-	27, // 16: metamcp.v1.NamespaceMember.tool_overrides:type_name -> metamcp.v1.NamespaceMember.ToolOverridesEntry
-	13, // 17: metamcp.v1.Namespace.members:type_name -> metamcp.v1.NamespaceMember
-	29, // 18: metamcp.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
-	29, // 19: metamcp.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
-	28, // 20: metamcp.v1.JWTAuth.clock_skew:type_name -> google.protobuf.Duration
-	15, // 21: metamcp.v1.EndpointAuth.jwt:type_name -> metamcp.v1.JWTAuth
-	1,  // 22: metamcp.v1.AccessRule.effect:type_name -> metamcp.v1.AccessEffect
-	16, // 23: metamcp.v1.Endpoint.auth:type_name -> metamcp.v1.EndpointAuth
-	18, // 24: metamcp.v1.Endpoint.transports:type_name -> metamcp.v1.Transports
-	17, // 25: metamcp.v1.Endpoint.access_rules:type_name -> metamcp.v1.AccessRule
-	20, // 26: metamcp.v1.Endpoint.audit:type_name -> metamcp.v1.AuditSettings
-	29, // 27: metamcp.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
-	29, // 28: metamcp.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
-	29, // 29: metamcp.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	29, // 30: metamcp.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	29, // 31: metamcp.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	29, // 32: metamcp.v1.ApiKey.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 33: metamcp.v1.RateLimitPolicy.key:type_name -> metamcp.v1.RateLimitKey
-	28, // 34: metamcp.v1.RateLimitPolicy.period:type_name -> google.protobuf.Duration
-	3,  // 35: metamcp.v1.RateLimitPolicy.on_redis_failure:type_name -> metamcp.v1.RateLimitFailureMode
-	29, // 36: metamcp.v1.RateLimitPolicy.create_time:type_name -> google.protobuf.Timestamp
-	29, // 37: metamcp.v1.RateLimitPolicy.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 38: metamcp.v1.Token.scope:type_name -> metamcp.v1.TokenScope
-	29, // 39: metamcp.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
-	29, // 40: metamcp.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
-	29, // 41: metamcp.v1.Token.create_time:type_name -> google.protobuf.Timestamp
-	10, // 42: metamcp.v1.Resource.server:type_name -> metamcp.v1.Server
-	14, // 43: metamcp.v1.Resource.namespace:type_name -> metamcp.v1.Namespace
-	19, // 44: metamcp.v1.Resource.endpoint:type_name -> metamcp.v1.Endpoint
-	22, // 45: metamcp.v1.Resource.rate_limit:type_name -> metamcp.v1.RateLimitPolicy
-	5,  // 46: metamcp.v1.StdioTransport.EnvEntry.value:type_name -> metamcp.v1.Value
-	5,  // 47: metamcp.v1.HTTPTransport.HeadersEntry.value:type_name -> metamcp.v1.Value
-	12, // 48: metamcp.v1.NamespaceMember.ToolOverridesEntry.value:type_name -> metamcp.v1.ToolOverride
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	28, // 13: metamcp.v1.Server.list_max_age:type_name -> google.protobuf.Duration
+	29, // 14: metamcp.v1.Server.create_time:type_name -> google.protobuf.Timestamp
+	29, // 15: metamcp.v1.Server.update_time:type_name -> google.protobuf.Timestamp
+	11, // 16: metamcp.v1.ToolOverride.annotations:type_name -> metamcp.v1.ToolAnnotations
+	27, // 17: metamcp.v1.NamespaceMember.tool_overrides:type_name -> metamcp.v1.NamespaceMember.ToolOverridesEntry
+	13, // 18: metamcp.v1.Namespace.members:type_name -> metamcp.v1.NamespaceMember
+	29, // 19: metamcp.v1.Namespace.create_time:type_name -> google.protobuf.Timestamp
+	29, // 20: metamcp.v1.Namespace.update_time:type_name -> google.protobuf.Timestamp
+	28, // 21: metamcp.v1.JWTAuth.clock_skew:type_name -> google.protobuf.Duration
+	15, // 22: metamcp.v1.EndpointAuth.jwt:type_name -> metamcp.v1.JWTAuth
+	1,  // 23: metamcp.v1.AccessRule.effect:type_name -> metamcp.v1.AccessEffect
+	16, // 24: metamcp.v1.Endpoint.auth:type_name -> metamcp.v1.EndpointAuth
+	18, // 25: metamcp.v1.Endpoint.transports:type_name -> metamcp.v1.Transports
+	17, // 26: metamcp.v1.Endpoint.access_rules:type_name -> metamcp.v1.AccessRule
+	20, // 27: metamcp.v1.Endpoint.audit:type_name -> metamcp.v1.AuditSettings
+	29, // 28: metamcp.v1.Endpoint.create_time:type_name -> google.protobuf.Timestamp
+	29, // 29: metamcp.v1.Endpoint.update_time:type_name -> google.protobuf.Timestamp
+	29, // 30: metamcp.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 31: metamcp.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	29, // 32: metamcp.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	29, // 33: metamcp.v1.ApiKey.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 34: metamcp.v1.RateLimitPolicy.key:type_name -> metamcp.v1.RateLimitKey
+	28, // 35: metamcp.v1.RateLimitPolicy.period:type_name -> google.protobuf.Duration
+	3,  // 36: metamcp.v1.RateLimitPolicy.on_redis_failure:type_name -> metamcp.v1.RateLimitFailureMode
+	29, // 37: metamcp.v1.RateLimitPolicy.create_time:type_name -> google.protobuf.Timestamp
+	29, // 38: metamcp.v1.RateLimitPolicy.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 39: metamcp.v1.Token.scope:type_name -> metamcp.v1.TokenScope
+	29, // 40: metamcp.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 41: metamcp.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	29, // 42: metamcp.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	10, // 43: metamcp.v1.Resource.server:type_name -> metamcp.v1.Server
+	14, // 44: metamcp.v1.Resource.namespace:type_name -> metamcp.v1.Namespace
+	19, // 45: metamcp.v1.Resource.endpoint:type_name -> metamcp.v1.Endpoint
+	22, // 46: metamcp.v1.Resource.rate_limit:type_name -> metamcp.v1.RateLimitPolicy
+	5,  // 47: metamcp.v1.StdioTransport.EnvEntry.value:type_name -> metamcp.v1.Value
+	5,  // 48: metamcp.v1.HTTPTransport.HeadersEntry.value:type_name -> metamcp.v1.Value
+	12, // 49: metamcp.v1.NamespaceMember.ToolOverridesEntry.value:type_name -> metamcp.v1.ToolOverride
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_resources_proto_init() }
