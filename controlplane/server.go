@@ -60,6 +60,9 @@ type Options struct {
 	Logger *slog.Logger
 	// ShutdownTimeout bounds the graceful stop (DefaultShutdownTimeout when 0).
 	ShutdownTimeout time.Duration
+	// AuditRetention is how long call records are kept; older ones are
+	// deleted periodically. Zero keeps them forever.
+	AuditRetention time.Duration
 }
 
 // Server is the control plane's gRPC server.
@@ -72,6 +75,7 @@ type Server struct {
 	sync   *syncserver.Server
 	health *health.Server
 	tls    bool
+	st     store.Store
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -121,8 +125,10 @@ func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 	s.sync = syncserver.New(s.admin, st, syncserver.Options{
 		Logger:      logger.With("component", "sync"),
 		Reauthorize: s.authn.ReauthorizeAt,
+		OnRecords:   s.admin.CallRecordsStored,
 	})
 	s.admin.SetListedTools(s.sync)
+	s.st = st
 	metamcpv1.RegisterAdminServiceServer(s.grpc, s.admin)
 	metamcpv1.RegisterSyncServiceServer(s.grpc, s.sync)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -230,6 +236,19 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		<-syncDone
 	}()
 
+	if s.opts.AuditRetention > 0 {
+		retCtx, stopRet := context.WithCancel(ctx)
+		retDone := make(chan struct{})
+		go func() {
+			defer close(retDone)
+			s.enforceRetention(retCtx)
+		}()
+		defer func() {
+			stopRet()
+			<-retDone
+		}()
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.grpc.Serve(lis) }()
 
@@ -261,6 +280,38 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return fmt.Errorf("serve gRPC on %s: %w", lis.Addr(), err)
 	}
 	return nil
+}
+
+// RetentionInterval returns how often call records older than retention are
+// deleted: a tenth of it, between a second and an hour.
+func RetentionInterval(retention time.Duration) time.Duration {
+	return min(max(retention/10, time.Second), time.Hour)
+}
+
+// enforceRetention deletes call records older than the retention, at start
+// and then every RetentionInterval, until ctx is done. Every control-plane
+// replica does; a delete that finds nothing costs an index probe.
+func (s *Server) enforceRetention(ctx context.Context) {
+	every := RetentionInterval(s.opts.AuditRetention)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		cutoff := time.Now().Add(-s.opts.AuditRetention)
+		n, err := s.st.DeleteCallRecordsBefore(ctx, cutoff)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			s.log.Warn("audit retention: delete old call records failed; retrying later", "err", err, "retry_in", every)
+		case n > 0:
+			s.log.Info("audit retention: deleted old call records", "records", n, "before", cutoff.UTC().Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // CheckListen returns a warning when addr is reachable from other hosts and

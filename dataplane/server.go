@@ -12,12 +12,16 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/audit"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/httpserver"
@@ -64,7 +68,20 @@ type Options struct {
 	TrustedProxies        []netip.Prefix
 	PublicURL             string
 	AuthFailuresPerMinute int
-	Logger                *slog.Logger
+	// Audit says where call records wait for the control plane.
+	Audit  AuditOptions
+	Logger *slog.Logger
+}
+
+// AuditOptions configure the call-record spool.
+type AuditOptions struct {
+	// SpoolDir keeps call records until the control plane has stored them
+	// (default: "audit-spool" beside CacheFile; a temporary directory,
+	// removed at the end, without either).
+	SpoolDir string
+	// SpoolMaxBytes bounds the spool (audit.DefaultMaxBytes when 0); beyond
+	// it the oldest records are dropped and counted.
+	SpoolMaxBytes int64
 }
 
 // What serves the data plane's client port (Options.HTTPServer).
@@ -89,9 +106,9 @@ type RedisOptions struct {
 	Prefix string
 }
 
-// callBuffer is how many call records wait for the sync stream, which takes
-// them every 50 ms (about 300,000 calls a second); beyond it the gateway
-// drops records (and counts them) rather than slow a client down.
+// callBuffer is how many call records wait for the audit trail's batcher,
+// which takes them as they come and writes them to its spool; beyond it the
+// gateway drops records (and counts them) rather than slow a client down.
 const callBuffer = 16384
 
 // Server is one data plane.
@@ -110,6 +127,11 @@ type Server struct {
 	bus      sessionbus.Bus
 	redis    *redis.Client     // nil without Redis
 	redisBus *sessionbus.Redis // nil without Redis
+
+	trail     *audit.Trail
+	calls     chan *metamcpv1.CallRecord
+	trailConn *grpc.ClientConn
+	tmpSpool  string // removed at the end of Serve when set
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -156,9 +178,6 @@ func New(opts Options) (*Server, error) {
 	pool := upstream.NewPool(poolOpts)
 	syncOpts := opts.Sync
 	syncOpts.Logger = opts.Logger.With("component", "sync")
-	if syncOpts.Calls == nil {
-		syncOpts.Calls = calls
-	}
 	// The gateway is created below, before the sync client runs (Serve).
 	var gw *gateway.Gateway
 	if syncOpts.Status == nil {
@@ -173,6 +192,14 @@ func New(opts Options) (*Server, error) {
 		syncOpts.Tools = tools.Changed
 	}
 	client, err := syncclient.New(cache, syncOpts)
+	var (
+		trail     *audit.Trail
+		trailConn *grpc.ClientConn
+		tmpSpool  string
+	)
+	if err == nil {
+		trail, trailConn, tmpSpool, err = openTrail(opts, syncOpts, func() int64 { return gw.DroppedCalls() })
+	}
 	if err != nil {
 		_ = pool.Close()
 		_ = bus.Close()
@@ -200,7 +227,7 @@ func New(opts Options) (*Server, error) {
 		ToolReport:            tools,
 	})
 	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, tools: tools, mux: http.NewServeMux(),
-		bus: bus, redis: rdb, redisBus: redisBus}
+		bus: bus, redis: rdb, redisBus: redisBus, trail: trail, calls: calls, trailConn: trailConn, tmpSpool: tmpSpool}
 	gw.Register(s.mux)
 	s.handler = gw.Routes(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -214,6 +241,42 @@ func New(opts Options) (*Server, error) {
 // ToolReport is where the gateway records the tool lists it serves, for
 // `mmctl auth can-i`.
 func (s *Server) ToolReport() *toolreport.Report { return s.tools }
+
+// openTrail opens the call-record spool and a connection of its own to the
+// control plane for the record stream.
+func openTrail(opts Options, syncOpts syncclient.Options, dropped func() int64) (*audit.Trail, *grpc.ClientConn, string, error) {
+	dir, tmp := opts.Audit.SpoolDir, ""
+	if dir == "" && opts.CacheFile != "" {
+		dir = filepath.Join(filepath.Dir(opts.CacheFile), "audit-spool")
+	}
+	if dir == "" {
+		d, err := os.MkdirTemp("", "metamcp-audit-spool-")
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("audit spool: %w", err)
+		}
+		dir, tmp = d, d
+	}
+	conn, err := syncclient.Dial(syncOpts)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	trail, err := audit.Open(audit.Options{
+		Dir:      dir,
+		MaxBytes: opts.Audit.SpoolMaxBytes,
+		NodeID:   syncOpts.NodeID,
+		Conn:     conn,
+		Dropped:  dropped,
+		Logger:   opts.Logger.With("component", "audit"),
+	})
+	if err != nil {
+		_ = conn.Close()
+		if tmp != "" {
+			_ = os.RemoveAll(tmp)
+		}
+		return nil, nil, "", fmt.Errorf("%w (check --audit-spool-dir)", err)
+	}
+	return trail, conn, tmp, nil
+}
 
 // openRedis creates the data plane's one Redis client (which the session bus,
 // and later the shared rate limits, use) and the session bus over it; without
@@ -294,13 +357,35 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 			_, _ = fmt.Fprintf(w, "redis: ok\n")
 		}
 	}
+	_, _ = fmt.Fprintf(w, "audit: %s\n", s.trail.Stats())
 }
+
+// AuditStats reports the call-record spool.
+func (s *Server) AuditStats() audit.Stats { return s.trail.Stats() }
 
 // Serve runs the sync client and serves HTTP on lis until ctx is done, then
 // stops gracefully, closes the gateway and the upstream pool (every stdio
 // process killed and reaped). It returns nil after such a stop. Serve is
 // called once.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	// The audit trail stops last, after the gateway: the records of the
+	// last calls reach its spool, and are sent after a restart.
+	trailCtx, stopTrail := context.WithCancel(context.WithoutCancel(ctx))
+	trailDone := make(chan struct{})
+	go func() {
+		defer close(trailDone)
+		if err := s.trail.Run(trailCtx, s.calls); err != nil {
+			s.log.Warn("close the audit spool", "err", err)
+		}
+	}()
+	defer func() {
+		stopTrail()
+		<-trailDone
+		_ = s.trailConn.Close()
+		if s.tmpSpool != "" {
+			_ = os.RemoveAll(s.tmpSpool)
+		}
+	}()
 	defer func() {
 		s.gw.Close()
 		if err := s.pool.Close(); err != nil {

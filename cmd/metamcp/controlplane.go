@@ -47,6 +47,7 @@ type controlPlaneFlags struct {
 	tlsCert        string
 	tlsKey         string
 	tlsClientCA    string
+	auditRetention time.Duration
 }
 
 func newControlPlaneCommand(lf *logFlags) *cobra.Command {
@@ -88,6 +89,8 @@ Several control planes may run against one database.`,
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serve TLS when set, with --tls-key")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file (PEM) to require and verify client certificates (mutual TLS)")
+	f.auditRetention = defaultAuditRetention
+	fl.Var(daysDuration{&f.auditRetention}, "audit-retention", "how long call records (the audit trail) are kept, in days (90d) or as a duration (36h); older ones are deleted periodically; 0 keeps them forever")
 	return cmd
 }
 
@@ -158,6 +161,7 @@ func runControlPlane(ctx context.Context, logger *slog.Logger, f *controlPlaneFl
 		ClientCAFile:   f.tlsClientCA,
 		AdminTokenHash: adminTokenHash,
 		Logger:         logger,
+		AuditRetention: f.auditRetention,
 	}, nil)
 }
 

@@ -54,6 +54,8 @@ type dataPlaneFlags struct {
 	trustedProxies []string
 	publicURL      string
 	authFailures   int
+	auditSpoolDir  string
+	auditSpoolMiB  int
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -95,6 +97,9 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 			if err != nil {
 				return err
 			}
+			if f.auditSpoolMiB < 1 {
+				return usageError{fmt.Errorf("--audit-spool-max %d: want 1 or more MiB", f.auditSpoolMiB)}
+			}
 			if f.gcHeadroomMiB < 0 {
 				return usageError{fmt.Errorf("--gc-headroom %d: want 0 (off) or more MiB", f.gcHeadroomMiB)}
 			}
@@ -127,6 +132,8 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "addresses or CIDR ranges of the reverse proxies and load balancers in front, comma separated (e.g. 10.0.0.0/8,127.0.0.1); only their X-Forwarded-For (the client address for audit, rate limits and the failed-login throttle), X-Forwarded-Proto and X-Forwarded-Host are believed (default: none)")
 	fl.StringVar(&f.publicURL, "public-url", "", "scheme and host clients use to reach this data plane, e.g. https://mcp.example.com: the base of each endpoint's OAuth resource URL (default: what the request, or a trusted proxy, says)")
 	fl.IntVar(&f.authFailures, "auth-failures-per-minute", gateway.DefaultAuthFailuresPerMinute, "failed authentications one client address may make per minute (and at once) before it gets 429 for a while; -1 turns the throttle off")
+	fl.StringVar(&f.auditSpoolDir, "audit-spool-dir", "", "where call records wait until the control plane has stored them; they survive a restart (default: audit-spool beside --cache-file)")
+	fl.IntVar(&f.auditSpoolMiB, "audit-spool-max", 256, "MiB the audit spool may take on disk; beyond it the oldest records are dropped (and counted in /readyz and the control plane's log)")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
@@ -220,6 +227,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		ListWait:       f.listWait,
 		HTTPServer:     f.httpServer,
 		Redis:          dataplane.RedisOptions{URL: f.redisURL, Prefix: f.redisPrefix},
+		Audit:          dataplane.AuditOptions{SpoolDir: f.auditSpoolDir, SpoolMaxBytes: int64(f.auditSpoolMiB) << 20},
 		Logger:         logger,
 
 		TrustedProxies:        proxies,

@@ -60,9 +60,10 @@ const (
 )
 
 type devFlags struct {
-	dataDir    string
-	listen     string
-	httpListen string
+	dataDir        string
+	listen         string
+	httpListen     string
+	auditRetention time.Duration
 }
 
 func newDevCommand(lf *logFlags, stdout io.Writer) *cobra.Command {
@@ -99,6 +100,8 @@ directory. That is fine for a laptop and wrong for a shared machine: use
 	fl.StringVar(&f.dataDir, "data-dir", ".metamcp", "directory for the store, the secret key and the tokens (created 0700)")
 	fl.StringVar(&f.listen, "listen", defaultControlPlaneListen, "address of the control plane's gRPC API; port 0 picks a free port")
 	fl.StringVar(&f.httpListen, "http-listen", dataplane.DefaultListen, "address of the data plane's HTTP server for MCP clients; port 0 picks a free port")
+	f.auditRetention = defaultAuditRetention
+	fl.Var(daysDuration{&f.auditRetention}, "audit-retention", "how long call records (the audit trail) are kept, in days (90d) or as a duration (36h); 0 keeps them forever")
 	return cmd
 }
 
@@ -154,6 +157,7 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 			Listen:         f.listen,
 			AdminTokenHash: auth.HashToken(token),
 			Logger:         logger,
+			AuditRetention: f.auditRetention,
 		}, func(addr string) { cpAddr <- addr })
 	})
 	var addr string

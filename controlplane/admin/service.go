@@ -47,6 +47,7 @@ type Service struct {
 	// until SetListedTools.
 	listedMu sync.Mutex
 	listed   ListedTools
+	calls    callNotifier
 }
 
 // New returns a Service keeping config in st and sealing secrets with sealer.

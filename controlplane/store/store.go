@@ -60,6 +60,43 @@ type Record struct {
 	UpdateTime time.Time
 }
 
+// CallQuery selects a page of the call log.
+type CallQuery struct {
+	// Filter selects records; nil selects all.
+	Filter *metamcpv1.CallRecordFilter
+	// Limit is the most records returned; it must be positive.
+	Limit int
+	// Before, when set, starts the page after this position: records older
+	// than it (by time, then sequence).
+	Before *CallCursor
+}
+
+// CallCursor is a position in the call log, newest first.
+type CallCursor struct {
+	Time time.Time
+	Seq  int64
+}
+
+// StoredCall is a call record and its place in the log.
+type StoredCall struct {
+	// Seq orders records by when they were stored (see CallRecordsAfter).
+	Seq    int64
+	Record *metamcpv1.CallRecord
+}
+
+// Cursor is the position of c, for CallQuery.Before.
+func (c StoredCall) Cursor() CallCursor {
+	return CallCursor{Time: c.Record.GetTime().AsTime(), Seq: c.Seq}
+}
+
+// CallStat is what a summary needs of one call record.
+type CallStat struct {
+	Principal string
+	Target    string
+	Outcome   metamcpv1.CallOutcome
+	Duration  time.Duration
+}
+
 // ReadTx reads one consistent view of the store.
 type ReadTx interface {
 	// Revision is the revision this transaction sees. Inside Update it is the
@@ -113,10 +150,28 @@ type Store interface {
 	UpsertDataPlane(ctx context.Context, dp *metamcpv1.DataPlane) error
 	// ListDataPlanes returns every recorded data plane, sorted by node id.
 	ListDataPlanes(ctx context.Context) ([]*metamcpv1.DataPlane, error)
-	// AppendCallRecords adds records to the call log (audit trail).
-	AppendCallRecords(ctx context.Context, records []*metamcpv1.CallRecord) error
-	// ListCallRecords returns the newest call records first, at most limit.
-	ListCallRecords(ctx context.Context, limit int) ([]*metamcpv1.CallRecord, error)
+	// AppendCallRecords adds records to the call log (audit trail) and
+	// returns how many it stored: a record whose id is already stored (a
+	// batch sent twice) is skipped. Records without an id are always stored.
+	// A record without a time is stamped with the current time.
+	AppendCallRecords(ctx context.Context, records []*metamcpv1.CallRecord) (stored int, err error)
+	// ListCallRecords returns the call records q selects, newest call time
+	// first (among equal times, the last stored first).
+	ListCallRecords(ctx context.Context, q CallQuery) ([]StoredCall, error)
+	// CallRecordsAfter returns at most limit records that f selects and that
+	// were stored after the one with sequence after, in the order they were
+	// stored (by sequence). Sequences increase with each store but a
+	// transaction may commit after one with higher sequences: followers read
+	// again a little behind what they saw (see LatestCallSeq).
+	CallRecordsAfter(ctx context.Context, f *metamcpv1.CallRecordFilter, after int64, limit int) ([]StoredCall, error)
+	// LatestCallSeq is the highest sequence stored (0 when none).
+	LatestCallSeq(ctx context.Context) (int64, error)
+	// ScanCallStats calls fn with what a summary needs of every record f
+	// selects, in no particular order, without decoding the records.
+	ScanCallStats(ctx context.Context, f *metamcpv1.CallRecordFilter, fn func(CallStat) error) error
+	// DeleteCallRecordsBefore removes the records whose call time is before t
+	// and returns how many it removed.
+	DeleteCallRecordsBefore(ctx context.Context, t time.Time) (int64, error)
 
 	// Close releases connections; watch channels are closed.
 	Close() error

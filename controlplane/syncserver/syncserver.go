@@ -54,6 +54,8 @@ type Options struct {
 	RetryInterval time.Duration
 	// MaxCallRecords bounds one call-record batch (1000).
 	MaxCallRecords int
+	// OnRecords is called after call records were stored (to wake followers).
+	OnRecords func()
 }
 
 // Server implements metamcpv1.SyncServiceServer. Run must be running for
@@ -494,7 +496,7 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 				r.NodeId = st.dp.GetNodeId()
 			}
 		}
-		if err := st.srv.st.AppendCallRecords(ctx, recs); err != nil {
+		if _, err := st.srv.st.AppendCallRecords(ctx, recs); err != nil {
 			st.log.Warn("store call records failed", "records", len(recs), "err", err)
 		}
 	case *metamcpv1.SyncRequest_Hello:

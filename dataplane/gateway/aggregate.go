@@ -361,6 +361,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		if c.t.ep.Policy != nil {
 			rr.setToolAnnotations(exposed, authz.ParseAnnotations(out))
 		}
+		rr.setToolHint(exposed, toolHintsOf(out))
 		return out, true
 	case kindPrompts:
 		name, ok := rpc.StringField(item, "name")
@@ -481,7 +482,7 @@ func (rc *routeCache) get(t target) *resourceRoutes {
 			delete(rc.m, old)
 		}
 	}
-	r = &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string][]paramBinding{}}
+	r = &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string][]paramBinding{}, hints: map[string]uint8{}}
 	rc.m[k] = r
 	return r
 }
@@ -495,6 +496,7 @@ type resourceRoutes struct {
 	tools     map[string][]paramBinding // nil value: listed, no annotations
 	// annotations of the listed tools, for access rules (setToolAnnotations).
 	annotations map[string]authz.Annotations
+	hints       map[string]uint8 // the tools' annotations, for call records (record.go)
 
 	learnMu  sync.Mutex             // guards learning
 	learning map[string]*learnState // learnToolParams, by server

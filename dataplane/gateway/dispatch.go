@@ -10,9 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
@@ -47,6 +44,13 @@ type call struct {
 	// params indexes the request's params for the steps that look into
 	// them (see objectIndex).
 	params objectIndex
+
+	// For the call's audit record (record.go).
+	clientInfo json.RawMessage // the client's Implementation object
+	session    string          // the session's own id (SessionInfo.ID)
+	trace      string          // the traceparent header
+	hints      uint8           // the tool's annotations (toolHint bits)
+	payload    json.RawMessage // the arguments, when the endpoint captures them
 }
 
 var emptyObject = json.RawMessage("{}")
@@ -67,6 +71,14 @@ func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json
 		}
 		return g.sessionCall(ctx, c, msg)
 	}
+	start := time.Now()
+	res, rerr := g.dispatchOther(ctx, c, msg)
+	g.record(c, msg.Method, "", "", start, res, rerr)
+	return res, rerr
+}
+
+// dispatchOther serves the requests that are not forwarded by name.
+func (g *Gateway) dispatchOther(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	switch msg.Method {
 	case "tools/list":
 		return g.listObserved(ctx, c, kindTools, msg.Params)
@@ -152,7 +164,7 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 		// The client may cancel the call (notifications/cancelled).
 		slot, live := r.track(cctx.Cancel)
 		if !live {
-			return nil, &rpc.Error{Code: codeServerError, Message: "request cancelled by the client"}
+			return nil, &rpc.Error{Code: codeServerError, Message: msgCancelledByClient}
 		}
 		defer r.untrack(slot)
 	}
@@ -179,14 +191,14 @@ func upstreamError(ctx context.Context, server string, err error, timeout time.D
 		return &rpc.Error{Code: codeServerError, Message: "upstream " + quote(server) + " is unavailable: " + le.Error()}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		msg := "upstream " + quote(server) + " did not answer in time"
+		msg := "upstream " + quote(server) + msgNoAnswerInTime
 		if timeout > 0 {
 			msg += " (" + timeout.String() + ")"
 		}
 		return &rpc.Error{Code: codeServerError, Message: msg}
 	}
 	if errors.Is(err, context.Canceled) {
-		return &rpc.Error{Code: codeServerError, Message: "request to upstream " + quote(server) + " cancelled"}
+		return &rpc.Error{Code: codeServerError, Message: "request to upstream " + quote(server) + msgCancelled}
 	}
 	cause := err
 	var ue *upstream.Error
@@ -295,6 +307,9 @@ func (g *Gateway) forwardByName(ctx context.Context, c *call, method, what strin
 	rename := ""
 	if upstreamName != name {
 		rename = upstreamName
+	}
+	if g.opts.Calls != nil {
+		g.auditCall(ctx, c, method, m, name, upstreamName, params)
 	}
 	// A stateless request's _meta is stripped here, in the same pass as
 	// the rename: callUpstream's strip then finds nothing to do.
@@ -540,51 +555,6 @@ func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
 	// change at any moment.
 	b = appendCacheHints(b, 0, c.t.ep.Endpoint.GetAuth().GetAnonymous())
 	return append(b, '}')
-}
-
-// record sends a call record without blocking.
-func (g *Gateway) record(c *call, method, targetName, server string, start time.Time, res json.RawMessage, rerr *rpc.Error) {
-	if g.opts.Calls == nil {
-		return
-	}
-	d := time.Since(start)
-	// One allocation for the record and its two timestamps.
-	a := &struct {
-		rec  metamcpv1.CallRecord
-		time timestamppb.Timestamp
-		dur  durationpb.Duration
-	}{}
-	a.time.Seconds, a.time.Nanos = start.Unix(), int32(start.Nanosecond())
-	a.dur.Seconds, a.dur.Nanos = int64(d/time.Second), int32(d%time.Second)
-	rec := &a.rec
-	*rec = metamcpv1.CallRecord{
-		Time:          &a.time,
-		NodeId:        g.opts.NodeID,
-		Endpoint:      c.t.name,
-		Principal:     c.principal,
-		Method:        method,
-		Target:        targetName,
-		Server:        server,
-		Duration:      &a.dur,
-		RequestBytes:  int64(c.reqBytes),
-		ResponseBytes: int64(len(res)),
-		ClientIp:      c.clientIP,
-		Outcome:       metamcpv1.CallOutcome_CALL_OUTCOME_OK,
-	}
-	switch {
-	case rerr != nil:
-		rec.Outcome = metamcpv1.CallOutcome_CALL_OUTCOME_ERROR
-		rec.Error = rerr.Message
-	case isToolError(res):
-		rec.Outcome = metamcpv1.CallOutcome_CALL_OUTCOME_TOOL_ERROR
-	}
-	select {
-	case g.opts.Calls <- rec:
-	default:
-		if n := g.dropped.Add(1); n == 1 || n%1000 == 0 {
-			g.log.Warn("call records dropped: the record channel is full", "dropped", n)
-		}
-	}
 }
 
 // isToolError reports whether a raw tools/call result has "isError": true.

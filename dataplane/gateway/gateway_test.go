@@ -320,16 +320,20 @@ func TestCallRecords(t *testing.T) {
 	_, _ = cs.ReadResource(testCtx(t), &mcp.ReadResourceParams{URI: "fixture://alpha/readme"})
 	_, _ = cs.GetPrompt(testCtx(t), &mcp.GetPromptParams{Name: "alpha__greet", Arguments: map[string]string{"who": "x"}})
 	_, _ = cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "nope"})
+	_, _ = cs.ListTools(testCtx(t), nil)
 	want := []struct {
 		method, target, server string
 		outcome                metamcpv1.CallOutcome
 	}{
+		{"initialize", "", "", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
 		{"tools/call", "alpha__echo", "alpha", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
 		{"tools/call", "beta__fail", "beta", metamcpv1.CallOutcome_CALL_OUTCOME_TOOL_ERROR},
 		{"resources/read", "fixture://alpha/readme", "alpha", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
 		{"prompts/get", "alpha__greet", "alpha", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
 		{"tools/call", "nope", "", metamcpv1.CallOutcome_CALL_OUTCOME_ERROR},
+		{"tools/list", "", "", metamcpv1.CallOutcome_CALL_OUTCOME_OK},
 	}
+	session := ""
 	for _, w := range want {
 		select {
 		case r := <-h.calls:
@@ -339,12 +343,94 @@ func TestCallRecords(t *testing.T) {
 				t.Errorf("record %s %s: time %v, duration %v; the test began at %v", r.GetMethod(), r.GetTarget(), at, d, begin)
 			}
 			if r.GetMethod() != w.method || r.GetTarget() != w.target || r.GetServer() != w.server || r.GetOutcome() != w.outcome ||
-				r.GetEndpoint() != "main" || r.GetPrincipal() != "bob" || r.GetClientIp() != "127.0.0.1" || r.GetRequestBytes() == 0 || r.GetTime() == nil {
+				r.GetEndpoint() != "main" || r.GetPrincipal() != "bob" || r.GetPrincipalKind() != "apikey" || r.GetClientIp() != "127.0.0.1" ||
+				r.GetRequestBytes() == 0 || r.GetTime() == nil || r.GetClientName() != "gateway-test" || r.GetProtocolVersion() != "2025-11-25" {
 				t.Errorf("record = %v, want %+v", r, w)
+			}
+			if session == "" {
+				session = r.GetSessionId()
+			}
+			if r.GetSessionId() == "" || r.GetSessionId() != session || len(session) > 32 {
+				t.Errorf("record %s: session %q, want the session's own short id %q on every record", r.GetMethod(), r.GetSessionId(), session)
+			}
+			if w.outcome == metamcpv1.CallOutcome_CALL_OUTCOME_ERROR && (r.GetErrorCode() != codeInvalidParams || r.GetError() == "") {
+				t.Errorf("record %s: error %d %q, want the JSON-RPC error", r.GetTarget(), r.GetErrorCode(), r.GetError())
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("no call record for %+v", w)
 		}
+	}
+}
+
+// nextRecord returns the next record of method, skipping others.
+func nextRecord(t *testing.T, h *harness, method string) *metamcpv1.CallRecord {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case r := <-h.calls:
+			if r.GetMethod() == method {
+				return r
+			}
+		case <-deadline:
+			t.Fatalf("no %s record", method)
+			return nil
+		}
+	}
+}
+
+func TestCallRecordRefusals(t *testing.T) {
+	h := newHarness(t, testConfig(), nil, nil)
+	url := h.srvURL + "/metamcp/main/mcp"
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if code, _, _ := post(t, url, body, map[string]string{"traceparent": tp}); code != http.StatusUnauthorized {
+		t.Fatalf("no key: status %d, want 401", code)
+	}
+	r := nextRecord(t, h, "")
+	if r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED || r.GetHttpStatus() != 401 || r.GetEndpoint() != "main" ||
+		r.GetPrincipal() != "" || r.GetTraceId() != "4bf92f3577b34da6a3ce929d0e0e4736" || r.GetError() == "" || r.GetClientIp() != "127.0.0.1" {
+		t.Errorf("401 record = %v", r)
+	}
+	if code, _, _ := post(t, url, body, map[string]string{"Authorization": "Bearer mm_unknown"}); code != http.StatusUnauthorized {
+		t.Fatalf("unknown key: status %d, want 401", code)
+	}
+	if r := nextRecord(t, h, ""); r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED {
+		t.Errorf("unknown key record = %v", r)
+	}
+	// carol's key is for endpoint other only.
+	if code, _, _ := post(t, url, body, map[string]string{"Authorization": "Bearer " + keyOther}); code != http.StatusForbidden {
+		t.Fatalf("key of another endpoint: status %d, want 403", code)
+	}
+	if r := nextRecord(t, h, ""); r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN || r.GetHttpStatus() != 403 || r.GetPrincipal() != "carol" {
+		t.Errorf("403 record = %v", r)
+	}
+}
+
+func TestCallRecordAnnotationsAndPayloads(t *testing.T) {
+	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "alpha", ToolOverrides: map[string]*metamcpv1.ToolOverride{
+		"echo": {Annotations: &metamcpv1.ToolAnnotations{DestructiveHint: proto.Bool(true)}},
+		"add":  {Annotations: &metamcpv1.ToolAnnotations{ReadOnlyHint: proto.Bool(true)}},
+	}})
+	cfg.Endpoints[0].Audit = &metamcpv1.AuditSettings{CaptureArguments: true, CaptureResults: true, MaxPayloadBytes: 80, RedactKeys: []string{"ssn"}}
+	h := newHarness(t, cfg, nil, nil)
+	cs := h.connect(t, "main", keyBob, "2025-11-25")
+	// No tools/list first: the gateway learns the annotations itself.
+	// (echo refuses the extra arguments: the result is a long tool error.)
+	_, _ = cs.CallTool(testCtx(t), &mcp.CallToolParams{Name: "alpha__echo", Arguments: map[string]any{"text": "x", "password": "hunter2", "nested": map[string]any{"SSN": "123"}}})
+	r := nextRecord(t, h, "tools/call")
+	if !r.GetDestructive() || r.GetReadOnly() {
+		t.Errorf("echo record: destructive %v, read-only %v; want destructive", r.GetDestructive(), r.GetReadOnly())
+	}
+	if r.GetArguments() != `{"nested":{"SSN":"[REDACTED]"},"password":"[REDACTED]","text":"x"}` {
+		t.Errorf("arguments = %s", r.GetArguments())
+	}
+	if !strings.HasPrefix(r.GetResult(), `{"content":`) || len(r.GetResult()) != 80 || !r.GetPayloadTruncated() {
+		t.Errorf("result = %s (truncated %v), want it cut to 80 bytes", r.GetResult(), r.GetPayloadTruncated())
+	}
+	callText(t, cs, "alpha__add", map[string]any{"a": 1, "b": 2})
+	if r := nextRecord(t, h, "tools/call"); r.GetDestructive() || !r.GetReadOnly() {
+		t.Errorf("add record: destructive %v, read-only %v; want read-only", r.GetDestructive(), r.GetReadOnly())
 	}
 }
 

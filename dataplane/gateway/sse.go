@@ -36,6 +36,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	who, ok := g.authenticate(w, r, t)
 	if !ok {
+		g.recordAuthRefusal(w, r, t)
 		return
 	}
 	if r.Method != http.MethodGet {
@@ -128,6 +129,7 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	who, ok := g.authenticate(w, r, t)
 	if !ok {
+		g.recordAuthRefusal(w, r, t)
 		return
 	}
 	principal := who.Name
@@ -160,7 +162,8 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	c := call{t: t, principal: principal, who: who, clientID: sid, version: info.ProtocolVersion, clientIP: g.clientIP(r), reqBytes: size}
+	c := call{t: t, principal: principal, who: who, clientID: sid, version: info.ProtocolVersion, clientIP: g.clientIP(r), reqBytes: size,
+		clientInfo: info.ClientInfo, session: info.ID, trace: headerValue(r.Header, headerTraceparent)}
 	// Serve on the stream's context: the answer goes out there, not here.
 	g.mu.Lock()
 	s := g.sse[sid]

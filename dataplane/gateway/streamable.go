@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
@@ -85,6 +87,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 	who, ok := g.authenticate(w, r, t)
 	if !ok {
+		g.recordAuthRefusal(w, r, t)
 		return
 	}
 	switch r.Method {
@@ -217,7 +220,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who 
 		return
 	}
 	// One allocation for the call, its relay and its response stream.
-	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, who: who, clientIP: g.clientIP(r), reqBytes: size}, msg, nil)
+	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, who: who, clientIP: g.clientIP(r), reqBytes: size, trace: headerValue(r.Header, headerTraceparent)}, msg, nil)
 	c := &pc.call
 	if msg.Method == "initialize" && !standardHeadersRequired(r) {
 		g.initialize(w, r, c, msg)
@@ -240,6 +243,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who 
 	defer g.release(sid)
 	if info.Endpoint != t.name || info.Principal != principal {
 		g.log.Warn("refused a request for another caller's session", "endpoint", t.name, "principal", principal)
+		g.recordRefusal(r, t, c.who, http.StatusForbidden, metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN, "the session belongs to another caller or endpoint")
 		writeHTTPErrorID(w, http.StatusForbidden, msg.ID, &rpc.Error{Code: codeInvalidRequest, Message: "this session belongs to another caller or endpoint: initialize your own session"})
 		return
 	}
@@ -253,6 +257,8 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who 
 	c.clientID = sid
 	c.version = info.ProtocolVersion
 	c.caps = info.ClientCapabilities
+	c.clientInfo = info.ClientInfo
+	c.session = info.ID
 	pc.relay.caps = info.ClientCapabilities
 	g.addInflight(&pc.relay)
 	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
@@ -288,6 +294,11 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 	c.version = version
 	c.stateless = true
 	c.caps = caps
+	if g.opts.Calls != nil {
+		if meta, ok := c.params.raw(msg.Params, "_meta"); ok {
+			c.clientInfo, _ = rawField(meta, metaClientInfo)
+		}
+	}
 	pc.relay.caps = c.caps
 	if msg.Method == "tools/call" {
 		if rerr := g.checkParamHeaders(r.Context(), c, r, msg.Params); rerr != nil {
@@ -449,6 +460,8 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 	// sweep does not see it.
 	c.clientID = id
 	c.version = info.ProtocolVersion
+	c.clientInfo, c.session = p.ClientInfo, id
+	start := time.Now()
 	result := g.initializeResult(r.Context(), c, info.ProtocolVersion)
 	info.Upstreams = g.upstreamRefs(id)
 	sid, err := g.sessions.Create(info)
@@ -461,6 +474,7 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 		return
 	}
 	w.Header().Set(headerSessionID, sid)
+	g.record(c, "initialize", "", "", start, result, nil)
 	g.writeResponse(w, msg.ID, result, nil, false)
 }
 

@@ -176,18 +176,22 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 
 func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
-func (c *Client) dial() (*grpc.ClientConn, error) {
+func (c *Client) dial() (*grpc.ClientConn, error) { return Dial(c.opts) }
+
+// Dial returns a connection to the control plane as opts describe it
+// (address, TLS, token), for the sync stream and the call-record stream.
+func Dial(opts Options) (*grpc.ClientConn, error) {
 	var tc credentials.TransportCredentials
-	if c.opts.TLS || c.opts.CAFile != "" {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.opts.ServerName}
-		if c.opts.CAFile != "" {
-			pem, err := os.ReadFile(c.opts.CAFile)
+	if opts.TLS || opts.CAFile != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: opts.ServerName}
+		if opts.CAFile != "" {
+			pem, err := os.ReadFile(opts.CAFile)
 			if err != nil {
 				return nil, fmt.Errorf("read control-plane CA: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("control-plane CA %s holds no PEM certificate", c.opts.CAFile)
+				return nil, fmt.Errorf("control-plane CA %s holds no PEM certificate", opts.CAFile)
 			}
 			cfg.RootCAs = pool
 		}
@@ -195,13 +199,13 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 	} else {
 		tc = insecure.NewCredentials()
 	}
-	conn, err := grpc.NewClient(c.opts.Addr,
+	conn, err := grpc.NewClient(opts.Addr,
 		grpc.WithTransportCredentials(tc),
-		grpc.WithPerRPCCredentials(bearer{token: c.opts.Token, secure: c.opts.TLS || c.opts.CAFile != ""}),
+		grpc.WithPerRPCCredentials(bearer{token: opts.Token, secure: opts.TLS || opts.CAFile != ""}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize), grpc.UseCompressor(gzip.Name)),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("control-plane address %q: %w", c.opts.Addr, err)
+		return nil, fmt.Errorf("control-plane address %q: %w", opts.Addr, err)
 	}
 	return conn, nil
 }

@@ -554,8 +554,13 @@ func (c *checker) audit(name string, a *metamcpv1.AuditSettings) {
 	if a == nil {
 		return
 	}
-	if a.GetCaptureArguments() || a.GetCaptureResults() {
-		c.add(KindEndpoint, name, "audit", "payload capture is not enforced by this version yet: remove it")
+	if n := a.GetMaxPayloadBytes(); n < 0 || n > 65536 {
+		c.add(KindEndpoint, name, "audit.maxPayloadBytes", "%d is out of range: 0 (4096) to 65536 bytes", n)
+	}
+	for i, k := range a.GetRedactKeys() {
+		if strings.TrimSpace(k) == "" {
+			c.add(KindEndpoint, name, fmt.Sprintf("audit.redactKeys[%d]", i), "must not be empty: an object key whose values are redacted")
+		}
 	}
 }
 

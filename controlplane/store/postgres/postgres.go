@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane/store"
@@ -453,61 +452,3 @@ func (s *Store) ListDataPlanes(ctx context.Context) ([]*metamcpv1.DataPlane, err
 	return out, nil
 }
 
-// AppendCallRecords adds records to the call log with one COPY. A record
-// without a time is stamped with the current time.
-func (s *Store) AppendCallRecords(ctx context.Context, records []*metamcpv1.CallRecord) error {
-	if s.closed.Load() {
-		return store.ErrClosed
-	}
-	if len(records) == 0 {
-		return nil
-	}
-	now := time.Now().UTC()
-	rows := make([][]any, len(records))
-	for i, r := range records {
-		if r.GetTime() == nil {
-			r = proto.CloneOf(r)
-			r.Time = timestamppb.New(now)
-		}
-		data, err := proto.Marshal(r)
-		if err != nil {
-			return fmt.Errorf("append call records: encode record %d: %w", i, err)
-		}
-		rows[i] = []any{r.GetTime().AsTime(), r.GetEndpoint(), r.GetPrincipal(), data}
-	}
-	if _, err := s.pool.CopyFrom(ctx, pgx.Identifier{"call_records"},
-		[]string{"time", "endpoint", "principal", "data"}, pgx.CopyFromRows(rows)); err != nil {
-		return fmt.Errorf("append %d call records: %w", len(records), err)
-	}
-	return nil
-}
-
-// ListCallRecords returns at most limit records, newest call time first
-// (among equal times, the last appended first).
-func (s *Store) ListCallRecords(ctx context.Context, limit int) ([]*metamcpv1.CallRecord, error) {
-	if s.closed.Load() {
-		return nil, store.ErrClosed
-	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("list call records: limit must be positive, got %d", limit)
-	}
-	rows, err := s.pool.Query(ctx, "SELECT data FROM call_records ORDER BY time DESC, id DESC LIMIT $1", limit)
-	if err != nil {
-		return nil, fmt.Errorf("list call records: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*metamcpv1.CallRecord, error) {
-		var data []byte
-		if err := row.Scan(&data); err != nil {
-			return nil, err
-		}
-		r := new(metamcpv1.CallRecord)
-		if err := proto.Unmarshal(data, r); err != nil {
-			return nil, fmt.Errorf("decode: %w", err)
-		}
-		return r, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list call records: %w", err)
-	}
-	return out, nil
-}

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
@@ -498,80 +497,6 @@ func (s *Store) ListDataPlanes(ctx context.Context) ([]*metamcpv1.DataPlane, err
 	return out, nil
 }
 
-// AppendCallRecords adds records to the call log in one transaction. A
-// record without a time is stamped with the current time.
-func (s *Store) AppendCallRecords(ctx context.Context, records []*metamcpv1.CallRecord) error {
-	if s.closed.Load() {
-		return store.ErrClosed
-	}
-	if len(records) == 0 {
-		return nil
-	}
-	if err := s.lockWrite(ctx); err != nil {
-		return fmt.Errorf("append call records: %w", err)
-	}
-	defer s.unlockWrite()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("append call records: %w", err)
-	}
-	defer func() { _ = tx.Rollback() }()
-	stmt, err := tx.PrepareContext(ctx, "INSERT INTO call_records (time, endpoint, principal, data) VALUES (?, ?, ?, ?)")
-	if err != nil {
-		return fmt.Errorf("append call records: %w", err)
-	}
-	defer stmt.Close()
-	stamp := now()
-	for i, r := range records {
-		if r.GetTime() == nil {
-			r = proto.CloneOf(r)
-			r.Time = timestamppb.New(stamp)
-		}
-		data, err := proto.Marshal(r)
-		if err != nil {
-			return fmt.Errorf("append call records: encode record %d: %w", i, err)
-		}
-		if _, err := stmt.ExecContext(ctx, r.GetTime().AsTime().UnixMicro(), r.GetEndpoint(), r.GetPrincipal(), data); err != nil {
-			return fmt.Errorf("append call records: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("append %d call records: %w", len(records), err)
-	}
-	return nil
-}
-
-// ListCallRecords returns at most limit records, newest call time first
-// (among equal times, the last appended first).
-func (s *Store) ListCallRecords(ctx context.Context, limit int) ([]*metamcpv1.CallRecord, error) {
-	if s.closed.Load() {
-		return nil, store.ErrClosed
-	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("list call records: limit must be positive, got %d", limit)
-	}
-	rows, err := s.db.QueryContext(ctx, "SELECT data FROM call_records ORDER BY time DESC, id DESC LIMIT ?", limit)
-	if err != nil {
-		return nil, fmt.Errorf("list call records: %w", err)
-	}
-	defer rows.Close()
-	var out []*metamcpv1.CallRecord
-	for rows.Next() {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			return nil, fmt.Errorf("list call records: %w", err)
-		}
-		r := new(metamcpv1.CallRecord)
-		if err := proto.Unmarshal(data, r); err != nil {
-			return nil, fmt.Errorf("list call records: decode: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list call records: %w", err)
-	}
-	return out, nil
-}
 
 // Watch returns a channel that first receives the current revision, then the
 // latest revision after each commit: at once for this process's commits, and

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
@@ -73,6 +72,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DataPlanes", testDataPlanes},
 		{"CallRecords", testCallRecords},
 		{"ID", func(t *testing.T, s store.Store) { testID(t, s, newStore(t)) }},
+		{"CallRecordsOnce", testCallRecordsOnce},
+		{"CallRecordFilters", testCallRecordFilters},
+		{"CallRecordPages", testCallRecordPages},
+		{"CallRecordsAfter", testCallRecordsAfter},
+		{"CallStats", testCallStats},
+		{"CallRetention", testCallRetention},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -190,7 +195,7 @@ func testEmptyStore(t *testing.T, s store.Store) {
 	if err != nil || len(dps) != 0 {
 		t.Errorf("ListDataPlanes = %d, %v; want none", len(dps), err)
 	}
-	calls, err := s.ListCallRecords(ctx, 10)
+	calls, err := s.ListCallRecords(ctx, store.CallQuery{Limit: 10})
 	if err != nil || len(calls) != 0 {
 		t.Errorf("ListCallRecords = %d, %v; want none", len(calls), err)
 	}
@@ -720,11 +725,17 @@ func testClose(t *testing.T, s store.Store) {
 	if _, err := s.ListDataPlanes(ctx); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("ListDataPlanes after Close: err %v, want ErrClosed", err)
 	}
-	if err := s.AppendCallRecords(ctx, []*metamcpv1.CallRecord{{}}); !errors.Is(err, store.ErrClosed) {
+	if _, err := s.AppendCallRecords(ctx, []*metamcpv1.CallRecord{{}}); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("AppendCallRecords after Close: err %v, want ErrClosed", err)
 	}
-	if _, err := s.ListCallRecords(ctx, 1); !errors.Is(err, store.ErrClosed) {
+	if _, err := s.ListCallRecords(ctx, store.CallQuery{Limit: 1}); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("ListCallRecords after Close: err %v, want ErrClosed", err)
+	}
+	if _, err := s.CallRecordsAfter(ctx, nil, 0, 1); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("CallRecordsAfter after Close: err %v, want ErrClosed", err)
+	}
+	if _, err := s.DeleteCallRecordsBefore(ctx, time.Now()); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("DeleteCallRecordsBefore after Close: err %v, want ErrClosed", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
@@ -844,72 +855,6 @@ func testDataPlanes(t *testing.T, s store.Store) {
 	// The registry is not config: the revision does not move.
 	if rev := revision(t, s); rev != 0 {
 		t.Errorf("Revision after data-plane upserts = %d, want 0", rev)
-	}
-}
-
-func testCallRecords(t *testing.T, s store.Store) {
-	ctx := testContext(t)
-	base := time.Date(2020, 5, 6, 7, 8, 9, 123456000, time.UTC)
-	call := func(sec int, target string) *metamcpv1.CallRecord {
-		return &metamcpv1.CallRecord{
-			Time: timestamppb.New(base.Add(time.Duration(sec) * time.Second)), NodeId: "dp1",
-			Endpoint: "team", Principal: "alice", Method: "tools/call", Target: target,
-			Server: "github", Duration: durationpb.New(1500 * time.Microsecond),
-			Outcome: metamcpv1.CallOutcome_CALL_OUTCOME_OK, RequestBytes: 10, ResponseBytes: 20, ClientIp: "127.0.0.1",
-		}
-	}
-	// Batches arrive out of call-time order.
-	first := []*metamcpv1.CallRecord{call(1, "t1"), call(3, "t3"), call(0, "t0")}
-	second := []*metamcpv1.CallRecord{call(4, "t4"), call(2, "t2")}
-	for _, batch := range [][]*metamcpv1.CallRecord{first, second, nil} {
-		if err := s.AppendCallRecords(ctx, batch); err != nil {
-			t.Fatalf("AppendCallRecords(%d): %v", len(batch), err)
-		}
-	}
-	tests := []struct {
-		limit int
-		want  []string
-	}{
-		{10, []string{"t4", "t3", "t2", "t1", "t0"}},
-		{5, []string{"t4", "t3", "t2", "t1", "t0"}},
-		{2, []string{"t4", "t3"}},
-		{1, []string{"t4"}},
-	}
-	for _, tt := range tests {
-		got, err := s.ListCallRecords(ctx, tt.limit)
-		if err != nil {
-			t.Fatalf("ListCallRecords(%d): %v", tt.limit, err)
-		}
-		var targets []string
-		for _, r := range got {
-			targets = append(targets, r.GetTarget())
-		}
-		if !slices.Equal(targets, tt.want) {
-			t.Errorf("ListCallRecords(%d) targets = %q, want %q", tt.limit, targets, tt.want)
-		}
-	}
-	got, err := s.ListCallRecords(ctx, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) == 5 && !proto.Equal(got[0], second[0]) {
-		t.Errorf("round trip: got %v, want %v", got[0], second[0])
-	}
-
-	// A record without a time is stamped on append, and sorts as newest
-	// (its time is now, later than base).
-	if err := s.AppendCallRecords(ctx, []*metamcpv1.CallRecord{{Target: "untimed"}}); err != nil {
-		t.Fatal(err)
-	}
-	got, err = s.ListCallRecords(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].GetTarget() != "untimed" || got[0].GetTime() == nil {
-		t.Errorf("untimed record: got %v, want it newest, with a time", got)
-	}
-	if rev := revision(t, s); rev != 0 {
-		t.Errorf("Revision after call records = %d, want 0", rev)
 	}
 }
 
