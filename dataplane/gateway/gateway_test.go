@@ -384,16 +384,18 @@ func TestCallRecordRefusals(t *testing.T) {
 	url := h.srvURL + "/metamcp/main/mcp"
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	if code, _, _ := post(t, url, body, map[string]string{"traceparent": tp}); code != http.StatusUnauthorized {
-		t.Fatalf("no key: status %d, want 401", code)
+	// An endpoint of API keys refuses a missing or bad key with 403 (see
+	// authenticate); the record says unauthorized all the same.
+	if code, _, _ := post(t, url, body, map[string]string{"traceparent": tp}); code != http.StatusForbidden {
+		t.Fatalf("no key: status %d, want 403", code)
 	}
 	r := nextRecord(t, h, "")
-	if r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED || r.GetHttpStatus() != 401 || r.GetEndpoint() != "main" ||
+	if r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED || r.GetHttpStatus() != 403 || r.GetEndpoint() != "main" ||
 		r.GetPrincipal() != "" || r.GetTraceId() != "4bf92f3577b34da6a3ce929d0e0e4736" || r.GetError() == "" || r.GetClientIp() != "127.0.0.1" {
 		t.Errorf("401 record = %v", r)
 	}
-	if code, _, _ := post(t, url, body, map[string]string{"Authorization": "Bearer mm_unknown"}); code != http.StatusUnauthorized {
-		t.Fatalf("unknown key: status %d, want 401", code)
+	if code, _, _ := post(t, url, body, map[string]string{"Authorization": "Bearer mm_unknown"}); code != http.StatusForbidden {
+		t.Fatalf("unknown key: status %d, want 403", code)
 	}
 	if r := nextRecord(t, h, ""); r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED {
 		t.Errorf("unknown key record = %v", r)
@@ -402,7 +404,7 @@ func TestCallRecordRefusals(t *testing.T) {
 	if code, _, _ := post(t, url, body, map[string]string{"Authorization": "Bearer " + keyOther}); code != http.StatusForbidden {
 		t.Fatalf("key of another endpoint: status %d, want 403", code)
 	}
-	if r := nextRecord(t, h, ""); r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN || r.GetHttpStatus() != 403 || r.GetPrincipal() != "carol" {
+	if r := nextRecord(t, h, ""); r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN || r.GetHttpStatus() != 403 || r.GetPrincipal() != "carol" || r.GetKeyId() != "carol" || r.GetPrincipalKind() != "apikey" {
 		t.Errorf("403 record = %v", r)
 	}
 }

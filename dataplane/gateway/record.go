@@ -204,8 +204,8 @@ func (g *Gateway) recordAuthRefusal(w http.ResponseWriter, r *http.Request, t ta
 	h := w.Header()
 	status, outcome, msg := http.StatusUnauthorized, metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED, "missing, unknown, expired or invalid credential"
 	var who *identity.Principal
-	switch challenge := headerValue(h, "Www-Authenticate"); {
-	case headerValue(h, "Retry-After") != "":
+	switch challenge := h.Get("WWW-Authenticate"); {
+	case h.Get("Retry-After") != "":
 		status, outcome, msg = http.StatusTooManyRequests, metamcpv1.CallOutcome_CALL_OUTCOME_RATE_LIMITED, "too many failed authentications from this address"
 	case strings.Contains(challenge, "insufficient_scope"):
 		status, outcome, msg = http.StatusForbidden, metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN, "the access token lacks a required scope"
