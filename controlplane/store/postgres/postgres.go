@@ -451,4 +451,3 @@ func (s *Store) ListDataPlanes(ctx context.Context) ([]*metamcpv1.DataPlane, err
 	}
 	return out, nil
 }
-

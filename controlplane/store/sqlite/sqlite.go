@@ -497,7 +497,6 @@ func (s *Store) ListDataPlanes(ctx context.Context) ([]*metamcpv1.DataPlane, err
 	return out, nil
 }
 
-
 // Watch returns a channel that first receives the current revision, then the
 // latest revision after each commit: at once for this process's commits, and
 // within RecheckInterval for another process's.
