@@ -2,6 +2,7 @@ package canonical
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -71,11 +72,19 @@ func TestStrip(t *testing.T) {
 
 // TestEnumConvention holds the API to the rule Strip relies on: in a config
 // resource, an enum's zero value means its value numbered 1, and says so
-// ("Same as X") in resources.proto.
+// ("Same as X") in its .proto file.
 func TestEnumConvention(t *testing.T) {
-	src, err := os.ReadFile("../../api/metamcp/v1/resources.proto")
-	if err != nil {
-		t.Fatal(err)
+	files, err := filepath.Glob("../../api/metamcp/v1/*.proto")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no .proto files: %v", err)
+	}
+	var src []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
 	}
 	seen := map[protoreflect.FullName]bool{}
 	var walk func(md protoreflect.MessageDescriptor)
