@@ -227,23 +227,21 @@ func (v *Verifiers) register(cfg *metamcpv1.JWTAuth) (*Verifier, error) {
 // Verify checks token for the endpoint whose settings are cfg (the
 // snapshot's own message: it is found by address), accepting as `aud` any of
 // audiences or of cfg's audiences, at the current time. It is the shape the
-// gateway's TokenVerifier asks for; see Verifier.Verify for the rest.
+// gateway uses; see Verifier.Verify for the rest.
 //
 // Settings the last Update did not include (a snapshot served before Update
 // saw it) are compiled and their issuer's keys fetched on first use; the
 // next Update stops what it no longer names.
-func (v *Verifiers) Verify(token string, cfg *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error) {
+func (v *Verifiers) Verify(ctx context.Context, token string, cfg *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error) {
 	c, err := v.verifier(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return c.Verify(context.Background(), token, audiences, time.Now())
+	return c.Verify(ctx, token, audiences, time.Now())
 }
 
-// Verifier returns the Verifier of cfg (see Verify), nil with an *Error
+// verifier returns the Verifier of cfg (see Verify), nil with an *Error
 // when the settings are invalid.
-func (v *Verifiers) Verifier(cfg *metamcpv1.JWTAuth) (*Verifier, error) { return v.verifier(cfg) }
-
 func (v *Verifiers) verifier(cfg *metamcpv1.JWTAuth) (*Verifier, error) {
 	if m := v.byConfig.Load(); m != nil {
 		if c, ok := (*m)[cfg]; ok {

@@ -88,13 +88,13 @@ func BenchmarkVerifiersVerifyCached(b *testing.B) {
 	}
 	tok := iss.Mint(benchClaims(iss, "alice"))
 	res := []string{testResource}
-	if _, err := v.Verify(tok, cfg, res); err != nil {
+	if _, err := v.Verify(context.Background(), tok, cfg, res); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		if _, err := v.Verify(tok, cfg, res); err != nil {
+		if _, err := v.Verify(context.Background(), tok, cfg, res); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -638,11 +638,6 @@ func TestClockSkewSetting(t *testing.T) {
 	}
 }
 
-// The gateway's TokenVerifier asks for this shape.
-var _ interface {
-	Verify(token string, cfg *metamcpv1.JWTAuth, audiences []string) (*identity.Principal, error)
-} = (*Verifiers)(nil)
-
 func TestVerifiersVerifyByConfig(t *testing.T) {
 	iss := oidcissuer.Start(t, oidcissuer.Options{})
 	v := newVerifiers(t, testOptions())
@@ -651,30 +646,30 @@ func TestVerifiersVerifyByConfig(t *testing.T) {
 	if _, err := v.Update(map[string]*metamcpv1.JWTAuth{"ep": cfg, "bad": bad}); err == nil {
 		t.Fatal("Update accepted HS256")
 	}
-	c, err := v.Verifier(cfg)
+	c, err := v.verifier(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, c)
 	cl := iss.Claims("alice", testResource, time.Hour)
 	cl["scp"] = []string{"s"}
-	p, err := v.Verify(iss.Mint(cl), cfg, []string{testResource})
+	p, err := v.Verify(context.Background(), iss.Mint(cl), cfg, []string{testResource})
 	if err != nil || p.Name != "alice" {
 		t.Fatalf("Verify = %+v, %v", p, err)
 	}
-	if _, err := v.Verify(iss.Mint(cl), bad, []string{testResource}); asError(t, err).Reason != "configuration" {
+	if _, err := v.Verify(context.Background(), iss.Mint(cl), bad, []string{testResource}); asError(t, err).Reason != "configuration" {
 		t.Fatalf("invalid settings: %v", err)
 	}
 	// Settings Update has not seen (an equal message at another address) are
 	// compiled on first use and share the key set.
 	same := &metamcpv1.JWTAuth{Issuer: iss.URL(), JwksUrl: iss.JWKSURL()}
-	if _, err := v.Verify(iss.Mint(cl), same, []string{testResource}); err != nil {
+	if _, err := v.Verify(context.Background(), iss.Mint(cl), same, []string{testResource}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := v.Verifier(same); got == nil || got.keys != c.keys || iss.JWKSFetches() != 1 {
+	if got, _ := v.verifier(same); got == nil || got.keys != c.keys || iss.JWKSFetches() != 1 {
 		t.Fatal("settings seen first by Verify must share the issuer's key set")
 	}
-	_, err = v.Verify(iss.Mint(iss.Claims("bob", testResource, time.Hour)), cfg, []string{testResource})
+	_, err = v.Verify(context.Background(), iss.Mint(iss.Claims("bob", testResource, time.Hour)), cfg, []string{testResource})
 	if e := asError(t, err); e.Status != 403 || e.Code != CodeInsufficientScope || !slices.Equal(e.Scopes, []string{"s"}) {
 		t.Fatalf("missing scope: %+v", e)
 	}
@@ -717,7 +712,7 @@ func TestConcurrentVerifyUpdateClose(t *testing.T) {
 				if g%2 == 1 {
 					cfg = cfgB
 				}
-				_, _ = v.Verify(toks[(i+g)%len(toks)], cfg, nil)
+				_, _ = v.Verify(context.Background(), toks[(i+g)%len(toks)], cfg, nil)
 				_ = v.State()
 				_ = v.Ready()
 			}

@@ -19,47 +19,21 @@ import (
 // endpoints trust, for /readyz.
 func (g *Gateway) TokenIssuers() []auth.IssuerState { return g.opts.Tokens.State() }
 
-// endpointTokens are the token verifiers of one snapshot's endpoints.
-type endpointTokens struct {
-	snap       *snapshot.Compiled
-	byEndpoint map[string]*auth.Verifier
-}
-
-// tokenVerifier returns the verifier of t's endpoint, made from t's snapshot.
-func (g *Gateway) tokenVerifier(t target) *auth.Verifier {
-	if et := g.tokens.Load(); et != nil && et.snap == t.snap {
-		return et.byEndpoint[t.name]
-	}
-	return g.updateTokens(t.snap).byEndpoint[t.name]
-}
-
-// updateTokens makes the verifiers of snap's endpoints (ConfigChanged calls
-// it, so that a new issuer's keys are fetched before its first token
-// comes). A request still holding an older snapshot gets the newer
-// verifiers: the registry must follow the newest config only.
-func (g *Gateway) updateTokens(snap *snapshot.Compiled) *endpointTokens {
-	g.tokensMu.Lock()
-	defer g.tokensMu.Unlock()
-	cur := g.tokens.Load()
-	if cur != nil && (cur.snap == snap || cur.snap.Revision > snap.Revision) {
-		return cur
-	}
+// updateTokens gives the token verifiers the JWT settings of snap's
+// endpoints (ConfigChanged calls it), so that a new issuer's keys are
+// fetched before its first token comes and an issuer no endpoint names any
+// more is forgotten. Settings it has not seen yet (a request served from a
+// snapshot before ConfigChanged ran) are registered on first use.
+func (g *Gateway) updateTokens(snap *snapshot.Compiled) {
 	cfgs := make(map[string]*metamcpv1.JWTAuth)
 	for name, ep := range snap.Endpoints {
 		if a := ep.Endpoint.GetAuth(); a.GetJwt() != nil && !a.GetAnonymous() {
 			cfgs[name] = a.GetJwt()
 		}
 	}
-	et := &endpointTokens{snap: snap}
-	if len(cfgs) > 0 || cur != nil {
-		m, err := g.opts.Tokens.Update(cfgs)
-		if err != nil {
-			g.log.Warn("endpoints whose JWT settings are not valid refuse every token", "revision", snap.Revision, "err", err)
-		}
-		et.byEndpoint = m
+	if _, err := g.opts.Tokens.Update(cfgs); err != nil {
+		g.log.Warn("endpoints whose JWT settings are not valid refuse every token", "revision", snap.Revision, "err", err)
 	}
-	g.tokens.Store(et)
-	return et
 }
 
 // target is a request's endpoint in the snapshot being served.
@@ -163,7 +137,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		return p, ok
 	}
 	if jwt != nil && looksLikeJWT(key) {
-		p, err := g.tokenVerifier(t).Verify(r.Context(), key, g.tokenAudiences(r, t), time.Now())
+		p, err := g.opts.Tokens.Verify(r.Context(), key, jwt, g.tokenAudiences(r, t))
 		if err == nil {
 			return p, true
 		}

@@ -125,9 +125,7 @@ type Gateway struct {
 	dropped  atomic.Int64
 	// authFailures throttles failed authentications per client address.
 	authFailures *authThrottle
-	// tokens are the token verifiers of the newest snapshot's endpoints.
-	tokens    atomic.Pointer[endpointTokens]
-	tokensMu  sync.Mutex
+	// ownTokens: Options.Tokens is the gateway's own, closed with it.
 	ownTokens bool
 
 	ctx    context.Context // cancelled by Close; parent of SSE streams and their requests
