@@ -185,7 +185,7 @@ func invalidArgumentMessage(st *status.Status, subject string) string {
 		if f.GetField() != "" {
 			b.WriteString(f.GetField() + ": ")
 		}
-		b.WriteString(f.GetDescription())
+		b.WriteString(cliKinds(f.GetDescription()))
 	}
 	return b.String()
 }

@@ -178,7 +178,7 @@ func TestPruneEditDelete(t *testing.T) {
 	// drop leaves the file, but the namespace the file keeps still uses it.
 	stillUsed := file("still-used.yaml", "kind: Server\nname: keep\nstdio: {command: uvx, args: [keep]}\n---\nkind: Namespace\nname: ns\nmembers: [{server: keep}, {server: drop}]\n")
 	rev := cp.revision(t)
-	cp.fail(t, 1, []string{`Server/drop: cannot be pruned: still used by Namespace "ns"`}, "apply", "-f", stillUsed, "--prune")
+	cp.fail(t, 1, []string{`Server/drop: cannot be pruned: still used by namespace "ns"`}, "apply", "-f", stillUsed, "--prune")
 	if cp.revision(t) != rev {
 		t.Fatal("a refused prune committed")
 	}
@@ -245,7 +245,7 @@ esac
 	cp.fail(t, 1, []string{"already exists: change it with mmctl edit server keep"}, "create", "server", "keep", "--stdio", "uvx keep")
 
 	// delete -f: all or nothing.
-	cp.fail(t, 1, []string{`Server/keep: cannot be deleted: still used by Namespace "ns"`}, "delete", "-f", file("keep.yaml", "kind: Server\nname: keep\n"))
+	cp.fail(t, 1, []string{`Server/keep: cannot be deleted: still used by namespace "ns"`}, "delete", "-f", file("keep.yaml", "kind: Server\nname: keep\n"))
 	r = cp.ok(t, "delete", "-f", pruned)
 	if !strings.Contains(r.stdout, "server/keep deleted\nnamespace/ns deleted\n") {
 		t.Errorf("delete -f:\n%s", r)
