@@ -333,6 +333,15 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		state = "control plane unreachable; serving the last good config"
 	}
 	_, _ = fmt.Fprintf(w, "ready: revision %d (%s)\n", rev, state)
+	// What of the snapshot is not served, as the control plane's registry
+	// has it too.
+	_, refused, keysRev := s.cache.Served()
+	for _, r := range refused {
+		_, _ = fmt.Fprintf(w, "server %s left out: %s\n", r.GetServer(), r.GetReason())
+	}
+	if keysRev > 0 {
+		_, _ = fmt.Fprintf(w, "api keys and session keys: from revision %d (its config was refused)\n", keysRev)
+	}
 	// An identity provider that cannot be reached leaves the keys it last
 	// published in force, and API keys work regardless: the replica stays
 	// ready, and says so.

@@ -34,6 +34,9 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 		t.Errorf("mmctl get dataplanes does not show dp-3 leaving out demo:\n%s", table)
 	}
 
+	if rz := dp3.readyz(t); !strings.Contains(rz.body, "server demo left out: ") {
+		t.Errorf("dp-3 /readyz does not say it leaves demo out:\n%s", rz.body)
+	}
 	// dp-3 lists no tool of demo and names the reason when one is called.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
