@@ -242,6 +242,11 @@ type stream struct {
 	nackedRev int64
 	// The store of the snapshot awaiting an ACK.
 	sentStore string
+	// The store the data plane's config came from (Snapshot.store_id).
+	storeID string
+	// The revision of the last snapshot checked against a data plane ahead
+	// of it (see otherStore), so the store is asked once per snapshot.
+	checkedRev int64
 }
 
 // Sync serves one data plane's stream until it ends.
@@ -283,15 +288,7 @@ func (s *Server) Sync(gs grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcp
 		// again: the answer would be the same.
 		nackedRev: hello.GetKeysRevision(),
 	}
-	st.dp.StoreId = hello.GetStoreId()
-	if why := s.otherStore(ctx, hello); why != "" {
-		// Its revision does not compare with ours: send our config whatever
-		// the numbers say, and keep what it had for the registry.
-		st.log.Warn("data plane serves a config this store did not make; sending this store's", "reason", why,
-			"its_revision", hello.GetRevision(), "its_store", hello.GetStoreId())
-		st.dp.PreviousStoreId, st.dp.PreviousStoreRevision = hello.GetStoreId(), hello.GetRevision()
-		st.revision, st.hash, st.nackedRev = 0, "", 0
-	}
+	st.dp.StoreId, st.storeID = hello.GetStoreId(), hello.GetStoreId()
 	// Keep what we knew of an earlier NACK and upstream health.
 	if prev := s.findDataPlane(ctx, hello.GetNodeId()); prev != nil {
 		st.dp.LastError, st.dp.LastErrorRevision = prev.GetLastError(), prev.GetLastErrorRevision()
@@ -311,31 +308,23 @@ func (s *Server) Sync(gs grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcp
 	return st.serve(ctx)
 }
 
-// otherStore says why the config a data plane serves did not come from this
-// store as it is now, or "" when it did (or cannot be told): it names
+// otherStore says why the config of a data plane did not come from this
+// store as it is now, or "" when it did or that cannot be told: it names
 // another store, or a revision this store has not reached (its database was
-// restored from a backup or reset). A revision ahead of the snapshot built
-// here is no such case: another control-plane replica may have built a
-// newer one first.
-func (s *Server) otherStore(ctx context.Context, hello *metamcpv1.Hello) string {
-	if hello.GetRevision() == 0 {
-		return ""
+// restored from a backup, or reset). Otherwise a data plane ahead of snap is
+// merely ahead of this control plane, whose snapshot has not caught up with
+// the store yet.
+func (st *stream) otherStore(ctx context.Context, snap *metamcpv1.Snapshot) string {
+	if st.storeID != "" && snap.GetStoreId() != "" && st.storeID != snap.GetStoreId() {
+		return fmt.Sprintf("its config came from another store (%s, not %s)", st.storeID, snap.GetStoreId())
 	}
-	id, err := s.st.ID(ctx)
+	rev, err := st.srv.st.Revision(ctx)
 	if err != nil {
-		s.log.Warn("read store id failed", "err", err)
+		st.log.Warn("read revision failed", "err", err)
 		return ""
 	}
-	if hello.GetStoreId() != "" && hello.GetStoreId() != id {
-		return fmt.Sprintf("its config came from another store (%s, not %s)", hello.GetStoreId(), id)
-	}
-	rev, err := s.st.Revision(ctx)
-	if err != nil {
-		s.log.Warn("read revision failed", "err", err)
-		return ""
-	}
-	if hello.GetRevision() > rev {
-		return fmt.Sprintf("it serves revision %d and this store is at %d: the store was restored or reset", hello.GetRevision(), rev)
+	if st.revision > rev {
+		return fmt.Sprintf("it serves revision %d and this store is at %d: the store was restored or reset", st.revision, rev)
 	}
 	return ""
 }
@@ -388,7 +377,7 @@ func (st *stream) serve(ctx context.Context) error {
 				}
 			}
 		}
-		if err := st.maybeSend(snap); err != nil {
+		if err := st.maybeSend(ctx, snap); err != nil {
 			return err
 		}
 		select {
@@ -411,11 +400,24 @@ func (st *stream) serve(ctx context.Context) error {
 }
 
 // maybeSend sends snap when the data plane needs it and nothing awaits an ACK.
-func (st *stream) maybeSend(snap *metamcpv1.Snapshot) error {
+func (st *stream) maybeSend(ctx context.Context, snap *metamcpv1.Snapshot) error {
 	if snap == nil || st.nonce != "" {
 		return nil
 	}
 	rev, hash := snap.GetRevision(), snap.GetHash()
+	otherID := st.storeID != "" && snap.GetStoreId() != "" && st.storeID != snap.GetStoreId()
+	if (rev < st.revision || otherID) && rev != st.checkedRev {
+		st.checkedRev = rev
+		if why := st.otherStore(ctx, snap); why != "" {
+			// Its revision does not compare with ours: send our config
+			// whatever the numbers say, and keep what it had for the registry.
+			st.log.Warn("data plane serves a config this store did not make; sending this store's", "reason", why,
+				"its_revision", st.revision, "its_store", st.storeID)
+			st.dp.PreviousStoreId, st.dp.PreviousStoreRevision = st.storeID, st.revision
+			st.record()
+			st.revision, st.hash, st.nackedRev = 0, "", 0
+		}
+	}
 	if rev == st.nackedRev && st.nackedRev != 0 {
 		return nil
 	}
@@ -465,6 +467,7 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 		} else {
 			st.revision, st.hash = st.sentRev, st.sentHash
 			st.dp.AppliedRevision, st.dp.AppliedHash, st.dp.StoreId = st.sentRev, st.sentHash, st.sentStore
+			st.storeID = st.sentStore
 			if st.dp.GetLastErrorRevision() <= st.sentRev {
 				st.dp.LastError, st.dp.LastErrorRevision = "", 0
 			}

@@ -129,7 +129,7 @@ func cachedAt(t *testing.T, rev int64, id string) string {
 // (revision 5 built, the store at 10) leaves a data plane of the same store
 // at revision 8 alone, as before; but one at revision 12, which the store
 // never reached (it was restored from a backup), and one of another store at
-// revision 30 get its config.
+// revision 30 get its config, as does one of another store at revision 2.
 func TestDataPlaneAheadOfTheBuild(t *testing.T) {
 	st := openSQLite(t)
 	if _, _, err := st.Update(context.Background(), func(ctx context.Context, tx store.Tx) error {
@@ -163,8 +163,31 @@ func TestDataPlaneAheadOfTheBuild(t *testing.T) {
 	ahead := startDP(t, lis.Addr().String(), "any", "ahead", cachedAt(t, 8, id))
 	restored := startDP(t, lis.Addr().String(), "any", "restored", cachedAt(t, 12, id))
 	other := startDP(t, lis.Addr().String(), "any", "other", cachedAt(t, 30, "another-store"))
+	behind := startDP(t, lis.Addr().String(), "any", "behind", cachedAt(t, 2, "another-store"))
 	waitServed(t, restored, 5, id)
 	waitServed(t, other, 5, id)
+	waitServed(t, behind, 5, id)
+	// The registry keeps what each had.
+	want := map[string]string{"restored": id + "@12", "other": "another-store@30", "behind": "another-store@2"}
+	for {
+		dps, err := st.ListDataPlanes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, d := range dps {
+			if d.GetPreviousStoreRevision() > 0 {
+				got[d.GetNodeId()] = fmt.Sprintf("%s@%d", d.GetPreviousStoreId(), d.GetPreviousStoreRevision())
+			}
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry: previous stores %v, want %v", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	// Both of those were answered; the stream of "ahead" opened with theirs,
 	// and it keeps revision 8.
 	for !ahead.client.Connected() {
