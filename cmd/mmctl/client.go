@@ -48,6 +48,7 @@ func (a *app) admin() (metamcpv1.AdminServiceClient, error) {
 	conn, err := grpc.NewClient(a.addr,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUnaryInterceptor(a.intercept),
+		grpc.WithStreamInterceptor(a.interceptStream),
 		grpc.WithUserAgent("mmctl"),
 	)
 	if err != nil {
@@ -71,6 +72,14 @@ func (a *app) intercept(ctx context.Context, method string, req, reply any, cc *
 		a.warn(cliKinds(unescapeHeader(w)))
 	}
 	return err
+}
+
+// interceptStream adds the admin token to every stream (mmctl logs -f).
+func (a *app) interceptStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if a.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.token)
+	}
+	return streamer(ctx, desc, cc, method, opts...)
 }
 
 // rpcContext bounds one command's calls by --timeout.

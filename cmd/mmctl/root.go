@@ -82,6 +82,8 @@ Resources:
   tokens       control-plane tokens (admin for mmctl, sync for data planes)
   dataplanes   data planes that have connected, and the revision each one runs
 
+mmctl logs shows the audit trail: who called which tool, when, with what outcome.
+
 Connection settings come from flags, then the environment (METAMCP_ADDR,
 METAMCP_TOKEN, ...), then the config file (keys: addr, token, tls, tlsCA).`,
 		Example: `  export METAMCP_TOKEN=...   # the control plane's admin token
@@ -125,6 +127,7 @@ METAMCP_TOKEN, ...), then the config file (keys: addr, token, tls, tlsCA).`,
 		newExportCommand(a),
 		newImportCommand(a),
 		newRevisionCommand(a),
+		newLogsCommand(a),
 		newVersionCommand(a),
 		newAuthCommand(a),
 	)
