@@ -121,6 +121,10 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	out = append(out, `":[`...)
 	first := true
 	var failed []string
+	var names *exposedNames
+	if k == kindTools || k == kindPrompts {
+		names = &exposedNames{seen: make(map[string]int, 64)}
+	}
 	for i, j := range jobs {
 		p := pages[i]
 		if p.err != nil {
@@ -136,11 +140,20 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 			if !keep {
 				continue
 			}
+			if names != nil && !names.add(g, c, k, j, item, rewritten, len(out)+1) {
+				continue
+			}
 			if !first {
 				out = append(out, ',')
 			}
 			first = false
 			out = append(out, rewritten...)
+		}
+	}
+	if names != nil {
+		out = names.rebuild(out)
+		if len(failed) == 0 && len(next.Pending) == 0 && len(jobs) == len(c.t.ep.Members) {
+			g.settleCollisions(c.t.name, k, names.found)
 		}
 	}
 	if len(jobs) > 0 && len(failed) == len(jobs) {

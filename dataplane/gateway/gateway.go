@@ -122,7 +122,9 @@ type Gateway struct {
 	infoMeta []byte // a result _meta holding it, for stateless responses
 	sessions SessionStore
 	routes   routeCache
-	dropped  atomic.Int64
+	// names remembers name collisions and long names lists found (names.go).
+	names   nameNotes
+	dropped atomic.Int64
 	// authFailures throttles failed authentications per client address.
 	authFailures *authThrottle
 	// ownTokens: Options.Tokens is the gateway's own, closed with it.

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -549,8 +550,9 @@ func (g *Gateway) relist(t target, c *call, k listKind, scope string) bool {
 	failed := map[string]bool{}
 	rr := g.routes.get(t)
 	type result struct {
+		index  int
 		server string
-		h      [32]byte
+		items  []json.RawMessage
 		ok     bool
 	}
 	results := make(chan result, len(t.ep.Members))
@@ -561,8 +563,8 @@ func (g *Gateway) relist(t target, c *call, k listKind, scope string) bool {
 		}
 		pending[m.Server.GetName()] = true
 		go func() {
-			h, ok := g.memberHashes(c, k, listJob{index: i, member: m}, rr)
-			results <- result{m.Server.GetName(), h, ok}
+			items, ok := g.memberItems(c, k, listJob{index: i, member: m})
+			results <- result{i, m.Server.GetName(), items, ok}
 		}()
 	}
 	// A member slower than the list wait is not waited for (it counts as
@@ -570,6 +572,7 @@ func (g *Gateway) relist(t target, c *call, k listKind, scope string) bool {
 	// checked again then (a kept list answers at once).
 	wait := time.NewTimer(g.opts.ListWait)
 	defer wait.Stop()
+	var answered []result
 collect:
 	for len(pending) > 0 {
 		select {
@@ -579,10 +582,17 @@ collect:
 				failed[r.server] = true
 				continue
 			}
-			hashes[r.server] = r.h
+			answered = append(answered, r)
 		case <-wait.C:
 			break collect
 		}
+	}
+	// Hashed in namespace order, as a list is served: which member a
+	// resource URI listed by two belongs to must not depend on which
+	// answered first.
+	sort.Slice(answered, func(a, b int) bool { return answered[a].index < answered[b].index })
+	for _, r := range answered {
+		hashes[r.server] = g.hashItems(c, k, listJob{index: r.index, member: t.ep.Members[r.index]}, r.items, rr)
 	}
 	for s := range pending {
 		failed[s] = true
@@ -595,10 +605,11 @@ collect:
 				if !r.ok {
 					continue
 				}
+				h := g.hashItems(c, k, listJob{index: r.index, member: t.ep.Members[r.index]}, r.items, rr)
 				g.state.lists.mu.Lock()
 				old, had := g.state.lists.baselines[key][r.server]
 				g.state.lists.mu.Unlock()
-				if !had || old != r.h {
+				if !had || old != h {
 					g.listChanged(t.name, maskOfList(k))
 					return
 				}
@@ -633,29 +644,36 @@ collect:
 	return false
 }
 
-// memberHashes fetches every page of one member's list (each bounded by its
-// list timeout) and hashes the items as the gateway serves them.
-func (g *Gateway) memberHashes(c *call, k listKind, j listJob, rr *resourceRoutes) ([32]byte, bool) {
-	var h itemHashes
+// memberItems fetches every page of one member's list (each bounded by its
+// list timeout).
+func (g *Gateway) memberItems(c *call, k listKind, j listJob) ([]json.RawMessage, bool) {
+	var items []json.RawMessage
 	seen := map[string]bool{}
 	for range maxListPages {
 		p := g.fetchPage(g.ctx, c, k, j)
 		if p.err != nil {
 			g.log.Debug("upstream left out of a list_changed check", "endpoint", c.t.name, "method", k.method, "server", j.member.Server.GetName(), "err", p.err.Message)
-			return [32]byte{}, false
+			return nil, false
 		}
-		for _, item := range p.items {
-			if rewritten, keep := g.rewriteItem(c, k, j, item, rr); keep {
-				h = append(h, sha256.Sum256(rewritten))
-			}
-		}
+		items = append(items, p.items...)
 		if p.next == "" || seen[p.next] {
-			return h.sum(), true
+			break
 		}
 		seen[p.next] = true
 		j.cursor = p.next
 	}
-	return h.sum(), true
+	return items, true
+}
+
+// hashItems hashes one member's items as the gateway serves them.
+func (g *Gateway) hashItems(c *call, k listKind, j listJob, items []json.RawMessage, rr *resourceRoutes) [32]byte {
+	var h itemHashes
+	for _, item := range items {
+		if rewritten, keep := g.rewriteItem(c, k, j, item, rr); keep {
+			h = append(h, sha256.Sum256(rewritten))
+		}
+	}
+	return h.sum()
 }
 
 // notifyListChanged sends method to the audience's clients that want it.

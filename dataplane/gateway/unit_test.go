@@ -162,7 +162,7 @@ func TestMatchTemplate(t *testing.T) {
 func TestRouteTool(t *testing.T) {
 	cfg := testConfig(
 		&metamcpv1.NamespaceMember{Server: "alpha"},
-		&metamcpv1.NamespaceMember{Server: "beta", Prefix: proto.String("alpha__x")}, // longer prefix that starts like alpha's
+		&metamcpv1.NamespaceMember{Server: "beta", Prefix: proto.String("alphax")}, // longer prefix that starts like alpha's (one that extends it with the separator is refused)
 		&metamcpv1.NamespaceMember{Server: "gamma", Prefix: proto.String(""), DenyTools: []string{"secret*"}, ToolOverrides: map[string]*metamcpv1.ToolOverride{
 			"search": {Name: "find"},
 			"drop":   {Disabled: true},
@@ -178,7 +178,8 @@ func TestRouteTool(t *testing.T) {
 		ok                        bool
 	}{
 		{"alpha__echo", "alpha", "echo", true},
-		{"alpha__x__echo", "beta", "echo", true},
+		{"alphax__echo", "beta", "echo", true},
+		{"alpha__x__echo", "alpha", "x__echo", true},
 		{"echo", "gamma", "echo", true},
 		{"find", "gamma", "search", true},
 		{"search", "", "", false}, // renamed away

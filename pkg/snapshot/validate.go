@@ -400,6 +400,13 @@ func (c *checker) namespace(ns *metamcpv1.Namespace) {
 	servers := map[string]int{}
 	prefixes := map[string]int{}
 	exposed := map[string]owner{}
+	// Every member's prefix, for the checks across members.
+	all := make([]string, len(ns.GetMembers()))
+	for i, m := range ns.GetMembers() {
+		if m != nil {
+			all[i] = EffectivePrefix(m)
+		}
+	}
 	for i, m := range ns.GetMembers() {
 		path := fmt.Sprintf("members[%d]", i)
 		if m == nil {
@@ -497,6 +504,28 @@ func (c *checker) namespace(ns *metamcpv1.Namespace) {
 			exposed[full] = owner{member: i, key: key}
 			if len(full) > PortableToolNameLength {
 				c.warn(KindNamespace, name, of, "exposed name %q is %d characters: OpenAI, Anthropic and Bedrock reject tool names over 64 characters", full, len(full))
+			}
+			if prefix == "" {
+				// An unprefixed server's tool renamed into another
+				// member's prefix would be listed twice and called on the
+				// other server (the longest prefix routes).
+				for j, q := range all {
+					if q != "" && j != i && strings.HasPrefix(full, q+sep) {
+						c.add(KindNamespace, name, of+".name", "exposed name %q starts with the prefix %q of members[%d] and the separator: calls to it would go to that server; choose another name", full, q, j)
+						break
+					}
+				}
+			}
+		}
+	}
+	// A prefix that extends another one with the separator ("a" and "a__b")
+	// gives two servers one name space: tool "b__x" of the first and tool
+	// "x" of the second are both exposed as "a__b__x".
+	for i, p := range all {
+		for j, q := range all {
+			if p != "" && q != p && strings.HasPrefix(q, p+sep) {
+				c.add(KindNamespace, name, fmt.Sprintf("members[%d].prefix", j), "prefix %q starts with the prefix %q of members[%d] and the separator %q: a tool %q of members[%d] and a tool %q of this server would both be exposed as %q; choose prefixes that do not extend one another",
+					q, p, i, sep, strings.TrimPrefix(q, p+sep)+sep+"t", i, "t", q+sep+"t")
 			}
 		}
 	}

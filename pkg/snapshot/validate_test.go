@@ -227,6 +227,12 @@ func TestValidateViolations(t *testing.T) {
 		{"invalid duration", func(c *metamcpv1.Config) {
 			server(c, "github").Timeouts.Call = &durationpb.Duration{Seconds: 1, Nanos: -1}
 		}, []want{{"Server", "github", "timeouts.call", "not a valid duration"}}},
+		{"prefix extends another", func(c *metamcpv1.Config) {
+			c.Namespaces[0].Members[1].Prefix = proto.String("github__b")
+		}, []want{{"Namespace", "dev", "members[1].prefix", "starts with the prefix \"github\""}}},
+		{"unprefixed override into another prefix", func(c *metamcpv1.Config) {
+			c.Namespaces[0].Members[2].ToolOverrides = map[string]*metamcpv1.ToolOverride{"list": {Name: "rm__list"}}
+		}, []want{{"Namespace", "dev", `members[2].toolOverrides["list"].name`, "members[1]"}}},
 		{"list max age zero", func(c *metamcpv1.Config) {
 			server(c, "github").ListMaxAge = durationpb.New(0)
 		}, []want{{"Server", "github", "listMaxAge", "more than 0"}}},
@@ -298,7 +304,10 @@ func TestValidateViolations(t *testing.T) {
 			ns(c).Members[1].Prefix = proto.String("github__x")
 			ns(c).Members[1].ToolOverrides = map[string]*metamcpv1.ToolOverride{"y": {}}
 			ns(c).Members[0].ToolOverrides["y"] = &metamcpv1.ToolOverride{Name: "x__y"}
-		}, []want{{"Namespace", "dev", `members[1].toolOverrides["y"]`, `exposes "github__x__y", as does members[0].toolOverrides["y"]`}}},
+		}, []want{
+			{"Namespace", "dev", `members[1].toolOverrides["y"]`, `exposes "github__x__y", as does members[0].toolOverrides["y"]`},
+			{"Namespace", "dev", "members[1].prefix", `starts with the prefix "github"`},
+		}},
 		{"disabled overrides expose nothing", func(c *metamcpv1.Config) {
 			ns(c).Members[0].ToolOverrides["find"] = &metamcpv1.ToolOverride{Name: "search", Disabled: true}
 		}, nil},
