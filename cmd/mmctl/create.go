@@ -438,6 +438,7 @@ func newCreateRateLimitCommand(a *app) *cobra.Command {
 		per                       time.Duration
 		key, onFailure            string
 		server, tool, description string
+		shadow, everyRequest      bool
 	)
 	cmd := &cobra.Command{
 		Use:     "ratelimit NAME --rate N [--per DURATION] [flags]",
@@ -447,7 +448,8 @@ func newCreateRateLimitCommand(a *app) *cobra.Command {
 --burst, counted per --key across every data plane (in Redis). Attach it to
 endpoints with mmctl create endpoint --rate-limit NAME.`,
 		Example: `  mmctl create ratelimit per-user --rate 60 --per 1m --key principal
-  mmctl create ratelimit slow-writes --rate 1 --per 1m --server github --tool 'gh__create_*' --on-redis-failure closed`,
+  mmctl create ratelimit slow-writes --rate 1 --per 1m --server github --tool 'gh__create_*' --on-redis-failure closed
+  mmctl create ratelimit try-it --rate 10 --per 1m --shadow`,
 		Args: nameArg("ratelimit"),
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("rate") {
@@ -456,14 +458,17 @@ endpoints with mmctl create endpoint --rate-limit NAME.`,
 			if rate < 1 {
 				return usageErrorf("invalid --rate %d: at least 1", rate)
 			}
-			if burst < 0 {
-				return usageErrorf("invalid --burst %d: must not be negative (0 means --rate)", burst)
+			if cmd.Flags().Changed("burst") && burst < 1 {
+				return usageErrorf("invalid --burst %d: at least 1 (leave it out for the same as --rate)", burst)
 			}
 			if per <= 0 {
 				return usageErrorf("invalid --per %s: must be positive", per)
 			}
 			p := &metamcpv1.RateLimitPolicy{Name: args[0], Description: description, Server: server, Tool: tool,
-				Rate: rate, Burst: burst, Period: durationpb.New(per)}
+				Rate: rate, Period: durationpb.New(per), Shadow: shadow, EveryRequest: everyRequest}
+			if cmd.Flags().Changed("burst") {
+				p.Burst = &burst
+			}
 			var err error
 			if p.Key, err = parseRateLimitKey(key); err != nil {
 				return err
@@ -479,7 +484,9 @@ endpoints with mmctl create endpoint --rate-limit NAME.`,
 	fl := cmd.Flags()
 	fl.Int64Var(&rate, "rate", 0, "calls allowed per period, at least 1 (required)")
 	fl.DurationVar(&per, "per", time.Minute, "the period")
-	fl.Int64Var(&burst, "burst", 0, "calls allowed at once (0: the same as --rate)")
+	fl.Int64Var(&burst, "burst", 0, "calls allowed at once, at least 1 (when left out: the same as --rate)")
+	fl.BoolVar(&shadow, "shadow", false, "count and record the calls the policy would refuse, and refuse none")
+	fl.BoolVar(&everyRequest, "every-request", false, "count every request to the endpoint, not only tools/call")
 	fl.StringVar(&key, "key", "principal", "whose calls share a bucket: principal, api_key, client_ip or global")
 	fl.StringVar(&server, "server", "", "limit only calls to this server's tools (every server when empty)")
 	fl.StringVar(&tool, "tool", "", "limit only tools whose exposed (prefixed) name matches this glob")

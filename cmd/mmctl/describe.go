@@ -291,6 +291,12 @@ func describeRateLimit(d *describer, p *metamcpv1.RateLimitPolicy) {
 	}
 	d.field(0, "Tool", tool)
 	d.field(0, "On Redis failure", failureModeName(p.GetOnRedisFailure()))
+	counts := "tools/call"
+	if p.GetEveryRequest() {
+		counts = "every request"
+	}
+	d.field(0, "Counts", counts)
+	d.field(0, "Shadow", onOff(p.GetShadow()))
 	d.meta(p.GetRevision(), p.GetCreateTime(), p.GetUpdateTime())
 }
 

@@ -287,7 +287,7 @@ func TestCreateOtherKinds(t *testing.T) {
 			name: "rate limit",
 			args: []string{"create", "rl", "pages", "--rate", "1", "--per", "1m", "--burst", "2", "--key", "api-key",
 				"--server", "notion", "--tool", "notion__create_*", "--on-redis-failure", "local"},
-			want: &metamcpv1.CreateRateLimitPolicyRequest{RateLimitPolicy: &metamcpv1.RateLimitPolicy{Name: "pages", Rate: 1, Burst: 2,
+			want: &metamcpv1.CreateRateLimitPolicyRequest{RateLimitPolicy: &metamcpv1.RateLimitPolicy{Name: "pages", Rate: 1, Burst: proto.Int64(2),
 				Period: durationpb.New(time.Minute), Key: metamcpv1.RateLimitKey_RATE_LIMIT_KEY_API_KEY, Server: "notion",
 				Tool: "notion__create_*", OnRedisFailure: metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_LOCAL}},
 			out: "ratelimit/pages created\n",

@@ -401,7 +401,7 @@ func rateSpec(p *metamcpv1.RateLimitPolicy) string {
 }
 
 func burst(p *metamcpv1.RateLimitPolicy) string {
-	if p.GetBurst() == 0 {
+	if p.Burst == nil {
 		return strconv.FormatInt(p.GetRate(), 10)
 	}
 	return strconv.FormatInt(p.GetBurst(), 10)

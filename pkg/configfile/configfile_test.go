@@ -128,7 +128,7 @@ onRedisFailure: RATE_LIMIT_FAILURE_MODE_CLOSED
 				Name: "team", Namespace: "dev", RateLimits: []string{"slow"}, Auth: &metamcpv1.EndpointAuth{Anonymous: true},
 			}}},
 			{Kind: &metamcpv1.Resource_RateLimit{RateLimit: &metamcpv1.RateLimitPolicy{
-				Name: "slow", Rate: 1, Burst: 2, Period: durationpb.New(time.Minute),
+				Name: "slow", Rate: 1, Burst: proto.Int64(2), Period: durationpb.New(time.Minute),
 				Key: metamcpv1.RateLimitKey_RATE_LIMIT_KEY_CLIENT_IP, OnRedisFailure: metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_CLOSED,
 			}}},
 		}},

@@ -93,7 +93,7 @@ func sampleResources() []*metamcpv1.Resource {
 			Tool:           "gh.create_*",
 			Key:            metamcpv1.RateLimitKey_RATE_LIMIT_KEY_PRINCIPAL,
 			Rate:           60,
-			Burst:          10,
+			Burst:          proto.Int64(10),
 			Period:         durationpb.New(time.Minute),
 			OnRedisFailure: metamcpv1.RateLimitFailureMode_RATE_LIMIT_FAILURE_MODE_LOCAL,
 		}}},

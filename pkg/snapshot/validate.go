@@ -138,6 +138,7 @@ func Validate(cfg *metamcpv1.Config) (warnings []string, err error) {
 		c.unique(KindRateLimitPolicy, p.GetName(), fmt.Sprintf("rateLimits[%d]", i), seen)
 		c.rateLimit(p)
 	}
+	c.rateLimitReach(cfg)
 	clear(seen)
 	hashes := map[string]string{}
 	for i, k := range cfg.GetApiKeys() {
@@ -746,8 +747,8 @@ func (c *checker) rateLimit(p *metamcpv1.RateLimitPolicy) {
 	if p.GetRate() < 1 {
 		c.add(KindRateLimitPolicy, name, "rate", "is %d: at least 1 call per period", p.GetRate())
 	}
-	if p.GetBurst() < 0 {
-		c.add(KindRateLimitPolicy, name, "burst", "is %d: must not be negative (0 means the rate)", p.GetBurst())
+	if p.GetBurst() < 1 && p != nil && p.Burst != nil {
+		c.add(KindRateLimitPolicy, name, "burst", "is %d: at least 1 (leave it unset for the same as rate)", p.GetBurst())
 	}
 	c.duration(KindRateLimitPolicy, name, "period", p.GetPeriod(), true)
 }

@@ -9,6 +9,7 @@ package metamcpv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -3509,12 +3510,334 @@ func (x *EndpointTools) GetReportTime() *timestamppb.Timestamp {
 	return nil
 }
 
+type GetRateLimitStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy's name.
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Whose bucket: the principal (RATE_LIMIT_KEY_PRINCIPAL), the API key's
+	// name (RATE_LIMIT_KEY_API_KEY) or the client address
+	// (RATE_LIMIT_KEY_CLIENT_IP). Ignored for RATE_LIMIT_KEY_GLOBAL; required
+	// otherwise.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Only this endpoint's bucket; every endpoint that lists the policy when empty.
+	Endpoint      string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRateLimitStatusRequest) Reset() {
+	*x = GetRateLimitStatusRequest{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRateLimitStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRateLimitStatusRequest) ProtoMessage() {}
+
+func (x *GetRateLimitStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRateLimitStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetRateLimitStatusRequest) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetRateLimitStatusRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *GetRateLimitStatusRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GetRateLimitStatusRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+// RateLimitBucket is the state of one bucket: one policy, one endpoint, one key.
+type RateLimitBucket struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Key      string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Calls that could be made at once now.
+	Remaining int64 `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	// The burst: what remaining is when the bucket is full.
+	Burst int64 `protobuf:"varint,4,opt,name=burst,proto3" json:"burst,omitempty"`
+	// Until the next call is admitted (zero when remaining > 0).
+	RetryAfter *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	// Until the bucket is full again.
+	ResetAfter    *durationpb.Duration `protobuf:"bytes,6,opt,name=reset_after,json=resetAfter,proto3" json:"reset_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimitBucket) Reset() {
+	*x = RateLimitBucket{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimitBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimitBucket) ProtoMessage() {}
+
+func (x *RateLimitBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimitBucket.ProtoReflect.Descriptor instead.
+func (*RateLimitBucket) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *RateLimitBucket) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *RateLimitBucket) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RateLimitBucket) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *RateLimitBucket) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *RateLimitBucket) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
+func (x *RateLimitBucket) GetResetAfter() *durationpb.Duration {
+	if x != nil {
+		return x.ResetAfter
+	}
+	return nil
+}
+
+type GetRateLimitStatusResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Policy  *RateLimitPolicy       `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Buckets []*RateLimitBucket     `protobuf:"bytes,2,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	// Where the buckets live: "redis" or "in-process".
+	Backend       string `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRateLimitStatusResponse) Reset() {
+	*x = GetRateLimitStatusResponse{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRateLimitStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRateLimitStatusResponse) ProtoMessage() {}
+
+func (x *GetRateLimitStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRateLimitStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetRateLimitStatusResponse) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *GetRateLimitStatusResponse) GetPolicy() *RateLimitPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *GetRateLimitStatusResponse) GetBuckets() []*RateLimitBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+func (x *GetRateLimitStatusResponse) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+type ResetRateLimitRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy string                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// As in GetRateLimitStatusRequest.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Endpoint      string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetRateLimitRequest) Reset() {
+	*x = ResetRateLimitRequest{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetRateLimitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetRateLimitRequest) ProtoMessage() {}
+
+func (x *ResetRateLimitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetRateLimitRequest.ProtoReflect.Descriptor instead.
+func (*ResetRateLimitRequest) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ResetRateLimitRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *ResetRateLimitRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ResetRateLimitRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+type ResetRateLimitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The endpoints whose bucket was reset.
+	Endpoints     []string `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetRateLimitResponse) Reset() {
+	*x = ResetRateLimitResponse{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetRateLimitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetRateLimitResponse) ProtoMessage() {}
+
+func (x *ResetRateLimitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetRateLimitResponse.ProtoReflect.Descriptor instead.
+func (*ResetRateLimitResponse) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ResetRateLimitResponse) GetEndpoints() []string {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
 var File_metamcp_v1_admin_proto protoreflect.FileDescriptor
 
 const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16metamcp/v1/admin.proto\x12\n" +
-	"metamcp.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16metamcp/v1/audit.proto\x1a\x1ametamcp/v1/resources.proto\"A\n" +
+	"metamcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16metamcp/v1/audit.proto\x1a\x1ametamcp/v1/resources.proto\"A\n" +
 	"\x13CreateServerRequest\x12*\n" +
 	"\x06server\x18\x01 \x01(\v2\x12.metamcp.v1.ServerR\x06server\"&\n" +
 	"\x10GetServerRequest\x12\x12\n" +
@@ -3708,7 +4031,30 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x05tools\x18\x03 \x03(\v2\x16.metamcp.v1.ListedToolR\x05tools\x12\x17\n" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\x12;\n" +
 	"\vreport_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportTime*\x9b\x01\n" +
+	"reportTime\"a\n" +
+	"\x19GetRateLimitStatusRequest\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\"\xeb\x01\n" +
+	"\x0fRateLimitBucket\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1c\n" +
+	"\tremaining\x18\x03 \x01(\x03R\tremaining\x12\x14\n" +
+	"\x05burst\x18\x04 \x01(\x03R\x05burst\x12:\n" +
+	"\vretry_after\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\x12:\n" +
+	"\vreset_after\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"resetAfter\"\xa2\x01\n" +
+	"\x1aGetRateLimitStatusResponse\x123\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1b.metamcp.v1.RateLimitPolicyR\x06policy\x125\n" +
+	"\abuckets\x18\x02 \x03(\v2\x1b.metamcp.v1.RateLimitBucketR\abuckets\x12\x18\n" +
+	"\abackend\x18\x03 \x01(\tR\abackend\"]\n" +
+	"\x15ResetRateLimitRequest\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\"6\n" +
+	"\x16ResetRateLimitResponse\x12\x1c\n" +
+	"\tendpoints\x18\x01 \x03(\tR\tendpoints*\x9b\x01\n" +
 	"\fChangeAction\x12\x1d\n" +
 	"\x19CHANGE_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CHANGE_ACTION_CREATED\x10\x01\x12\x19\n" +
@@ -3724,7 +4070,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x1aUPSTREAM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13UPSTREAM_STATE_IDLE\x10\x01\x12\x1a\n" +
 	"\x16UPSTREAM_STATE_HEALTHY\x10\x02\x12\x17\n" +
-	"\x13UPSTREAM_STATE_DOWN\x10\x032\xf4\x18\n" +
+	"\x13UPSTREAM_STATE_DOWN\x10\x032\xb2\x1a\n" +
 	"\fAdminService\x12C\n" +
 	"\fCreateServer\x12\x1f.metamcp.v1.CreateServerRequest\x1a\x12.metamcp.v1.Server\x12=\n" +
 	"\tGetServer\x12\x1c.metamcp.v1.GetServerRequest\x1a\x12.metamcp.v1.Server\x12N\n" +
@@ -3745,7 +4091,9 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\x12GetRateLimitPolicy\x12%.metamcp.v1.GetRateLimitPolicyRequest\x1a\x1b.metamcp.v1.RateLimitPolicy\x12l\n" +
 	"\x15ListRateLimitPolicies\x12(.metamcp.v1.ListRateLimitPoliciesRequest\x1a).metamcp.v1.ListRateLimitPoliciesResponse\x12^\n" +
 	"\x15UpdateRateLimitPolicy\x12(.metamcp.v1.UpdateRateLimitPolicyRequest\x1a\x1b.metamcp.v1.RateLimitPolicy\x12l\n" +
-	"\x15DeleteRateLimitPolicy\x12(.metamcp.v1.DeleteRateLimitPolicyRequest\x1a).metamcp.v1.DeleteRateLimitPolicyResponse\x12Q\n" +
+	"\x15DeleteRateLimitPolicy\x12(.metamcp.v1.DeleteRateLimitPolicyRequest\x1a).metamcp.v1.DeleteRateLimitPolicyResponse\x12c\n" +
+	"\x12GetRateLimitStatus\x12%.metamcp.v1.GetRateLimitStatusRequest\x1a&.metamcp.v1.GetRateLimitStatusResponse\x12W\n" +
+	"\x0eResetRateLimit\x12!.metamcp.v1.ResetRateLimitRequest\x1a\".metamcp.v1.ResetRateLimitResponse\x12Q\n" +
 	"\fCreateApiKey\x12\x1f.metamcp.v1.CreateApiKeyRequest\x1a .metamcp.v1.CreateApiKeyResponse\x12=\n" +
 	"\tGetApiKey\x12\x1c.metamcp.v1.GetApiKeyRequest\x1a\x12.metamcp.v1.ApiKey\x12N\n" +
 	"\vListApiKeys\x12\x1e.metamcp.v1.ListApiKeysRequest\x1a\x1f.metamcp.v1.ListApiKeysResponse\x12C\n" +
@@ -3780,7 +4128,7 @@ func file_metamcp_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_metamcp_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_metamcp_v1_admin_proto_goTypes = []any{
 	(ChangeAction)(0),                     // 0: metamcp.v1.ChangeAction
 	(ApplyOutcome)(0),                     // 1: metamcp.v1.ApplyOutcome
@@ -3849,146 +4197,160 @@ var file_metamcp_v1_admin_proto_goTypes = []any{
 	(*ToolDecision)(nil),                  // 64: metamcp.v1.ToolDecision
 	(*ListedTool)(nil),                    // 65: metamcp.v1.ListedTool
 	(*EndpointTools)(nil),                 // 66: metamcp.v1.EndpointTools
-	nil,                                   // 67: metamcp.v1.Caller.ClaimsEntry
-	(*Server)(nil),                        // 68: metamcp.v1.Server
-	(*Namespace)(nil),                     // 69: metamcp.v1.Namespace
-	(*Endpoint)(nil),                      // 70: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),               // 71: metamcp.v1.RateLimitPolicy
-	(*ApiKey)(nil),                        // 72: metamcp.v1.ApiKey
-	(*Token)(nil),                         // 73: metamcp.v1.Token
-	(*Resource)(nil),                      // 74: metamcp.v1.Resource
-	(*timestamppb.Timestamp)(nil),         // 75: google.protobuf.Timestamp
-	(*AccessRule)(nil),                    // 76: metamcp.v1.AccessRule
-	(*ToolAnnotations)(nil),               // 77: metamcp.v1.ToolAnnotations
-	(*ListCallRecordsRequest)(nil),        // 78: metamcp.v1.ListCallRecordsRequest
-	(*FollowCallRecordsRequest)(nil),      // 79: metamcp.v1.FollowCallRecordsRequest
-	(*SummarizeCallRecordsRequest)(nil),   // 80: metamcp.v1.SummarizeCallRecordsRequest
-	(*ListCallRecordsResponse)(nil),       // 81: metamcp.v1.ListCallRecordsResponse
-	(*FollowCallRecordsResponse)(nil),     // 82: metamcp.v1.FollowCallRecordsResponse
-	(*SummarizeCallRecordsResponse)(nil),  // 83: metamcp.v1.SummarizeCallRecordsResponse
+	(*GetRateLimitStatusRequest)(nil),     // 67: metamcp.v1.GetRateLimitStatusRequest
+	(*RateLimitBucket)(nil),               // 68: metamcp.v1.RateLimitBucket
+	(*GetRateLimitStatusResponse)(nil),    // 69: metamcp.v1.GetRateLimitStatusResponse
+	(*ResetRateLimitRequest)(nil),         // 70: metamcp.v1.ResetRateLimitRequest
+	(*ResetRateLimitResponse)(nil),        // 71: metamcp.v1.ResetRateLimitResponse
+	nil,                                   // 72: metamcp.v1.Caller.ClaimsEntry
+	(*Server)(nil),                        // 73: metamcp.v1.Server
+	(*Namespace)(nil),                     // 74: metamcp.v1.Namespace
+	(*Endpoint)(nil),                      // 75: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),               // 76: metamcp.v1.RateLimitPolicy
+	(*ApiKey)(nil),                        // 77: metamcp.v1.ApiKey
+	(*Token)(nil),                         // 78: metamcp.v1.Token
+	(*Resource)(nil),                      // 79: metamcp.v1.Resource
+	(*timestamppb.Timestamp)(nil),         // 80: google.protobuf.Timestamp
+	(*AccessRule)(nil),                    // 81: metamcp.v1.AccessRule
+	(*ToolAnnotations)(nil),               // 82: metamcp.v1.ToolAnnotations
+	(*durationpb.Duration)(nil),           // 83: google.protobuf.Duration
+	(*ListCallRecordsRequest)(nil),        // 84: metamcp.v1.ListCallRecordsRequest
+	(*FollowCallRecordsRequest)(nil),      // 85: metamcp.v1.FollowCallRecordsRequest
+	(*SummarizeCallRecordsRequest)(nil),   // 86: metamcp.v1.SummarizeCallRecordsRequest
+	(*ListCallRecordsResponse)(nil),       // 87: metamcp.v1.ListCallRecordsResponse
+	(*FollowCallRecordsResponse)(nil),     // 88: metamcp.v1.FollowCallRecordsResponse
+	(*SummarizeCallRecordsResponse)(nil),  // 89: metamcp.v1.SummarizeCallRecordsResponse
 }
 var file_metamcp_v1_admin_proto_depIdxs = []int32{
-	68, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
-	68, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
-	68, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
-	69, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	69, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
-	69, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	70, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	70, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
-	70, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	71, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	71, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
-	71, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	72, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	72, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
-	72, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
-	72, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	73, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
-	73, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
-	73, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
-	74, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
+	73, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
+	73, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
+	73, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
+	74, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	74, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
+	74, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	75, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	75, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
+	75, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	76, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	76, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
+	76, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	77, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	77, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
+	77, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
+	77, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	78, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
+	78, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
+	78, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
+	79, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
 	0,  // 20: metamcp.v1.Change.action:type_name -> metamcp.v1.ChangeAction
 	46, // 21: metamcp.v1.ApplyResponse.changes:type_name -> metamcp.v1.Change
-	74, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
-	75, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
-	75, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
+	79, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
+	80, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
+	80, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
 	58, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
 	1,  // 26: metamcp.v1.DataPlane.apply_outcome:type_name -> metamcp.v1.ApplyOutcome
 	57, // 27: metamcp.v1.DataPlane.refused_servers:type_name -> metamcp.v1.RefusedServer
 	2,  // 28: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
 	56, // 29: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
-	67, // 30: metamcp.v1.Caller.claims:type_name -> metamcp.v1.Caller.ClaimsEntry
+	72, // 30: metamcp.v1.Caller.claims:type_name -> metamcp.v1.Caller.ClaimsEntry
 	61, // 31: metamcp.v1.CanIRequest.caller:type_name -> metamcp.v1.Caller
-	76, // 32: metamcp.v1.CanIResponse.rules:type_name -> metamcp.v1.AccessRule
-	75, // 33: metamcp.v1.CanIResponse.listed_time:type_name -> google.protobuf.Timestamp
+	81, // 32: metamcp.v1.CanIResponse.rules:type_name -> metamcp.v1.AccessRule
+	80, // 33: metamcp.v1.CanIResponse.listed_time:type_name -> google.protobuf.Timestamp
 	64, // 34: metamcp.v1.CanIResponse.decisions:type_name -> metamcp.v1.ToolDecision
-	77, // 35: metamcp.v1.ListedTool.annotations:type_name -> metamcp.v1.ToolAnnotations
+	82, // 35: metamcp.v1.ListedTool.annotations:type_name -> metamcp.v1.ToolAnnotations
 	65, // 36: metamcp.v1.EndpointTools.tools:type_name -> metamcp.v1.ListedTool
-	75, // 37: metamcp.v1.EndpointTools.report_time:type_name -> google.protobuf.Timestamp
-	3,  // 38: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
-	4,  // 39: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
-	5,  // 40: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
-	7,  // 41: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
-	8,  // 42: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
-	10, // 43: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
-	11, // 44: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
-	12, // 45: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
-	14, // 46: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
-	15, // 47: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
-	17, // 48: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
-	18, // 49: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
-	19, // 50: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
-	21, // 51: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
-	22, // 52: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
-	24, // 53: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
-	25, // 54: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
-	26, // 55: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
-	28, // 56: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
-	29, // 57: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
-	31, // 58: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
-	33, // 59: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
-	34, // 60: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
-	36, // 61: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
-	37, // 62: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
-	39, // 63: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
-	40, // 64: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
-	42, // 65: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
-	44, // 66: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
-	45, // 67: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
-	48, // 68: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
-	54, // 69: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
-	59, // 70: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
-	50, // 71: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
-	78, // 72: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
-	79, // 73: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
-	80, // 74: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
-	52, // 75: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
-	62, // 76: metamcp.v1.AdminService.CanI:input_type -> metamcp.v1.CanIRequest
-	68, // 77: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
-	68, // 78: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
-	6,  // 79: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
-	68, // 80: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
-	9,  // 81: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
-	69, // 82: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
-	69, // 83: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
-	13, // 84: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
-	69, // 85: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
-	16, // 86: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
-	70, // 87: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
-	70, // 88: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
-	20, // 89: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
-	70, // 90: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
-	23, // 91: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
-	71, // 92: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	71, // 93: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	27, // 94: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
-	71, // 95: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	30, // 96: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
-	32, // 97: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
-	72, // 98: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
-	35, // 99: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
-	72, // 100: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
-	38, // 101: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
-	72, // 102: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
-	41, // 103: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
-	43, // 104: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
-	73, // 105: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
-	47, // 106: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
-	49, // 107: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
-	55, // 108: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
-	60, // 109: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
-	51, // 110: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
-	81, // 111: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
-	82, // 112: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
-	83, // 113: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
-	53, // 114: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
-	63, // 115: metamcp.v1.AdminService.CanI:output_type -> metamcp.v1.CanIResponse
-	77, // [77:116] is the sub-list for method output_type
-	38, // [38:77] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	80, // 37: metamcp.v1.EndpointTools.report_time:type_name -> google.protobuf.Timestamp
+	83, // 38: metamcp.v1.RateLimitBucket.retry_after:type_name -> google.protobuf.Duration
+	83, // 39: metamcp.v1.RateLimitBucket.reset_after:type_name -> google.protobuf.Duration
+	76, // 40: metamcp.v1.GetRateLimitStatusResponse.policy:type_name -> metamcp.v1.RateLimitPolicy
+	68, // 41: metamcp.v1.GetRateLimitStatusResponse.buckets:type_name -> metamcp.v1.RateLimitBucket
+	3,  // 42: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
+	4,  // 43: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
+	5,  // 44: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
+	7,  // 45: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
+	8,  // 46: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
+	10, // 47: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
+	11, // 48: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
+	12, // 49: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
+	14, // 50: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
+	15, // 51: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
+	17, // 52: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
+	18, // 53: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
+	19, // 54: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
+	21, // 55: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
+	22, // 56: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
+	24, // 57: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
+	25, // 58: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
+	26, // 59: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
+	28, // 60: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
+	29, // 61: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
+	67, // 62: metamcp.v1.AdminService.GetRateLimitStatus:input_type -> metamcp.v1.GetRateLimitStatusRequest
+	70, // 63: metamcp.v1.AdminService.ResetRateLimit:input_type -> metamcp.v1.ResetRateLimitRequest
+	31, // 64: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
+	33, // 65: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
+	34, // 66: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
+	36, // 67: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
+	37, // 68: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
+	39, // 69: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
+	40, // 70: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
+	42, // 71: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
+	44, // 72: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
+	45, // 73: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
+	48, // 74: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
+	54, // 75: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
+	59, // 76: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
+	50, // 77: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
+	84, // 78: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
+	85, // 79: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
+	86, // 80: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
+	52, // 81: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
+	62, // 82: metamcp.v1.AdminService.CanI:input_type -> metamcp.v1.CanIRequest
+	73, // 83: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
+	73, // 84: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
+	6,  // 85: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
+	73, // 86: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
+	9,  // 87: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
+	74, // 88: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
+	74, // 89: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
+	13, // 90: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
+	74, // 91: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
+	16, // 92: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
+	75, // 93: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
+	75, // 94: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
+	20, // 95: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
+	75, // 96: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
+	23, // 97: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
+	76, // 98: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	76, // 99: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	27, // 100: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
+	76, // 101: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	30, // 102: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
+	69, // 103: metamcp.v1.AdminService.GetRateLimitStatus:output_type -> metamcp.v1.GetRateLimitStatusResponse
+	71, // 104: metamcp.v1.AdminService.ResetRateLimit:output_type -> metamcp.v1.ResetRateLimitResponse
+	32, // 105: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
+	77, // 106: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
+	35, // 107: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
+	77, // 108: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
+	38, // 109: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
+	77, // 110: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
+	41, // 111: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
+	43, // 112: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
+	78, // 113: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
+	47, // 114: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
+	49, // 115: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
+	55, // 116: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
+	60, // 117: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
+	51, // 118: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
+	87, // 119: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
+	88, // 120: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
+	89, // 121: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
+	53, // 122: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
+	63, // 123: metamcp.v1.AdminService.CanI:output_type -> metamcp.v1.CanIResponse
+	83, // [83:124] is the sub-list for method output_type
+	42, // [42:83] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_admin_proto_init() }
@@ -4004,7 +4366,7 @@ func file_metamcp_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_admin_proto_rawDesc), len(file_metamcp_v1_admin_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   65,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,8 @@ const (
 	AdminService_ListRateLimitPolicies_FullMethodName = "/metamcp.v1.AdminService/ListRateLimitPolicies"
 	AdminService_UpdateRateLimitPolicy_FullMethodName = "/metamcp.v1.AdminService/UpdateRateLimitPolicy"
 	AdminService_DeleteRateLimitPolicy_FullMethodName = "/metamcp.v1.AdminService/DeleteRateLimitPolicy"
+	AdminService_GetRateLimitStatus_FullMethodName    = "/metamcp.v1.AdminService/GetRateLimitStatus"
+	AdminService_ResetRateLimit_FullMethodName        = "/metamcp.v1.AdminService/ResetRateLimit"
 	AdminService_CreateApiKey_FullMethodName          = "/metamcp.v1.AdminService/CreateApiKey"
 	AdminService_GetApiKey_FullMethodName             = "/metamcp.v1.AdminService/GetApiKey"
 	AdminService_ListApiKeys_FullMethodName           = "/metamcp.v1.AdminService/ListApiKeys"
@@ -93,6 +95,13 @@ type AdminServiceClient interface {
 	ListRateLimitPolicies(ctx context.Context, in *ListRateLimitPoliciesRequest, opts ...grpc.CallOption) (*ListRateLimitPoliciesResponse, error)
 	UpdateRateLimitPolicy(ctx context.Context, in *UpdateRateLimitPolicyRequest, opts ...grpc.CallOption) (*RateLimitPolicy, error)
 	DeleteRateLimitPolicy(ctx context.Context, in *DeleteRateLimitPolicyRequest, opts ...grpc.CallOption) (*DeleteRateLimitPolicyResponse, error)
+	// GetRateLimitStatus reads a policy's buckets (the remaining budget and
+	// when it refills) without counting a call. FAILED_PRECONDITION when the
+	// control plane has no limiter (no --redis-url).
+	GetRateLimitStatus(ctx context.Context, in *GetRateLimitStatusRequest, opts ...grpc.CallOption) (*GetRateLimitStatusResponse, error)
+	// ResetRateLimit empties a policy's buckets for one key: its next calls
+	// have the whole burst again.
+	ResetRateLimit(ctx context.Context, in *ResetRateLimitRequest, opts ...grpc.CallOption) (*ResetRateLimitResponse, error)
 	// CreateApiKey returns the key itself, once.
 	CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error)
 	GetApiKey(ctx context.Context, in *GetApiKeyRequest, opts ...grpc.CallOption) (*ApiKey, error)
@@ -349,6 +358,26 @@ func (c *adminServiceClient) DeleteRateLimitPolicy(ctx context.Context, in *Dele
 	return out, nil
 }
 
+func (c *adminServiceClient) GetRateLimitStatus(ctx context.Context, in *GetRateLimitStatusRequest, opts ...grpc.CallOption) (*GetRateLimitStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRateLimitStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetRateLimitStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ResetRateLimit(ctx context.Context, in *ResetRateLimitRequest, opts ...grpc.CallOption) (*ResetRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResetRateLimitResponse)
+	err := c.cc.Invoke(ctx, AdminService_ResetRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateApiKeyResponse)
@@ -581,6 +610,13 @@ type AdminServiceServer interface {
 	ListRateLimitPolicies(context.Context, *ListRateLimitPoliciesRequest) (*ListRateLimitPoliciesResponse, error)
 	UpdateRateLimitPolicy(context.Context, *UpdateRateLimitPolicyRequest) (*RateLimitPolicy, error)
 	DeleteRateLimitPolicy(context.Context, *DeleteRateLimitPolicyRequest) (*DeleteRateLimitPolicyResponse, error)
+	// GetRateLimitStatus reads a policy's buckets (the remaining budget and
+	// when it refills) without counting a call. FAILED_PRECONDITION when the
+	// control plane has no limiter (no --redis-url).
+	GetRateLimitStatus(context.Context, *GetRateLimitStatusRequest) (*GetRateLimitStatusResponse, error)
+	// ResetRateLimit empties a policy's buckets for one key: its next calls
+	// have the whole burst again.
+	ResetRateLimit(context.Context, *ResetRateLimitRequest) (*ResetRateLimitResponse, error)
 	// CreateApiKey returns the key itself, once.
 	CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error)
 	GetApiKey(context.Context, *GetApiKeyRequest) (*ApiKey, error)
@@ -696,6 +732,12 @@ func (UnimplementedAdminServiceServer) UpdateRateLimitPolicy(context.Context, *U
 }
 func (UnimplementedAdminServiceServer) DeleteRateLimitPolicy(context.Context, *DeleteRateLimitPolicyRequest) (*DeleteRateLimitPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteRateLimitPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) GetRateLimitStatus(context.Context, *GetRateLimitStatusRequest) (*GetRateLimitStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRateLimitStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) ResetRateLimit(context.Context, *ResetRateLimitRequest) (*ResetRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetRateLimit not implemented")
 }
 func (UnimplementedAdminServiceServer) CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateApiKey not implemented")
@@ -1135,6 +1177,42 @@ func _AdminService_DeleteRateLimitPolicy_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetRateLimitStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRateLimitStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetRateLimitStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetRateLimitStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetRateLimitStatus(ctx, req.(*GetRateLimitStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ResetRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ResetRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ResetRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ResetRateLimit(ctx, req.(*ResetRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_CreateApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateApiKeyRequest)
 	if err := dec(in); err != nil {
@@ -1556,6 +1634,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteRateLimitPolicy",
 			Handler:    _AdminService_DeleteRateLimitPolicy_Handler,
+		},
+		{
+			MethodName: "GetRateLimitStatus",
+			Handler:    _AdminService_GetRateLimitStatus_Handler,
+		},
+		{
+			MethodName: "ResetRateLimit",
+			Handler:    _AdminService_ResetRateLimit_Handler,
 		},
 		{
 			MethodName: "CreateApiKey",

@@ -1956,13 +1956,21 @@ type RateLimitPolicy struct {
 	Key  RateLimitKey `protobuf:"varint,5,opt,name=key,proto3,enum=metamcp.v1.RateLimitKey" json:"key,omitempty"`
 	// Calls allowed per period; at least 1.
 	Rate int64 `protobuf:"varint,6,opt,name=rate,proto3" json:"rate,omitempty"`
-	// Calls allowed at once; `rate` when zero.
-	Burst int64 `protobuf:"varint,7,opt,name=burst,proto3" json:"burst,omitempty"`
+	// Calls allowed at once; `rate` when unset. Zero is refused: such a
+	// bucket would never admit a call.
+	Burst *int64 `protobuf:"varint,7,opt,name=burst,proto3,oneof" json:"burst,omitempty"`
 	// One minute when unset.
 	Period         *durationpb.Duration `protobuf:"bytes,8,opt,name=period,proto3" json:"period,omitempty"`
 	OnRedisFailure RateLimitFailureMode `protobuf:"varint,9,opt,name=on_redis_failure,json=onRedisFailure,proto3,enum=metamcp.v1.RateLimitFailureMode" json:"on_redis_failure,omitempty"`
 	// See Server.managed_by.
 	ManagedBy string `protobuf:"bytes,60,opt,name=managed_by,json=managedBy,proto3" json:"managed_by,omitempty"`
+	// Counts and records the calls the policy would refuse, and refuses none:
+	// to try a policy before it is enforced.
+	Shadow bool `protobuf:"varint,40,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	// Counts every request to the endpoint (tools/list, prompts/get,
+	// resources/read, ...), not only tools/call. A `server` or `tool` scope
+	// still narrows it to the requests routed to that server or tool.
+	EveryRequest bool `protobuf:"varint,41,opt,name=every_request,json=everyRequest,proto3" json:"every_request,omitempty"`
 	// Output only.
 	Revision int64 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Output only.
@@ -2046,8 +2054,8 @@ func (x *RateLimitPolicy) GetRate() int64 {
 }
 
 func (x *RateLimitPolicy) GetBurst() int64 {
-	if x != nil {
-		return x.Burst
+	if x != nil && x.Burst != nil {
+		return *x.Burst
 	}
 	return 0
 }
@@ -2071,6 +2079,20 @@ func (x *RateLimitPolicy) GetManagedBy() string {
 		return x.ManagedBy
 	}
 	return ""
+}
+
+func (x *RateLimitPolicy) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
+func (x *RateLimitPolicy) GetEveryRequest() bool {
+	if x != nil {
+		return x.EveryRequest
+	}
+	return false
 }
 
 func (x *RateLimitPolicy) GetRevision() int64 {
@@ -2493,24 +2515,27 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x86\x04\n" +
+	"updateTime\"\xd2\x04\n" +
 	"\x0fRateLimitPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x16\n" +
 	"\x06server\x18\x03 \x01(\tR\x06server\x12\x12\n" +
 	"\x04tool\x18\x04 \x01(\tR\x04tool\x12*\n" +
 	"\x03key\x18\x05 \x01(\x0e2\x18.metamcp.v1.RateLimitKeyR\x03key\x12\x12\n" +
-	"\x04rate\x18\x06 \x01(\x03R\x04rate\x12\x14\n" +
-	"\x05burst\x18\a \x01(\x03R\x05burst\x12:\n" +
+	"\x04rate\x18\x06 \x01(\x03R\x04rate\x12\x19\n" +
+	"\x05burst\x18\a \x01(\x03H\x00R\x05burst\x88\x01\x01\x12:\n" +
 	"\x06period\x18\b \x01(\v2\x19.google.protobuf.DurationB\a\xe2\xb8\x18\x0360sR\x06period\x12J\n" +
 	"\x10on_redis_failure\x18\t \x01(\x0e2 .metamcp.v1.RateLimitFailureModeR\x0eonRedisFailure\x12\x1d\n" +
 	"\n" +
-	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x1a\n" +
+	"managed_by\x18< \x01(\tR\tmanagedBy\x12\x16\n" +
+	"\x06shadow\x18( \x01(\bR\x06shadow\x12#\n" +
+	"\revery_request\x18) \x01(\bR\feveryRequest\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x03R\brevision\x12;\n" +
 	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xe4\x02\n" +
+	"updateTimeB\b\n" +
+	"\x06_burst\"\xe4\x02\n" +
 	"\x05Token\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12,\n" +
@@ -2674,6 +2699,7 @@ func file_metamcp_v1_resources_proto_init() {
 	}
 	file_metamcp_v1_resources_proto_msgTypes[6].OneofWrappers = []any{}
 	file_metamcp_v1_resources_proto_msgTypes[8].OneofWrappers = []any{}
+	file_metamcp_v1_resources_proto_msgTypes[17].OneofWrappers = []any{}
 	file_metamcp_v1_resources_proto_msgTypes[19].OneofWrappers = []any{
 		(*Resource_Server)(nil),
 		(*Resource_Namespace)(nil),

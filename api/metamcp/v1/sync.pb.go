@@ -145,6 +145,7 @@ type SyncResponse struct {
 	// Types that are valid to be assigned to Message:
 	//
 	//	*SyncResponse_Snapshot
+	//	*SyncResponse_Fleet
 	Message       isSyncResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -196,6 +197,15 @@ func (x *SyncResponse) GetSnapshot() *Snapshot {
 	return nil
 }
 
+func (x *SyncResponse) GetFleet() *Fleet {
+	if x != nil {
+		if x, ok := x.Message.(*SyncResponse_Fleet); ok {
+			return x.Fleet
+		}
+	}
+	return nil
+}
+
 type isSyncResponse_Message interface {
 	isSyncResponse_Message()
 }
@@ -204,7 +214,63 @@ type SyncResponse_Snapshot struct {
 	Snapshot *Snapshot `protobuf:"bytes,1,opt,name=snapshot,proto3,oneof"`
 }
 
+type SyncResponse_Fleet struct {
+	// Sent on connect and whenever the number changes; no revision.
+	Fleet *Fleet `protobuf:"bytes,40,opt,name=fleet,proto3,oneof"`
+}
+
 func (*SyncResponse_Snapshot) isSyncResponse_Message() {}
+
+func (*SyncResponse_Fleet) isSyncResponse_Message() {}
+
+// Fleet is what the control plane knows of the data planes as a whole, apart
+// from the config: it changes as replicas come and go, without a revision.
+type Fleet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Data planes connected to the control plane now (at least 1: the one
+	// reading this). Rate-limit policies in local fail mode divide their rate
+	// by it.
+	LiveDataPlanes int32 `protobuf:"varint,1,opt,name=live_data_planes,json=liveDataPlanes,proto3" json:"live_data_planes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Fleet) Reset() {
+	*x = Fleet{}
+	mi := &file_metamcp_v1_sync_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fleet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fleet) ProtoMessage() {}
+
+func (x *Fleet) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_sync_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fleet.ProtoReflect.Descriptor instead.
+func (*Fleet) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Fleet) GetLiveDataPlanes() int32 {
+	if x != nil {
+		return x.LiveDataPlanes
+	}
+	return 0
+}
 
 // Hello is the first message on a stream.
 type Hello struct {
@@ -233,7 +299,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[2]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +311,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[2]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +324,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{2}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -349,7 +415,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[3]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +427,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[3]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +440,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{3}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Ack) GetNonce() string {
@@ -439,7 +505,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[4]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +517,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[4]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +530,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{4}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Status) GetRevision() int64 {
@@ -533,7 +599,7 @@ type CallRecordBatch struct {
 
 func (x *CallRecordBatch) Reset() {
 	*x = CallRecordBatch{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +611,7 @@ func (x *CallRecordBatch) String() string {
 func (*CallRecordBatch) ProtoMessage() {}
 
 func (x *CallRecordBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[5]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +624,7 @@ func (x *CallRecordBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRecordBatch.ProtoReflect.Descriptor instead.
 func (*CallRecordBatch) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{5}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CallRecordBatch) GetRecords() []*CallRecord {
@@ -586,7 +652,7 @@ type RecordsRequest struct {
 
 func (x *RecordsRequest) Reset() {
 	*x = RecordsRequest{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +664,7 @@ func (x *RecordsRequest) String() string {
 func (*RecordsRequest) ProtoMessage() {}
 
 func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[6]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +677,7 @@ func (x *RecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsRequest.ProtoReflect.Descriptor instead.
 func (*RecordsRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordsRequest) GetSequence() uint64 {
@@ -652,7 +718,7 @@ type RecordsResponse struct {
 
 func (x *RecordsResponse) Reset() {
 	*x = RecordsResponse{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +730,7 @@ func (x *RecordsResponse) String() string {
 func (*RecordsResponse) ProtoMessage() {}
 
 func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[7]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +743,7 @@ func (x *RecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordsResponse.ProtoReflect.Descriptor instead.
 func (*RecordsResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RecordsResponse) GetSequence() uint64 {
@@ -702,7 +768,7 @@ type ApiKeyEntry struct {
 
 func (x *ApiKeyEntry) Reset() {
 	*x = ApiKeyEntry{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +780,7 @@ func (x *ApiKeyEntry) String() string {
 func (*ApiKeyEntry) ProtoMessage() {}
 
 func (x *ApiKeyEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[8]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +793,7 @@ func (x *ApiKeyEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKeyEntry.ProtoReflect.Descriptor instead.
 func (*ApiKeyEntry) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApiKeyEntry) GetName() string {
@@ -778,7 +844,7 @@ type SessionKeys struct {
 
 func (x *SessionKeys) Reset() {
 	*x = SessionKeys{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +856,7 @@ func (x *SessionKeys) String() string {
 func (*SessionKeys) ProtoMessage() {}
 
 func (x *SessionKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[9]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +869,7 @@ func (x *SessionKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionKeys.ProtoReflect.Descriptor instead.
 func (*SessionKeys) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionKeys) GetCurrent() []byte {
@@ -841,7 +907,7 @@ type Config struct {
 
 func (x *Config) Reset() {
 	*x = Config{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +919,7 @@ func (x *Config) String() string {
 func (*Config) ProtoMessage() {}
 
 func (x *Config) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[10]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +932,7 @@ func (x *Config) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Config.ProtoReflect.Descriptor instead.
 func (*Config) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Config) GetServers() []*Server {
@@ -929,7 +995,7 @@ type ServerRestarts struct {
 
 func (x *ServerRestarts) Reset() {
 	*x = ServerRestarts{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1007,7 @@ func (x *ServerRestarts) String() string {
 func (*ServerRestarts) ProtoMessage() {}
 
 func (x *ServerRestarts) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[11]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1020,7 @@ func (x *ServerRestarts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerRestarts.ProtoReflect.Descriptor instead.
 func (*ServerRestarts) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServerRestarts) GetGenerations() map[string]int64 {
@@ -983,7 +1049,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_metamcp_v1_sync_proto_msgTypes[12]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1061,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_sync_proto_msgTypes[12]
+	mi := &file_metamcp_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1074,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_metamcp_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Snapshot) GetRevision() int64 {
@@ -1064,10 +1130,13 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x0f.metamcp.v1.AckH\x00R\x03ack\x12,\n" +
 	"\x06status\x18\x03 \x01(\v2\x12.metamcp.v1.StatusH\x00R\x06status\x123\n" +
 	"\x05calls\x18\x04 \x01(\v2\x1b.metamcp.v1.CallRecordBatchH\x00R\x05callsB\t\n" +
-	"\amessage\"M\n" +
+	"\amessage\"x\n" +
 	"\fSyncResponse\x122\n" +
-	"\bsnapshot\x18\x01 \x01(\v2\x14.metamcp.v1.SnapshotH\x00R\bsnapshotB\t\n" +
-	"\amessage\"\xd8\x02\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x14.metamcp.v1.SnapshotH\x00R\bsnapshot\x12)\n" +
+	"\x05fleet\x18( \x01(\v2\x11.metamcp.v1.FleetH\x00R\x05fleetB\t\n" +
+	"\amessage\"1\n" +
+	"\x05Fleet\x12(\n" +
+	"\x10live_data_planes\x18\x01 \x01(\x05R\x0eliveDataPlanes\"\xd8\x02\n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -1157,70 +1226,72 @@ func file_metamcp_v1_sync_proto_rawDescGZIP() []byte {
 	return file_metamcp_v1_sync_proto_rawDescData
 }
 
-var file_metamcp_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_metamcp_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_metamcp_v1_sync_proto_goTypes = []any{
 	(*SyncRequest)(nil),           // 0: metamcp.v1.SyncRequest
 	(*SyncResponse)(nil),          // 1: metamcp.v1.SyncResponse
-	(*Hello)(nil),                 // 2: metamcp.v1.Hello
-	(*Ack)(nil),                   // 3: metamcp.v1.Ack
-	(*Status)(nil),                // 4: metamcp.v1.Status
-	(*CallRecordBatch)(nil),       // 5: metamcp.v1.CallRecordBatch
-	(*RecordsRequest)(nil),        // 6: metamcp.v1.RecordsRequest
-	(*RecordsResponse)(nil),       // 7: metamcp.v1.RecordsResponse
-	(*ApiKeyEntry)(nil),           // 8: metamcp.v1.ApiKeyEntry
-	(*SessionKeys)(nil),           // 9: metamcp.v1.SessionKeys
-	(*Config)(nil),                // 10: metamcp.v1.Config
-	(*ServerRestarts)(nil),        // 11: metamcp.v1.ServerRestarts
-	(*Snapshot)(nil),              // 12: metamcp.v1.Snapshot
-	nil,                           // 13: metamcp.v1.Config.ServerRestartsEntry
-	nil,                           // 14: metamcp.v1.ServerRestarts.GenerationsEntry
-	(ApplyOutcome)(0),             // 15: metamcp.v1.ApplyOutcome
-	(*RefusedServer)(nil),         // 16: metamcp.v1.RefusedServer
-	(*UpstreamStatus)(nil),        // 17: metamcp.v1.UpstreamStatus
-	(*EndpointTools)(nil),         // 18: metamcp.v1.EndpointTools
-	(*CallRecord)(nil),            // 19: metamcp.v1.CallRecord
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*Server)(nil),                // 21: metamcp.v1.Server
-	(*Namespace)(nil),             // 22: metamcp.v1.Namespace
-	(*Endpoint)(nil),              // 23: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),       // 24: metamcp.v1.RateLimitPolicy
+	(*Fleet)(nil),                 // 2: metamcp.v1.Fleet
+	(*Hello)(nil),                 // 3: metamcp.v1.Hello
+	(*Ack)(nil),                   // 4: metamcp.v1.Ack
+	(*Status)(nil),                // 5: metamcp.v1.Status
+	(*CallRecordBatch)(nil),       // 6: metamcp.v1.CallRecordBatch
+	(*RecordsRequest)(nil),        // 7: metamcp.v1.RecordsRequest
+	(*RecordsResponse)(nil),       // 8: metamcp.v1.RecordsResponse
+	(*ApiKeyEntry)(nil),           // 9: metamcp.v1.ApiKeyEntry
+	(*SessionKeys)(nil),           // 10: metamcp.v1.SessionKeys
+	(*Config)(nil),                // 11: metamcp.v1.Config
+	(*ServerRestarts)(nil),        // 12: metamcp.v1.ServerRestarts
+	(*Snapshot)(nil),              // 13: metamcp.v1.Snapshot
+	nil,                           // 14: metamcp.v1.Config.ServerRestartsEntry
+	nil,                           // 15: metamcp.v1.ServerRestarts.GenerationsEntry
+	(ApplyOutcome)(0),             // 16: metamcp.v1.ApplyOutcome
+	(*RefusedServer)(nil),         // 17: metamcp.v1.RefusedServer
+	(*UpstreamStatus)(nil),        // 18: metamcp.v1.UpstreamStatus
+	(*EndpointTools)(nil),         // 19: metamcp.v1.EndpointTools
+	(*CallRecord)(nil),            // 20: metamcp.v1.CallRecord
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Server)(nil),                // 22: metamcp.v1.Server
+	(*Namespace)(nil),             // 23: metamcp.v1.Namespace
+	(*Endpoint)(nil),              // 24: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),       // 25: metamcp.v1.RateLimitPolicy
 }
 var file_metamcp_v1_sync_proto_depIdxs = []int32{
-	2,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
-	3,  // 1: metamcp.v1.SyncRequest.ack:type_name -> metamcp.v1.Ack
-	4,  // 2: metamcp.v1.SyncRequest.status:type_name -> metamcp.v1.Status
-	5,  // 3: metamcp.v1.SyncRequest.calls:type_name -> metamcp.v1.CallRecordBatch
-	12, // 4: metamcp.v1.SyncResponse.snapshot:type_name -> metamcp.v1.Snapshot
-	15, // 5: metamcp.v1.Hello.outcome:type_name -> metamcp.v1.ApplyOutcome
-	16, // 6: metamcp.v1.Hello.refused_servers:type_name -> metamcp.v1.RefusedServer
-	15, // 7: metamcp.v1.Ack.outcome:type_name -> metamcp.v1.ApplyOutcome
-	16, // 8: metamcp.v1.Ack.refused_servers:type_name -> metamcp.v1.RefusedServer
-	17, // 9: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
-	18, // 10: metamcp.v1.Status.endpoint_tools:type_name -> metamcp.v1.EndpointTools
-	15, // 11: metamcp.v1.Status.outcome:type_name -> metamcp.v1.ApplyOutcome
-	16, // 12: metamcp.v1.Status.refused_servers:type_name -> metamcp.v1.RefusedServer
-	19, // 13: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
-	19, // 14: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
-	20, // 15: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
-	21, // 16: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
-	22, // 17: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
-	23, // 18: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
-	24, // 19: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
-	8,  // 20: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
-	9,  // 21: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
-	13, // 22: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
-	14, // 23: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
-	10, // 24: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
-	20, // 25: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
-	0,  // 26: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
-	6,  // 27: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
-	1,  // 28: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
-	7,  // 29: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
-	28, // [28:30] is the sub-list for method output_type
-	26, // [26:28] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	3,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
+	4,  // 1: metamcp.v1.SyncRequest.ack:type_name -> metamcp.v1.Ack
+	5,  // 2: metamcp.v1.SyncRequest.status:type_name -> metamcp.v1.Status
+	6,  // 3: metamcp.v1.SyncRequest.calls:type_name -> metamcp.v1.CallRecordBatch
+	13, // 4: metamcp.v1.SyncResponse.snapshot:type_name -> metamcp.v1.Snapshot
+	2,  // 5: metamcp.v1.SyncResponse.fleet:type_name -> metamcp.v1.Fleet
+	16, // 6: metamcp.v1.Hello.outcome:type_name -> metamcp.v1.ApplyOutcome
+	17, // 7: metamcp.v1.Hello.refused_servers:type_name -> metamcp.v1.RefusedServer
+	16, // 8: metamcp.v1.Ack.outcome:type_name -> metamcp.v1.ApplyOutcome
+	17, // 9: metamcp.v1.Ack.refused_servers:type_name -> metamcp.v1.RefusedServer
+	18, // 10: metamcp.v1.Status.upstreams:type_name -> metamcp.v1.UpstreamStatus
+	19, // 11: metamcp.v1.Status.endpoint_tools:type_name -> metamcp.v1.EndpointTools
+	16, // 12: metamcp.v1.Status.outcome:type_name -> metamcp.v1.ApplyOutcome
+	17, // 13: metamcp.v1.Status.refused_servers:type_name -> metamcp.v1.RefusedServer
+	20, // 14: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
+	20, // 15: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
+	21, // 16: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 17: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
+	23, // 18: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
+	24, // 19: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
+	25, // 20: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
+	9,  // 21: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
+	10, // 22: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
+	14, // 23: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
+	15, // 24: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
+	11, // 25: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
+	21, // 26: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
+	0,  // 27: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
+	7,  // 28: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
+	1,  // 29: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
+	8,  // 30: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
+	29, // [29:31] is the sub-list for method output_type
+	27, // [27:29] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_sync_proto_init() }
@@ -1239,6 +1310,7 @@ func file_metamcp_v1_sync_proto_init() {
 	}
 	file_metamcp_v1_sync_proto_msgTypes[1].OneofWrappers = []any{
 		(*SyncResponse_Snapshot)(nil),
+		(*SyncResponse_Fleet)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1246,7 +1318,7 @@ func file_metamcp_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_sync_proto_rawDesc), len(file_metamcp_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
