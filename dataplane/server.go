@@ -25,11 +25,13 @@ import (
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/httpserver"
+	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/redisconn"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/dataplane/toolreport"
 	"github.com/metamcp/metamcp/dataplane/upstream"
+	"github.com/metamcp/metamcp/pkg/gcra"
 )
 
 // DefaultListen is the data plane's default HTTP address.
@@ -61,8 +63,11 @@ type Options struct {
 	// default when "") or HTTPServerStd, net/http alone.
 	HTTPServer string
 	// Redis is the Redis the replicas share; without it sessions cannot span
-	// replicas for server-to-client messages.
+	// replicas for server-to-client messages, and rate limits count per
+	// replica.
 	Redis RedisOptions
+	// RateLimit configures the rate limiter.
+	RateLimit RateLimitOptions
 	// TrustedProxies, PublicURL and AuthFailuresPerMinute are the gateway's
 	// (see gateway.Options).
 	TrustedProxies        []netip.Prefix
@@ -82,6 +87,16 @@ type AuditOptions struct {
 	// SpoolMaxBytes bounds the spool (audit.DefaultMaxBytes when 0); beyond
 	// it the oldest records are dropped and counted.
 	SpoolMaxBytes int64
+}
+
+// RateLimitOptions configure the data plane's rate limiter.
+type RateLimitOptions struct {
+	// Timeout bounds one call's wait for Redis (ratelimit.DefaultTimeout
+	// when 0): past it the policies' failure modes decide.
+	Timeout time.Duration
+	// Store, when set, is where buckets are counted instead of Redis (the
+	// in-process store `metamcp dev` shares with its control plane).
+	Store gcra.Store
 }
 
 // What serves the data plane's client port (Options.HTTPServer).
@@ -128,10 +143,12 @@ type Server struct {
 	redis    *redis.Client     // nil without Redis
 	redisBus *sessionbus.Redis // nil without Redis
 
-	trail     *audit.Trail
-	calls     chan *metamcpv1.CallRecord
-	trailConn *grpc.ClientConn
-	tmpSpool  string // removed at the end of Serve when set
+	trail        *audit.Trail
+	calls        chan *metamcpv1.CallRecord
+	trailConn    *grpc.ClientConn
+	tmpSpool     string // removed at the end of Serve when set
+	limiter      *ratelimit.Limiter
+	limiterRedis redis.UniversalClient // the limiter's own client; nil without Redis
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -172,12 +189,23 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	limiter, limiterRedis, err := openLimiter(opts)
+	if err != nil {
+		_ = bus.Close()
+		if rdb != nil {
+			_ = rdb.Close()
+		}
+		return nil, err
+	}
 	calls := make(chan *metamcpv1.CallRecord, callBuffer)
 	poolOpts := opts.Pool
 	poolOpts.Logger = opts.Logger.With("component", "upstream")
 	pool := upstream.NewPool(poolOpts)
 	syncOpts := opts.Sync
 	syncOpts.Logger = opts.Logger.With("component", "sync")
+	if syncOpts.Fleet == nil {
+		syncOpts.Fleet = func(f *metamcpv1.Fleet) { limiter.SetLiveDataPlanes(int(f.GetLiveDataPlanes())) }
+	}
 	// The gateway is created below, before the sync client runs (Serve).
 	var gw *gateway.Gateway
 	if syncOpts.Status == nil {
@@ -206,6 +234,9 @@ func New(opts Options) (*Server, error) {
 		if rdb != nil {
 			_ = rdb.Close()
 		}
+		if limiterRedis != nil {
+			_ = limiterRedis.Close()
+		}
 		return nil, err
 	}
 	gw = gateway.New(gateway.Options{
@@ -225,9 +256,11 @@ func New(opts Options) (*Server, error) {
 		PublicURL:             opts.PublicURL,
 		AuthFailuresPerMinute: opts.AuthFailuresPerMinute,
 		ToolReport:            tools,
+		Limiter:               limiter,
 	})
 	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, tools: tools, mux: http.NewServeMux(),
-		bus: bus, redis: rdb, redisBus: redisBus, trail: trail, calls: calls, trailConn: trailConn, tmpSpool: tmpSpool}
+		bus: bus, redis: rdb, redisBus: redisBus, trail: trail, calls: calls, trailConn: trailConn, tmpSpool: tmpSpool,
+		limiter: limiter, limiterRedis: limiterRedis}
 	gw.Register(s.mux)
 	s.handler = gw.Routes(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -307,6 +340,29 @@ func openRedis(opts Options) (*redis.Client, sessionbus.Bus, *sessionbus.Redis, 
 	return rdb, rb, rb, nil
 }
 
+// openLimiter creates the rate limiter: counting in Redis, on a client of
+// its own (its timeouts are the limiter's, and a slow session bus never
+// holds it up), or in process without Redis.
+func openLimiter(opts Options) (*ratelimit.Limiter, redis.UniversalClient, error) {
+	prefix := opts.Redis.Prefix
+	if prefix == "" {
+		prefix = DefaultRedisPrefix
+	}
+	lo := ratelimit.Options{Store: opts.RateLimit.Store, Prefix: prefix, Timeout: opts.RateLimit.Timeout, Logger: opts.Logger.With("component", "ratelimit")}
+	if lo.Store != nil || opts.Redis.URL == "" {
+		return ratelimit.New(lo), nil, nil
+	}
+	rdb, err := gcra.NewRedisClient(opts.Redis.URL, "metamcp-ratelimit:"+opts.Sync.NodeID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (check --redis-url)", err)
+	}
+	lo.Store = gcra.NewRedis(rdb)
+	return ratelimit.New(lo), rdb, nil
+}
+
+// Limiter returns the data plane's rate limiter.
+func (s *Server) Limiter() *ratelimit.Limiter { return s.limiter }
+
 // Cache returns the config the data plane serves.
 func (s *Server) Cache() *configcache.Cache { return s.cache }
 
@@ -367,6 +423,9 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	_, _ = fmt.Fprintf(w, "audit: %s\n", s.trail.Stats())
+	// The limiter's state: counting in Redis, or following the policies'
+	// failure modes while Redis is away (not a reason to be unready).
+	_, _ = fmt.Fprintf(w, "ratelimit: %s\n", s.limiter.State())
 }
 
 // AuditStats reports the call-record spool.
@@ -407,6 +466,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			if err := s.redis.Close(); err != nil {
 				s.log.Warn("close the Redis client", "err", err)
 			}
+		}
+		if s.limiterRedis != nil {
+			_ = s.limiterRedis.Close()
 		}
 	}()
 	// The pool follows the config: servers added, changed or removed.

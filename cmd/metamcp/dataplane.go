@@ -22,6 +22,7 @@ import (
 
 	"github.com/metamcp/metamcp/dataplane"
 	"github.com/metamcp/metamcp/dataplane/gateway"
+	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/internal/gctune"
 	"github.com/metamcp/metamcp/pkg/version"
@@ -49,6 +50,7 @@ type dataPlaneFlags struct {
 	debugListen   string
 	redisURL      string
 	redisPrefix   string
+	limitTimeout  time.Duration
 	gcHeadroomMiB int
 
 	trustedProxies []string
@@ -75,9 +77,10 @@ and takes it from ` + envSyncToken + ` or --sync-token-file.
 
 Replicas share a Redis (--redis-url) so that a client session can use any of
 them: the server-to-client messages of a session (its GET stream, sampling and
-elicitation answers, cancellations) travel between replicas through it.
-Without Redis a single data plane works fully; behind a load balancer, run
-several only with Redis.
+elicitation answers, cancellations) travel between replicas through it, and
+rate limits are counted there, once for all replicas. Without Redis a single
+data plane works fully (its rate limits count in process); behind a load
+balancer, run several only with Redis.
 
 HTTP endpoints: /metamcp/ENDPOINT/mcp (Streamable HTTP) and /metamcp/ENDPOINT/sse
 (legacy SSE) for MCP clients, /healthz (the process lives), /readyz (a config
@@ -128,6 +131,7 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.StringVar(&f.debugListen, "debug-listen", "", "loopback address serving Go's /debug/pprof/ (goroutines, heap, CPU profiles), e.g. 127.0.0.1:6060; off when empty")
 	fl.StringVar(&f.redisURL, "redis-url", "", "Redis shared by the data-plane replicas, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS; timeouts as URL parameters such as dial_timeout=2s); empty: no Redis, sessions cannot span replicas; keep a password out of argv by setting the variable instead")
 	fl.StringVar(&f.redisPrefix, "redis-prefix", dataplane.DefaultRedisPrefix, "prefix of every Redis key and channel this data plane uses, so deployments sharing one Redis stay apart")
+	fl.DurationVar(&f.limitTimeout, "ratelimit-timeout", ratelimit.DefaultTimeout, "longest a call waits for Redis to count it against rate limits; past it, or while Redis is away, each policy follows its on-redis-failure mode (open, closed or local)")
 	fl.IntVar(&f.gcHeadroomMiB, "gc-headroom", gctune.DefaultHeadroom>>20, "MiB of heap the garbage collector lets grow above the live heap before it runs, while the live heap is small (GC percent between 100 and 400; 0: Go's default); ignored when GOGC is set")
 	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "addresses or CIDR ranges of the reverse proxies and load balancers in front, comma separated (e.g. 10.0.0.0/8,127.0.0.1); only their X-Forwarded-For (the client address for audit, rate limits and the failed-login throttle), X-Forwarded-Proto and X-Forwarded-Host are believed (default: none)")
 	fl.StringVar(&f.publicURL, "public-url", "", "scheme and host clients use to reach this data plane, e.g. https://mcp.example.com: the base of each endpoint's OAuth resource URL (default: what the request, or a trusted proxy, says)")
@@ -228,6 +232,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		HTTPServer:     f.httpServer,
 		Redis:          dataplane.RedisOptions{URL: f.redisURL, Prefix: f.redisPrefix},
 		Audit:          dataplane.AuditOptions{SpoolDir: f.auditSpoolDir, SpoolMaxBytes: int64(f.auditSpoolMiB) << 20},
+		RateLimit:      dataplane.RateLimitOptions{Timeout: f.limitTimeout},
 		Logger:         logger,
 
 		TrustedProxies:        proxies,

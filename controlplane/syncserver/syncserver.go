@@ -82,6 +82,10 @@ type Server struct {
 	// report every list again when they connect.
 	toolsMu sync.Mutex
 	tools   map[string]*metamcpv1.EndpointTools
+	// fleet counts the data planes streaming from this control plane.
+	fleetMu      sync.Mutex
+	live         int
+	fleetChanged chan struct{} // closed when live changes
 }
 
 // New returns a Server reading config from src and recording data planes and
@@ -98,10 +102,11 @@ func New(src ConfigSource, st store.Store, opts Options) *Server {
 	}
 	return &Server{
 		src: src, st: st, log: opts.Logger, opts: opts,
-		changed:  make(chan struct{}),
-		stopped:  make(chan struct{}),
-		registry: newRegistry(st, opts.Logger),
-		tools:    map[string]*metamcpv1.EndpointTools{},
+		changed:      make(chan struct{}),
+		fleetChanged: make(chan struct{}),
+		stopped:      make(chan struct{}),
+		registry:     newRegistry(st, opts.Logger),
+		tools:        map[string]*metamcpv1.EndpointTools{},
 	}
 }
 
@@ -295,6 +300,8 @@ func (s *Server) Sync(gs grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcp
 		st.dp.Upstreams = prev.GetUpstreams()
 	}
 	st.log.Info("data plane connected", "hostname", hello.GetHostname(), "version", hello.GetVersion(), "revision", hello.GetRevision())
+	s.joinFleet(1)
+	defer s.joinFleet(-1)
 	s.registry.write(ctx, st.dp)
 	defer func() {
 		st.dp.Connected = false
@@ -366,6 +373,7 @@ func (st *stream) serve(ctx context.Context) error {
 	}()
 
 	var lastRev int64
+	var sentFleet int
 	for {
 		snap, changed := st.srv.latest()
 		if snap != nil && snap.GetRevision() != lastRev {
@@ -380,6 +388,15 @@ func (st *stream) serve(ctx context.Context) error {
 		if err := st.maybeSend(ctx, snap); err != nil {
 			return err
 		}
+		// After the snapshot, apart from it: the fleet has no revision.
+		live, fleetChanged := st.srv.fleet()
+		if live != sentFleet {
+			msg := &metamcpv1.SyncResponse{Message: &metamcpv1.SyncResponse_Fleet{Fleet: &metamcpv1.Fleet{LiveDataPlanes: int32(live)}}}
+			if err := st.grpc.Send(msg); err != nil {
+				return nil //nolint:nilerr // the stream is gone; Recv reports it
+			}
+			sentFleet = live
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -391,6 +408,7 @@ func (st *stream) serve(ctx context.Context) error {
 			}
 			return nil //nolint:nilerr // the data plane went away; nothing to report to it
 		case <-changed:
+		case <-fleetChanged:
 		case msg := <-recv:
 			if err := st.handle(ctx, msg); err != nil {
 				return err
@@ -598,4 +616,23 @@ func (r *registry) flush(ctx context.Context) {
 			r.log.Warn("record data plane failed", "node", dp.GetNodeId(), "err", err)
 		}
 	}
+}
+
+// joinFleet counts a data plane's stream in (+1) or out (-1) and tells the
+// streams.
+func (s *Server) joinFleet(d int) {
+	s.fleetMu.Lock()
+	defer s.fleetMu.Unlock()
+	s.live += d
+	close(s.fleetChanged)
+	s.fleetChanged = make(chan struct{})
+}
+
+// fleet returns the number of data planes streaming from this control plane
+// and a channel closed when it changes. Rate-limit policies in local mode
+// share their rate among them while Redis is away.
+func (s *Server) fleet() (int, <-chan struct{}) {
+	s.fleetMu.Lock()
+	defer s.fleetMu.Unlock()
+	return s.live, s.fleetChanged
 }

@@ -51,12 +51,19 @@ type call struct {
 	trace      string          // the traceparent header
 	hints      uint8           // the tool's annotations (toolHint bits)
 	payload    json.RawMessage // the arguments, when the endpoint captures them
+	// rateLimited: a rate-limit policy refused the call; shadowLimits are
+	// the shadow policies that would have (ratelimit.go).
+	rateLimited  bool
+	shadowLimits []string
 }
 
 var emptyObject = json.RawMessage("{}")
 
 // dispatch serves one client request and returns its raw result or error.
 func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+	if rerr := g.rateLimit(ctx, c, msg); rerr != nil {
+		return nil, rerr
+	}
 	if bridgeable(msg.Method) { // tools/call, prompts/get, resources/read
 		if rerr := g.authorize(ctx, c, msg); rerr != nil {
 			return nil, rerr

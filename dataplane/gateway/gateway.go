@@ -21,6 +21,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/auth"
+	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/toolreport"
@@ -112,6 +113,8 @@ type Options struct {
 	// the data plane reports to the control plane for `mmctl auth can-i`
 	// (nothing is reported when nil).
 	ToolReport *toolreport.Report
+	// Limiter enforces the snapshot's rate-limit policies (none when nil).
+	Limiter *ratelimit.Limiter
 }
 
 // Gateway serves MCP clients. Create it with New; stop it with Close.

@@ -154,6 +154,8 @@ func (g *Gateway) record(c *call, method, targetName, server string, start time.
 		TraceId:         traceID(c.trace),
 		Destructive:     c.hints&hintDestructive != 0,
 		ReadOnly:        c.hints&hintReadOnly != 0,
+		// Shadow rate-limit policies that would have refused it.
+		ShadowRateLimits: c.shadowLimits,
 	}
 	setPrincipal(rec, c.who)
 	if len(c.clientInfo) > 0 {
@@ -161,6 +163,15 @@ func (g *Gateway) record(c *call, method, targetName, server string, start time.
 		rec.ClientVersion, _ = rpc.StringField(c.clientInfo, "version")
 	}
 	switch {
+	case c.rateLimited:
+		// Refused by a rate-limit policy (ratelimit.go): 429, or 503 when
+		// the limiter was unavailable to a closed policy.
+		rec.Outcome = metamcpv1.CallOutcome_CALL_OUTCOME_RATE_LIMITED
+		rec.Error, rec.ErrorCode = rerr.Message, rerr.Code
+		rec.HttpStatus = http.StatusTooManyRequests
+		if rerr.Code == codeLimiterUnavailable {
+			rec.HttpStatus = http.StatusServiceUnavailable
+		}
 	case rerr != nil:
 		rec.Outcome = failureOutcome(rerr)
 		rec.Error, rec.ErrorCode = rerr.Message, rerr.Code

@@ -349,6 +349,11 @@ func (g *Gateway) writeResponse(w http.ResponseWriter, id, result json.RawMessag
 // params, an unsupported version, a missing client capability or a header
 // mismatch. Other errors, and every error of a session, go with 200.
 func writeStatus(w http.ResponseWriter, rerr *rpc.Error, stateless bool) {
+	if status := limitStatus(w, rerr); status != 0 {
+		// A rate limiter's refusal: 429 (or 503) for every client.
+		w.WriteHeader(status)
+		return
+	}
 	if !stateless || rerr == nil {
 		return
 	}

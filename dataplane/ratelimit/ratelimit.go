@@ -39,8 +39,9 @@ const (
 // Options configure a Limiter.
 type Options struct {
 	// Store is where the buckets shared by every replica live (a
-	// *gcra.Redis). When nil, the limiter counts in this process
-	// (`metamcp dev`, or a data plane without Redis) and never fails.
+	// *gcra.Redis). When nil or a *gcra.Memory, the limiter counts in this
+	// process (`metamcp dev`, or a data plane without Redis) and never
+	// fails.
 	Store gcra.Store
 	// Prefix starts every bucket's key, so deployments sharing a Redis
 	// stay apart (the data plane's Redis prefix).
@@ -85,6 +86,10 @@ func New(opts Options) *Limiter {
 		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
 	}
 	l := &Limiter{opts: opts, log: opts.Logger, local: gcra.NewMemory(), shared: opts.Store, remote: opts.Store != nil}
+	if m, ok := opts.Store.(*gcra.Memory); ok {
+		// In process (`metamcp dev`): it cannot fail.
+		l.shared, l.remote = m, false
+	}
 	if l.shared == nil {
 		l.shared = l.local
 	}

@@ -75,6 +75,10 @@ type Options struct {
 	Tools func(all bool) []*metamcpv1.EndpointTools
 	// Calls delivers call records to send to the control plane; may be nil.
 	Calls <-chan *metamcpv1.CallRecord
+	// Fleet, when set, gets what the control plane says of the data planes
+	// as a whole (how many are live), on the stream's receiving goroutine:
+	// it must not block.
+	Fleet func(*metamcpv1.Fleet)
 
 	Logger *slog.Logger
 }
@@ -235,6 +239,9 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 			if err != nil {
 				errc <- err
 				return
+			}
+			if f := msg.GetFleet(); f != nil && c.opts.Fleet != nil {
+				c.opts.Fleet(f)
 			}
 			if s := msg.GetSnapshot(); s != nil {
 				select {

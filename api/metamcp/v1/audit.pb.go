@@ -148,6 +148,9 @@ type CallRecord struct {
 	ReadOnly    bool `protobuf:"varint,102,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
 	// The HTTP status of a refusal (401, 403, 429); 0 for answered requests.
 	HttpStatus int32 `protobuf:"varint,103,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	// Shadow-mode rate-limit policies that would have refused the call (they
+	// refuse nothing).
+	ShadowRateLimits []string `protobuf:"bytes,40,rep,name=shadow_rate_limits,json=shadowRateLimits,proto3" json:"shadow_rate_limits,omitempty"`
 	// Payload capture (per endpoint, off by default): the request's
 	// arguments and the result, as JSON with the configured keys redacted,
 	// cut to the configured size. Shown only when asked for.
@@ -376,6 +379,13 @@ func (x *CallRecord) GetHttpStatus() int32 {
 		return x.HttpStatus
 	}
 	return 0
+}
+
+func (x *CallRecord) GetShadowRateLimits() []string {
+	if x != nil {
+		return x.ShadowRateLimits
+	}
+	return nil
 }
 
 func (x *CallRecord) GetArguments() string {
@@ -934,7 +944,7 @@ var File_metamcp_v1_audit_proto protoreflect.FileDescriptor
 const file_metamcp_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"\x16metamcp/v1/audit.proto\x12\n" +
-	"metamcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\a\n" +
+	"metamcp.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\a\n" +
 	"\n" +
 	"CallRecord\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x17\n" +
@@ -968,7 +978,8 @@ const file_metamcp_v1_audit_proto_rawDesc = "" +
 	"\vdestructive\x18e \x01(\bR\vdestructive\x12\x1b\n" +
 	"\tread_only\x18f \x01(\bR\breadOnly\x12\x1f\n" +
 	"\vhttp_status\x18g \x01(\x05R\n" +
-	"httpStatus\x12\x1c\n" +
+	"httpStatus\x12,\n" +
+	"\x12shadow_rate_limits\x18( \x03(\tR\x10shadowRateLimits\x12\x1c\n" +
 	"\targuments\x18h \x01(\tR\targuments\x12\x16\n" +
 	"\x06result\x18i \x01(\tR\x06result\x12+\n" +
 	"\x11payload_truncated\x18j \x01(\bR\x10payloadTruncated\"\xe4\x02\n" +
