@@ -63,6 +63,9 @@ type Options struct {
 	// AuditRetention is how long call records are kept; older ones are
 	// deleted periodically. Zero keeps them forever.
 	AuditRetention time.Duration
+	// RateLimits reaches the data planes' rate-limit buckets, for
+	// `mmctl ratelimit status` and `reset` (unavailable when its Store is nil).
+	RateLimits admin.RateLimits
 }
 
 // Server is the control plane's gRPC server.
@@ -103,6 +106,7 @@ func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 		authn:  auth.New(st, opts.AdminTokenHash, logger.With("component", "auth")),
 		health: health.NewServer(),
 	}
+	s.admin.SetRateLimits(opts.RateLimits)
 
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),

@@ -18,10 +18,13 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane"
+	"github.com/metamcp/metamcp/controlplane/admin"
 	"github.com/metamcp/metamcp/controlplane/auth"
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store"
 	"github.com/metamcp/metamcp/controlplane/store/postgres"
+	"github.com/metamcp/metamcp/dataplane"
+	"github.com/metamcp/metamcp/pkg/gcra"
 	"github.com/metamcp/metamcp/pkg/version"
 )
 
@@ -48,6 +51,8 @@ type controlPlaneFlags struct {
 	tlsKey         string
 	tlsClientCA    string
 	auditRetention time.Duration
+	redisURL       string
+	redisPrefix    string
 }
 
 func newControlPlaneCommand(lf *logFlags) *cobra.Command {
@@ -84,6 +89,8 @@ Several control planes may run against one database.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", defaultControlPlaneListen, "address of the gRPC API (admin and sync); port 0 picks a free port")
 	fl.StringVar(&f.databaseURL, "database-url", "", "Postgres connection URL, e.g. postgres://USER:PASSWORD@HOST:5432/DB (required)")
+	fl.StringVar(&f.redisURL, "redis-url", "", "the data planes' Redis, for mmctl ratelimit status and reset (standalone, Sentinel with master_name=, Cluster with cluster=true; rediss:// for TLS); empty: those commands are unavailable; keep a password out of argv by setting the variable instead")
+	fl.StringVar(&f.redisPrefix, "redis-prefix", dataplane.DefaultRedisPrefix, "the data planes' --redis-prefix")
 	fl.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the bootstrap admin token (alternative: set "+envAdminToken+")")
 	fl.StringVar(&f.secretKeyFile, "secret-key-file", "", "file holding the key that encrypts secrets at rest (alternative: set "+envSecretKey+")")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serve TLS when set, with --tls-key")
@@ -154,6 +161,15 @@ func runControlPlane(ctx context.Context, logger *slog.Logger, f *controlPlaneFl
 		logger.Info("no bootstrap admin token; admin tokens from the store are accepted")
 	}
 
+	var limits admin.RateLimits
+	if f.redisURL != "" {
+		rdb, err := gcra.NewRedisClient(f.redisURL, "metamcp-controlplane")
+		if err != nil {
+			return usageError{fmt.Errorf("--redis-url: %w", err)}
+		}
+		defer rdb.Close()
+		limits = admin.RateLimits{Store: gcra.NewRedis(rdb), Prefix: f.redisPrefix, Backend: "redis"}
+	}
 	return serveControlPlane(ctx, logger, st, sealer, controlplane.Options{
 		Listen:         f.listen,
 		TLSCertFile:    f.tlsCert,
@@ -162,6 +178,7 @@ func runControlPlane(ctx context.Context, logger *slog.Logger, f *controlPlaneFl
 		AdminTokenHash: adminTokenHash,
 		Logger:         logger,
 		AuditRetention: f.auditRetention,
+		RateLimits:     limits,
 	}, nil)
 }
 

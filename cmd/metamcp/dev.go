@@ -31,11 +31,13 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane"
+	"github.com/metamcp/metamcp/controlplane/admin"
 	"github.com/metamcp/metamcp/controlplane/auth"
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
 	"github.com/metamcp/metamcp/dataplane"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/pkg/gcra"
 	"github.com/metamcp/metamcp/pkg/version"
 )
 
@@ -152,12 +154,15 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 		return errors.Join(err, g.Wait())
 	}
 	cpAddr := make(chan string, 1)
+	// Rate limits count in this process, in one store both planes use.
+	limits := gcra.NewMemory()
 	g.Go(func() error {
 		return serveControlPlane(gctx, logger, st, sealer, controlplane.Options{
 			Listen:         f.listen,
 			AdminTokenHash: auth.HashToken(token),
 			Logger:         logger,
 			AuditRetention: f.auditRetention,
+			RateLimits:     admin.RateLimits{Store: limits, Prefix: dataplane.DefaultRedisPrefix, Backend: "in-process"},
 		}, func(addr string) { cpAddr <- addr })
 	})
 	var addr string
@@ -183,6 +188,9 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 			Address:  httpLis.Addr().String(),
 		},
 		CacheFile: filepath.Join(dir, devSnapshotFile),
+		// No Redis: the data plane counts rate limits in process, in the
+		// store the control plane reads for mmctl ratelimit.
+		RateLimit: dataplane.RateLimitOptions{Store: limits},
 		Logger:    logger.With("plane", "data"),
 	})
 	if err != nil {

@@ -48,6 +48,8 @@ type Service struct {
 	listedMu sync.Mutex
 	listed   ListedTools
 	calls    callNotifier
+	// rateLimits reaches the data planes' rate-limit buckets (ratelimit.go).
+	rateLimits RateLimits
 }
 
 // New returns a Service keeping config in st and sealing secrets with sealer.

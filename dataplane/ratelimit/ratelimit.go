@@ -32,8 +32,6 @@ const (
 	// keeps calls off a Redis that failed before one call probes it again.
 	DefaultMinBackoff = 500 * time.Millisecond
 	DefaultMaxBackoff = 5 * time.Second
-	// DefaultPeriod is a policy's period when it sets none.
-	DefaultPeriod = time.Minute
 )
 
 // Options configure a Limiter.
@@ -151,38 +149,7 @@ func (p *Policy) Period() time.Duration { return p.Limit.Period }
 
 // NewPolicy compiles a policy.
 func NewPolicy(p *metamcpv1.RateLimitPolicy) *Policy {
-	return &Policy{Spec: p, Name: p.GetName(), Limit: LimitOf(p), bucket: gcra.NewBucket(LimitOf(p), p.GetShadow())}
-}
-
-// LimitOf is a policy's GCRA limit: its rate per period (a minute when
-// unset), bursts of its burst (its rate when unset).
-func LimitOf(p *metamcpv1.RateLimitPolicy) gcra.Limit {
-	period := DefaultPeriod
-	if d := p.GetPeriod(); d != nil && d.AsDuration() > 0 {
-		period = d.AsDuration()
-	}
-	burst := p.GetRate()
-	if p.Burst != nil {
-		burst = p.GetBurst()
-	}
-	return gcra.Limit{Rate: int(p.GetRate()), Burst: int(burst), Period: period}
-}
-
-// Subject returns whose bucket a call counts in for a policy's key: the
-// principal, the API key (the principal for a caller without one), the
-// client address, or everyone.
-func Subject(key metamcpv1.RateLimitKey, principal, keyID, clientIP string) string {
-	switch key {
-	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_API_KEY:
-		if keyID != "" {
-			return gcra.SubjectAPIKey + keyID
-		}
-	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_CLIENT_IP:
-		return gcra.SubjectClientIP + clientIP
-	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_GLOBAL:
-		return gcra.SubjectGlobal
-	}
-	return gcra.SubjectPrincipal + principal
+	return &Policy{Spec: p, Name: p.GetName(), Limit: gcra.PolicyLimit(p), bucket: gcra.NewBucket(gcra.PolicyLimit(p), p.GetShadow())}
 }
 
 // compiled holds one snapshot's policies per endpoint.
@@ -274,7 +241,7 @@ func (l *Limiter) Check(ctx context.Context, snap *snapshot.Compiled, call *Call
 			continue
 		}
 		b := p.bucket
-		b.Key = gcra.Key(l.opts.Prefix, call.Endpoint, p.Name, Subject(p.Spec.GetKey(), call.Principal, call.KeyID, call.ClientIP))
+		b.Key = gcra.Key(l.opts.Prefix, call.Endpoint, p.Name, gcra.Subject(p.Spec.GetKey(), call.Principal, call.KeyID, call.ClientIP))
 		pols, buckets = append(pols, p), append(buckets, b)
 	}
 	if len(pols) == 0 {

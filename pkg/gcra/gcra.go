@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // Limit is rate calls per period, bursts up to burst: redis_rate's Limit.
@@ -136,4 +138,38 @@ func peeked(r Result, l Limit) Result {
 	r.Remaining++
 	r.ResetAfter = max(r.ResetAfter-seconds(l.Period.Seconds()/float64(l.Rate)), 0)
 	return r
+}
+
+// DefaultPeriod is a policy's period when it sets none.
+const DefaultPeriod = time.Minute
+
+// PolicyLimit is a policy's GCRA limit: its rate per period (a minute when
+// unset), bursts of its burst (its rate when unset).
+func PolicyLimit(p *metamcpv1.RateLimitPolicy) Limit {
+	period := DefaultPeriod
+	if d := p.GetPeriod(); d != nil && d.AsDuration() > 0 {
+		period = d.AsDuration()
+	}
+	burst := p.GetRate()
+	if p.Burst != nil {
+		burst = p.GetBurst()
+	}
+	return Limit{Rate: int(p.GetRate()), Burst: int(burst), Period: period}
+}
+
+// Subject returns whose bucket a call counts in for a policy's key: the
+// principal, the API key (the principal for a caller without one), the
+// client address, or everyone.
+func Subject(key metamcpv1.RateLimitKey, principal, keyID, clientIP string) string {
+	switch key {
+	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_API_KEY:
+		if keyID != "" {
+			return SubjectAPIKey + keyID
+		}
+	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_CLIENT_IP:
+		return SubjectClientIP + clientIP
+	case metamcpv1.RateLimitKey_RATE_LIMIT_KEY_GLOBAL:
+		return SubjectGlobal
+	}
+	return SubjectPrincipal + principal
 }
