@@ -354,10 +354,11 @@ func (l *Limiter) State() string {
 	if !l.remote {
 		return "in-process (no Redis): counts per data plane"
 	}
+	live := strconv.Itoa(l.LiveDataPlanes()) + " data planes live"
 	if since, open := l.breaker.openSince(); open {
-		return "redis unavailable for " + time.Since(since).Round(time.Second).String() + ": policies follow their failure mode (open, closed, local at 1/" + strconv.Itoa(l.LiveDataPlanes()) + " of the rate)"
+		return "redis unavailable for " + time.Since(since).Round(time.Second).String() + ": policies follow their failure mode (open, closed, or local at 1/" + strconv.Itoa(l.LiveDataPlanes()) + " of the rate here); " + live
 	}
-	return "redis ok"
+	return "redis ok; " + live
 }
 
 // Healthy reports whether the shared store answers (always, in process).
