@@ -61,13 +61,16 @@ var emptyObject = json.RawMessage("{}")
 
 // dispatch serves one client request and returns its raw result or error.
 func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
-	if rerr := g.rateLimit(ctx, c, msg); rerr != nil {
-		return nil, rerr
-	}
 	if bridgeable(msg.Method) { // tools/call, prompts/get, resources/read
 		if rerr := g.authorize(ctx, c, msg); rerr != nil {
 			return nil, rerr
 		}
+	}
+	// Counted once authorized: a refused request takes no budget.
+	if rerr := g.rateLimit(ctx, c, msg); rerr != nil {
+		return nil, rerr
+	}
+	if bridgeable(msg.Method) {
 		if c.stateless {
 			if needsBridge(c, msg) {
 				return g.bridgedCall(ctx, c, msg)
