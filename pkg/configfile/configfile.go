@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -740,4 +741,30 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// UnmarshalJSON reads into m the JSON that `mmctl ... -o json` prints of
+// it: protojson, with enum values in any spelling ParseEnum takes (mmctl
+// writes them lowercase, which protojson alone does not read) and durations
+// as Go writes them too.
+func UnmarshalJSON(data []byte, m proto.Message) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil {
+		return fmt.Errorf("not a JSON object: %w", err)
+	}
+	var problems []string
+	normalize(obj, m.ProtoReflect().Descriptor(), "", &problems)
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	j, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	if err := protojson.Unmarshal(j, m); err != nil {
+		return errors.New(protojsonError(err))
+	}
+	return nil
 }

@@ -15,9 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/configfile"
 )
 
 // waitTimeout bounds every wait for the system to converge.
@@ -166,7 +165,7 @@ func (cp *controlPlane) dataPlanes(t *testing.T) (map[string]*metamcpv1.DataPlan
 	t.Helper()
 	r := cp.ok(t, "get", "dataplanes", "-o", "json")
 	var resp metamcpv1.ListDataPlanesResponse
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(r.stdout), &resp); err != nil {
+	if err := configfile.UnmarshalJSON([]byte(r.stdout), &resp); err != nil {
 		t.Fatalf("decode mmctl get dataplanes -o json: %v\n%s", err, r)
 	}
 	out := map[string]*metamcpv1.DataPlane{}
