@@ -115,9 +115,10 @@ func (c *Cache) Offer(snap *metamcpv1.Snapshot) (Result, error) {
 }
 
 // compile validates and compiles snap and runs the checks, leaving out the
-// servers they refuse.
+// servers they refuse and those that fail validation here (see
+// snapshot.CompilePartial).
 func (c *Cache) compile(snap *metamcpv1.Snapshot) (*snapshot.Compiled, error) {
-	compiled, warnings, err := snapshot.Compile(snap)
+	compiled, warnings, err := snapshot.CompilePartial(snap)
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,12 @@ func TestApplySwapsPersistsAndRefuses(t *testing.T) {
 	}
 
 	for name, bad := range map[string]*metamcpv1.Snapshot{
-		"invalid config": snap(t, 4, stdio("Bad Name", "npx")),
+		"invalid config": func() *metamcpv1.Snapshot {
+			s := snap(t, 4, stdio("fs", "npx"))
+			s.Config.Endpoints = []*metamcpv1.Endpoint{{Name: "dev", Namespace: "missing"}}
+			s.Hash, _ = snapshot.ConfigHash(s.Config)
+			return s
+		}(),
 		"no config":      {Revision: 4},
 		"hash mismatch": func() *metamcpv1.Snapshot {
 			s := snap(t, 4, stdio("fs", "npx"))
@@ -251,5 +256,42 @@ func TestRefusedSnapshotStillAppliesKeys(t *testing.T) {
 	}
 	if out, _, keysRev := c2.Served(); out != metamcpv1.ApplyOutcome_APPLY_OUTCOME_APPLIED || keysRev != 0 {
 		t.Errorf("Served = %v keys %d", out, keysRev)
+	}
+}
+
+// TestServerThatDoesNotValidateIsLeftOut: a server this data plane cannot
+// validate (here: no transport, as a transport of a newer control plane
+// would look) is left out and the rest served; a violation of anything else
+// refuses the snapshot whole.
+func TestServerThatDoesNotValidateIsLeftOut(t *testing.T) {
+	c := New(filepath.Join(t.TempDir(), "snapshot.pb"), nil)
+	s := keyed(t, 5, "npx", "alice")
+	s.Config.Servers[0].Transport = nil // "shell"
+	s.Hash, _ = snapshot.ConfigHash(s.Config)
+	res, err := c.Offer(s)
+	if err != nil || res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL || len(res.Refused) != 1 ||
+		res.Refused[0].GetServer() != "shell" || !strings.Contains(res.Refused[0].GetReason(), "transport") {
+		t.Fatalf("Offer = %v, %v", res, err)
+	}
+	cur := c.Current()
+	if _, hash := c.Revision(); hash != s.GetHash() || cur.Servers["shell"] != nil || cur.Servers["fs"] == nil || !hasKey(c, "alice") {
+		t.Errorf("serving hash %s, servers %v", hash, cur.Servers)
+	}
+	if m := cur.Endpoints["dev"].RefusedMember("shell__run"); m == nil || !strings.Contains(m.Refused, "cannot validate") {
+		t.Errorf("RefusedMember(shell__run) = %+v", m)
+	}
+	if len(cur.Endpoints["dev"].Members) != 2 {
+		t.Errorf("endpoint members: %d, want 2 (one left out)", len(cur.Endpoints["dev"].Members))
+	}
+
+	bad := keyed(t, 6, "npx", "bob")
+	bad.Config.Servers[0].Transport = nil
+	bad.Config.Endpoints[0].Namespace = "missing"
+	bad.Hash, _ = snapshot.ConfigHash(bad.Config)
+	if res, err := c.Offer(bad); err == nil || res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_KEYS_ONLY {
+		t.Errorf("a snapshot with an invalid endpoint: %v, %v; want refused, keys applied", res, err)
+	}
+	if rev, _ := c.Revision(); rev != 5 || !hasKey(c, "bob") || hasKey(c, "alice") {
+		t.Errorf("serving %d; alice %v bob %v", rev, hasKey(c, "alice"), hasKey(c, "bob"))
 	}
 }

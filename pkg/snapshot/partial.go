@@ -2,7 +2,9 @@ package snapshot
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -12,12 +14,62 @@ import (
 )
 
 // A data plane may be unable to serve all of a snapshot: a server it may not
-// run (a stdio command outside its allow list), or a snapshot it cannot
-// validate at all (for example one from a newer control plane). It serves
-// what it can rather than freeze on the previous config, so that security
-// never waits on a server: refused servers are left out (LeaveOut), and a
-// snapshot refused whole still gives its credentials (Credentials, then
-// WithCredentials).
+// run (a stdio command outside its allow list) or cannot validate (a
+// transport or setting of a newer control plane), or a snapshot it cannot
+// validate at all. It serves what it can rather than freeze on the previous
+// config, so that security never waits on a server: refused servers are left
+// out (CompilePartial, LeaveOut), and a snapshot refused whole still gives its
+// credentials (CompileCredentials, then WithCredentials).
+
+// CompilePartial is Compile, except that a snapshot whose only violations
+// are of particular servers is compiled without those servers: they are
+// left out as LeaveOut leaves them (Refused, with the violations as the
+// reason). The Compiled keeps the snapshot's hash.
+func CompilePartial(snap *metamcpv1.Snapshot) (*Compiled, []string, error) {
+	compiled, warnings, err := Compile(snap)
+	var verr *Error
+	if err == nil || !errors.As(err, &verr) {
+		return compiled, warnings, err
+	}
+	bad := map[string][]string{}
+	for _, v := range verr.Violations {
+		if v.Kind != KindServer || v.Name == "" {
+			return nil, warnings, err
+		}
+		bad[v.Name] = append(bad[v.Name], v.Field+": "+v.Description)
+	}
+	// Compile checked the hash before validating: the config is whole.
+	cfg := proto.CloneOf(snap.GetConfig())
+	cfg.Servers = slices.DeleteFunc(cfg.Servers, func(s *metamcpv1.Server) bool { return bad[s.GetName()] != nil })
+	left := map[string][]*metamcpv1.NamespaceMember{} // by namespace
+	for _, ns := range cfg.GetNamespaces() {
+		ns.Members = slices.DeleteFunc(ns.Members, func(m *metamcpv1.NamespaceMember) bool {
+			if bad[m.GetServer()] != nil {
+				left[ns.GetName()] = append(left[ns.GetName()], m)
+				return true
+			}
+			return false
+		})
+	}
+	trimmed, warnings2, err2 := Compile(&metamcpv1.Snapshot{Revision: snap.GetRevision(), Config: cfg, StoreId: snap.GetStoreId()})
+	if err2 != nil {
+		return nil, warnings, err
+	}
+	trimmed.Hash = snap.GetHash()
+	trimmed.Refused = make(map[string]string, len(bad))
+	for name, problems := range bad {
+		trimmed.Refused[name] = "this data plane cannot validate it (a newer control plane's setting?): " + strings.Join(problems, "; ")
+	}
+	// The members left out stay in their endpoints, without a server, so a
+	// call to their tools is told why.
+	for _, ep := range trimmed.Endpoints {
+		for _, m := range left[ep.Namespace.GetName()] {
+			ep.Members = append(ep.Members, &Member{Prefix: EffectivePrefix(m), Spec: m, Refused: trimmed.Refused[m.GetServer()]})
+		}
+	}
+	return trimmed, warnings2, nil
+}
+
 
 // LeaveOut removes the servers named in refused (name -> reason) from c: the
 // upstream pool never runs them, lists skip them, and their members keep
