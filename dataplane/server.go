@@ -219,6 +219,15 @@ func New(opts Options) (*Server, error) {
 	if syncOpts.Tools == nil {
 		syncOpts.Tools = tools.Changed
 	}
+	if syncOpts.Collisions == nil {
+		syncOpts.Collisions = func() []*metamcpv1.NameCollision {
+			var out []*metamcpv1.NameCollision
+			for _, c := range gw.Collisions() {
+				out = append(out, &metamcpv1.NameCollision{Endpoint: c.Endpoint, Namespace: c.Namespace, Kind: c.Kind, Name: c.Name, KeptServer: c.Kept, DroppedServer: c.Dropped})
+			}
+			return out
+		}
+	}
 	client, err := syncclient.New(cache, syncOpts)
 	var (
 		trail     *audit.Trail

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -215,7 +216,51 @@ func describeNamespace(d *describer, n *metamcpv1.Namespace) {
 			}
 		}
 	}
+	describeCollisions(d, n.GetName())
 	d.meta(n.GetRevision(), n.GetCreateTime(), n.GetUpdateTime())
+}
+
+// describeCollisions writes the tool and prompt names two upstreams of
+// namespace share, as the data planes reported them.
+func describeCollisions(d *describer, namespace string) {
+	if d.a.collisionsErr != nil {
+		d.field(0, "Name collisions", "unknown: "+d.a.collisionsErr.Error())
+		return
+	}
+	type key struct{ endpoint, kind, name, kept, dropped string }
+	nodes := map[key][]string{}
+	var keys []key
+	for _, dp := range d.a.collisions {
+		for _, c := range dp.GetNameCollisions() {
+			if c.GetNamespace() != namespace {
+				continue
+			}
+			k := key{c.GetEndpoint(), c.GetKind(), c.GetName(), c.GetKeptServer(), c.GetDroppedServer()}
+			if _, ok := nodes[k]; !ok {
+				keys = append(keys, k)
+			}
+			nodes[k] = append(nodes[k], dp.GetNodeId())
+		}
+	}
+	if len(keys) == 0 {
+		d.field(0, "Name collisions", "")
+		return
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.endpoint != b.endpoint {
+			return a.endpoint < b.endpoint
+		}
+		if a.kind != b.kind {
+			return a.kind < b.kind
+		}
+		return a.name < b.name
+	})
+	d.section(0, "Name collisions")
+	for _, k := range keys {
+		d.line(1, fmt.Sprintf("%s %s on endpoint %s: %s's is listed and called, %s's left out (seen by %s)",
+			k.kind, k.name, k.endpoint, k.kept, k.dropped, strings.Join(nodes[k], ", ")))
+	}
 }
 
 func describeEndpoint(d *describer, e *metamcpv1.Endpoint) {

@@ -112,6 +112,15 @@ Secrets are never shown: a set secret prints as <set>.`,
 			case outputJSON, outputYAML:
 				return a.printItems(k, resp, []proto.Message{m}, true)
 			}
+			if _, ok := m.(*metamcpv1.Namespace); ok {
+				// Name collisions only the data planes' lists show.
+				dps, err := c.ListDataPlanes(ctx, &metamcpv1.ListDataPlanesRequest{})
+				if err != nil {
+					a.collisionsErr = err
+				} else {
+					a.collisions = dps.GetDataPlanes()
+				}
+			}
 			return a.describe(a.stdout, m, resp)
 		}),
 	}

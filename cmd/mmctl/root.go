@@ -31,6 +31,11 @@ const (
 // app is one run of mmctl: its streams, its global options and its lazily
 // opened connection to the control plane.
 type app struct {
+	// collisions are the data planes whose name collisions describe
+	// namespace shows (collisionsErr: why they are unknown).
+	collisions    []*metamcpv1.DataPlane
+	collisionsErr error
+
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer

@@ -501,6 +501,7 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 		st.dp.LastSeen = now
 		st.dp.Upstreams = m.Status.GetUpstreams()
 		st.dp.ActiveSessions = m.Status.GetActiveSessions()
+		st.dp.NameCollisions = m.Status.GetNameCollisions()
 		if o := m.Status.GetOutcome(); o != metamcpv1.ApplyOutcome_APPLY_OUTCOME_UNSPECIFIED {
 			st.dp.ApplyOutcome, st.dp.RefusedServers, st.dp.KeysRevision = o, m.Status.GetRefusedServers(), m.Status.GetKeysRevision()
 		}

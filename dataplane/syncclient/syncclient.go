@@ -73,6 +73,9 @@ type Options struct {
 	// that changed since the last call, or all of them when all is set (the
 	// first Status of a stream); may be nil. See toolreport.Report.Changed.
 	Tools func(all bool) []*metamcpv1.EndpointTools
+	// Collisions returns the name collisions the data plane's lists found;
+	// may be nil.
+	Collisions func() []*metamcpv1.NameCollision
 	// Calls delivers call records to send to the control plane; may be nil.
 	Calls <-chan *metamcpv1.CallRecord
 	// Fleet, when set, gets what the control plane says of the data planes
@@ -386,6 +389,9 @@ func (c *Client) status(allTools bool) *metamcpv1.Status {
 	}
 	if c.opts.Tools != nil {
 		st.EndpointTools = c.opts.Tools(allTools)
+	}
+	if c.opts.Collisions != nil {
+		st.NameCollisions = c.opts.Collisions()
 	}
 	return st
 }

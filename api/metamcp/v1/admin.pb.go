@@ -2615,8 +2615,11 @@ type DataPlane struct {
 	// this store's config.
 	PreviousStoreId       string `protobuf:"bytes,34,opt,name=previous_store_id,json=previousStoreId,proto3" json:"previous_store_id,omitempty"`
 	PreviousStoreRevision int64  `protobuf:"varint,35,opt,name=previous_store_revision,json=previousStoreRevision,proto3" json:"previous_store_revision,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Tool and prompt names two upstreams share, from the data plane's last
+	// status (see NameCollision).
+	NameCollisions []*NameCollision `protobuf:"bytes,70,rep,name=name_collisions,json=nameCollisions,proto3" json:"name_collisions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DataPlane) Reset() {
@@ -2782,6 +2785,13 @@ func (x *DataPlane) GetPreviousStoreRevision() int64 {
 	return 0
 }
 
+func (x *DataPlane) GetNameCollisions() []*NameCollision {
+	if x != nil {
+		return x.NameCollisions
+	}
+	return nil
+}
+
 // RefusedServer is a server a data plane leaves out of the config it serves.
 type RefusedServer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2835,6 +2845,98 @@ func (x *RefusedServer) GetReason() string {
 	return ""
 }
 
+// NameCollision is a name two upstream tools or prompts share on an
+// endpoint, which a data plane found when it merged a list: the one calls
+// reach is listed, the other left out.
+type NameCollision struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint  string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// "tool" or "prompt".
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The exposed name.
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// The server whose tool or prompt is listed and called.
+	KeptServer string `protobuf:"bytes,5,opt,name=kept_server,json=keptServer,proto3" json:"kept_server,omitempty"`
+	// The server whose tool or prompt is left out (may be kept_server: an
+	// override renamed one of its tools onto another).
+	DroppedServer string `protobuf:"bytes,6,opt,name=dropped_server,json=droppedServer,proto3" json:"dropped_server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NameCollision) Reset() {
+	*x = NameCollision{}
+	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NameCollision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NameCollision) ProtoMessage() {}
+
+func (x *NameCollision) ProtoReflect() protoreflect.Message {
+	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NameCollision.ProtoReflect.Descriptor instead.
+func (*NameCollision) Descriptor() ([]byte, []int) {
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *NameCollision) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *NameCollision) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *NameCollision) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *NameCollision) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NameCollision) GetKeptServer() string {
+	if x != nil {
+		return x.KeptServer
+	}
+	return ""
+}
+
+func (x *NameCollision) GetDroppedServer() string {
+	if x != nil {
+		return x.DroppedServer
+	}
+	return ""
+}
+
 // UpstreamStatus is one data plane's health report for one upstream server.
 type UpstreamStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -2850,7 +2952,7 @@ type UpstreamStatus struct {
 
 func (x *UpstreamStatus) Reset() {
 	*x = UpstreamStatus{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2862,7 +2964,7 @@ func (x *UpstreamStatus) String() string {
 func (*UpstreamStatus) ProtoMessage() {}
 
 func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[55]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2875,7 +2977,7 @@ func (x *UpstreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamStatus.ProtoReflect.Descriptor instead.
 func (*UpstreamStatus) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *UpstreamStatus) GetServer() string {
@@ -2921,7 +3023,7 @@ type ListDataPlanesRequest struct {
 
 func (x *ListDataPlanesRequest) Reset() {
 	*x = ListDataPlanesRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +3035,7 @@ func (x *ListDataPlanesRequest) String() string {
 func (*ListDataPlanesRequest) ProtoMessage() {}
 
 func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[56]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +3048,7 @@ func (x *ListDataPlanesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesRequest.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 type ListDataPlanesResponse struct {
@@ -2963,7 +3065,7 @@ type ListDataPlanesResponse struct {
 
 func (x *ListDataPlanesResponse) Reset() {
 	*x = ListDataPlanesResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3077,7 @@ func (x *ListDataPlanesResponse) String() string {
 func (*ListDataPlanesResponse) ProtoMessage() {}
 
 func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[57]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3090,7 @@ func (x *ListDataPlanesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDataPlanesResponse.ProtoReflect.Descriptor instead.
 func (*ListDataPlanesResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListDataPlanesResponse) GetDataPlanes() []*DataPlane {
@@ -3035,7 +3137,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3149,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[58]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3162,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Caller) GetName() string {
@@ -3121,7 +3223,7 @@ type CanIRequest struct {
 
 func (x *CanIRequest) Reset() {
 	*x = CanIRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3235,7 @@ func (x *CanIRequest) String() string {
 func (*CanIRequest) ProtoMessage() {}
 
 func (x *CanIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[59]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3248,7 @@ func (x *CanIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanIRequest.ProtoReflect.Descriptor instead.
 func (*CanIRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CanIRequest) GetEndpoint() string {
@@ -3197,7 +3299,7 @@ type CanIResponse struct {
 
 func (x *CanIResponse) Reset() {
 	*x = CanIResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3311,7 @@ func (x *CanIResponse) String() string {
 func (*CanIResponse) ProtoMessage() {}
 
 func (x *CanIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[60]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3324,7 @@ func (x *CanIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanIResponse.ProtoReflect.Descriptor instead.
 func (*CanIResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CanIResponse) GetRules() []*AccessRule {
@@ -3290,7 +3392,7 @@ type ToolDecision struct {
 
 func (x *ToolDecision) Reset() {
 	*x = ToolDecision{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3302,7 +3404,7 @@ func (x *ToolDecision) String() string {
 func (*ToolDecision) ProtoMessage() {}
 
 func (x *ToolDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[61]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3315,7 +3417,7 @@ func (x *ToolDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolDecision.ProtoReflect.Descriptor instead.
 func (*ToolDecision) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ToolDecision) GetTool() string {
@@ -3381,7 +3483,7 @@ type ListedTool struct {
 
 func (x *ListedTool) Reset() {
 	*x = ListedTool{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3495,7 @@ func (x *ListedTool) String() string {
 func (*ListedTool) ProtoMessage() {}
 
 func (x *ListedTool) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[62]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3508,7 @@ func (x *ListedTool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedTool.ProtoReflect.Descriptor instead.
 func (*ListedTool) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListedTool) GetName() string {
@@ -3447,7 +3549,7 @@ type EndpointTools struct {
 
 func (x *EndpointTools) Reset() {
 	*x = EndpointTools{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[63]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3459,7 +3561,7 @@ func (x *EndpointTools) String() string {
 func (*EndpointTools) ProtoMessage() {}
 
 func (x *EndpointTools) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[63]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3472,7 +3574,7 @@ func (x *EndpointTools) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointTools.ProtoReflect.Descriptor instead.
 func (*EndpointTools) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *EndpointTools) GetEndpoint() string {
@@ -3527,7 +3629,7 @@ type GetRateLimitStatusRequest struct {
 
 func (x *GetRateLimitStatusRequest) Reset() {
 	*x = GetRateLimitStatusRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[64]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3539,7 +3641,7 @@ func (x *GetRateLimitStatusRequest) String() string {
 func (*GetRateLimitStatusRequest) ProtoMessage() {}
 
 func (x *GetRateLimitStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[64]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3552,7 +3654,7 @@ func (x *GetRateLimitStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetRateLimitStatusRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetRateLimitStatusRequest) GetPolicy() string {
@@ -3595,7 +3697,7 @@ type RateLimitBucket struct {
 
 func (x *RateLimitBucket) Reset() {
 	*x = RateLimitBucket{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[65]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +3709,7 @@ func (x *RateLimitBucket) String() string {
 func (*RateLimitBucket) ProtoMessage() {}
 
 func (x *RateLimitBucket) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[65]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +3722,7 @@ func (x *RateLimitBucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitBucket.ProtoReflect.Descriptor instead.
 func (*RateLimitBucket) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RateLimitBucket) GetEndpoint() string {
@@ -3677,7 +3779,7 @@ type GetRateLimitStatusResponse struct {
 
 func (x *GetRateLimitStatusResponse) Reset() {
 	*x = GetRateLimitStatusResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[66]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3689,7 +3791,7 @@ func (x *GetRateLimitStatusResponse) String() string {
 func (*GetRateLimitStatusResponse) ProtoMessage() {}
 
 func (x *GetRateLimitStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[66]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3702,7 +3804,7 @@ func (x *GetRateLimitStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRateLimitStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetRateLimitStatusResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetRateLimitStatusResponse) GetPolicy() *RateLimitPolicy {
@@ -3738,7 +3840,7 @@ type ResetRateLimitRequest struct {
 
 func (x *ResetRateLimitRequest) Reset() {
 	*x = ResetRateLimitRequest{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[67]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +3852,7 @@ func (x *ResetRateLimitRequest) String() string {
 func (*ResetRateLimitRequest) ProtoMessage() {}
 
 func (x *ResetRateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[67]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +3865,7 @@ func (x *ResetRateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRateLimitRequest.ProtoReflect.Descriptor instead.
 func (*ResetRateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ResetRateLimitRequest) GetPolicy() string {
@@ -3797,7 +3899,7 @@ type ResetRateLimitResponse struct {
 
 func (x *ResetRateLimitResponse) Reset() {
 	*x = ResetRateLimitResponse{}
-	mi := &file_metamcp_v1_admin_proto_msgTypes[68]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +3911,7 @@ func (x *ResetRateLimitResponse) String() string {
 func (*ResetRateLimitResponse) ProtoMessage() {}
 
 func (x *ResetRateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metamcp_v1_admin_proto_msgTypes[68]
+	mi := &file_metamcp_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +3924,7 @@ func (x *ResetRateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRateLimitResponse.ProtoReflect.Descriptor instead.
 func (*ResetRateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_metamcp_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ResetRateLimitResponse) GetEndpoints() []string {
@@ -3950,7 +4052,7 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\"\x14\n" +
 	"\x12GetRevisionRequest\"1\n" +
 	"\x13GetRevisionResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xb1\x06\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xf5\x06\n" +
 	"\tDataPlane\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -3972,10 +4074,19 @@ const file_metamcp_v1_admin_proto_rawDesc = "" +
 	"\rkeys_revision\x18  \x01(\x03R\fkeysRevision\x12\x19\n" +
 	"\bstore_id\x18! \x01(\tR\astoreId\x12*\n" +
 	"\x11previous_store_id\x18\" \x01(\tR\x0fpreviousStoreId\x126\n" +
-	"\x17previous_store_revision\x18# \x01(\x03R\x15previousStoreRevision\"?\n" +
+	"\x17previous_store_revision\x18# \x01(\x03R\x15previousStoreRevision\x12B\n" +
+	"\x0fname_collisions\x18F \x03(\v2\x19.metamcp.v1.NameCollisionR\x0enameCollisions\"?\n" +
 	"\rRefusedServer\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa9\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb9\x01\n" +
+	"\rNameCollision\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1f\n" +
+	"\vkept_server\x18\x05 \x01(\tR\n" +
+	"keptServer\x12%\n" +
+	"\x0edropped_server\x18\x06 \x01(\tR\rdroppedServer\"\xa9\x01\n" +
 	"\x0eUpstreamStatus\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.metamcp.v1.UpstreamStateR\x05state\x12\x14\n" +
@@ -4128,7 +4239,7 @@ func file_metamcp_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_metamcp_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_metamcp_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_metamcp_v1_admin_proto_goTypes = []any{
 	(ChangeAction)(0),                     // 0: metamcp.v1.ChangeAction
 	(ApplyOutcome)(0),                     // 1: metamcp.v1.ApplyOutcome
@@ -4188,169 +4299,171 @@ var file_metamcp_v1_admin_proto_goTypes = []any{
 	(*GetRevisionResponse)(nil),           // 55: metamcp.v1.GetRevisionResponse
 	(*DataPlane)(nil),                     // 56: metamcp.v1.DataPlane
 	(*RefusedServer)(nil),                 // 57: metamcp.v1.RefusedServer
-	(*UpstreamStatus)(nil),                // 58: metamcp.v1.UpstreamStatus
-	(*ListDataPlanesRequest)(nil),         // 59: metamcp.v1.ListDataPlanesRequest
-	(*ListDataPlanesResponse)(nil),        // 60: metamcp.v1.ListDataPlanesResponse
-	(*Caller)(nil),                        // 61: metamcp.v1.Caller
-	(*CanIRequest)(nil),                   // 62: metamcp.v1.CanIRequest
-	(*CanIResponse)(nil),                  // 63: metamcp.v1.CanIResponse
-	(*ToolDecision)(nil),                  // 64: metamcp.v1.ToolDecision
-	(*ListedTool)(nil),                    // 65: metamcp.v1.ListedTool
-	(*EndpointTools)(nil),                 // 66: metamcp.v1.EndpointTools
-	(*GetRateLimitStatusRequest)(nil),     // 67: metamcp.v1.GetRateLimitStatusRequest
-	(*RateLimitBucket)(nil),               // 68: metamcp.v1.RateLimitBucket
-	(*GetRateLimitStatusResponse)(nil),    // 69: metamcp.v1.GetRateLimitStatusResponse
-	(*ResetRateLimitRequest)(nil),         // 70: metamcp.v1.ResetRateLimitRequest
-	(*ResetRateLimitResponse)(nil),        // 71: metamcp.v1.ResetRateLimitResponse
-	nil,                                   // 72: metamcp.v1.Caller.ClaimsEntry
-	(*Server)(nil),                        // 73: metamcp.v1.Server
-	(*Namespace)(nil),                     // 74: metamcp.v1.Namespace
-	(*Endpoint)(nil),                      // 75: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),               // 76: metamcp.v1.RateLimitPolicy
-	(*ApiKey)(nil),                        // 77: metamcp.v1.ApiKey
-	(*Token)(nil),                         // 78: metamcp.v1.Token
-	(*Resource)(nil),                      // 79: metamcp.v1.Resource
-	(*timestamppb.Timestamp)(nil),         // 80: google.protobuf.Timestamp
-	(*AccessRule)(nil),                    // 81: metamcp.v1.AccessRule
-	(*ToolAnnotations)(nil),               // 82: metamcp.v1.ToolAnnotations
-	(*durationpb.Duration)(nil),           // 83: google.protobuf.Duration
-	(*ListCallRecordsRequest)(nil),        // 84: metamcp.v1.ListCallRecordsRequest
-	(*FollowCallRecordsRequest)(nil),      // 85: metamcp.v1.FollowCallRecordsRequest
-	(*SummarizeCallRecordsRequest)(nil),   // 86: metamcp.v1.SummarizeCallRecordsRequest
-	(*ListCallRecordsResponse)(nil),       // 87: metamcp.v1.ListCallRecordsResponse
-	(*FollowCallRecordsResponse)(nil),     // 88: metamcp.v1.FollowCallRecordsResponse
-	(*SummarizeCallRecordsResponse)(nil),  // 89: metamcp.v1.SummarizeCallRecordsResponse
+	(*NameCollision)(nil),                 // 58: metamcp.v1.NameCollision
+	(*UpstreamStatus)(nil),                // 59: metamcp.v1.UpstreamStatus
+	(*ListDataPlanesRequest)(nil),         // 60: metamcp.v1.ListDataPlanesRequest
+	(*ListDataPlanesResponse)(nil),        // 61: metamcp.v1.ListDataPlanesResponse
+	(*Caller)(nil),                        // 62: metamcp.v1.Caller
+	(*CanIRequest)(nil),                   // 63: metamcp.v1.CanIRequest
+	(*CanIResponse)(nil),                  // 64: metamcp.v1.CanIResponse
+	(*ToolDecision)(nil),                  // 65: metamcp.v1.ToolDecision
+	(*ListedTool)(nil),                    // 66: metamcp.v1.ListedTool
+	(*EndpointTools)(nil),                 // 67: metamcp.v1.EndpointTools
+	(*GetRateLimitStatusRequest)(nil),     // 68: metamcp.v1.GetRateLimitStatusRequest
+	(*RateLimitBucket)(nil),               // 69: metamcp.v1.RateLimitBucket
+	(*GetRateLimitStatusResponse)(nil),    // 70: metamcp.v1.GetRateLimitStatusResponse
+	(*ResetRateLimitRequest)(nil),         // 71: metamcp.v1.ResetRateLimitRequest
+	(*ResetRateLimitResponse)(nil),        // 72: metamcp.v1.ResetRateLimitResponse
+	nil,                                   // 73: metamcp.v1.Caller.ClaimsEntry
+	(*Server)(nil),                        // 74: metamcp.v1.Server
+	(*Namespace)(nil),                     // 75: metamcp.v1.Namespace
+	(*Endpoint)(nil),                      // 76: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),               // 77: metamcp.v1.RateLimitPolicy
+	(*ApiKey)(nil),                        // 78: metamcp.v1.ApiKey
+	(*Token)(nil),                         // 79: metamcp.v1.Token
+	(*Resource)(nil),                      // 80: metamcp.v1.Resource
+	(*timestamppb.Timestamp)(nil),         // 81: google.protobuf.Timestamp
+	(*AccessRule)(nil),                    // 82: metamcp.v1.AccessRule
+	(*ToolAnnotations)(nil),               // 83: metamcp.v1.ToolAnnotations
+	(*durationpb.Duration)(nil),           // 84: google.protobuf.Duration
+	(*ListCallRecordsRequest)(nil),        // 85: metamcp.v1.ListCallRecordsRequest
+	(*FollowCallRecordsRequest)(nil),      // 86: metamcp.v1.FollowCallRecordsRequest
+	(*SummarizeCallRecordsRequest)(nil),   // 87: metamcp.v1.SummarizeCallRecordsRequest
+	(*ListCallRecordsResponse)(nil),       // 88: metamcp.v1.ListCallRecordsResponse
+	(*FollowCallRecordsResponse)(nil),     // 89: metamcp.v1.FollowCallRecordsResponse
+	(*SummarizeCallRecordsResponse)(nil),  // 90: metamcp.v1.SummarizeCallRecordsResponse
 }
 var file_metamcp_v1_admin_proto_depIdxs = []int32{
-	73, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
-	73, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
-	73, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
-	74, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	74, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
-	74, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
-	75, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	75, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
-	75, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
-	76, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	76, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
-	76, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
-	77, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	77, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
-	77, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
-	77, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
-	78, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
-	78, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
-	78, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
-	79, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
+	74, // 0: metamcp.v1.CreateServerRequest.server:type_name -> metamcp.v1.Server
+	74, // 1: metamcp.v1.ListServersResponse.servers:type_name -> metamcp.v1.Server
+	74, // 2: metamcp.v1.UpdateServerRequest.server:type_name -> metamcp.v1.Server
+	75, // 3: metamcp.v1.CreateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	75, // 4: metamcp.v1.ListNamespacesResponse.namespaces:type_name -> metamcp.v1.Namespace
+	75, // 5: metamcp.v1.UpdateNamespaceRequest.namespace:type_name -> metamcp.v1.Namespace
+	76, // 6: metamcp.v1.CreateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	76, // 7: metamcp.v1.ListEndpointsResponse.endpoints:type_name -> metamcp.v1.Endpoint
+	76, // 8: metamcp.v1.UpdateEndpointRequest.endpoint:type_name -> metamcp.v1.Endpoint
+	77, // 9: metamcp.v1.CreateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	77, // 10: metamcp.v1.ListRateLimitPoliciesResponse.rate_limit_policies:type_name -> metamcp.v1.RateLimitPolicy
+	77, // 11: metamcp.v1.UpdateRateLimitPolicyRequest.rate_limit_policy:type_name -> metamcp.v1.RateLimitPolicy
+	78, // 12: metamcp.v1.CreateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	78, // 13: metamcp.v1.CreateApiKeyResponse.api_key:type_name -> metamcp.v1.ApiKey
+	78, // 14: metamcp.v1.ListApiKeysResponse.api_keys:type_name -> metamcp.v1.ApiKey
+	78, // 15: metamcp.v1.UpdateApiKeyRequest.api_key:type_name -> metamcp.v1.ApiKey
+	79, // 16: metamcp.v1.CreateTokenRequest.token:type_name -> metamcp.v1.Token
+	79, // 17: metamcp.v1.CreateTokenResponse.token:type_name -> metamcp.v1.Token
+	79, // 18: metamcp.v1.ListTokensResponse.tokens:type_name -> metamcp.v1.Token
+	80, // 19: metamcp.v1.ApplyRequest.resources:type_name -> metamcp.v1.Resource
 	0,  // 20: metamcp.v1.Change.action:type_name -> metamcp.v1.ChangeAction
 	46, // 21: metamcp.v1.ApplyResponse.changes:type_name -> metamcp.v1.Change
-	79, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
-	80, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
-	80, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
-	58, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
+	80, // 22: metamcp.v1.ExportResponse.resources:type_name -> metamcp.v1.Resource
+	81, // 23: metamcp.v1.DataPlane.last_seen:type_name -> google.protobuf.Timestamp
+	81, // 24: metamcp.v1.DataPlane.connect_time:type_name -> google.protobuf.Timestamp
+	59, // 25: metamcp.v1.DataPlane.upstreams:type_name -> metamcp.v1.UpstreamStatus
 	1,  // 26: metamcp.v1.DataPlane.apply_outcome:type_name -> metamcp.v1.ApplyOutcome
 	57, // 27: metamcp.v1.DataPlane.refused_servers:type_name -> metamcp.v1.RefusedServer
-	2,  // 28: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
-	56, // 29: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
-	72, // 30: metamcp.v1.Caller.claims:type_name -> metamcp.v1.Caller.ClaimsEntry
-	61, // 31: metamcp.v1.CanIRequest.caller:type_name -> metamcp.v1.Caller
-	81, // 32: metamcp.v1.CanIResponse.rules:type_name -> metamcp.v1.AccessRule
-	80, // 33: metamcp.v1.CanIResponse.listed_time:type_name -> google.protobuf.Timestamp
-	64, // 34: metamcp.v1.CanIResponse.decisions:type_name -> metamcp.v1.ToolDecision
-	82, // 35: metamcp.v1.ListedTool.annotations:type_name -> metamcp.v1.ToolAnnotations
-	65, // 36: metamcp.v1.EndpointTools.tools:type_name -> metamcp.v1.ListedTool
-	80, // 37: metamcp.v1.EndpointTools.report_time:type_name -> google.protobuf.Timestamp
-	83, // 38: metamcp.v1.RateLimitBucket.retry_after:type_name -> google.protobuf.Duration
-	83, // 39: metamcp.v1.RateLimitBucket.reset_after:type_name -> google.protobuf.Duration
-	76, // 40: metamcp.v1.GetRateLimitStatusResponse.policy:type_name -> metamcp.v1.RateLimitPolicy
-	68, // 41: metamcp.v1.GetRateLimitStatusResponse.buckets:type_name -> metamcp.v1.RateLimitBucket
-	3,  // 42: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
-	4,  // 43: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
-	5,  // 44: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
-	7,  // 45: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
-	8,  // 46: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
-	10, // 47: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
-	11, // 48: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
-	12, // 49: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
-	14, // 50: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
-	15, // 51: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
-	17, // 52: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
-	18, // 53: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
-	19, // 54: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
-	21, // 55: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
-	22, // 56: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
-	24, // 57: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
-	25, // 58: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
-	26, // 59: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
-	28, // 60: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
-	29, // 61: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
-	67, // 62: metamcp.v1.AdminService.GetRateLimitStatus:input_type -> metamcp.v1.GetRateLimitStatusRequest
-	70, // 63: metamcp.v1.AdminService.ResetRateLimit:input_type -> metamcp.v1.ResetRateLimitRequest
-	31, // 64: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
-	33, // 65: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
-	34, // 66: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
-	36, // 67: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
-	37, // 68: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
-	39, // 69: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
-	40, // 70: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
-	42, // 71: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
-	44, // 72: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
-	45, // 73: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
-	48, // 74: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
-	54, // 75: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
-	59, // 76: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
-	50, // 77: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
-	84, // 78: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
-	85, // 79: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
-	86, // 80: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
-	52, // 81: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
-	62, // 82: metamcp.v1.AdminService.CanI:input_type -> metamcp.v1.CanIRequest
-	73, // 83: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
-	73, // 84: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
-	6,  // 85: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
-	73, // 86: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
-	9,  // 87: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
-	74, // 88: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
-	74, // 89: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
-	13, // 90: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
-	74, // 91: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
-	16, // 92: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
-	75, // 93: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
-	75, // 94: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
-	20, // 95: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
-	75, // 96: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
-	23, // 97: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
-	76, // 98: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	76, // 99: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	27, // 100: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
-	76, // 101: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
-	30, // 102: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
-	69, // 103: metamcp.v1.AdminService.GetRateLimitStatus:output_type -> metamcp.v1.GetRateLimitStatusResponse
-	71, // 104: metamcp.v1.AdminService.ResetRateLimit:output_type -> metamcp.v1.ResetRateLimitResponse
-	32, // 105: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
-	77, // 106: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
-	35, // 107: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
-	77, // 108: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
-	38, // 109: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
-	77, // 110: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
-	41, // 111: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
-	43, // 112: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
-	78, // 113: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
-	47, // 114: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
-	49, // 115: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
-	55, // 116: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
-	60, // 117: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
-	51, // 118: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
-	87, // 119: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
-	88, // 120: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
-	89, // 121: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
-	53, // 122: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
-	63, // 123: metamcp.v1.AdminService.CanI:output_type -> metamcp.v1.CanIResponse
-	83, // [83:124] is the sub-list for method output_type
-	42, // [42:83] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	58, // 28: metamcp.v1.DataPlane.name_collisions:type_name -> metamcp.v1.NameCollision
+	2,  // 29: metamcp.v1.UpstreamStatus.state:type_name -> metamcp.v1.UpstreamState
+	56, // 30: metamcp.v1.ListDataPlanesResponse.data_planes:type_name -> metamcp.v1.DataPlane
+	73, // 31: metamcp.v1.Caller.claims:type_name -> metamcp.v1.Caller.ClaimsEntry
+	62, // 32: metamcp.v1.CanIRequest.caller:type_name -> metamcp.v1.Caller
+	82, // 33: metamcp.v1.CanIResponse.rules:type_name -> metamcp.v1.AccessRule
+	81, // 34: metamcp.v1.CanIResponse.listed_time:type_name -> google.protobuf.Timestamp
+	65, // 35: metamcp.v1.CanIResponse.decisions:type_name -> metamcp.v1.ToolDecision
+	83, // 36: metamcp.v1.ListedTool.annotations:type_name -> metamcp.v1.ToolAnnotations
+	66, // 37: metamcp.v1.EndpointTools.tools:type_name -> metamcp.v1.ListedTool
+	81, // 38: metamcp.v1.EndpointTools.report_time:type_name -> google.protobuf.Timestamp
+	84, // 39: metamcp.v1.RateLimitBucket.retry_after:type_name -> google.protobuf.Duration
+	84, // 40: metamcp.v1.RateLimitBucket.reset_after:type_name -> google.protobuf.Duration
+	77, // 41: metamcp.v1.GetRateLimitStatusResponse.policy:type_name -> metamcp.v1.RateLimitPolicy
+	69, // 42: metamcp.v1.GetRateLimitStatusResponse.buckets:type_name -> metamcp.v1.RateLimitBucket
+	3,  // 43: metamcp.v1.AdminService.CreateServer:input_type -> metamcp.v1.CreateServerRequest
+	4,  // 44: metamcp.v1.AdminService.GetServer:input_type -> metamcp.v1.GetServerRequest
+	5,  // 45: metamcp.v1.AdminService.ListServers:input_type -> metamcp.v1.ListServersRequest
+	7,  // 46: metamcp.v1.AdminService.UpdateServer:input_type -> metamcp.v1.UpdateServerRequest
+	8,  // 47: metamcp.v1.AdminService.DeleteServer:input_type -> metamcp.v1.DeleteServerRequest
+	10, // 48: metamcp.v1.AdminService.CreateNamespace:input_type -> metamcp.v1.CreateNamespaceRequest
+	11, // 49: metamcp.v1.AdminService.GetNamespace:input_type -> metamcp.v1.GetNamespaceRequest
+	12, // 50: metamcp.v1.AdminService.ListNamespaces:input_type -> metamcp.v1.ListNamespacesRequest
+	14, // 51: metamcp.v1.AdminService.UpdateNamespace:input_type -> metamcp.v1.UpdateNamespaceRequest
+	15, // 52: metamcp.v1.AdminService.DeleteNamespace:input_type -> metamcp.v1.DeleteNamespaceRequest
+	17, // 53: metamcp.v1.AdminService.CreateEndpoint:input_type -> metamcp.v1.CreateEndpointRequest
+	18, // 54: metamcp.v1.AdminService.GetEndpoint:input_type -> metamcp.v1.GetEndpointRequest
+	19, // 55: metamcp.v1.AdminService.ListEndpoints:input_type -> metamcp.v1.ListEndpointsRequest
+	21, // 56: metamcp.v1.AdminService.UpdateEndpoint:input_type -> metamcp.v1.UpdateEndpointRequest
+	22, // 57: metamcp.v1.AdminService.DeleteEndpoint:input_type -> metamcp.v1.DeleteEndpointRequest
+	24, // 58: metamcp.v1.AdminService.CreateRateLimitPolicy:input_type -> metamcp.v1.CreateRateLimitPolicyRequest
+	25, // 59: metamcp.v1.AdminService.GetRateLimitPolicy:input_type -> metamcp.v1.GetRateLimitPolicyRequest
+	26, // 60: metamcp.v1.AdminService.ListRateLimitPolicies:input_type -> metamcp.v1.ListRateLimitPoliciesRequest
+	28, // 61: metamcp.v1.AdminService.UpdateRateLimitPolicy:input_type -> metamcp.v1.UpdateRateLimitPolicyRequest
+	29, // 62: metamcp.v1.AdminService.DeleteRateLimitPolicy:input_type -> metamcp.v1.DeleteRateLimitPolicyRequest
+	68, // 63: metamcp.v1.AdminService.GetRateLimitStatus:input_type -> metamcp.v1.GetRateLimitStatusRequest
+	71, // 64: metamcp.v1.AdminService.ResetRateLimit:input_type -> metamcp.v1.ResetRateLimitRequest
+	31, // 65: metamcp.v1.AdminService.CreateApiKey:input_type -> metamcp.v1.CreateApiKeyRequest
+	33, // 66: metamcp.v1.AdminService.GetApiKey:input_type -> metamcp.v1.GetApiKeyRequest
+	34, // 67: metamcp.v1.AdminService.ListApiKeys:input_type -> metamcp.v1.ListApiKeysRequest
+	36, // 68: metamcp.v1.AdminService.UpdateApiKey:input_type -> metamcp.v1.UpdateApiKeyRequest
+	37, // 69: metamcp.v1.AdminService.DeleteApiKey:input_type -> metamcp.v1.DeleteApiKeyRequest
+	39, // 70: metamcp.v1.AdminService.RevokeApiKey:input_type -> metamcp.v1.RevokeApiKeyRequest
+	40, // 71: metamcp.v1.AdminService.CreateToken:input_type -> metamcp.v1.CreateTokenRequest
+	42, // 72: metamcp.v1.AdminService.ListTokens:input_type -> metamcp.v1.ListTokensRequest
+	44, // 73: metamcp.v1.AdminService.RevokeToken:input_type -> metamcp.v1.RevokeTokenRequest
+	45, // 74: metamcp.v1.AdminService.Apply:input_type -> metamcp.v1.ApplyRequest
+	48, // 75: metamcp.v1.AdminService.Export:input_type -> metamcp.v1.ExportRequest
+	54, // 76: metamcp.v1.AdminService.GetRevision:input_type -> metamcp.v1.GetRevisionRequest
+	60, // 77: metamcp.v1.AdminService.ListDataPlanes:input_type -> metamcp.v1.ListDataPlanesRequest
+	50, // 78: metamcp.v1.AdminService.RotateSessionKey:input_type -> metamcp.v1.RotateSessionKeyRequest
+	85, // 79: metamcp.v1.AdminService.ListCallRecords:input_type -> metamcp.v1.ListCallRecordsRequest
+	86, // 80: metamcp.v1.AdminService.FollowCallRecords:input_type -> metamcp.v1.FollowCallRecordsRequest
+	87, // 81: metamcp.v1.AdminService.SummarizeCallRecords:input_type -> metamcp.v1.SummarizeCallRecordsRequest
+	52, // 82: metamcp.v1.AdminService.RestartServer:input_type -> metamcp.v1.RestartServerRequest
+	63, // 83: metamcp.v1.AdminService.CanI:input_type -> metamcp.v1.CanIRequest
+	74, // 84: metamcp.v1.AdminService.CreateServer:output_type -> metamcp.v1.Server
+	74, // 85: metamcp.v1.AdminService.GetServer:output_type -> metamcp.v1.Server
+	6,  // 86: metamcp.v1.AdminService.ListServers:output_type -> metamcp.v1.ListServersResponse
+	74, // 87: metamcp.v1.AdminService.UpdateServer:output_type -> metamcp.v1.Server
+	9,  // 88: metamcp.v1.AdminService.DeleteServer:output_type -> metamcp.v1.DeleteServerResponse
+	75, // 89: metamcp.v1.AdminService.CreateNamespace:output_type -> metamcp.v1.Namespace
+	75, // 90: metamcp.v1.AdminService.GetNamespace:output_type -> metamcp.v1.Namespace
+	13, // 91: metamcp.v1.AdminService.ListNamespaces:output_type -> metamcp.v1.ListNamespacesResponse
+	75, // 92: metamcp.v1.AdminService.UpdateNamespace:output_type -> metamcp.v1.Namespace
+	16, // 93: metamcp.v1.AdminService.DeleteNamespace:output_type -> metamcp.v1.DeleteNamespaceResponse
+	76, // 94: metamcp.v1.AdminService.CreateEndpoint:output_type -> metamcp.v1.Endpoint
+	76, // 95: metamcp.v1.AdminService.GetEndpoint:output_type -> metamcp.v1.Endpoint
+	20, // 96: metamcp.v1.AdminService.ListEndpoints:output_type -> metamcp.v1.ListEndpointsResponse
+	76, // 97: metamcp.v1.AdminService.UpdateEndpoint:output_type -> metamcp.v1.Endpoint
+	23, // 98: metamcp.v1.AdminService.DeleteEndpoint:output_type -> metamcp.v1.DeleteEndpointResponse
+	77, // 99: metamcp.v1.AdminService.CreateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	77, // 100: metamcp.v1.AdminService.GetRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	27, // 101: metamcp.v1.AdminService.ListRateLimitPolicies:output_type -> metamcp.v1.ListRateLimitPoliciesResponse
+	77, // 102: metamcp.v1.AdminService.UpdateRateLimitPolicy:output_type -> metamcp.v1.RateLimitPolicy
+	30, // 103: metamcp.v1.AdminService.DeleteRateLimitPolicy:output_type -> metamcp.v1.DeleteRateLimitPolicyResponse
+	70, // 104: metamcp.v1.AdminService.GetRateLimitStatus:output_type -> metamcp.v1.GetRateLimitStatusResponse
+	72, // 105: metamcp.v1.AdminService.ResetRateLimit:output_type -> metamcp.v1.ResetRateLimitResponse
+	32, // 106: metamcp.v1.AdminService.CreateApiKey:output_type -> metamcp.v1.CreateApiKeyResponse
+	78, // 107: metamcp.v1.AdminService.GetApiKey:output_type -> metamcp.v1.ApiKey
+	35, // 108: metamcp.v1.AdminService.ListApiKeys:output_type -> metamcp.v1.ListApiKeysResponse
+	78, // 109: metamcp.v1.AdminService.UpdateApiKey:output_type -> metamcp.v1.ApiKey
+	38, // 110: metamcp.v1.AdminService.DeleteApiKey:output_type -> metamcp.v1.DeleteApiKeyResponse
+	78, // 111: metamcp.v1.AdminService.RevokeApiKey:output_type -> metamcp.v1.ApiKey
+	41, // 112: metamcp.v1.AdminService.CreateToken:output_type -> metamcp.v1.CreateTokenResponse
+	43, // 113: metamcp.v1.AdminService.ListTokens:output_type -> metamcp.v1.ListTokensResponse
+	79, // 114: metamcp.v1.AdminService.RevokeToken:output_type -> metamcp.v1.Token
+	47, // 115: metamcp.v1.AdminService.Apply:output_type -> metamcp.v1.ApplyResponse
+	49, // 116: metamcp.v1.AdminService.Export:output_type -> metamcp.v1.ExportResponse
+	55, // 117: metamcp.v1.AdminService.GetRevision:output_type -> metamcp.v1.GetRevisionResponse
+	61, // 118: metamcp.v1.AdminService.ListDataPlanes:output_type -> metamcp.v1.ListDataPlanesResponse
+	51, // 119: metamcp.v1.AdminService.RotateSessionKey:output_type -> metamcp.v1.RotateSessionKeyResponse
+	88, // 120: metamcp.v1.AdminService.ListCallRecords:output_type -> metamcp.v1.ListCallRecordsResponse
+	89, // 121: metamcp.v1.AdminService.FollowCallRecords:output_type -> metamcp.v1.FollowCallRecordsResponse
+	90, // 122: metamcp.v1.AdminService.SummarizeCallRecords:output_type -> metamcp.v1.SummarizeCallRecordsResponse
+	53, // 123: metamcp.v1.AdminService.RestartServer:output_type -> metamcp.v1.RestartServerResponse
+	64, // 124: metamcp.v1.AdminService.CanI:output_type -> metamcp.v1.CanIResponse
+	84, // [84:125] is the sub-list for method output_type
+	43, // [43:84] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_admin_proto_init() }
@@ -4366,7 +4479,7 @@ func file_metamcp_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metamcp_v1_admin_proto_rawDesc), len(file_metamcp_v1_admin_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   70,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

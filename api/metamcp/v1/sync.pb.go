@@ -499,6 +499,9 @@ type Status struct {
 	Outcome        ApplyOutcome     `protobuf:"varint,30,opt,name=outcome,proto3,enum=metamcp.v1.ApplyOutcome" json:"outcome,omitempty"`
 	RefusedServers []*RefusedServer `protobuf:"bytes,31,rep,name=refused_servers,json=refusedServers,proto3" json:"refused_servers,omitempty"`
 	KeysRevision   int64            `protobuf:"varint,32,opt,name=keys_revision,json=keysRevision,proto3" json:"keys_revision,omitempty"`
+	// The tool and prompt names two upstreams share on one endpoint, as the
+	// data plane's lists found them (all of them, each Status).
+	NameCollisions []*NameCollision `protobuf:"bytes,70,rep,name=name_collisions,json=nameCollisions,proto3" json:"name_collisions,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -587,6 +590,13 @@ func (x *Status) GetKeysRevision() int64 {
 		return x.KeysRevision
 	}
 	return 0
+}
+
+func (x *Status) GetNameCollisions() []*NameCollision {
+	if x != nil {
+		return x.NameCollisions
+	}
+	return nil
 }
 
 // CallRecordBatch carries call records to the control plane.
@@ -1154,7 +1164,7 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\x04hash\x18\x03 \x01(\tR\x04hash\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x122\n" +
 	"\aoutcome\x18\x1e \x01(\x0e2\x18.metamcp.v1.ApplyOutcomeR\aoutcome\x12B\n" +
-	"\x0frefused_servers\x18\x1f \x03(\v2\x19.metamcp.v1.RefusedServerR\x0erefusedServers\"\xfa\x02\n" +
+	"\x0frefused_servers\x18\x1f \x03(\v2\x19.metamcp.v1.RefusedServerR\x0erefusedServers\"\xbe\x03\n" +
 	"\x06Status\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x128\n" +
@@ -1163,7 +1173,8 @@ const file_metamcp_v1_sync_proto_rawDesc = "" +
 	"\x0eendpoint_tools\x18P \x03(\v2\x19.metamcp.v1.EndpointToolsR\rendpointTools\x122\n" +
 	"\aoutcome\x18\x1e \x01(\x0e2\x18.metamcp.v1.ApplyOutcomeR\aoutcome\x12B\n" +
 	"\x0frefused_servers\x18\x1f \x03(\v2\x19.metamcp.v1.RefusedServerR\x0erefusedServers\x12#\n" +
-	"\rkeys_revision\x18  \x01(\x03R\fkeysRevision\"C\n" +
+	"\rkeys_revision\x18  \x01(\x03R\fkeysRevision\x12B\n" +
+	"\x0fname_collisions\x18F \x03(\v2\x19.metamcp.v1.NameCollisionR\x0enameCollisions\"C\n" +
 	"\x0fCallRecordBatch\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.metamcp.v1.CallRecordR\arecords\"\xa0\x01\n" +
 	"\x0eRecordsRequest\x12\x1a\n" +
@@ -1248,12 +1259,13 @@ var file_metamcp_v1_sync_proto_goTypes = []any{
 	(*RefusedServer)(nil),         // 17: metamcp.v1.RefusedServer
 	(*UpstreamStatus)(nil),        // 18: metamcp.v1.UpstreamStatus
 	(*EndpointTools)(nil),         // 19: metamcp.v1.EndpointTools
-	(*CallRecord)(nil),            // 20: metamcp.v1.CallRecord
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*Server)(nil),                // 22: metamcp.v1.Server
-	(*Namespace)(nil),             // 23: metamcp.v1.Namespace
-	(*Endpoint)(nil),              // 24: metamcp.v1.Endpoint
-	(*RateLimitPolicy)(nil),       // 25: metamcp.v1.RateLimitPolicy
+	(*NameCollision)(nil),         // 20: metamcp.v1.NameCollision
+	(*CallRecord)(nil),            // 21: metamcp.v1.CallRecord
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*Server)(nil),                // 23: metamcp.v1.Server
+	(*Namespace)(nil),             // 24: metamcp.v1.Namespace
+	(*Endpoint)(nil),              // 25: metamcp.v1.Endpoint
+	(*RateLimitPolicy)(nil),       // 26: metamcp.v1.RateLimitPolicy
 }
 var file_metamcp_v1_sync_proto_depIdxs = []int32{
 	3,  // 0: metamcp.v1.SyncRequest.hello:type_name -> metamcp.v1.Hello
@@ -1270,28 +1282,29 @@ var file_metamcp_v1_sync_proto_depIdxs = []int32{
 	19, // 11: metamcp.v1.Status.endpoint_tools:type_name -> metamcp.v1.EndpointTools
 	16, // 12: metamcp.v1.Status.outcome:type_name -> metamcp.v1.ApplyOutcome
 	17, // 13: metamcp.v1.Status.refused_servers:type_name -> metamcp.v1.RefusedServer
-	20, // 14: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
-	20, // 15: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
-	21, // 16: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
-	22, // 17: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
-	23, // 18: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
-	24, // 19: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
-	25, // 20: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
-	9,  // 21: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
-	10, // 22: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
-	14, // 23: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
-	15, // 24: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
-	11, // 25: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
-	21, // 26: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
-	0,  // 27: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
-	7,  // 28: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
-	1,  // 29: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
-	8,  // 30: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
-	29, // [29:31] is the sub-list for method output_type
-	27, // [27:29] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	20, // 14: metamcp.v1.Status.name_collisions:type_name -> metamcp.v1.NameCollision
+	21, // 15: metamcp.v1.CallRecordBatch.records:type_name -> metamcp.v1.CallRecord
+	21, // 16: metamcp.v1.RecordsRequest.records:type_name -> metamcp.v1.CallRecord
+	22, // 17: metamcp.v1.ApiKeyEntry.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 18: metamcp.v1.Config.servers:type_name -> metamcp.v1.Server
+	24, // 19: metamcp.v1.Config.namespaces:type_name -> metamcp.v1.Namespace
+	25, // 20: metamcp.v1.Config.endpoints:type_name -> metamcp.v1.Endpoint
+	26, // 21: metamcp.v1.Config.rate_limits:type_name -> metamcp.v1.RateLimitPolicy
+	9,  // 22: metamcp.v1.Config.api_keys:type_name -> metamcp.v1.ApiKeyEntry
+	10, // 23: metamcp.v1.Config.session_keys:type_name -> metamcp.v1.SessionKeys
+	14, // 24: metamcp.v1.Config.server_restarts:type_name -> metamcp.v1.Config.ServerRestartsEntry
+	15, // 25: metamcp.v1.ServerRestarts.generations:type_name -> metamcp.v1.ServerRestarts.GenerationsEntry
+	11, // 26: metamcp.v1.Snapshot.config:type_name -> metamcp.v1.Config
+	22, // 27: metamcp.v1.Snapshot.build_time:type_name -> google.protobuf.Timestamp
+	0,  // 28: metamcp.v1.SyncService.Sync:input_type -> metamcp.v1.SyncRequest
+	7,  // 29: metamcp.v1.SyncService.Records:input_type -> metamcp.v1.RecordsRequest
+	1,  // 30: metamcp.v1.SyncService.Sync:output_type -> metamcp.v1.SyncResponse
+	8,  // 31: metamcp.v1.SyncService.Records:output_type -> metamcp.v1.RecordsResponse
+	30, // [30:32] is the sub-list for method output_type
+	28, // [28:30] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_metamcp_v1_sync_proto_init() }
