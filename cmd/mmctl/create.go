@@ -371,6 +371,7 @@ func newCreateEndpointCommand(a *app) *cobra.Command {
 		jwtScopes              []string
 		jwtGroupsClaim         string
 		jwtOnly                bool
+		queryKey               bool
 		noSSE, noStreamable    bool
 	)
 	cmd := &cobra.Command{
@@ -400,8 +401,11 @@ find the issuer in the endpoint's metadata at
 			if jwtIssuer == "" && (jwksURL != "" || len(jwtAudiences) > 0 || jwtPrincipalClaim != "" || len(jwtScopes) > 0 || jwtGroupsClaim != "" || jwtOnly) {
 				return usageErrorf("the --jwt-* flags need --jwt-issuer")
 			}
-			if anonymous || jwtIssuer != "" {
-				ep.Auth = &metamcpv1.EndpointAuth{Anonymous: anonymous, DisableApiKeys: jwtOnly}
+			if anonymous && queryKey {
+				return usageErrorf("--anonymous and --allow-query-api-key exclude each other: an anonymous endpoint takes no key")
+			}
+			if anonymous || jwtIssuer != "" || queryKey {
+				ep.Auth = &metamcpv1.EndpointAuth{Anonymous: anonymous, DisableApiKeys: jwtOnly, AllowQueryApiKey: queryKey}
 				if jwtIssuer != "" {
 					ep.Auth.Jwt = &metamcpv1.JWTAuth{Issuer: jwtIssuer, Audiences: jwtAudiences, JwksUrl: jwksURL,
 						PrincipalClaim: jwtPrincipalClaim, RequiredScopes: jwtScopes, GroupsClaim: jwtGroupsClaim}
@@ -425,6 +429,7 @@ find the issuer in the endpoint's metadata at
 	fl.StringVar(&jwtPrincipalClaim, "jwt-principal-claim", "", "the JWT claim naming the caller (sub when empty)")
 	fl.StringArrayVar(&jwtScopes, "jwt-scope", nil, "a scope JWTs must carry (repeatable); a token without it gets 403 insufficient_scope")
 	fl.StringVar(&jwtGroupsClaim, "jwt-groups-claim", "", "the JWT claim listing the caller's groups, for access rules (none when empty)")
+	fl.BoolVar(&queryKey, "allow-query-api-key", false, "also accept an API key as ?api_key=mm_... in the URL, for SSE-only clients that cannot send headers (URLs end up in logs: off by default)")
 	fl.BoolVar(&jwtOnly, "jwt-only", false, "accept only JWT access tokens, no API keys (needs --jwt-issuer)")
 	fl.BoolVar(&noSSE, "disable-sse", false, "turn off /metamcp/NAME/sse (2024-11-05 clients)")
 	fl.BoolVar(&noStreamable, "disable-streamable-http", false, "turn off /metamcp/NAME/mcp")

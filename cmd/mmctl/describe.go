@@ -273,9 +273,12 @@ func describeEndpoint(d *describer, e *metamcpv1.Endpoint) {
 	case e.GetAuth().GetAnonymous():
 		d.line(1, "anonymous (no authentication: for local trials only)")
 	default:
-		if e.GetAuth().GetDisableApiKeys() {
+		switch {
+		case e.GetAuth().GetDisableApiKeys():
 			d.field(1, "API keys", "refused (OAuth access tokens only)")
-		} else {
+		case e.GetAuth().GetAllowQueryApiKey():
+			d.field(1, "API keys", "accepted (keys scoped to this endpoint or to *), also as ?api_key= in the URL")
+		default:
 			d.field(1, "API keys", "accepted (keys scoped to this endpoint or to *)")
 		}
 		if j := e.GetAuth().GetJwt(); j != nil {

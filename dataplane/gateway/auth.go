@@ -72,8 +72,9 @@ func (g *Gateway) lookupEndpoint(w http.ResponseWriter, r *http.Request, sse boo
 	return target{snap: snap, ep: ep, name: name}, true
 }
 
-// credential returns the credential the request carries and where it came from.
-func credential(r *http.Request) (key, from string) {
+// credential returns the credential the request carries and where it came
+// from; the query string counts only where the endpoint allows it.
+func credential(r *http.Request, ea *metamcpv1.EndpointAuth) (key, from string) {
 	if h := headerValue(r.Header, headerAuthorization); h != "" {
 		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 			return strings.TrimSpace(h[7:]), "header"
@@ -83,8 +84,10 @@ func credential(r *http.Request) (key, from string) {
 	if k := headerValue(r.Header, headerAPIKey); k != "" {
 		return k, "header"
 	}
-	if k := r.URL.Query().Get("api_key"); k != "" {
-		return k, "query"
+	if ea.GetAllowQueryApiKey() {
+		if k := r.URL.Query().Get("api_key"); k != "" {
+			return k, "query"
+		}
 	}
 	return "", ""
 }
@@ -118,7 +121,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		return nil, false
 	}
 	jwt := ea.GetJwt()
-	key, _ := credential(r)
+	key, _ := credential(r, ea)
 	if key == "" {
 		if jwt != nil {
 			g.tokenChallenge(w, r, t, "", "this endpoint needs an OAuth access token (Authorization: Bearer ...)"+keysToo(ea))

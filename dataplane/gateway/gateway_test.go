@@ -480,6 +480,7 @@ func TestAuth(t *testing.T) {
 		{"bearer key", "main", map[string]string{"Authorization": "Bearer " + keyAlice}, "", 200, `"protocolVersion":"2025-06-18"`},
 		{"X-API-Key", "main", map[string]string{"X-API-Key": keyBob}, "", 200, `"serverInfo":{"name":"metamcp"`},
 		{"query key", "main", nil, "?api_key=" + keyBob, 200, `"result"`},
+		{"query key where not allowed", "other", nil, "?api_key=" + keyBob, 403, "needs an API key"},
 		{"star key", "other", map[string]string{"Authorization": "Bearer " + keyBob}, "", 200, `"result"`},
 		{"anonymous endpoint", "open", nil, "", 200, `"result"`},
 	}

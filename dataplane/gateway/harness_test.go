@@ -132,7 +132,7 @@ func testConfig(members ...*metamcpv1.NamespaceMember) *metamcpv1.Config {
 		Servers:    []*metamcpv1.Server{stdioServer("alpha"), stdioServer("beta"), stdioServer("gamma"), slow, stdioServer("down")},
 		Namespaces: []*metamcpv1.Namespace{{Name: "main", Members: members}},
 		Endpoints: []*metamcpv1.Endpoint{
-			{Name: "main", Namespace: "main"},
+			{Name: "main", Namespace: "main", Auth: &metamcpv1.EndpointAuth{AllowQueryApiKey: true}},
 			{Name: "open", Namespace: "main", Auth: &metamcpv1.EndpointAuth{Anonymous: true}},
 			{Name: "other", Namespace: "main"},
 			{Name: "nosse", Namespace: "main", Auth: &metamcpv1.EndpointAuth{Anonymous: true}, Transports: &metamcpv1.Transports{DisableSse: true}},

@@ -224,7 +224,7 @@ func (g *Gateway) recordAuthRefusal(w http.ResponseWriter, r *http.Request, t ta
 		// Refusals of API keys are answered 403 (see authenticate); a key
 		// that is known and live was refused for this endpoint.
 		status = http.StatusForbidden
-		if key, _ := credential(r); key != "" {
+		if key, _ := credential(r, t.ep.Endpoint.GetAuth()); key != "" {
 			var buf [256]byte
 			if e := t.snap.APIKeys[sha256.Sum256(append(buf[:0], key...))]; e != nil &&
 				(e.GetExpireTime() == nil || e.GetExpireTime().AsTime().After(time.Now())) {

@@ -94,7 +94,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	endpoint := "message?sessionId=" + url.QueryEscape(sid)
-	if key, from := credential(r); from == "query" {
+	if key, from := credential(r, t.ep.Endpoint.GetAuth()); from == "query" {
 		// The client authenticates by query string only: its POSTs must too.
 		endpoint += "&api_key=" + url.QueryEscape(key)
 	}

@@ -570,6 +570,9 @@ func (c *checker) endpoint(e *metamcpv1.Endpoint) {
 		}
 	}
 	c.accessRules(name, e.GetNamespace(), e.GetAccessRules())
+	if a := e.GetAuth(); a.GetAllowQueryApiKey() && (a.GetAnonymous() || a.GetDisableApiKeys()) {
+		c.add(KindEndpoint, name, "auth.allowQueryApiKey", "takes no effect: the endpoint takes no API key (anonymous or disableApiKeys); remove one of them")
+	}
 	if a := e.GetAuth(); a.GetDisableApiKeys() && a.GetJwt() == nil {
 		c.add(KindEndpoint, name, "auth.disableApiKeys", "needs auth.jwt: an endpoint that refuses API keys must accept OAuth access tokens")
 	}

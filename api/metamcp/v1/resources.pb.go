@@ -1338,8 +1338,12 @@ type EndpointAuth struct {
 	Jwt *JWTAuth `protobuf:"bytes,2,opt,name=jwt,proto3" json:"jwt,omitempty"`
 	// Refuse API keys: only JWT access tokens are accepted (needs `jwt`).
 	DisableApiKeys bool `protobuf:"varint,20,opt,name=disable_api_keys,json=disableApiKeys,proto3" json:"disable_api_keys,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Also accept an API key in the URL's query (`?api_key=mm_...`), for
+	// SSE-only clients that cannot send headers. Off by default: URLs end up
+	// in proxies' and browsers' logs. The gateway never logs the query.
+	AllowQueryApiKey bool `protobuf:"varint,21,opt,name=allow_query_api_key,json=allowQueryApiKey,proto3" json:"allow_query_api_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *EndpointAuth) Reset() {
@@ -1389,6 +1393,13 @@ func (x *EndpointAuth) GetJwt() *JWTAuth {
 func (x *EndpointAuth) GetDisableApiKeys() bool {
 	if x != nil {
 		return x.DisableApiKeys
+	}
+	return false
+}
+
+func (x *EndpointAuth) GetAllowQueryApiKey() bool {
+	if x != nil {
+		return x.AllowQueryApiKey
 	}
 	return false
 }
@@ -2448,11 +2459,12 @@ const file_metamcp_v1_resources_proto_rawDesc = "" +
 	"algorithms\x18\x15 \x03(\tR\n" +
 	"algorithms\x128\n" +
 	"\n" +
-	"clock_skew\x18\x16 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\"}\n" +
+	"clock_skew\x18\x16 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\"\xac\x01\n" +
 	"\fEndpointAuth\x12\x1c\n" +
 	"\tanonymous\x18\x01 \x01(\bR\tanonymous\x12%\n" +
 	"\x03jwt\x18\x02 \x01(\v2\x13.metamcp.v1.JWTAuthR\x03jwt\x12(\n" +
-	"\x10disable_api_keys\x18\x14 \x01(\bR\x0edisableApiKeys\"\xab\x02\n" +
+	"\x10disable_api_keys\x18\x14 \x01(\bR\x0edisableApiKeys\x12-\n" +
+	"\x13allow_query_api_key\x18\x15 \x01(\bR\x10allowQueryApiKey\"\xab\x02\n" +
 	"\n" +
 	"AccessRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
