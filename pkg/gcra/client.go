@@ -35,7 +35,12 @@ func NewRedisClient(rawURL, clientName string) (redis.UniversalClient, error) {
 	}
 	q := u.Query()
 	set := func(name string) bool { return q.Has(name) }
-	defaults := func(d, r, w, p *time.Duration, mr, dr *int, ctxTimeout *bool, name *string) {
+	defaults := func(d, r, w, p *time.Duration, mr, dr *int, ctxTimeout *bool, name *string, protocol *int) {
+		if !set("protocol") {
+			// RESP2: the script's answer needs nothing of RESP3, whose push
+			// notifications go-redis looks for around every command.
+			*protocol = 2
+		}
 		if !set("dial_timeout") {
 			*d = DefaultRedisTimeout
 		}
@@ -67,7 +72,7 @@ func NewRedisClient(rawURL, clientName string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fail(err)
 		}
-		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.ClientName)
+		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.ClientName, &o.Protocol)
 		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		return redis.NewClusterClient(o), nil
 	case q.Get("master_name") != "":
@@ -75,14 +80,14 @@ func NewRedisClient(rawURL, clientName string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fail(err)
 		}
-		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.ClientName)
+		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.ClientName, &o.Protocol)
 		return redis.NewFailoverClient(o), nil
 	default:
 		o, err := redis.ParseURL(rawURL)
 		if err != nil {
 			return nil, fail(err)
 		}
-		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.ClientName)
+		defaults(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.DialerRetries, &o.ContextTimeoutEnabled, &o.ClientName, &o.Protocol)
 		o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 		return redis.NewClient(o), nil
 	}

@@ -27,7 +27,7 @@ func (c *checker) rateLimitReach(cfg *metamcpv1.Config) {
 		if ns == nil {
 			continue
 		}
-		for _, name := range e.GetRateLimits() {
+		for i, name := range e.GetRateLimits() {
 			p := policies[name]
 			if p == nil || (p.GetTool() == "" && p.GetServer() == "") {
 				continue
@@ -44,6 +44,8 @@ func (c *checker) rateLimitReach(cfg *metamcpv1.Config) {
 					seen = "its tools are exposed as " + strings.Join(prefixes, ", ")
 				}
 				c.warn(KindRateLimitPolicy, name, "tool", "%s matches no tool of endpoint %q (%s): the policy limits nothing there", what, e.GetName(), seen)
+				// Said of the endpoint too: creating the endpoint is when it shows.
+				c.warn(KindEndpoint, e.GetName(), fmt.Sprintf("rateLimits[%d]", i), "rate-limit policy %q: its %s matches no tool of this endpoint (%s): it limits nothing here", name, what, seen)
 			}
 		}
 	}

@@ -39,13 +39,16 @@ func TestRateLimitGlobReach(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := false
+			got, ofEndpoint := false, false
 			for _, w := range warnings {
 				if strings.Contains(w, "matches no tool of endpoint") {
 					got = true
 				}
+				if strings.HasPrefix(w, `Endpoint "team"`) && strings.Contains(w, "matches no tool of this endpoint") {
+					ofEndpoint = true
+				}
 			}
-			if got != tc.warn {
+			if got != tc.warn || ofEndpoint != tc.warn {
 				t.Fatalf("warned %v, want %v: %q", got, tc.warn, warnings)
 			}
 		})

@@ -102,6 +102,11 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	cp.ok(t, "create", "ratelimit", "pages", "--rate", "1", "--per", "1m", "--server", "notion", "--tool", "notion__create_page")
 	cp.ok(t, "create", "endpoint", "team", "--namespace", "ns", "--rate-limit", "per-user")
 	cp.ok(t, "create", "endpoint", "crm", "--namespace", "ns", "--rate-limit", "pages")
+	// A glob that can match no tool of the endpoint is warned about.
+	cp.ok(t, "create", "ratelimit", "typo", "--rate", "1", "--tool", "notoin__*")
+	if r := cp.ok(t, "create", "endpoint", "typo", "--namespace", "ns", "--rate-limit", "typo"); !strings.Contains(r.stderr, `"notoin__*" matches no tool of this endpoint`) {
+		t.Errorf("no warning about a glob that matches no tool:\n%s", r)
+	}
 	alice := createKey(t, cp, "alice", "team", "crm")
 	bob := createKey(t, cp, "bob", "team", "crm")
 	waitApplied(t, cp, cp.revisionNum(t), dps...)
