@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
@@ -203,8 +205,12 @@ func (t *Trail) batch(ctx context.Context, in <-chan *metamcpv1.CallRecord) {
 	}
 }
 
+// write spools a batch, encoded as a RecordsRequest holding only the
+// records: the sender puts the sequence and node in front of these bytes
+// as they are (a proto message may come in pieces), so a record is encoded
+// once on its way out.
 func (t *Trail) write(recs []*metamcpv1.CallRecord) {
-	b, err := proto.Marshal(&metamcpv1.CallRecordBatch{Records: recs})
+	b, err := proto.Marshal(&metamcpv1.RecordsRequest{Records: recs})
 	if err == nil {
 		err = t.spool.append(b, len(recs))
 	}
@@ -250,7 +256,9 @@ type inflight struct {
 func (t *Trail) stream(ctx context.Context, client metamcpv1.SyncServiceClient) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := client.Records(ctx)
+	// Uncompressed: gzip would cost the data plane about a microsecond per
+	// record, for a stream of some hundred kB a second at most.
+	st, err := client.Records(ctx, grpc.ForceCodecV2(recordsCodec{}), grpc.UseCompressor(encoding.Identity))
 	if err != nil {
 		return err
 	}
@@ -288,24 +296,17 @@ func (t *Trail) stream(ctx context.Context, client metamcpv1.SyncServiceClient) 
 			if !ok {
 				break
 			}
-			var batch metamcpv1.CallRecordBatch
-			if err := proto.Unmarshal(payload, &batch); err != nil {
-				// A corrupt entry cannot be sent; it is acknowledged away.
-				t.log.Error("call records lost: a spooled batch does not decode", "records", count, "err", err)
-				t.spool.addDropped(int64(count))
-				if len(window) == 0 {
-					_ = t.spool.ack(end, count)
-				}
-				next = end
-				continue
-			}
 			seq++
-			req := &metamcpv1.RecordsRequest{Sequence: seq, NodeId: t.opts.NodeID, Records: batch.GetRecords()}
+			head := &metamcpv1.RecordsRequest{Sequence: seq, NodeId: t.opts.NodeID}
 			if _, _, d := t.spool.stats(); d+t.externalDropped() != lastDr {
 				lastDr = d + t.externalDropped()
-				req.DroppedRecords = lastDr
+				head.DroppedRecords = lastDr
 			}
-			if err := st.Send(req); err != nil {
+			msg, err := proto.Marshal(head)
+			if err != nil {
+				return err
+			}
+			if err := st.SendMsg(&rawRequest{head: msg, records: payload}); err != nil {
 				return recvErr(errc, err)
 			}
 			window = append(window, inflight{seq: seq, end: end, count: count})
@@ -337,6 +338,26 @@ func (t *Trail) stream(ctx context.Context, client metamcpv1.SyncServiceClient) 
 		case <-t.spool.notify:
 		}
 	}
+}
+
+// rawRequest is a RecordsRequest already encoded, in two pieces.
+type rawRequest struct{ head, records []byte }
+
+// recordsCodec sends a rawRequest's bytes as they are and encodes and
+// decodes everything else as gRPC's proto codec does.
+type recordsCodec struct{}
+
+func (recordsCodec) Name() string { return "proto" }
+
+func (recordsCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*rawRequest); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r.head), mem.SliceBuffer(r.records)}, nil
+	}
+	return encoding.GetCodecV2("proto").Marshal(v)
+}
+
+func (recordsCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return encoding.GetCodecV2("proto").Unmarshal(data, v)
 }
 
 // recvErr waits briefly for the receiver's error, which says why the

@@ -50,7 +50,14 @@ type entry struct {
 	off   int64
 	size  int64 // header included
 	count int
+	// data is the payload, kept in memory from append until the entry is
+	// read, while the spool's memory cache has room: a sender that keeps
+	// up never reads the disk.
+	data []byte
 }
+
+// maxCached bounds the payloads kept in memory (entry.data).
+const maxCached = 8 << 20
 
 type segment struct {
 	id      uint64
@@ -77,6 +84,7 @@ type spool struct {
 	acked   pos    // first entry not acknowledged
 	pending int    // records not acknowledged
 	dropped int64  // records deleted unacknowledged (full spool)
+	cached  int64  // bytes of entry.data
 	closed  bool
 	notify  chan struct{} // receives after each append
 }
@@ -201,6 +209,9 @@ func (sp *spool) dropAcked() {
 
 func (sp *spool) removeFirst() {
 	s := sp.segs[0]
+	for _, e := range s.entries {
+		sp.cached -= int64(len(e.data))
+	}
 	_ = s.f.Close()
 	_ = os.Remove(s.path(sp.dir))
 	sp.size -= s.size
@@ -237,16 +248,25 @@ func (sp *spool) append(payload []byte, count int) error {
 		last = s
 		sp.dropAcked()
 	}
-	buf := make([]byte, entryHeader, size)
-	binary.LittleEndian.PutUint32(buf[0:4], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(buf[4:8], crc32.Checksum(payload, crcTable))
-	binary.LittleEndian.PutUint32(buf[8:12], uint32(count))
-	buf = append(buf, payload...)
-	if _, err := last.f.WriteAt(buf, last.size); err != nil {
+	var hdr [entryHeader]byte
+	binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(hdr[4:8], crc32.Checksum(payload, crcTable))
+	binary.LittleEndian.PutUint32(hdr[8:12], uint32(count))
+	// The payload first: a header is never on disk without its payload.
+	if _, err := last.f.WriteAt(payload, last.size+entryHeader); err != nil {
 		sp.dropped += int64(count)
 		return fmt.Errorf("audit spool: %w", err)
 	}
-	last.entries = append(last.entries, entry{off: last.size, size: size, count: count})
+	if _, err := last.f.WriteAt(hdr[:], last.size); err != nil {
+		sp.dropped += int64(count)
+		return fmt.Errorf("audit spool: %w", err)
+	}
+	e := entry{off: last.size, size: size, count: count}
+	if sp.cached+int64(len(payload)) <= maxCached {
+		e.data = payload
+		sp.cached += int64(len(payload))
+	}
+	last.entries = append(last.entries, e)
 	last.size += size
 	sp.size += size
 	sp.pending += count
@@ -296,9 +316,16 @@ func (sp *spool) next(p pos) (payload []byte, count int, at, next pos, ok bool, 
 		if s.id < p.seg {
 			continue
 		}
-		for _, e := range s.entries {
+		for i := range s.entries {
+			e := &s.entries[i]
 			if s.id == p.seg && e.off < p.off {
 				continue
+			}
+			if e.data != nil {
+				buf := e.data
+				e.data = nil
+				sp.cached -= int64(len(buf))
+				return buf, e.count, pos{s.id, e.off}, pos{s.id, e.off + e.size}, true, nil
 			}
 			buf := make([]byte, e.size-entryHeader)
 			if _, err := s.f.ReadAt(buf, e.off+entryHeader); err != nil && !errors.Is(err, io.EOF) {
