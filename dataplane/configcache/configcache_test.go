@@ -57,7 +57,7 @@ func TestApplySwapsPersistsAndRefuses(t *testing.T) {
 			s.Hash, _ = snapshot.ConfigHash(s.Config)
 			return s
 		}(),
-		"no config":      {Revision: 4},
+		"no config": {Revision: 4},
 		"hash mismatch": func() *metamcpv1.Snapshot {
 			s := snap(t, 4, stdio("fs", "npx"))
 			s.Hash = strings.Repeat("0", 64)
