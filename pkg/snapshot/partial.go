@@ -70,7 +70,6 @@ func CompilePartial(snap *metamcpv1.Snapshot) (*Compiled, []string, error) {
 	return trimmed, warnings2, nil
 }
 
-
 // LeaveOut removes the servers named in refused (name -> reason) from c: the
 // upstream pool never runs them, lists skip them, and their members keep
 // the reason (Member.Refused) for the error a call to their tools gets. It
