@@ -63,6 +63,7 @@ var emptyObject = json.RawMessage("{}")
 func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	if bridgeable(msg.Method) { // tools/call, prompts/get, resources/read
 		if rerr := g.authorize(ctx, c, msg); rerr != nil {
+			g.recordDenied(c, msg, rerr)
 			return nil, rerr
 		}
 	}

@@ -764,3 +764,16 @@ func withMeta(body string) string {
 	}
 	return strings.TrimSuffix(body, "}") + `,"params":{` + meta + `}}`
 }
+
+func TestCallRecordAccessDenied(t *testing.T) {
+	h := newHarness(t, accessConfig(), nil, nil)
+	alice := h.connect(t, "main", keyAlice, "2025-11-25")
+	if _, err := alice.CallTool(testCtx(t), &mcp.CallToolParams{Name: "beta__whoami"}); err == nil {
+		t.Fatal("alice called beta__whoami, which her rules refuse")
+	}
+	r := nextRecord(t, h, "tools/call")
+	if r.GetOutcome() != metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN || r.GetTarget() != "beta__whoami" || r.GetPrincipal() != "alice" ||
+		r.GetErrorCode() != codeForbidden || !strings.Contains(r.GetError(), "not allowed") {
+		t.Errorf("record of a call the access rules refused = %v", r)
+	}
+}

@@ -37,6 +37,9 @@ const (
 
 // failureOutcome classifies a call's error.
 func failureOutcome(rerr *rpc.Error) metamcpv1.CallOutcome {
+	if rerr.Code == codeForbidden {
+		return metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN
+	}
 	if rerr.Code == codeServerError {
 		switch m := rerr.Message; {
 		case strings.Contains(m, msgNoAnswerInTime):
@@ -60,6 +63,25 @@ func (g *Gateway) auditCall(ctx context.Context, c *call, method string, m *snap
 			c.payload = args
 		}
 	}
+}
+
+// recordDenied records a call the endpoint's access rules refused.
+func (g *Gateway) recordDenied(c *call, msg *rpc.Message, rerr *rpc.Error) {
+	if g.opts.Calls == nil {
+		return
+	}
+	key := "name"
+	if msg.Method == "resources/read" {
+		key = "uri"
+	}
+	target, _ := c.params.str(msg.Params, key)
+	if msg.Method == "tools/call" {
+		// authorize learned the tool's annotations, when it could.
+		if h, ok := g.routes.get(c.t).toolHint(target); ok {
+			c.hints = h
+		}
+	}
+	g.record(c, msg.Method, target, "", time.Now(), nil, rerr)
 }
 
 // toolHints returns what a tool's annotations say, as its upstream listed it
