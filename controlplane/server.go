@@ -66,6 +66,9 @@ type Options struct {
 	// RateLimits reaches the data planes' rate-limit buckets, for
 	// `mmctl ratelimit status` and `reset` (unavailable when its Store is nil).
 	RateLimits admin.RateLimits
+	// Metrics, when set, count admin calls, sync streams and snapshot
+	// pushes (see NewMetrics).
+	Metrics *Metrics
 }
 
 // Server is the control plane's gRPC server.
@@ -108,11 +111,18 @@ func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 	}
 	s.admin.SetRateLimits(opts.RateLimits)
 
+	unary := []grpc.UnaryServerInterceptor{s.authn.UnaryInterceptor(), s.logUnary}
+	streams := []grpc.StreamServerInterceptor{s.authn.StreamInterceptor(), s.logStream}
+	if m := opts.Metrics; m != nil {
+		// First in the chain: refused calls count too.
+		unary = append([]grpc.UnaryServerInterceptor{m.unary}, unary...)
+		streams = append([]grpc.StreamServerInterceptor{m.stream}, streams...)
+	}
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
-		grpc.ChainUnaryInterceptor(s.authn.UnaryInterceptor(), s.logUnary),
-		grpc.ChainStreamInterceptor(s.authn.StreamInterceptor(), s.logStream),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(streams...),
 		// Data planes keep sync streams open for days and ping to keep
 		// idle links (and the load balancers on them) alive.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -130,6 +140,7 @@ func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 		Logger:      logger.With("component", "sync"),
 		Reauthorize: s.authn.ReauthorizeAt,
 		OnRecords:   s.admin.CallRecordsStored,
+		Observer:    observer(opts.Metrics),
 	})
 	s.admin.SetListedTools(s.sync)
 	s.st = st
@@ -381,4 +392,12 @@ func (s *Server) logCall(ctx context.Context, method string, start time.Time, er
 		level = slog.LevelDebug
 	}
 	s.log.LogAttrs(ctx, level, "grpc call", attrs...)
+}
+
+// observer is m as a syncserver.Observer, nil when m is.
+func observer(m *Metrics) syncserver.Observer {
+	if m == nil {
+		return nil
+	}
+	return m
 }

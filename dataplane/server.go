@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/redisconn"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/dataplane/telemetry"
 	"github.com/metamcp/metamcp/dataplane/toolreport"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/gcra"
@@ -74,8 +76,11 @@ type Options struct {
 	PublicURL             string
 	AuthFailuresPerMinute int
 	// Audit says where call records wait for the control plane.
-	Audit  AuditOptions
-	Logger *slog.Logger
+	Audit AuditOptions
+	// Telemetry says what the data plane tells its operators: metrics,
+	// the access log.
+	Telemetry TelemetryOptions
+	Logger    *slog.Logger
 }
 
 // AuditOptions configure the call-record spool.
@@ -97,6 +102,20 @@ type RateLimitOptions struct {
 	// Store, when set, is where buckets are counted instead of Redis (the
 	// in-process store `metamcp dev` shares with its control plane).
 	Store gcra.Store
+}
+
+// TelemetryOptions configure the data plane's metrics and access log.
+type TelemetryOptions struct {
+	// Metrics turns the Prometheus metrics on (Server.Metrics).
+	Metrics bool
+	// MetricsOnClientPort serves them at /metrics on the client port too.
+	MetricsOnClientPort bool
+	// MaxToolLabels caps the distinct tool label values
+	// (telemetry.DefaultMaxTools when 0).
+	MaxToolLabels int
+	// AccessLog says which requests AccessLogger records.
+	AccessLog    telemetry.AccessLog
+	AccessLogger *slog.Logger
 }
 
 // What serves the data plane's client port (Options.HTTPServer).
@@ -149,6 +168,7 @@ type Server struct {
 	tmpSpool     string // removed at the end of Serve when set
 	limiter      *ratelimit.Limiter
 	limiterRedis redis.UniversalClient // the limiter's own client; nil without Redis
+	metrics *telemetry.Metrics // nil when off
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -228,6 +248,12 @@ func New(opts Options) (*Server, error) {
 			return out
 		}
 	}
+	// The metrics are made below, once what they read exists; snapshots
+	// are applied only once Serve runs.
+	var metrics *telemetry.Metrics
+	if opts.Telemetry.Metrics && syncOpts.Applied == nil {
+		syncOpts.Applied = func(a *metamcpv1.Ack) { metrics.Applied(a) }
+	}
 	client, err := syncclient.New(cache, syncOpts)
 	var (
 		trail     *audit.Trail
@@ -270,14 +296,56 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, tools: tools, mux: http.NewServeMux(),
 		bus: bus, redis: rdb, redisBus: redisBus, trail: trail, calls: calls, trailConn: trailConn, tmpSpool: tmpSpool,
 		limiter: limiter, limiterRedis: limiterRedis}
+	if opts.Telemetry.Metrics {
+		metrics = s.newMetrics()
+		s.metrics = metrics
+	}
 	gw.Register(s.mux)
-	s.handler = gw.Routes(s.mux)
+	tel := telemetry.New(telemetry.Options{Metrics: metrics, AccessLog: opts.Telemetry.AccessLog, Logger: opts.Telemetry.AccessLogger})
+	s.handler = tel.Wrap(gw.Routes(s.mux))
+	if metrics != nil && opts.Telemetry.MetricsOnClientPort {
+		s.mux.Handle("GET /metrics", MetricsHandler(metrics))
+	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	return s, nil
+}
+
+// newMetrics makes the data plane's metrics.
+func (s *Server) newMetrics() *telemetry.Metrics {
+	src := telemetry.Sources{
+		Upstreams:      s.pool.Status,
+		ClientSessions: s.gw.Sessions,
+		Revision:       func() int64 { rev, _ := s.cache.Revision(); return rev },
+		SyncConnected:  s.sync.Connected,
+		Audit: func() telemetry.AuditStats {
+			a := s.trail.Stats()
+			return telemetry.AuditStats{Pending: a.Pending, SpoolBytes: a.SpoolBytes, Dropped: a.Dropped, Sent: a.Sent, Connected: a.Connected}
+		},
+	}
+	if s.redisBus != nil {
+		src.Redis = s.redisBus.Err
+	}
+	if s.limiter != nil {
+		src.RateLimit = func() telemetry.RateLimitStats {
+			r := s.limiter.Stats()
+			return telemetry.RateLimitStats{Checks: r.Checks, Refused: r.Refused, ShadowRefused: r.ShadowRefused, Unavailable: r.Unavailable,
+				Local: r.Local, Failures: r.Failures, Healthy: s.limiter.Healthy(), LiveDataPlanes: s.limiter.LiveDataPlanes()}
+		}
+	}
+	return telemetry.NewMetrics(src, s.opts.Telemetry.MaxToolLabels)
+}
+
+// Metrics returns the data plane's metrics (nil when off), for a
+// separate metrics listener.
+func (s *Server) Metrics() *telemetry.Metrics { return s.metrics }
+
+// MetricsHandler serves m in Prometheus' formats.
+func MetricsHandler(m *telemetry.Metrics) http.Handler {
+	return promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{})
 }
 
 // ToolReport is where the gateway records the tool lists it serves, for

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
@@ -53,6 +54,7 @@ type controlPlaneFlags struct {
 	auditRetention time.Duration
 	redisURL       string
 	redisPrefix    string
+	metricsListen  string
 }
 
 func newControlPlaneCommand(lf *logFlags) *cobra.Command {
@@ -95,6 +97,7 @@ Several control planes may run against one database.`,
 	fl.StringVar(&f.secretKeyFile, "secret-key-file", "", "file holding the key that encrypts secrets at rest (alternative: set "+envSecretKey+")")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serve TLS when set, with --tls-key")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address serving Prometheus metrics at /metrics over HTTP, e.g. 0.0.0.0:9091 (default: off; the gRPC port serves no HTTP)")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file (PEM) to require and verify client certificates (mutual TLS)")
 	f.auditRetention = defaultAuditRetention
 	fl.Var(daysDuration{&f.auditRetention}, "audit-retention", "how long call records (the audit trail) are kept, in days (90d) or as a duration (36h); older ones are deleted periodically; 0 keeps them forever")
@@ -170,6 +173,16 @@ func runControlPlane(ctx context.Context, logger *slog.Logger, f *controlPlaneFl
 		defer rdb.Close()
 		limits = admin.RateLimits{Store: gcra.NewRedis(rdb), Prefix: f.redisPrefix, Backend: "redis"}
 	}
+	var metrics *controlplane.Metrics
+	if f.metricsListen != "" {
+		metrics = controlplane.NewMetrics()
+		var lc net.ListenConfig
+		stop, err := serveMetrics(ctx, &lc, f.metricsListen, promhttp.HandlerFor(metrics.Registry(), promhttp.HandlerOpts{}), logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	return serveControlPlane(ctx, logger, st, sealer, controlplane.Options{
 		Listen:         f.listen,
 		TLSCertFile:    f.tlsCert,
@@ -179,6 +192,7 @@ func runControlPlane(ctx context.Context, logger *slog.Logger, f *controlPlaneFl
 		Logger:         logger,
 		AuditRetention: f.auditRetention,
 		RateLimits:     limits,
+		Metrics:        metrics,
 	}, nil)
 }
 

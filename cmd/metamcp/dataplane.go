@@ -58,6 +58,9 @@ type dataPlaneFlags struct {
 	authFailures   int
 	auditSpoolDir  string
 	auditSpoolMiB  int
+
+	metricsListen string
+	accessLog     string
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -112,7 +115,7 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDataPlane(ctx, logger, f)
+			return runDataPlane(ctx, logger, lf, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -138,6 +141,8 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.IntVar(&f.authFailures, "auth-failures-per-minute", gateway.DefaultAuthFailuresPerMinute, "failed authentications one client address may make per minute (and at once) before it gets 429 for a while; -1 turns the throttle off")
 	fl.StringVar(&f.auditSpoolDir, "audit-spool-dir", "", "where call records wait until the control plane has stored them; they survive a restart (default: audit-spool beside --cache-file)")
 	fl.IntVar(&f.auditSpoolMiB, "audit-spool-max", 256, "MiB the audit spool may take on disk; beyond it the oldest records are dropped (and counted in /readyz and the control plane's log)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address serving Prometheus metrics at /metrics, e.g. 0.0.0.0:9090; empty: /metrics on the --listen port; \"off\": no metrics")
+	fl.StringVar(&f.accessLog, "access-log", "off", "access log of MCP requests, one line each in the --log-format: off, on, or errors (only requests that failed)")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
@@ -164,7 +169,7 @@ func loadSyncToken(envValue, file string) (string, error) {
 	return "", usageError{fmt.Errorf("no sync token: create one with `mmctl create token NAME --scope sync` and set %s or --sync-token-file", envSyncToken)}
 }
 
-func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) error {
+func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dataPlaneFlags) error {
 	token, err := loadSyncToken(os.Getenv(envSyncToken), f.syncTokenFile)
 	if err != nil {
 		return err
@@ -211,6 +216,11 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		lis.Close()
 		return err
 	}
+	tel, err := lf.telemetry(f.metricsListen, f.accessLog)
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	srv, err := dataplane.New(dataplane.Options{
 		Sync: syncclient.Options{
 			Addr:       f.controlPlane,
@@ -238,10 +248,19 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, f *dataPlaneFlags) e
 		TrustedProxies:        proxies,
 		PublicURL:             publicURL,
 		AuthFailuresPerMinute: f.authFailures,
+		Telemetry:             tel,
 	})
 	if err != nil {
 		lis.Close()
 		return err
+	}
+	if m := srv.Metrics(); m != nil && !tel.MetricsOnClientPort {
+		stop, err := serveMetrics(ctx, &lc, f.metricsListen, dataplane.MetricsHandler(m), logger)
+		if err != nil {
+			lis.Close()
+			return err
+		}
+		defer stop()
 	}
 	logger.Info("starting data plane", "version", version.String(), "node", node, "control_plane", f.controlPlane, "cache_file", cacheFile)
 	return srv.Serve(ctx, lis)

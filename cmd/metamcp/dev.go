@@ -192,6 +192,8 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 		// store the control plane reads for mmctl ratelimit.
 		RateLimit: dataplane.RateLimitOptions{Store: limits},
 		Logger:    logger.With("plane", "data"),
+		// The data plane's metrics, at /metrics on its port.
+		Telemetry: dataplane.TelemetryOptions{Metrics: true, MetricsOnClientPort: true},
 	})
 	if err != nil {
 		return stop(fmt.Errorf("data plane: %w", err))

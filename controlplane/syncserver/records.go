@@ -73,7 +73,11 @@ func (s *Server) storeRecords(ctx context.Context, node string, recs []*metamcpv
 	deadline := time.Now().Add(storeRetry)
 	wait := 100 * time.Millisecond
 	for {
+		start := time.Now()
 		_, err := s.st.AppendCallRecords(ctx, recs)
+		if o := s.opts.Observer; o != nil {
+			o.Stored(len(recs), time.Since(start), err)
+		}
 		if err == nil {
 			if s.opts.OnRecords != nil {
 				s.opts.OnRecords()

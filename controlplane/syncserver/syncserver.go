@@ -56,6 +56,22 @@ type Options struct {
 	MaxCallRecords int
 	// OnRecords is called after call records were stored (to wake followers).
 	OnRecords func()
+	// Observer, when set, learns what the streams do (for metrics).
+	Observer Observer
+}
+
+// Observer learns what the sync streams do. Its methods must be quick.
+type Observer interface {
+	// Streams is called with +1 when a data plane's stream opens, -1 when it ends.
+	Streams(delta int)
+	// Acked is called for each ACK (nack false) or NACK (nack true), with
+	// the time since the snapshot was built.
+	Acked(nack bool, sinceBuild time.Duration)
+	// Built is called after each snapshot build, with its duration.
+	Built(d time.Duration, err error)
+	// Stored is called after each attempt to store a batch of n call
+	// records, with its duration.
+	Stored(n int, d time.Duration, err error)
 }
 
 // Server implements metamcpv1.SyncServiceServer. Run must be running for
@@ -183,7 +199,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 // rebuild builds the snapshot of the newest revision and publishes it.
 func (s *Server) rebuild(ctx context.Context) error {
+	start := time.Now()
 	snap, err := Build(ctx, s.src)
+	if o := s.opts.Observer; o != nil {
+		o.Built(time.Since(start), err)
+	}
 	if err != nil {
 		return err
 	}
@@ -243,6 +263,8 @@ type stream struct {
 	nonce    string
 	sentRev  int64
 	sentHash string
+	// sentBuilt is when the snapshot sent was built (push latency).
+	sentBuilt time.Time
 	// The newest revision this data plane refused.
 	nackedRev int64
 	// The store of the snapshot awaiting an ACK.
@@ -303,6 +325,10 @@ func (s *Server) Sync(gs grpc.BidiStreamingServer[metamcpv1.SyncRequest, metamcp
 	s.joinFleet(1)
 	defer s.joinFleet(-1)
 	s.registry.write(ctx, st.dp)
+	if o := s.opts.Observer; o != nil {
+		o.Streams(1)
+		defer o.Streams(-1)
+	}
 	defer func() {
 		st.dp.Connected = false
 		st.dp.LastSeen = timestamppb.Now()
@@ -457,6 +483,7 @@ func (st *stream) maybeSend(ctx context.Context, snap *metamcpv1.Snapshot) error
 		return nil //nolint:nilerr // the stream is gone; Recv reports it
 	}
 	st.nonce, st.sentRev, st.sentHash, st.sentStore = nonce, rev, hash, snap.GetStoreId()
+	st.sentBuilt = snap.GetBuildTime().AsTime()
 	st.log.Debug("snapshot sent", "revision", rev, "nonce", nonce)
 	return nil
 }
@@ -472,6 +499,9 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 		}
 		st.nonce = ""
 		st.dp.LastSeen = now
+		if o := st.srv.opts.Observer; o != nil {
+			o.Acked(ack.GetError() != "", time.Since(st.sentBuilt))
+		}
 		if ack.GetError() != "" {
 			st.nackedRev = st.sentRev
 			st.dp.LastError = ack.GetError()

@@ -67,6 +67,9 @@ func benchGateway(b *testing.B) (http.Handler, *Gateway) {
 
 func benchToolsCall(b *testing.B, headers map[string]string, caps string) {
 	handler, _ := benchGateway(b)
+	if benchWrap != nil {
+		handler = benchWrap(handler)
+	}
 	body := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"progressToken":7}}}`)
 	if headers[headerProtocolVersion] != "" {
 		// What a go-sdk client sends at 2026-07-28: the per-request _meta keys.

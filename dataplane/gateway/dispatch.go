@@ -13,6 +13,7 @@ import (
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/telemetry"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/identity"
 	"github.com/metamcp/metamcp/pkg/snapshot"
@@ -55,6 +56,8 @@ type call struct {
 	// the shadow policies that would have (ratelimit.go).
 	rateLimited  bool
 	shadowLimits []string
+	// obs is what the data plane's telemetry knows of the request (nil without).
+	obs *telemetry.Request
 }
 
 var emptyObject = json.RawMessage("{}")

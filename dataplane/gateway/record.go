@@ -147,6 +147,7 @@ func toolHintsOf(tool json.RawMessage) uint8 {
 // record hands a call's record to the audit trail without blocking.
 func (g *Gateway) record(c *call, method, targetName, server string, start time.Time, res json.RawMessage, rerr *rpc.Error) {
 	if g.opts.Calls == nil {
+		c.obs.Call(targetName, server, callOutcome(c, method, res, rerr))
 		return
 	}
 	d := time.Since(start)
@@ -203,6 +204,7 @@ func (g *Gateway) record(c *call, method, targetName, server string, start time.
 	if a := c.t.ep.Endpoint.GetAudit(); a != nil && (a.GetCaptureArguments() || a.GetCaptureResults()) {
 		capturePayloads(rec, a, c.payload, res)
 	}
+	c.obs.Call(targetName, server, rec.Outcome)
 	g.send(rec)
 }
 

@@ -222,6 +222,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who 
 	// One allocation for the call, its relay and its response stream.
 	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, who: who, clientIP: g.clientIP(r), reqBytes: size, trace: headerValue(r.Header, headerTraceparent)}, msg, nil)
 	c := &pc.call
+	c.obs = observe(w, c, msg)
 	if msg.Method == "initialize" && !standardHeadersRequired(r) {
 		g.initialize(w, r, c, msg)
 		return

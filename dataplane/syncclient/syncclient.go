@@ -76,6 +76,9 @@ type Options struct {
 	// Collisions returns the name collisions the data plane's lists found;
 	// may be nil.
 	Collisions func() []*metamcpv1.NameCollision
+	// Applied, when set, learns of each snapshot applied or refused, by
+	// the Ack sent for it (for metrics).
+	Applied func(*metamcpv1.Ack)
 	// Calls delivers call records to send to the control plane; may be nil.
 	Calls <-chan *metamcpv1.CallRecord
 	// Fleet, when set, gets what the control plane says of the data planes
@@ -336,6 +339,9 @@ func (c *Client) apply(snap *metamcpv1.Snapshot) *metamcpv1.Ack {
 		c.log.Warn("applied snapshot without the servers this data plane may not run", args...)
 	default:
 		c.log.Info("applied snapshot", "revision", rev, "hash", short(snap.GetHash()))
+	}
+	if c.opts.Applied != nil {
+		c.opts.Applied(ack)
 	}
 	return ack
 }
