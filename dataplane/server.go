@@ -168,7 +168,7 @@ type Server struct {
 	tmpSpool     string // removed at the end of Serve when set
 	limiter      *ratelimit.Limiter
 	limiterRedis redis.UniversalClient // the limiter's own client; nil without Redis
-	metrics *telemetry.Metrics // nil when off
+	metrics      *telemetry.Metrics    // nil when off
 
 	mu   sync.Mutex
 	addr net.Addr
