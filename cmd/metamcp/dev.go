@@ -65,6 +65,7 @@ type devFlags struct {
 	dataDir        string
 	listen         string
 	httpListen     string
+	allowedHosts   []string
 	auditRetention time.Duration
 }
 
@@ -102,6 +103,7 @@ directory. That is fine for a laptop and wrong for a shared machine: use
 	fl.StringVar(&f.dataDir, "data-dir", ".metamcp", "directory for the store, the secret key and the tokens (created 0700)")
 	fl.StringVar(&f.listen, "listen", defaultControlPlaneListen, "address of the control plane's gRPC API; port 0 picks a free port")
 	fl.StringVar(&f.httpListen, "http-listen", dataplane.DefaultListen, "address of the data plane's HTTP server for MCP clients; port 0 picks a free port")
+	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach the data plane, comma separated; \"*\" allows any (default: loopback names and the --http-listen host; protects against DNS rebinding)")
 	f.auditRetention = defaultAuditRetention
 	fl.Var(daysDuration{&f.auditRetention}, "audit-retention", "how long call records (the audit trail) are kept, in days (90d) or as a duration (36h); 0 keeps them forever")
 	return cmd
@@ -187,7 +189,8 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 			Version:  version.String(),
 			Address:  httpLis.Addr().String(),
 		},
-		CacheFile: filepath.Join(dir, devSnapshotFile),
+		CacheFile:    filepath.Join(dir, devSnapshotFile),
+		AllowedHosts: allowedHosts(f.allowedHosts, httpLis.Addr().String(), f.httpListen),
 		// No Redis: the data plane counts rate limits in process, in the
 		// store the control plane reads for mmctl ratelimit.
 		RateLimit: dataplane.RateLimitOptions{Store: limits},

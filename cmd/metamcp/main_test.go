@@ -619,7 +619,7 @@ func TestDev(t *testing.T) {
 	}
 
 	// Second run: same token, key and state; nothing seeded again.
-	p2 := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
+	p2 := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--allowed-hosts", "mcp.dev.test")
 	addr2 := p2.waitListening(t)
 	b2 := p2.waitBanner(t)
 	if b2.token != b.token || b2.apiKey != b.apiKey {
@@ -630,6 +630,22 @@ func TestDev(t *testing.T) {
 	}
 	checkReadyz(t, b2.url)
 	checkMCPEndpoint(t, b2.url, b2.apiKey)
+	// --allowed-hosts: a name behind a proxy is let in, others still not.
+	for host, want := range map[string]bool{"mcp.dev.test": true, "evil.test": false} {
+		req, _ := http.NewRequest(http.MethodPost, b2.url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+b2.apiKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if allowed := resp.StatusCode != http.StatusForbidden; allowed != want {
+			t.Errorf("Host %s with --allowed-hosts mcp.dev.test: %s", host, resp.Status)
+		}
+	}
 	client2 := adminClient(t, addr2)
 	ctx2 := withToken(t, b.token)
 	got, err := client2.GetServer(ctx2, &metamcpv1.GetServerRequest{Name: "files"})

@@ -295,6 +295,14 @@ func (r *relay) untrack(slot int) {
 	}
 }
 
+// wasCancelled reports whether the client cancelled the call: it then gets
+// no response (the specification says so).
+func (r *relay) wasCancelled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cancelled
+}
+
 // cancel cancels the call's upstream calls, now and to come.
 func (r *relay) cancel() {
 	r.mu.Lock()

@@ -193,6 +193,9 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 			g.removeInflight(&pc.relay)
 		}
 		pc.relay.finish()
+		if pc.relay.wasCancelled() {
+			return // a cancelled request gets no response
+		}
 		s.send(g.responseBytes(msg.ID, result, rerr, false))
 	}()
 }
@@ -221,6 +224,9 @@ func (g *Gateway) serveMessageRemote(w http.ResponseWriter, c call, info *Sessio
 		result, rerr := g.dispatch(pc.context(g.ctx), &pc.call, msg)
 		g.removeInflight(&pc.relay)
 		pc.relay.finish()
+		if pc.relay.wasCancelled() {
+			return // a cancelled request gets no response
+		}
 		if !g.sendToSession(g.ctx, sid, g.responseBytes(msg.ID, result, rerr, false)) {
 			g.log.Debug("the answer to an SSE session's request found no stream", "method", msg.Method)
 		}

@@ -265,6 +265,15 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who 
 	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
 	g.removeInflight(&pc.relay)
 	pc.relay.finish()
+	if pc.relay.wasCancelled() {
+		// No response to a cancelled request: the POST ends as an event
+		// stream without one.
+		if !pc.out.Finish(nil) {
+			w.Header()["Content-Type"] = []string{"text/event-stream"}
+			w.WriteHeader(http.StatusOK)
+		}
+		return
+	}
 	g.finishResponse(w, &pc.out, msg.ID, result, rerr, false)
 }
 

@@ -1,9 +1,13 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,6 +95,7 @@ type countingTransport struct {
 	ttl   string // the result's ttlMs member, "" for none
 	fin   chan struct{}
 	block chan struct{} // when set, tools/list waits for it
+	sent  chan []byte   // when set, receives what the session sends
 }
 
 func (c *countingTransport) roundTrip(ctx context.Context, id int64, body []byte) (*rpc.Message, error) {
@@ -105,7 +110,12 @@ func (c *countingTransport) roundTrip(ctx context.Context, id int64, body []byte
 	res := `{"tools":[{"name":"t","inputSchema":{"type":"object"}}]` + c.ttl + `}`
 	return &rpc.Message{ID: json.RawMessage(`1`), Result: json.RawMessage(res)}, nil
 }
-func (c *countingTransport) send(context.Context, []byte) error { return nil }
+func (c *countingTransport) send(_ context.Context, b []byte) error {
+	if c.sent != nil {
+		c.sent <- append([]byte(nil), b...)
+	}
+	return nil
+}
 func (c *countingTransport) close()                             {}
 func (c *countingTransport) done() <-chan struct{}              { return c.fin }
 func (c *countingTransport) err() error                         { return nil }
@@ -213,4 +223,43 @@ func TestListMaxAge(t *testing.T) {
 			t.Fatalf("%d requests for concurrent lists, want 1", n)
 		}
 	})
+}
+
+// TestRefusedRequestLogged: a server-to-client request the gateway refuses
+// is logged at debug level with the reason.
+func TestRefusedRequestLogged(t *testing.T) {
+	var logs syncBuffer
+	ct := &countingTransport{sent: make(chan []byte, 1), fin: make(chan struct{})}
+	s := newSession("r", "", &metamcpv1.Server{Name: "r"}, &PoolOptions{}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	s.t = ct
+	t.Cleanup(s.close)
+	s.onMessage(nil, &rpc.Message{ID: json.RawMessage(`9`), Method: "sampling/createMessage", Params: json.RawMessage(`{}`)})
+	select {
+	case b := <-ct.sent:
+		if !bytes.Contains(b, []byte(`"error"`)) {
+			t.Fatalf("the upstream got %s, want an error", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the upstream's request")
+	}
+	if got := logs.String(); !strings.Contains(got, "refused a server-to-client request") || !strings.Contains(got, "sampling/createMessage") || !strings.Contains(got, "belongs to no client call") {
+		t.Errorf("log %q lacks the refusal and its reason", got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -531,6 +531,9 @@ func (s *session) answer(c Caller, m *rpc.Message) {
 			reply.Result = res
 		}
 	}
+	if reply.Error != nil {
+		s.log.Debug("refused a server-to-client request", "method", m.Method, "code", reply.Error.Code, "reason", reply.Error.Message)
+	}
 	ctx, cancel := context.WithTimeout(s.life, 10*time.Second)
 	defer cancel()
 	if err := s.t.send(ctx, rpc.AppendMessage(nil, reply)); err != nil {

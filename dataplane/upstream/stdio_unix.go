@@ -9,9 +9,11 @@ import (
 )
 
 // newProcessGroup makes cmd's process the leader of a new process group, so
-// that stopping it stops the children it started too.
+// that stopping it stops the children it started too, and (Linux) has it
+// signalled when the data plane dies.
 func newProcessGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	parentDeath(cmd.SysProcAttr)
 }
 
 // terminateGroup asks p's process group to stop (SIGTERM).
