@@ -116,10 +116,10 @@ func (c *countingTransport) send(_ context.Context, b []byte) error {
 	}
 	return nil
 }
-func (c *countingTransport) close()                             {}
-func (c *countingTransport) done() <-chan struct{}              { return c.fin }
-func (c *countingTransport) err() error                         { return nil }
-func (c *countingTransport) processes() int                     { return 0 }
+func (c *countingTransport) close()                {}
+func (c *countingTransport) done() <-chan struct{} { return c.fin }
+func (c *countingTransport) err() error            { return nil }
+func (c *countingTransport) processes() int        { return 0 }
 
 func countingSession(t *testing.T, cfg *metamcpv1.Server, caps string, ct *countingTransport) *session {
 	ct.fin = make(chan struct{})
