@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -59,8 +60,13 @@ type Options struct {
 	// ListWait bounds how long initialize and list operations wait for one
 	// upstream (gateway.DefaultListWait when zero).
 	ListWait time.Duration
-	// ShutdownTimeout bounds the graceful HTTP stop (10s).
+	// ShutdownTimeout bounds the graceful HTTP stop (10s): how long calls
+	// in flight may run on once the listener is closed.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long the data plane keeps serving, with /readyz
+	// answering 503, between the stop signal and closing its listener, so
+	// that load balancers stop sending it requests first (0: none).
+	DrainDelay time.Duration
 	// HTTPServer picks what serves the client port: HTTPServerLean (the
 	// default when "") or HTTPServerStd, net/http alone.
 	HTTPServer string
@@ -169,6 +175,8 @@ type Server struct {
 	limiter      *ratelimit.Limiter
 	limiterRedis redis.UniversalClient // the limiter's own client; nil without Redis
 	metrics      *telemetry.Metrics    // nil when off
+	// draining is set once Serve's context is done: /readyz answers 503.
+	draining atomic.Bool
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -455,6 +463,11 @@ func (s *Server) Addr() net.Addr {
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: shutting down (draining the calls in flight)\n"))
+		return
+	}
 	rev, _ := s.cache.Revision()
 	if !s.cache.Ready() {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -597,6 +610,22 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	case err := <-serveErr:
 		return fmt.Errorf("serve HTTP on %s: %w", lis.Addr(), err)
 	case <-ctx.Done():
+	}
+	// Draining: readiness fails first, so that load balancers stop sending
+	// requests here while the listener still takes them; then the listener
+	// closes, the SSE and GET streams end (their clients reconnect to
+	// another replica), calls in flight run on up to ShutdownTimeout, and
+	// only then do the upstreams stop (Serve's deferred calls).
+	s.draining.Store(true)
+	s.log.Info("draining: /readyz answers 503", "delay", s.opts.DrainDelay, "timeout", s.opts.ShutdownTimeout)
+	if s.opts.DrainDelay > 0 {
+		t := time.NewTimer(s.opts.DrainDelay)
+		select {
+		case <-t.C:
+		case err := <-serveErr:
+			t.Stop()
+			return fmt.Errorf("serve HTTP on %s: %w", lis.Addr(), err)
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
 	defer cancel()

@@ -61,6 +61,8 @@ type dataPlaneFlags struct {
 
 	metricsListen string
 	accessLog     string
+	drainDelay    time.Duration
+	drainTimeout  time.Duration
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -142,6 +144,8 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.StringVar(&f.auditSpoolDir, "audit-spool-dir", "", "where call records wait until the control plane has stored them; they survive a restart (default: audit-spool beside --cache-file)")
 	fl.IntVar(&f.auditSpoolMiB, "audit-spool-max", 256, "MiB the audit spool may take on disk; beyond it the oldest records are dropped (and counted in /readyz and the control plane's log)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address serving Prometheus metrics at /metrics, e.g. 0.0.0.0:9090; empty: /metrics on the --listen port; \"off\": no metrics")
+	fl.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, how long to keep serving with /readyz answering 503 before closing the listener, so that load balancers stop sending requests first (e.g. 5s on Kubernetes)")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long calls in flight may run on once the listener is closed; past it they are cut")
 	fl.StringVar(&f.accessLog, "access-log", "off", "access log of MCP requests, one line each in the --log-format: off, on, or errors (only requests that failed)")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
@@ -216,6 +220,10 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 		lis.Close()
 		return err
 	}
+	if f.drainDelay < 0 || f.drainTimeout <= 0 {
+		lis.Close()
+		return usageError{fmt.Errorf("--drain-delay %v, --drain-timeout %v: want a delay of 0 or more and a timeout above 0", f.drainDelay, f.drainTimeout)}
+	}
 	tel, err := lf.telemetry(f.metricsListen, f.accessLog)
 	if err != nil {
 		lis.Close()
@@ -249,6 +257,8 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 		PublicURL:             publicURL,
 		AuthFailuresPerMinute: f.authFailures,
 		Telemetry:             tel,
+		DrainDelay:            f.drainDelay,
+		ShutdownTimeout:       f.drainTimeout,
 	})
 	if err != nil {
 		lis.Close()
