@@ -101,7 +101,8 @@ type Server struct {
 	// fleet counts the data planes streaming from this control plane.
 	fleetMu      sync.Mutex
 	live         int
-	fleetChanged chan struct{} // closed when live changes
+	registryLive int           // connected data planes the registry saw lately
+	fleetChanged chan struct{} // closed when live or registryLive changes
 }
 
 // New returns a Server reading config from src and recording data planes and
@@ -168,6 +169,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.registry.run(ctx)
 	}()
 	defer func() { <-regDone }()
+	fleetDone := make(chan struct{})
+	go func() {
+		defer close(fleetDone)
+		s.watchFleet(ctx)
+	}()
+	defer func() { <-fleetDone }()
 	watch := s.st.Watch(ctx)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -659,11 +666,51 @@ func (s *Server) joinFleet(d int) {
 	s.fleetChanged = make(chan struct{})
 }
 
-// fleet returns the number of data planes streaming from this control plane
-// and a channel closed when it changes. Rate-limit policies in local mode
-// share their rate among them while Redis is away.
+// fleet returns the number of live data planes and a channel closed when it
+// changes: those streaming from this control plane, or, when more, those the
+// registry saw lately (other control-plane replicas serve them). Rate-limit
+// policies in local mode share their rate among them while Redis is away.
 func (s *Server) fleet() (int, <-chan struct{}) {
 	s.fleetMu.Lock()
 	defer s.fleetMu.Unlock()
-	return s.live, s.fleetChanged
+	return max(s.live, s.registryLive), s.fleetChanged
+}
+
+// Registry polling for the fleet count.
+const (
+	fleetPoll = 5 * time.Second
+	// A data plane reports every 5s: one not seen for fleetStale is gone.
+	fleetStale = 20 * time.Second
+)
+
+// watchFleet counts, every fleetPoll until ctx is done, the data planes the
+// registry says are connected and were seen lately, through any
+// control-plane replica.
+func (s *Server) watchFleet(ctx context.Context) {
+	t := time.NewTicker(fleetPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		dps, err := s.st.ListDataPlanes(ctx)
+		if err != nil {
+			continue
+		}
+		n := 0
+		for _, dp := range dps {
+			if dp.GetConnected() && time.Since(dp.GetLastSeen().AsTime()) < fleetStale {
+				n++
+			}
+		}
+		s.fleetMu.Lock()
+		if n != s.registryLive {
+			s.registryLive = n
+			close(s.fleetChanged)
+			s.fleetChanged = make(chan struct{})
+		}
+		s.fleetMu.Unlock()
+	}
 }
