@@ -277,8 +277,8 @@ func TestTimeout(t *testing.T) {
 // TestBreakerProbes: after the backoff one call probes Redis; a working
 // Redis closes the breaker and counting resumes there.
 func TestBreakerProbes(t *testing.T) {
-	real, _ := redisStore(t)
-	sw := &switchable{real: real}
+	store, _ := redisStore(t)
+	sw := &switchable{real: store}
 	sw.down.Store(true)
 	l := New(Options{Store: sw, Prefix: prefix(t), MinBackoff: 20 * time.Millisecond})
 	s := snap(t, policy("p", 1, 2))
