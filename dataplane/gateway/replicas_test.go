@@ -181,3 +181,30 @@ func TestSSEMessageOnOtherReplica(t *testing.T) {
 		t.Fatalf("answer on the stream: %s", data)
 	}
 }
+
+// TestSSEInitializeOnOtherReplica: a 2024-11-05 client's initialize that
+// reaches the replica without its stream (round robin) is carried to the
+// stream's replica, which updates the session and answers on the stream.
+func TestSSEInitializeOnOtherReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an mcpfixture process")
+	}
+	one, two := twoReplicas(t)
+	r, sid := openSSE(t, one.url("main", "sse"))
+	otherURL := two.url("main", "message") + "?sessionId=" + sid + "&api_key=" + keyAlice
+	if status, _, body := post(t, otherURL, `{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"rr","version":"1"}}}`, nil); status != 202 {
+		t.Fatalf("initialize on the other replica: %d %s", status, body)
+	}
+	if _, data := readEvent(t, r); !strings.Contains(data, `"id":"i"`) || !strings.Contains(data, `"protocolVersion":"2024-11-05"`) {
+		t.Fatalf("initialize's answer on the stream: %s", data)
+	}
+	if info, ok := one.gw.sessions.Open(sid); !ok || info.ProtocolVersion != "2024-11-05" {
+		t.Fatalf("session after initialize: %+v %v", info, ok)
+	}
+	if status, _, body := post(t, otherURL, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"web__echo","arguments":{"text":"via two"}}}`, nil); status != 202 {
+		t.Fatalf("post to the other replica: %d %s", status, body)
+	}
+	if _, data := readEvent(t, r); !strings.Contains(data, `"id":9`) || !strings.Contains(data, "via two") {
+		t.Fatalf("answer on the stream: %s", data)
+	}
+}

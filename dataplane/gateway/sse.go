@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/pkg/identity"
 )
 
 // sseStream is one open 2024-11-05 SSE stream: responses to the POSTs of its
@@ -78,6 +79,13 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		g.log.Warn("could not subscribe an SSE session's topic", "err", err)
 		bus = nil
+	}
+	// An initialize another replica received comes on its own topic.
+	if inits, err := g.bus.Subscribe(ctx, initTopic(sid)); err != nil {
+		g.log.Warn("could not subscribe an SSE session's initialize topic", "err", err)
+	} else {
+		s.wg.Add(1)
+		go g.serveInitializes(s, t, sid, inits)
 	}
 	removeStream := g.addLocalStream(sid, t.name, cancel)
 	defer func() {
@@ -178,9 +186,15 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
-	go func() {
-		defer s.wg.Done()
-		pc := &postCall{call: c}
+	go g.serveOnStream(s, c, sid, info, msg)
+}
+
+// serveOnStream serves a request of a 2024-11-05 session whose stream s is
+// on this replica, and sends the answer there. The caller has added it to
+// s.wg.
+func (g *Gateway) serveOnStream(s *sseStream, c call, sid string, info *SessionInfo, msg *rpc.Message) {
+	defer s.wg.Done()
+	pc := &postCall{call: c}
 		pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: s.ctx, sse: s}
 		pc.ctx = callerContext{caller: &pc.relay}
 		var result json.RawMessage
@@ -197,7 +211,50 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 			return // a cancelled request gets no response
 		}
 		s.send(g.responseBytes(msg.ID, result, rerr, false))
-	}()
+}
+
+// initTopic carries a 2024-11-05 session's initialize to the replica that
+// holds its SSE stream: initialize updates the session there, and its
+// answer goes out on the stream.
+func initTopic(sid string) string { return "mm/i/" + sid }
+
+// busInitialize is an initialize on its way to the stream's replica.
+type busInitialize struct {
+	Who      *identity.Principal `json:"who"`
+	ClientIP string              `json:"ip"`
+	Trace    string              `json:"trace,omitempty"`
+	Msg      json.RawMessage     `json:"msg"`
+}
+
+// serveInitializes serves the initializes of session sid that other
+// replicas received, until the stream ends.
+func (g *Gateway) serveInitializes(s *sseStream, t target, sid string, inits <-chan []byte) {
+	defer s.wg.Done()
+	for b := range inits {
+		var bi busInitialize
+		if json.Unmarshal(b, &bi) != nil {
+			continue
+		}
+		msg, err := rpc.Parse(bi.Msg)
+		if err != nil || msg.Method != "initialize" || !msg.IsRequest() {
+			continue
+		}
+		info, ok := g.sessions.Open(sid)
+		if !ok {
+			return
+		}
+		principal := ""
+		if bi.Who != nil {
+			principal = bi.Who.Name
+		}
+		if principal != info.Principal {
+			continue // not the session's caller: the sender checked, but trust no bus
+		}
+		c := call{t: t, principal: principal, who: bi.Who, clientID: sid, version: info.ProtocolVersion, clientIP: bi.ClientIP,
+			clientInfo: info.ClientInfo, session: info.ID, trace: bi.Trace}
+		s.wg.Add(1)
+		g.serveOnStream(s, c, sid, info, msg)
+	}
 }
 
 // serveMessageRemote serves a request of a 2024-11-05 session whose stream
@@ -205,7 +262,19 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 // call, go to the stream through the session's topic.
 func (g *Gateway) serveMessageRemote(w http.ResponseWriter, c call, info *SessionInfo, msg *rpc.Message) {
 	if msg.Method == "initialize" {
-		// initialize updates the session where its stream is.
+		// initialize updates the session where its stream is: it goes
+		// there, and is answered on the stream.
+		b, err := json.Marshal(busInitialize{Who: c.who, ClientIP: c.clientIP, Trace: c.trace, Msg: rpc.AppendMessage(nil, msg)})
+		if err == nil {
+			var n int
+			if n, err = g.bus.Publish(g.ctx, initTopic(c.clientID), b); err == nil && n > 0 {
+				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+		}
+		if err != nil {
+			g.log.Warn("could not pass an initialize to its session's stream", "err", err)
+		}
 		writeHTTPError(w, http.StatusNotFound, codeInvalidRequest, "session not found: its SSE stream ended; open a new one")
 		return
 	}

@@ -80,6 +80,23 @@ func TestTwoDataPlanesBehindNginx(t *testing.T) {
 	}
 	t.Logf("sealed session id: %d bytes", len(sid))
 
+	// A 2024-11-05 client: its initialize POST reaches, round robin, the
+	// replica that does not hold its SSE stream, and is carried there.
+	legacy, err := client.Connect(ctx, &mcp.SSEClientTransport{
+		Endpoint:   "http://" + ng.addr + "/metamcp/lb/sse",
+		HTTPClient: &http.Client{Transport: bearer{key: created.Key}},
+	}, nil)
+	if err != nil {
+		t.Fatalf("connect a 2024-11-05 client through nginx: %v\nnginx errors:\n%s", err, ng.errors())
+	}
+	for i := range 4 {
+		res, err := legacy.CallTool(ctx, &mcp.CallToolParams{Name: "web__echo", Arguments: map[string]any{"text": fmt.Sprint("legacy ", i)}})
+		if err != nil || res.IsError || !strings.HasPrefix(res.Content[0].(*mcp.TextContent).Text, "legacy ") {
+			t.Fatalf("2024-11-05 call %d through nginx: %+v %v", i, res, err)
+		}
+	}
+	_ = legacy.Close()
+
 	var killedAt int
 	for i := range nginxCalls {
 		if i == nginxCalls/2 {
