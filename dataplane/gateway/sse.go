@@ -195,22 +195,22 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serveOnStream(s *sseStream, c call, sid string, info *SessionInfo, msg *rpc.Message) {
 	defer s.wg.Done()
 	pc := &postCall{call: c}
-		pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: s.ctx, sse: s}
-		pc.ctx = callerContext{caller: &pc.relay}
-		var result json.RawMessage
-		var rerr *rpc.Error
-		if msg.Method == "initialize" {
-			result, rerr = g.initializeSSE(s.ctx, &pc.call, sid, info, msg)
-		} else {
-			g.addInflight(&pc.relay)
-			result, rerr = g.dispatch(pc.context(s.ctx), &pc.call, msg)
-			g.removeInflight(&pc.relay)
-		}
-		pc.relay.finish()
-		if pc.relay.wasCancelled() {
-			return // a cancelled request gets no response
-		}
-		s.send(g.responseBytes(msg.ID, result, rerr, false))
+	pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: s.ctx, sse: s}
+	pc.ctx = callerContext{caller: &pc.relay}
+	var result json.RawMessage
+	var rerr *rpc.Error
+	if msg.Method == "initialize" {
+		result, rerr = g.initializeSSE(s.ctx, &pc.call, sid, info, msg)
+	} else {
+		g.addInflight(&pc.relay)
+		result, rerr = g.dispatch(pc.context(s.ctx), &pc.call, msg)
+		g.removeInflight(&pc.relay)
+	}
+	pc.relay.finish()
+	if pc.relay.wasCancelled() {
+		return // a cancelled request gets no response
+	}
+	s.send(g.responseBytes(msg.ID, result, rerr, false))
 }
 
 // initTopic carries a 2024-11-05 session's initialize to the replica that
