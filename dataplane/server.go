@@ -46,9 +46,16 @@ type Options struct {
 	Sync syncclient.Options
 	// CacheFile keeps the last good snapshot ("" keeps none).
 	CacheFile string
-	// StdioAllow, when not empty, lists the glob patterns of the stdio commands
-	// this data plane may run; a snapshot with any other is refused (NACKed).
+	// StdioAllow lists the patterns of the stdio commands (and their
+	// arguments) this data plane may run (configcache.ParseStdioPolicy); a
+	// server with any other is left out. None: no stdio server runs, unless
+	// StdioAllowAny.
 	StdioAllow []string
+	// StdioAllowEnv names the variables of configcache.LoaderEnv a stdio
+	// server may set (globs); any other of them leaves the server out.
+	StdioAllowEnv []string
+	// StdioAllowAny runs every stdio server as configured (metamcp dev).
+	StdioAllowAny bool
 	// Pool configures the upstream session pool (its Logger is set by New).
 	Pool upstream.PoolOptions
 	// AllowedHosts and AllowedOrigins are the gateway's Host and Origin allow
@@ -200,8 +207,12 @@ func New(opts Options) (*Server, error) {
 		opts.ShutdownTimeout = 10 * time.Second
 	}
 	var checks []configcache.Check
-	if len(opts.StdioAllow) > 0 {
-		checks = append(checks, configcache.StdioAllowList(opts.StdioAllow))
+	if !opts.StdioAllowAny {
+		policy, err := configcache.ParseStdioPolicy(opts.StdioAllow, opts.StdioAllowEnv)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, policy.Check())
 	}
 	cache := configcache.New(opts.CacheFile, opts.Logger.With("component", "config"), checks...)
 	loaded, err := cache.LoadFile()

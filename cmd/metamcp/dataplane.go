@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/metamcp/metamcp/dataplane"
+	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
@@ -39,6 +40,7 @@ type dataPlaneFlags struct {
 	nodeID        string
 	cacheFile     string
 	stdioAllow    []string
+	stdioAllowEnv []string
 	allowedHosts  []string
 	allowedOrigin []string
 	tls           bool
@@ -96,14 +98,32 @@ loopback-only address.
 Memory: while its live heap is small, the data plane lets the heap grow up to
 --gc-headroom (64 MiB) above it between collections, rather than Go's default of
 twice the live heap: that costs a few tens of MiB and saves 4-10% of its CPU time
-per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited container.`,
+per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited container.
+
+Stdio servers: a data plane runs only the stdio servers --stdio-allow allows
+(none by default), since whoever can change the config could otherwise run any
+program on every replica. A pattern is the command, then one glob per argument;
+the arguments must be as many unless the last word is "...":
+  npx -y @modelcontextprotocol/server-*   npx with -y and one such package only
+  uvx mcp-server-time ...                 uvx mcp-server-time with any further arguments
+  /opt/mcp/*                              a program of /opt/mcp without arguments
+A command without a slash matches only a command looked up in PATH. "*" matches
+any characters, "/" and "@" too: "server-*" also matches "server-x@npm:other", so
+name packages exactly where that matters. A server that sets a variable changing
+what a process loads (LD_*, DYLD_*, NODE_OPTIONS, NPM_CONFIG_*, PYTHONPATH, PATH, ...)
+is refused unless --stdio-allow-env names it. A refused server is left out (its
+reason is in /readyz and mmctl get dataplanes), the rest is served.`,
 		Example: `  export METAMCP_SYNC_TOKEN=mmt_...
-  metamcp dataplane --control-plane cp.internal:12009 --tls --listen 0.0.0.0:12008`,
+  metamcp dataplane --control-plane cp.internal:12009 --tls --listen 0.0.0.0:12008 \
+    --stdio-allow 'npx -y @modelcontextprotocol/server-*,uvx mcp-server-time ...'`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := lf.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
+			}
+			if _, err := configcache.ParseStdioPolicy(f.stdioAllow, f.stdioAllowEnv); err != nil {
+				return usageError{err}
 			}
 			if f.auditSpoolMiB < 1 {
 				return usageError{fmt.Errorf("--audit-spool-max %d: want 1 or more MiB", f.auditSpoolMiB)}
@@ -127,7 +147,8 @@ per call. Set GOGC to choose yourself, and GOMEMLIMIT in a memory-limited contai
 	fl.StringVar(&f.syncTokenFile, "sync-token-file", "", "file holding the sync token (alternative: set "+envSyncToken+")")
 	fl.StringVar(&f.nodeID, "node-id", "", "this replica's stable id in the registry (default: the host name)")
 	fl.StringVar(&f.cacheFile, "cache-file", "", "where the last good snapshot is kept (default: USER_CACHE_DIR/metamcp/NODE_ID/snapshot.pb); it holds upstream credentials, so it is written 0600")
-	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "glob patterns of stdio commands this data plane may run, comma separated (default: any); a server with another command is left out, the rest served")
+	fl.StringSliceVar(&f.stdioAllow, "stdio-allow", nil, "stdio servers this data plane may run, comma separated patterns (default: none); a pattern is the command then its arguments, each a glob (* any characters, ? one), quoted with '' to hold a space, the last one ... for any further arguments: 'npx -y @modelcontextprotocol/server-*,uvx mcp-server-time ...,/opt/mcp/* ...'; a command without / matches only one looked up in PATH; a server it does not allow is left out, the rest served")
+	fl.StringSliceVar(&f.stdioAllowEnv, "stdio-allow-env", nil, "variables that change what a process loads (LD_*, DYLD_*, NODE_OPTIONS, NPM_CONFIG_*, PYTHONPATH, PATH, ...) a stdio server may set, comma separated names or globs (default: none); a server setting another is left out")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach this data plane, comma separated; \"*\" allows any (default: loopback names and the --listen host; protects against DNS rebinding)")
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
 	fl.StringVar(&f.httpServer, "http-server", dataplane.HTTPServerLean, "what serves the client port: \""+dataplane.HTTPServerLean+"\" (a lean HTTP/1.1 loop for MCP requests, net/http for anything else) or \""+dataplane.HTTPServerStd+"\" (net/http alone)")
@@ -243,6 +264,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 		},
 		CacheFile:      cacheFile,
 		StdioAllow:     f.stdioAllow,
+		StdioAllowEnv:  f.stdioAllowEnv,
 		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),
 		AllowedOrigins: f.allowedOrigin,
 		SessionIdleTTL: f.idleTTL,

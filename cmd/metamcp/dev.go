@@ -87,7 +87,11 @@ over.
 
 The admin token and the API key are stored in clear text in the data
 directory. That is fine for a laptop and wrong for a shared machine: use
-'metamcp controlplane' and 'metamcp dataplane' there.`,
+'metamcp controlplane' and 'metamcp dataplane' there.
+
+Its data plane runs any stdio command a server names, with any environment
+(whoever holds the admin token runs programs as you); 'metamcp dataplane'
+runs only the commands its --stdio-allow allows.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := lf.logger(cmd.ErrOrStderr())
@@ -191,6 +195,9 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 		},
 		CacheFile:    filepath.Join(dir, devSnapshotFile),
 		AllowedHosts: allowedHosts(f.allowedHosts, httpLis.Addr().String(), f.httpListen),
+		// Dev mode runs what its owner configures, as before the stdio
+		// policy existed; the banner says so.
+		StdioAllowAny: true,
 		// No Redis: the data plane counts rate limits in process, in the
 		// store the control plane reads for mmctl ratelimit.
 		RateLimit: dataplane.RateLimitOptions{Store: limits},
@@ -535,6 +542,8 @@ MetaMCP dev mode is ready (metamcp {{.Version}}).
   Control plane:  {{.Addr}}  (gRPC admin API, for mmctl)
   Admin token:    {{.Token}}
                   dev only: kept in clear text in {{.DataDir}}/admin-token
+  Stdio servers:  any command runs (dev only: metamcp dataplane runs only
+                  what its --stdio-allow allows)
 {{- if .Seeded}}
 
 Seeded: the server "demo" (the built-in demo MCP server: tools echo, add, now,

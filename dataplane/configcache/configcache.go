@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -326,37 +325,4 @@ func (c *Cache) loadKeysFile(compiled *snapshot.Compiled) *snapshot.Credentials 
 		return nil
 	}
 	return creds
-}
-
-// StdioAllowList returns a Check that refuses the stdio servers whose
-// command does not match one of the glob patterns (matched against the
-// command as configured and against its base name). An empty list allows
-// every command.
-func StdioAllowList(patterns []string) Check {
-	return func(s *snapshot.Compiled) (map[string]string, error) {
-		if len(patterns) == 0 {
-			return nil, nil
-		}
-		var refused map[string]string
-		for _, srv := range s.Config.GetServers() {
-			cmd := srv.GetStdio().GetCommand()
-			if cmd == "" {
-				continue
-			}
-			ok := false
-			for _, p := range patterns {
-				if snapshot.MatchGlob(p, cmd) || snapshot.MatchGlob(p, filepath.Base(cmd)) {
-					ok = true
-					break
-				}
-			}
-			if !ok {
-				if refused == nil {
-					refused = map[string]string{}
-				}
-				refused[srv.GetName()] = fmt.Sprintf("stdio command %q is not allowed on this data plane (--stdio-allow %s)", cmd, strings.Join(patterns, ","))
-			}
-		}
-		return refused, nil
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -114,9 +115,10 @@ func TestStdioAllowList(t *testing.T) {
 		command  string
 		ok       bool
 	}{
-		{nil, "/bin/sh", true},
+		{nil, "/bin/sh", false},
 		{[]string{"npx", "node"}, "npx", true},
-		{[]string{"npx", "node"}, "/usr/bin/node", true},
+		{[]string{"npx", "node"}, "/usr/bin/node", false},
+		{[]string{"/usr/bin/node"}, "/usr/bin/node", true},
 		{[]string{"npx", "node"}, "/bin/sh", false},
 		{[]string{"/opt/mcp/*"}, "/opt/mcp/github", true},
 		{[]string{"uv*"}, "uvx", true},
@@ -136,9 +138,86 @@ func TestStdioAllowList(t *testing.T) {
 			continue
 		}
 		if res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL || len(res.Refused) != 1 || res.Refused[0].GetServer() != "s" ||
-			!strings.Contains(res.Refused[0].GetReason(), `stdio command "/bin/sh" is not allowed`) {
+			!strings.Contains(res.Refused[0].GetReason(), `stdio command "`+tc.command+`" is not allowed`) {
 			t.Errorf("allow %v, command %q: result %v", tc.patterns, tc.command, res)
 		}
+	}
+}
+
+// TestStdioPolicy covers argument patterns and loader variables: each
+// refusal names its reason, and never the arguments or values.
+func TestStdioPolicy(t *testing.T) {
+	allow := []string{"npx -y @modelcontextprotocol/server-*", "uvx ...", "node", `/opt/bin/srv --name "a b" ...`}
+	for _, tc := range []struct {
+		cmd    string
+		args   []string
+		env    []string
+		allowE []string
+		why    string // "" when allowed
+	}{
+		{"npx", []string{"-y", "@modelcontextprotocol/server-github"}, nil, nil, ""},
+		{"npx", []string{"-y", "evil-package"}, nil, nil, `the 2 arguments of stdio command "npx" match no --stdio-allow pattern for it (npx -y @modelcontextprotocol/server-*)`},
+		{"npx", []string{"-y", "@modelcontextprotocol/server-github", "--extra"}, nil, nil, "match no --stdio-allow pattern"},
+		{"npx", []string{"@modelcontextprotocol/server-github"}, nil, nil, "match no --stdio-allow pattern"},
+		{"npx", nil, nil, nil, "match no --stdio-allow pattern"},
+		{"uvx", nil, nil, nil, ""},
+		{"uvx", []string{"mcp-server-time", "--tz", "UTC"}, nil, nil, ""},
+		{"node", nil, nil, nil, ""},
+		{"node", []string{"-e", "require('child_process')"}, nil, nil, `arguments of stdio command "node" match no`},
+		{"/opt/bin/srv", []string{"--name", "a b", "x"}, nil, nil, ""},
+		{"/opt/bin/srv", []string{"--name", "a"}, nil, nil, "match no --stdio-allow pattern"},
+		{"python", nil, nil, nil, `stdio command "python" is not allowed on this data plane (--stdio-allow npx,uvx,node,/opt/bin/srv)`},
+		{"/tmp/x/npx", []string{"-y", "@modelcontextprotocol/server-github"}, nil, nil, `stdio command "/tmp/x/npx" is not allowed`},
+		{"uvx", nil, []string{"LD_PRELOAD"}, nil, "stdio environment variable LD_PRELOAD changes what the process loads: refused unless --stdio-allow-env allows it"},
+		{"uvx", nil, []string{"ld_preload", "NODE_OPTIONS", "API_TOKEN"}, nil, "stdio environment variable NODE_OPTIONS, ld_preload changes"},
+		{"uvx", nil, []string{"npm_config_registry"}, nil, "npm_config_registry changes"},
+		{"uvx", nil, []string{"PYTHONPATH", "API_TOKEN", "PYTHONUNBUFFERED"}, []string{"pythonpath"}, ""},
+		{"uvx", nil, []string{"LD_LIBRARY_PATH"}, []string{"LD_*"}, ""},
+		{"uvx", nil, []string{"LD_PRELOAD", "DYLD_INSERT_LIBRARIES"}, []string{"LD_LIBRARY_PATH"}, "DYLD_INSERT_LIBRARIES, LD_PRELOAD changes"},
+	} {
+		env := map[string]*metamcpv1.Value{}
+		for _, k := range tc.env {
+			env[k] = &metamcpv1.Value{Value: "secret-value"}
+		}
+		srv := &metamcpv1.Server{Name: "s", Transport: &metamcpv1.Server_Stdio{Stdio: &metamcpv1.StdioTransport{Command: tc.cmd, Args: tc.args, Env: env}}}
+		c := New("", nil, StdioAllowList(allow, tc.allowE...))
+		res, err := c.Offer(snap(t, 1, srv))
+		if err != nil {
+			t.Fatalf("%s %q env %v: %v", tc.cmd, tc.args, tc.env, err)
+		}
+		served := c.Current().Servers["s"] != nil
+		if tc.why == "" {
+			if !served || len(res.Refused) != 0 {
+				t.Errorf("%s %q env %v: refused: %v", tc.cmd, tc.args, tc.env, res.Refused)
+			}
+			continue
+		}
+		if served || res.Outcome != metamcpv1.ApplyOutcome_APPLY_OUTCOME_PARTIAL || len(res.Refused) != 1 {
+			t.Errorf("%s %q env %v: served %v, result %v", tc.cmd, tc.args, tc.env, served, res)
+			continue
+		}
+		why := res.Refused[0].GetReason()
+		if !strings.Contains(why, tc.why) {
+			t.Errorf("%s %q env %v: reason %q, want %q", tc.cmd, tc.args, tc.env, why, tc.why)
+		}
+		for _, secret := range []string{"secret-value", "evil-package", "child_process", "--extra"} {
+			if strings.Contains(why, secret) {
+				t.Errorf("reason %q quotes %q", why, secret)
+			}
+		}
+	}
+}
+
+func TestParseStdioPolicy(t *testing.T) {
+	for _, bad := range []string{"... x", "npx ... -y", `npx "unterminated`} {
+		if _, err := ParseStdioPolicy([]string{bad}, nil); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	p, err := ParseStdioPolicy([]string{" npx  -y 'a b' ... ", ""}, []string{" PATH ", ""})
+	if err != nil || len(p.Allow) != 1 || p.Allow[0].Command != "npx" || !slices.Equal(p.Allow[0].Args, []string{"-y", "a b"}) || !p.Allow[0].AnyRest ||
+		!slices.Equal(p.AllowEnv, []string{"PATH"}) {
+		t.Fatalf("%+v %v", p, err)
 	}
 }
 

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -56,6 +58,12 @@ func (cp *controlPlane) createSyncToken(t *testing.T, name string) string {
 
 // startDataPlane creates a sync token named node and starts a data plane
 // with it against cp, its cache file in a temp dir, on a free loopback port.
+// defaultStdioAllow is the --stdio-allow of a data plane whose test passes
+// none: the test binaries (built under the temp directory) and the launchers
+// the tests' configs name, with any arguments. Tests of the policy pass their
+// own.
+var defaultStdioAllow = filepath.Join(os.TempDir(), "*") + " ...,npx ...,uvx ...,node ..."
+
 func startDataPlane(t *testing.T, cp *controlPlane, node string, extraArgs ...string) *dataPlane {
 	t.Helper()
 	dp := &dataPlane{
@@ -82,6 +90,9 @@ func (dp *dataPlane) launch(t *testing.T) {
 		"--cache-file", dp.cacheFile,
 		"--log-level", "debug",
 	}, dp.extraArgs...)
+	if !slices.ContainsFunc(dp.extraArgs, func(a string) bool { return strings.HasPrefix(a, "--stdio-allow") }) {
+		args = append(args, "--stdio-allow", defaultStdioAllow)
+	}
 	cmd := exec.Command(metamcpBin, args...)
 	cmd.Env = baseEnv(t, "METAMCP_SYNC_TOKEN="+dp.token)
 	cmd.Stdout, cmd.Stderr = dp.logs, dp.logs
@@ -209,6 +220,9 @@ func describeDataPlanes(dps map[string]*metamcpv1.DataPlane, current int64) stri
 	fmt.Fprintf(&b, "control plane revision %d\n", current)
 	for _, d := range dps {
 		fmt.Fprintf(&b, "  %s connected=%v applied=%d last_error=%q\n", d.GetNodeId(), d.GetConnected(), d.GetAppliedRevision(), d.GetLastError())
+		for _, r := range d.GetRefusedServers() {
+			fmt.Fprintf(&b, "    left out %s: %s\n", r.GetServer(), r.GetReason())
+		}
 	}
 	return b.String()
 }

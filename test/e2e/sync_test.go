@@ -17,11 +17,12 @@ import (
 // registry loses nothing), and a revoked sync token.
 func TestSyncRealProcesses(t *testing.T) {
 	cp := startControlPlane(t)
-	dp1 := startDataPlane(t, cp, "dp-1")
-	dp2 := startDataPlane(t, cp, "dp-2")
-	// dp-3 may run npx and node only: a snapshot with another stdio command
-	// is one it cannot serve.
-	dp3 := startDataPlane(t, cp, "dp-3", "--stdio-allow", "npx,node")
+	dp1 := startDataPlane(t, cp, "dp-1", "--stdio-allow", "npx ...,/bin/sh")
+	dp2 := startDataPlane(t, cp, "dp-2", "--stdio-allow", "npx ...,/bin/sh")
+	// dp-3 may run npx with packages of @modelcontextprotocol only, and node:
+	// a snapshot with another stdio command or package is one it cannot
+	// serve whole. dp-1 and dp-2 run npx with any arguments and /bin/sh.
+	dp3 := startDataPlane(t, cp, "dp-3", "--stdio-allow", "npx -y @modelcontextprotocol/server-*,node ...")
 	all := []*dataPlane{dp1, dp2, dp3}
 
 	// A change made with mmctl is ACKed by all three.
@@ -35,38 +36,62 @@ func TestSyncRealProcesses(t *testing.T) {
 		}
 	}
 
-	// A server dp-3 may not run: it applies the rest and says which server
-	// it leaves out and why; the others apply it whole.
+	// Servers dp-3 may not run (a command, an argument outside its pattern)
+	// and one no data plane runs without --stdio-allow-env (LD_PRELOAD): each
+	// is left out with its reason, the rest is applied and served.
 	cp.ok(t, "create", "server", "shell", "--stdio", "/bin/sh")
+	cp.ok(t, "create", "server", "other", "--stdio", "npx -y other-package")
+	cp.ok(t, "create", "server", "preload", "--stdio", "npx -y @modelcontextprotocol/server-memory", "--env", "LD_PRELOAD=/tmp/evil.so")
 	rev2 := cp.revisionNum(t)
 	waitApplied(t, cp, rev2, all...)
-	eventually(t, "dp-3 reports it leaves out the server with /bin/sh", func() (bool, string) {
-		reg, current := cp.dataPlanes(t)
-		d := reg["dp-3"]
-		if d == nil || len(d.GetRefusedServers()) != 1 ||
-			!strings.Contains(d.GetRefusedServers()[0].GetReason(), "not allowed") {
-			return false, describeDataPlanes(reg, current)
-		}
-		return true, ""
-	})
-	table = cp.ok(t, "get", "dataplanes").stdout
-	if !lineWith(table, "dp-3", "partial: shell: ", "/bin/sh") {
-		t.Errorf("mmctl get dataplanes does not show dp-3 leaving out the server shell:\n%s", table)
+	reasons := map[string]map[string]string{
+		"dp-1": {"preload": "LD_PRELOAD changes what the process loads"},
+		"dp-2": {"preload": "LD_PRELOAD changes what the process loads"},
+		"dp-3": {
+			"shell":   `stdio command "/bin/sh" is not allowed`,
+			"other":   `arguments of stdio command "npx" match no --stdio-allow pattern`,
+			"preload": "LD_PRELOAD changes what the process loads",
+		},
 	}
-	if !lineWith(table, "dp-1", " ok") || !lineWith(table, "dp-2", " ok") {
-		t.Errorf("mmctl get dataplanes does not show dp-1 and dp-2 as ok:\n%s", table)
+	for node, want := range reasons {
+		eventually(t, node+" reports the servers it leaves out", func() (bool, string) {
+			reg, current := cp.dataPlanes(t)
+			d := reg[node]
+			if d == nil || len(d.GetRefusedServers()) != len(want) {
+				return false, describeDataPlanes(reg, current)
+			}
+			for _, r := range d.GetRefusedServers() {
+				if w, ok := want[r.GetServer()]; !ok || !strings.Contains(r.GetReason(), w) {
+					return false, describeDataPlanes(reg, current)
+				}
+			}
+			return true, ""
+		})
+	}
+	table = cp.ok(t, "get", "dataplanes").stdout
+	if !lineWith(table, "dp-3", "partial: ", "/bin/sh") || !lineWith(table, "dp-1", "partial: preload: ", "LD_PRELOAD") {
+		t.Errorf("mmctl get dataplanes does not show the servers left out:\n%s", table)
+	}
+	for _, dp := range all {
+		if rz := dp.readyz(t); rz.code != http.StatusOK || rz.revision != rev2 || !strings.Contains(rz.body, "server preload left out: ") {
+			t.Errorf("%s /readyz = %d revision %d, want 200 serving %d without preload:\n%s", dp.node, rz.code, rz.revision, rev2, rz.body)
+		}
 	}
 	if !strings.Contains(dp3.logs.String(), "applied snapshot without the servers this data plane may not run") {
 		t.Errorf("dp-3 does not log the servers it leaves out:\n%s", dp3.logs)
 	}
 
-	// Without that server dp-3 serves the whole config again.
+	// Without them every data plane serves the whole config again.
 	cp.ok(t, "delete", "server", "shell")
+	cp.ok(t, "delete", "server", "other")
+	cp.ok(t, "delete", "server", "preload")
 	rev3 := cp.revisionNum(t)
 	waitApplied(t, cp, rev3, all...)
 	reg, _ := cp.dataPlanes(t)
-	if d := reg["dp-3"]; len(d.GetRefusedServers()) != 0 || d.GetLastError() != "" {
-		t.Errorf("dp-3 still shows refused servers %v / error %q after applying revision %d", d.GetRefusedServers(), d.GetLastError(), rev3)
+	for _, dp := range all {
+		if d := reg[dp.node]; len(d.GetRefusedServers()) != 0 || d.GetLastError() != "" {
+			t.Errorf("%s still shows refused servers %v / error %q after applying revision %d", dp.node, d.GetRefusedServers(), d.GetLastError(), rev3)
+		}
 	}
 
 	// The control plane crashes: data planes keep serving rev3.
