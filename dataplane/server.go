@@ -174,6 +174,14 @@ type Server struct {
 	bus      sessionbus.Bus
 	redis    *redis.Client     // nil without Redis
 	redisBus *sessionbus.Redis // nil without Redis
+	// redisProbe is /readyz's bounded ping of Redis, at most one at a time
+	// and one per redisProbeEvery: a subscription can look up while Redis
+	// no longer answers (a frozen process keeps its sockets open).
+	redisProbe struct {
+		sync.Mutex
+		at  time.Time
+		err error
+	}
 
 	trail        *audit.Trail
 	calls        chan *metamcpv1.CallRecord
@@ -517,7 +525,11 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	// Redis being down degrades sessions that span replicas but does not
 	// make this replica unready: it still serves every request it gets.
 	if s.redisBus != nil {
-		if err := s.redisBus.Err(); err != nil {
+		err := s.redisBus.Err()
+		if err == nil {
+			err = s.pingRedis()
+		}
+		if err != nil {
 			_, _ = fmt.Fprintf(w, "redis: degraded (%v)\n", err)
 		} else {
 			_, _ = fmt.Fprintf(w, "redis: ok\n")
@@ -527,6 +539,32 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	// The limiter's state: counting in Redis, or following the policies'
 	// failure modes while Redis is away (not a reason to be unready).
 	_, _ = fmt.Fprintf(w, "ratelimit: %s\n", s.limiter.State())
+}
+
+// redisProbeTimeout bounds /readyz's ping of Redis; redisProbeEvery is how
+// long its result stands for the next probes.
+const (
+	redisProbeTimeout = time.Second
+	redisProbeEvery   = time.Second
+)
+
+// pingRedis pings Redis for /readyz within redisProbeTimeout, or returns the
+// result of a ping younger than redisProbeEvery, so a flood of probes makes
+// at most one ping per second.
+func (s *Server) pingRedis() error {
+	p := &s.redisProbe
+	p.Lock()
+	defer p.Unlock()
+	if !p.at.IsZero() && time.Since(p.at) < redisProbeEvery {
+		return p.err
+	}
+	err := redisconn.Ping(context.Background(), s.redis, redisProbeTimeout)
+	var nerr net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
+		err = fmt.Errorf("Redis did not answer a ping within %s", redisProbeTimeout)
+	}
+	p.at, p.err = time.Now(), err
+	return err
 }
 
 // AuditStats reports the call-record spool.
