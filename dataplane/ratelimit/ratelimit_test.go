@@ -85,7 +85,9 @@ func call(tool, principal string) *Call {
 func both(t *testing.T, f func(t *testing.T, l *Limiter)) {
 	t.Run("redis", func(t *testing.T) {
 		store, _ := redisStore(t)
-		f(t, New(Options{Store: store, Prefix: prefix(t)}))
+		// A long timeout: a busy machine must not send a check into the
+		// failure mode (open) and make the counts wrong.
+		f(t, New(Options{Store: store, Prefix: prefix(t), Timeout: 10 * time.Second}))
 	})
 	t.Run("in-process", func(t *testing.T) {
 		f(t, New(Options{Prefix: prefix(t)}))
@@ -280,7 +282,7 @@ func TestBreakerProbes(t *testing.T) {
 	store, _ := redisStore(t)
 	sw := &switchable{real: store}
 	sw.down.Store(true)
-	l := New(Options{Store: sw, Prefix: prefix(t), MinBackoff: 20 * time.Millisecond})
+	l := New(Options{Store: sw, Prefix: prefix(t), MinBackoff: 20 * time.Millisecond, Timeout: 10 * time.Second})
 	s := snap(t, policy("p", 1, 2))
 	l.Check(context.Background(), s, call("x", "a"))
 	if !l.breaker.open.Load() {
@@ -321,7 +323,7 @@ func TestOneRoundTrip(t *testing.T) {
 	store, rdb := redisStore(t)
 	var cmds atomic.Int64
 	rdb.AddHook(countHook{&cmds})
-	l := New(Options{Store: store, Prefix: prefix(t)})
+	l := New(Options{Store: store, Prefix: prefix(t), Timeout: 10 * time.Second})
 	s := snap(t, policy("a", 10, 10), policy("b", 10, 10, func(p *metamcpv1.RateLimitPolicy) { p.Server = "github" }),
 		policy("c", 10, 10, func(p *metamcpv1.RateLimitPolicy) { p.Key = metamcpv1.RateLimitKey_RATE_LIMIT_KEY_GLOBAL }))
 	l.Check(context.Background(), s, call("github__x", "a")) // loads the script (NOSCRIPT, then EVAL)

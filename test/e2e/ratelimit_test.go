@@ -95,10 +95,15 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	prefix := "e2e-rl-" + randomHex(t, 4) + ":"
 	redisArgs := []string{"--redis-url", "redis://127.0.0.1:6379/0", "--redis-prefix", prefix}
 	cp := startControlPlane(t, redisArgs...)
-	dps := []*dataPlane{startDataPlane(t, cp, "dp-a", redisArgs...), startDataPlane(t, cp, "dp-b", redisArgs...), startDataPlane(t, cp, "dp-c", redisArgs...)}
+	// This test is about counting: a busy machine must not push a call past
+	// the limiter's timeout (into the failure mode, open by default).
+	dpArgs := append([]string{"--ratelimit-timeout", "10s"}, redisArgs...)
+	dps := []*dataPlane{startDataPlane(t, cp, "dp-a", dpArgs...), startDataPlane(t, cp, "dp-b", dpArgs...), startDataPlane(t, cp, "dp-c", dpArgs...)}
 	cp.ok(t, "create", "server", "notion", "--url", up.url+"/")
 	cp.ok(t, "create", "namespace", "ns", "--server", "notion")
-	cp.ok(t, "create", "ratelimit", "per-user", "--rate", "60", "--per", "1m", "--burst", "10", "--key", "principal")
+	// closed: should Redis fail anyway, the calls say so (503) instead of
+	// being admitted uncounted.
+	cp.ok(t, "create", "ratelimit", "per-user", "--rate", "60", "--per", "1m", "--burst", "10", "--key", "principal", "--on-redis-failure", "closed")
 	cp.ok(t, "create", "ratelimit", "pages", "--rate", "1", "--per", "1m", "--server", "notion", "--tool", "notion__create_page")
 	cp.ok(t, "create", "endpoint", "team", "--namespace", "ns", "--rate-limit", "per-user")
 	cp.ok(t, "create", "endpoint", "crm", "--namespace", "ns", "--rate-limit", "pages")
@@ -254,7 +259,7 @@ func (r *privateRedis) kill() {
 func TestRateLimitRedisKilled(t *testing.T) {
 	up := startCountingUpstream(t)
 	rds := startPrivateRedis(t, freeDeadAddr(t))
-	redisArgs := []string{"--redis-url", "redis://" + rds.addr + "/0", "--ratelimit-timeout", "200ms"}
+	redisArgs := []string{"--redis-url", "redis://" + rds.addr + "/0", "--ratelimit-timeout", "1s"}
 	cp := startControlPlane(t)
 	dps := []*dataPlane{startDataPlane(t, cp, "dp-a", redisArgs...), startDataPlane(t, cp, "dp-b", redisArgs...), startDataPlane(t, cp, "dp-c", redisArgs...)}
 	cp.ok(t, "create", "server", "notion", "--url", up.url+"/")
@@ -277,9 +282,11 @@ func TestRateLimitRedisKilled(t *testing.T) {
 		for range n {
 			start := time.Now()
 			status, _, body := statelessCall(ctx, t, url(ep), key, "notion__search")
-			// The limiter's timeout is 200ms; the margin is for a busy machine.
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("a call to %s took %s with the limiter's timeout at 200ms", ep, d)
+			// The limiter's timeout is 1s (long enough that a busy machine
+			// does not hit it while Redis lives); the margin is for a busy
+			// machine too.
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("a call to %s took %s with the limiter's timeout at 1s", ep, d)
 			}
 			statuses, bodies = append(statuses, status), append(bodies, body)
 		}
