@@ -24,7 +24,7 @@ func TestCancelledRequestGetsNoResponse(t *testing.T) {
 	})
 	servers["alpha"] = alpha
 	h := newHarness(t, testConfig(), servers, nil)
-	post := func(sid, body string) (*http.Response, string) {
+	post := func(sid, body string) (int, http.Header, string) {
 		req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, h.url("main", "mcp"), strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
@@ -39,12 +39,12 @@ func TestCancelledRequestGetsNoResponse(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		return resp, string(b)
+		return resp.StatusCode, resp.Header, string(b)
 	}
-	resp, _ := post("", initBody)
-	sid := resp.Header.Get(headerSessionID)
+	status, hdr, _ := post("", initBody)
+	sid := hdr.Get(headerSessionID)
 	if sid == "" {
-		t.Fatalf("initialize: %s", resp.Status)
+		t.Fatalf("initialize: %d", status)
 	}
 	post(sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 	type answer struct {
@@ -53,8 +53,8 @@ func TestCancelledRequestGetsNoResponse(t *testing.T) {
 	}
 	done := make(chan answer, 1)
 	go func() {
-		resp, body := post(sid, `{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"alpha__wait","arguments":{}}}`)
-		done <- answer{resp.StatusCode, body}
+		status, _, body := post(sid, `{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"alpha__wait","arguments":{}}}`)
+		done <- answer{status, body}
 	}()
 	select {
 	case <-started:

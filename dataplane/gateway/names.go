@@ -61,7 +61,7 @@ func (n *exposedNames) add(g *Gateway, c *call, k listKind, j listJob, item, rew
 	winsNew := false
 	if k == kindTools {
 		if m, up, ok := routeTool(ep, exposed); ok {
-			winsNew = m == ep.Members[j.index] && up == upstream && !(m == ep.Members[kept.member] && up == kept.upstream)
+			winsNew = m == ep.Members[j.index] && up == upstream && (m != ep.Members[kept.member] || up != kept.upstream)
 		}
 	} else if m, _ := routeName(ep, exposed); m != nil {
 		winsNew = m == ep.Members[j.index] && m != ep.Members[kept.member]
