@@ -75,9 +75,10 @@ type Options struct {
 	// one upstream (DefaultListWait when zero): a slower one is left out,
 	// and its part reaches listening clients later through list_changed.
 	ListWait time.Duration
-	// Calls receives a record of every tools/call, prompts/get and
-	// resources/read. Sends never block: when the channel is full the record
-	// is dropped and counted (DroppedCalls).
+	// Calls receives a record of every request the gateway serves, refused
+	// ones included (record.go); the data plane's audit trail drains it.
+	// Sends never block: when the channel is full the record is dropped and
+	// counted (DroppedCalls).
 	Calls chan<- *metamcpv1.CallRecord
 	// NodeID is set on call records.
 	NodeID string

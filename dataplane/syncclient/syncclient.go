@@ -1,8 +1,8 @@
 // Package syncclient keeps a data plane in step with the control plane: one
 // SyncService stream, reconnected with jittered exponential backoff, that
 // applies every snapshot through a configcache.Cache and answers with an ACK
-// (whole or partial) or a NACK, and sends periodic status and call records
-// back.
+// (whole or partial) or a NACK, and sends periodic status back. Call
+// records travel on a stream of their own (dataplane/audit).
 package syncclient
 
 import (
@@ -30,11 +30,12 @@ import (
 )
 
 func init() {
-	// The stream carries a batch of call records every 50 ms under load:
-	// BestSpeed compresses a batch of 150 records 2.2x faster than the
-	// default level (0.37 against 0.83 us per record) to 9.4% of its size
-	// instead of 9.2%. The level is process-wide: the control plane of
-	// `metamcp dev`, in the same process, answers with it too.
+	// BestSpeed compresses a batch of 150 call records 2.2x faster than
+	// the default level (0.37 against 0.83 us per record) to 9.4% of its
+	// size instead of 9.2%, and snapshots about as well. The level is
+	// process-wide: the control plane of `metamcp dev`, in the same
+	// process, answers with it too. (The call-record stream is not
+	// compressed: see dataplane/audit.)
 	if err := gzip.SetLevel(stdgzip.BestSpeed); err != nil {
 		panic(err)
 	}
@@ -79,8 +80,6 @@ type Options struct {
 	// Applied, when set, learns of each snapshot applied or refused, by
 	// the Ack sent for it (for metrics).
 	Applied func(*metamcpv1.Ack)
-	// Calls delivers call records to send to the control plane; may be nil.
-	Calls <-chan *metamcpv1.CallRecord
 	// Fleet, when set, gets what the control plane says of the data planes
 	// as a whole (how many are live), on the stream's receiving goroutine:
 	// it must not block.
@@ -261,11 +260,6 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 
 	ticker := time.NewTicker(c.opts.StatusInterval)
 	defer ticker.Stop()
-	var batch []*metamcpv1.CallRecord
-	flush := time.NewTicker(time.Second)
-	defer flush.Stop()
-	drain := time.NewTicker(callDrainInterval)
-	defer drain.Stop()
 	first := true
 	allTools := true // the first Status of a stream reports every tool list
 	for {
@@ -292,16 +286,6 @@ func (c *Client) session(ctx context.Context, client metamcpv1.SyncServiceClient
 				return sendFailed(errc, err)
 			}
 			allTools = false
-		case <-drain.C:
-			if err := c.drainCalls(stream, errc, &batch); err != nil {
-				return err
-			}
-		case <-flush.C:
-			if len(batch) > 0 {
-				if err := c.sendCalls(stream, errc, &batch); err != nil {
-					return err
-				}
-			}
 		}
 	}
 }
@@ -344,46 +328,6 @@ func (c *Client) apply(snap *metamcpv1.Snapshot) *metamcpv1.Ack {
 		c.opts.Applied(ack)
 	}
 	return ack
-}
-
-// callDrainInterval is how often call records are taken from Options.Calls.
-// Polling rather than receiving each one keeps a wake-up of this goroutine
-// off every proxied call; the channel's buffer must hold what arrives in one
-// interval.
-const callDrainInterval = 50 * time.Millisecond
-
-// callBatch is the most call records sent in one message.
-const callBatch = 500
-
-// drainCalls moves the waiting call records into batch and sends full batches.
-func (c *Client) drainCalls(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest, metamcpv1.SyncResponse], errc <-chan error, batch *[]*metamcpv1.CallRecord) error {
-	for c.opts.Calls != nil {
-		select {
-		case rec, ok := <-c.opts.Calls:
-			if !ok {
-				c.opts.Calls = nil
-				return nil
-			}
-			*batch = append(*batch, rec)
-			if len(*batch) >= callBatch {
-				if err := c.sendCalls(stream, errc, batch); err != nil {
-					return err
-				}
-			}
-		default:
-			return nil
-		}
-	}
-	return nil
-}
-
-func (c *Client) sendCalls(stream grpc.BidiStreamingClient[metamcpv1.SyncRequest, metamcpv1.SyncResponse], errc <-chan error, batch *[]*metamcpv1.CallRecord) error {
-	msg := &metamcpv1.SyncRequest{Message: &metamcpv1.SyncRequest_Calls{Calls: &metamcpv1.CallRecordBatch{Records: *batch}}}
-	if err := stream.Send(msg); err != nil {
-		return sendFailed(errc, err)
-	}
-	*batch = nil
-	return nil
 }
 
 func (c *Client) status(allTools bool) *metamcpv1.Status {
