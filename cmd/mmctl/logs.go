@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -184,8 +185,8 @@ func (a *app) logs(ctx context.Context, c metamcpv1.AdminServiceClient, f *logsF
 	for {
 		resp, err := follow.Recv()
 		if err != nil {
-			if ctx.Err() != nil || err == io.EOF {
-				return nil
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil //nolint:nilerr // interrupted, or the control plane ended the stream
 			}
 			return fmt.Errorf("follow call records: %w", err)
 		}
@@ -280,13 +281,13 @@ func (p *recordPrinter) print(recs []*metamcpv1.CallRecord) error {
 	for _, r := range recs {
 		if !p.header {
 			p.header = true
-			b.WriteString(fmt.Sprintf("%-24s %-12s %-16s %-14s %-32s %-12s %-13s %9s %s\n",
-				"TIME", "ENDPOINT", "PRINCIPAL", "METHOD", "TARGET", "SERVER", "OUTCOME", "DURATION", "NOTES"))
+			fmt.Fprintf(&b, "%-24s %-12s %-16s %-14s %-32s %-12s %-13s %9s %s\n",
+				"TIME", "ENDPOINT", "PRINCIPAL", "METHOD", "TARGET", "SERVER", "OUTCOME", "DURATION", "NOTES")
 		}
-		b.WriteString(fmt.Sprintf("%-24s %-12s %-16s %-14s %-32s %-12s %-13s %9s %s\n",
+		fmt.Fprintf(&b, "%-24s %-12s %-16s %-14s %-32s %-12s %-13s %9s %s\n",
 			r.GetTime().AsTime().Local().Format("2006-01-02T15:04:05.000"),
 			cell(r.GetEndpoint(), 12), cell(r.GetPrincipal(), 16), cell(r.GetMethod(), 14), cell(r.GetTarget(), 32),
-			cell(r.GetServer(), 12), outcomeName(r.GetOutcome()), latency(r.GetDuration().AsDuration()), notes(r)))
+			cell(r.GetServer(), 12), outcomeName(r.GetOutcome()), latency(r.GetDuration().AsDuration()), notes(r))
 		if p.payloads {
 			if r.GetArguments() != "" {
 				b.WriteString("    arguments: " + r.GetArguments() + "\n")

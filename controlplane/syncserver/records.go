@@ -2,8 +2,6 @@ package syncserver
 
 import (
 	"context"
-	"errors"
-	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -34,10 +32,9 @@ func (s *Server) Records(gs grpc.BidiStreamingServer[metamcpv1.RecordsRequest, m
 	for {
 		req, err := gs.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
-				return nil
-			}
-			return nil //nolint:nilerr // the data plane went away; nothing to report to it
+			// io.EOF, cancelled, or a broken stream: the data plane went
+			// away and resends what it has no ack for.
+			return nil //nolint:nilerr // nothing to report to it
 		}
 		if node == "" && req.GetNodeId() != "" {
 			node = req.GetNodeId()

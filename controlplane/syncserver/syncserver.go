@@ -545,7 +545,7 @@ func (st *stream) handle(ctx context.Context, msg *metamcpv1.SyncRequest) error 
 		st.record()
 		st.srv.putTools(st.dp.GetNodeId(), m.Status.GetEndpointTools())
 	case *metamcpv1.SyncRequest_Calls:
-		recs := m.Calls.GetRecords()
+		recs := m.Calls.GetRecords() //nolint:staticcheck // an older data plane's records, still stored
 		if len(recs) > st.srv.opts.MaxCallRecords {
 			st.log.Warn("call-record batch too large; keeping the first part", "records", len(recs), "max", st.srv.opts.MaxCallRecords)
 			recs = recs[:st.srv.opts.MaxCallRecords]

@@ -33,7 +33,7 @@ func (f *fakeCP) Records(gs grpc.BidiStreamingServer[metamcpv1.RecordsRequest, m
 	for {
 		req, err := gs.Recv()
 		if err != nil {
-			return nil
+			return nil //nolint:nilerr // the stream ended
 		}
 		f.mu.Lock()
 		for _, r := range req.GetRecords() {
@@ -46,7 +46,7 @@ func (f *fakeCP) Records(gs grpc.BidiStreamingServer[metamcpv1.RecordsRequest, m
 		default:
 		}
 		if err := gs.Send(&metamcpv1.RecordsResponse{Sequence: req.GetSequence()}); err != nil {
-			return nil
+			return nil //nolint:nilerr // the stream ended
 		}
 	}
 }
@@ -323,5 +323,7 @@ func BenchmarkRecordHandOff(b *testing.B) {
 		}
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		b.Error(err)
+	}
 }

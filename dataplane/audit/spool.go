@@ -367,12 +367,6 @@ func (sp *spool) stats() (pending int, bytes int64, dropped int64) {
 	return sp.pending, sp.size, sp.dropped
 }
 
-func (sp *spool) addDropped(n int64) {
-	sp.mu.Lock()
-	sp.dropped += n
-	sp.mu.Unlock()
-}
-
 func (sp *spool) closeFiles() {
 	for _, s := range sp.segs {
 		if s.f != nil {
