@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
@@ -129,6 +130,8 @@ type TelemetryOptions struct {
 	// AccessLog says which requests AccessLogger records.
 	AccessLog    telemetry.AccessLog
 	AccessLogger *slog.Logger
+	// Tracer, when set, traces MCP requests (see telemetry.NewTracing).
+	Tracer trace.Tracer
 }
 
 // What serves the data plane's client port (Options.HTTPServer).
@@ -328,7 +331,7 @@ func New(opts Options) (*Server, error) {
 		s.metrics = metrics
 	}
 	gw.Register(s.mux)
-	tel := telemetry.New(telemetry.Options{Metrics: metrics, AccessLog: opts.Telemetry.AccessLog, Logger: opts.Telemetry.AccessLogger})
+	tel := telemetry.New(telemetry.Options{Metrics: metrics, AccessLog: opts.Telemetry.AccessLog, Logger: opts.Telemetry.AccessLogger, Tracer: opts.Telemetry.Tracer})
 	s.handler = tel.Wrap(gw.Routes(s.mux))
 	if metrics != nil && opts.Telemetry.MetricsOnClientPort {
 		s.mux.Handle("GET /metrics", MetricsHandler(metrics))

@@ -25,6 +25,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/gateway"
 	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/dataplane/telemetry"
 	"github.com/metamcp/metamcp/internal/gctune"
 	"github.com/metamcp/metamcp/pkg/version"
 )
@@ -65,6 +66,8 @@ type dataPlaneFlags struct {
 	accessLog     string
 	drainDelay    time.Duration
 	drainTimeout  time.Duration
+	otlpEndpoint  string
+	traceRatio    float64
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -167,6 +170,8 @@ reason is in /readyz and mmctl get dataplanes), the rest is served.`,
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address serving Prometheus metrics at /metrics, e.g. 0.0.0.0:9090; empty: /metrics on the --listen port; \"off\": no metrics")
 	fl.DurationVar(&f.drainDelay, "drain-delay", 0, "on SIGTERM, how long to keep serving with /readyz answering 503 before closing the listener, so that load balancers stop sending requests first (e.g. 5s on Kubernetes)")
 	fl.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long calls in flight may run on once the listener is closed; past it they are cut")
+	fl.StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "OpenTelemetry collector (OTLP over HTTP) to send a span per MCP request and per upstream call to, e.g. http://otel-collector:4318; empty: no tracing")
+	fl.Float64Var(&f.traceRatio, "trace-sample-ratio", 1, "share of the traces started here that are kept, between 0 and 1 (a client's sampling decision is followed)")
 	fl.StringVar(&f.accessLog, "access-log", "off", "access log of MCP requests, one line each in the --log-format: off, on, or errors (only requests that failed)")
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
@@ -249,6 +254,27 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 	if err != nil {
 		lis.Close()
 		return err
+	}
+	if f.traceRatio <= 0 || f.traceRatio > 1 {
+		lis.Close()
+		return usageError{fmt.Errorf("--trace-sample-ratio %v: want a share above 0 and at most 1", f.traceRatio)}
+	}
+	tracing, err := telemetry.NewTracing(telemetry.TracingOptions{Endpoint: f.otlpEndpoint, SampleRatio: f.traceRatio,
+		Service: "metamcp-dataplane", Instance: node, Version: version.String()})
+	if err != nil {
+		lis.Close()
+		return usageError{fmt.Errorf("--otlp-endpoint: %w", err)}
+	}
+	if tracing != nil {
+		tel.Tracer = tracing.Tracer()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(sctx); err != nil {
+				logger.Warn("export the last spans", "err", err)
+			}
+		}()
+		logger.Info("tracing MCP requests", "otlp_endpoint", f.otlpEndpoint, "sample_ratio", f.traceRatio)
 	}
 	srv, err := dataplane.New(dataplane.Options{
 		Sync: syncclient.Options{

@@ -12,9 +12,17 @@ import (
 // observe tells the data plane's telemetry (metrics, access log, traces),
 // when it wraps w, which endpoint, caller and method a POST is; record adds
 // what the call targeted and how it ended.
-func observe(w http.ResponseWriter, c *call, msg *rpc.Message) *telemetry.Request {
+func observe(w http.ResponseWriter, r *http.Request, c *call, msg *rpc.Message) *telemetry.Request {
 	obs := telemetry.From(w)
 	obs.Begin(c.t.name, c.principal, msg.Method)
+	if obs.Tracing() {
+		var name string
+		if msg.Method == "tools/call" || msg.Method == "prompts/get" {
+			name, _ = rpc.StringField(msg.Params, "name")
+		}
+		meta, _ := rawField(msg.Params, "_meta")
+		obs.Trace(r.Header, msg.Method, name, meta, headerValue(r.Header, headerSessionID))
+	}
 	return obs
 }
 

@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/metamcp/metamcp/dataplane/telemetry"
@@ -24,6 +26,16 @@ func BenchmarkToolsCallObserved(b *testing.B) {
 		{"none", func() telemetry.Options { return telemetry.Options{} }},
 		{"metrics", func() telemetry.Options {
 			return telemetry.Options{Metrics: telemetry.NewMetrics(telemetry.Sources{}, 0)}
+		}},
+		{"metrics+tracing", func() telemetry.Options {
+			collector := httptest.NewServer(&otlpReceiver{})
+			b.Cleanup(collector.Close)
+			tracing, err := telemetry.NewTracing(telemetry.TracingOptions{Endpoint: collector.URL, Service: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = tracing.Shutdown(context.Background()) })
+			return telemetry.Options{Metrics: telemetry.NewMetrics(telemetry.Sources{}, 0), Tracer: tracing.Tracer()}
 		}},
 		{"metrics+access-log", func() telemetry.Options {
 			return telemetry.Options{Metrics: telemetry.NewMetrics(telemetry.Sources{}, 0), AccessLog: telemetry.AccessLogOn,

@@ -222,7 +222,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who 
 	// One allocation for the call, its relay and its response stream.
 	pc := g.newPostCall(r, w, nil, call{t: t, principal: principal, who: who, clientIP: g.clientIP(r), reqBytes: size, trace: headerValue(r.Header, headerTraceparent)}, msg, nil)
 	c := &pc.call
-	c.obs = observe(w, c, msg)
+	c.obs = observe(w, r, c, msg)
 	if msg.Method == "initialize" && !standardHeadersRequired(r) {
 		g.initialize(w, r, c, msg)
 		return
@@ -262,7 +262,7 @@ func (g *Gateway) postMCP(w http.ResponseWriter, r *http.Request, t target, who 
 	c.session = info.ID
 	pc.relay.caps = info.ClientCapabilities
 	g.addInflight(&pc.relay)
-	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
+	result, rerr := g.dispatch(pc.context(traced(r, c)), c, msg)
 	g.removeInflight(&pc.relay)
 	pc.relay.finish()
 	if pc.relay.wasCancelled() {
@@ -324,7 +324,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		pc.inline = inlinePOST{w: w, pc: pc, id: msg.ID, reqCtx: r.Context()}
 		c.inline = &pc.inline
 	}
-	result, rerr := g.dispatch(pc.context(traced(r)), c, msg)
+	result, rerr := g.dispatch(pc.context(traced(r, c)), c, msg)
 	if rerr == errAnsweredInline {
 		return // the bridge answered the POST and detached its connection
 	}
@@ -669,10 +669,14 @@ func standardHeadersRequired(r *http.Request) bool {
 
 // traced returns r's context, carrying the client's W3C trace-context
 // headers (traceparent, tracestate, baggage) to the HTTP upstreams of the
-// call when it sent any, so that a trace crosses the gateway.
-func traced(r *http.Request) context.Context {
+// call when it sent any, so that a trace crosses the gateway; when the data
+// plane traces the call, the traceparent is that of its upstream span.
+func traced(r *http.Request, c *call) context.Context {
 	h := r.Header
 	tp, ts, bg := headerValue(h, headerTraceparent), headerValue(h, headerTracestate), headerValue(h, headerBaggage)
+	if up := c.obs.UpstreamTraceparent(); up != "" {
+		tp = up
+	}
 	if tp == "" && ts == "" && bg == "" {
 		return r.Context()
 	}

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
@@ -57,6 +59,9 @@ type Options struct {
 	AccessLog AccessLog
 	// Logger receives the access log lines (at level info).
 	Logger *slog.Logger
+	// Tracer, when set, makes a span per MCP request (POST) and one for
+	// its upstream call.
+	Tracer trace.Tracer
 }
 
 // Telemetry observes the MCP requests of a data plane. The zero value, and
@@ -84,7 +89,7 @@ const HeaderRequestID = "X-Request-Id"
 // Wrap observes the requests to MCP endpoints (paths under /metamcp/) that
 // next serves; other paths (health checks, metrics) pass as they are.
 func (t *Telemetry) Wrap(next http.Handler) http.Handler {
-	if t == nil || (t.opts.Metrics == nil && t.opts.AccessLog == AccessLogOff) {
+	if t == nil || (t.opts.Metrics == nil && t.opts.AccessLog == AccessLogOff && t.opts.Tracer == nil) {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +99,9 @@ func (t *Telemetry) Wrap(next http.Handler) http.Handler {
 		}
 		ow := &writer{ResponseWriter: w}
 		ow.req.start = time.Now()
+		if r.Method == http.MethodPost {
+			ow.req.tracer = t.opts.Tracer
+		}
 		if t.opts.AccessLog != AccessLogOff {
 			ow.req.id = t.requestID(r)
 			w.Header()[HeaderRequestID] = []string{ow.req.id}
@@ -136,6 +144,7 @@ func (t *Telemetry) done(r *http.Request, req *Request) {
 	if l.outcome == "" {
 		l.outcome = statusOutcome(status)
 	}
+	req.endSpan(status, l)
 	if m := t.opts.Metrics; m != nil {
 		switch {
 		case l.endpoint == "" && (status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusTooManyRequests):
@@ -193,6 +202,11 @@ type Request struct {
 	name      string
 	server    string
 	outcome   string
+
+	tracer  trace.Tracer // nil: not traced
+	span    trace.Span   // the request's
+	up      trace.Span   // its upstream call's
+	upEnded bool
 }
 
 // From returns the Request that Wrap made for w, or nil.
@@ -254,6 +268,7 @@ func (r *Request) Call(name, server string, outcome metamcpv1.CallOutcome) {
 	}
 	r.mu.Lock()
 	r.name, r.server, r.outcome = name, server, o
+	r.endUpstream(server, o)
 	r.mu.Unlock()
 }
 
