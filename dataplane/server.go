@@ -175,8 +175,8 @@ type Server struct {
 	handler http.Handler
 
 	bus      sessionbus.Bus
-	redis    *redis.Client     // nil without Redis
-	redisBus *sessionbus.Redis // nil without Redis
+	redis    redis.UniversalClient // nil without Redis
+	redisBus *sessionbus.Redis     // nil without Redis
 	// redisProbe is /readyz's bounded ping of Redis, at most one at a time
 	// and one per redisProbeEvery: a subscription can look up while Redis
 	// no longer answers (a frozen process keeps its sockets open).
@@ -422,7 +422,7 @@ func openTrail(opts Options, syncOpts syncclient.Options, dropped func() int64) 
 // and later the shared rate limits, use) and the session bus over it; without
 // a URL the bus is in-process. A Redis that does not answer at start is
 // logged and retried: the data plane serves anyway.
-func openRedis(opts Options) (*redis.Client, sessionbus.Bus, *sessionbus.Redis, error) {
+func openRedis(opts Options) (redis.UniversalClient, sessionbus.Bus, *sessionbus.Redis, error) {
 	if opts.Redis.URL == "" {
 		opts.Logger.Info("no Redis (--redis-url): the session bus is in-process; fine for one data plane, but behind a load balancer a session's streams, sampling and elicitation answers and cancellations work only while all its requests reach this replica")
 		return nil, sessionbus.NewLocal(), nil, nil
@@ -433,7 +433,14 @@ func openRedis(opts Options) (*redis.Client, sessionbus.Bus, *sessionbus.Redis, 
 	}
 	log := opts.Logger.With("component", "redis")
 	redisconn.SetLogger(log)
-	rdb, err := redisconn.New(opts.Redis.URL, "metamcp-dataplane:"+opts.Sync.NodeID)
+	var rdb redis.UniversalClient
+	var err error
+	if gcra.MultiNode(opts.Redis.URL) {
+		// Sentinel or Cluster: the client the rate limiter uses too.
+		rdb, err = gcra.NewRedisClient(opts.Redis.URL, "metamcp-dataplane:"+opts.Sync.NodeID)
+	} else {
+		rdb, err = redisconn.New(opts.Redis.URL, "metamcp-dataplane:"+opts.Sync.NodeID)
+	}
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%w (check --redis-url)", err)
 	}

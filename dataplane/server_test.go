@@ -169,3 +169,25 @@ func TestBadRedisURL(t *testing.T) {
 		t.Fatalf("New with a bad Redis URL: err = %v, want one naming --redis-url without the password", err)
 	}
 }
+
+// TestRedisSentinelAndClusterURLs: a Sentinel or Cluster URL starts a data
+// plane (its session bus and its rate limiter), without reaching Redis yet.
+func TestRedisSentinelAndClusterURLs(t *testing.T) {
+	for _, u := range []string{"redis://127.0.0.1:1?master_name=mymaster", "redis://127.0.0.1:1?cluster=true&addr=127.0.0.1:2"} {
+		s, err := New(Options{
+			Sync:  syncclient.Options{Addr: "127.0.0.1:1", Token: "t", NodeID: "n"},
+			Redis: RedisOptions{URL: u},
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", u, err)
+		}
+		if s.limiterRedis == nil || s.redis == nil {
+			t.Fatalf("%s: no Redis client", u)
+		}
+		s.gw.Close()
+		_ = s.pool.Close()
+		_ = s.bus.Close()
+		_ = s.redis.Close()
+		_ = s.limiterRedis.Close()
+	}
+}

@@ -92,3 +92,15 @@ func NewRedisClient(rawURL, clientName string) (redis.UniversalClient, error) {
 		return redis.NewClient(o), nil
 	}
 }
+
+// MultiNode reports whether rawURL names a Sentinel (master_name=) or a
+// Cluster (cluster=true): a URL NewRedisClient takes and go-redis's ParseURL
+// does not.
+func MultiNode(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	q := u.Query()
+	return q.Get("master_name") != "" || q.Get("cluster") == "true" || q.Get("cluster") == "1"
+}

@@ -36,6 +36,9 @@ func TestNewRedisClient(t *testing.T) {
 	if o := c.(*redis.Client).Options(); o.ReadTimeout != 3*time.Second || o.TLSConfig == nil {
 		t.Errorf("URL's read_timeout or TLS lost: %+v", o)
 	}
+	if MultiNode("redis://127.0.0.1:6379/0") || !MultiNode("redis://h:1?master_name=m") || !MultiNode("redis://h:1?cluster=true") {
+		t.Error("MultiNode wrong")
+	}
 	if _, err := NewRedisClient("redis://u:hunter2@127.0.0.1:1/notadb", ""); err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("bad DB: %v (must fail without the password)", err)
 	}
