@@ -5,10 +5,12 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/pkg/urluser"
 )
 
 // redact clears, in place, whatever in m must never be printed: the text and
-// sealed form of secret values, and key and token hashes. The control plane
+// sealed form of secret values, the userinfo of upstream URLs, and key and
+// token hashes. The control plane
 // never sends them; this is a second line of defence, so that a server bug
 // cannot make mmctl print a secret.
 func redact(m proto.Message) {
@@ -34,6 +36,9 @@ func redactMessage(m protoreflect.Message) {
 		v.KeyHash = nil
 	case *metamcpv1.Token:
 		v.TokenHash = nil
+	case *metamcpv1.HTTPTransport:
+		// https://TOKEN@host/...: apply puts the stored userinfo back.
+		v.Url = urluser.Hide(v.GetUrl())
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
 		if fd.Message() == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/metamcp/metamcp/controlplane/secret"
 	"github.com/metamcp/metamcp/controlplane/store"
 	"github.com/metamcp/metamcp/pkg/snapshot"
+	"github.com/metamcp/metamcp/pkg/urluser"
 )
 
 // item is one resource of a config being read or changed.
@@ -292,6 +293,23 @@ func (c *config) referrers(kind store.Kind, name string) []string {
 // stored value of the same field. It returns a violation for each secret
 // that has neither.
 func resolveSecrets(prev, next *metamcpv1.Server) []snapshot.Violation {
+	var out []snapshot.Violation
+	// A URL printed by mmctl has its userinfo hidden: keep the stored one.
+	for field, h := range map[string]*metamcpv1.HTTPTransport{"streamableHttp.url": next.GetStreamableHttp(), "sse.url": next.GetSse()} {
+		if h == nil {
+			continue
+		}
+		prevURL := prev.GetStreamableHttp().GetUrl()
+		if prevURL == "" {
+			prevURL = prev.GetSse().GetUrl()
+		}
+		u, err := urluser.Restore(prevURL, h.GetUrl())
+		if err != nil {
+			out = append(out, snapshot.Violation{Kind: string(store.KindServer), Name: next.GetName(), Field: field, Description: err.Error()})
+			continue
+		}
+		h.Url = u
+	}
 	stored := map[string]*metamcpv1.Value{}
 	if prev != nil {
 		for _, ref := range serverValues(prev) {
@@ -300,7 +318,6 @@ func resolveSecrets(prev, next *metamcpv1.Server) []snapshot.Violation {
 			}
 		}
 	}
-	var out []snapshot.Violation
 	for _, ref := range serverValues(next) {
 		if !ref.v.GetSecret() || ref.v.GetValue() != "" {
 			continue

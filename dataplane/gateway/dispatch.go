@@ -219,7 +219,7 @@ func upstreamError(ctx context.Context, server string, err error, timeout time.D
 	if errors.As(err, &ue) && ue.Err != nil {
 		cause = ue.Err
 	}
-	return &rpc.Error{Code: codeServerError, Message: "upstream " + quote(server) + " is unavailable: " + cause.Error()}
+	return &rpc.Error{Code: codeServerError, Message: "upstream " + quote(server) + " is unavailable: " + upstream.ClientText(server, cause)}
 }
 
 // routeName finds the member whose prefix and separator start an exposed

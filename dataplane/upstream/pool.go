@@ -262,6 +262,7 @@ func (p *Pool) newServerState(name string, cfg *metamcpv1.Server) *serverState {
 	}
 	if !isStdio(cfg) {
 		st.client = newHTTPClient()
+		rememberURLs(name, cfg)
 	}
 	return st
 }
@@ -297,6 +298,7 @@ func (p *Pool) Update(servers map[string]*metamcpv1.Server) {
 			st.client = nil
 		} else {
 			st.client = newHTTPClient()
+			rememberURLs(name, cfg)
 		}
 		st.state, st.lastErr, st.failures, st.retryAt = metamcpv1.UpstreamState_UPSTREAM_STATE_IDLE, nil, 0, time.Time{}
 		st.log.Info("upstream server changed; new sessions use the new definition")
@@ -690,6 +692,7 @@ func (p *Pool) connectFailedLocked(st *serverState, e *entry, err error) {
 }
 
 func (p *Pool) failedLocked(st *serverState, err error) {
+	err = redactErr(st.name, err)
 	st.failures++
 	d := p.opts.MinBackoff << min(st.failures-1, 20)
 	if d > p.opts.MaxBackoff || d <= 0 {

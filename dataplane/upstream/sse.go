@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 
@@ -212,15 +211,4 @@ func (t *sseTransport) close() {
 	t.setCause(errClosed)
 	t.stop()
 	t.reader.Wait()
-}
-
-// redact drops what may be secret in a URL for error messages and logs: the
-// user info and the query (API keys, session ids).
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "the server URL"
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
 }

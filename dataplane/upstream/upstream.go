@@ -70,7 +70,10 @@ type Error struct {
 }
 
 // Error implements error.
-func (e *Error) Error() string { return fmt.Sprintf("upstream %q: %v", e.Server, e.Err) }
+// Its text names no secret part of the server's URL (see scrubText).
+func (e *Error) Error() string {
+	return fmt.Sprintf("upstream %q: %s", e.Server, scrubText(e.Server, fmt.Sprint(e.Err)))
+}
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }

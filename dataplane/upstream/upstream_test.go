@@ -1067,9 +1067,10 @@ func TestNoLeaksHTTP(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://user:pw@example.com/mcp?api_key=abc#x": "https://example.com/mcp",
-		"http://127.0.0.1:8080/message?sessionId=1":     "http://127.0.0.1:8080/message",
-		"://bad": "the server URL",
+		"https://user:pw@example.com/mcp/tok?api_key=abc#x": "https://example.com",
+		"http://127.0.0.1:8080/message?sessionId=1":         "http://127.0.0.1:8080",
+		"://bad":    "the server URL",
+		"/relative": "the server URL",
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)

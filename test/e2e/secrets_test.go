@@ -34,6 +34,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 	)
 	secrets := []string{viaSecretEnv, viaEnvName, viaSecretHeader, viaBearerStdin, viaBearerFile, viaApply, viaApplyHeader, viaImport, viaUpdate}
 	var outputs []result
+	// A credential in an upstream URL's userinfo is never printed either
+	// (it is stored as part of the URL, not sealed: see the README).
+	viaURLUser := secret("url-userinfo")
+	urlWithUser := "https://bot:" + viaURLUser + "@mcp.example.com/mcp"
+	outputs = append(outputs, cp.ok(t, "create", "server", "s-url", "--url", urlWithUser))
 
 	// Flags, mmctl's own environment, stdin and a file.
 	outputs = append(outputs,
@@ -111,14 +116,32 @@ namespace: secrets
 			outputs = append(outputs, cp.ok(t, "get", kind, "-o", o))
 		}
 	}
-	for _, name := range []string{"s-env", "s-envname", "s-stdin", "s-file", "s-apply", "s-apply-http", "s-import"} {
+	for _, name := range []string{"s-env", "s-envname", "s-stdin", "s-file", "s-apply", "s-apply-http", "s-import", "s-url"} {
 		for _, o := range []string{"table", "json", "yaml"} {
 			outputs = append(outputs, cp.ok(t, "get", "server", name, "-o", o))
 			outputs = append(outputs, cp.ok(t, "describe", "server", name, "-o", o))
 		}
 	}
+	if r := cp.ok(t, "describe", "server", "s-url"); !strings.Contains(r.stdout, "https://REDACTED@mcp.example.com/mcp") {
+		t.Errorf("describe does not show the URL with its userinfo hidden:\n%s", r.stdout)
+	}
+	// What export prints applies back as a no-op: the stored userinfo stays.
+	exported := cp.ok(t, "export").stdout
+	// (The first apply marks what mmctl create made as managed by apply.)
+	cp.okIn(t, exported, "apply", "-f", "-")
+	if r := cp.okIn(t, cp.ok(t, "export").stdout, "apply", "-f", "-"); !strings.Contains(r.stdout, "server/s-url unchanged") {
+		t.Errorf("applying the export changed the server with a hidden userinfo:\n%s", r)
+	}
+	// The hidden userinfo is never sent to another host.
+	moved := strings.Replace(exported, "https://REDACTED@mcp.example.com/mcp", "https://REDACTED@evil.example.com/mcp", 1)
+	if moved == exported {
+		t.Fatalf("the export does not hold the hidden URL:\n%s", exported)
+	}
+	if r := cp.mmctlIn(t, moved, "apply", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "keeps the stored one only for the same scheme and host") {
+		t.Errorf("apply of a hidden userinfo for another host:\n%s", r)
+	}
 	for _, out := range outputs {
-		for _, s := range secrets {
+		for _, s := range append(secrets, viaURLUser) {
 			if strings.Contains(out.stdout, s) || strings.Contains(out.stderr, s) {
 				t.Errorf("a secret (%s) appears in the output of:\n%s", s, out)
 			}
@@ -131,7 +154,7 @@ namespace: secrets
 	if !strings.Contains(logs, "control plane listening") || len(lines(logs)) < 10 {
 		t.Fatalf("the control plane log looks incomplete:\n%s", logs)
 	}
-	for _, s := range secrets {
+	for _, s := range append(secrets, viaURLUser) {
 		for _, form := range encodings(s) {
 			if strings.Contains(logs, form) {
 				t.Errorf("the control plane log contains a secret (%s):\n%s", s, logs)
