@@ -33,8 +33,8 @@ func newRateLimitStatusCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status POLICY [--principal P] [--endpoint E]",
 		Short: "Show the remaining budget of a policy and when it refills",
-		Example: `  mmctl ratelimit status pages --principal marketing-bot
-  mmctl ratelimit status everyone-together`,
+		Example: `  mmctl ratelimit status per-user --principal marketing-bot
+  mmctl ratelimit status per-user --principal alice --endpoint team`,
 		Args: policyArg,
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			c, err := a.admin()
@@ -71,7 +71,7 @@ func newRateLimitResetCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "reset POLICY --principal P [--endpoint E]",
 		Short:   "Give a caller the whole burst of a policy again",
-		Example: `  mmctl ratelimit reset pages --principal marketing-bot`,
+		Example: `  mmctl ratelimit reset per-user --principal marketing-bot`,
 		Args:    policyArg,
 		RunE: a.runE(func(ctx context.Context, cmd *cobra.Command, args []string) error {
 			c, err := a.admin()
