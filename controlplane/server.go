@@ -66,6 +66,9 @@ type Options struct {
 	// RateLimits reaches the data planes' rate-limit buckets, for
 	// `mmctl ratelimit status` and `reset` (unavailable when its Store is nil).
 	RateLimits admin.RateLimits
+	// SyncTokenHash, when set, is the SHA-256 of a bootstrap sync token,
+	// accepted beside the store's sync tokens (auth.BootstrapSyncName).
+	SyncTokenHash []byte
 	// Metrics, when set, count admin calls, sync streams and snapshot
 	// pushes (see NewMetrics).
 	Metrics *Metrics
@@ -110,6 +113,7 @@ func New(st store.Store, sealer *secret.Sealer, opts Options) (*Server, error) {
 		health: health.NewServer(),
 	}
 	s.admin.SetRateLimits(opts.RateLimits)
+	s.authn.SetSyncTokenHash(opts.SyncTokenHash)
 
 	unary := []grpc.UnaryServerInterceptor{s.authn.UnaryInterceptor(), s.logUnary}
 	streams := []grpc.StreamServerInterceptor{s.authn.StreamInterceptor(), s.logStream}

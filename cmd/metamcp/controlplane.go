@@ -55,6 +55,7 @@ type controlPlaneFlags struct {
 	redisURL       string
 	redisPrefix    string
 	metricsListen  string
+	syncTokenFile  string
 }
 
 func newControlPlaneCommand(lf *logFlags) *cobra.Command {
@@ -71,6 +72,9 @@ Secrets come from the environment or files, never from flags:
                        chars), or --secret-key-file. Make one: ` + makeSecretHint + `
   ` + envAdminToken + `  bootstrap admin token for mmctl, or --admin-token-file.
                        Needed until admin tokens exist in the store (mmctl create token).
+  ` + envBootstrapSyncToken + `  optional: a sync token data planes may use from the
+                       start (give them the same as METAMCP_SYNC_TOKEN), beside those
+                       mmctl creates; or --bootstrap-sync-token-file. Kept only as a hash.
 
 Several control planes may run against one database.`,
 		Example: `  export METAMCP_DATABASE_URL='postgres://metamcp:PASSWORD@localhost:5432/metamcp'
@@ -97,6 +101,7 @@ Several control planes may run against one database.`,
 	fl.StringVar(&f.secretKeyFile, "secret-key-file", "", "file holding the key that encrypts secrets at rest (alternative: set "+envSecretKey+")")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM); serve TLS when set, with --tls-key")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fl.StringVar(&f.syncTokenFile, "bootstrap-sync-token-file", "", "file holding a sync token data planes may use from the start, beside those made with mmctl (alternative: set "+envBootstrapSyncToken+"); kept only as a hash")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "address serving Prometheus metrics at /metrics over HTTP, e.g. 0.0.0.0:9091 (default: off; the gRPC port serves no HTTP)")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "CA file (PEM) to require and verify client certificates (mutual TLS)")
 	f.auditRetention = defaultAuditRetention
@@ -139,6 +144,15 @@ func runControlPlane(ctx context.Context, logger *slog.Logger, f *controlPlaneFl
 	adminToken, err := loadAdminToken(logger, os.Getenv(envAdminToken), f.adminTokenFile)
 	if err != nil {
 		return err
+	}
+	syncToken, err := loadBootstrapSyncToken(logger, os.Getenv(envBootstrapSyncToken), f.syncTokenFile)
+	if err != nil {
+		return err
+	}
+	var syncTokenHash []byte
+	if syncToken != "" {
+		syncTokenHash = auth.HashToken(syncToken)
+		logger.Info("data planes may sync with the bootstrap sync token", "principal", auth.BootstrapSyncName)
 	}
 
 	logger.Info("starting control plane", "version", version.String())
@@ -193,6 +207,7 @@ func runControlPlane(ctx context.Context, logger *slog.Logger, f *controlPlaneFl
 		AuditRetention: f.auditRetention,
 		RateLimits:     limits,
 		Metrics:        metrics,
+		SyncTokenHash:  syncTokenHash,
 	}, nil)
 }
 
@@ -267,6 +282,31 @@ func loadAdminToken(logger *slog.Logger, envValue, file string) (string, error) 
 	}
 	if token != "" && len(token) < minAdminTokenLen {
 		logger.Warn("the bootstrap admin token is short and easy to guess; use a random one", "length", len(token), "suggestion", makeSecretHint)
+	}
+	return token, nil
+}
+
+// envBootstrapSyncToken holds the control plane's bootstrap sync token.
+const envBootstrapSyncToken = "METAMCP_BOOTSTRAP_SYNC_TOKEN"
+
+// loadBootstrapSyncToken returns the bootstrap sync token from the
+// environment value or the file, or "" when neither is set.
+func loadBootstrapSyncToken(logger *slog.Logger, envValue, file string) (string, error) {
+	if envValue != "" && file != "" {
+		return "", usageError{fmt.Errorf("both %s and --bootstrap-sync-token-file are set: use one", envBootstrapSyncToken)}
+	}
+	token := strings.TrimSpace(envValue)
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read --bootstrap-sync-token-file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return "", fmt.Errorf("--bootstrap-sync-token-file %s is empty: write a token into it (make one with `%s`)", file, makeSecretHint)
+		}
+	}
+	if token != "" && len(token) < minAdminTokenLen {
+		logger.Warn("the bootstrap sync token is short and easy to guess; use a random one", "length", len(token), "suggestion", makeSecretHint)
 	}
 	return token, nil
 }

@@ -89,6 +89,7 @@ func RequiredScope(fullMethod string) (scope metamcpv1.TokenScope, public bool) 
 type Authenticator struct {
 	st        store.Store
 	adminHash []byte
+	syncHash  []byte // the bootstrap sync token's (SetSyncTokenHash)
 	log       *slog.Logger
 	now       func() time.Time
 
@@ -113,6 +114,26 @@ func New(st store.Store, adminTokenHash []byte, logger *slog.Logger) *Authentica
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Authenticator{st: st, adminHash: bytesClone(adminTokenHash), log: logger, now: time.Now}
+}
+
+// SetSyncTokenHash makes the token whose SHA-256 is hash a sync token
+// (BootstrapSyncName), beside those in the store, so that data planes can
+// connect to a control plane that has just been deployed. Call it before
+// serving.
+func (a *Authenticator) SetSyncTokenHash(hash []byte) { a.syncHash = bytesClone(hash) }
+
+// BootstrapSyncName names the bootstrap sync token's principal.
+const BootstrapSyncName = "bootstrap-sync"
+
+// bootstrap returns the principal of a bootstrap token with hash.
+func (a *Authenticator) bootstrap(hash []byte) (Principal, bool) {
+	if len(a.adminHash) > 0 && subtle.ConstantTimeCompare(hash, a.adminHash) == 1 {
+		return Principal{Name: BootstrapName, Scope: metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN, hash: hash}, true
+	}
+	if len(a.syncHash) > 0 && subtle.ConstantTimeCompare(hash, a.syncHash) == 1 {
+		return Principal{Name: BootstrapSyncName, Scope: metamcpv1.TokenScope_TOKEN_SCOPE_SYNC, hash: hash}, true
+	}
+	return Principal{}, false
 }
 
 func bytesClone(b []byte) []byte {
@@ -226,8 +247,8 @@ func (a *Authenticator) ReauthorizeAt(ctx context.Context, rev int64) error {
 
 // lookupAt is lookup with the token records cached per revision.
 func (a *Authenticator) lookupAt(ctx context.Context, hash []byte, rev int64) (Principal, error) {
-	if len(a.adminHash) > 0 && subtle.ConstantTimeCompare(hash, a.adminHash) == 1 {
-		return Principal{Name: BootstrapName, Scope: metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN, hash: hash}, nil
+	if p, ok := a.bootstrap(hash); ok {
+		return p, nil
 	}
 	a.cacheMu.Lock()
 	defer a.cacheMu.Unlock()
@@ -311,8 +332,8 @@ func bearerToken(ctx context.Context) (string, error) {
 // lookup finds the principal whose token hashes to hash. Every candidate is
 // compared in constant time.
 func (a *Authenticator) lookup(ctx context.Context, hash []byte) (Principal, error) {
-	if len(a.adminHash) > 0 && subtle.ConstantTimeCompare(hash, a.adminHash) == 1 {
-		return Principal{Name: BootstrapName, Scope: metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN, hash: hash}, nil
+	if p, ok := a.bootstrap(hash); ok {
+		return p, nil
 	}
 	var tokens []*metamcpv1.Token
 	err := a.st.View(ctx, func(ctx context.Context, tx store.ReadTx) error {

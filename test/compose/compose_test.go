@@ -24,7 +24,7 @@ import (
 const repoRoot = "../.."
 
 // Environment variables the binaries read directly (not flag mirrors).
-var directEnv = []string{"METAMCP_ADMIN_TOKEN", "METAMCP_SECRET_KEY", "METAMCP_DATABASE_URL"}
+var directEnv = []string{"METAMCP_ADMIN_TOKEN", "METAMCP_SECRET_KEY", "METAMCP_DATABASE_URL", "METAMCP_BOOTSTRAP_SYNC_TOKEN"}
 
 // requiredVars are the variables docker-compose.yml refuses to run without.
 var requiredVars = map[string]string{
@@ -623,5 +623,23 @@ func TestComposeDataPlane(t *testing.T) {
 	}
 	if _, ok := flagValue(args, "sync-token"); ok {
 		t.Errorf("the sync token is on the command line, where ps shows it")
+	}
+}
+
+// TestComposeOneStep: the first `docker compose up` needs no token made by
+// hand: the control plane accepts the data plane's sync token from the
+// start, and the .env holding it is never committed.
+func TestComposeOneStep(t *testing.T) {
+	services := renderedServices(t)
+	cp, dp := environment(t, services["controlplane"].Environment), environment(t, services["dataplane"].Environment)
+	if got, want := cp["METAMCP_BOOTSTRAP_SYNC_TOKEN"], dp["METAMCP_SYNC_TOKEN"]; got == "" || got != want {
+		t.Errorf("the control plane's bootstrap sync token %q is not the data plane's sync token %q", got, want)
+	}
+	ignore, err := os.ReadFile(filepath.Join(repoRoot, ".gitignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(ignore), "\n"), "/.env") {
+		t.Error(".gitignore does not ignore /.env, which holds the compose secrets")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,4 +108,32 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		d := dps["dp-drain"]
 		return d != nil && !d.GetConnected(), describeDataPlanes(dps, 0)
 	})
+}
+
+// TestBootstrapSyncToken: a control plane started with a bootstrap sync
+// token lets a data plane holding it sync at once, with no token made by
+// mmctl; another token is still refused.
+func TestBootstrapSyncToken(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sync-token")
+	token := "bootstrap-" + randomHex(t, 16)
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cp := startControlPlane(t, "--bootstrap-sync-token-file", file)
+	if strings.Contains(cp.logs.String(), token) {
+		t.Error("the control plane logged the bootstrap sync token")
+	}
+	dp := &dataPlane{node: "dp-boot", token: token, cacheFile: filepath.Join(t.TempDir(), "snapshot.pb"), cpAddr: cp.addr}
+	dp.launch(t)
+	cp.ok(t, "create", "namespace", "boot")
+	waitApplied(t, cp, cp.revisionNum(t), dp)
+
+	bad := &dataPlane{node: "dp-bad", token: "bootstrap-" + randomHex(t, 16), cacheFile: filepath.Join(t.TempDir(), "snapshot.pb"), cpAddr: cp.addr}
+	bad.launch(t)
+	pollUntil(t, 10*time.Second, "a data plane with another token is refused", func() (bool, string) {
+		return strings.Contains(bad.logs.String(), "the control plane refused the sync token"), bad.logs.String()
+	})
+	if r := bad.readyz(t); r.code == http.StatusOK {
+		t.Errorf("a data plane with a token the control plane never issued is ready: %s", r.body)
+	}
 }
