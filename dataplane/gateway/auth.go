@@ -98,7 +98,8 @@ func looksLikeJWT(s string) bool {
 	return strings.Count(s, ".") == 2 && !strings.HasPrefix(s, "mm_")
 }
 
-// authenticate returns the caller's principal, or answers the refusal itself.
+// authenticate returns the caller's principal, or answers the refusal
+// itself and records it in the audit trail.
 //
 // How a refusal is answered depends on what the endpoint accepts. An
 // endpoint that takes OAuth access tokens answers a missing or bad token
@@ -116,8 +117,10 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 	}
 	ip := g.clientIP(r)
 	if wait := g.authFailures.blocked(ip, time.Now()); wait > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
-		writeHTTPError(w, http.StatusTooManyRequests, codeInvalidRequest, "too many failed authentication attempts from this address: retry in "+strconv.Itoa(int((wait+time.Second-1)/time.Second))+" s with a valid credential")
+		secs := strconv.Itoa(int((wait + time.Second - 1) / time.Second))
+		w.Header().Set("Retry-After", secs)
+		g.refuse(w, r, t, refusal{status: http.StatusTooManyRequests, outcome: metamcpv1.CallOutcome_CALL_OUTCOME_RATE_LIMITED,
+			msg: "too many failed authentication attempts from this address: retry in " + secs + " s with a valid credential"})
 		return nil, false
 	}
 	jwt := ea.GetJwt()
@@ -127,17 +130,19 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 			g.tokenChallenge(w, r, t, "", "this endpoint needs an OAuth access token (Authorization: Bearer ...)"+keysToo(ea))
 			return nil, false
 		}
-		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "this endpoint needs an API key: send Authorization: Bearer mm_...")
+		g.refuse(w, r, t, refusal{status: http.StatusForbidden, msg: "this endpoint needs an API key: send Authorization: Bearer mm_..."})
 		return nil, false
 	}
 	var buf [256]byte // keys are short: hash them without an allocation
 	sum := sha256.Sum256(append(buf[:0], key...))
 	if entry := t.snap.APIKeys[sum]; entry != nil {
-		p, ok := g.keyPrincipal(w, t, entry)
-		if !ok {
+		p, ref := keyPrincipal(t, entry)
+		if ref != nil {
 			g.authFailures.fail(ip, time.Now())
+			g.refuse(w, r, t, *ref)
+			return nil, false
 		}
-		return p, ok
+		return p, true
 	}
 	if jwt != nil && looksLikeJWT(key) {
 		p, err := g.opts.Tokens.Verify(r.Context(), key, jwt, g.tokenAudiences(r, t))
@@ -150,7 +155,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		}
 		if te.Code == auth.CodeInsufficientScope {
 			w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", scope="`+strings.Join(te.Scopes, " ")+`", resource_metadata="`+g.metadataURL(r, t)+`", error_description=`+quote(te.Description))
-			writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, te.Description)
+			g.refuse(w, r, t, refusal{status: http.StatusForbidden, outcome: metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN, msg: te.Description})
 			return nil, false
 		}
 		g.authFailures.fail(ip, time.Now())
@@ -162,8 +167,27 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, t target)
 		g.tokenChallenge(w, r, t, auth.CodeInvalidToken, "the access token is not a JWT: this endpoint accepts only OAuth access tokens from "+jwt.GetIssuer())
 		return nil, false
 	}
-	writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "the API key is not valid (unknown or revoked): check it or create a new one with mmctl create apikey")
+	g.refuse(w, r, t, refusal{status: http.StatusForbidden, msg: "the API key is not valid (unknown or revoked): check it or create a new one with mmctl create apikey"})
 	return nil, false
+}
+
+// refusal is how authenticate refuses a request: the HTTP status, the
+// outcome the audit trail records (unauthorized when zero), the message and,
+// where the credential was good but may not be used here, who it was.
+type refusal struct {
+	status  int
+	outcome metamcpv1.CallOutcome
+	msg     string
+	who     *identity.Principal
+}
+
+// refuse answers a refused request and records it.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, t target, ref refusal) {
+	if ref.outcome == metamcpv1.CallOutcome_CALL_OUTCOME_UNSPECIFIED {
+		ref.outcome = metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED
+	}
+	writeHTTPError(w, ref.status, codeInvalidRequest, ref.msg)
+	g.recordRefusal(r, t, ref.who, ref.status, ref.outcome, ref.msg)
 }
 
 // keysToo adds to a message that API keys work too, where they do.
@@ -174,32 +198,28 @@ func keysToo(a *metamcpv1.EndpointAuth) string {
 	return " or an API key (Bearer mm_...)"
 }
 
-// keyPrincipal checks an API key found in the snapshot against the endpoint.
-func (g *Gateway) keyPrincipal(w http.ResponseWriter, t target, entry *metamcpv1.ApiKeyEntry) (*identity.Principal, bool) {
-	if t.ep.Endpoint.GetAuth().GetDisableApiKeys() {
-		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "endpoint "+quote(t.name)+" accepts only OAuth access tokens, not API keys: sign in through its identity provider")
-		return nil, false
-	}
+// keyPrincipal checks an API key found in the snapshot against the endpoint:
+// its principal, or why it may not be used here.
+func keyPrincipal(t target, entry *metamcpv1.ApiKeyEntry) (*identity.Principal, *refusal) {
 	if exp := entry.GetExpireTime(); exp != nil && !exp.AsTime().After(time.Now()) {
-		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "the API key "+quote(entry.GetName())+" expired at "+exp.AsTime().UTC().Format(time.RFC3339)+": create a new one")
-		return nil, false
-	}
-	allowed := false
-	for _, e := range entry.GetEndpoints() {
-		if e == "*" || e == t.name {
-			allowed = true
-			break
-		}
-	}
-	if !allowed {
-		writeHTTPError(w, http.StatusForbidden, codeInvalidRequest, "the API key "+quote(entry.GetName())+" may not call endpoint "+quote(t.name))
-		return nil, false
+		return nil, &refusal{status: http.StatusForbidden, msg: "the API key " + quote(entry.GetName()) + " expired at " + exp.AsTime().UTC().Format(time.RFC3339) + ": create a new one"}
 	}
 	name := entry.GetPrincipal()
 	if name == "" {
 		name = entry.GetName()
 	}
-	return &identity.Principal{Name: name, Kind: identity.KindAPIKey, KeyID: entry.GetName()}, true
+	p := &identity.Principal{Name: name, Kind: identity.KindAPIKey, KeyID: entry.GetName()}
+	if t.ep.Endpoint.GetAuth().GetDisableApiKeys() {
+		return nil, &refusal{status: http.StatusForbidden, outcome: metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN, who: p,
+			msg: "endpoint " + quote(t.name) + " accepts only OAuth access tokens, not API keys: sign in through its identity provider"}
+	}
+	for _, e := range entry.GetEndpoints() {
+		if e == "*" || e == t.name {
+			return p, nil
+		}
+	}
+	return nil, &refusal{status: http.StatusForbidden, outcome: metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN, who: p,
+		msg: "the API key " + quote(entry.GetName()) + " may not call endpoint " + quote(t.name)}
 }
 
 // tokenChallenge answers 401 with a WWW-Authenticate header that points an
@@ -214,7 +234,7 @@ func (g *Gateway) tokenChallenge(w http.ResponseWriter, r *http.Request, t targe
 		v += `, error="` + errCode + `", error_description=` + quote(msg)
 	}
 	w.Header().Set("WWW-Authenticate", v)
-	writeHTTPError(w, http.StatusUnauthorized, codeInvalidRequest, msg)
+	g.refuse(w, r, t, refusal{status: http.StatusUnauthorized, msg: msg})
 }
 
 // resourcePath is the path of an endpoint's MCP URL for the transport a

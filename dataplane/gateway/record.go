@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -226,38 +224,6 @@ func setPrincipal(rec *metamcpv1.CallRecord, who *identity.Principal) {
 	rec.Principal = who.Name
 	rec.PrincipalKind = who.Kind.String()
 	rec.KeyId, rec.Subject, rec.Issuer = who.KeyID, who.Subject, who.Issuer
-}
-
-// recordAuthRefusal records a request authenticate refused (it answered
-// already): 429 when it throttled the address, else unauthorized for a
-// missing, unknown, expired or invalid credential and forbidden for a valid
-// one that may not use this endpoint.
-func (g *Gateway) recordAuthRefusal(w http.ResponseWriter, r *http.Request, t target) {
-	if g.opts.Calls == nil {
-		return
-	}
-	h := w.Header()
-	status, outcome, msg := http.StatusUnauthorized, metamcpv1.CallOutcome_CALL_OUTCOME_UNAUTHORIZED, "missing, unknown, expired or invalid credential"
-	var who *identity.Principal
-	switch challenge := h.Get("WWW-Authenticate"); {
-	case h.Get("Retry-After") != "":
-		status, outcome, msg = http.StatusTooManyRequests, metamcpv1.CallOutcome_CALL_OUTCOME_RATE_LIMITED, "too many failed authentications from this address"
-	case strings.Contains(challenge, "insufficient_scope"):
-		status, outcome, msg = http.StatusForbidden, metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN, "the access token lacks a required scope"
-	case challenge == "":
-		// Refusals of API keys are answered 403 (see authenticate); a key
-		// that is known and live was refused for this endpoint.
-		status = http.StatusForbidden
-		if key, _ := credential(r, t.ep.Endpoint.GetAuth()); key != "" {
-			var buf [256]byte
-			if e := t.snap.APIKeys[sha256.Sum256(append(buf[:0], key...))]; e != nil &&
-				(e.GetExpireTime() == nil || e.GetExpireTime().AsTime().After(time.Now())) {
-				outcome, msg = metamcpv1.CallOutcome_CALL_OUTCOME_FORBIDDEN, "the API key may not use this endpoint"
-				who = &identity.Principal{Name: cmp.Or(e.GetPrincipal(), e.GetName()), Kind: identity.KindAPIKey, KeyID: e.GetName()}
-			}
-		}
-	}
-	g.recordRefusal(r, t, who, status, outcome, msg)
 }
 
 // recordRefusal records a request refused before it was read: 401, 403 or

@@ -37,7 +37,6 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	who, ok := g.authenticate(w, r, t)
 	if !ok {
-		g.recordAuthRefusal(w, r, t)
 		return
 	}
 	if r.Method != http.MethodGet {
@@ -137,7 +136,6 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	who, ok := g.authenticate(w, r, t)
 	if !ok {
-		g.recordAuthRefusal(w, r, t)
 		return
 	}
 	principal := who.Name

@@ -87,7 +87,6 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	}
 	who, ok := g.authenticate(w, r, t)
 	if !ok {
-		g.recordAuthRefusal(w, r, t)
 		return
 	}
 	switch r.Method {
