@@ -571,7 +571,7 @@ func (s *Server) pingRedis() error {
 	err := redisconn.Ping(context.Background(), s.redis, redisProbeTimeout)
 	var nerr net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
-		err = fmt.Errorf("Redis did not answer a ping within %s", redisProbeTimeout)
+		err = fmt.Errorf("no answer to a ping within %s", redisProbeTimeout)
 	}
 	p.at, p.err = time.Now(), err
 	return err

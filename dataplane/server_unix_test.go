@@ -47,7 +47,7 @@ func TestFrozenRedisIsDegraded(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	body := pollReadyz(t, base, "redis: degraded (Redis did not answer a ping within 1s)")
+	body := pollReadyz(t, base, "redis: degraded (no answer to a ping within 1s)")
 	if !strings.Contains(body, "ready: revision 1") {
 		t.Fatalf("/readyz = %q, want ready at revision 1", body)
 	}

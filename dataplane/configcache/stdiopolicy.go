@@ -13,7 +13,7 @@ import (
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
-// AnyArgs, as the last word of a stdio pattern, allows any further arguments.
+// AnyArgs is the last word of a stdio pattern that allows any further arguments.
 const AnyArgs = "..."
 
 // LoaderEnv lists (as case-insensitive globs) the environment variables that

@@ -71,8 +71,8 @@ func urlSecrets(raw string) (secrets, hosts []string) {
 	if err != nil {
 		return secrets, nil
 	}
-	add := func(s string, min int) {
-		if len(s) >= min {
+	add := func(s string, minLen int) {
+		if len(s) >= minLen {
 			secrets = append(secrets, s)
 			if un, err := url.PathUnescape(s); err == nil && un != s {
 				secrets = append(secrets, un)
