@@ -88,9 +88,10 @@ func (m *Metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerI
 	return err
 }
 
-// Streams, Acked and Built make Metrics a syncserver.Observer.
+// Streams counts sync streams opening and ending (syncserver.Observer).
 func (m *Metrics) Streams(delta int) { m.dataPlane.Add(float64(delta)) }
 
+// Acked counts a data plane's answer to a snapshot and its push latency.
 func (m *Metrics) Acked(nack bool, sinceBuild time.Duration) {
 	if nack {
 		m.acks.WithLabelValues("nack").Inc()
@@ -102,6 +103,7 @@ func (m *Metrics) Acked(nack bool, sinceBuild time.Duration) {
 	}
 }
 
+// Built times a snapshot build.
 func (m *Metrics) Built(d time.Duration, err error) {
 	r := "ok"
 	if err != nil {
@@ -110,6 +112,7 @@ func (m *Metrics) Built(d time.Duration, err error) {
 	m.build.WithLabelValues(r).Observe(d.Seconds())
 }
 
+// Stored counts stored call records and times the store's append.
 func (m *Metrics) Stored(n int, d time.Duration, err error) {
 	r := "ok"
 	if err != nil {

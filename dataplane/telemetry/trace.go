@@ -170,10 +170,10 @@ func (r *Request) endSpan(status int, l labels) {
 	if l.server != "" {
 		attrs = append(attrs, attribute.String("metamcp.server", l.server))
 	}
-	r.span.SetAttributes(attrs...)
 	if l.outcome != OutcomeOK {
 		r.span.SetStatus(codes.Error, l.outcome)
 		attrs = append(attrs, attribute.String("error.type", l.outcome))
 	}
+	r.span.SetAttributes(attrs...)
 	r.span.End()
 }

@@ -41,9 +41,13 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Mcp-Session-Id", c.sid)
 	req.Header.Set("MCP-Protocol-Version", c.version)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET stream: %v %v", err, resp)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed by the reader below and at the end
+	if err != nil {
+		t.Fatalf("GET stream: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET stream: HTTP %d", resp.StatusCode)
 	}
 	streamEnded := make(chan struct{})
 	go func() {
