@@ -115,6 +115,9 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"version", "extra"}, exitUsage, "takes no arguments"},
 		{[]string{"dev", "--bogus"}, exitUsage, "unknown flag: --bogus"},
 		{[]string{"dataplane", "--gc-headroom", "-1"}, exitUsage, "--gc-headroom -1: want 0 (off) or more MiB"},
+		{[]string{"dataplane", "--stdio-allow", "npx ... -y"}, exitUsage, `--stdio-allow "npx ... -y": ... may only be the last word`},
+		{[]string{"dataplane", "--stdio-allow", "'npx"}, exitUsage, "unterminated quote"},
+		{[]string{"dataplane", "--help"}, exitOK, "npx -y @modelcontextprotocol/server-*   npx with -y and one such package only"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer

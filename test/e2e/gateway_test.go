@@ -248,7 +248,10 @@ func TestGatewayUpstreamsAndRevisions(t *testing.T) {
 	silent := silentServer(t)
 
 	cp := startControlPlane(t)
-	dp := startDataPlane(t, cp, "dp-1")
+	// Exactly the stdio servers this test configures.
+	dp := startDataPlane(t, cp, "dp-1", "--stdio-allow", metamcpBin+" demo-server",
+		"--stdio-allow", fx+" --transport stdio --name fx --tools *",
+		"--stdio-allow", "npx -y @modelcontextprotocol/server-everything")
 	cp.ok(t, "create", "server", "demo", "--command", metamcpBin, "--arg", "demo-server")
 	cp.ok(t, "create", "server", "fx", "--command", fx, "--arg", "--transport", "--arg", "stdio", "--arg", "--name", "--arg", "fx", "--arg", "--tools", "--arg", "echo,crash,whoami")
 	cp.ok(t, "create", "server", "web", "--url", webURL)
