@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/telemetry"
 )
@@ -38,4 +39,17 @@ func callOutcome(c *call, method string, res json.RawMessage, rerr *rpc.Error) m
 		return metamcpv1.CallOutcome_CALL_OUTCOME_TOOL_ERROR
 	}
 	return metamcpv1.CallOutcome_CALL_OUTCOME_OK
+}
+
+// observeRateLimit counts, by policy, a rate-limit refusal and the shadow
+// policies that would have refused.
+func observeRateLimit(c *call, d *ratelimit.Decision) {
+	if !d.Refused && len(d.Shadow) == 0 {
+		return
+	}
+	policy := ""
+	if d.Refused && d.Policy != nil {
+		policy = d.Policy.Name
+	}
+	c.obs.RateLimit(policy, d.Unavailable, d.Shadow)
 }

@@ -9,11 +9,17 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/telemetry"
 )
 
@@ -120,5 +126,37 @@ func TestTracesOverOTLP(t *testing.T) {
 	want := "traceparent=00-" + traceID + "-" + hex.EncodeToString(client.GetSpanId()) + "-01"
 	if !strings.Contains(body, want) {
 		t.Errorf("the upstream got %s, want %s (the upstream span as parent)", body, want)
+	}
+}
+
+// TestRateLimitMetricsByPolicy: a refusal is counted under its policy, a
+// shadow policy's would-be refusal under its own, and the refused request
+// under outcome rate_limited.
+func TestRateLimitMetricsByPolicy(t *testing.T) {
+	p := &metamcpv1.RateLimitPolicy{Name: "pages", Rate: 1, Burst: proto.Int64(1), Period: durationpb.New(time.Hour), Tool: "alpha__echo"}
+	shadow := &metamcpv1.RateLimitPolicy{Name: "trial", Rate: 1, Burst: proto.Int64(1), Period: durationpb.New(time.Hour), Tool: "alpha__echo", Shadow: true}
+	h := newHarness(t, rateLimitedConfig(p, shadow), nil, func(o *Options) { o.Limiter = ratelimit.New(ratelimit.Options{}) })
+	m := telemetry.NewMetrics(telemetry.Sources{}, 0)
+	srv := httptest.NewServer(telemetry.New(telemetry.Options{Metrics: m}).Wrap(h.gw.Handler()))
+	defer srv.Close()
+	body, hdr := statelessCall("alpha__echo")
+	for i, want := range []int{200, 429} {
+		if status, _, b := post(t, srv.URL+"/metamcp/main/mcp", body, hdr); status != want {
+			t.Fatalf("call %d: %d %s, want %d", i+1, status, b, want)
+		}
+	}
+	out, err := testutil.CollectAndFormat(m.Registry(), expfmt.TypeTextPlain, "metamcp_dataplane_ratelimit_refusals_total", "metamcp_dataplane_requests_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`metamcp_dataplane_ratelimit_refusals_total{policy="pages",reason="limited"} 1`,
+		`metamcp_dataplane_ratelimit_refusals_total{policy="trial",reason="shadow"} 1`,
+		`metamcp_dataplane_requests_total{endpoint="main",method="tools/call",outcome="rate_limited",server="alpha",tool="alpha__echo"} 1`,
+		`metamcp_dataplane_requests_total{endpoint="main",method="tools/call",outcome="ok",server="alpha",tool="alpha__echo"} 1`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("metrics lack %s:\n%s", want, out)
+		}
 	}
 }

@@ -71,6 +71,7 @@ func (g *Gateway) rateLimit(ctx context.Context, c *call, msg *rpc.Message) *rpc
 	start := time.Now()
 	d := l.Check(ctx, c.t.snap, &rc)
 	c.shadowLimits = d.Shadow
+	observeRateLimit(c, &d)
 	if !d.Refused {
 		return nil
 	}

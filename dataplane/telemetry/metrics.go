@@ -83,6 +83,9 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	authFail *prometheus.CounterVec
 	applies  *prometheus.CounterVec
+	// rlRefused counts rate-limit refusals by policy (names come from the
+	// config: bounded).
+	rlRefused *prometheus.CounterVec
 
 	maxTools int
 	mu       sync.RWMutex
@@ -127,7 +130,11 @@ func NewMetrics(src Sources, maxTools int) *Metrics {
 		Name: "metamcp_dataplane_snapshot_applies_total",
 		Help: "Config snapshots received from the control plane, by result: applied, partial (some servers left out), keys_only (refused, its API and session keys applied) or refused.",
 	}, []string{"result"})
-	m.reg.MustRegister(m.requests, m.duration, m.authFail, m.applies,
+	m.rlRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "metamcp_dataplane_ratelimit_refusals_total",
+		Help: "Calls refused by a rate-limit policy, by policy and reason: limited (over the limit), unavailable (its Redis away and the policy closed), shadow (a shadow policy would have refused; the call went on).",
+	}, []string{"policy", "reason"})
+	m.reg.MustRegister(m.requests, m.duration, m.authFail, m.applies, m.rlRefused,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&sourceCollector{src: src})

@@ -99,6 +99,7 @@ func (t *Telemetry) Wrap(next http.Handler) http.Handler {
 		}
 		ow := &writer{ResponseWriter: w}
 		ow.req.start = time.Now()
+		ow.req.metrics = t.opts.Metrics
 		if r.Method == http.MethodPost {
 			ow.req.tracer = t.opts.Tracer
 		}
@@ -205,6 +206,7 @@ type Request struct {
 	server    string
 	outcome   string
 
+	metrics *Metrics     // nil: no metrics
 	tracer  trace.Tracer // nil: not traced
 	span    trace.Span   // the request's
 	up      trace.Span   // its upstream call's
@@ -272,6 +274,25 @@ func (r *Request) Call(name, server string, outcome metamcpv1.CallOutcome) {
 	r.name, r.server, r.outcome = name, server, o
 	r.endUpstream(server, o)
 	r.mu.Unlock()
+}
+
+// RateLimit counts a call that rate-limit policy refused ("" when none
+// did; unavailable: its Redis was away and the policy is closed) and the
+// shadow policies that would have refused it.
+func (r *Request) RateLimit(policy string, unavailable bool, shadow []string) {
+	if r == nil || r.metrics == nil {
+		return
+	}
+	if policy != "" {
+		reason := "limited"
+		if unavailable {
+			reason = "unavailable"
+		}
+		r.metrics.rlRefused.WithLabelValues(policy, reason).Inc()
+	}
+	for _, p := range shadow {
+		r.metrics.rlRefused.WithLabelValues(p, "shadow").Inc()
+	}
 }
 
 // writer notes the status of a response; Unwrap and Flush keep the
