@@ -130,14 +130,14 @@ func (g *Gateway) authorize(ctx context.Context, c *call, msg *rpc.Message) *rpc
 		}
 		it.Server = m.Server.GetName()
 		rr := g.routes.get(c.t)
-		ann, known := rr.toolAnnotations(it.Name)
+		tool, known := rr.tool(it.Name)
 		if !known {
 			// A replica that has not listed the tool's server since the
 			// config changed learns its tools first, once.
 			g.learnToolParams(ctx, c, rr, m)
-			ann, known = rr.toolAnnotations(it.Name)
+			tool, known = rr.tool(it.Name)
 		}
-		it.Annotations, it.AnnotationsUnknown = ann, !known
+		it.Annotations, it.AnnotationsUnknown = tool.annotations, !known
 		if a, ok := c.params.raw(msg.Params, "arguments"); ok && len(a) > 0 && a[0] == '{' {
 			args = a
 		}
@@ -177,28 +177,6 @@ func (g *Gateway) authorize(ctx context.Context, c *call, msg *rpc.Message) *rpc
 		Message: it.Kind.String() + " " + quote(it.Name) + " is not allowed for " + quote(c.principal) + " on endpoint " + quote(c.t.name) + ": " + reason,
 		Data:    data,
 	}
-}
-
-// setToolAnnotations records the annotations of a listed tool (as exposed,
-// overrides applied), which access rules may read at call time.
-func (r *resourceRoutes) setToolAnnotations(exposed string, a authz.Annotations) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.annotations == nil {
-		r.annotations = map[string]authz.Annotations{}
-	}
-	if _, ok := r.annotations[exposed]; ok || len(r.annotations) < maxRoutes {
-		r.annotations[exposed] = a
-	}
-}
-
-// toolAnnotations returns the annotations of a listed tool; false when it
-// was not listed.
-func (r *resourceRoutes) toolAnnotations(exposed string) (authz.Annotations, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	a, ok := r.annotations[exposed]
-	return a, ok
 }
 
 // accessPrint fingerprints an endpoint's access rules, to tell when they change.

@@ -364,17 +364,13 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 			base = o.GetName()
 		}
 		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, base)
-		rr.setToolParams(exposed, toolParamBindings(item))
 		var out json.RawMessage
 		if o == nil {
 			out = rpc.ReplaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed)
 		} else {
 			out = applyOverride(item, exposed, o)
 		}
-		if c.t.ep.Policy != nil {
-			rr.setToolAnnotations(exposed, authz.ParseAnnotations(out))
-		}
-		rr.setToolHint(exposed, toolHintsOf(out))
+		rr.setTool(exposed, listedTool{params: toolParamBindings(item), annotations: authz.ParseAnnotations(out)})
 		return out, true
 	case kindPrompts:
 		name, ok := rpc.StringField(item, "name")
@@ -495,21 +491,18 @@ func (rc *routeCache) get(t target) *resourceRoutes {
 			delete(rc.m, old)
 		}
 	}
-	r = &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string][]paramBinding{}, hints: map[string]uint8{}}
+	r = &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string]listedTool{}}
 	rc.m[k] = r
 	return r
 }
 
 // resourceRoutes maps resource URIs and templates to the server that listed
-// them, and exposed tool names to their Mcp-Param annotations (paramheaders.go).
+// them, and exposed tool names to what calls need of their listing.
 type resourceRoutes struct {
 	mu        sync.RWMutex
 	uris      map[string]routeEntry
 	templates map[string]routeEntry
-	tools     map[string][]paramBinding // nil value: listed, no annotations
-	// annotations of the listed tools, for access rules (setToolAnnotations).
-	annotations map[string]authz.Annotations
-	hints       map[string]uint8 // the tools' annotations, for call records (record.go)
+	tools     map[string]listedTool
 
 	learnMu  sync.Mutex             // guards learning
 	learning map[string]*learnState // learnToolParams, by server
@@ -550,22 +543,30 @@ func (r *resourceRoutes) addTemplate(tmpl string, member int, server string) (st
 	return add(r.templates, tmpl, member, server)
 }
 
-// setToolParams records the Mcp-Param annotations of a listed tool.
-func (r *resourceRoutes) setToolParams(exposed string, b []paramBinding) {
+// listedTool is what calls need of a tool as this replica listed it
+// (overrides applied): its Mcp-Param bindings (paramheaders.go) and its
+// annotations, which access rules decide on and call records report.
+type listedTool struct {
+	params      []paramBinding // nil: none
+	annotations authz.Annotations
+}
+
+// setTool records a listed tool.
+func (r *resourceRoutes) setTool(exposed string, t listedTool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.tools[exposed]; ok || len(r.tools) < maxRoutes {
-		r.tools[exposed] = b
+		r.tools[exposed] = t
 	}
 }
 
-// toolParams returns the Mcp-Param annotations of an exposed tool; false
-// when it was not listed.
-func (r *resourceRoutes) toolParams(exposed string) ([]paramBinding, bool) {
+// tool returns what was recorded of an exposed tool; false when it was not
+// listed.
+func (r *resourceRoutes) tool(exposed string) (listedTool, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	b, ok := r.tools[exposed]
-	return b, ok
+	t, ok := r.tools[exposed]
+	return t, ok
 }
 
 // lookup returns the server of a URI: listed exactly, else the first (in

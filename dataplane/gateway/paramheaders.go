@@ -132,18 +132,18 @@ func (g *Gateway) checkParamHeaders(ctx context.Context, c *call, r *http.Reques
 		return nil // refused as an unknown tool
 	}
 	rr := g.routes.get(c.t)
-	bindings, known := rr.toolParams(name)
+	tool, known := rr.tool(name)
 	if !known {
 		g.learnToolParams(ctx, c, rr, m)
-		if bindings, known = rr.toolParams(name); !known {
+		if tool, known = rr.tool(name); !known {
 			return nil
 		}
 	}
-	if len(bindings) == 0 {
+	if len(tool.params) == 0 {
 		return nil
 	}
 	args, _ := c.params.raw(params, "arguments")
-	return matchParamHeaders(headers, bindings, args, required)
+	return matchParamHeaders(headers, tool.params, args, required)
 }
 
 // maxLearnPages bounds the tools/list pages read to learn annotations.

@@ -13,6 +13,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/pkg/authz"
 	"github.com/metamcp/metamcp/pkg/identity"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -75,8 +76,8 @@ func (g *Gateway) recordDenied(c *call, msg *rpc.Message, rerr *rpc.Error) {
 	target, _ := c.params.str(msg.Params, key)
 	if msg.Method == "tools/call" {
 		// authorize learned the tool's annotations, when it could.
-		if h, ok := g.routes.get(c.t).toolHint(target); ok {
-			c.hints = h
+		if t, ok := g.routes.get(c.t).tool(target); ok {
+			c.hints = hintsOf(t.annotations)
 		}
 	}
 	g.record(c, msg.Method, target, "", time.Now(), nil, rerr)
@@ -88,12 +89,12 @@ func (g *Gateway) recordDenied(c *call, msg *rpc.Message, rerr *rpc.Error) {
 // Mcp-Param headers); failing that, the config's override alone counts.
 func (g *Gateway) toolHints(ctx context.Context, c *call, m *snapshot.Member, exposed, upstreamName string) uint8 {
 	rr := g.routes.get(c.t)
-	if h, ok := rr.toolHint(exposed); ok {
-		return h
+	if t, ok := rr.tool(exposed); ok {
+		return hintsOf(t.annotations)
 	}
 	g.learnToolParams(ctx, c, rr, m)
-	if h, ok := rr.toolHint(exposed); ok {
-		return h
+	if t, ok := rr.tool(exposed); ok {
+		return hintsOf(t.annotations)
 	}
 	var h uint8
 	if a := m.Spec.GetToolOverrides()[upstreamName].GetAnnotations(); a != nil {
@@ -108,35 +109,14 @@ func (g *Gateway) toolHints(ctx context.Context, c *call, m *snapshot.Member, ex
 	return h
 }
 
-// setToolHint records the annotations of a listed tool.
-func (r *resourceRoutes) setToolHint(exposed string, h uint8) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.hints[exposed]; ok || len(r.hints) < maxRoutes {
-		r.hints[exposed] = h
-	}
-}
-
-// toolHint returns the annotations of an exposed tool; false when it was
-// not listed.
-func (r *resourceRoutes) toolHint(exposed string) (uint8, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	h, ok := r.hints[exposed]
-	return h, ok
-}
-
-// toolHintsOf reads the destructive and read-only hints of a listed tool.
-func toolHintsOf(tool json.RawMessage) uint8 {
+// hintsOf is what a listed tool's annotations say, as call.hints bits: the
+// hints set to true explicitly.
+func hintsOf(a authz.Annotations) uint8 {
 	h := hintKnown
-	ann, ok := rawField(tool, "annotations")
-	if !ok || len(ann) == 0 || ann[0] != '{' {
-		return h
-	}
-	if v, ok := rawField(ann, "destructiveHint"); ok && string(v) == "true" {
+	if a.DestructiveHint != nil && *a.DestructiveHint {
 		h |= hintDestructive
 	}
-	if v, ok := rawField(ann, "readOnlyHint"); ok && string(v) == "true" {
+	if a.ReadOnlyHint != nil && *a.ReadOnlyHint {
 		h |= hintReadOnly
 	}
 	return h
