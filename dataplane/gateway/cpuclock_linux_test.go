@@ -1,17 +1,16 @@
 package gateway
 
 import (
-	"syscall"
 	"time"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // processCPU is this process's CPU time, all threads together (the
 // scheduler clock, CLOCK_PROCESS_CPUTIME_ID), or false where unknown.
 func processCPU() (time.Duration, bool) {
-	const clockProcessCPUTimeID = 2
-	var ts syscall.Timespec
-	if _, _, errno := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockProcessCPUTimeID, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &ts); err != nil {
 		return 0, false
 	}
 	return time.Duration(ts.Nano()), true
