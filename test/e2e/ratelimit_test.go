@@ -5,19 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/metamcp/metamcp/dataplane/redisconn/redistest"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -212,45 +210,6 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	}
 }
 
-// privateRedis is a redis-server of the test's own, on a free loopback port.
-type privateRedis struct {
-	addr string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startPrivateRedis(t *testing.T, addr string) *privateRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server is not installed: run scripts/ensure-services.sh")
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	r := &privateRedis{addr: addr, done: make(chan struct{})}
-	r.cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := r.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	go func() { _ = r.cmd.Wait(); close(r.done) }()
-	t.Cleanup(r.kill)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s did not listen within 10s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *privateRedis) kill() {
-	_ = r.cmd.Process.Signal(syscall.SIGKILL)
-	<-r.done
-}
-
 // TestRateLimitRedisKilled: with Redis SIGKILLed mid-run, each policy does as
 // its failure mode says: open admits, closed refuses saying the limiter is
 // unavailable, local admits its share (a third, with three data planes) in
@@ -258,8 +217,8 @@ func (r *privateRedis) kill() {
 // resumes there without a restart.
 func TestRateLimitRedisKilled(t *testing.T) {
 	up := startCountingUpstream(t)
-	rds := startPrivateRedis(t, freeDeadAddr(t))
-	redisArgs := []string{"--redis-url", "redis://" + rds.addr + "/0", "--ratelimit-timeout", "1s"}
+	rds := redistest.StartPrivate(t)
+	redisArgs := []string{"--redis-url", rds.URL(), "--ratelimit-timeout", "1s"}
 	cp := startControlPlane(t)
 	dps := []*dataPlane{startDataPlane(t, cp, "dp-a", redisArgs...), startDataPlane(t, cp, "dp-b", redisArgs...), startDataPlane(t, cp, "dp-c", redisArgs...)}
 	cp.ok(t, "create", "server", "notion", "--url", up.url+"/")
@@ -307,7 +266,7 @@ func TestRateLimitRedisKilled(t *testing.T) {
 		return strings.Contains(rz.body, "3 data planes live"), rz.body
 	})
 
-	rds.kill()
+	rds.Kill()
 	s, _ := calls("open", 5)
 	for i, st := range s {
 		if st != 200 {
@@ -330,7 +289,7 @@ func TestRateLimitRedisKilled(t *testing.T) {
 	}
 
 	// Redis returns (empty: no persistence); the next calls count there again.
-	startPrivateRedis(t, rds.addr)
+	rds.Restart(t)
 	eventually(t, "the closed policy counting in Redis again", func() (bool, string) {
 		s, b := calls("closed", 1)
 		return s[0] == 200, fmt.Sprint(s[0], b[0])
