@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -298,35 +297,8 @@ func TestAuditTrailPostgres(t *testing.T) {
 
 // TestAuditTrailDev: mmctl logs against `metamcp dev` (its SQLite store).
 func TestAuditTrailDev(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "state")
-	cmd := exec.Command(metamcpBin, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
-	cmd.Env = baseEnv(t)
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("metamcp dev did not stop within 15s of SIGTERM")
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	eventually(t, "the dev banner", func() (bool, string) {
-		select {
-		case <-done:
-			t.Fatalf("metamcp dev exited:\n%s\n%s", stdout, stderr)
-		default:
-		}
-		return strings.Contains(stdout.String(), "Stop with Ctrl-C"), stdout.String() + stderr.String()
-	})
-	banner := stdout.String()
+	out := runDev(t)
+	banner := out.String()
 	m, u, k := devExport.FindStringSubmatch(banner), devURL.FindStringSubmatch(banner), devKey.FindStringSubmatch(banner)
 	if m == nil || u == nil || k == nil {
 		t.Fatalf("the banner lacks the export line, the URL or the key:\n%s", banner)

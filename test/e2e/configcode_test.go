@@ -116,6 +116,19 @@ var devDataPlane = regexp.MustCompile(`Data plane:\s+(http://\S+)`)
 // it and its data plane's base URL.
 func startDev(t *testing.T) ([]string, string) {
 	t.Helper()
+	out := runDev(t)
+	m, d := devExport.FindStringSubmatch(out.String()), devDataPlane.FindStringSubmatch(out.String())
+	if m == nil || d == nil {
+		t.Fatalf("the banner lacks the export line or the data plane:\n%s", out)
+	}
+	return []string{"METAMCP_ADDR=" + m[1], "METAMCP_TOKEN=" + m[2]}, d[1]
+}
+
+// runDev runs `metamcp dev` on free loopback ports with its state in a temp
+// dir, until the test ends (SIGTERM, and a failure if it does not stop
+// within 15 s), and returns its output once it printed its banner.
+func runDev(t *testing.T) *syncBuffer {
+	t.Helper()
 	cmd := exec.Command(metamcpBin, "dev", "--data-dir", filepath.Join(t.TempDir(), "state"),
 		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	cmd.Env = baseEnv(t)
@@ -134,6 +147,7 @@ func startDev(t *testing.T) ([]string, string) {
 		select {
 		case <-done:
 		case <-time.After(15 * time.Second):
+			t.Errorf("metamcp dev did not stop within 15s of SIGTERM")
 			_ = cmd.Process.Kill()
 			<-done
 		}
@@ -146,11 +160,7 @@ func startDev(t *testing.T) ([]string, string) {
 		}
 		return strings.Contains(out.String(), "Stop with Ctrl-C"), out.String()
 	})
-	m, d := devExport.FindStringSubmatch(out.String()), devDataPlane.FindStringSubmatch(out.String())
-	if m == nil || d == nil {
-		t.Fatalf("the banner lacks the export line or the data plane:\n%s", out)
-	}
-	return []string{"METAMCP_ADDR=" + m[1], "METAMCP_TOKEN=" + m[2]}, d[1]
+	return out
 }
 
 // TestPruneEditDelete drives day-two work with mmctl: apply --prune (scoped
