@@ -482,10 +482,20 @@ func (p *Pool) Session(ctx context.Context, server, clientID string) (Session, e
 					return e.sess, nil
 				}
 				if e.err == nil {
-					// Dead, and watch has not cleaned up yet: report it.
 					err := e.sess.t.err()
-					p.mu.Unlock()
-					return nil, &Error{Server: server, Err: fmt.Errorf("unavailable: %w", err)}
+					if !errors.Is(err, errSessionExpired) {
+						// Dead, and watch has not cleaned up yet: report it.
+						p.mu.Unlock()
+						return nil, &Error{Server: server, Err: fmt.Errorf("unavailable: %w", err)}
+					}
+					// The upstream refused the session: it is up, so
+					// connect anew now, as watch would let the next caller
+					// do once it has unmapped the entry.
+					if pc {
+						delete(st.perClient, clientID)
+					} else {
+						st.shared = nil
+					}
 				}
 				// A failed connect: its error was recorded; fall through to backoff.
 			default:
