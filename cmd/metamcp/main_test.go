@@ -22,7 +22,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/controlplane/store/postgres/pgtest"
-	"github.com/metamcp/metamcp/internal/syncbuf"
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // metamcpBin is the binary under test, built once by TestMain.
@@ -47,19 +46,13 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "metamcp-test-bin-")
+	defer testharness.Cleanup()
+	bins, err := testharness.Binaries("./cmd/metamcp")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	metamcpBin = filepath.Join(dir, "metamcp")
-	build := exec.Command("go", "build", "-o", metamcpBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "build metamcp: %v\n", err)
-		return 1
-	}
+	metamcpBin = bins[0]
 	return m.Run()
 }
 
@@ -72,15 +65,7 @@ const (
 
 // baseEnv is the test process's environment without METAMCP_* variables, so
 // a developer's shell does not change what the tests see.
-func baseEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "METAMCP_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, extra...)
-}
+func baseEnv(extra ...string) []string { return testharness.Env(extra...) }
 
 type result struct {
 	stdout, stderr string
@@ -110,97 +95,26 @@ func runMetamcp(t *testing.T, env []string, args ...string) result {
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
-// syncBuffer captures a process's output while the test reads it.
-type syncBuffer = syncbuf.Buffer
-
-// proc is a long-running metamcp process.
-type proc struct {
-	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
-	done           chan struct{}
-	waitErr        error
-}
-
-func startMetamcp(t *testing.T, env []string, args ...string) *proc {
+// startMetamcp starts the binary with env and args; it is stopped when the
+// test ends.
+func startMetamcp(t *testing.T, env []string, args ...string) *testharness.Proc {
 	t.Helper()
-	p := &proc{
-		cmd:    exec.Command(metamcpBin, args...),
-		stdout: &syncBuffer{},
-		stderr: &syncBuffer{},
-		done:   make(chan struct{}),
-	}
-	p.cmd.Env = env
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start metamcp: %v", err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
+	cmd := exec.Command(metamcpBin, args...)
+	cmd.Env = env
+	return testharness.Start(t, "metamcp "+args[0], cmd)
 }
 
 var listeningAddr = regexp.MustCompile(`msg="control plane listening" addr=(\S+)`)
 
 // waitListening waits (bounded) for the "control plane listening" log line
 // and returns the logged address.
-func (p *proc) waitListening(t *testing.T) string {
+func waitListening(t *testing.T, p *testharness.Proc) string {
 	t.Helper()
-	var addr string
-	p.waitUntil(t, "the control plane listening log line", func() bool {
-		m := listeningAddr.FindStringSubmatch(p.stderr.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
-	return addr
+	return p.AwaitMatch(t, listeningAddr, testharness.WaitTimeout)[1]
 }
 
-func (p *proc) waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		select {
-		case <-p.done:
-			t.Fatalf("metamcp exited (%v) before %s\nstdout:\n%s\nstderr:\n%s", p.waitErr, what, p.stdout, p.stderr)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 30s\nstdout:\n%s\nstderr:\n%s", what, p.stdout, p.stderr)
-		}
-	}
-}
-
-// terminate sends SIGTERM and returns the exit code (bounded wait).
-func (p *proc) terminate(t *testing.T) int {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("signal metamcp: %v", err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("metamcp did not stop within 30s of SIGTERM\nstderr:\n%s", p.stderr)
-	}
-	var ee *exec.ExitError
-	if errors.As(p.waitErr, &ee) {
-		return ee.ExitCode()
-	}
-	if p.waitErr != nil {
-		t.Fatalf("wait metamcp: %v", p.waitErr)
-	}
-	return 0
-}
+// stopTimeout bounds how long a test waits for metamcp to exit after SIGTERM.
+const stopTimeout = 30 * time.Second
 
 // adminClient dials the control plane and returns a client plus a context
 // that carries token.
@@ -374,7 +288,7 @@ func TestControlPlaneServesAndStops(t *testing.T) {
 	p := startMetamcp(t, baseEnv("METAMCP_DATABASE_URL="+dsn, "METAMCP_SECRET_KEY="+testSecretKey,
 		"METAMCP_ADMIN_TOKEN_FILE="+tokenFile),
 		"controlplane", "--listen", "127.0.0.1:0", "--log-level", "debug")
-	addr := p.waitListening(t)
+	addr := waitListening(t, p)
 	if strings.HasSuffix(addr, ":0") {
 		t.Fatalf("logged address %q is not the bound port", addr)
 	}
@@ -392,12 +306,12 @@ func TestControlPlaneServesAndStops(t *testing.T) {
 		t.Errorf("GetRevision with a wrong token: %v, want Unauthenticated", err)
 	}
 
-	if code := p.terminate(t); code != 0 {
-		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	if code := p.Terminate(t, stopTimeout); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.Stderr)
 	}
-	logs := p.stderr.String()
+	logs := p.Stderr.String()
 	for _, secretText := range []string{testAdminToken, testSecretKey} {
-		if strings.Contains(logs+p.stdout.String(), secretText) {
+		if strings.Contains(logs+p.Stdout.String(), secretText) {
 			t.Errorf("a secret appears in the output:\n%s", logs)
 		}
 	}
@@ -412,7 +326,7 @@ func TestControlPlaneStoredAdminToken(t *testing.T) {
 	base := []string{"METAMCP_DATABASE_URL=" + dsn, "METAMCP_SECRET_KEY=" + testSecretKey}
 
 	p := startMetamcp(t, baseEnv(append(base, "METAMCP_ADMIN_TOKEN="+testAdminToken)...), "controlplane", "--listen", "127.0.0.1:0")
-	client := adminClient(t, p.waitListening(t))
+	client := adminClient(t, waitListening(t, p))
 	created, err := client.CreateToken(withToken(t, testAdminToken), &metamcpv1.CreateTokenRequest{Token: &metamcpv1.Token{
 		Name: "ops", Scope: metamcpv1.TokenScope_TOKEN_SCOPE_ADMIN,
 	}})
@@ -424,13 +338,13 @@ func TestControlPlaneStoredAdminToken(t *testing.T) {
 	}}); err != nil {
 		t.Fatalf("CreateToken: %v", err)
 	}
-	if code := p.terminate(t); code != 0 {
-		t.Fatalf("exit code %d\nstderr:\n%s", code, p.stderr)
+	if code := p.Terminate(t, stopTimeout); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, p.Stderr)
 	}
 
 	// No bootstrap token: the stored admin token is enough.
 	p = startMetamcp(t, baseEnv(base...), "controlplane", "--listen", "127.0.0.1:0")
-	client = adminClient(t, p.waitListening(t))
+	client = adminClient(t, waitListening(t, p))
 	ctx := withToken(t, created.GetSecret())
 	if _, err := client.GetRevision(ctx, &metamcpv1.GetRevisionRequest{}); err != nil {
 		t.Fatalf("GetRevision with the stored admin token: %v", err)
@@ -438,8 +352,8 @@ func TestControlPlaneStoredAdminToken(t *testing.T) {
 	if _, err := client.RevokeToken(ctx, &metamcpv1.RevokeTokenRequest{Name: "ops"}); err != nil {
 		t.Fatalf("RevokeToken: %v", err)
 	}
-	if code := p.terminate(t); code != 0 {
-		t.Fatalf("exit code %d\nstderr:\n%s", code, p.stderr)
+	if code := p.Terminate(t, stopTimeout); code != 0 {
+		t.Fatalf("exit code %d\nstderr:\n%s", code, p.Stderr)
 	}
 
 	// Only a revoked admin token and a sync token are left: refuse to start.
@@ -456,7 +370,7 @@ func TestControlPlaneTLS(t *testing.T) {
 	p := startMetamcp(t, baseEnv("METAMCP_DATABASE_URL="+dsn, "METAMCP_SECRET_KEY="+testSecretKey,
 		"METAMCP_ADMIN_TOKEN="+testAdminToken, "METAMCP_TLS_CERT="+certFile),
 		"controlplane", "--listen", "127.0.0.1:0", "--tls-key", keyFile)
-	addr := p.waitListening(t)
+	addr := waitListening(t, p)
 
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12})))
 	if err != nil {
@@ -470,8 +384,8 @@ func TestControlPlaneTLS(t *testing.T) {
 	if _, err := adminClient(t, addr).GetRevision(withToken(t, testAdminToken), &metamcpv1.GetRevisionRequest{}); status.Code(err) != codes.Unavailable {
 		t.Errorf("plain-text GetRevision against TLS: %v, want Unavailable", err)
 	}
-	if code := p.terminate(t); code != 0 {
-		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	if code := p.Terminate(t, stopTimeout); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.Stderr)
 	}
 }
 
@@ -526,11 +440,11 @@ func TestControlPlaneJSONLogs(t *testing.T) {
 	p := startMetamcp(t, baseEnv("METAMCP_DATABASE_URL="+dsn, "METAMCP_SECRET_KEY="+testSecretKey,
 		"METAMCP_ADMIN_TOKEN="+testAdminToken, "METAMCP_LOG_FORMAT=json"),
 		"controlplane", "--listen", "127.0.0.1:0")
-	p.waitUntil(t, "a JSON listening line", func() bool {
-		return strings.Contains(p.stderr.String(), `"msg":"control plane listening"`)
+	p.Await(t, "a JSON listening line", testharness.WaitTimeout, func(string) bool {
+		return strings.Contains(p.Stderr.String(), `"msg":"control plane listening"`)
 	})
-	if code := p.terminate(t); code != 0 {
-		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	if code := p.Terminate(t, stopTimeout); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.Stderr)
 	}
 }
 
@@ -541,12 +455,12 @@ func TestDev(t *testing.T) {
 
 	// First run: fresh state, seeded.
 	p := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
-	addr := p.waitListening(t)
-	b := p.waitBanner(t)
+	addr := waitListening(t, p)
+	b := waitBanner(t, p)
 	if b.addr != addr {
 		t.Errorf("banner address %q, logged address %q", b.addr, addr)
 	}
-	banner := p.stdout.String()
+	banner := p.Stdout.String()
 	for _, w := range []string{
 		dataDir, "Admin token:    " + b.token, "API key:        " + b.apiKey, "Seeded:", "mmctl get servers", "mmctl import", "dev only",
 		"claude mcp add --transport http metamcp " + b.url + ` --header "Authorization: Bearer ` + b.apiKey + `"`,
@@ -605,28 +519,28 @@ func TestDev(t *testing.T) {
 	// The data plane in the process is a real sync client: it shows in the
 	// registry and ACKs the change.
 	waitDevDataPlane(ctx, t, client, created.GetRevision())
-	if code := p.terminate(t); code != 0 {
-		t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.stderr)
+	if code := p.Terminate(t, stopTimeout); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.Stderr)
 	}
-	assertNoCrash(t, p.stderr.String())
+	assertNoCrash(t, p.Stderr.String())
 	if left := demoServersRunning(); len(left) > 0 {
 		t.Errorf("demo-server processes left after metamcp dev stopped: %v", left)
 	}
 	for _, secret := range []string{b.token, b.apiKey} {
-		if strings.Contains(p.stderr.String(), secret) {
-			t.Errorf("a secret appears in the logs:\n%s", p.stderr)
+		if strings.Contains(p.Stderr.String(), secret) {
+			t.Errorf("a secret appears in the logs:\n%s", p.Stderr)
 		}
 	}
 
 	// Second run: same token, key and state; nothing seeded again.
 	p2 := startMetamcp(t, env, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--allowed-hosts", "mcp.dev.test")
-	addr2 := p2.waitListening(t)
-	b2 := p2.waitBanner(t)
+	addr2 := waitListening(t, p2)
+	b2 := waitBanner(t, p2)
 	if b2.token != b.token || b2.apiKey != b.apiKey {
 		t.Errorf("second run's banner shows token %q key %q, want the first run's %q %q", b2.token, b2.apiKey, b.token, b.apiKey)
 	}
-	if strings.Contains(p2.stdout.String(), "Seeded:") {
-		t.Errorf("second run seeded again:\n%s", p2.stdout)
+	if strings.Contains(p2.Stdout.String(), "Seeded:") {
+		t.Errorf("second run seeded again:\n%s", p2.Stdout)
 	}
 	checkReadyz(t, b2.url)
 	checkMCPEndpoint(t, b2.url, b2.apiKey)
@@ -670,8 +584,8 @@ func TestDev(t *testing.T) {
 		t.Errorf("%d tokens after the second run, want 1 (the sync token is made once): %v", n, tokens.GetTokens())
 	}
 	waitDevDataPlane(ctx2, t, client2, created.GetRevision())
-	if code := p2.terminate(t); code != 0 {
-		t.Errorf("second run's exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p2.stderr)
+	if code := p2.Terminate(t, stopTimeout); code != 0 {
+		t.Errorf("second run's exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p2.Stderr)
 	}
 }
 
@@ -687,10 +601,10 @@ var (
 )
 
 // waitBanner waits (bounded) for the whole dev banner and parses it.
-func (p *proc) waitBanner(t *testing.T) devBannerValues {
+func waitBanner(t *testing.T, p *testharness.Proc) devBannerValues {
 	t.Helper()
-	p.waitUntil(t, "the banner", func() bool { return strings.Contains(p.stdout.String(), "Stop with Ctrl-C") })
-	out := p.stdout.String()
+	p.Await(t, "the banner", testharness.WaitTimeout, func(string) bool { return strings.Contains(p.Stdout.String(), "Stop with Ctrl-C") })
+	out := p.Stdout.String()
 	var b devBannerValues
 	if m := bannerTokenLine.FindStringSubmatch(out); m != nil {
 		b.addr, b.token = m[1], m[2]
@@ -733,20 +647,21 @@ func checkReadyz(t *testing.T, endpointURL string) {
 // binary, so only TestDev (which stops its processes) may call it meaningfully.
 func demoServersRunning() []string {
 	want := metamcpBin + "\x00demo-server\x00"
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var found []string
+	var found []string
+	_ = testharness.Poll(10*time.Second, func() error {
+		found = found[:0]
 		dirs, _ := filepath.Glob("/proc/[0-9]*")
 		for _, d := range dirs {
 			if b, err := os.ReadFile(filepath.Join(d, "cmdline")); err == nil && string(b) == want {
 				found = append(found, filepath.Base(d))
 			}
 		}
-		if len(found) == 0 || time.Now().After(deadline) {
-			return found
+		if len(found) > 0 {
+			return fmt.Errorf("demo-server processes %v", found)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return found
 }
 
 // bearerTransport adds an Authorization header to every request.
@@ -806,22 +721,18 @@ func checkMCPEndpoint(t *testing.T, url, key string) {
 // has applied rev.
 func waitDevDataPlane(ctx context.Context, t *testing.T, client metamcpv1.AdminServiceClient, rev int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testharness.Eventually(t, testharness.WaitTimeout, func() error {
 		resp, err := client.ListDataPlanes(ctx, &metamcpv1.ListDataPlanesRequest{})
 		if err != nil {
 			t.Fatalf("ListDataPlanes: %v", err)
 		}
 		for _, d := range resp.GetDataPlanes() {
 			if d.GetNodeId() == devNodeID && d.GetConnected() && d.GetAppliedRevision() == rev {
-				return
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dev data plane did not apply revision %d within 30s: %v", rev, resp.GetDataPlanes())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("the dev data plane has not applied revision %d: %v", rev, resp.GetDataPlanes())
+	})
 }
 
 func TestDevDataDirIsAFile(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 func TestLoadOrCreateDevToken(t *testing.T) {
@@ -154,19 +155,7 @@ func TestHealthcheck(t *testing.T) {
 		t.Errorf("not ready: exit %d, output %q", code, out.String())
 	}
 	out.Reset()
-	if code := run(context.Background(), []string{"healthcheck", "--timeout", "2s", "http://" + freeAddr(t) + "/readyz"}, &out, &out); code != exitError || !strings.Contains(out.String(), "health check") {
+	if code := run(context.Background(), []string{"healthcheck", "--timeout", "2s", "http://" + testharness.LoopbackAddr(t) + "/readyz"}, &out, &out); code != exitError || !strings.Contains(out.String(), "health check") {
 		t.Errorf("nothing listening: exit %d, output %q", code, out.String())
 	}
-}
-
-// freeAddr is a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
-	return addr
 }
