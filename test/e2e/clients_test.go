@@ -19,8 +19,8 @@ const (
 )
 
 // thirdPartyClients returns the directory holding mcp-remote and the
-// TypeScript SDK. Without it the test is skipped, or fails under CI, where
-// `make test` installs them first.
+// TypeScript SDK. Without it the test fails: `make test` installs them
+// first.
 func thirdPartyClients(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("METAMCP_CLIENTS_DIR")
@@ -36,11 +36,7 @@ func thirdPartyClients(t *testing.T) string {
 		dir = filepath.Join(cache, "metamcp", "clients-"+mcpRemoteVersion+"-"+tsSDKVersion)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "mcp-remote", "package.json")); err != nil {
-		msg := "mcp-remote and the TypeScript SDK are not installed in " + dir + ": run scripts/ensure-services.sh (make test does)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		t.Fatal("mcp-remote and the TypeScript SDK are not installed in " + dir + ": run scripts/ensure-services.sh (make test does)")
 	}
 	return dir
 }
