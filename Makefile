@@ -19,7 +19,7 @@ TOOL_PKG_protoc-gen-go      := google.golang.org/protobuf/cmd/protoc-gen-go
 TOOL_PKG_protoc-gen-go-grpc := google.golang.org/grpc/cmd/protoc-gen-go-grpc
 TOOL_PKG_golangci-lint      := github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
-.PHONY: help run build test services lint proto tools bench docker clean
+.PHONY: help run build test services lint proto tools helm bench docker clean
 
 help: ## List the targets
 	@echo "Usage: make TARGET"
@@ -32,7 +32,7 @@ run: build ## Build, then start `metamcp dev` (state in DATA_DIR=.metamcp; flags
 build: ## Build metamcp and mmctl into ./bin, stamped with the version
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/metamcp ./cmd/mmctl
 
-test: services ## Start Postgres and Redis if needed, then go vet and every test with -race
+test: services $(BIN)/helm ## Start Postgres and Redis if needed, build helm if needed, then go vet and every test with -race
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -55,6 +55,16 @@ tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/golangci
 
 $(BIN)/%: tools/go.mod tools/go.sum
 	cd tools && GOBIN=$(BIN) $(GO) install $(TOOL_PKG_$*)
+
+# helm, for the chart's test (deploy/helm): a module of its own, so that its
+# Kubernetes dependencies never move the other tools' versions. The first
+# build takes about 3 minutes of CPU.
+$(BIN)/helm: tools/helm/go.mod tools/helm/go.sum
+	cd tools/helm && GOBIN=$(BIN) $(GO) install helm.sh/helm/v4/cmd/helm
+
+helm: $(BIN)/helm ## Lint and render the Helm chart (deploy/helm/metamcp) with the pinned helm
+	$(BIN)/helm lint deploy/helm/metamcp --set postgres.bundled.enabled=true --set redis.bundled.enabled=true
+	$(BIN)/helm template metamcp deploy/helm/metamcp --set postgres.bundled.enabled=true --set redis.bundled.enabled=true >/dev/null
 
 bench: ## Run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
