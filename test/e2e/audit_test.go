@@ -297,7 +297,7 @@ func TestAuditTrailPostgres(t *testing.T) {
 
 // TestAuditTrailDev: mmctl logs against `metamcp dev` (its SQLite store).
 func TestAuditTrailDev(t *testing.T) {
-	out := runDev(t)
+	out := runDev(t).Output
 	banner := out.String()
 	m, u, k := devExport.FindStringSubmatch(banner), devURL.FindStringSubmatch(banner), devKey.FindStringSubmatch(banner)
 	if m == nil || u == nil || k == nil {

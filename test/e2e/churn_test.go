@@ -68,7 +68,7 @@ func TestChurnPerClientStdio(t *testing.T) {
 		t.Fatalf("create apikey: %v\n%s", err, r)
 	}
 	waitApplied(t, cp, cp.revisionNum(t), dp)
-	dpPid := dp.cmd.Process.Pid
+	dpPid := dp.proc.Cmd.Process.Pid
 
 	baseline := goroutines(t, debugAddr)
 	t.Logf("data plane goroutines before the churn: %d", baseline)

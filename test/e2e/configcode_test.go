@@ -8,12 +8,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -116,7 +116,7 @@ var devDataPlane = regexp.MustCompile(`Data plane:\s+(http://\S+)`)
 // it and its data plane's base URL.
 func startDev(t *testing.T) ([]string, string) {
 	t.Helper()
-	out := runDev(t)
+	out := runDev(t).Output
 	m, d := devExport.FindStringSubmatch(out.String()), devDataPlane.FindStringSubmatch(out.String())
 	if m == nil || d == nil {
 		t.Fatalf("the banner lacks the export line or the data plane:\n%s", out)
@@ -126,41 +126,15 @@ func startDev(t *testing.T) ([]string, string) {
 
 // runDev runs `metamcp dev` on free loopback ports with its state in a temp
 // dir, until the test ends (SIGTERM, and a failure if it does not stop
-// within 15 s), and returns its output once it printed its banner.
-func runDev(t *testing.T) *syncBuffer {
+// within 15 s), and returns it once it printed its banner.
+func runDev(t *testing.T) *testharness.Proc {
 	t.Helper()
 	cmd := exec.Command(metamcpBin, "dev", "--data-dir", filepath.Join(t.TempDir(), "state"),
 		"--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
 	cmd.Env = baseEnv(t)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("metamcp dev did not stop within 15s of SIGTERM")
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	eventually(t, "the dev banner", func() (bool, string) {
-		select {
-		case <-done:
-			t.Fatalf("metamcp dev exited:\n%s", out)
-		default:
-		}
-		return strings.Contains(out.String(), "Stop with Ctrl-C"), out.String()
-	})
-	return out
+	p := testharness.Start(t, "metamcp dev", cmd)
+	p.Await(t, "the dev banner", waitTimeout, func(string) bool { return strings.Contains(p.Stdout.String(), "Stop with Ctrl-C") })
+	return p
 }
 
 // TestPruneEditDelete drives day-two work with mmctl: apply --prune (scoped

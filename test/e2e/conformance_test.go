@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // conformanceVersion is the release of the official MCP conformance suite
@@ -222,7 +224,7 @@ func buildConformanceServer(t *testing.T) string {
 // the end of the test.
 func startConformanceServer(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	addr := freeDeadAddr(t)
+	addr := testharness.LoopbackAddr(t)
 	cmd := exec.Command(bin, append([]string{"-http", addr}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

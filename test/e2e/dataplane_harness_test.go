@@ -13,16 +13,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/pkg/configfile"
 )
 
 // waitTimeout bounds every wait for the system to converge.
-const waitTimeout = 30 * time.Second
+const waitTimeout = testharness.WaitTimeout
 
 // dataPlane is a `metamcp dataplane` process. Its cache file and node id stay
 // the same across restarts.
@@ -35,10 +35,8 @@ type dataPlane struct {
 
 	addr string
 	logs *syncBuffer
-
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
+	// proc is the running process.
+	proc *testharness.Proc
 }
 
 var dataPlaneListening = regexp.MustCompile(`msg="data plane listening" addr=(\S+)`)
@@ -80,9 +78,6 @@ func startDataPlane(t *testing.T, cp *controlPlane, node string, extraArgs ...st
 // launch starts the process and waits (bounded) until it listens.
 func (dp *dataPlane) launch(t *testing.T) {
 	t.Helper()
-	dp.logs = &syncBuffer{}
-	dp.done = make(chan struct{})
-	dp.waitErr = nil
 	args := append([]string{"dataplane",
 		"--control-plane", dp.cpAddr,
 		"--listen", "127.0.0.1:0",
@@ -95,51 +90,13 @@ func (dp *dataPlane) launch(t *testing.T) {
 	}
 	cmd := exec.Command(metamcpBin, args...)
 	cmd.Env = baseEnv(t, "METAMCP_SYNC_TOKEN="+dp.token)
-	cmd.Stdout, cmd.Stderr = dp.logs, dp.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start metamcp dataplane %s: %v", dp.node, err)
-	}
-	dp.cmd = cmd
-	done := dp.done
-	go func() {
-		dp.waitErr = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() { dp.stop(t) })
-
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		if m := dataPlaneListening.FindStringSubmatch(dp.logs.String()); m != nil {
-			dp.addr = m[1]
-			return
-		}
-		select {
-		case <-done:
-			t.Fatalf("data plane %s exited (%v) before listening; its output:\n%s", dp.node, dp.waitErr, dp.logs)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("data plane %s did not log \"data plane listening\" within %v; its output:\n%s", dp.node, waitTimeout, dp.logs)
-		}
-	}
+	dp.proc = testharness.Start(t, "data plane "+dp.node, cmd)
+	dp.logs = dp.proc.Output
+	dp.addr = dp.proc.AwaitMatch(t, dataPlaneListening, waitTimeout)[1]
 }
 
 // stop ends the process (SIGTERM, then SIGKILL after a bounded wait); idempotent.
-func (dp *dataPlane) stop(t *testing.T) {
-	select {
-	case <-dp.done:
-		return
-	default:
-	}
-	_ = dp.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-dp.done:
-	case <-time.After(15 * time.Second):
-		t.Errorf("data plane %s did not stop within 15s of SIGTERM; killing it", dp.node)
-		_ = dp.cmd.Process.Kill()
-		<-dp.done
-	}
-}
+func (dp *dataPlane) stop(t *testing.T) { dp.proc.Stop(t) }
 
 // readyz is the data plane's /readyz answer.
 type readyz struct {
@@ -197,21 +154,22 @@ func (cp *controlPlane) revisionNum(t *testing.T) int64 {
 	return n
 }
 
-// eventually polls cond until it holds or waitTimeout passes; then it fails
-// the test with what cond last said.
+// eventually is testharness.Eventually (bounded by waitTimeout) for a
+// condition that reports whether it holds and, when not, the state it saw.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return
+	eventuallyWithin(t, waitTimeout, what, cond)
+}
+
+// eventuallyWithin is eventually bounded by d.
+func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	testharness.Eventually(t, d, func() error {
+		if ok, state := cond(); !ok {
+			return fmt.Errorf("%s; last state:\n%s", what, state)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; last state:\n%s", what, waitTimeout, state)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // describeDataPlanes is a readable dump of the registry for failure messages.

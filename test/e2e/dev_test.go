@@ -3,12 +3,9 @@ package e2e
 import (
 	"context"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,38 +23,9 @@ var (
 // seeded endpoint answers, a server added with mmctl shows up in the next
 // tools/list, and mmctl get dataplanes shows the in-process data plane.
 func TestDevWithMmctl(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "state")
-	cmd := exec.Command(metamcpBin, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0")
-	cmd.Env = baseEnv(t)
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("metamcp dev did not stop within 15s of SIGTERM")
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	eventually(t, "the dev banner", func() (bool, string) {
-		select {
-		case <-done:
-			t.Fatalf("metamcp dev exited:\n%s\n%s", stdout, stderr)
-		default:
-		}
-		return strings.Contains(stdout.String(), "Stop with Ctrl-C"), stdout.String() + stderr.String()
-	})
-	banner := stdout.String()
+	p := runDev(t)
+	stderr := p.Stderr
+	banner := p.Stdout.String()
 	m, u, k := devExport.FindStringSubmatch(banner), devURL.FindStringSubmatch(banner), devKey.FindStringSubmatch(banner)
 	if m == nil || u == nil || k == nil {
 		t.Fatalf("the banner lacks the export line, the URL or the key:\n%s", banner)

@@ -73,16 +73,16 @@ func TestDrainOnSIGTERM(t *testing.T) {
 			}
 		})
 	}
-	pollUntil(t, 10*time.Second, "the slow calls started", func() (bool, string) {
+	eventuallyWithin(t, 10*time.Second, "the slow calls started", func() (bool, string) {
 		r := c.call(ctx, t, "tools/call", `{"name":"fx__cancelled","arguments":{"tag":"drain"}}`)
 		return strings.Contains(string(r.Result), "started=3"), string(r.Result)
 	})
 
-	if err := dp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := dp.proc.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// Readiness fails while the listener still answers.
-	pollUntil(t, 5*time.Second, "/readyz answers 503 after SIGTERM", func() (bool, string) {
+	eventuallyWithin(t, 5*time.Second, "/readyz answers 503 after SIGTERM", func() (bool, string) {
 		r := dp.readyz(t)
 		return r.code == http.StatusServiceUnavailable && strings.Contains(r.body, "shutting down"), r.body
 	})
@@ -97,17 +97,12 @@ func TestDrainOnSIGTERM(t *testing.T) {
 			t.Errorf("call %d in flight at SIGTERM: %s, want it to finish", i, r)
 		}
 	}
-	select {
-	case <-dp.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the data plane did not exit after draining; its output:\n%s", dp.logs)
-	}
-	if dp.waitErr != nil {
-		t.Errorf("the data plane exited with %v after SIGTERM, want 0; its output:\n%s", dp.waitErr, dp.logs)
+	if err := dp.proc.Wait(t, 15*time.Second); err != nil {
+		t.Errorf("the data plane exited with %v after SIGTERM, want 0; its output:\n%s", err, dp.logs)
 	}
 	// The control plane saw its stream end: disconnected at once, not once
 	// its record goes stale.
-	pollUntil(t, 5*time.Second, "the control plane marks the data plane disconnected", func() (bool, string) {
+	eventuallyWithin(t, 5*time.Second, "the control plane marks the data plane disconnected", func() (bool, string) {
 		dps, _ := cp.dataPlanes(t)
 		d := dps["dp-drain"]
 		return d != nil && !d.GetConnected(), describeDataPlanes(dps, 0)
@@ -134,7 +129,7 @@ func TestBootstrapSyncToken(t *testing.T) {
 
 	bad := &dataPlane{node: "dp-bad", token: "bootstrap-" + randomHex(t, 16), cacheFile: filepath.Join(t.TempDir(), "snapshot.pb"), cpAddr: cp.addr}
 	bad.launch(t)
-	pollUntil(t, 10*time.Second, "a data plane with another token is refused", func() (bool, string) {
+	eventuallyWithin(t, 10*time.Second, "a data plane with another token is refused", func() (bool, string) {
 		return strings.Contains(bad.logs.String(), "the control plane refused the sync token"), bad.logs.String()
 	})
 	if r := bad.readyz(t); r.code == http.StatusOK {

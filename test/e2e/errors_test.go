@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // TestErrors gives every kind of invalid input and checks that a person gets
@@ -95,7 +97,7 @@ func TestErrors(t *testing.T) {
 		}
 	})
 	t.Run("control plane not running", func(t *testing.T) {
-		dead := freeDeadAddr(t)
+		dead := testharness.LoopbackAddr(t)
 		r := runMmctl(t, []string{"METAMCP_ADDR=" + dead, "METAMCP_TOKEN=x"}, "", "get", "servers")
 		checkFailure(t, r, 1, []string{"cannot reach the control plane at " + dead, "connection refused",
 			"is it running? (set --addr or METAMCP_ADDR)"})

@@ -7,15 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
+	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 
 	"github.com/metamcp/metamcp/controlplane/store/postgres/pgtest"
 	"github.com/metamcp/metamcp/internal/syncbuf"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -44,24 +43,13 @@ func testMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	dir, err := os.MkdirTemp("", "metamcp-e2e-bin-")
+	defer testharness.Cleanup()
+	bins, err := testharness.Binaries("./cmd/metamcp", "./cmd/mmctl")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	defer fixture.Cleanup()
-	_, here, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(here), "..", "..")
-	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/metamcp", "./cmd/mmctl")
-	build.Dir = root
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: build metamcp and mmctl: %v\n", err)
-		return 1
-	}
-	metamcpBin = filepath.Join(dir, "metamcp")
-	mmctlBin = filepath.Join(dir, "mmctl")
+	metamcpBin, mmctlBin = bins[0], bins[1]
 	return m.Run()
 }
 
@@ -96,12 +84,7 @@ func randomHex(t testing.TB, n int) string {
 // developer's shell must not change what the tests see) and with a config
 // directory of the test's own, so no ~/.config/metamcp/mmctl.yaml is read.
 func baseEnv(t *testing.T, extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "METAMCP_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
-			env = append(env, kv)
-		}
-	}
+	env := slices.DeleteFunc(testharness.Env(), func(kv string) bool { return strings.HasPrefix(kv, "XDG_CONFIG_HOME=") })
 	env = append(env, "XDG_CONFIG_HOME="+t.TempDir())
 	return append(env, extra...)
 }
@@ -117,10 +100,8 @@ type controlPlane struct {
 	extraArgs []string
 	// logs is everything the process wrote, stdout and stderr.
 	logs *syncBuffer
-
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
+	// proc is the running process.
+	proc *testharness.Proc
 }
 
 var listeningAddr = regexp.MustCompile(`msg="control plane listening" addr=(\S+)`)
@@ -144,77 +125,23 @@ func startControlPlane(t *testing.T, extraArgs ...string) *controlPlane {
 // stops it when the test ends. Each launch gets a fresh logs buffer.
 func (cp *controlPlane) launch(t *testing.T, listen string) {
 	t.Helper()
-	cp.logs = &syncBuffer{}
-	cp.done = make(chan struct{})
-	cp.waitErr = nil
 	args := append([]string{"controlplane", "--listen", listen, "--database-url", cp.dsn, "--log-level", "debug"}, cp.extraArgs...)
 	cmd := exec.Command(metamcpBin, args...)
 	cmd.Env = baseEnv(t,
 		"METAMCP_ADMIN_TOKEN="+cp.token,
 		"METAMCP_SECRET_KEY="+cp.secretKey,
 	)
-	cmd.Stdout, cmd.Stderr = cp.logs, cp.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start metamcp controlplane: %v", err)
-	}
-	cp.cmd = cmd
-	done := cp.done
-	go func() {
-		cp.waitErr = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() { cp.stop(t) })
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if m := listeningAddr.FindStringSubmatch(cp.logs.String()); m != nil {
-			cp.addr = m[1]
-			break
-		}
-		select {
-		case <-done:
-			t.Fatalf("metamcp controlplane exited (%v) before listening; its output:\n%s", cp.waitErr, cp.logs)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metamcp controlplane did not log \"control plane listening\" within 30s; its output:\n%s", cp.logs)
-		}
-	}
+	cp.proc = testharness.Start(t, "metamcp controlplane", cmd)
+	cp.logs = cp.proc.Output
+	cp.addr = cp.proc.AwaitMatch(t, listeningAddr, testharness.WaitTimeout)[1]
 }
 
 // kill ends the process with SIGKILL, as a crash would, and waits for it.
-func (cp *controlPlane) kill(t *testing.T) {
-	t.Helper()
-	select {
-	case <-cp.done:
-		return
-	default:
-	}
-	_ = cp.cmd.Process.Kill()
-	select {
-	case <-cp.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("metamcp controlplane did not exit within 15s of SIGKILL")
-	}
-}
+func (cp *controlPlane) kill(t *testing.T) { cp.proc.Kill(t) }
 
 // stop ends the process (SIGTERM, then SIGKILL after a bounded wait) and
 // waits for it; idempotent. After stop, logs holds the complete output.
-func (cp *controlPlane) stop(t *testing.T) {
-	select {
-	case <-cp.done:
-		return
-	default:
-	}
-	_ = cp.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-cp.done:
-	case <-time.After(15 * time.Second):
-		t.Errorf("metamcp controlplane did not stop within 15s of SIGTERM; killing it")
-		_ = cp.cmd.Process.Kill()
-		<-cp.done
-	}
-}
+func (cp *controlPlane) stop(t *testing.T) { cp.proc.Stop(t) }
 
 // result is one finished mmctl run.
 type result struct {
@@ -322,20 +249,6 @@ func checkFailure(t *testing.T, r result, code int, want []string) {
 func (cp *controlPlane) revision(t *testing.T) string {
 	t.Helper()
 	return strings.TrimSpace(cp.ok(t, "revision").stdout)
-}
-
-// freeDeadAddr is a loopback address nothing listens on.
-func freeDeadAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 // lines splits output into its non-empty lines.

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // gatewayEndpoint creates a namespace and an endpoint named name over
@@ -207,21 +206,4 @@ func sseData(body []byte) [][]byte {
 		out = append(out, cur)
 	}
 	return out
-}
-
-// pollUntil calls cond every 20ms until it holds or d passes, then fails
-// the test with what cond last said.
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; last state: %s", what, d, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -12,12 +12,12 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -106,8 +106,7 @@ func TestTwoDataPlanesBehindNginx(t *testing.T) {
 			if len(before) != 2 || before[dpA.addr] < nginxCalls/8 || before[dpB.addr] < nginxCalls/8 {
 				t.Fatalf("the first %d calls did not alternate between both data planes: %v (want both %s and %s)", i, before, dpA.addr, dpB.addr)
 			}
-			_ = dpA.cmd.Process.Kill()
-			<-dpA.done
+			dpA.proc.Kill(t)
 			killedAt = ng.lines(t)
 		}
 		tool, want := "web__echo", fmt.Sprintf("call %d", i)
@@ -117,7 +116,7 @@ func TestTwoDataPlanesBehindNginx(t *testing.T) {
 		}
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
 		if err != nil {
-			t.Fatalf("call %d (%s): %v\nnginx errors:\n%s\ndp-b logs:\n%s", i, tool, err, ng.errors(), tail(dpB.logs.String(), 40))
+			t.Fatalf("call %d (%s): %v\nnginx errors:\n%s\ndp-b logs:\n%s", i, tool, err, ng.errors(), testharness.Tail(dpB.logs.String(), 40))
 		}
 		if res.IsError || len(res.Content) != 1 || !strings.HasPrefix(res.Content[0].(*mcp.TextContent).Text, want) {
 			t.Fatalf("call %d (%s): %+v, want text %q", i, tool, res.Content, want)
@@ -177,7 +176,7 @@ func TestTwoDataPlanesBehindNginx(t *testing.T) {
 type nginxProc struct {
 	addr string
 	dir  string
-	cmd  *exec.Cmd
+	proc *testharness.Proc
 }
 
 // startNginx runs nginx with deploy/nginx/metamcp.conf, pointed at the two
@@ -195,7 +194,7 @@ func startNginx(t *testing.T, bin, dpA, dpB string, edits ...[2]string) *nginxPr
 	if err := os.Chmod(dir, 0o755); err != nil { // workers may run as nobody
 		t.Fatal(err)
 	}
-	n := &nginxProc{addr: freeDeadAddr(t), dir: dir}
+	n := &nginxProc{addr: testharness.LoopbackAddr(t), dir: dir}
 	conf := string(shipped)
 	for _, rep := range [][2]string{
 		{"worker_processes auto;", "worker_processes 1;"}, // one round-robin state
@@ -223,48 +222,16 @@ func startNginx(t *testing.T, bin, dpA, dpB string, edits ...[2]string) *nginxPr
 	}
 	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"),
 		"-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+";")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	n.cmd = cmd
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		// SIGTERM is nginx's fast shutdown; the process group takes the
-		// workers along should the master not.
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	eventually(t, "nginx answering on "+n.addr, func() (bool, string) {
-		select {
-		case <-done:
-			t.Fatalf("nginx exited: %s\n%s", out, n.errors())
-		default:
-		}
-		resp, err := http.Get("http://" + n.addr + "/nginx-healthz")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
+	// SIGTERM at cleanup is nginx's fast shutdown; the process group takes
+	// the workers along should the master not.
+	n.proc = testharness.Start(t, "nginx", cmd)
+	testharness.WaitHTTP(t, n.proc, "http://"+n.addr+"/nginx-healthz", waitTimeout)
 	return n
 }
 
 func (n *nginxProc) errors() string {
 	b, _ := os.ReadFile(filepath.Join(n.dir, "error.log"))
-	return tail(string(b), 30)
+	return testharness.Tail(string(b), 30)
 }
 
 func (n *nginxProc) accessLines(t *testing.T) []string {
@@ -300,12 +267,4 @@ func (n *nginxProc) servedBySince(t *testing.T, from int) map[string]int {
 		out[strings.TrimSpace(addrs[len(addrs)-1])]++
 	}
 	return out
-}
-
-func tail(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
 }

@@ -195,7 +195,7 @@ func TestNotifications(t *testing.T) {
 						return got
 					}
 					for _, c := range clients {
-						pollUntil(t, notifTimeout, up+": client "+c.name+"'s slow call reaches the upstream", func() (bool, string) {
+						eventuallyWithin(t, notifTimeout, up+": client "+c.name+"'s slow call reaches the upstream", func() (bool, string) {
 							s := counts(c)
 							return s == "started=1 cancelled=0", s
 						})
@@ -209,7 +209,7 @@ func TestNotifications(t *testing.T) {
 					case <-time.After(notifTimeout):
 						t.Fatalf("%s: client A's cancelled slow call did not return within %v", up, notifTimeout)
 					}
-					pollUntil(t, notifTimeout, up+": the upstream sees client A's call cancelled", func() (bool, string) {
+					eventuallyWithin(t, notifTimeout, up+": the upstream sees client A's call cancelled", func() (bool, string) {
 						s := counts(a)
 						return s == "started=1 cancelled=1", s
 					})
@@ -222,7 +222,7 @@ func TestNotifications(t *testing.T) {
 					default:
 					}
 					calls[b].cancel()
-					pollUntil(t, notifTimeout, up+": the upstream sees client B's call cancelled", func() (bool, string) {
+					eventuallyWithin(t, notifTimeout, up+": the upstream sees client B's call cancelled", func() (bool, string) {
 						s := counts(b)
 						return s == "started=1 cancelled=1", s
 					})
@@ -600,14 +600,14 @@ func TestNotificationsCancelledByNotification(t *testing.T) {
 			_, err := c.do(ctx, id, "tools/call", `{"name":"`+up+`__slow","arguments":{"ms":120000,"tag":"`+tag+`"}}`)
 			done <- err
 		}()
-		pollUntil(t, notifTimeout, up+": the slow call reaches the upstream", func() (bool, string) {
+		eventuallyWithin(t, notifTimeout, up+": the slow call reaches the upstream", func() (bool, string) {
 			s := counts()
 			return s == "started=1 cancelled=0", s
 		})
 		if code, body := c.post(ctx, t, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`+id+`,"reason":"e2e"}}`); code != http.StatusAccepted {
 			t.Fatalf("%s: notifications/cancelled: HTTP %d %s, want 202", up, code, body)
 		}
-		pollUntil(t, notifTimeout, up+": the upstream sees the call cancelled", func() (bool, string) {
+		eventuallyWithin(t, notifTimeout, up+": the upstream sees the call cancelled", func() (bool, string) {
 			s := counts()
 			return s == "started=1 cancelled=1", s
 		})
