@@ -19,7 +19,7 @@ TOOL_PKG_protoc-gen-go      := google.golang.org/protobuf/cmd/protoc-gen-go
 TOOL_PKG_protoc-gen-go-grpc := google.golang.org/grpc/cmd/protoc-gen-go-grpc
 TOOL_PKG_golangci-lint      := github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
-.PHONY: help run build test services lint proto tools helm bench docker clean
+.PHONY: help run build test services lint proto tools helm bench docker docker-stdio clean
 
 help: ## List the targets
 	@echo "Usage: make TARGET"
@@ -71,6 +71,9 @@ bench: ## Run the benchmarks
 
 docker: ## Build the container image (IMAGE=metamcp:VERSION)
 	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+docker-stdio: ## Build the image with Node (npx) and uv (uvx) for stdio servers (IMAGE=metamcp:VERSION, tagged -stdio)
+	docker build -f deploy/Dockerfile --target stdio --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE)-stdio .
 
 clean: ## Remove built binaries (not the tools in ./bin) and dist/
 	rm -rf $(BIN)/metamcp $(BIN)/mmctl dist

@@ -26,8 +26,9 @@ const repoRoot = "../.."
 // Environment variables the binaries read directly (not flag mirrors).
 var directEnv = []string{"METAMCP_ADMIN_TOKEN", "METAMCP_SECRET_KEY", "METAMCP_DATABASE_URL", "METAMCP_BOOTSTRAP_SYNC_TOKEN"}
 
-// requiredVars are the variables docker-compose.yml refuses to run without.
-var requiredVars = map[string]string{
+// givenVars are the secrets a .env may give docker-compose.yml; without
+// them the init-secrets service makes random ones.
+var givenVars = map[string]string{
 	"POSTGRES_PASSWORD":   "pgpass0123456789",
 	"METAMCP_ADMIN_TOKEN": "compose-test-admin-token-0123456789",
 	"METAMCP_SECRET_KEY":  "bWV0YW1jcC1jb21wb3NlLXRlc3Qta2V5LTAxMjM0NTY=",
@@ -72,11 +73,16 @@ type service struct {
 	Healthcheck *struct {
 		Test json.RawMessage `json:"test"`
 	} `json:"healthcheck"`
+	Volumes  []any `json:"volumes"`
+	Networks map[string]*struct {
+		IPv4Address string `json:"ipv4_address"`
+	} `json:"networks"`
 }
 
 type build struct {
 	Context    string `json:"context"`
 	Dockerfile string `json:"dockerfile"`
+	Target     string `json:"target"`
 }
 
 // composeConfig runs `docker-compose config` on docker-compose.yml with env
@@ -97,7 +103,7 @@ func composeConfig(t *testing.T, env map[string]string) (stdout, stderr string, 
 	cmd := exec.CommandContext(ctx, bin, "--env-file", emptyEnvFile, "-f", filepath.Join(repoRoot, "docker-compose.yml"), "config")
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if _, ours := requiredVars[name]; !ours && !strings.HasPrefix(name, "METAMCP_") {
+		if _, ours := givenVars[name]; !ours && !strings.HasPrefix(name, "METAMCP_") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
@@ -115,7 +121,7 @@ func composeConfig(t *testing.T, env map[string]string) (stdout, stderr string, 
 
 func renderedServices(t *testing.T) map[string]service {
 	t.Helper()
-	out, errOut, err := composeConfig(t, requiredVars)
+	out, errOut, err := composeConfig(t, givenVars)
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, errOut)
 	}
@@ -131,23 +137,35 @@ func renderedServices(t *testing.T) map[string]service {
 	return cf.Services
 }
 
-func TestComposeRequiresSecrets(t *testing.T) {
-	for name := range requiredVars {
-		t.Run(name, func(t *testing.T) {
-			env := map[string]string{}
-			for k, v := range requiredVars {
-				if k != name {
-					env[k] = v
-				}
+// TestComposeNeedsNoEnv: `docker compose up` needs no .env, and secrets a
+// .env gives reach only the init-secrets service, which writes them into
+// files.
+func TestComposeNeedsNoEnv(t *testing.T) {
+	if _, errOut, err := composeConfig(t, nil); err != nil {
+		t.Fatalf("docker-compose config without a .env: %v\n%s", err, errOut)
+	}
+	out, errOut, err := composeConfig(t, givenVars)
+	if err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, errOut)
+	}
+	var cf struct {
+		Services map[string]json.RawMessage `json:"services"`
+	}
+	if err := yaml.Unmarshal([]byte(out), &cf); err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range cf.Services {
+		for k, v := range givenVars {
+			if name != "init-secrets" && strings.Contains(string(raw), v) {
+				t.Errorf("service %s holds %s's value in its definition (visible in docker inspect): give it a file", name, k)
 			}
-			_, errOut, err := composeConfig(t, env)
-			if err == nil {
-				t.Fatalf("docker-compose config succeeded without %s", name)
-			}
-			if !strings.Contains(errOut, "set "+name) {
-				t.Errorf("error does not tell to set %s:\n%s", name, errOut)
-			}
-		})
+		}
+	}
+	init := environment(t, renderedServices(t)["init-secrets"].Environment)
+	for k, v := range givenVars {
+		if init[k] != v {
+			t.Errorf("init-secrets does not take %s from the environment (got %q)", k, init[k])
+		}
 	}
 }
 
@@ -261,7 +279,7 @@ func TestComposeServices(t *testing.T) {
 			if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
 				t.Errorf("--listen %s is loopback inside the container: published ports cannot reach it; listen on 0.0.0.0", listen)
 			}
-			if len(s.Ports) == 0 {
+			if len(s.Ports) == 0 && args[0] == "controlplane" {
 				t.Errorf("no ports published for the control plane")
 			}
 			for _, p := range s.Ports {
@@ -467,6 +485,8 @@ type dockerfileInfo struct {
 	buildPaths []string // package paths in `go build` lines
 	installed  []string // absolute paths of binaries in the final image
 	cmd        []string // CMD of the final image
+	stages     []string // names of the stages (FROM ... AS NAME)
+	bases      []string // their base images
 }
 
 func readDockerfile(t *testing.T) dockerfileInfo {
@@ -494,8 +514,14 @@ func readDockerfile(t *testing.T) dockerfileInfo {
 					info.buildPaths = append(info.buildPaths, f)
 				}
 			}
+		case "FROM":
+			if len(fields) == 4 && strings.EqualFold(fields[2], "as") {
+				info.stages = append(info.stages, fields[3])
+				info.bases = append(info.bases, fields[1])
+			}
 		case "COPY":
-			if len(fields) < 3 || !strings.HasPrefix(fields[1], "--from=") {
+			// The binaries built here (uv's come from its image).
+			if len(fields) < 3 || fields[1] != "--from=build" {
 				continue
 			}
 			dest := fields[len(fields)-1]
@@ -574,72 +600,238 @@ func hasMainPackage(t *testing.T, dir string) bool {
 	return false
 }
 
-// TestComposeDataPlane checks that the data plane reaches the control plane
-// service on the port it listens on, waits for it, and takes its sync token
-// from the environment (never from the command line).
-func TestComposeDataPlane(t *testing.T) {
-	services := renderedServices(t)
-	var dpName string
-	var dp service
+// dataPlanes are the services running `metamcp dataplane`, by name.
+func dataPlanes(t *testing.T, services map[string]service) map[string]service {
+	t.Helper()
+	dps := map[string]service{}
 	for name, s := range metamcpServices(t, services) {
 		if args := stringList(t, s.Command); len(args) > 0 && args[0] == "dataplane" {
-			dpName, dp = name, s
+			dps[name] = s
 		}
 	}
-	if dpName == "" {
-		t.Fatal("no service runs `metamcp dataplane`")
+	return dps
+}
+
+// TestComposeDataPlane checks that each data plane reaches the control plane
+// service on the port it listens on, waits for it, and takes its sync token
+// from a file the init-secrets service writes (never from the command line
+// or a variable holding it).
+func TestComposeDataPlane(t *testing.T) {
+	services := renderedServices(t)
+	dps := dataPlanes(t, services)
+	if len(dps) != 2 {
+		t.Fatalf("%d services run `metamcp dataplane`, want 2 (behind nginx)", len(dps))
 	}
-	args := stringList(t, dp.Command)
-	cpAddr, ok := flagValue(args, "control-plane")
-	if !ok {
-		t.Fatalf("%s: no --control-plane in %q", dpName, args)
-	}
-	host, port, err := net.SplitHostPort(cpAddr)
-	if err != nil {
-		t.Fatalf("--control-plane %q: %v", cpAddr, err)
-	}
-	cp, ok := services[host]
-	if !ok {
-		t.Fatalf("--control-plane %s names no service", cpAddr)
-	}
-	cpArgs := stringList(t, cp.Command)
-	if len(cpArgs) == 0 || cpArgs[0] != "controlplane" {
-		t.Errorf("--control-plane %s: service %s runs %q, not the control plane", cpAddr, host, cpArgs)
-	}
-	if listen, ok := flagValue(cpArgs, "listen"); !ok || !strings.HasSuffix(listen, ":"+port) {
-		t.Errorf("--control-plane %s, but the control plane listens on %q", cpAddr, listen)
-	}
-	waits := false
-	for _, d := range dependsOn(t, dp.DependsOn) {
-		if d.name == host && d.condition == "service_healthy" {
-			waits = true
+	nodeIDs := map[string]string{}
+	for dpName, dp := range dps {
+		args := stringList(t, dp.Command)
+		cpAddr, ok := flagValue(args, "control-plane")
+		if !ok {
+			t.Fatalf("%s: no --control-plane in %q", dpName, args)
 		}
-	}
-	if !waits {
-		t.Errorf("%s does not wait for %s to be healthy", dpName, host)
-	}
-	if got := environment(t, dp.Environment)["METAMCP_SYNC_TOKEN"]; got != requiredVars["METAMCP_SYNC_TOKEN"] {
-		t.Errorf("METAMCP_SYNC_TOKEN = %q, want it from the environment (%q)", got, requiredVars["METAMCP_SYNC_TOKEN"])
-	}
-	if _, ok := flagValue(args, "sync-token"); ok {
-		t.Errorf("the sync token is on the command line, where ps shows it")
+		host, port, err := net.SplitHostPort(cpAddr)
+		if err != nil {
+			t.Fatalf("--control-plane %q: %v", cpAddr, err)
+		}
+		cp, ok := services[host]
+		if !ok {
+			t.Fatalf("--control-plane %s names no service", cpAddr)
+		}
+		cpArgs := stringList(t, cp.Command)
+		if len(cpArgs) == 0 || cpArgs[0] != "controlplane" {
+			t.Errorf("--control-plane %s: service %s runs %q, not the control plane", cpAddr, host, cpArgs)
+		}
+		if listen, ok := flagValue(cpArgs, "listen"); !ok || !strings.HasSuffix(listen, ":"+port) {
+			t.Errorf("--control-plane %s, but the control plane listens on %q", cpAddr, listen)
+		}
+		waits := false
+		for _, d := range dependsOn(t, dp.DependsOn) {
+			if d.name == host && d.condition == "service_healthy" {
+				waits = true
+			}
+		}
+		if !waits {
+			t.Errorf("%s does not wait for %s to be healthy", dpName, host)
+		}
+		env := environment(t, dp.Environment)
+		if _, ok := env["METAMCP_SYNC_TOKEN"]; ok {
+			t.Errorf("%s: the sync token is in a variable (docker inspect shows it): use METAMCP_SYNC_TOKEN_FILE", dpName)
+		}
+		checkSecretFile(t, services, dpName, env["METAMCP_SYNC_TOKEN_FILE"])
+		if _, ok := flagValue(args, "sync-token"); ok {
+			t.Errorf("the sync token is on the command line, where ps shows it")
+		}
+		id := env["METAMCP_NODE_ID"]
+		if id == "" {
+			t.Errorf("%s has no METAMCP_NODE_ID (its container's host name would change on every re-create)", dpName)
+		} else if other, dup := nodeIDs[id]; dup {
+			t.Errorf("%s and %s have the same node id %s", dpName, other, id)
+		}
+		nodeIDs[id] = dpName
 	}
 }
 
+// checkSecretFile checks that path is a file the init-secrets service
+// writes, in a volume service name mounts.
+func checkSecretFile(t *testing.T, services map[string]service, name, path string) {
+	t.Helper()
+	if path == "" {
+		t.Errorf("%s: no secret file given", name)
+		return
+	}
+	initSvc, ok := services["init-secrets"]
+	if !ok {
+		t.Fatal("no init-secrets service")
+	}
+	script := strings.Join(stringList(t, initSvc.Command), "\n")
+	if !strings.Contains(script, filepath.Base(path)) {
+		t.Errorf("%s reads %s, which init-secrets does not write", name, path)
+	}
+	initVol := volumeAt(t, initSvc, filepath.Dir(path))
+	if vol := volumeAt(t, services[name], filepath.Dir(path)); vol == "" || vol != initVol {
+		t.Errorf("%s reads %s from volume %q, init-secrets writes volume %q there", name, path, vol, initVol)
+	}
+}
+
+// volumeAt returns the volume a service mounts at dir.
+func volumeAt(t *testing.T, s service, dir string) string {
+	t.Helper()
+	for _, v := range s.Volumes {
+		switch v := v.(type) {
+		case string:
+			parts := strings.Split(v, ":")
+			if len(parts) >= 2 && parts[1] == dir {
+				return parts[0]
+			}
+		case map[string]any:
+			if v["target"] == dir {
+				return fmt.Sprint(v["source"])
+			}
+		}
+	}
+	return ""
+}
+
 // TestComposeOneStep: the first `docker compose up` needs no token made by
-// hand: the control plane accepts the data plane's sync token from the
-// start, and the .env holding it is never committed.
+// hand: init-secrets writes the secrets, the control plane accepts the data
+// planes' sync token from the start, and a .env is never committed.
 func TestComposeOneStep(t *testing.T) {
 	services := renderedServices(t)
-	cp, dp := environment(t, services["controlplane"].Environment), environment(t, services["dataplane"].Environment)
-	if got, want := cp["METAMCP_BOOTSTRAP_SYNC_TOKEN"], dp["METAMCP_SYNC_TOKEN"]; got == "" || got != want {
-		t.Errorf("the control plane's bootstrap sync token %q is not the data plane's sync token %q", got, want)
+	cp := environment(t, services["controlplane"].Environment)
+	for _, k := range []string{"METAMCP_ADMIN_TOKEN_FILE", "METAMCP_SECRET_KEY_FILE", "METAMCP_BOOTSTRAP_SYNC_TOKEN_FILE", "PGPASSFILE"} {
+		checkSecretFile(t, services, "controlplane", cp[k])
 	}
+	for name, dp := range dataPlanes(t, services) {
+		if got, want := cp["METAMCP_BOOTSTRAP_SYNC_TOKEN_FILE"], environment(t, dp.Environment)["METAMCP_SYNC_TOKEN_FILE"]; got == "" || got != want {
+			t.Errorf("the control plane's bootstrap sync token file %q is not %s's sync token file %q", got, name, want)
+		}
+	}
+	if u := cp["METAMCP_DATABASE_URL"]; strings.Contains(u, ":@") || regexp.MustCompile(`//[^/@:]+:[^/@]+@`).MatchString(u) {
+		t.Errorf("the database URL %q holds a password: it comes from PGPASSFILE", u)
+	}
+	pg := environment(t, services["postgres"].Environment)
+	checkSecretFile(t, services, "postgres", pg["POSTGRES_PASSWORD_FILE"])
 	ignore, err := os.ReadFile(filepath.Join(repoRoot, ".gitignore"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(strings.Split(string(ignore), "\n"), "/.env") {
 		t.Error(".gitignore does not ignore /.env, which holds the compose secrets")
+	}
+}
+
+// TestComposeNginx: nginx is in front of both data planes, on the port they
+// listen on, and is the one proxy they trust.
+func TestComposeNginx(t *testing.T) {
+	services := renderedServices(t)
+	ng, ok := services["nginx"]
+	if !ok {
+		t.Fatal("no nginx service")
+	}
+	if len(ng.Ports) == 0 {
+		t.Error("nginx publishes no port")
+	}
+	conf := ""
+	for _, v := range ng.Volumes {
+		src := ""
+		switch v := v.(type) {
+		case string:
+			src = strings.Split(v, ":")[0]
+		case map[string]any:
+			src = fmt.Sprint(v["source"])
+		}
+		if strings.HasSuffix(src, ".conf") {
+			conf = src
+		}
+	}
+	if conf == "" {
+		t.Fatal("nginx mounts no .conf")
+	}
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstreams := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*server\s+([a-z0-9-]+:\d+)`).FindAllStringSubmatch(string(b), -1) {
+		upstreams[m[1]] = true
+	}
+	if len(upstreams) == 0 {
+		t.Fatalf("%s names no upstream server", conf)
+	}
+	if !strings.Contains(string(b), "listen "+containerPort(t, ng.Ports[0])) {
+		t.Errorf("%s does not listen on the published port's target %s", conf, containerPort(t, ng.Ports[0]))
+	}
+	var nginxIP string
+	if nw, ok := ng.Networks["default"]; ok && nw != nil {
+		nginxIP = nw.IPv4Address
+	}
+	waits := map[string]bool{}
+	for _, d := range dependsOn(t, ng.DependsOn) {
+		waits[d.name] = d.condition == "service_healthy"
+	}
+	for name, dp := range dataPlanes(t, services) {
+		listen, _ := flagValue(stringList(t, dp.Command), "listen")
+		_, port, _ := net.SplitHostPort(listen)
+		if !upstreams[name+":"+port] {
+			t.Errorf("nginx does not proxy to %s:%s (its upstreams: %v)", name, port, upstreams)
+		}
+		delete(upstreams, name+":"+port)
+		if !waits[name] {
+			t.Errorf("nginx does not wait for %s to be healthy", name)
+		}
+		if tp := environment(t, dp.Environment)["METAMCP_TRUSTED_PROXIES"]; nginxIP == "" || tp != nginxIP {
+			t.Errorf("%s trusts proxies %q, nginx's address is %q", name, tp, nginxIP)
+		}
+	}
+	if len(upstreams) > 0 {
+		t.Errorf("nginx proxies to %v, which are not data planes", upstreams)
+	}
+}
+
+// TestDockerfileStdio: the stdio target has Node (npx) and uv (uvx) and the
+// same binaries, and the data planes can be built from it.
+func TestDockerfileStdio(t *testing.T) {
+	info := readDockerfile(t)
+	i := slices.Index(info.stages, "stdio")
+	if i < 0 {
+		t.Fatalf("deploy/Dockerfile has no stdio stage (stages: %v)", info.stages)
+	}
+	if !strings.HasPrefix(info.bases[i], "node:") {
+		t.Errorf("the stdio stage is based on %s, not a Node image (npx)", info.bases[i])
+	}
+	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^COPY --from=uv /uv /uvx /usr/local/bin/`).Match(b) {
+		t.Error("the stdio stage does not install uv and uvx")
+	}
+	if info.stages[len(info.stages)-1] != "final" {
+		t.Errorf("the last stage (the default image) is %s, not final", info.stages[len(info.stages)-1])
+	}
+	for name, dp := range dataPlanes(t, renderedServices(t)) {
+		if dp.Build == nil || !slices.Contains(info.stages, dp.Build.Target) {
+			t.Errorf("%s is built from target %v, not a stage of deploy/Dockerfile", name, dp.Build)
+		}
 	}
 }
