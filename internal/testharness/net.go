@@ -64,3 +64,20 @@ func WaitHTTP(tb testing.TB, p *Proc, url string, timeout time.Duration) {
 		return nil
 	})
 }
+
+// WaitDial waits until addr accepts TCP connections, for a program that
+// prints nothing when it is ready; it fails the test when timeout passes
+// first or p (when not nil) exits.
+func WaitDial(tb testing.TB, p *Proc, addr string, timeout time.Duration) {
+	tb.Helper()
+	Eventually(tb, timeout, func() error {
+		if p != nil {
+			p.failIfExited(tb, "listening on "+addr)
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}

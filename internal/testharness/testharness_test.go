@@ -3,6 +3,7 @@ package testharness
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -177,6 +178,19 @@ func TestBinary(t *testing.T) {
 		t.Errorf("Binary's executable: %v", err)
 	}
 	t.Cleanup(Cleanup)
+}
+
+func TestWaitDial(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	WaitDial(t, nil, lis.Addr().String(), WaitTimeout)
+	msg := failure(t, func(tb testing.TB) { WaitDial(tb, nil, LoopbackAddr(t), 100*time.Millisecond) })
+	if !strings.Contains(msg, "refused") {
+		t.Errorf("WaitDial of an address nothing listens on failed with %q, want the dial error", msg)
+	}
 }
 
 func TestLoopbackAddr(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // benchContext bounds one benchmark point.
@@ -26,7 +28,7 @@ func BenchmarkLatency(b *testing.B) {
 		b.Run(string(m), func(b *testing.B) {
 			r, err := measureLatency(benchContext(b), e.direct(), e.proxied(), m, *callsPerPoint*b.N)
 			if err != nil {
-				b.Fatalf("%v\ndata plane log tail:\n%s", err, logTail(e.dp.logs.String(), 20))
+				b.Fatalf("%v\ndata plane log tail:\n%s", err, testharness.Tail(e.dp.logs.String(), 20))
 			}
 			b.ReportMetric(ms(r.directP50), "direct-p50-ms")
 			b.ReportMetric(ms(r.proxiedP50), "proxied-p50-ms")
@@ -49,7 +51,7 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/clients=%d", m, clients), func(b *testing.B) {
 				direct, proxied, err := measureThroughput(benchContext(b), e.direct(), e.proxied(), m, clients, *callsPerPoint*b.N)
 				if err != nil {
-					b.Fatalf("%v\ndata plane log tail:\n%s", err, logTail(e.dp.logs.String(), 20))
+					b.Fatalf("%v\ndata plane log tail:\n%s", err, testharness.Tail(e.dp.logs.String(), 20))
 				}
 				b.ReportMetric(direct, "direct-calls/s")
 				b.ReportMetric(proxied, "proxied-calls/s")
@@ -76,7 +78,7 @@ func BenchmarkCPUPerCall(b *testing.B) {
 				}
 				r, err := measureCPU(benchContext(b), e.proxied(), m, clients, *cpuCallsPerPoint*b.N, e.dp.pid, e.upstreamPID, ins)
 				if err != nil {
-					b.Fatalf("%v\ndata plane log tail:\n%s", err, logTail(e.dp.logs.String(), 20))
+					b.Fatalf("%v\ndata plane log tail:\n%s", err, testharness.Tail(e.dp.logs.String(), 20))
 				}
 				b.ReportMetric(float64(r.dataPlane)/float64(time.Microsecond), "dp-us/call")
 				b.ReportMetric(float64(r.dataPlaneUser)/float64(time.Microsecond), "dp-user-us/call")

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,11 +16,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +36,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/internal/syncbuf"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -90,7 +87,7 @@ var dpCallgrind = flag.Bool("dpcallgrind", false, "run the data plane under valg
 var metamcpBin string
 
 // waitTimeout bounds every wait for a process or a config to be ready.
-const waitTimeout = 30 * time.Second
+const waitTimeout = testharness.WaitTimeout
 
 // Names in the benchmark config.
 const (
@@ -106,22 +103,13 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "metamcp-bench-bin-")
+	defer testharness.Cleanup()
+	bins, err := testharness.Binaries("./cmd/metamcp")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	defer fixture.Cleanup()
-	_, here, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/metamcp")
-	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: build metamcp: %v\n", err)
-		return 1
-	}
-	metamcpBin = filepath.Join(dir, "metamcp")
+	metamcpBin = bins[0]
 	return m.Run()
 }
 
@@ -260,7 +248,7 @@ var (
 // until it serves a config. It is stopped (SIGTERM, then SIGKILL) at cleanup.
 func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlane {
 	tb.Helper()
-	dp := &dataPlane{logs: &syncBuffer{}}
+	dp := &dataPlane{}
 	cmd := exec.Command(metamcpBin, "dataplane",
 		"--control-plane", cp.addr,
 		"--listen", "127.0.0.1:0",
@@ -281,13 +269,7 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 		cmd.Args = append(cmd.Args, "--debug-listen", "127.0.0.1:0")
 	}
 	cmd.Args = append(cmd.Args, strings.Fields(*dpFlags)...)
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "METAMCP_") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "METAMCP_SYNC_TOKEN="+syncToken)
+	cmd.Env = testharness.Env("METAMCP_SYNC_TOKEN=" + syncToken)
 	if *dpCallgrind {
 		// Callgrind trips on the signals of Go's asynchronous preemption,
 		// and valgrind 3.19 cannot run RDTSCP, which the runtime uses to
@@ -295,65 +277,16 @@ func startDataPlane(tb testing.TB, cp *controlPlane, syncToken string) *dataPlan
 		cmd.Env = append(cmd.Env, "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off")
 	}
 	cmd.Env = append(cmd.Env, strings.Fields(*dpEnv)...)
-	cmd.Stdout, cmd.Stderr = dp.logs, dp.logs
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start metamcp dataplane: %v", err)
-	}
+	p := testharness.Start(tb, "data plane", cmd)
+	dp.logs = p.Output
 	dp.pid = cmd.Process.Pid
-	done := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(done)
-	}()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			tb.Errorf("data plane did not stop within 15s of SIGTERM; killing it")
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	deadline := time.Now().Add(waitTimeout)
-	var addr string
-	for addr == "" {
-		if m := dataPlaneListening.FindStringSubmatch(dp.logs.String()); m != nil {
-			addr = m[1]
-			break
-		}
-		select {
-		case <-done:
-			tb.Fatalf("data plane exited (%v) before listening; its output:\n%s", waitErr, dp.logs)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("data plane did not listen within %v; its output:\n%s", waitTimeout, dp.logs)
-		}
-	}
+	addr := p.AwaitMatch(tb, dataPlaneListening, waitTimeout)[1]
 	dp.url = "http://" + addr + "/metamcp/" + endpointName + "/mcp"
 	if *dpProfileDir != "" {
-		m := debugListening.FindStringSubmatch(dp.logs.String())
-		if m == nil {
-			tb.Fatalf("-dpprofile: the data plane logged no debug server address; its output:\n%s", dp.logs)
-		}
-		dp.debugAddr = m[1]
+		dp.debugAddr = p.AwaitMatch(tb, debugListening, waitTimeout)[1]
 	}
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return dp
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("data plane not ready within %v (last: %v); its output:\n%s", waitTimeout, err, dp.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testharness.WaitHTTP(tb, p, "http://"+addr+"/readyz", waitTimeout)
+	return dp
 }
 
 // env is an upstream, a control plane and a data plane process serving it.
@@ -508,17 +441,4 @@ func clockTicks() int64 {
 		}
 	})
 	return clkTck
-}
-
-// logTail is the last lines of s, for failure messages.
-func logTail(s string, n int) string {
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

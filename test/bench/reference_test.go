@@ -1,19 +1,17 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -72,36 +70,14 @@ func startRelay(tb testing.TB, upstreamURL string) (string, int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	bin := filepath.Join(tb.TempDir(), "relay")
-	_, here, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", bin, "./test/fixtures/relay")
-	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		tb.Fatalf("build relay: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-upstream", u.Host)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start relay: %v", err)
-	}
-	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	m := relayListening.FindStringSubmatch(line)
-	if m == nil {
-		tb.Fatalf("relay did not start: %q, %v", line, err)
-	}
+	cmd := exec.Command(testharness.Binary(tb, "./test/fixtures/relay"), "-listen", "127.0.0.1:0", "-upstream", u.Host)
+	p := testharness.Start(tb, "relay", cmd)
+	m := p.AwaitMatch(tb, relayListening, waitTimeout)
 	return "http://" + m[1] + u.Path, cmd.Process.Pid
 }
 
 // startNginxProxy runs nginx as a single process (so that its CPU is one
-// process's) proxying to the upstream, or skips when nginx is not installed.
+// process's) proxying to the upstream; without nginx the benchmark fails.
 func startNginxProxy(tb testing.TB, upstreamURL string) (string, int) {
 	tb.Helper()
 	bin := fixture.Nginx(tb)
@@ -109,12 +85,7 @@ func startNginxProxy(tb testing.TB, upstreamURL string) (string, int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := testharness.LoopbackAddr(tb)
 	dir := tb.TempDir()
 	conf := strings.NewReplacer("DIR", dir, "UPSTREAM", u.Host, "LISTEN", addr).Replace(`
 master_process off;
@@ -144,25 +115,7 @@ http {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start nginx: %v", err)
-	}
-	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("nginx did not listen on %s within %v: %v", addr, waitTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p := testharness.Start(tb, "nginx", cmd)
+	testharness.WaitDial(tb, p, addr, waitTimeout)
 	return fmt.Sprintf("http://%s%s", addr, u.Path), cmd.Process.Pid
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // TestSmoke runs every measurement of the benchmarks for a few calls (about
@@ -20,7 +22,7 @@ func TestSmoke(t *testing.T) {
 		t.Run(string(m), func(t *testing.T) {
 			lat, err := measureLatency(ctx, e.direct(), e.proxied(), m, 10)
 			if err != nil {
-				t.Fatalf("latency: %v\ndata plane log tail:\n%s", err, logTail(e.dp.logs.String(), 20))
+				t.Fatalf("latency: %v\ndata plane log tail:\n%s", err, testharness.Tail(e.dp.logs.String(), 20))
 			}
 			if lat.directP50 <= 0 || lat.proxiedP50 <= 0 || lat.proxiedP99 < lat.proxiedP50 {
 				t.Errorf("latency percentiles make no sense: %+v", lat)
