@@ -2,6 +2,7 @@ package syncint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/metamcp/metamcp/controlplane/store"
 	"github.com/metamcp/metamcp/controlplane/syncserver"
 	"github.com/metamcp/metamcp/dataplane/configcache"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -54,17 +56,12 @@ func storeID(t *testing.T, st store.Store) string {
 // waitServed waits until d serves revision rev of store id.
 func waitServed(t *testing.T, d *dp, rev int64, id string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, _ := d.cache.Revision()
-		if got == rev && d.cache.StoreID() == id {
-			return
+	waitCache(t, d, 10*time.Second, func() error {
+		if got, _ := d.cache.Revision(); got != rev || d.cache.StoreID() != id {
+			return fmt.Errorf("data plane serves revision %d of store %q, want %d of %q", got, d.cache.StoreID(), rev, id)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("data plane serves revision %d of store %q, want %d of %q", got, d.cache.StoreID(), rev, id)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestDataPlaneOfAnotherStore: a data plane whose cache holds revision 58 of
@@ -152,13 +149,12 @@ func TestDataPlaneAheadOfTheBuild(t *testing.T) {
 	go func() { defer close(runDone); _ = srv.Run(ctx) }()
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(func() { cancel(); <-runDone; g.Stop() })
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.Current() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no snapshot built")
+	testharness.Eventually(t, 10*time.Second, func() error {
+		if srv.Current() == nil {
+			return errors.New("no snapshot built")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 
 	ahead := startDP(t, lis.Addr().String(), "any", "ahead", cachedAt(t, 8, id))
 	restored := startDP(t, lis.Addr().String(), "any", "restored", cachedAt(t, 12, id))
@@ -169,7 +165,7 @@ func TestDataPlaneAheadOfTheBuild(t *testing.T) {
 	waitServed(t, behind, 5, id)
 	// The registry keeps what each had.
 	want := map[string]string{"restored": id + "@12", "other": "another-store@30", "behind": "another-store@2"}
-	for {
+	testharness.Eventually(t, 10*time.Second, func() error {
 		dps, err := st.ListDataPlanes(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -180,22 +176,19 @@ func TestDataPlaneAheadOfTheBuild(t *testing.T) {
 				got[d.GetNodeId()] = fmt.Sprintf("%s@%d", d.GetPreviousStoreId(), d.GetPreviousStoreRevision())
 			}
 		}
-		if fmt.Sprint(got) == fmt.Sprint(want) {
-			break
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("registry: previous stores %v, want %v", got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry: previous stores %v, want %v", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	// Both of those were answered; the stream of "ahead" opened with theirs,
 	// and it keeps revision 8.
-	for !ahead.client.Connected() {
-		if time.Now().After(deadline) {
-			t.Fatal("ahead never connected")
+	testharness.Eventually(t, 10*time.Second, func() error {
+		if !ahead.client.Connected() {
+			return errors.New("ahead never connected")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if got, _ := ahead.cache.Revision(); got != 8 {
 		t.Errorf("a data plane ahead of a lagging build of its own store now serves %d, want 8", got)
 	}

@@ -6,6 +6,7 @@ package syncint
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,7 +30,9 @@ import (
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/internal/syncbuf"
 	"github.com/metamcp/metamcp/internal/testca"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -70,17 +73,12 @@ func startCP(tb testing.TB, st store.Store, sealer *secret.Sealer, addr string) 
 		tb.Fatal(err)
 	}
 	var lis net.Listener
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// A restart on the same address may find the previous control plane's
+	// port not yet released.
+	testharness.Eventually(tb, 10*time.Second, func() (err error) {
 		lis, err = net.Listen("tcp", addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond) // the previous control plane's port is being released
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
+		return err
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, lis) }()
@@ -185,19 +183,47 @@ func startDPWith(tb testing.TB, addr, token, node, cacheFile string, statusInter
 // waitRevision waits until every data plane serves at least rev.
 func waitRevision(tb testing.TB, rev int64, dps ...*dp) {
 	tb.Helper()
-	deadline := time.Now().Add(15 * time.Second)
 	for _, d := range dps {
-		for {
-			if got, _ := d.cache.Revision(); got >= rev {
-				break
+		waitCache(tb, d, 15*time.Second, func() error {
+			if got, _ := d.cache.Revision(); got < rev {
+				return fmt.Errorf("data plane serves revision %d, want %d", got, rev)
 			}
-			if time.Now().After(deadline) {
-				got, _ := d.cache.Revision()
-				tb.Fatalf("data plane serves revision %d, want %d", got, rev)
-			}
-			time.Sleep(5 * time.Millisecond)
+			return nil
+		})
+	}
+}
+
+// waitCache waits until cond holds for d's cache, checking it at each
+// config swap (the cache's own signal) rather than on a timer, and fails
+// with cond's error when timeout passes first.
+func waitCache(tb testing.TB, d *dp, timeout time.Duration, cond func() error) {
+	tb.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		changed := d.cache.Changed() // before cond: a swap in between wakes us
+		err := cond()
+		if err == nil {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			tb.Fatalf("not within %v: %v", timeout, err)
 		}
 	}
+}
+
+// registryShows waits until the registry's data planes satisfy cond.
+func registryShows(tb testing.TB, c *cp, timeout time.Duration, cond func([]*metamcpv1.DataPlane) error) {
+	tb.Helper()
+	testharness.Eventually(tb, timeout, func() error {
+		resp, err := c.admin.ListDataPlanes(adminCtx(tb), &metamcpv1.ListDataPlanesRequest{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return cond(resp.GetDataPlanes())
+	})
 }
 
 func createServer(tb testing.TB, c *cp, name, command string) int64 {
@@ -239,49 +265,35 @@ func TestChangeReachesEveryDataPlane(t *testing.T) {
 		}
 	}
 	// The registry shows all three, connected, at the revision.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := c.admin.ListDataPlanes(adminCtx(t), &metamcpv1.ListDataPlanesRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ok := len(resp.GetDataPlanes()) == 3
-		for _, d := range resp.GetDataPlanes() {
+	registryShows(t, c, 10*time.Second, func(dps []*metamcpv1.DataPlane) error {
+		ok := len(dps) == 3
+		for _, d := range dps {
 			ok = ok && d.GetConnected() && d.GetAppliedRevision() == rev && d.GetLastSeen() != nil
 		}
-		if ok {
-			break
+		if !ok {
+			return fmt.Errorf("registry does not show 3 data planes at revision %d: %v", rev, dps)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry never showed 3 data planes at revision %d: %v", rev, resp.GetDataPlanes())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
-// registryEntry polls the registry until cond holds for node's entry.
+// registryEntry waits until cond holds for node's entry in the registry.
 func registryEntry(t *testing.T, c *cp, node string, cond func(*metamcpv1.DataPlane) bool) *metamcpv1.DataPlane {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := c.admin.ListDataPlanes(adminCtx(t), &metamcpv1.ListDataPlanesRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var found *metamcpv1.DataPlane
-		for _, d := range resp.GetDataPlanes() {
+	var found *metamcpv1.DataPlane
+	registryShows(t, c, 10*time.Second, func(dps []*metamcpv1.DataPlane) error {
+		found = nil
+		for _, d := range dps {
 			if d.GetNodeId() == node {
 				found = d
 			}
 		}
-		if found != nil && cond(found) {
-			return found
+		if found == nil || !cond(found) {
+			return fmt.Errorf("registry entry of %s does not match: %v", node, found)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry entry of %s never matched: %v", node, found)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return found
 }
 
 // TestRefusedServerIsLeftOut: a data plane that may not run one server of a
@@ -367,14 +379,13 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	waitKey := func(what string, key [32]byte, want bool) {
 		t.Helper()
 		start := time.Now()
-		deadline := start.Add(10 * time.Second)
 		for _, d := range all {
-			for (d.cache.Current().APIKeys[key] != nil) != want {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: not on every data plane within 10s", what)
+			waitCache(t, d, 10*time.Second-time.Since(start), func() error {
+				if (d.cache.Current().APIKeys[key] != nil) != want {
+					return fmt.Errorf("%s: not on every data plane", what)
 				}
-				time.Sleep(time.Millisecond)
-			}
+				return nil
+			})
 		}
 		t.Logf("%s: on all three data planes %v after the admin call returned", what, time.Since(start).Round(time.Millisecond))
 	}
@@ -441,26 +452,28 @@ func TestRevokedTokenClosesStream(t *testing.T) {
 	c := startCP(t, openSQLite(t), newSealer(t), "127.0.0.1:0")
 	tok := syncToken(t, c, "dps")
 	d := startDP(t, c.addr, tok, "dp", "")
-	waitRevision(t, revisionOf(t, c), d)
-	deadline := time.Now().Add(10 * time.Second)
-	for !d.client.Connected() {
-		if time.Now().After(deadline) {
-			t.Fatal("never connected")
+	// A witness with a token of its own shows when a revision has been
+	// sent to the data planes.
+	witness := startDP(t, c.addr, syncToken(t, c, "witness"), "witness", "")
+	waitRevision(t, revisionOf(t, c), d, witness)
+	testharness.Eventually(t, 10*time.Second, func() error {
+		if !d.client.Connected() {
+			return errors.New("never connected")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if _, err := c.admin.RevokeToken(adminCtx(t), &metamcpv1.RevokeTokenRequest{Name: "dps"}); err != nil {
 		t.Fatal(err)
 	}
-	for d.client.Connected() {
-		if time.Now().After(deadline) {
-			t.Fatal("stream stayed open after its token was revoked")
+	testharness.Eventually(t, 10*time.Second, func() error {
+		if d.client.Connected() {
+			return errors.New("stream stayed open after its token was revoked")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	// And it gets no further snapshots.
+		return nil
+	})
+	// And it gets no further snapshots: the witness has one it does not.
 	rev := createServer(t, c, "late", "npx")
-	time.Sleep(300 * time.Millisecond)
+	waitRevision(t, rev, witness)
 	if got, _ := d.cache.Revision(); got >= rev {
 		t.Fatalf("a revoked data plane received revision %d", got)
 	}
@@ -525,11 +538,11 @@ func TestSyncOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func(node string, ca string) *dp {
+	start := func(node string, ca string, logger *slog.Logger) *dp {
 		cache := configcache.New("", testLogger(t))
 		client, err := syncclient.New(cache, syncclient.Options{
 			Addr: lis.Addr().String(), Token: tok.GetSecret(), NodeID: node, TLS: true, CAFile: ca,
-			MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: testLogger(t),
+			MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Logger: logger,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -541,10 +554,17 @@ func TestSyncOverTLS(t *testing.T) {
 		t.Cleanup(d.stop)
 		return d
 	}
-	pinned := start("pinned", caFile)
-	unpinned := start("unpinned", "")
+	pinned := start("pinned", caFile, testLogger(t))
+	// The unpinned client's log says when its handshake has failed.
+	logs := &syncbuf.Buffer{}
+	unpinned := start("unpinned", "", slog.New(slog.NewTextHandler(logs, nil)))
 	waitRevision(t, 1, pinned)
-	time.Sleep(200 * time.Millisecond)
+	testharness.Eventually(t, 10*time.Second, func() error {
+		if n := strings.Count(logs.String(), "sync stream ended"); n < 2 || !strings.Contains(logs.String(), "certificate") {
+			return fmt.Errorf("the unpinned data plane has not failed twice on the certificate; its log:\n%s", logs)
+		}
+		return nil
+	})
 	if unpinned.cache.Ready() {
 		t.Fatal("a data plane that does not trust the CA received a snapshot")
 	}
@@ -570,19 +590,11 @@ func TestStatusReachesRegistry(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = client.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := c.admin.ListDataPlanes(adminCtx(t), &metamcpv1.ListDataPlanesRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dps := resp.GetDataPlanes(); len(dps) == 1 && dps[0].GetActiveSessions() == 7 &&
+	registryShows(t, c, 10*time.Second, func(dps []*metamcpv1.DataPlane) error {
+		if len(dps) == 1 && dps[0].GetActiveSessions() == 7 &&
 			len(dps[0].GetUpstreams()) == 1 && dps[0].GetUpstreams()[0].GetProcesses() == 2 {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry never showed the status: %v", resp.GetDataPlanes())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("registry does not show the status: %v", dps)
+	})
 }

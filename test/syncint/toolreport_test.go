@@ -3,6 +3,8 @@ package syncint
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/dataplane/toolreport"
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // TestToolReportReachesCanI checks that the tool lists a data plane records
@@ -43,8 +46,7 @@ func TestToolReportReachesCanI(t *testing.T) {
 
 	waitTools := func(want ...string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testharness.Eventually(t, 10*time.Second, func() error {
 			resp, err := c.admin.CanI(adminCtx(t), &metamcpv1.CanIRequest{Endpoint: "team", Caller: &metamcpv1.Caller{Name: "alice"}})
 			if err != nil {
 				t.Fatal(err)
@@ -53,20 +55,11 @@ func TestToolReportReachesCanI(t *testing.T) {
 			for _, d := range resp.GetDecisions() {
 				got = append(got, d.GetTool())
 			}
-			if resp.GetToolsKnown() && resp.GetListedBy() == "lister" && len(got) == len(want) {
-				match := true
-				for i := range got {
-					match = match && got[i] == want[i]
-				}
-				if match {
-					return
-				}
+			if resp.GetToolsKnown() && resp.GetListedBy() == "lister" && slices.Equal(got, want) {
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("CanI never showed tools %q: %v", want, resp)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("CanI does not show tools %q: %v", want, resp)
+		})
 	}
 	waitTools("fs__read")
 	report.Set("team", 4, []*metamcpv1.ListedTool{
