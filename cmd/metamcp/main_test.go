@@ -523,7 +523,7 @@ func TestDev(t *testing.T) {
 		t.Fatalf("exit code after SIGTERM = %d, want 0\nstderr:\n%s", code, p.Stderr)
 	}
 	assertNoCrash(t, p.Stderr.String())
-	if left := demoServersRunning(); len(left) > 0 {
+	if left := testharness.Leftovers(10*time.Second, metamcpBin, "demo-server"); len(left) > 0 {
 		t.Errorf("demo-server processes left after metamcp dev stopped: %v", left)
 	}
 	for _, secret := range []string{b.token, b.apiKey} {
@@ -640,28 +640,6 @@ func checkReadyz(t *testing.T, endpointURL string) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ready: revision") {
 		t.Errorf("GET %s/readyz = %d %q, want 200 ready", base, resp.StatusCode, body)
 	}
-}
-
-// demoServersRunning lists the pids of `metamcpBin demo-server` processes,
-// after a bounded wait for them to go. Tests run in parallel share the
-// binary, so only TestDev (which stops its processes) may call it meaningfully.
-func demoServersRunning() []string {
-	want := metamcpBin + "\x00demo-server\x00"
-	var found []string
-	_ = testharness.Poll(10*time.Second, func() error {
-		found = found[:0]
-		dirs, _ := filepath.Glob("/proc/[0-9]*")
-		for _, d := range dirs {
-			if b, err := os.ReadFile(filepath.Join(d, "cmdline")); err == nil && string(b) == want {
-				found = append(found, filepath.Base(d))
-			}
-		}
-		if len(found) > 0 {
-			return fmt.Errorf("demo-server processes %v", found)
-		}
-		return nil
-	})
-	return found
 }
 
 // bearerTransport adds an Authorization header to every request.

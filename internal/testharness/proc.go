@@ -3,8 +3,11 @@ package testharness
 import (
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -211,4 +214,28 @@ func (p *Proc) AwaitMatch(tb testing.TB, re *regexp.Regexp, timeout time.Duratio
 		return m != nil
 	})
 	return m
+}
+
+// Leftovers waits (bounded by timeout) until no process runs with exactly
+// the command line args, and returns the pids of those still running then:
+// none when they all went. It reads /proc, so where there is none it finds
+// nothing. It is for checking that a program stopped the children it
+// started; processes of other tests with the same command line count too.
+func Leftovers(timeout time.Duration, args ...string) []string {
+	want := strings.Join(args, "\x00") + "\x00"
+	var found []string
+	_ = Poll(timeout, func() error {
+		found = found[:0]
+		dirs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, d := range dirs {
+			if b, err := os.ReadFile(filepath.Join(d, "cmdline")); err == nil && string(b) == want {
+				found = append(found, filepath.Base(d))
+			}
+		}
+		if len(found) > 0 {
+			return fmt.Errorf("still running: %v", found)
+		}
+		return nil
+	})
+	return found
 }

@@ -456,7 +456,16 @@ func TestAuditTrailOutage(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(time.Second)
+	// sentAtLeast waits until the clients have made n calls in all.
+	sentAtLeast := func(what string, n int) {
+		t.Helper()
+		eventually(t, what, func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(sent) >= n, fmt.Sprintf("%d calls of %d", len(sent), n)
+		})
+	}
+	sentAtLeast("calls flowing before the outage", 10*workers)
 	cp.kill(t)
 	mu.Lock()
 	away = true
@@ -470,7 +479,10 @@ func TestAuditTrailOutage(t *testing.T) {
 	t.Logf("control plane away %v: %d calls (%.0f a second)", time.Since(start).Round(time.Millisecond), n, float64(n)/time.Since(start).Seconds())
 	cp.launch(t, cp.addr)
 	back := time.Now()
-	time.Sleep(time.Second)
+	mu.Lock()
+	before := len(sent)
+	mu.Unlock()
+	sentAtLeast("calls flowing after the control plane came back", before+10*workers)
 	close(stop)
 	wg.Wait()
 

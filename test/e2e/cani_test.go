@@ -137,17 +137,10 @@ func TestAuthCanI(t *testing.T) {
 		{Name: "gh__get_issue", Server: "github", Annotations: &metamcpv1.ToolAnnotations{ReadOnlyHint: &readOnly}},
 		{Name: "gh__create_issue", Server: "github"},
 	}})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	eventuallyWithin(t, 20*time.Second, "the reported tools in mmctl auth can-i", func() (bool, string) {
 		r = cp.ok(t, "auth", "can-i", "team", "--as", "ci-bot", "--api-key", "ci")
-		if strings.Contains(r.stdout, "ALLOWED") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the reported tools never showed:\n%s", r)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return strings.Contains(r.stdout, "ALLOWED"), r.String()
+	})
 	rows := map[string]string{}
 	for _, l := range lines(r.stdout)[1:] {
 		if f := strings.Fields(l); len(f) >= 4 && strings.Contains(f[0], "__") {

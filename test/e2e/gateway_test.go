@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -164,7 +163,7 @@ members:
 	}
 
 	dp.stop(t)
-	if left := processesRunning(t, metamcpBin, "demo-server"); len(left) > 0 {
+	if left := testharness.Leftovers(10*time.Second, metamcpBin, "demo-server"); len(left) > 0 {
 		t.Errorf("demo-server processes left after the data plane stopped: %v", left)
 	}
 }
@@ -206,29 +205,6 @@ func callText(ctx context.Context, t *testing.T, cs *mcp.ClientSession, name str
 		t.Fatalf("call %s: content %T, want text", name, res.Content[0])
 	}
 	return tc.Text
-}
-
-// processesRunning lists the pids whose command line is exactly args, after a
-// bounded wait for them to go.
-func processesRunning(t *testing.T, args ...string) []string {
-	t.Helper()
-	want := strings.Join(args, "\x00") + "\x00"
-	var found []string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		found = found[:0]
-		dirs, _ := filepath.Glob("/proc/[0-9]*")
-		for _, d := range dirs {
-			b, err := os.ReadFile(filepath.Join(d, "cmdline"))
-			if err == nil && string(b) == want {
-				found = append(found, filepath.Base(d))
-			}
-		}
-		if len(found) == 0 || time.Now().After(deadline) {
-			return found
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // TestGatewayUpstreamsAndRevisions puts six upstreams behind one endpoint of
@@ -303,17 +279,10 @@ func TestGatewayUpstreamsAndRevisions(t *testing.T) {
 		}
 		// npx's first start may outlast a list: wait (bounded) for its tools.
 		var names []string
-		deadline := time.Now().Add(90 * time.Second)
-		for {
+		eventuallyWithin(t, 90*time.Second, rv.name+": all tools listed", func() (bool, string) {
 			names = toolNames(ctx, t, cs)
-			if containsAll(names, wantTools) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		if !containsAll(names, wantTools) {
-			t.Fatalf("%s: tools %v lack some of %v\ndata plane logs:\n%s", rv.name, names, wantTools, dp.logs)
-		}
+			return containsAll(names, wantTools), fmt.Sprintf("tools %v lack some of %v\ndata plane logs:\n%s", names, wantTools, testharness.Tail(dp.logs.String(), 40))
+		})
 		for _, n := range names {
 			if strings.HasPrefix(n, "silent__") {
 				t.Errorf("%s: the silent server has a tool %s", rv.name, n)
@@ -383,10 +352,10 @@ func TestGatewayUpstreamsAndRevisions(t *testing.T) {
 	// stream) is prompt and leaves no stdio upstream behind. (npx's node is
 	// not checked: other tests on this machine may run it too.)
 	dp.stop(t)
-	if left := processesRunning(t, metamcpBin, "demo-server"); len(left) > 0 {
+	if left := testharness.Leftovers(10*time.Second, metamcpBin, "demo-server"); len(left) > 0 {
 		t.Errorf("demo-server processes left after the data plane stopped: %v", left)
 	}
-	if left := processesRunning(t, fx, "--transport", "stdio", "--name", "fx", "--tools", "echo,crash,whoami"); len(left) > 0 {
+	if left := testharness.Leftovers(10*time.Second, fx, "--transport", "stdio", "--name", "fx", "--tools", "echo,crash,whoami"); len(left) > 0 {
 		t.Errorf("fixture processes left after the data plane stopped: %v", left)
 	}
 }

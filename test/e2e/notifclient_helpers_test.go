@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // notifTimeout bounds each wait for a notification, a server-to-client
@@ -189,7 +191,7 @@ func each(t *testing.T, clients []*notifClient, f func(c *notifClient) error) {
 	}
 }
 
-// wait polls cond (under the client's lock) until it holds, for at most
+// wait polls cond (testharness.Poll, under the client's lock) until it holds, for at most
 // notifTimeout; the error says what cond last saw.
 func (c *notifClient) wait(what string, cond func() (bool, string)) error {
 	return c.waitWithin(notifTimeout, what, cond)
@@ -197,19 +199,19 @@ func (c *notifClient) wait(what string, cond func() (bool, string)) error {
 
 // waitWithin is wait for at most d.
 func (c *notifClient) waitWithin(d time.Duration, what string, cond func() (bool, string)) error {
-	deadline := time.Now().Add(d)
-	for {
+	err := testharness.Poll(d, func() error {
 		c.mu.Lock()
 		ok, state := cond()
 		c.mu.Unlock()
-		if ok {
-			return nil
+		if !ok {
+			return fmt.Errorf("last: %s", state)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("client %s: %s: not within %v; last: %s", c.name, what, d, state)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("client %s: %s: %w", c.name, what, err)
 	}
+	return nil
 }
 
 // toolNamesOf lists a client's tools, sorted.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
 )
 
@@ -294,19 +295,17 @@ func TestNotifications(t *testing.T) {
 						if err := c.cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: uri}); err != nil {
 							return fmt.Errorf("client %s: unsubscribe %s: %w", c.name, uri, err)
 						}
-						deadline := time.Now().Add(notifTimeout)
-						for {
+						if err := testharness.Poll(notifTimeout, func() error {
 							n, err := c.call(ctx, up+"__subscribers", map[string]any{"uri": uri}, nil)
 							if err != nil {
 								return err
 							}
-							if n == "0" {
-								break
+							if n != "0" {
+								return fmt.Errorf("client %s: %s still has %s subscriptions to %s after the client unsubscribed", c.name, up, n, uri)
 							}
-							if time.Now().After(deadline) {
-								return fmt.Errorf("client %s: %s still has %s subscriptions to %s %v after the client unsubscribed", c.name, up, n, uri, notifTimeout)
-							}
-							time.Sleep(20 * time.Millisecond)
+							return nil
+						}); err != nil {
+							return err
 						}
 						if _, err := c.call(ctx, up+"__touch", map[string]any{"uri": uri}, nil); err != nil {
 							return err

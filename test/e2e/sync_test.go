@@ -6,7 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // TestSyncRealProcesses runs one control plane and three data planes as
@@ -137,8 +138,12 @@ func TestSyncRealProcesses(t *testing.T) {
 		d := reg["dp-1"]
 		return d != nil && !d.GetConnected(), describeDataPlanes(reg, current)
 	})
-	// Give dp-1 time in which it could (wrongly) reconnect and sync.
-	time.Sleep(2 * time.Second)
+	// dp-1 tries again (a refused token is retried): once the control
+	// plane has refused it a second time (the first closed its stream), it
+	// has reconnected at least once and could (wrongly) have synced.
+	eventually(t, "dp-1 refused when it reconnects", func() (bool, string) {
+		return strings.Count(dp1.logs.String(), "the control plane refused the sync token") >= 2, testharness.Tail(dp1.logs.String(), 20)
+	})
 	reg, current = cp.dataPlanes(t)
 	if d := reg["dp-1"]; d.GetConnected() || d.GetAppliedRevision() != rev4 {
 		t.Errorf("dp-1 after revocation: connected=%v applied=%d, want disconnected at %d\n%s", d.GetConnected(), d.GetAppliedRevision(), rev4, describeDataPlanes(reg, current))
