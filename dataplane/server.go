@@ -27,7 +27,6 @@ import (
 	"github.com/metamcp/metamcp/dataplane/audit"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
-	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/redisconn"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
@@ -75,9 +74,9 @@ type Options struct {
 	// answering 503, between the stop signal and closing its listener, so
 	// that load balancers stop sending it requests first (0: none).
 	DrainDelay time.Duration
-	// HTTPServer picks what serves the client port: HTTPServerLean (the
-	// default when "") or HTTPServerStd, net/http alone.
-	HTTPServer string
+	// HTTP configures the client port's server (net/http): its timeouts,
+	// limits, TLS and HTTP/2.
+	HTTP HTTPOptions
 	// Redis is the Redis the replicas share; without it sessions cannot span
 	// replicas for server-to-client messages, and rate limits count per
 	// replica.
@@ -134,15 +133,6 @@ type TelemetryOptions struct {
 	Tracer trace.Tracer
 }
 
-// What serves the data plane's client port (Options.HTTPServer).
-const (
-	// HTTPServerLean is httpserver's HTTP/1.1 loop for MCP traffic, with
-	// net/http for every other request.
-	HTTPServerLean = "lean"
-	// HTTPServerStd is net/http alone.
-	HTTPServerStd = "std"
-)
-
 // DefaultRedisPrefix starts every Redis key and channel of a data plane.
 const DefaultRedisPrefix = "metamcp:"
 
@@ -171,6 +161,7 @@ type Server struct {
 	gw    *gateway.Gateway
 	tools *toolreport.Report
 	mux   *http.ServeMux
+	certs *certReloader // the client port's TLS certificate; nil without TLS
 	// handler is mux behind the gateway's fast route (Gateway.Routes).
 	handler http.Handler
 
@@ -207,12 +198,16 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	switch opts.HTTPServer {
-	case "":
-		opts.HTTPServer = HTTPServerLean
-	case HTTPServerLean, HTTPServerStd:
-	default:
-		return nil, fmt.Errorf("unknown HTTP server %q: use %q or %q", opts.HTTPServer, HTTPServerLean, HTTPServerStd)
+	httpOpts, err := opts.HTTP.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	opts.HTTP = httpOpts
+	var certs *certReloader
+	if opts.HTTP.TLSCert != "" {
+		if certs, err = newCertReloader(opts.HTTP.TLSCert, opts.HTTP.TLSKey, opts.Logger.With("component", "tls")); err != nil {
+			return nil, err
+		}
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
@@ -323,7 +318,7 @@ func New(opts Options) (*Server, error) {
 		ToolReport:            tools,
 		Limiter:               limiter,
 	})
-	s := &Server{opts: opts, log: opts.Logger, cache: cache, sync: client, pool: pool, gw: gw, tools: tools, mux: http.NewServeMux(),
+	s := &Server{opts: opts, log: opts.Logger, cache: cache, certs: certs, sync: client, pool: pool, gw: gw, tools: tools, mux: http.NewServeMux(),
 		bus: bus, redis: rdb, redisBus: redisBus, trail: trail, calls: calls, trailConn: trailConn, tmpSpool: tmpSpool,
 		limiter: limiter, limiterRedis: limiterRedis}
 	if opts.Telemetry.Metrics {
@@ -649,22 +644,21 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		<-syncDone
 	}()
 
-	var hs httpServer
-	if s.opts.HTTPServer == HTTPServerStd {
-		hs = &http.Server{
-			Handler:           s.handler,
-			ReadHeaderTimeout: httpserver.DefaultReadHeaderTimeout,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		}
-	} else {
-		hs = httpserver.New(httpserver.Options{Handler: s.handler, Logger: s.log})
-	}
+	hs := newHTTPServer(s.handler, s.opts.HTTP, s.certs, s.log)
 	// SSE streams and session GET streams never end on their own: closing
 	// the gateway ends them, so the graceful stop does not wait for them.
 	hs.RegisterOnShutdown(s.gw.Close)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(lis) }()
-	s.log.Info("data plane listening", "addr", lis.Addr().String())
+	limited := limitListener(lis, s.opts.HTTP.MaxConns)
+	go func() {
+		if s.certs != nil {
+			serveErr <- hs.ServeTLS(limited, "", "")
+		} else {
+			serveErr <- hs.Serve(limited)
+		}
+	}()
+	s.log.Info("data plane listening", "addr", lis.Addr().String(), "tls", s.certs != nil,
+		"h2c", s.certs == nil && s.opts.HTTP.H2C, "max_conns", s.opts.HTTP.MaxConns)
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve HTTP on %s: %w", lis.Addr(), err)
@@ -696,14 +690,6 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return fmt.Errorf("serve HTTP on %s: %w", lis.Addr(), err)
 	}
 	return nil
-}
-
-// httpServer is what *http.Server and *httpserver.Server have in common.
-type httpServer interface {
-	Serve(net.Listener) error
-	Shutdown(context.Context) error
-	Close() error
-	RegisterOnShutdown(func())
 }
 
 // followConfig hands the servers of every snapshot swapped in to the pool,

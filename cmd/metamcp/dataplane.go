@@ -49,7 +49,7 @@ type dataPlaneFlags struct {
 	tlsServerName string
 	idleTTL       time.Duration
 	listWait      time.Duration
-	httpServer    string
+	http          httpFlags
 	debugListen   string
 	redisURL      string
 	redisPrefix   string
@@ -154,7 +154,7 @@ reason is in /readyz and mmctl get dataplanes), the rest is served.`,
 	fl.StringSliceVar(&f.stdioAllowEnv, "stdio-allow-env", nil, "variables that change what a process loads (LD_*, DYLD_*, NODE_OPTIONS, NPM_CONFIG_*, PYTHONPATH, PATH, ...) a stdio server may set, comma separated names or globs (default: none); a server setting another is left out")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach this data plane, comma separated; \"*\" allows any (default: loopback names and the --listen host; protects against DNS rebinding)")
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
-	fl.StringVar(&f.httpServer, "http-server", dataplane.HTTPServerLean, "what serves the client port: \""+dataplane.HTTPServerLean+"\" (a lean HTTP/1.1 loop for MCP requests, net/http for anything else) or \""+dataplane.HTTPServerStd+"\" (net/http alone)")
+	f.http.register(fl)
 	fl.DurationVar(&f.idleTTL, "session-idle-ttl", gateway.DefaultSessionIdleTTL, "end client sessions unused for this long (their per_client upstream sessions too)")
 	fl.DurationVar(&f.listWait, "list-wait", gateway.DefaultListWait, "how long initialize and a list operation wait for one upstream: a slower one is left out and its lists reach clients later through list_changed")
 	fl.StringVar(&f.debugListen, "debug-listen", "", "loopback address serving Go's /debug/pprof/ (goroutines, heap, CPU profiles), e.g. 127.0.0.1:6060; off when empty")
@@ -250,6 +250,11 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 		lis.Close()
 		return usageError{fmt.Errorf("--drain-delay %v, --drain-timeout %v: want a delay of 0 or more and a timeout above 0", f.drainDelay, f.drainTimeout)}
 	}
+	httpOpts, err := f.http.options()
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	tel, err := lf.telemetry(f.metricsListen, f.accessLog)
 	if err != nil {
 		lis.Close()
@@ -295,7 +300,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 		AllowedOrigins: f.allowedOrigin,
 		SessionIdleTTL: f.idleTTL,
 		ListWait:       f.listWait,
-		HTTPServer:     f.httpServer,
+		HTTP:           httpOpts,
 		Redis:          dataplane.RedisOptions{URL: f.redisURL, Prefix: f.redisPrefix},
 		Audit:          dataplane.AuditOptions{SpoolDir: f.auditSpoolDir, SpoolMaxBytes: int64(f.auditSpoolMiB) << 20},
 		RateLimit:      dataplane.RateLimitOptions{Timeout: f.limitTimeout},

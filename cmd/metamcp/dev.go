@@ -67,6 +67,7 @@ type devFlags struct {
 	httpListen     string
 	allowedHosts   []string
 	auditRetention time.Duration
+	http           httpFlags
 }
 
 func newDevCommand(lf *logFlags, stdout io.Writer) *cobra.Command {
@@ -107,6 +108,7 @@ runs only the commands its --stdio-allow allows.`,
 	fl.StringVar(&f.dataDir, "data-dir", ".metamcp", "directory for the store, the secret key and the tokens (created 0700)")
 	fl.StringVar(&f.listen, "listen", defaultControlPlaneListen, "address of the control plane's gRPC API; port 0 picks a free port")
 	fl.StringVar(&f.httpListen, "http-listen", dataplane.DefaultListen, "address of the data plane's HTTP server for MCP clients; port 0 picks a free port")
+	f.http.register(fl)
 	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach the data plane, comma separated; \"*\" allows any (default: loopback names and the --http-listen host; protects against DNS rebinding)")
 	f.auditRetention = defaultAuditRetention
 	fl.Var(daysDuration{&f.auditRetention}, "audit-retention", "how long call records (the audit trail) are kept, in days (90d) or as a duration (36h); 0 keeps them forever")
@@ -184,7 +186,12 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 	if err != nil {
 		return stop(err)
 	}
+	httpOpts, err := f.http.options()
+	if err != nil {
+		return stop(err)
+	}
 	dp, err := dataplane.New(dataplane.Options{
+		HTTP: httpOpts,
 		Sync: syncclient.Options{
 			Addr:     addr,
 			Token:    state.syncToken,
@@ -212,7 +219,11 @@ func runDev(ctx context.Context, logger *slog.Logger, stdout io.Writer, f *devFl
 
 	waitReady(gctx, logger, dp)
 	if gctx.Err() == nil {
-		base := "http://" + httpLis.Addr().String()
+		scheme := "http://"
+		if httpOpts.TLSCert != "" {
+			scheme = "https://"
+		}
+		base := scheme + httpLis.Addr().String()
 		if err := printDevBanner(stdout, devBanner{
 			DataDir: dir,
 			Addr:    addr,

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
-	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/authz"
@@ -305,8 +304,8 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 	}
 	if l, ok := s.(upstream.Lister); ok {
 		timeout := g.listTimeout(j.member.Server)
-		cctx := callctx.WithTimeout(ctx, timeout)
-		defer cctx.Cancel()
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		p, err := l.List(cctx, k.method, j.cursor)
 		if err != nil {
 			var re *rpc.Error

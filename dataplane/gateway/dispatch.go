@@ -11,7 +11,6 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
-	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/telemetry"
 	"github.com/metamcp/metamcp/dataplane/upstream"
@@ -39,9 +38,6 @@ type call struct {
 	caps json.RawMessage
 	// bridge is the stateless call's bridge to input_required (inputrequired.go).
 	bridge *bridge
-	// inline, when set, is the call's POST, which a bridge may answer from
-	// another goroutine and detach: the bridge then runs inline.
-	inline *inlinePOST
 	// params indexes the request's params for the steps that look into
 	// them (see objectIndex).
 	params objectIndex
@@ -168,15 +164,11 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 		// forwardParams made already are left at a quick check.
 		params = c.params.forwardParams(params, "", true)
 	}
-	// A callctx costs one allocation, where context.WithTimeout makes
-	// several and starts a timer: the HTTP upstream client bounds its I/O
-	// by the deadline itself and needs none.
-	cctx := callctx.WithTimeout(ctx, timeout)
-	defer cctx.Cancel()
-	ctx = cctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if r, ok := upstream.CallerFrom(ctx).(*relay); ok {
 		// The client may cancel the call (notifications/cancelled).
-		slot, live := r.track(cctx.Cancel)
+		slot, live := r.track(cancel)
 		if !live {
 			return nil, &rpc.Error{Code: codeServerError, Message: msgCancelledByClient}
 		}

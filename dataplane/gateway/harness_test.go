@@ -3,10 +3,8 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,7 +18,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
-	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -174,8 +171,7 @@ func (h *configHolder) set(t testing.TB, cfg *metamcpv1.Config) {
 type harness struct {
 	gw  *Gateway
 	srv *httptest.Server
-	// srvURL is the base URL the gateway is served at: srv's, or the lean
-	// server's after onLeanServer.
+	// srvURL is the base URL the gateway is served at: srv's.
 	srvURL string
 	ups    *memUpstreams
 	cfg    *configHolder
@@ -284,26 +280,4 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// onLeanServer serves h's gateway with the data plane's lean HTTP server
-// (what `metamcp dataplane` serves with) instead of net/http's, for what
-// only the lean server does (httpserver.Detach).
-func (h *harness) onLeanServer(t testing.TB) {
-	t.Helper()
-	h.srv.Close()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httpserver.New(httpserver.Options{Handler: h.gw.Handler(), Logger: testLogger(t)})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("the lean server's Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	h.srvURL = "http://" + lis.Addr().String()
 }

@@ -7,15 +7,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/metamcp/metamcp/dataplane/callctx"
-	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
@@ -69,12 +66,9 @@ type bridge struct {
 	method    string
 	cctx      callerContext      // the upstream call's context, carrying the bridge
 	cancel    context.CancelFunc // ends the upstream call
-	inline    *inlinePOST        // the first POST, when the call runs on its goroutine
 
 	// inputs holds the upstream requests not yet shown to the client, and
-	// done is closed when the upstream call returned. An inline call makes
-	// them only once the upstream asks for input (most never do): inputs in
-	// Request, done in answerInline, each under mu.
+	// done is closed when the upstream call returned.
 	inputs chan *inputWait
 	done   chan struct{}
 	res    json.RawMessage
@@ -115,10 +109,11 @@ func needsBridge(c *call, msg *rpc.Message) bool {
 
 // bridgedCall serves tools/call, prompts/get or resources/read for a
 // stateless client, bridging the upstream's server-to-client requests into
-// input_required results. The upstream call may outlive this POST: on the
-// lean server it runs on the POST's goroutine, which the connection is
-// detached from if the upstream asks for input (runInline); on net/http it
-// runs on a goroutine of its own, which a call that needs no input pays for.
+// input_required results. The upstream call runs on a goroutine of its own,
+// since it may outlive this POST (awaitBridge answers the POST with
+// input_required when the upstream asks for input); only calls from clients
+// that declared a capability an upstream request could need pay for it
+// (needsBridge).
 func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	if st, _ := c.params.str(msg.Params, "requestState"); strings.HasPrefix(st, requestStatePrefix) {
 		return g.continueBridge(ctx, c, msg, st)
@@ -136,103 +131,17 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 		// The upstream call outlives this request; its trace goes with it.
 		parent = upstream.WithTrace(parent, *tr)
 	}
-	bctx := callctx.WithCancel(parent)
+	bctx, cancel := context.WithCancel(parent)
 	b := &bridge{
-		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: bctx.Cancel,
+		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: cancel,
 		attached: true, relay: upstream.CallerFrom(ctx),
+		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
 	}
 	b.cctx = callerContext{Context: bctx, caller: b}
-	if in := c.inline; in != nil {
-		// Until the POST is answered, the client going away ends the
-		// call, as in awaitBridge.
-		in.stop = callctx.AfterFunc(in.reqCtx, b.cancel)
-		b.inline = in
-	} else {
-		b.inputs = make(chan *inputWait, maxPendingInputs)
-		b.done = make(chan struct{})
-	}
 	c.bridge = b
 	g.state.bridges.live.Add(1)
-	if b.inline != nil {
-		return g.runInline(b, msg)
-	}
 	go g.runBridge(b, msg)
 	return g.awaitBridge(ctx, b)
-}
-
-// errAnsweredInline is what runInline returns when the call's POST was
-// answered already (answerInline): its handler writes nothing more.
-var errAnsweredInline = &rpc.Error{Code: codeInternalError, Message: "the request was answered already"}
-
-// inlinePOST is the client POST of a bridged call that runs on the POST's
-// own goroutine (runInline): most calls never ask for input, and then the
-// bridge costs no goroutine and no hand-off. When the upstream does ask,
-// the goroutine that carries its request answers the POST with
-// input_required and detaches the POST's connection from the handler
-// (httpserver.Detach), which runs on as the bridge's upstream call.
-type inlinePOST struct {
-	w      http.ResponseWriter
-	pc     *postCall
-	id     json.RawMessage
-	reqCtx context.Context // the POST's: ends when its client goes away
-
-	// Under the bridge's mu: claimed once the POST's answer is decided,
-	// by answerInline (input_required) or by runInline (the result).
-	claimed bool
-	// stop ends the cancelling of the call by the client going away.
-	stop func() bool
-	// answered is closed once answerInline answered and detached the POST;
-	// made when it claims the POST.
-	answered chan struct{}
-}
-
-// runInline runs a bridged call's upstream call on its POST's goroutine
-// and returns the result for the POST, unless answerInline answered the POST
-// meanwhile: the result then waits for the client's retry, as runBridge's
-// does, and this returns errAnsweredInline.
-func (g *Gateway) runInline(b *bridge, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
-	defer g.wg.Done()
-	defer g.state.bridges.live.Add(-1)
-	in := b.inline
-	res, rerr := g.dispatchCall(&b.cctx, b.c, msg)
-	b.mu.Lock()
-	answered := in.claimed
-	in.claimed = true
-	b.mu.Unlock()
-	if !answered {
-		// No input was asked for: the call ends as an unbridged one does.
-		in.stop()
-		b.cancel()
-		return res, rerr
-	}
-	// The handler may return only once the POST's answer went out.
-	defer func() { <-in.answered }()
-	g.endBridge(b, res, rerr)
-	return nil, errAnsweredInline
-}
-
-// answerInline answers the POST of an inline bridged call whose upstream
-// asked for input (or whose call ended meanwhile), as awaitBridge does for a
-// bridge on its own goroutine, and detaches the POST's connection from its
-// handler, which goes on with the call. It runs on the goroutine that
-// carries the upstream's request, once that request is queued.
-func (b *bridge) answerInline() {
-	in := b.inline
-	b.mu.Lock()
-	if in == nil || in.claimed {
-		b.mu.Unlock()
-		return
-	}
-	in.claimed = true
-	b.done = make(chan struct{})
-	in.answered = make(chan struct{})
-	b.mu.Unlock()
-	defer close(in.answered)
-	in.stop() // awaitBridge watches the client from here on
-	res, rerr := b.g.awaitBridge(in.reqCtx, b)
-	in.pc.relay.finish()
-	b.g.finishResponse(in.w, &in.pc.out, in.id, res, rerr, true)
-	httpserver.Detach(in.w)
 }
 
 // runBridge runs a bridged call's upstream call.
@@ -276,8 +185,8 @@ func (g *Gateway) dispatchCall(ctx context.Context, c *call, msg *rpc.Message) (
 func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, *rpc.Error) {
 	b.mu.Lock()
 	unanswered := len(b.shown) > 0
-	inputs := b.inputs // made before the first input_required round
 	b.mu.Unlock()
+	inputs := b.inputs
 	if !unanswered {
 		select {
 		case <-b.done:
@@ -496,19 +405,10 @@ func (b *bridge) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage
 		return nil, rerr
 	}
 	w := &inputWait{msg: msg, reply: make(chan json.RawMessage, 1)}
-	b.mu.Lock()
-	if b.inputs == nil {
-		b.inputs = make(chan *inputWait, maxPendingInputs)
-	}
-	inputs := b.inputs
-	b.mu.Unlock()
 	select {
-	case inputs <- w:
+	case b.inputs <- w:
 	default:
 		return nil, &rpc.Error{Code: codeInternalError, Message: "too many requests to the client pending on one call"}
-	}
-	if b.inline != nil {
-		b.answerInline()
 	}
 	select {
 	case ans := <-w.reply:

@@ -172,78 +172,71 @@ func TestB2BadInput(t *testing.T) {
 // reach a stateless client in one input_required round, and its answers in
 // one retry complete the call.
 func TestInputRequiredGathersConcurrentRequests(t *testing.T) {
-	for _, server := range []string{"net/http", "lean"} {
-		t.Run(server, func(t *testing.T) {
-			lh := newLiveHarness(t)
-			if server == "lean" {
-				lh.onLeanServer(t)
-			}
-			mcp.AddTool(lh.alpha.s, &mcp.Tool{Name: "both", Description: "Asks for a name and the roots at once"},
-				func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
-					// Bounded: a request the test leaves unanswered (when it
-					// fails) must not hold the upstream server's Close.
-					ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					defer cancel()
-					var wg sync.WaitGroup
-					var name string
-					var roots int
-					var errs [2]error
-					wg.Add(2)
-					go func() {
-						defer wg.Done()
-						res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "your name?", RequestedSchema: jsonSchemaName})
-						if errs[0] = err; err == nil {
-							name, _ = res.Content["name"].(string)
-						}
-					}()
-					go func() {
-						defer wg.Done()
-						res, err := req.Session.ListRoots(ctx, nil) //nolint:staticcheck // roots still pass through
-						if errs[1] = err; err == nil {
-							roots = len(res.Roots)
-						}
-					}()
-					wg.Wait()
-					if err := errors.Join(errs[:]...); err != nil {
-						return nil, nil, err
-					}
-					return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s with %d roots", name, roots)}}}, nil, nil
-				})
-			post := func(body string) map[string]any {
-				t.Helper()
-				status, _, resp := post(t, lh.url("main", "mcp"), body, map[string]string{headerProtocolVersion: version20260728, "Authorization": "Bearer " + keyBob})
-				var m map[string]any
-				if err := json.Unmarshal([]byte(resp), &m); err != nil {
-					t.Fatalf("status %d: %s", status, resp)
+	lh := newLiveHarness(t)
+	mcp.AddTool(lh.alpha.s, &mcp.Tool{Name: "both", Description: "Asks for a name and the roots at once"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			// Bounded: a request the test leaves unanswered (when it
+			// fails) must not hold the upstream server's Close.
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			var name string
+			var roots int
+			var errs [2]error
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "your name?", RequestedSchema: jsonSchemaName})
+				if errs[0] = err; err == nil {
+					name, _ = res.Content["name"].(string)
 				}
-				return m
-			}
-			meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{},"roots":{}}}`
-			first := post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__both","arguments":{},` + meta + `}}`)
-			res, _ := first["result"].(map[string]any)
-			reqs, _ := res["inputRequests"].(map[string]any)
-			if res["resultType"] != "input_required" || len(reqs) != 2 {
-				t.Fatalf("first answer %v, want input_required with both requests", first)
-			}
-			answers := map[string]any{}
-			for key, v := range reqs {
-				switch m, _ := v.(map[string]any); m["method"] {
-				case "elicitation/create":
-					answers[key] = map[string]any{"action": "accept", "content": map[string]any{"name": "ann"}}
-				case "roots/list":
-					answers[key] = map[string]any{"roots": []any{map[string]any{"uri": "file:///a"}, map[string]any{"uri": "file:///b"}}}
-				default:
-					t.Fatalf("input request %v", v)
+			}()
+			go func() {
+				defer wg.Done()
+				res, err := req.Session.ListRoots(ctx, nil) //nolint:staticcheck // roots still pass through
+				if errs[1] = err; err == nil {
+					roots = len(res.Roots)
 				}
+			}()
+			wg.Wait()
+			if err := errors.Join(errs[:]...); err != nil {
+				return nil, nil, err
 			}
-			ab, _ := json.Marshal(answers)
-			state, _ := res["requestState"].(string)
-			done := post(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"alpha__both","arguments":{},"requestState":"` + state +
-				`","inputResponses":` + string(ab) + `,` + meta + `}}`)
-			res, _ = done["result"].(map[string]any)
-			if content, _ := res["content"].([]any); len(content) != 1 || content[0].(map[string]any)["text"] != "ann with 2 roots" {
-				t.Fatalf("after the retry: %v", done)
-			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s with %d roots", name, roots)}}}, nil, nil
 		})
+	post := func(body string) map[string]any {
+		t.Helper()
+		status, _, resp := post(t, lh.url("main", "mcp"), body, map[string]string{headerProtocolVersion: version20260728, "Authorization": "Bearer " + keyBob})
+		var m map[string]any
+		if err := json.Unmarshal([]byte(resp), &m); err != nil {
+			t.Fatalf("status %d: %s", status, resp)
+		}
+		return m
+	}
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{},"roots":{}}}`
+	first := post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__both","arguments":{},` + meta + `}}`)
+	res, _ := first["result"].(map[string]any)
+	reqs, _ := res["inputRequests"].(map[string]any)
+	if res["resultType"] != "input_required" || len(reqs) != 2 {
+		t.Fatalf("first answer %v, want input_required with both requests", first)
+	}
+	answers := map[string]any{}
+	for key, v := range reqs {
+		switch m, _ := v.(map[string]any); m["method"] {
+		case "elicitation/create":
+			answers[key] = map[string]any{"action": "accept", "content": map[string]any{"name": "ann"}}
+		case "roots/list":
+			answers[key] = map[string]any{"roots": []any{map[string]any{"uri": "file:///a"}, map[string]any{"uri": "file:///b"}}}
+		default:
+			t.Fatalf("input request %v", v)
+		}
+	}
+	ab, _ := json.Marshal(answers)
+	state, _ := res["requestState"].(string)
+	done := post(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"alpha__both","arguments":{},"requestState":"` + state +
+		`","inputResponses":` + string(ab) + `,` + meta + `}}`)
+	res, _ = done["result"].(map[string]any)
+	if content, _ := res["content"].([]any); len(content) != 1 || content[0].(map[string]any)["text"] != "ann with 2 roots" {
+		t.Fatalf("after the retry: %v", done)
 	}
 }

@@ -434,18 +434,7 @@ func waitCount(t *testing.T, v *atomic.Int32, want int32, what string) {
 // results come back; nothing stays pending. Two clients at once get their
 // own answers.
 func TestInputRequired(t *testing.T) {
-	// net/http runs each bridged call on a goroutine of its own; the lean
-	// server runs it on the POST's and detaches the POST when asked.
-	for _, server := range []string{"net/http", "lean"} {
-		t.Run(server, func(t *testing.T) { testInputRequired(t, server == "lean") })
-	}
-}
-
-func testInputRequired(t *testing.T, lean bool) {
 	lh := newLiveHarness(t)
-	if lean {
-		lh.onLeanServer(t)
-	}
 	client := func(who string) *mcp.ClientSession {
 		return lh.connectWith(t, "main", keyBob, "", &mcp.ClientOptions{
 			CreateMessageHandler: func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) { //nolint:staticcheck // sampling still passes through
@@ -501,16 +490,7 @@ func testInputRequired(t *testing.T, lean bool) {
 // from another caller, is refused with a clear error; the right retry
 // completes the call.
 func TestInputRequiredRaw(t *testing.T) {
-	for _, server := range []string{"net/http", "lean"} {
-		t.Run(server, func(t *testing.T) { testInputRequiredRaw(t, server == "lean") })
-	}
-}
-
-func testInputRequiredRaw(t *testing.T, lean bool) {
 	lh := newLiveHarness(t)
-	if lean {
-		lh.onLeanServer(t)
-	}
 	post := func(key, body string) map[string]any {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, lh.url("main", "mcp"), strings.NewReader(withMeta(body)))
@@ -813,45 +793,37 @@ func TestListChangedWithoutLists(t *testing.T) {
 
 // TestBridgedCallClientLeaves: a stateless client that could be asked for
 // input goes away while its bridged call runs: the upstream call is
-// cancelled and nothing stays pending, whether the bridge runs on its own
-// goroutine (net/http) or on the POST's (lean server).
+// cancelled and nothing stays pending.
 func TestBridgedCallClientLeaves(t *testing.T) {
-	for _, server := range []string{"net/http", "lean"} {
-		t.Run(server, func(t *testing.T) {
-			lh := newLiveHarness(t)
-			if server == "lean" {
-				lh.onLeanServer(t)
-			}
-			started := make(chan struct{}, 1)
-			var cancelled atomic.Int32
-			mcp.AddTool(lh.alpha.s, &mcp.Tool{Name: "wait", Description: "Waits until the call is cancelled"}, func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
-				started <- struct{}{}
-				<-ctx.Done()
-				cancelled.Add(1)
-				return nil, nil, ctx.Err()
-			})
-			ctx, cancel := context.WithCancel(testCtx(t))
-			defer cancel()
-			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__wait","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, lh.url("main", "mcp"), strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set(headerProtocolVersion, version20260728)
-			req.Header.Set("Authorization", "Bearer "+keyBob)
-			go func() {
-				select {
-				case <-started:
-				case <-time.After(10 * time.Second):
-					t.Error("the upstream tool never started")
-				}
-				cancel()
-			}()
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-				t.Fatalf("the request answered %d, want it cancelled", resp.StatusCode)
-			}
-			waitFor(t, "the upstream call cancelled", func() bool { return cancelled.Load() == 1 })
-			waitFor(t, "no bridged call pending", func() bool { return lh.gw.pendingBridges() == 0 })
-		})
+	lh := newLiveHarness(t)
+	started := make(chan struct{}, 1)
+	var cancelled atomic.Int32
+	mcp.AddTool(lh.alpha.s, &mcp.Tool{Name: "wait", Description: "Waits until the call is cancelled"}, func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		cancelled.Add(1)
+		return nil, nil, ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"alpha__wait","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, lh.url("main", "mcp"), strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set(headerProtocolVersion, version20260728)
+	req.Header.Set("Authorization", "Bearer "+keyBob)
+	go func() {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Error("the upstream tool never started")
+		}
+		cancel()
+	}()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the request answered %d, want it cancelled", resp.StatusCode)
 	}
+	waitFor(t, "the upstream call cancelled", func() bool { return cancelled.Load() == 1 })
+	waitFor(t, "no bridged call pending", func() bool { return lh.gw.pendingBridges() == 0 })
 }

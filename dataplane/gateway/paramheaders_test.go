@@ -37,7 +37,6 @@ func paramServers(t *testing.T) map[string]*mcp.Server {
 // upstream listed; the replica lists the tools itself when no client did.
 func TestParamHeaders(t *testing.T) {
 	h := newHarness(t, testConfig(), paramServers(t), nil)
-	h.onLeanServer(t)
 	call := func(tool, args string) string {
 		return `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"` + tool + `","arguments":` + args + `}}`
 	}
@@ -115,7 +114,6 @@ func (r *headerRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 // Mcp-Param headers the listed annotations ask for, and its calls pass.
 func TestParamHeadersGoSDKClient(t *testing.T) {
 	h := newHarness(t, testConfig(), paramServers(t), nil)
-	h.onLeanServer(t)
 	rec := &headerRecorder{keyTransport: keyTransport{key: keyAlice}}
 	client := mcp.NewClient(&mcp.Implementation{Name: "param-test", Version: "1"}, nil)
 	ctx := testCtx(t)

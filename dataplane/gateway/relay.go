@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
@@ -57,11 +56,10 @@ type relay struct {
 // postCall is what one client request needs, in one allocation: the call,
 // its relay, its response stream and the context that carries the relay.
 type postCall struct {
-	call   call
-	relay  relay
-	out    sseResponse
-	ctx    callerContext
-	inline inlinePOST
+	call  call
+	relay relay
+	out   sseResponse
+	ctx   callerContext
 }
 
 // newPostCall prepares the call of msg whose related messages go on the
@@ -90,12 +88,6 @@ func (pc *postCall) context(parent context.Context) context.Context {
 type callerContext struct {
 	context.Context
 	caller upstream.Caller
-}
-
-// CallCtx implements callctx.Wrapper: a callerContext only adds a value.
-func (c *callerContext) CallCtx() *callctx.Ctx {
-	p, _ := c.Context.(*callctx.Ctx)
-	return p
 }
 
 // Value implements context.Context.

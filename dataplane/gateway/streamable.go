@@ -11,7 +11,6 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
-	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/identity"
@@ -319,14 +318,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 		g.listen(w, r, c, msg) // a long-lived event stream (listen.go)
 		return
 	}
-	if bridgeable(msg.Method) && httpserver.CanDetach(w) {
-		pc.inline = inlinePOST{w: w, pc: pc, id: msg.ID, reqCtx: r.Context()}
-		c.inline = &pc.inline
-	}
 	result, rerr := g.dispatch(pc.context(traced(r, c)), c, msg)
-	if rerr == errAnsweredInline {
-		return // the bridge answered the POST and detached its connection
-	}
 	pc.relay.finish()
 	g.finishResponse(w, &pc.out, msg.ID, result, rerr, true)
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
-	"github.com/metamcp/metamcp/dataplane/callctx"
 	"github.com/metamcp/metamcp/pkg/gcra"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -257,9 +256,9 @@ func (l *Limiter) Check(ctx context.Context, snap *snapshot.Compiled, call *Call
 		return l.decide(call, pols, res, admitted)
 	}
 	if probe, ask := l.breaker.ask(); ask {
-		cctx := callctx.WithTimeout(ctx, l.opts.Timeout)
+		cctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
 		admitted, err := l.shared.Allow(cctx, buckets, res)
-		cctx.Cancel()
+		cancel()
 		if err == nil {
 			l.breaker.ok(probe)
 			return l.decide(call, pols, res, admitted)

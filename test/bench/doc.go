@@ -19,8 +19,8 @@
 //
 // Each point makes a fixed number of calls (-calls, 2000 by default) per b.N,
 // and each CPU-time point ten times as many (-cpucalls, 20000);
-// -dpflags passes flags to the data plane (-dpflags=--http-server=std
-// measures it on net/http alone), -dpenv adds to its environment
+// -dpflags passes flags to the data plane (-dpflags=--http-max-conns=100),
+// -dpenv adds to its environment
 // (-dpenv 'GOGC=400'). BenchmarkReference puts two proxies that
 // only forward bytes (our relay fixture, and nginx when installed) in the
 // data plane's place, for the scale of what any proxy costs on the machine.

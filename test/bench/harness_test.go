@@ -33,7 +33,6 @@ import (
 	"github.com/metamcp/metamcp/controlplane/store/sqlite"
 	"github.com/metamcp/metamcp/dataplane/configcache"
 	"github.com/metamcp/metamcp/dataplane/gateway"
-	"github.com/metamcp/metamcp/dataplane/httpserver"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/internal/syncbuf"
 	"github.com/metamcp/metamcp/internal/testharness"
@@ -61,7 +60,7 @@ var dpProfileDir = flag.String("dpprofile", "", "directory for CPU profiles of t
 var dpProfileSeconds = flag.Int("dpprofilesecs", 5, "seconds of each -dpprofile CPU profile")
 
 // dpFlags are extra flags for the data plane process, e.g.
-// -dpflags=--http-server=std to measure net/http alone.
+// -dpflags=--h2c to let clients speak HTTP/2 without TLS.
 var dpFlags = flag.String("dpflags", "", "extra flags for the `metamcp dataplane` process, space separated")
 
 // dpEnv adds environment variables to the data plane process, for trying
@@ -353,8 +352,8 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// What `metamcp dataplane` serves its port with by default.
-	srv := httpserver.New(httpserver.Options{Handler: gw.Handler(), Logger: logger})
+	// What `metamcp dataplane` serves its port with: net/http.
+	srv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	tb.Cleanup(func() {
