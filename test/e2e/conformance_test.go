@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -207,59 +204,16 @@ var resultDir = regexp.MustCompile(`^server-(.+)-\d{4}-\d{2}-\d{2}T[0-9-]+Z$`)
 // module, so that its version is go.mod's go-sdk).
 func buildConformanceServer(t *testing.T) string {
 	t.Helper()
-	_, here, _, _ := runtime.Caller(0)
-	bin := filepath.Join(t.TempDir(), "everything-server")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
-	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build go-sdk's conformance server: %v\n%s", err, out)
-	}
-	return bin
+	return testharness.Binary(t, "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
 }
 
 // startConformanceServer runs the server on a free loopback port and
-// returns its URL once it accepts connections (bounded); it is killed at
+// returns its URL once it accepts connections (bounded); it is stopped at
 // the end of the test.
 func startConformanceServer(t *testing.T, bin string, args ...string) string {
 	t.Helper()
 	addr := testharness.LoopbackAddr(t)
-	cmd := exec.Command(bin, append([]string{"-http", addr}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start go-sdk's conformance server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			t.Logf("conformance server %s: %s", addr, sc.Text())
-		}
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-			return "http://" + addr + "/mcp"
-		}
-		select {
-		case <-done:
-			t.Fatalf("go-sdk's conformance server on %s exited before listening", addr)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("go-sdk's conformance server did not listen on %s within %v: %v", addr, waitTimeout, err)
-		}
-	}
+	p := testharness.Start(t, "go-sdk's conformance server", exec.Command(bin, append([]string{"-http", addr}, args...)...))
+	testharness.WaitDial(t, p, addr, waitTimeout)
+	return "http://" + addr + "/mcp"
 }
