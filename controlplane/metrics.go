@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // Metrics are the control plane's Prometheus metrics, in a registry of
@@ -21,6 +23,7 @@ type Metrics struct {
 	push      prometheus.Histogram
 	build     *prometheus.HistogramVec
 	records   prometheus.Counter
+	lag       prometheus.Histogram
 	storeDur  *prometheus.HistogramVec
 }
 
@@ -58,12 +61,17 @@ func NewMetrics() *Metrics {
 		Name: "metamcp_controlplane_call_records_stored_total",
 		Help: "Call records (the audit trail) received from data planes and stored.",
 	})
+	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "metamcp_controlplane_call_record_lag_seconds",
+		Help:    "Time from a call (its record's time, on the data plane's clock) to its record being stored here: the audit trail's ingestion lag, spool waits and retries included.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+	})
 	m.storeDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "metamcp_controlplane_store_duration_seconds",
 		Help:    "Time of the store's writes on the ingestion path, by operation (append_call_records) and result (ok or error).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"operation", "result"})
-	m.reg.MustRegister(m.calls, m.callDur, m.dataPlane, m.acks, m.push, m.build, m.records, m.storeDur,
+	m.reg.MustRegister(m.calls, m.callDur, m.dataPlane, m.acks, m.push, m.build, m.records, m.lag, m.storeDur,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.acks.WithLabelValues("ack")
@@ -112,13 +120,21 @@ func (m *Metrics) Built(d time.Duration, err error) {
 	m.build.WithLabelValues(r).Observe(d.Seconds())
 }
 
-// Stored counts stored call records and times the store's append.
-func (m *Metrics) Stored(n int, d time.Duration, err error) {
+// Stored counts stored call records, their lag, and times the store's
+// append.
+func (m *Metrics) Stored(recs []*metamcpv1.CallRecord, d time.Duration, err error) {
 	r := "ok"
 	if err != nil {
 		r = "error"
 	} else {
-		m.records.Add(float64(n))
+		m.records.Add(float64(len(recs)))
+		now := time.Now()
+		for _, rec := range recs {
+			if t := rec.GetTime(); t != nil {
+				// A data plane's clock ahead of ours would make it negative.
+				m.lag.Observe(max(0, now.Sub(t.AsTime()).Seconds()))
+			}
+		}
 	}
 	m.storeDur.WithLabelValues("append_call_records", r).Observe(d.Seconds())
 }

@@ -243,8 +243,16 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	calls := make(chan *metamcpv1.CallRecord, callBuffer)
+	// The metrics are made below, once what they read exists; snapshots
+	// are applied and upstreams connected only once Serve runs.
+	var metrics *telemetry.Metrics
 	poolOpts := opts.Pool
 	poolOpts.Logger = opts.Logger.With("component", "upstream")
+	if opts.Telemetry.Metrics && poolOpts.ObserveConnect == nil {
+		poolOpts.ObserveConnect = func(server, phase string, d time.Duration, err error) {
+			metrics.UpstreamConnect(server, phase, d, err)
+		}
+	}
 	pool := upstream.NewPool(poolOpts)
 	syncOpts := opts.Sync
 	syncOpts.Logger = opts.Logger.With("component", "sync")
@@ -273,9 +281,6 @@ func New(opts Options) (*Server, error) {
 			return out
 		}
 	}
-	// The metrics are made below, once what they read exists; snapshots
-	// are applied only once Serve runs.
-	var metrics *telemetry.Metrics
 	if opts.Telemetry.Metrics && syncOpts.Applied == nil {
 		syncOpts.Applied = func(a *metamcpv1.Ack) { metrics.Applied(a) }
 	}
@@ -345,7 +350,13 @@ func (s *Server) newMetrics() *telemetry.Metrics {
 		Upstreams:      s.pool.Status,
 		ClientSessions: s.gw.Sessions,
 		Revision:       func() int64 { rev, _ := s.cache.Revision(); return rev },
-		SyncConnected:  s.sync.Connected,
+		SnapshotBuilt: func() time.Time {
+			if cur := s.cache.Current(); cur != nil {
+				return cur.BuildTime
+			}
+			return time.Time{}
+		},
+		SyncConnected: s.sync.Connected,
 		Audit: func() telemetry.AuditStats {
 			a := s.trail.Stats()
 			return telemetry.AuditStats{Pending: a.Pending, SpoolBytes: a.SpoolBytes, Dropped: a.Dropped, Sent: a.Sent, Connected: a.Connected}

@@ -73,7 +73,7 @@ func (s *Server) storeRecords(ctx context.Context, node string, recs []*metamcpv
 		start := time.Now()
 		_, err := s.st.AppendCallRecords(ctx, recs)
 		if o := s.opts.Observer; o != nil {
-			o.Stored(len(recs), time.Since(start), err)
+			o.Stored(recs, time.Since(start), err)
 		}
 		if err == nil {
 			if s.opts.OnRecords != nil {

@@ -69,9 +69,9 @@ type Observer interface {
 	Acked(nack bool, sinceBuild time.Duration)
 	// Built is called after each snapshot build, with its duration.
 	Built(d time.Duration, err error)
-	// Stored is called after each attempt to store a batch of n call
+	// Stored is called after each attempt to store a batch of call
 	// records, with its duration.
-	Stored(n int, d time.Duration, err error)
+	Stored(recs []*metamcpv1.CallRecord, d time.Duration, err error)
 }
 
 // Server implements metamcpv1.SyncServiceServer. Run must be running for

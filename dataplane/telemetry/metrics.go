@@ -47,6 +47,9 @@ type Sources struct {
 	ClientSessions func() int
 	// Revision is the revision of the config served (0: none).
 	Revision func() int64
+	// SnapshotBuilt is when the control plane built the snapshot served
+	// (zero: none, or unknown).
+	SnapshotBuilt func() time.Time
 	// SyncConnected reports whether the sync stream is up.
 	SyncConnected func() bool
 	// Redis reports the session bus's Redis: nil when it answers. Leave
@@ -86,6 +89,9 @@ type Metrics struct {
 	// rlRefused counts rate-limit refusals by policy (names come from the
 	// config: bounded).
 	rlRefused *prometheus.CounterVec
+	// upConnect and upInit time upstream sessions' start, by server
+	// (names come from the config: bounded).
+	upConnect, upInit *prometheus.HistogramVec
 
 	maxTools int
 	mu       sync.RWMutex
@@ -134,7 +140,18 @@ func NewMetrics(src Sources, maxTools int) *Metrics {
 		Name: "metamcp_dataplane_ratelimit_refusals_total",
 		Help: "Calls refused by a rate-limit policy, by policy and reason: limited (over the limit), unavailable (its Redis away and the policy closed), shadow (a shadow policy would have refused; the call went on).",
 	}, []string{"policy", "reason"})
-	m.reg.MustRegister(m.requests, m.duration, m.authFail, m.applies, m.rlRefused,
+	connectBuckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	m.upConnect = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "metamcp_dataplane_upstream_connect_duration_seconds",
+		Help:    "Time to connect an upstream session, by server and result (ok or error): a stdio process started, an SSE stream opened (a Streamable HTTP server connects within its initialize).",
+		Buckets: connectBuckets,
+	}, []string{"server", "result"})
+	m.upInit = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "metamcp_dataplane_upstream_initialize_duration_seconds",
+		Help:    "Time of an upstream session's MCP initialize, by server and result (ok or error).",
+		Buckets: connectBuckets,
+	}, []string{"server", "result"})
+	m.reg.MustRegister(m.requests, m.duration, m.authFail, m.applies, m.rlRefused, m.upConnect, m.upInit,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&sourceCollector{src: src})
@@ -166,6 +183,23 @@ func (m *Metrics) Applied(ack *metamcpv1.Ack) {
 		result = "partial"
 	}
 	m.applies.WithLabelValues(result).Inc()
+}
+
+// UpstreamConnect times one phase ("connect" or "initialize") of an
+// upstream session's start (upstream.PoolOptions.ObserveConnect).
+func (m *Metrics) UpstreamConnect(server, phase string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	h := m.upInit
+	if phase == "connect" {
+		h = m.upConnect
+	}
+	h.WithLabelValues(server, result).Observe(d.Seconds())
 }
 
 // authFailure counts a refusal before the endpoint's server.
@@ -242,6 +276,7 @@ var (
 	descUpProcesses    = prometheus.NewDesc("metamcp_dataplane_upstream_processes", "Live stdio processes per server.", []string{"server"}, nil)
 	descSessions       = prometheus.NewDesc("metamcp_dataplane_client_sessions", "Live downstream (client) sessions: Streamable HTTP and SSE.", nil, nil)
 	descRevision       = prometheus.NewDesc("metamcp_dataplane_config_revision", "Revision of the config snapshot served (0: none yet).", nil, nil)
+	descSnapshotAge    = prometheus.NewDesc("metamcp_dataplane_snapshot_age_seconds", "Time since the control plane built the config snapshot served (absent before the first); it grows while the config does not change, and while this data plane cannot hear of changes (see metamcp_dataplane_sync_connected).", nil, nil)
 	descSync           = prometheus.NewDesc("metamcp_dataplane_sync_connected", "1 while the sync stream to the control plane is up.", nil, nil)
 	descRedis          = prometheus.NewDesc("metamcp_dataplane_redis_up", "1 while the Redis of the session bus answers (absent without Redis).", nil, nil)
 	descAuditPending   = prometheus.NewDesc("metamcp_dataplane_audit_spool_records", "Call records in the audit spool, waiting for the control plane to store them.", nil, nil)
@@ -256,7 +291,7 @@ var (
 )
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUpUp, descUpSessions, descUpProcesses, descSessions, descRevision, descSync, descRedis,
+	for _, d := range []*prometheus.Desc{descUpUp, descUpSessions, descUpProcesses, descSessions, descRevision, descSnapshotAge, descSync, descRedis,
 		descAuditPending, descAuditBytes, descAuditDropped, descAuditSent, descAuditConnected, descRLDecisions, descRLFailures, descRLHealthy, descRLLive} {
 		ch <- d
 	}
@@ -277,6 +312,11 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.Revision != nil {
 		ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(s.Revision()))
+	}
+	if s.SnapshotBuilt != nil {
+		if built := s.SnapshotBuilt(); !built.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descSnapshotAge, prometheus.GaugeValue, max(0, time.Since(built).Seconds()))
+		}
 	}
 	if s.SyncConnected != nil {
 		ch <- prometheus.MustNewConstMetric(descSync, prometheus.GaugeValue, b2f(s.SyncConnected()))

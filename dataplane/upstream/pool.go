@@ -31,6 +31,11 @@ const (
 // PoolOptions configure a Pool. Zero values mean the package defaults.
 type PoolOptions struct {
 	Logger *slog.Logger
+	// ObserveConnect, when set, learns how long each upstream session took
+	// to connect (phase "connect": a stdio process started, an SSE stream
+	// opened; a Streamable HTTP server connects within its first POST) and
+	// to initialize (phase "initialize"), and whether the phase failed.
+	ObserveConnect func(server, phase string, d time.Duration, err error)
 	// Events receives upstream notifications and server-to-client requests
 	// that belong to no call with a Caller; nil logs notifications and
 	// refuses requests. SetEvents replaces it.
@@ -632,6 +637,7 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 	s.renew = func(ctx context.Context) (*session, error) { return p.renew(ctx, st, e) }
 	var t transport
 	var err error
+	start := time.Now()
 	switch {
 	case cfg.GetStdio() != nil:
 		t, err = startStdio(cfg, p.opts.Environ, log, s.onMessage)
@@ -646,6 +652,9 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 	default:
 		err = errors.New("the server has no transport")
 	}
+	if obs := p.opts.ObserveConnect; obs != nil && cfg.GetStreamableHttp() == nil {
+		obs(st.name, "connect", time.Since(start), err)
+	}
 	if err != nil {
 		p.mu.Lock()
 		p.releaseLocked(st, isStdio(cfg))
@@ -656,7 +665,12 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 	s.t = t
 	p.wg.Add(1)
 	go p.watch(st, e, s)
-	if err := s.initialize(ctx); err != nil {
+	start = time.Now()
+	err = s.initialize(ctx)
+	if obs := p.opts.ObserveConnect; obs != nil {
+		obs(st.name, "initialize", time.Since(start), err)
+	}
+	if err != nil {
 		s.close() // watch frees the slot
 		p.mu.Lock()
 		p.connectFailedLocked(st, e, err)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,6 +18,9 @@ import (
 type Compiled struct {
 	Revision int64
 	Hash     string
+	// BuildTime is when the control plane built the snapshot (zero when
+	// it did not say): the age of the config served.
+	BuildTime time.Time
 	// StoreID is the id of the control-plane store the snapshot came from.
 	StoreID string
 	Config  *metamcpv1.Config
@@ -92,6 +96,7 @@ func Compile(snap *metamcpv1.Snapshot) (*Compiled, []string, error) {
 	c := &Compiled{
 		Revision:   snap.GetRevision(),
 		Hash:       hash,
+		BuildTime:  buildTime(snap),
 		StoreID:    snap.GetStoreId(),
 		Config:     cfg,
 		Servers:    make(map[string]*metamcpv1.Server, len(cfg.GetServers())),
@@ -131,4 +136,11 @@ func Compile(snap *metamcpv1.Snapshot) (*Compiled, []string, error) {
 		c.Endpoints[ep.GetName()] = ce
 	}
 	return c, warnings, nil
+}
+
+func buildTime(snap *metamcpv1.Snapshot) time.Time {
+	if snap.GetBuildTime() == nil {
+		return time.Time{}
+	}
+	return snap.GetBuildTime().AsTime()
 }

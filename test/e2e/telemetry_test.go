@@ -55,9 +55,9 @@ func metricValue(text, name string, labels ...string) float64 {
 var metricsListening = regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
 
 // TestMetricsAndAccessLog scrapes both planes after known traffic: calls
-// that succeed and fail, a refused key, an upstream that is down and a
-// config change; the data plane's access log has a line per request and
-// never the key.
+// that succeed and fail, a refused key, a rate-limited call, an upstream
+// that is down and a config change; the data plane's access log has a line
+// per request and never the key.
 func TestMetricsAndAccessLog(t *testing.T) {
 	cp := startControlPlane(t, "--metrics-listen", "127.0.0.1:0")
 	m := metricsListening.FindStringSubmatch(cp.logs.String())
@@ -88,6 +88,19 @@ func TestMetricsAndAccessLog(t *testing.T) {
 	if code, _ := bad.post(ctx, t, `{"jsonrpc":"2.0","id":1,"method":"ping"}`); code != http.StatusUnauthorized && code != http.StatusForbidden {
 		t.Fatalf("a bad key got HTTP %d, want 401 or 403", code)
 	}
+	// A rate-limited call: one demo__add an hour on endpoint lim.
+	cp.ok(t, "create", "ratelimit", "tight", "--rate", "1", "--per", "1h", "--tool", "demo__add")
+	cp.ok(t, "create", "endpoint", "lim", "--namespace", "obs", "--rate-limit", "tight")
+	limKey := createAPIKey(t, cp, "lim-key", "lim")
+	waitApplied(t, cp, cp.revisionNum(t), dp)
+	lim := &rawMCP{url: strings.Replace(url, "/obs", "/lim", 1) + "/mcp", key: limKey}
+	lim.initialize(ctx, t, "2025-11-25")
+	if r := lim.call(ctx, t, "tools/call", `{"name":"demo__add","arguments":{"a":1,"b":2}}`); r.Error != nil {
+		t.Fatalf("the first tools/call on lim: %s", r.Error)
+	}
+	if r, err := lim.do(ctx, `"over"`, "tools/call", `{"name":"demo__add","arguments":{"a":1,"b":2}}`); err == nil && r.Error == nil {
+		t.Fatalf("the second tools/call on lim, over its rate limit, succeeded: %s", r.body)
+	}
 	// A config change: one more snapshot applied.
 	before := cp.revisionNum(t)
 	cp.ok(t, "create", "namespace", "spare", "--server", "demo")
@@ -113,12 +126,23 @@ func TestMetricsAndAccessLog(t *testing.T) {
 		{"metamcp_dataplane_auth_failures_total", nil, atLeast(1), ">= 1 (the bad key)"},
 		{"metamcp_dataplane_upstream_up", []string{`server="demo"`}, eq(1), "1"},
 		{"metamcp_dataplane_upstream_processes", []string{`server="demo"`}, eq(1), "1"},
-		{"metamcp_dataplane_client_sessions", nil, eq(1), "1"},
+		{"metamcp_dataplane_client_sessions", nil, eq(2), "2 (obs, lim)"},
 		{"metamcp_dataplane_sync_connected", nil, eq(1), "1"},
 		{"metamcp_dataplane_snapshot_applies_total", []string{`result="applied"`}, atLeast(2), ">= 2"},
 		{"metamcp_dataplane_audit_records_dropped_total", nil, eq(0), "0"},
 		{"metamcp_dataplane_audit_spool_records", nil, atLeast(0), "present"},
-		{"metamcp_dataplane_ratelimit_decisions_total", []string{`result="refused"`}, eq(0), "0"},
+		{"metamcp_dataplane_ratelimit_decisions_total", []string{`result="refused"`}, eq(1), "1"},
+		{"metamcp_dataplane_ratelimit_decisions_total", []string{`result="checked"`}, eq(2), "2"},
+		{"metamcp_dataplane_ratelimit_refusals_total", []string{`policy="tight"`, `reason="limited"`}, eq(1), "1"},
+		{"metamcp_dataplane_requests_total", []string{`endpoint="lim"`, `method="tools/call"`, `outcome="rate_limited"`}, eq(1), "1"},
+		{"metamcp_dataplane_ratelimit_redis_up", nil, eq(1), "1 (no Redis: counted in process)"},
+		// demo started and initialized once; broken's process starts, its
+		// initialize fails.
+		{"metamcp_dataplane_upstream_connect_duration_seconds_count", []string{`server="demo"`, `result="ok"`}, eq(1), "1"},
+		{"metamcp_dataplane_upstream_initialize_duration_seconds_count", []string{`server="demo"`, `result="ok"`}, eq(1), "1"},
+		{"metamcp_dataplane_upstream_initialize_duration_seconds_count", []string{`server="broken"`, `result="error"`}, atLeast(1), ">= 1"},
+		{"metamcp_dataplane_upstream_initialize_duration_seconds_count", []string{`server="broken"`, `result="ok"`}, eq(-1), "absent"},
+		{"metamcp_dataplane_snapshot_age_seconds", nil, func(v float64) bool { return v >= 0 && v < 120 }, "between 0 and 120 s"},
 		{"go_goroutines", nil, atLeast(1), ">= 1"},
 		{"process_cpu_seconds_total", nil, atLeast(0), "present"},
 	} {
@@ -146,6 +170,8 @@ func TestMetricsAndAccessLog(t *testing.T) {
 		{"metamcp_controlplane_snapshot_build_duration_seconds_count", []string{`result="ok"`}, atLeast(2), ">= 2"},
 		{"metamcp_controlplane_call_records_stored_total", nil, atLeast(4), ">= 4 (3 calls, a refusal)"},
 		{"metamcp_controlplane_store_duration_seconds_count", []string{`operation="append_call_records"`, `result="ok"`}, atLeast(1), ">= 1"},
+		{"metamcp_controlplane_call_record_lag_seconds_count", nil, atLeast(4), ">= 4"},
+		{"metamcp_controlplane_call_record_lag_seconds_bucket", []string{`le="60"`}, atLeast(4), ">= 4 (stored within a minute)"},
 		{"go_goroutines", nil, atLeast(1), ">= 1"},
 	} {
 		if v := metricValue(cpText, c.name, c.labels...); !c.want(v) {
@@ -156,7 +182,7 @@ func TestMetricsAndAccessLog(t *testing.T) {
 	logs := dp.logs.String()
 	var calls int
 	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, "log=access") && strings.Contains(line, "name=demo__add") {
+		if strings.Contains(line, "log=access") && strings.Contains(line, "endpoint=obs ") && strings.Contains(line, "name=demo__add") {
 			calls++
 			for _, want := range []string{"msg=request", "request_id=", "endpoint=obs", "principal=obs-key", "method=tools/call", "status=200", "outcome=ok", "duration_ms="} {
 				if !strings.Contains(line, want) {
