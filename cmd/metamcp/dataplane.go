@@ -26,6 +26,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
 	"github.com/metamcp/metamcp/dataplane/telemetry"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/internal/gctune"
 	"github.com/metamcp/metamcp/pkg/version"
 )
@@ -68,6 +69,8 @@ type dataPlaneFlags struct {
 	drainTimeout  time.Duration
 	otlpEndpoint  string
 	traceRatio    float64
+
+	upstream upstream.HTTPOptions
 }
 
 func newDataPlaneCommand(lf *logFlags) *cobra.Command {
@@ -131,6 +134,9 @@ reason is in /readyz and mmctl get dataplanes), the rest is served.`,
 			if f.auditSpoolMiB < 1 {
 				return usageError{fmt.Errorf("--audit-spool-max %d: want 1 or more MiB", f.auditSpoolMiB)}
 			}
+			if err := checkUpstreamFlags(f.upstream); err != nil {
+				return usageError{err}
+			}
 			if f.gcHeadroomMiB < 0 {
 				return usageError{fmt.Errorf("--gc-headroom %d: want 0 (off) or more MiB", f.gcHeadroomMiB)}
 			}
@@ -176,6 +182,7 @@ reason is in /readyz and mmctl get dataplanes), the rest is served.`,
 	fl.BoolVar(&f.tls, "tls", false, "connect to the control plane over TLS (the system CA pool unless --tls-ca)")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "CA file (PEM) that signed the control plane's certificate; implies --tls")
 	fl.StringVar(&f.tlsServerName, "tls-server-name", "", "name to verify in the control plane's certificate (default: the host of --control-plane)")
+	addUpstreamFlags(fl, &f.upstream)
 	return cmd
 }
 
@@ -294,6 +301,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 			Address:    advertise,
 		},
 		CacheFile:      cacheFile,
+		Pool:           upstream.PoolOptions{HTTP: f.upstream},
 		StdioAllow:     f.stdioAllow,
 		StdioAllowEnv:  f.stdioAllowEnv,
 		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,10 +46,51 @@ func refusedSession(status int, body []byte) bool {
 // maxBody bounds one HTTP response body or SSE event.
 const maxBody = 64 << 20
 
-// newHTTPClient returns the client shared by the sessions of one server: keep
-// alive, many idle connections per host, no overall timeout (streams are long;
-// each request is bounded by its context).
-func newHTTPClient() *http.Client {
+// HTTPOptions tune the one net/http Transport that carries every request to
+// Streamable HTTP and SSE upstreams (each server has its own, so that a
+// changed definition drops its idle connections alone). Zero values take the
+// defaults below.
+type HTTPOptions struct {
+	// MaxIdleConnsPerHost bounds the keep-alive connections kept idle per
+	// upstream host (DefaultMaxIdleConnsPerHost).
+	MaxIdleConnsPerHost int
+	// IdleConnTimeout closes a keep-alive connection idle for this long
+	// (DefaultIdleConnTimeout). An upstream that closes one sooner is
+	// noticed by the Transport, which then dials a new one.
+	IdleConnTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a response's head once the
+	// request is written; 0 (the default) leaves that to each request's
+	// own timeout (the server's call, list or initialize timeout), because
+	// an upstream answering with JSON sends its head only when the tool
+	// has finished.
+	ResponseHeaderTimeout time.Duration
+	// TLSClientConfig, when set, replaces the default TLS configuration
+	// (the system's roots), e.g. to trust a private CA.
+	TLSClientConfig *tls.Config
+}
+
+// Defaults of HTTPOptions.
+const (
+	DefaultMaxIdleConnsPerHost = 64
+	DefaultIdleConnTimeout     = 30 * time.Second
+)
+
+// newHTTPClient returns the client shared by the sessions of one server:
+// keep-alive connections, HTTP/2 to https upstreams that offer it, proxies
+// from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), no overall
+// timeout (streams are long; each request is bounded by its context), and
+// no redirects: an upstream's 3xx is its answer (following it would send
+// the call again). The same on every OS: nothing here depends on one.
+//
+// net/http sends a request again on a kept-alive connection only when it
+// may: see postBody for how a POST is kept from being one of them.
+func newHTTPClient(o HTTPOptions) *http.Client {
+	if o.MaxIdleConnsPerHost <= 0 {
+		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if o.IdleConnTimeout <= 0 {
+		o.IdleConnTimeout = DefaultIdleConnTimeout
+	}
 	tr := &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{
@@ -56,13 +98,22 @@ func newHTTPClient() *http.Client {
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          0, // no bound across hosts: one server's Transport holds one or two
+		MaxIdleConnsPerHost:   o.MaxIdleConnsPerHost,
+		IdleConnTimeout:       o.IdleConnTimeout,
+		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{Transport: tr}
+	if o.TLSClientConfig != nil {
+		tr.TLSClientConfig = o.TLSClientConfig.Clone()
+	}
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }
 
 // httpHeaders builds the configured headers (and bearer token) of a server.
@@ -93,9 +144,6 @@ type httpTransport struct {
 	// the Caller of the call on whose response stream it came, or nil
 	// (the standalone GET stream).
 	onMsg func(Caller, *rpc.Message)
-	// h1 carries the POSTs of a plain http:// server (nil: net/http does).
-	h1 *h1Client
-
 	// listening is set while the standalone event stream is open: the
 	// server can announce list changes then (see hearing).
 	listening atomic.Bool
@@ -127,7 +175,6 @@ func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, log *slog.Logg
 	return &httpTransport{
 		url: cfg.GetStreamableHttp().GetUrl(), client: client,
 		headers: headers, onMsg: onMsg, log: log,
-		h1:   newH1Client(cfg.GetStreamableHttp().GetUrl(), headers),
 		life: life, stopLife: stop, fin: make(chan struct{}),
 	}
 }
@@ -236,15 +283,22 @@ func (t *httpTransport) negotiated(v string) {
 }
 
 func (t *httpTransport) newRequest(ctx context.Context, method string, body []byte) (*http.Request, error) {
+	var pb *postBody
 	var rd io.Reader
 	if body != nil {
 		// net/http may read the body after Do returns, and callers reuse
 		// their buffers: the request gets its own copy.
-		rd = bytes.NewReader(bytes.Clone(body))
+		pb = &postBody{}
+		pb.r.Reset(bytes.Clone(body))
+		rd = pb
 	}
 	req, err := http.NewRequestWithContext(ctx, method, t.url, rd)
 	if err != nil {
 		return nil, err
+	}
+	if pb != nil {
+		req.ContentLength = int64(len(body))
+		req.GetBody = pb.again
 	}
 	for k, v := range t.headers {
 		req.Header[k] = v
@@ -267,6 +321,42 @@ func (t *httpTransport) newRequest(ctx context.Context, method string, body []by
 	return req, nil
 }
 
+// errNotResent is what a request fails with when net/http would have sent
+// it again after some of it may have reached the upstream.
+var errNotResent = errors.New("the connection failed after the request may have reached the server; a POST is not sent twice")
+
+// postBody is the body of one POST to an upstream. net/http sends a request
+// again on another connection when the one it used turns out to be closed
+// (Transport.roundTrip, persistConn.shouldRetryRequest; for HTTP/2
+// http2shouldRetryRequest), taking a fresh body from GetBody: over HTTP/1.1
+// when nothing was written, or when the request counts as replayable (which
+// an Idempotency-Key header makes a POST); over HTTP/2 on GOAWAY,
+// REFUSED_STREAM or a PROTOCOL_ERROR reset by the server. A tools/call
+// must run at most once, so again hands out a fresh body only while nothing
+// of this one has been read: a request none of whose bytes left this process
+// may be sent again, any other fails with errNotResent. (Without GetBody at
+// all net/http would not even retry the first kind.)
+type postBody struct {
+	r    bytes.Reader // not embedded: no other way to read it than Read
+	read atomic.Bool
+}
+
+func (b *postBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.r.Read(p)
+}
+
+// Close is a no-op: a postBody holds no resource.
+func (b *postBody) Close() error { return nil }
+
+// again is the request's GetBody.
+func (b *postBody) again() (io.ReadCloser, error) {
+	if b.read.Load() {
+		return nil, errNotResent
+	}
+	return b, nil
+}
+
 // post sends one message. The caller closes the response body.
 func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, error) {
 	select {
@@ -278,7 +368,10 @@ func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, 
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
-	resp, err := t.client.Do(req)
+	// Straight to the Transport: http.Client would ask GetBody for a body to
+	// follow a 307 with before CheckRedirect could refuse, and follows no
+	// redirect of ours anyway.
+	resp, err := t.client.Transport.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -311,104 +404,43 @@ func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, 
 }
 
 func (t *httpTransport) send(ctx context.Context, body []byte) error {
-	if t.h1 != nil {
-		call, _, err := t.post1(ctx, body)
-		if err != nil {
-			return err
-		}
-		call.c.body.finish(64 << 10)
-		call.release()
-		return nil
-	}
-	resp, err := t.post(ctx, body)
+	resp, err := t.post(ctx, body) //nolint:bodyclose // finish closes it
 	if err != nil {
 		return err
 	}
-	drain(resp)
+	finish(resp)
 	return nil
 }
 
 func (t *httpTransport) roundTrip(ctx context.Context, id int64, body []byte) (*rpc.Message, error) {
-	if t.h1 != nil {
-		call, resp, err := t.post1(ctx, body)
-		if err != nil {
-			return nil, err
-		}
-		msg, err := t.readResponse(ctx, id, resp.contentType, resp.body, resp.body.length())
-		if err != nil {
-			resp.body.finish(64 << 10)
-			call.release()
-			return nil, call.ctxErr(err)
-		}
-		call.releaseUnfinished()
-		return msg, nil
-	}
-	resp, err := t.post(ctx, body)
+	resp, err := t.post(ctx, body) //nolint:bodyclose // finish closes it
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp)
-	return t.readResponse(ctx, id, resp.Header.Get("Content-Type"), resp.Body, resp.ContentLength)
+	msg, err := t.readResponse(ctx, id, resp.Header.Get("Content-Type"), resp.Body, resp.ContentLength)
+	finish(resp)
+	return msg, err
 }
 
-// post1 is post over the h1 client. The caller releases the call.
-func (t *httpTransport) post1(ctx context.Context, body []byte) (*h1Call, *h1Response, error) {
-	select {
-	case <-t.fin:
-		return nil, nil, t.cause
-	default:
+// finishWait bounds the wait for the end of a response body once what the
+// caller wanted is read: a server sends the end of an event stream right
+// after the response event, so it is there by then unless the server holds
+// its stream open, and then the connection is given up rather than the
+// caller kept waiting.
+const finishWait = 100 * time.Millisecond
+
+// finish reads the rest of a response's body (up to 64 KiB, within
+// finishWait) and closes it, so that its connection can carry the next
+// request; a body that does not end in time closes its connection.
+func finish(resp *http.Response) {
+	if resp.ContentLength >= 0 && mediaType(resp.Header.Get("Content-Type")) != "text/event-stream" {
+		// Its length is known: what is left is there or on the way.
+		drain(resp)
+		return
 	}
-	var extra []byte
-	t.mu.Lock()
-	had := t.sessionID != nil
-	if t.sessionID != nil || t.version != nil {
-		extra = make([]byte, 0, 128)
-		if t.sessionID != nil {
-			extra = append(extra, "Mcp-Session-Id: "...)
-			extra = append(extra, t.sessionID[0]...)
-			extra = append(extra, "\r\n"...)
-		}
-		if t.version != nil {
-			extra = append(extra, "Mcp-Protocol-Version: "...)
-			extra = append(extra, t.version[0]...)
-			extra = append(extra, "\r\n"...)
-		}
-	}
-	t.mu.Unlock()
-	if tr := TraceFrom(ctx); tr != nil {
-		extra = appendTrace(extra, tr)
-	}
-	call, resp, err := t.h1.do(ctx, extra, body)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, errClosed) {
-			return nil, nil, err
-		}
-		// The server is unreachable: this session is as good as dead.
-		err = fmt.Errorf("POST %s: %w", redact(t.url), err)
-		t.fail(err)
-		return nil, nil, err
-	}
-	if resp.status/100 != 2 {
-		b, _ := io.ReadAll(io.LimitReader(resp.body, 64<<10))
-		resp.body.finish(64 << 10)
-		call.release()
-		if had && refusedSession(resp.status, b) {
-			t.fail(errSessionExpired)
-			return nil, nil, errSessionExpired
-		}
-		return nil, nil, statusErr(resp.statusText, resp.contentType, bytes.NewReader(b))
-	}
-	if resp.sessionID != "" {
-		t.mu.Lock()
-		if t.sessionID == nil {
-			t.sessionID = []string{resp.sessionID}
-		}
-		t.mu.Unlock()
-	}
-	return call, resp, nil
+	timer := time.AfterFunc(finishWait, func() { _ = resp.Body.Close() })
+	drain(resp)
+	timer.Stop()
 }
 
 // readResponse reads the response to request id from a JSON or SSE body.
@@ -478,9 +510,6 @@ func (t *httpTransport) close() {
 		cancel()
 	}
 	t.fail(errClosed)
-	if t.h1 != nil {
-		t.h1.close()
-	}
 	t.listener.Wait()
 }
 
@@ -600,6 +629,18 @@ func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
 			ev.id = string(value)
 		}
 	}
+}
+
+// internOr returns b as one of the strings common (no allocation) when it
+// is one, else as a new string.
+func internOr(b []byte, common1, common2 string) string {
+	switch string(b) {
+	case common1:
+		return common1
+	case common2:
+		return common2
+	}
+	return string(b)
 }
 
 // readLine returns one line without its line ending (LF or CRLF); the bytes

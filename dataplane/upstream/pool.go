@@ -62,6 +62,8 @@ type PoolOptions struct {
 	// for a new client to take its slot when the server is at its limit
 	// (DefaultEvictIdleAfter when zero).
 	EvictIdleAfter time.Duration
+	// HTTP tunes the connections to Streamable HTTP and SSE servers.
+	HTTP HTTPOptions
 }
 
 // DefaultEvictIdleAfter is PoolOptions.EvictIdleAfter's default: longer
@@ -266,7 +268,7 @@ func (p *Pool) newServerState(name string, cfg *metamcpv1.Server) *serverState {
 		state: metamcpv1.UpstreamState_UPSTREAM_STATE_IDLE,
 	}
 	if !isStdio(cfg) {
-		st.client = newHTTPClient()
+		st.client = newHTTPClient(p.opts.HTTP)
 		rememberURLs(name, cfg)
 	}
 	return st
@@ -302,7 +304,7 @@ func (p *Pool) Update(servers map[string]*metamcpv1.Server) {
 		if isStdio(cfg) {
 			st.client = nil
 		} else {
-			st.client = newHTTPClient()
+			st.client = newHTTPClient(p.opts.HTTP)
 			rememberURLs(name, cfg)
 		}
 		st.state, st.lastErr, st.failures, st.retryAt = metamcpv1.UpstreamState_UPSTREAM_STATE_IDLE, nil, 0, time.Time{}

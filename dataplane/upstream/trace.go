@@ -52,19 +52,6 @@ func headerValue(v string, limit int) string {
 	return v
 }
 
-// appendTrace appends h as raw HTTP/1.1 header lines.
-func appendTrace(dst []byte, h *TraceHeaders) []byte {
-	for _, kv := range [...][2]string{{"Traceparent", h.Traceparent}, {"Tracestate", h.Tracestate}, {"Baggage", h.Baggage}} {
-		if kv[1] != "" {
-			dst = append(dst, kv[0]...)
-			dst = append(dst, ": "...)
-			dst = append(dst, kv[1]...)
-			dst = append(dst, "\r\n"...)
-		}
-	}
-	return dst
-}
-
 // set sets h on a net/http request header.
 func (h *TraceHeaders) set(hdr map[string][]string) {
 	for _, kv := range [...][2]string{{"Traceparent", h.Traceparent}, {"Tracestate", h.Tracestate}, {"Baggage", h.Baggage}} {
