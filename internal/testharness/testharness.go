@@ -7,9 +7,12 @@
 package testharness
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -37,4 +40,15 @@ func Tail(s string, n int) string {
 		l = append([]string{fmt.Sprintf("[%d earlier lines left out]", len(l)-n)}, l[len(l)-n:]...)
 	}
 	return strings.Join(l, "\n")
+}
+
+// RandomHex is n random bytes in hex, for names, tokens and keys of a test's
+// own.
+func RandomHex(tb testing.TB, n int) string {
+	tb.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		tb.Fatal(err)
+	}
+	return hex.EncodeToString(b)
 }

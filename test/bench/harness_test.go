@@ -3,9 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -115,14 +113,8 @@ func testMain(m *testing.M) int {
 // syncBuffer captures a process's output while the test reads it.
 type syncBuffer = syncbuf.Buffer
 
-func randomHex(tb testing.TB, n int) string {
-	tb.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		tb.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
+// randomHex is testharness.RandomHex.
+func randomHex(tb testing.TB, n int) string { return testharness.RandomHex(tb, n) }
 
 // startUpstream runs the mcpfixture over Streamable HTTP and returns its URL
 // and process id. The process is killed at cleanup.

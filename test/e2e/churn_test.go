@@ -32,8 +32,6 @@ const (
 	churnIdleTTL = "500ms"
 )
 
-var debugListening = regexp.MustCompile(`msg="debug server listening" addr=(\S+)`)
-
 // TestChurnPerClientStdio opens 1,000 downstream sessions through one data
 // plane process against a per_client stdio fixture limited to 8 processes,
 // 16 at a time: each initializes, calls whoami (which needs its own upstream
@@ -46,11 +44,7 @@ func TestChurnPerClientStdio(t *testing.T) {
 	fx := fixture.Build(t)
 	cp := startControlPlane(t)
 	dp := startDataPlane(t, cp, "dp-churn", "--log-level", "info", "--session-idle-ttl", churnIdleTTL, "--debug-listen", "127.0.0.1:0")
-	m := debugListening.FindStringSubmatch(dp.logs.String())
-	if m == nil {
-		t.Fatalf("the data plane did not log its debug address; its output:\n%s", dp.logs)
-	}
-	debugAddr := m[1]
+	debugAddr := dp.debugAddr(t)
 
 	fxArgs := []string{fx, "--transport", "stdio", "--name", "churn", "--tools", "whoami"}
 	create := []string{"create", "server", "churn", "--command", fx, "--session-mode", "per_client", "--max-processes", strconv.Itoa(churnMaxProcs)}

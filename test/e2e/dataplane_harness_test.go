@@ -95,6 +95,14 @@ func (dp *dataPlane) launch(t *testing.T) {
 	dp.addr = dp.proc.AwaitMatch(t, dataPlaneListening, waitTimeout)[1]
 }
 
+var debugListening = regexp.MustCompile(`msg="debug server listening" addr=(\S+)`)
+
+// debugAddr is the address of the --debug-listen server, once it logged it.
+func (dp *dataPlane) debugAddr(t *testing.T) string {
+	t.Helper()
+	return dp.proc.AwaitMatch(t, debugListening, waitTimeout)[1]
+}
+
 // stop ends the process (SIGTERM, then SIGKILL after a bounded wait); idempotent.
 func (dp *dataPlane) stop(t *testing.T) { dp.proc.Stop(t) }
 

@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -70,15 +68,8 @@ func checkPostgres() error {
 // syncBuffer captures a process's output while the test reads it.
 type syncBuffer = syncbuf.Buffer
 
-// randomHex returns n random bytes in hex.
-func randomHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
+// randomHex is testharness.RandomHex.
+func randomHex(tb testing.TB, n int) string { return testharness.RandomHex(tb, n) }
 
 // baseEnv is this process's environment without METAMCP_* variables (a
 // developer's shell must not change what the tests see) and with a config

@@ -39,11 +39,7 @@ func TestIdleSessionChurn(t *testing.T) {
 	webURL := fixture.Start(t, fx, "http", "web", "--tools", "echo")
 	cp := startControlPlane(t)
 	dp := startDataPlane(t, cp, "dp-idle", "--log-level", "info", "--session-idle-ttl", idleChurnTTL.String(), "--debug-listen", "127.0.0.1:0")
-	m := debugListening.FindStringSubmatch(dp.logs.String())
-	if m == nil {
-		t.Fatalf("the data plane did not log its debug address; its output:\n%s", dp.logs)
-	}
-	debugAddr := m[1]
+	debugAddr := dp.debugAddr(t)
 	cp.ok(t, "create", "server", "web", "--url", webURL)
 	cp.ok(t, "create", "namespace", "idle", "--server", "web")
 	cp.ok(t, "create", "endpoint", "idle", "--namespace", "idle")
