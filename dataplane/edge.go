@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/netutil"
+
+	"github.com/metamcp/metamcp/dataplane/gateway"
 )
 
 // The client port's HTTP server is Go's net/http, with the settings below.
@@ -41,10 +43,9 @@ const (
 	// DefaultBodyBudget bounds the request bodies held in memory at once,
 	// across all requests: 64 bodies of the gateway's 4 MiB limit.
 	DefaultBodyBudget = 256 << 20
-	// DefaultMaxRequestBody is the largest request body the gateway reads
-	// (gateway.Options.MaxBodyBytes's default): what a body of unknown
-	// length reserves of the budget.
-	DefaultMaxRequestBody = 4 << 20
+	// DefaultMaxRequestBody is the largest request body the gateway reads:
+	// what a body of unknown length reserves of the budget.
+	DefaultMaxRequestBody = gateway.DefaultMaxBodyBytes
 )
 
 // HTTPOptions configure the client port's HTTP server.
