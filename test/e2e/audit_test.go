@@ -10,11 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // auditRecord is a line of `mmctl logs -o json`.
@@ -139,22 +140,7 @@ func checkLogsCommand(t *testing.T, env []string, endpoint, user string, call fu
 	// Follow: a new call shows while mmctl logs -f runs.
 	follow := exec.Command(mmctlBin, "logs", "-f", "-o", "json", "--tool", "demo__echo", "--limit", "1")
 	follow.Env = baseEnv(t, env...)
-	out := &syncBuffer{}
-	follow.Stdout, follow.Stderr = out, out
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
-	followDone := make(chan struct{})
-	go func() { _ = follow.Wait(); close(followDone) }()
-	defer func() {
-		_ = follow.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-followDone:
-		case <-time.After(10 * time.Second):
-			_ = follow.Process.Kill()
-			<-followDone
-		}
-	}()
+	out := testharness.Start(t, "mmctl logs -f", follow).Output
 	// The newest record comes first: then the stream is up.
 	eventually(t, "mmctl logs -f printing the newest record", func() (bool, string) {
 		return strings.Contains(out.String(), `"logs-2"`) || strings.Count(out.String(), "\n") >= 1, out.String()

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // Versions of the third-party clients scripts/ensure-services.sh installs.
@@ -79,29 +82,21 @@ func mcpRemote(t *testing.T, clients, url, authorization string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start mcp-remote: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }() // it exits non-zero on a refusal
+	p := testharness.Start(t, "mcp-remote", cmd)
+	out := p.Output
 	_, _ = io.WriteString(stdin, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}`+"\n")
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !strings.Contains(out.String(), `"serverInfo"`) {
-		select {
-		case <-exited:
-			return out.String()
-		case <-ctx.Done():
-			t.Errorf("mcp-remote neither answered nor exited within 30 s")
-			return out.String()
-		case <-tick.C:
+	// It answers, or exits non-zero on a refusal.
+	if err := testharness.Poll(30*time.Second, func() error {
+		if p.Exited() || strings.Contains(out.String(), `"serverInfo"`) {
+			return nil
 		}
+		return errors.New("mcp-remote neither answered nor exited")
+	}); err != nil {
+		t.Error(err)
+		return out.String()
 	}
 	_ = stdin.Close()
-	_ = cmd.Process.Kill()
-	<-exited
+	p.Kill(t)
 	return out.String()
 }
 
