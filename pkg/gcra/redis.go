@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// allowAll is redis_rate's allowN script (the GCRA of rwz/redis-gcra) for
+// allowAllSrc is redis_rate's allowN script (the GCRA of rwz/redis-gcra) for
 // several buckets at once. redis_rate counts one key per script run, so the
 // buckets of one call would take a round trip each, and a call refused by
 // its second bucket would already have been counted in its first: a
@@ -24,9 +25,10 @@ import (
 // KEYS: the buckets. ARGV: for each bucket burst, rate, period (seconds),
 // shadow (0 or 1); then 1 to count the call, 0 to look only (the results are
 // those of counting it, but nothing is stored).
-// Returns: admitted (0 or 1), then for each bucket allowed (0 or 1),
-// remaining, retry_after and reset_after (seconds, as strings).
-var allowAll = redis.NewScript(`
+// Returns integers only (so the reply parses into one []int64): admitted
+// (0 or 1), then for each bucket allowed (0 or 1), remaining, retry_after and
+// reset_after (microseconds, rounded up).
+const allowAllSrc = `
 -- this script has side-effects, so it requires replicate commands mode
 redis.replicate_commands()
 
@@ -70,14 +72,14 @@ for i = 1, n do
     end
     out[4 * i - 2] = 0
     out[4 * i - 1] = 0
-    out[4 * i] = tostring(diff * -1)
-    out[4 * i + 1] = tostring(tat - now)
+    out[4 * i] = math.ceil(diff * -1000000)
+    out[4 * i + 1] = math.ceil((tat - now) * 1000000)
   else
     new_tats[i] = new_tat
     out[4 * i - 2] = 1
-    out[4 * i - 1] = remaining
-    out[4 * i] = "0"
-    out[4 * i + 1] = tostring(new_tat - now)
+    out[4 * i - 1] = math.floor(remaining)
+    out[4 * i] = 0
+    out[4 * i + 1] = math.ceil((new_tat - now) * 1000000)
   end
 end
 
@@ -93,77 +95,119 @@ if out[1] == 1 and count then
   end
 end
 return out
-`)
+`
+
+// allowAll gives allowAllSrc's SHA1 for EVALSHA.
+var allowAll = redis.NewScript(allowAllSrc)
 
 // Redis keeps buckets in Redis: standalone, Sentinel or Cluster (the keys
 // of one Allow must share a hash slot: see Key).
+//
+// A check is one EVALSHA. When it is the only one in flight it goes to Redis
+// at once on a pooled connection. Checks that arrive while others are in
+// flight ride go-redis's autopipeliner instead, which sends all the commands
+// queued while the previous batch was out as one pipeline: under
+// concurrency one write and one read carry many checks, and the data plane
+// spends a fraction of the system calls and wake-ups per check. Each check
+// still waits no longer than its own context (the limiter's timeout), and
+// neither path retries a command (see NewRedisClient): a call is counted at
+// most once.
 type Redis struct {
-	rdb redis.Scripter
-	del func(ctx context.Context, keys ...string) error
+	rdb redis.UniversalClient
+	ap  *redis.AutoPipeliner // nil when the client has none (then every check goes at once)
+
+	inflight  atomic.Int32
+	coalesced atomic.Int64 // checks that rode the autopipeliner (tests read it)
 }
+
+// maxQueuedChecks bounds the checks queued for the autopipeliner (memory,
+// while Redis is slow): past it a check fails as if Redis had, and the
+// limiter's failure modes decide.
+const maxQueuedChecks = 10000
 
 // NewRedis returns a store on rdb. Commands are not retried by the store;
 // give rdb short timeouts and no retries (a retried script may count twice).
 func NewRedis(rdb redis.UniversalClient) *Redis {
-	return &Redis{rdb: rdb, del: func(ctx context.Context, keys ...string) error {
-		// One DEL per key: in a Cluster, keys of different endpoints
-		// live in different slots.
-		for _, k := range keys {
-			if err := rdb.Del(ctx, k).Err(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}}
+	r := &Redis{rdb: rdb}
+	// The deferred face with its ordered default: one batch in flight,
+	// flushed as soon as the previous one is back, no coalescing delay.
+	opts := redis.DefaultAutoPipelineOptions()
+	opts.MaxQueuedCommands = maxQueuedChecks
+	if ap, err := rdb.AsyncAutoPipelineWithOptions(opts); err == nil {
+		r.ap = ap
+	}
+	return r
 }
 
-// Allow implements Store in one round trip (EVALSHA; EVAL once after a
-// Redis restart forgot the script).
+// Allow implements Store in one command (EVALSHA; EVAL once after a Redis
+// restart forgot the script).
 func (r *Redis) Allow(ctx context.Context, buckets []Bucket, res []Result) (bool, error) {
 	return r.run(ctx, buckets, res, 1)
 }
 
 func (r *Redis) run(ctx context.Context, buckets []Bucket, res []Result, count int) (bool, error) {
-	var keysBuf [4]string
-	var argsBuf [4*4 + 1]any
-	keys, args := keysBuf[:0], argsBuf[:0]
+	n := len(buckets)
+	args := make([]any, 0, 3+5*n+1)
+	args = append(args, "evalsha", allowAll.Hash(), n)
 	for i := range buckets {
-		keys = append(keys, buckets[i].Key)
+		args = append(args, buckets[i].Key)
+	}
+	for i := range buckets {
 		args = append(args, buckets[i].args[:]...)
 	}
 	args = append(args, count)
-	v, err := allowAll.Run(ctx, r.rdb, keys, args...).Slice()
+
+	var v []int64
+	var err error
+	if r.inflight.Add(1) > 1 && r.ap != nil && count == 1 {
+		v, err = r.coalesce(ctx, args)
+	} else {
+		v, err = r.now(ctx, args)
+	}
+	r.inflight.Add(-1)
 	if err != nil {
 		return false, fmt.Errorf("rate-limit script: %w", err)
 	}
-	if len(v) != 1+4*len(buckets) {
-		return false, fmt.Errorf("rate-limit script: %d values for %d buckets", len(v), len(buckets))
+	if len(v) != 1+4*n {
+		return false, fmt.Errorf("rate-limit script: %d values for %d buckets", len(v), n)
 	}
 	for i := range buckets {
 		o := v[1+4*i:]
-		allowed, _ := o[0].(int64)
-		remaining, _ := o[1].(int64)
-		retry, err1 := parseSeconds(o[2])
-		reset, err2 := parseSeconds(o[3])
-		if err := errors.Join(err1, err2); err != nil {
-			return false, fmt.Errorf("rate-limit script: %w", err)
-		}
-		res[i] = Result{Allowed: allowed == 1, Remaining: int(remaining), RetryAfter: retry, ResetAfter: reset}
+		res[i] = Result{Allowed: o[0] == 1, Remaining: int(o[1]), RetryAfter: micros(o[2]), ResetAfter: micros(o[3])}
 	}
-	admitted, _ := v[0].(int64)
-	return admitted == 1, nil
+	return v[0] == 1, nil
 }
 
-func parseSeconds(v any) (time.Duration, error) {
-	s, ok := v.(string)
-	if !ok {
-		return 0, fmt.Errorf("want a number as a string, got %T", v)
+func micros(us int64) time.Duration { return max(time.Duration(us)*time.Microsecond, 0) }
+
+// now runs the script on a pooled connection, loading it when Redis does not
+// know it (NOSCRIPT: nothing ran, so nothing was counted).
+func (r *Redis) now(ctx context.Context, args []any) ([]int64, error) {
+	cmd := redis.NewIntSliceCmd(ctx, args...)
+	_ = r.rdb.Process(ctx, cmd)
+	if err := cmd.Err(); redis.HasErrorPrefix(err, "NOSCRIPT") {
+		args[0], args[1] = "eval", allowAllSrc
+		cmd = redis.NewIntSliceCmd(ctx, args...)
+		_ = r.rdb.Process(ctx, cmd)
 	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, err
+	return cmd.Result()
+}
+
+// coalesce queues the script on the autopipeliner and waits for its batch,
+// or for ctx: a check whose context ends first returns ctx's error (its
+// command may still run, and count the call, as one that timed out on the
+// wire may).
+func (r *Redis) coalesce(ctx context.Context, args []any) ([]int64, error) {
+	r.coalesced.Add(1)
+	cmd := redis.NewIntSliceCmd(ctx, args...)
+	err := r.ap.Submit(ctx, cmd).WaitContext(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil, err
 	}
-	return max(seconds(f), 0), nil
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return r.now(ctx, slices.Clone(args))
+	}
+	return cmd.Result()
 }
 
 // Peek implements Store: the script in look mode, which stores nothing.
@@ -179,8 +223,12 @@ func (r *Redis) Peek(ctx context.Context, key string, limit Limit) (Result, erro
 
 // Reset implements Store.
 func (r *Redis) Reset(ctx context.Context, keys ...string) error {
-	if err := r.del(ctx, keys...); err != nil {
-		return fmt.Errorf("reset rate-limit buckets: %w", err)
+	// One DEL per key: in a Cluster, keys of different endpoints live in
+	// different slots.
+	for _, k := range keys {
+		if err := r.rdb.Del(ctx, k).Err(); err != nil {
+			return fmt.Errorf("reset rate-limit buckets: %w", err)
+		}
 	}
 	return nil
 }
