@@ -165,19 +165,24 @@ func startDPWith(tb testing.TB, addr, token, node, cacheFile string, statusInter
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return &dp{cache: cache, client: client, stop: runClient(tb, client)}
+}
+
+// runClient runs client until the test ends or the returned stop is called
+// (idempotent), which returns once Run has.
+func runClient(tb testing.TB, client *syncclient.Client) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = client.Run(ctx)
 	}()
-	d := &dp{cache: cache, client: client}
-	d.stop = func() {
+	stop = func() {
 		cancel()
 		<-done
 	}
-	tb.Cleanup(d.stop)
-	return d
+	tb.Cleanup(stop)
+	return stop
 }
 
 // waitRevision waits until every data plane serves at least rev.
@@ -547,12 +552,7 @@ func TestSyncOverTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cctx, ccancel := context.WithCancel(context.Background())
-		cdone := make(chan struct{})
-		go func() { defer close(cdone); _ = client.Run(cctx) }()
-		d := &dp{cache: cache, client: client, stop: func() { ccancel(); <-cdone }}
-		t.Cleanup(d.stop)
-		return d
+		return &dp{cache: cache, client: client, stop: runClient(t, client)}
 	}
 	pinned := start("pinned", caFile, testLogger(t))
 	// The unpinned client's log says when its handshake has failed.
@@ -586,10 +586,7 @@ func TestStatusReachesRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = client.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runClient(t, client)
 	registryShows(t, c, 10*time.Second, func(dps []*metamcpv1.DataPlane) error {
 		if len(dps) == 1 && dps[0].GetActiveSessions() == 7 &&
 			len(dps[0].GetUpstreams()) == 1 && dps[0].GetUpstreams()[0].GetProcesses() == 2 {

@@ -1,7 +1,6 @@
 package syncint
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -39,10 +38,7 @@ func TestToolReportReachesCanI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = client.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runClient(t, client)
 
 	waitTools := func(want ...string) {
 		t.Helper()
