@@ -126,10 +126,11 @@ var scenarios = []scenario{
 		set: []string{"postgres.external.url=postgres://metamcp:" + pgPassword + "@db.internal:5432/metamcp",
 			"redis.external.url=rediss://:" + redisPasswd + "@redis.internal:6379/0",
 			"secrets.secretKey=" + secretKey, "secrets.adminToken=" + adminToken, "secrets.syncToken=" + syncToken,
-			"dataplane.allowedHosts={mcp.example.com}", "dataplane.trustedProxies={10.0.0.0/8}",
-			"dataplane.publicURL=https://mcp.example.com"},
+			"dataplane.allowedHosts={other.example.com}", "dataplane.trustedProxies={10.0.0.0/8}",
+			"dataplane.publicURL=https://mcp.example.com",
+			"ingress.enabled=true", "ingress.host=mcp.example.com", "ingress.tlsSecret=mcp-tls"},
 		kinds: map[string]int{"Deployment": 2, "Service": 2, "Secret": 2, "ServiceAccount": 1,
-			"HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "Job": 1},
+			"HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "Job": 1, "Ingress": 1},
 		clear: []string{secretKey, adminToken, syncToken, pgPassword, redisPasswd},
 	},
 	{
@@ -194,6 +195,7 @@ func TestChartRefuses(t *testing.T) {
 		{[]string{"postgres.bundled.enabled=true", "redis.bundled.enabled=true", "dataplane.drainDelay=5 seconds"}, "drainDelay"},
 		{[]string{"postgres.bundled.enabled=true", "redis.bundled.enabled=true", "dataplane.resources.limits=null"}, "limits"},
 		{[]string{"postgres.bundled.enabled=true", "redis.bundled.enabled=true", "dataplane.replica=3"}, "replica"},
+		{[]string{"postgres.bundled.enabled=true", "redis.bundled.enabled=true", "ingress.enabled=true"}, "ingress.host"},
 	} {
 		args := []string{"template", "rel", chartDir}
 		for _, s := range c.set {
@@ -470,6 +472,42 @@ func checkManifests(t *testing.T, objs []object, sc scenario, metricNames map[st
 		_ = json.Unmarshal(o.Spec, &spec)
 		if spec.Selector.MatchLabels["app.kubernetes.io/component"] != "dataplane" {
 			t.Errorf("the PodDisruptionBudget selects %v, not the data planes", spec.Selector.MatchLabels)
+		}
+	}
+	for _, o := range byKind["Ingress"] {
+		var spec struct {
+			Rules []struct {
+				Host string `json:"host"`
+				HTTP struct {
+					Paths []struct {
+						Path    string `json:"path"`
+						Backend struct {
+							Service struct {
+								Name string `json:"name"`
+								Port struct {
+									Name string `json:"name"`
+								} `json:"port"`
+							} `json:"service"`
+						} `json:"backend"`
+					} `json:"paths"`
+				} `json:"http"`
+			} `json:"rules"`
+		}
+		_ = json.Unmarshal(o.Spec, &spec)
+		hosts := strings.Split(flagArg(dp.Spec.Containers[0].Args, "allowed-hosts"), ",")
+		for _, r := range spec.Rules {
+			if !slices.Contains(hosts, r.Host) {
+				t.Errorf("the Ingress host %s is not among the data planes' allowed hosts %v", r.Host, hosts)
+			}
+			for _, p := range r.HTTP.Paths {
+				svc := p.Backend.Service
+				if !strings.HasSuffix(svc.Name, "-dataplane") || svc.Port.Name != "http" {
+					t.Errorf("the Ingress sends %s to %s:%s, not the data planes' http port", p.Path, svc.Name, svc.Port.Name)
+				}
+				if p.Path == "/" || strings.HasPrefix(p.Path, "/metrics") || strings.HasPrefix(p.Path, "/readyz") {
+					t.Errorf("the Ingress publishes %s", p.Path)
+				}
+			}
 		}
 	}
 	for _, o := range byKind["Job"] {
