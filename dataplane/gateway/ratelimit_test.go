@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -182,5 +183,60 @@ func TestRateLimitEveryRequest(t *testing.T) {
 		if want := map[bool]int{false: 0, true: 2}[every]; refused != want {
 			t.Fatalf("every_request %v: %d of 3 tools/list refused, want %d", every, refused, want)
 		}
+	}
+}
+
+// TestRateLimitSSE: a 2024-11-05 SSE client's POST is answered 202 whatever
+// the call's fate (its answers go over the stream), so over the limit it
+// gets no 429: the JSON-RPC error with the policy, the limit and the wait
+// comes on its stream, and the upstream never sees the call.
+func TestRateLimitSSE(t *testing.T) {
+	var upstreamCalls atomic.Int64
+	servers := defaultServers(t)
+	servers["alpha"] = countingServer("alpha", &upstreamCalls)
+	p := &metamcpv1.RateLimitPolicy{Name: "pages", Rate: 1, Burst: proto.Int64(1), Period: durationpb.New(time.Hour), Tool: "alpha__*"}
+	h := newHarness(t, rateLimitedConfig(p), servers, func(o *Options) { o.Limiter = ratelimit.New(ratelimit.Options{}) })
+
+	r, sid := openSSE(t, h.url("main", "sse"))
+	msgURL := h.url("main", "message") + "?sessionId=" + sid + "&api_key=" + keyAlice
+	if status, _, b := post(t, msgURL, `{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{}}}`, nil); status != 202 {
+		t.Fatalf("initialize: %d %s", status, b)
+	}
+	readEvent(t, r)
+	for i, want := range []string{`"result"`, `"error"`} {
+		body := `{"jsonrpc":"2.0","id":` + strconv.Itoa(10+i) + `,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"x"}}}`
+		if status, _, b := post(t, msgURL, body, nil); status != 202 {
+			t.Fatalf("call %d: POST answered %d %s, want 202 (the answer goes on the stream)", i+1, status, b)
+		}
+		name, data := readEvent(t, r)
+		if name != "message" || !strings.Contains(data, want) {
+			t.Fatalf("call %d: event %q %s, want a %s", i+1, name, data, want)
+		}
+		if i == 0 {
+			continue
+		}
+		var resp struct {
+			ID    int `json:"id"`
+			Error struct {
+				Code int `json:"code"`
+				Data struct {
+					Policy       string `json:"policy"`
+					Limit        int    `json:"limit"`
+					PeriodMs     int64  `json:"periodMs"`
+					RetryAfterMs int64  `json:"retryAfterMs"`
+				} `json:"data"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(data), &resp); err != nil {
+			t.Fatalf("%v: %s", err, data)
+		}
+		d := resp.Error.Data
+		if resp.ID != 11 || resp.Error.Code != codeRateLimited || d.Policy != "pages" || d.Limit != 1 || d.PeriodMs != 3600000 ||
+			d.RetryAfterMs < 59*60*1000 || d.RetryAfterMs > 60*60*1000 {
+			t.Fatalf("refusal on the stream: %s", data)
+		}
+	}
+	if n := upstreamCalls.Load(); n != 1 {
+		t.Fatalf("the upstream got %d tools/call, want 1: the refused call reaches no upstream", n)
 	}
 }
