@@ -315,6 +315,9 @@ func (t *httpTransport) newRequest(ctx context.Context, method string, body []by
 		req.Header["Mcp-Protocol-Version"] = t.version
 	}
 	t.mu.Unlock()
+	for k, v := range wireHeadersFrom(ctx) {
+		req.Header[k] = v
+	}
 	if tr := TraceFrom(ctx); tr != nil {
 		tr.set(req.Header)
 	}

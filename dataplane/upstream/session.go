@@ -59,6 +59,11 @@ type session struct {
 	t      transport
 	info   *Info
 	nextID atomic.Int64
+	// stateless is set when the upstream speaks 2026-07-28 (stateless.go):
+	// each request carries what a session would have, and there is none.
+	stateless bool
+	// listen is the subscriptions/listen stream of a stateless session.
+	listen statelessListen
 	// related is set when the transport relates messages to calls on the
 	// wire (Streamable HTTP: on the call's response stream). Otherwise the
 	// session attributes them to the calls in flight (callers).
@@ -252,6 +257,9 @@ func (s *session) callOnce(ctx context.Context, method string, params json.RawMe
 		return nil, s.deadErr()
 	}
 	defer s.release()
+	if s.stateless && (method == "resources/subscribe" || method == "resources/unsubscribe") {
+		return s.statelessSubscription(ctx, method, params)
+	}
 	if !s.related {
 		if c := CallerFrom(ctx); c != nil {
 			s.addCaller(c)
@@ -264,6 +272,10 @@ func (s *session) callOnce(ctx context.Context, method string, params json.RawMe
 				}
 			}
 		}
+	}
+	if s.stateless {
+		params = s.statelessParams(ctx, method, params)
+		ctx = s.statelessContext(ctx, method, params)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		d := CallTimeout(s.cfg, s.defCall)
@@ -317,6 +329,11 @@ func (s *session) call(ctx context.Context, method string, params json.RawMessag
 // cancelled tells the upstream that the request id is no longer wanted.
 func (s *session) cancelled(id int64, cause error) {
 	if s.dead() {
+		return
+	}
+	if _, ok := s.t.(*httpTransport); ok && s.stateless {
+		// At 2026-07-28 over HTTP, a request is cancelled by closing its
+		// POST, which the caller's context did.
 		return
 	}
 	reason := "request cancelled"
@@ -541,8 +558,16 @@ func (s *session) answer(c Caller, m *rpc.Message) {
 	}
 }
 
-// initialize runs the MCP handshake.
+// initialize runs the MCP handshake, unless the server speaks 2026-07-28,
+// which has none (see discover).
 func (s *session) initialize(ctx context.Context) error {
+	if s.discover(ctx) {
+		if h, ok := s.t.(interface{ negotiated(string) }); ok {
+			h.negotiated(StatelessVersion)
+		}
+		s.startListen(ctx)
+		return nil
+	}
 	params := make([]byte, 0, 256)
 	params = append(params, `{"protocolVersion":"`+ProtocolVersion+`","capabilities":{"roots":{"listChanged":true},"sampling":{},"elicitation":{"form":{},"url":{}}},"clientInfo":{"name":"metamcp","version":`...)
 	params = rpc.AppendString(params, version.Version)
