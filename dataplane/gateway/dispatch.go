@@ -36,6 +36,9 @@ type call struct {
 	// caps are the client's capabilities: the session's, or for a stateless
 	// request those its _meta declares.
 	caps json.RawMessage
+	// tool is the exposed name of the tool a tools/call calls, once routed:
+	// a 2026-07-28 upstream gets the Mcp-Param headers of its annotations.
+	tool string
 	// bridge is the stateless call's bridge to input_required (inputrequired.go).
 	bridge *bridge
 	// params indexes the request's params for the steps that look into
@@ -178,6 +181,10 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 	if rerr != nil {
 		return nil, rerr
 	}
+	if upstream.Stateless(s) {
+		// A 2026-07-28 upstream hears of the client with each request.
+		ctx = upstream.WithRequestMeta(ctx, g.requestMeta(ctx, c, m, method, params))
+	}
 	res, err := s.Call(ctx, method, params)
 	if err != nil {
 		var re *rpc.Error
@@ -313,6 +320,9 @@ func (g *Gateway) forwardByName(ctx context.Context, c *call, method, what strin
 	rename := ""
 	if upstreamName != name {
 		rename = upstreamName
+	}
+	if method == "tools/call" {
+		c.tool = name
 	}
 	if g.opts.Calls != nil {
 		g.auditCall(ctx, c, method, m, name, upstreamName, params)

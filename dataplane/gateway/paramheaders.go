@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -300,4 +301,45 @@ func paramEqual(hv string, arg json.RawMessage) bool {
 	}
 	h, err := strconv.ParseFloat(strings.TrimSpace(hv), 64)
 	return err == nil && h == body
+}
+
+// requestMeta is what a request of c to m's 2026-07-28 upstream carries
+// besides its params: the client's capabilities, and for a tools/call the
+// Mcp-Param headers of the tool's annotated arguments, which that revision
+// requires (the upstream refuses the call without them). The annotations
+// are the upstream's own, as listed (learnt once when they were not).
+func (g *Gateway) requestMeta(ctx context.Context, c *call, m *snapshot.Member, method string, params json.RawMessage) *upstream.RequestMeta {
+	meta := &upstream.RequestMeta{Capabilities: c.caps}
+	if method != "tools/call" || c.tool == "" || c.t.ep == nil {
+		return meta
+	}
+	rr := g.routes.get(c.t)
+	tool, known := rr.tool(c.tool)
+	if !known {
+		g.learnToolParams(ctx, c, rr, m)
+		if tool, known = rr.tool(c.tool); !known {
+			return meta
+		}
+	}
+	if len(tool.params) == 0 {
+		return meta
+	}
+	args, _ := rawField(params, "arguments")
+	for _, b := range tool.params {
+		arg, ok := argumentAt(args, b.path)
+		if !ok || !isPrimitive(arg) {
+			continue
+		}
+		v := string(arg)
+		if arg[0] == '"' {
+			if json.Unmarshal(arg, &v) != nil {
+				continue
+			}
+		}
+		if meta.ParamHeaders == nil {
+			meta.ParamHeaders = make(map[string]string, len(tool.params))
+		}
+		meta.ParamHeaders[b.header] = upstream.EncodeHeaderValue(v)
+	}
+	return meta
 }
