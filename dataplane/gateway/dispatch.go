@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
@@ -57,6 +58,38 @@ type call struct {
 	shadowLimits []string
 	// obs is what the data plane's telemetry knows of the request (nil without).
 	obs *telemetry.Request
+	// refused is set (stateless calls) when the gateway refused an upstream
+	// request for a capability the client did not declare: the call's
+	// answer is then that error, not what the upstream made of the refusal.
+	// Made for stateless tools/call, prompts/get and resources/read (call
+	// values are copied; the record is shared).
+	refused *atomic.Pointer[rpc.Error]
+}
+
+// refuse records that an upstream request of c's call needed a capability
+// the client did not declare (the first one stays).
+func (c *call) refuse(msg *rpc.Message) {
+	need := map[string]string{"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}[msg.Method]
+	if need == "" {
+		need = "elicitation" // URL-mode elicitation: the capability's url
+	}
+	if c.refused == nil {
+		return
+	}
+	data := []byte(`{"requiredCapabilities":{"` + need + `":{}}}`)
+	c.refused.CompareAndSwap(nil, &rpc.Error{
+		Code:    codeMissingClientCapability,
+		Message: "the upstream needs the " + need + " capability of the client (" + quote(msg.Method) + "), which the request's _meta " + quote(metaClientCaps) + " does not declare",
+		Data:    data,
+	})
+}
+
+// refusal is the error refuse recorded, or nil.
+func (c *call) refusal() *rpc.Error {
+	if c.refused == nil {
+		return nil
+	}
+	return c.refused.Load()
 }
 
 var emptyObject = json.RawMessage("{}")
@@ -75,12 +108,21 @@ func (g *Gateway) dispatch(ctx context.Context, c *call, msg *rpc.Message) (json
 	}
 	if bridgeable(msg.Method) {
 		if c.stateless {
+			c.refused = new(atomic.Pointer[rpc.Error])
 			if needsBridge(c, msg) {
-				return g.bridgedCall(ctx, c, msg)
+				res, rerr := g.bridgedCall(ctx, c, msg)
+				if refused := c.refusal(); refused != nil {
+					return nil, refused
+				}
+				return res, rerr
 			}
 			// Nothing the upstream might ask could reach this client: the
 			// call runs here, and an upstream request gets an error.
-			return g.dispatchCall(ctx, c, msg)
+			res, rerr := g.dispatchCall(ctx, c, msg)
+			if refused := c.refusal(); refused != nil {
+				return nil, refused
+			}
+			return res, rerr
 		}
 		return g.sessionCall(ctx, c, msg)
 	}

@@ -73,6 +73,11 @@ type bridge struct {
 	done   chan struct{}
 	res    json.RawMessage
 	rerr   *rpc.Error
+	// refused is closed when the gateway refused an upstream request for a
+	// capability the client did not declare: the call then fails with
+	// c.refused, whatever else the upstream asked or answered.
+	refused     chan struct{}
+	refusedOnce sync.Once
 
 	mu       sync.Mutex
 	id       string                // CallerID, made on demand
@@ -134,7 +139,7 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 	bctx, cancel := context.WithCancel(parent)
 	b := &bridge{
 		g: g, c: c, endpoint: c.t.name, principal: c.principal, method: msg.Method, cancel: cancel,
-		attached: true, relay: upstream.CallerFrom(ctx),
+		attached: true, relay: upstream.CallerFrom(ctx), refused: make(chan struct{}),
 		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
 	}
 	b.cctx = callerContext{Context: bctx, caller: b}
@@ -191,7 +196,12 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 		select {
 		case <-b.done:
 			g.forgetBridge(b)
+			if rerr := b.c.refusal(); rerr != nil {
+				return nil, rerr
+			}
 			return b.res, b.rerr
+		case <-b.refused:
+			return g.endRefused(b)
 		case w := <-inputs:
 			b.mu.Lock()
 			b.addShownLocked(w)
@@ -207,7 +217,17 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 	// sends those of one handler concurrently, and they arrive some
 	// microseconds or milliseconds apart: gather them while they keep
 	// coming. Not under b.mu, which Request takes.
-	more := gatherInputs(inputs, b.done)
+	more := gatherInputs(inputs, b.done, b.refused)
+	if b.c.refusal() != nil {
+		// Asked at the same time as what the round would show: the
+		// answer is the refusal, whichever request came first.
+		b.mu.Lock()
+		for _, w := range more {
+			b.addShownLocked(w)
+		}
+		b.mu.Unlock()
+		return g.endRefused(b)
+	}
 	b.mu.Lock()
 	for _, w := range more {
 		b.addShownLocked(w)
@@ -248,8 +268,8 @@ const (
 )
 
 // gatherInputs returns the requests that arrive on inputs while they keep
-// coming (see inputGatherGap), or until done is closed.
-func gatherInputs(inputs <-chan *inputWait, done <-chan struct{}) []*inputWait {
+// coming (see inputGatherGap), or until done or refused is closed.
+func gatherInputs(inputs <-chan *inputWait, done, refused <-chan struct{}) []*inputWait {
 	var got []*inputWait
 	gap := time.NewTimer(inputGatherGap)
 	defer gap.Stop()
@@ -265,6 +285,8 @@ func gatherInputs(inputs <-chan *inputWait, done <-chan struct{}) []*inputWait {
 		case <-gap.C:
 			return got
 		case <-done:
+			return got
+		case <-refused:
 			return got
 		}
 	}
@@ -368,6 +390,18 @@ func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message,
 	return g.awaitBridge(ctx, b)
 }
 
+// endRefused ends a bridged call whose upstream asked for a capability the
+// client did not declare: the upstream call is cancelled and the client
+// gets the refusal.
+func (g *Gateway) endRefused(b *bridge) (json.RawMessage, *rpc.Error) {
+	b.cancel()
+	b.mu.Lock()
+	b.attached = false
+	b.mu.Unlock()
+	g.forgetBridge(b)
+	return nil, b.c.refusal()
+}
+
 // forgetBridge removes a bridged call from the table of those waiting for
 // a retry.
 func (g *Gateway) forgetBridge(b *bridge) {
@@ -390,18 +424,24 @@ func (g *Gateway) forgetBridge(b *bridge) {
 // client in an input_required result, and this waits for the client's
 // retry to bring the answer (or for the call to end).
 func (g *Gateway) statelessRequest(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, error) {
+	if c.bridge != nil {
+		return c.bridge.Request(ctx, msg)
+	}
+	if c.bridge != nil {
+		return c.bridge.Request(ctx, msg)
+	}
 	if rerr := clientCan(c.caps, msg); rerr != nil {
+		c.refuse(msg)
 		return nil, rerr
 	}
-	if c.bridge == nil {
-		return nil, &rpc.Error{Code: codeMethodNotFound, Message: "the client cannot answer " + quote(msg.Method) + " for this request (it has no session, and only tools/call, prompts/get and resources/read can return input_required)"}
-	}
-	return c.bridge.Request(ctx, msg)
+	return nil, &rpc.Error{Code: codeMethodNotFound, Message: "the client cannot answer " + quote(msg.Method) + " for this request (it has no session, and only tools/call, prompts/get and resources/read can return input_required)"}
 }
 
 // Request implements upstream.Caller: the request waits for the client.
 func (b *bridge) Request(ctx context.Context, msg *rpc.Message) (json.RawMessage, error) {
 	if rerr := clientCan(b.c.caps, msg); rerr != nil {
+		b.c.refuse(msg)
+		b.refusedOnce.Do(func() { close(b.refused) })
 		return nil, rerr
 	}
 	w := &inputWait{msg: msg, reply: make(chan json.RawMessage, 1)}
@@ -509,11 +549,20 @@ func (g *Gateway) sessionCall(ctx context.Context, c *call, msg *rpc.Message) (j
 	return res, rerr
 }
 
-// inputRequired reports whether a raw result is an input_required one.
+// inputRequired reports whether a raw result is an input_required one: it
+// says so, or it says nothing and carries inputRequests. A go-sdk server
+// answers a session-based client so once it fulfilled one round itself and
+// its handler asks again (it sets resultType only for 2026-07-28 clients).
 func inputRequired(res json.RawMessage) bool {
-	if !bytes.Contains(res, []byte("input_required")) {
+	if !bytes.Contains(res, []byte("input")) {
 		return false
 	}
-	rt, _ := rpc.StringField(res, "resultType")
-	return rt == "input_required"
+	if rt, ok := rpc.StringField(res, "resultType"); ok {
+		return rt == "input_required"
+	}
+	if _, ok := rawField(res, "resultType"); ok {
+		return false
+	}
+	reqs, ok := rawField(res, "inputRequests")
+	return ok && len(reqs) > 0 && reqs[0] == '{'
 }

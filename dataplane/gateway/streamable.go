@@ -380,9 +380,16 @@ func (g *Gateway) responseBytes(id, result json.RawMessage, rerr *rpc.Error, sta
 	if len(result) > 0 && result[0] == '{' {
 		if _, ok := rawField(result, "resultType"); !ok {
 			// 2026-07-28 requires resultType on every result; what a
-			// session-based upstream answers has none. The object holds
-			// _meta by now, so a comma follows.
-			b = slices.Insert(b, start+1, resultTypeComplete...)
+			// session-based upstream answers has none. One that asks for
+			// input again (go-sdk fulfils one round with a session-based
+			// client itself, and returns the next one so) is an
+			// input_required one. The object holds _meta by now, so a
+			// comma follows.
+			rt := resultTypeComplete
+			if inputRequired(result) {
+				rt = resultTypeInputRequired
+			}
+			b = slices.Insert(b, start+1, rt...)
 		}
 	}
 	return append(b, '}')
@@ -390,6 +397,10 @@ func (g *Gateway) responseBytes(id, result json.RawMessage, rerr *rpc.Error, sta
 
 // resultTypeComplete is the member a complete 2026-07-28 result starts with.
 var resultTypeComplete = []byte(`"resultType":"complete",`)
+
+// resultTypeInputRequired is the member an input_required result without
+// one gets.
+var resultTypeInputRequired = []byte(`"resultType":"input_required",`)
 
 var contentTypeJSON = []string{"application/json"}
 
