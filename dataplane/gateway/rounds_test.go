@@ -112,7 +112,7 @@ func TestUndeclaredCapabilityRefusedAlike(t *testing.T) {
 		}
 		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{
 			"name":  &mcp.ElicitParams{Message: "name?", RequestedSchema: jsonSchemaName},
-			"roots": &mcp.ListRootsParams{},
+			"roots": &mcp.ListRootsParams{}, //nolint:staticcheck // roots still pass through
 		}}, nil, nil
 	})
 	url := lh.url("main", "mcp")
