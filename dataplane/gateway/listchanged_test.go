@@ -510,12 +510,13 @@ func TestInputRequiredRaw(t *testing.T) {
 		return m
 	}
 	// A client that declares no elicitation capability is not asked: the
-	// upstream's request fails, and so does its tool. With no capability
-	// at all the call is not bridged; with another one it is.
+	// call fails with -32021 naming it. With no capability at all the
+	// call is not bridged; with another one it is.
 	for _, meta := range []string{``, `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}`} {
 		blind := post(keyBob, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{}`+meta+`}}`)
-		if res, _ := blind["result"].(map[string]any); res["resultType"] == "input_required" || !strings.Contains(fmt.Sprint(res["content"]), "did not declare the elicitation capability") {
-			t.Errorf("a client without the elicitation capability (_meta %q) got %v, want the upstream's request refused", meta, blind)
+		e, _ := blind["error"].(map[string]any)
+		if data, _ := e["data"].(map[string]any); e["code"] != float64(codeMissingClientCapability) || fmt.Sprint(data["requiredCapabilities"]) != "map[elicitation:map[]]" {
+			t.Errorf("a client without the elicitation capability (_meta %q) got %v, want -32021 requiring elicitation", meta, blind)
 		}
 	}
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"beta__ask","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}`

@@ -447,6 +447,11 @@ func (t *httpTransport) listenStream(ctx context.Context, body []byte, acked cha
 			once.Do(func() { close(acked) })
 			return true
 		}
+		if ctx.Err() != nil {
+			// Replaced (or closed): what the server still sends here
+			// before it notices belongs to a set no longer wanted.
+			return false
+		}
 		t.onMsg(nil, msg)
 		return true
 	})
