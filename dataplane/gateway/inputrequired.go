@@ -486,6 +486,14 @@ func (b *bridge) CallerID() string {
 	return b.id
 }
 
+// Parked implements upstream.Parker: the call showed the client an
+// input_required round and waits for its retry, which may never come.
+func (b *bridge) Parked() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.attached && len(b.shown) > 0
+}
+
 // pendingBridges is the number of bridged calls running on this replica.
 func (g *Gateway) pendingBridges() int { return int(g.state.bridges.live.Load()) }
 

@@ -33,6 +33,16 @@ type Caller interface {
 	CallerID() string
 }
 
+// Parker is what a Caller implements to say that its call waits for its
+// client to answer requests the upstream made (an input_required round
+// shown to a 2026-07-28 client, who may never come back): on a session
+// that relates nothing on the wire (stdio, SSE), such a call is not the
+// one a new request or notification belongs to while other calls are in
+// flight, since its upstream handler waits for the answers it asked for.
+type Parker interface {
+	Parked() bool
+}
+
 type callerKey struct{}
 
 // WithCaller returns a context whose calls report to c.

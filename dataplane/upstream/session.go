@@ -392,18 +392,33 @@ func (s *session) removeCaller(c Caller) {
 
 // soleCaller is the Caller to which a message that the wire relates to no
 // call belongs: the one call with a Caller in flight, or the first of them
-// when all share a CallerID (one downstream session). Nil when there is
-// none or they belong to different downstream sessions.
+// when all share a CallerID (one downstream session). Calls parked waiting
+// for their client (Parker) are left out while others are in flight: one
+// that a client abandoned would otherwise make every other call's message
+// nobody's until it times out. Nil when there is none or they belong to
+// different downstream sessions.
 func (s *session) soleCaller() Caller {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.callers) == 0 {
+	callers := s.callers
+	if len(callers) > 1 {
+		var active []Caller
+		for _, c := range callers {
+			if p, ok := c.(Parker); !ok || !p.Parked() {
+				active = append(active, c)
+			}
+		}
+		if len(active) > 0 {
+			callers = active
+		}
+	}
+	if len(callers) == 0 {
 		return nil
 	}
-	first := s.callers[0]
-	if len(s.callers) > 1 {
+	first := callers[0]
+	if len(callers) > 1 {
 		id := first.CallerID()
-		for _, c := range s.callers[1:] {
+		for _, c := range callers[1:] {
 			if c.CallerID() != id {
 				return nil
 			}
