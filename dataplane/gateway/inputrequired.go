@@ -427,9 +427,6 @@ func (g *Gateway) statelessRequest(ctx context.Context, c *call, msg *rpc.Messag
 	if c.bridge != nil {
 		return c.bridge.Request(ctx, msg)
 	}
-	if c.bridge != nil {
-		return c.bridge.Request(ctx, msg)
-	}
 	if rerr := clientCan(c.caps, msg); rerr != nil {
 		c.refuse(msg)
 		return nil, rerr
