@@ -1,0 +1,17 @@
+package telemetry
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// processCPU is this process's CPU time, all threads together (the
+// scheduler clock, CLOCK_PROCESS_CPUTIME_ID), or false where unknown.
+func processCPU() (time.Duration, bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &ts); err != nil {
+		return 0, false
+	}
+	return time.Duration(ts.Nano()), true
+}
