@@ -51,6 +51,7 @@ type dataPlaneFlags struct {
 	idleTTL       time.Duration
 	listWait      time.Duration
 	http          httpFlags
+	maxRespMiB    int
 	debugListen   string
 	redisURL      string
 	redisPrefix   string
@@ -161,6 +162,7 @@ reason is in /readyz and mmctl get dataplanes), the rest is served.`,
 	fl.StringSliceVar(&f.allowedHosts, "allowed-hosts", nil, "host names clients may use to reach this data plane, comma separated; \"*\" allows any (default: loopback names and the --listen host; protects against DNS rebinding)")
 	fl.StringSliceVar(&f.allowedOrigin, "allowed-origins", nil, "browser origins allowed to call MCP endpoints, e.g. https://app.example.com, comma separated; \"*\" allows any (default: none; requests without Origin are always allowed)")
 	f.http.register(fl)
+	fl.IntVar(&f.maxRespMiB, "upstream-max-response", upstream.DefaultMaxResponseBytes>>20, "MiB one message from an upstream may take (an HTTP response, an SSE event, a line of a stdio server); a larger one fails its call with an error saying so")
 	fl.DurationVar(&f.idleTTL, "session-idle-ttl", gateway.DefaultSessionIdleTTL, "end client sessions unused for this long (their per_client upstream sessions too)")
 	fl.DurationVar(&f.listWait, "list-wait", gateway.DefaultListWait, "how long initialize and a list operation wait for one upstream: a slower one is left out and its lists reach clients later through list_changed")
 	fl.StringVar(&f.debugListen, "debug-listen", "", "loopback address serving Go's /debug/pprof/ (goroutines, heap, CPU profiles), e.g. 127.0.0.1:6060; off when empty")
@@ -262,6 +264,10 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 		lis.Close()
 		return err
 	}
+	if f.maxRespMiB < 1 {
+		lis.Close()
+		return usageError{fmt.Errorf("--upstream-max-response %d: want 1 or more MiB", f.maxRespMiB)}
+	}
 	tel, err := lf.telemetry(f.metricsListen, f.accessLog)
 	if err != nil {
 		lis.Close()
@@ -301,7 +307,7 @@ func runDataPlane(ctx context.Context, logger *slog.Logger, lf *logFlags, f *dat
 			Address:    advertise,
 		},
 		CacheFile:      cacheFile,
-		Pool:           upstream.PoolOptions{HTTP: f.upstream},
+		Pool:           upstream.PoolOptions{HTTP: f.upstream, MaxResponseBytes: int64(f.maxRespMiB) << 20},
 		StdioAllow:     f.stdioAllow,
 		StdioAllowEnv:  f.stdioAllowEnv,
 		AllowedHosts:   allowedHosts(f.allowedHosts, lis.Addr().String(), f.listen),

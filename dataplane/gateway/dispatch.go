@@ -240,6 +240,10 @@ func (g *Gateway) callUpstream(ctx context.Context, c *call, m *snapshot.Member,
 
 // upstreamError turns a failure to reach an upstream into a JSON-RPC error naming it.
 func upstreamError(ctx context.Context, server string, err error, timeout time.Duration) *rpc.Error {
+	var big *upstream.ResponseTooLargeError
+	if errors.As(err, &big) {
+		return &rpc.Error{Code: codeServerError, Message: "upstream " + quote(server) + " sent " + big.Error()}
+	}
 	var le *upstream.LimitError
 	if errors.As(err, &le) {
 		// Not "did not answer": it was never asked.

@@ -113,7 +113,7 @@ func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRe
 	}
 	log := st.log.With("client", clientID)
 	s := newSession(st.name, clientID, st.cfg, &p.opts, log)
-	t := newHTTPTransport(st.cfg, st.client, log, s.onMessage)
+	t := newHTTPTransport(st.cfg, st.client, p.maxResponse(), log, s.onMessage)
 	t.gap = s.dropAllLists
 	t.sessionID, t.keep = []string{ref.SessionID}, true
 	if ref.ProtocolVersion != "" {

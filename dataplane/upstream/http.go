@@ -43,8 +43,18 @@ func refusedSession(status int, body []byte) bool {
 	return false
 }
 
-// maxBody bounds one HTTP response body or SSE event.
-const maxBody = 64 << 20
+// DefaultMaxResponseBytes bounds one message from an upstream (an HTTP
+// response body, an SSE event, a line of a stdio server) when
+// PoolOptions.MaxResponseBytes is 0.
+const DefaultMaxResponseBytes = 64 << 20
+
+// ResponseTooLargeError is what reading an upstream message larger than
+// the pool's MaxResponseBytes fails with.
+type ResponseTooLargeError struct{ Limit int64 }
+
+func (e *ResponseTooLargeError) Error() string {
+	return fmt.Sprintf("a message larger than the %d bytes the data plane accepts from an upstream (--upstream-max-response)", e.Limit)
+}
 
 // HTTPOptions tune the one net/http Transport that carries every request to
 // Streamable HTTP and SSE upstreams (each server has its own, so that a
@@ -140,6 +150,8 @@ type httpTransport struct {
 	url     string
 	client  *http.Client
 	headers http.Header
+	// maxResponse bounds one message from the server.
+	maxResponse int64
 	// onMsg handles what the server sends that is not a response: with
 	// the Caller of the call on whose response stream it came, or nil
 	// (the standalone GET stream).
@@ -169,11 +181,11 @@ type httpTransport struct {
 	fin   chan struct{}
 }
 
-func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(Caller, *rpc.Message)) *httpTransport {
+func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, maxResponse int64, log *slog.Logger, onMsg func(Caller, *rpc.Message)) *httpTransport {
 	life, stop := context.WithCancel(context.Background())
 	headers := httpHeaders(cfg.GetStreamableHttp())
 	return &httpTransport{
-		url: cfg.GetStreamableHttp().GetUrl(), client: client,
+		url: cfg.GetStreamableHttp().GetUrl(), client: client, maxResponse: maxResponse,
 		headers: headers, onMsg: onMsg, log: log,
 		life: life, stopLife: stop, fin: make(chan struct{}),
 	}
@@ -234,7 +246,7 @@ func (t *httpTransport) listenOnce() (bool, error) {
 		return false, statusErr(resp.Status, resp.Header.Get("Content-Type"), bytes.NewReader(b))
 	}
 	t.listening.Store(true)
-	err = readEvents(resp.Body, func(ev *sseEvent) bool {
+	err = readEvents(resp.Body, t.maxResponse, func(ev *sseEvent) bool {
 		if ev.event != "" && ev.event != "message" {
 			return true
 		}
@@ -450,7 +462,7 @@ func finish(resp *http.Response) {
 func (t *httpTransport) readResponse(ctx context.Context, id int64, contentType string, body io.Reader, length int64) (*rpc.Message, error) {
 	switch mediaType(contentType) {
 	case "application/json":
-		b, err := readAll(body, length)
+		b, err := readAll(body, length, t.maxResponse)
 		if err != nil {
 			return nil, fmt.Errorf("read response: %w", err)
 		}
@@ -464,7 +476,7 @@ func (t *httpTransport) readResponse(ctx context.Context, id int64, contentType 
 		return msg, nil
 	case "text/event-stream":
 		var found *rpc.Message
-		err := readEvents(body, func(ev *sseEvent) bool {
+		err := readEvents(body, t.maxResponse, func(ev *sseEvent) bool {
 			if ev.event != "" && ev.event != "message" {
 				return true
 			}
@@ -554,19 +566,19 @@ func cleanURLError(err error) error {
 	return err
 }
 
-// readAll reads a body whose length may be known, bounded by maxBody.
-func readAll(r io.Reader, n int64) ([]byte, error) {
-	if n > maxBody {
-		return nil, fmt.Errorf("response larger than %d bytes", maxBody)
+// readAll reads a body whose length may be known, bounded by limit.
+func readAll(r io.Reader, n, limit int64) ([]byte, error) {
+	if n > limit {
+		return nil, &ResponseTooLargeError{limit}
 	}
 	if n >= 0 {
 		b := make([]byte, n)
 		_, err := io.ReadFull(r, b)
 		return b, err
 	}
-	b, err := io.ReadAll(io.LimitReader(r, maxBody+1))
-	if len(b) > maxBody {
-		return nil, fmt.Errorf("response larger than %d bytes", maxBody)
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if int64(len(b)) > limit {
+		return nil, &ResponseTooLargeError{limit}
 	}
 	return b, err
 }
@@ -582,7 +594,7 @@ type sseEvent struct {
 
 // readEvents parses a text/event-stream and calls fn for each event until fn
 // returns false or the stream ends (nil at a clean end).
-func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
+func readEvents(r io.Reader, limit int64, fn func(*sseEvent) bool) error {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
 	defer func() {
@@ -593,7 +605,7 @@ func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
 	var data []byte
 	hasData := false
 	for {
-		line, err := readLine(br)
+		line, err := readLine(br, limit)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -625,8 +637,8 @@ func readEvents(r io.Reader, fn func(*sseEvent) bool) error {
 			}
 			data = append(data, value...)
 			hasData = true
-			if len(data) > maxBody {
-				return fmt.Errorf("event larger than %d bytes", maxBody)
+			if int64(len(data)) > limit {
+				return &ResponseTooLargeError{limit}
 			}
 		case "id":
 			ev.id = string(value)
@@ -648,15 +660,15 @@ func internOr(b []byte, common1, common2 string) string {
 
 // readLine returns one line without its line ending (LF or CRLF); the bytes
 // are valid until the next call.
-func readLine(br *bufio.Reader) ([]byte, error) {
+func readLine(br *bufio.Reader, limit int64) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		long := append([]byte(nil), line...)
 		for errors.Is(err, bufio.ErrBufferFull) {
 			line, err = br.ReadSlice('\n')
 			long = append(long, line...)
-			if len(long) > maxBody {
-				return nil, fmt.Errorf("line longer than %d bytes", maxBody)
+			if int64(len(long)) > limit {
+				return nil, &ResponseTooLargeError{limit}
 			}
 		}
 		line = long

@@ -64,6 +64,20 @@ type PoolOptions struct {
 	EvictIdleAfter time.Duration
 	// HTTP tunes the connections to Streamable HTTP and SSE servers.
 	HTTP HTTPOptions
+	// MaxResponseBytes bounds one message from an upstream: an HTTP
+	// response body, an SSE event, a line of a stdio server
+	// (DefaultMaxResponseBytes when 0). A larger one fails its call with a
+	// ResponseTooLargeError (a stdio server's session ends: its stream
+	// cannot be resynchronised).
+	MaxResponseBytes int64
+}
+
+// maxResponse is the bound on one message from an upstream.
+func (p *Pool) maxResponse() int64 {
+	if p.opts.MaxResponseBytes > 0 {
+		return p.opts.MaxResponseBytes
+	}
+	return DefaultMaxResponseBytes
 }
 
 // DefaultEvictIdleAfter is PoolOptions.EvictIdleAfter's default: longer
@@ -642,14 +656,14 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 	start := time.Now()
 	switch {
 	case cfg.GetStdio() != nil:
-		t, err = startStdio(cfg, p.opts.Environ, log, s.onMessage)
+		t, err = startStdio(cfg, p.opts.Environ, p.maxResponse(), log, s.onMessage)
 		err = wrapf(err, "start process")
 	case cfg.GetStreamableHttp() != nil:
-		ht := newHTTPTransport(cfg, client, log, s.onMessage)
+		ht := newHTTPTransport(cfg, client, p.maxResponse(), log, s.onMessage)
 		ht.gap = s.dropAllLists
 		t = ht
 	case cfg.GetSse() != nil:
-		t, err = startSSE(ctx, cfg, client, log, s.onMessage)
+		t, err = startSSE(ctx, cfg, client, p.maxResponse(), log, s.onMessage)
 		err = wrapf(err, "connect")
 	default:
 		err = errors.New("the server has no transport")

@@ -20,12 +20,14 @@ import (
 // the server's messages; the first event names the URL to POST messages to.
 type sseTransport struct {
 	mux
-	url      string
-	client   *http.Client
-	headers  http.Header
-	log      *slog.Logger
-	onMsg    func(Caller, *rpc.Message)
-	endpoint string
+	url     string
+	client  *http.Client
+	headers http.Header
+	// maxResponse bounds one message from the server.
+	maxResponse int64
+	log         *slog.Logger
+	onMsg       func(Caller, *rpc.Message)
+	endpoint    string
 
 	stop   context.CancelFunc
 	reader sync.WaitGroup
@@ -35,9 +37,9 @@ type sseTransport struct {
 	fin   chan struct{} // closed by the reader when it ends
 }
 
-func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, log *slog.Logger, onMsg func(Caller, *rpc.Message)) (*sseTransport, error) {
+func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, maxResponse int64, log *slog.Logger, onMsg func(Caller, *rpc.Message)) (*sseTransport, error) {
 	t := &sseTransport{
-		url: cfg.GetSse().GetUrl(), client: client, headers: httpHeaders(cfg.GetSse()),
+		url: cfg.GetSse().GetUrl(), client: client, headers: httpHeaders(cfg.GetSse()), maxResponse: maxResponse,
 		log: log, onMsg: onMsg, fin: make(chan struct{}),
 	}
 	life, stop := context.WithCancel(context.Background())
@@ -110,7 +112,7 @@ func startSSE(ctx context.Context, cfg *metamcpv1.Server, client *http.Client, l
 func (t *sseTransport) read(resp *http.Response, endpoint chan<- string) {
 	defer t.reader.Done()
 	sentEndpoint := false
-	err := readEvents(resp.Body, func(ev *sseEvent) bool {
+	err := readEvents(resp.Body, t.maxResponse, func(ev *sseEvent) bool {
 		switch ev.event {
 		case "endpoint":
 			if !sentEndpoint {

@@ -435,7 +435,7 @@ func (t *httpTransport) listenStream(ctx context.Context, body []byte, acked cha
 	started <- nil
 	t.listening.Store(true)
 	once := sync.Once{}
-	_ = readEvents(resp.Body, func(ev *sseEvent) bool {
+	_ = readEvents(resp.Body, t.maxResponse, func(ev *sseEvent) bool {
 		if ev.event != "" && ev.event != "message" {
 			return true
 		}

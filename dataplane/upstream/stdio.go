@@ -19,8 +19,6 @@ import (
 )
 
 const (
-	// maxLine bounds one JSON-RPC message read from a process.
-	maxLine = 64 << 20
 	// maxStderrLine bounds one logged stderr line.
 	maxStderrLine = 4 << 10
 	// stopGrace is how long a process gets to exit after its stdin closes,
@@ -54,12 +52,14 @@ func MinimalEnviron() []string {
 type stdioTransport struct {
 	mux
 	server string
-	log    *slog.Logger
-	cmd    *exec.Cmd
-	stdin  *os.File
-	stdout *os.File
-	stderr *os.File
-	onMsg  func(Caller, *rpc.Message)
+	// maxLine bounds one message from the process.
+	maxLine int64
+	log     *slog.Logger
+	cmd     *exec.Cmd
+	stdin   *os.File
+	stdout  *os.File
+	stderr  *os.File
+	onMsg   func(Caller, *rpc.Message)
 
 	wmu     sync.Mutex
 	readers sync.WaitGroup
@@ -70,7 +70,7 @@ type stdioTransport struct {
 	fin   chan struct{}
 }
 
-func startStdio(cfg *metamcpv1.Server, environ []string, log *slog.Logger, onMsg func(Caller, *rpc.Message)) (*stdioTransport, error) {
+func startStdio(cfg *metamcpv1.Server, environ []string, maxLine int64, log *slog.Logger, onMsg func(Caller, *rpc.Message)) (*stdioTransport, error) {
 	st := cfg.GetStdio()
 	if st.GetCommand() == "" {
 		return nil, errors.New("no command to run")
@@ -129,7 +129,7 @@ func startStdio(cfg *metamcpv1.Server, environ []string, log *slog.Logger, onMsg
 	_ = outW.Close()
 	_ = errW.Close()
 	t := &stdioTransport{
-		server: cfg.GetName(), log: log, cmd: cmd,
+		server: cfg.GetName(), log: log, cmd: cmd, maxLine: maxLine,
 		stdin: inW, stdout: outR, stderr: errR, onMsg: onMsg,
 		exited: make(chan struct{}), fin: make(chan struct{}),
 	}
@@ -214,8 +214,8 @@ func (t *stdioTransport) readStdout() {
 		frag, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			long = append(long, frag...)
-			if len(long) > maxLine {
-				t.shutdown(fmt.Errorf("the server sent a message longer than %d bytes", maxLine))
+			if int64(len(long)) > t.maxLine {
+				t.shutdown(&ResponseTooLargeError{t.maxLine})
 				return
 			}
 			continue
