@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/redisconn/redistest"
 	"github.com/metamcp/metamcp/dataplane/syncclient"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -56,29 +58,28 @@ func startServer(t *testing.T, opts Options) (*Server, string, func()) {
 	return srv, "http://" + lis.Addr().String(), stop
 }
 
-// pollReadyz polls /readyz until its body contains want.
+// pollReadyz polls /readyz (testharness.Eventually, 15 s) until its body
+// contains want.
 func pollReadyz(t *testing.T, base, want string) string {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var body string
+	testharness.Eventually(t, 15*time.Second, func() error {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		body := string(b)
+		body = string(b)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("/readyz = %d %q, want 200 (Redis must not decide readiness)", resp.StatusCode, body)
 		}
-		if strings.Contains(body, want) {
-			return body
+		if !strings.Contains(body, want) {
+			return fmt.Errorf("/readyz = %q, want it to contain %q", body, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz = %q, want it to contain %q", body, want)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
+		return nil
+	})
+	return body
 }
 
 func TestRedisWiring(t *testing.T) {

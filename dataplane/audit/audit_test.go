@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // fakeCP is a Records server that keeps what it stores by id.
@@ -121,15 +123,15 @@ func start(t *testing.T, opts Options) *running {
 	return r
 }
 
+// waitFor waits (testharness.Eventually, 20 s) until cond holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testharness.Eventually(t, 20*time.Second, func() error {
+		if !cond() {
+			return errors.New("timed out waiting for " + what)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestTrailDeliversEveryRecordOnce(t *testing.T) {

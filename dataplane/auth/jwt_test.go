@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/internal/testharness"
 	"github.com/metamcp/metamcp/pkg/identity"
 	"github.com/metamcp/metamcp/test/fixtures/oidcissuer"
 )
@@ -56,15 +57,15 @@ func waitReady(t *testing.T, c *Verifier) {
 	waitFor(t, "keys loaded", c.Ready)
 }
 
+// waitFor waits (testharness.Eventually, 15 s) until cond holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testharness.Eventually(t, 15*time.Second, func() error {
+		if !cond() {
+			return errors.New("timed out waiting for " + what)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func asError(t *testing.T, err error) *Error {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 func TestSSEResponseStaysJSONWhenNothingSent(t *testing.T) {
@@ -82,16 +85,15 @@ func TestSendToSession(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or 10s pass.
+// waitFor waits (testharness.Eventually, 10 s) until cond holds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testharness.Eventually(t, 10*time.Second, func() error {
+		if !cond() {
+			return errors.New("timed out waiting for " + what)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // openStream opens the standalone stream (GET) of a session and returns
