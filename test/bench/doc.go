@@ -22,7 +22,7 @@
 // -dpflags passes flags to the data plane (-dpflags=--http-max-conns=100),
 // -dpenv adds to its environment
 // (-dpenv 'GOGC=400'). BenchmarkReference puts two proxies that
-// only forward bytes (our relay fixture, and nginx when installed) in the
+// only forward bytes (our relay fixture, and nginx, which it needs) in the
 // data plane's place, for the scale of what any proxy costs on the machine.
 // TestSmoke runs the whole harness for a few calls without measuring time.
 package bench
