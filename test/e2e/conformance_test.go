@@ -113,20 +113,47 @@ sessionMode: shared
 					continue
 				}
 				mayFail := knownFailure(name, version)
-				if path.name == "nginx" && name == "conf-client" && version != "2026-07-28" {
-					mayFail = func(scenario, check string) bool {
-						// A replica that adopts a per_client session knows
-						// its upstream's capabilities only from a session
-						// of its own with that server: with none, it
-						// refuses resources/subscribe.
-						return scenario == "resources-subscribe" || scenario == "resources-unsubscribe" || knownFailure(name, version)(scenario, check)
-					}
+				if path.name == "nginx" {
+					mayFail = behindNginx(name, version, mayFail)
 				}
 				t.Run(path.name+"/"+name+"/"+version, func(t *testing.T) {
 					runConformance(t, suite, "http://"+path.addr+"/metamcp/"+name+"/mcp", version, 25, mayFail)
 				})
 			}
 		}
+	}
+}
+
+// behindNginx adds to mayFail the checks that may fail on an endpoint
+// through nginx's round robin over two replicas, and why.
+func behindNginx(endpoint, version string, mayFail func(scenario, check string) bool) func(scenario, check string) bool {
+	return func(scenario, check string) bool {
+		if mayFail(scenario, check) {
+			return true
+		}
+		if os.Getenv("METAMCP_CONFORMANCE_STRICT") != "" {
+			return false
+		}
+		if check == "server-session-terminated-returns-404" {
+			// A DELETE on one replica reaches the other over the session
+			// bus, after the DELETE's answer: a request right after it
+			// that lands on the other replica may come first.
+			return true
+		}
+		if endpoint == "conf-stateless" {
+			return false
+		}
+		if version == "2026-07-28" {
+			// A session upstream's call that asks for input is bridged into
+			// input_required rounds, and stays pending on the replica that
+			// runs it: a retry that reaches the other one is told to start
+			// over.
+			return strings.HasPrefix(scenario, "input-required-result-")
+		}
+		// A replica that adopts a per_client session knows its upstream's
+		// capabilities only from a session of its own with that server:
+		// with none, it refuses resources/subscribe.
+		return endpoint == "conf-client" && (scenario == "resources-subscribe" || scenario == "resources-unsubscribe")
 	}
 }
 
@@ -154,19 +181,24 @@ func knownFailure(endpoint, version string) func(scenario, check string) bool {
 		// The stateful server speaks a session-based revision to the data
 		// plane's session, so what 2026-07-28 carries per request does not
 		// pass through it.
-		if strings.HasPrefix(scenario, "input-required-result-") {
-			// It does not return input_required to a session: go-sdk asks
-			// the client itself, under ids of its own and only for one
-			// round, which the gateway bridges into input_required results
-			// without the keys the suite expects. On a stdio session, a
-			// request the upstream sends while two calls wait is not
-			// attributed to either (stdio has no stream per request).
+		switch check {
+		case "sep-2322-elicitation-incomplete":
+			// The upstream's input request reaches the gateway as a request
+			// of the session, under an id of go-sdk's: the input_required
+			// round the gateway makes of it has a key of its own, not the
+			// upstream's ("user_name").
 			return true
+		case "sep-2322-respect-client-capabilities":
+			// The upstream session declares the gateway's capabilities,
+			// not the request's: it asks a client that declared sampling
+			// only for an elicitation too, which the gateway refuses
+			// (-32021) where a 2026-07-28 server asks for sampling alone.
+			return true
+		case "sep-2575-server-rejects-undeclared-capability", "sep-2575-missing-capability-http-400":
+			// Likewise the tool runs for a client that declared no sampling.
+			return scenario == "server-stateless"
 		}
-		// The upstream session declares the gateway's capabilities, not
-		// each request's: it samples for a client that declared no sampling.
-		return scenario == "server-stateless" &&
-			(check == "sep-2575-server-rejects-undeclared-capability" || check == "sep-2575-missing-capability-http-400")
+		return false
 	}
 }
 
