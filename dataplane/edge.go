@@ -144,12 +144,37 @@ func newHTTPServer(h http.Handler, o HTTPOptions, certs *certReloader, log *slog
 	return hs
 }
 
-// limitListener bounds the connections accepted from l at once. Accept
-// errors pass through unchanged, so that net/http still sees a temporary
-// one (out of file descriptors) as such, and waits and retries.
-func limitListener(l net.Listener, n int) net.Listener {
-	return netutil.LimitListener(l, n)
+// edgeListener is what the client port's server accepts from: at most n
+// connections at once (further ones wait in the listen backlog), and
+// every accept error but the listener's closing reported as temporary.
+// net/http waits and retries after a temporary error (out of file
+// descriptors, say) and returns on any other, which would end the data
+// plane: a failure to accept one connection (ENOBUFS, ENOMEM, a firewall's
+// EPERM) must not.
+func edgeListener(l net.Listener, n int) net.Listener {
+	return retryListener{netutil.LimitListener(l, n)}
 }
+
+// retryListener reports accept errors as temporary (see edgeListener).
+type retryListener struct{ net.Listener }
+
+func (l retryListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return nil, temporaryError{err}
+	}
+	return c, err
+}
+
+// temporaryError is a net.Error that net/http retries after.
+type temporaryError struct{ error }
+
+func (temporaryError) Timeout() bool { return false }
+
+// Temporary is what net/http's Serve asks (deprecated for other uses).
+func (temporaryError) Temporary() bool { return true }
+
+func (e temporaryError) Unwrap() error { return e.error }
 
 // edgeHandler applies what net/http has no server setting for: the body
 // deadline, the write deadline of answers that are not streams, and the

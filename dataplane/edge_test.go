@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,9 +34,19 @@ func serveEdge(t *testing.T, h http.Handler, o HTTPOptions) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveEdgeOn(t, lis, h, o)
+}
+
+// serveEdgeOn is serveEdge on lis.
+func serveEdgeOn(t *testing.T, lis net.Listener, h http.Handler, o HTTPOptions) string {
+	t.Helper()
+	o, err := o.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
 	hs := newHTTPServer(h, o, nil, slog.New(slog.DiscardHandler))
 	done := make(chan error, 1)
-	go func() { done <- hs.Serve(limitListener(lis, o.MaxConns)) }()
+	go func() { done <- hs.Serve(edgeListener(lis, o.MaxConns)) }()
 	t.Cleanup(func() {
 		_ = hs.Close()
 		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
@@ -446,5 +457,43 @@ func TestHTTPOptionsRefused(t *testing.T) {
 	}
 	if _, err := New(Options{Sync: syncclient.Options{NodeID: "edge"}, HTTP: HTTPOptions{TLSCert: "/nonexistent/cert.pem", TLSKey: "/nonexistent/key.pem"}}); err == nil {
 		t.Error("New accepted certificate files that do not exist")
+	}
+}
+
+// failingListener fails its first accepts with an error net/http would
+// not retry after on its own.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: errors.New("no buffer space available")}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptErrorsDoNotEndServe: accept errors that are not temporary to
+// net/http (ENOBUFS, say) do not end the server: it waits, retries, and
+// serves the next connection.
+func TestAcceptErrorsDoNotEndServe(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &failingListener{Listener: lis}
+	fl.fails.Store(3)
+	addr := serveEdgeOn(t, fl, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}), HTTPOptions{})
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("after failed accepts: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok" || fl.fails.Load() >= 0 {
+		t.Fatalf("after failed accepts: %q (accepts left to fail %d)", b, fl.fails.Load())
 	}
 }

@@ -660,7 +660,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	// the gateway ends them, so the graceful stop does not wait for them.
 	hs.RegisterOnShutdown(s.gw.Close)
 	serveErr := make(chan error, 1)
-	limited := limitListener(lis, s.opts.HTTP.MaxConns)
+	limited := edgeListener(lis, s.opts.HTTP.MaxConns)
 	go func() {
 		if s.certs != nil {
 			serveErr <- hs.ServeTLS(limited, "", "")
