@@ -93,7 +93,7 @@ const (
 // the call again). The same on every OS: nothing here depends on one.
 //
 // net/http sends a request again on a kept-alive connection only when it
-// may: see postBody for how a POST is kept from being one of them.
+// may: see newRequest for how a POST is kept from being one of them.
 func newHTTPClient(o HTTPOptions) *http.Client {
 	if o.MaxIdleConnsPerHost <= 0 {
 		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
@@ -294,23 +294,32 @@ func (t *httpTransport) negotiated(v string) {
 	t.mu.Unlock()
 }
 
+// newRequest builds a request to the server. A POST is never sent twice:
+// net/http sends a request again on another connection when the one it
+// used turns out to be closed
+// (Transport.roundTrip and persistConn.shouldRetryRequest; for HTTP/2,
+// http2shouldRetryRequest), taking a fresh body from Request.GetBody: over
+// HTTP/1.1 when nothing was written, or for any such failure when the
+// request counts as replayable, which an Idempotency-Key header makes a POST
+// with a GetBody; over HTTP/2 on GOAWAY, REFUSED_STREAM or a PROTOCOL_ERROR
+// reset by the server, the last after the server may have run the request.
+// A tools/call must run at most once, and a request's body is in net/http's
+// buffer before any of it reaches the connection, so "nothing of it was
+// read" is the only sure sign that it did not reach the upstream: a POST
+// has no GetBody, which leaves net/http one retry, on an HTTP/2 connection
+// that could take no new stream before the body was touched.
 func (t *httpTransport) newRequest(ctx context.Context, method string, body []byte) (*http.Request, error) {
-	var pb *postBody
-	var rd io.Reader
-	if body != nil {
-		// net/http may read the body after Do returns, and callers reuse
-		// their buffers: the request gets its own copy.
-		pb = &postBody{}
-		pb.r.Reset(bytes.Clone(body))
-		rd = pb
-	}
-	req, err := http.NewRequestWithContext(ctx, method, t.url, rd)
+	req, err := http.NewRequestWithContext(ctx, method, t.url, nil)
 	if err != nil {
 		return nil, err
 	}
-	if pb != nil {
+	if body != nil {
+		// net/http may read the body after RoundTrip returns, and callers
+		// reuse their buffers: the request gets its own copy. A
+		// *bytes.Reader lets net/http write the head and the body in one
+		// write. GetBody stays nil (see above).
+		req.Body = io.NopCloser(bytes.NewReader(bytes.Clone(body)))
 		req.ContentLength = int64(len(body))
-		req.GetBody = pb.again
 	}
 	for k, v := range t.headers {
 		req.Header[k] = v
@@ -336,42 +345,6 @@ func (t *httpTransport) newRequest(ctx context.Context, method string, body []by
 	return req, nil
 }
 
-// errNotResent is what a request fails with when net/http would have sent
-// it again after some of it may have reached the upstream.
-var errNotResent = errors.New("the connection failed after the request may have reached the server; a POST is not sent twice")
-
-// postBody is the body of one POST to an upstream. net/http sends a request
-// again on another connection when the one it used turns out to be closed
-// (Transport.roundTrip, persistConn.shouldRetryRequest; for HTTP/2
-// http2shouldRetryRequest), taking a fresh body from GetBody: over HTTP/1.1
-// when nothing was written, or when the request counts as replayable (which
-// an Idempotency-Key header makes a POST); over HTTP/2 on GOAWAY,
-// REFUSED_STREAM or a PROTOCOL_ERROR reset by the server. A tools/call
-// must run at most once, so again hands out a fresh body only while nothing
-// of this one has been read: a request none of whose bytes left this process
-// may be sent again, any other fails with errNotResent. (Without GetBody at
-// all net/http would not even retry the first kind.)
-type postBody struct {
-	r    bytes.Reader // not embedded: no other way to read it than Read
-	read atomic.Bool
-}
-
-func (b *postBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.r.Read(p)
-}
-
-// Close is a no-op: a postBody holds no resource.
-func (b *postBody) Close() error { return nil }
-
-// again is the request's GetBody.
-func (b *postBody) again() (io.ReadCloser, error) {
-	if b.read.Load() {
-		return nil, errNotResent
-	}
-	return b, nil
-}
-
 // post sends one message. The caller closes the response body.
 func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, error) {
 	select {
@@ -383,9 +356,8 @@ func (t *httpTransport) post(ctx context.Context, body []byte) (*http.Response, 
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
-	// Straight to the Transport: http.Client would ask GetBody for a body to
-	// follow a 307 with before CheckRedirect could refuse, and follows no
-	// redirect of ours anyway.
+	// Straight to the Transport: http.Client would only add its redirect
+	// loop, and an upstream's redirect is its answer.
 	resp, err := t.client.Transport.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -303,29 +303,6 @@ func TestHTTPNoRetryAfterWrite(t *testing.T) {
 	}
 }
 
-// TestPostBodyAgain: net/http may take a fresh copy of a POST's body to send
-// it again only while nothing of the first has been read.
-func TestPostBodyAgain(t *testing.T) {
-	tr := &httpTransport{url: "http://127.0.0.1:1/mcp", headers: http.Header{}}
-	req, err := tr.newRequest(context.Background(), http.MethodPost, []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if req.ContentLength != 40 || req.GetBody == nil {
-		t.Fatalf("ContentLength %d, GetBody set %v: want 40 and a GetBody", req.ContentLength, req.GetBody != nil)
-	}
-	if _, err := req.GetBody(); err != nil {
-		t.Fatalf("GetBody before a read: %v", err)
-	}
-	b := make([]byte, 1)
-	if _, err := req.Body.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := req.GetBody(); !errors.Is(err, errNotResent) {
-		t.Fatalf("GetBody after a read: %v, want errNotResent", err)
-	}
-}
-
 // TestHTTPHeldStreamEnd: a server that sends the response event and then
 // holds its stream open costs the call at most finishWait and the
 // connection, not a call that waits for the stream to end.
