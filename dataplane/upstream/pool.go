@@ -182,6 +182,11 @@ type serverState struct {
 	restartGen int64
 	gen        bool
 
+	// sessionOnlyUntil: the server answered server/discover without
+	// 2026-07-28 (or not at all) before this, so sessions opened until then
+	// skip the probe and initialize at once (stateless.go).
+	sessionOnlyUntil time.Time
+
 	state   metamcpv1.UpstreamState
 	lastErr error
 	// limitLogged is when a refusal at the limit was last logged.
@@ -681,10 +686,18 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 	s.t = t
 	p.wg.Add(1)
 	go p.watch(st, e, s)
+	p.mu.Lock()
+	s.skipDiscover = time.Now().Before(st.sessionOnlyUntil)
+	p.mu.Unlock()
 	start = time.Now()
 	err = s.initialize(ctx)
 	if obs := p.opts.ObserveConnect; obs != nil {
 		obs(st.name, "initialize", time.Since(start), err)
+	}
+	if s.probedSession {
+		p.mu.Lock()
+		st.sessionOnlyUntil = time.Now().Add(sessionOnlyMemory)
+		p.mu.Unlock()
 	}
 	if err != nil {
 		s.close() // watch frees the slot

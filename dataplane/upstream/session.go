@@ -64,6 +64,9 @@ type session struct {
 	stateless bool
 	// listen is the subscriptions/listen stream of a stateless session.
 	listen statelessListen
+	// skipDiscover: the pool knows the server answers server/discover
+	// without 2026-07-28; probedSession: this session's probe found so.
+	skipDiscover, probedSession bool
 	// related is set when the transport relates messages to calls on the
 	// wire (Streamable HTTP: on the call's response stream). Otherwise the
 	// session attributes them to the calls in flight (callers).

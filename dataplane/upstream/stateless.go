@@ -44,6 +44,12 @@ const StatelessVersion = "2026-07-28"
 // not answer a method it does not know is initialized without further wait.
 const discoverTimeout = 5 * time.Second
 
+// sessionOnlyMemory is how long the pool remembers that a server answered
+// the probe without 2026-07-28 (or not at all): its next sessions (per_client
+// ones above all) initialize at once, and a server upgraded meanwhile is
+// spoken to at 2026-07-28 from its first session after that.
+const sessionOnlyMemory = 10 * time.Minute
+
 // The per-request _meta keys of 2026-07-28.
 const (
 	metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
@@ -99,9 +105,10 @@ func wireHeadersFrom(ctx context.Context) http.Header {
 // discover asks the server whether it speaks 2026-07-28. True when it does:
 // the session is then set up for it (s.info, s.stateless).
 func (s *session) discover(ctx context.Context) bool {
-	if _, ok := s.t.(*httpTransport); !ok {
+	if _, ok := s.t.(*httpTransport); !ok || s.skipDiscover {
 		return false
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, discoverTimeout)
 	defer cancel()
 	params := s.statelessParams(ctx, "server/discover", nil)
@@ -112,6 +119,8 @@ func (s *session) discover(ctx context.Context) bool {
 		}
 		s.log.Debug("the server does not answer server/discover: initializing a session", "err", err)
 		s.forgetProbe()
+		// Remembered, unless the session is being given up anyway.
+		s.probedSession = parent.Err() == nil
 		return false
 	}
 	var res struct {
@@ -125,6 +134,7 @@ func (s *session) discover(ctx context.Context) bool {
 	if err := json.Unmarshal(m.Result, &res); err != nil || !slices.Contains(res.SupportedVersions, StatelessVersion) {
 		s.log.Debug("the server does not speak "+StatelessVersion+": initializing a session", "versions", res.SupportedVersions)
 		s.forgetProbe()
+		s.probedSession = true
 		return false
 	}
 	caps := res.Capabilities

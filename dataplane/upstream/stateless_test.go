@@ -6,10 +6,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // statelessUpstream serves a go-sdk server in stateless mode (2026-07-28)
@@ -153,5 +156,42 @@ func waitCount(t *testing.T, rec *recorder, method string, n int) {
 			t.Fatalf("%d %s within 10s, want %d (got %v)", rec.count(method), method, n, rec.notes)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSessionOnlyServerProbedOnce: a session-based server (go-sdk, stateful)
+// answers server/discover without 2026-07-28; the pool remembers it, so the
+// next per_client sessions with it initialize without asking again.
+func TestSessionOnlyServerProbedOnce(t *testing.T) {
+	server := mcp.NewServer(&mcp.Implementation{Name: "stateful", Version: "1"}, nil)
+	mcp.AddTool(server, &mcp.Tool{Name: "hi"}, func(context.Context, *mcp.CallToolRequest, any) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "hi"}}}, nil, nil
+	})
+	var discovers atomic.Int32
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Method") == "server/discover" {
+			discovers.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		ts.CloseClientConnections()
+		ts.Close()
+	})
+	cfg := httpServer("sf", ts.URL)
+	cfg.SessionMode = metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT
+	p := newTestPool(t, PoolOptions{}, cfg)
+	for _, client := range []string{"a", "b", "c"} {
+		if got := callTool(t, p, "sf", client, "hi", nil); got != "hi" {
+			t.Fatalf("client %s: %q", client, got)
+		}
+		s, err := p.Session(ctxT(t, 10*time.Second), "sf", client)
+		if err != nil || Stateless(s) {
+			t.Fatalf("client %s: stateless %v (%v), want a session", client, err == nil && Stateless(s), err)
+		}
+	}
+	if n := discovers.Load(); n != 1 {
+		t.Errorf("%d server/discover probes for three sessions, want 1", n)
 	}
 }
