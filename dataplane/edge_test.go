@@ -497,3 +497,77 @@ func TestAcceptErrorsDoNotEndServe(t *testing.T) {
 		t.Fatalf("after failed accepts: %q (accepts left to fail %d)", b, fl.fails.Load())
 	}
 }
+
+// TestH2CBodyDeadline: over HTTP/2 (h2c) too, a body read whole lifts its
+// deadline (the call runs past it and answers), and a client that goes away
+// ends the request's context.
+func TestH2CBodyDeadline(t *testing.T) {
+	gone := make(chan error, 1)
+	started := make(chan struct{}, 1)
+	addr := serveEdge(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if r.URL.Path == "/leave" {
+			started <- struct{}{}
+			select {
+			case <-r.Context().Done():
+				gone <- r.Context().Err()
+			case <-time.After(10 * time.Second):
+				gone <- errors.New("the context did not end within 10s of the client leaving")
+			}
+			return
+		}
+		time.Sleep(300 * time.Millisecond) // three body timeouts
+		_, _ = w.Write(b)
+	}), HTTPOptions{BodyTimeout: 100 * time.Millisecond, H2C: true})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	resp, err := client.Post("http://"+addr+"/echo", "application/json", strings.NewReader(`{"a":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || string(b) != `{"a":1}` {
+		t.Fatalf("%s %d %q, want HTTP/2 200 with the body echoed", resp.Proto, resp.StatusCode, b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/leave", strings.NewReader(`{}`))
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach its handler within 10s")
+	}
+	// Past the body timeout: only the client leaving may end the request.
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-gone:
+		t.Fatalf("the request ended (%v) while its client was there", err)
+	default:
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled request returned %v, want context.Canceled", err)
+	}
+	select {
+	case err := <-gone:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the request ended with %v, want its context cancelled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not report within 10s")
+	}
+}
