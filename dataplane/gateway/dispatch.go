@@ -441,7 +441,7 @@ func memberByServer(ep *snapshot.Endpoint, server string) *snapshot.Member {
 
 // complete serves completion/complete, routed by its reference.
 func (g *Gateway) complete(ctx context.Context, c *call, params json.RawMessage) (json.RawMessage, *rpc.Error) {
-	ref, ok := rawField(params, "ref")
+	ref, ok := rpc.RawField(params, "ref")
 	if !ok {
 		return nil, &rpc.Error{Code: codeInvalidParams, Message: "completion/complete needs params.ref"}
 	}
@@ -454,7 +454,7 @@ func (g *Gateway) complete(ctx context.Context, c *call, params json.RawMessage)
 			return nil, &rpc.Error{Code: codeInvalidParams, Message: "unknown prompt " + quote(name)}
 		}
 		newRef := rpc.ReplaceStringField(nil, ref, "name", upstreamName)
-		fwd := replaceField(make([]byte, 0, len(params)+8), params, "ref", newRef)
+		fwd := rpc.ReplaceField(make([]byte, 0, len(params)+8), params, "ref", newRef)
 		return g.callUpstream(ctx, c, m, "completion/complete", fwd, g.callTimeout(m.Server))
 	case "ref/resource":
 		uri, _ := rpc.StringField(ref, "uri")
@@ -548,10 +548,10 @@ func (g *Gateway) mergedCapabilities(ctx context.Context, c *call) (json.RawMess
 			continue
 		}
 		if len(info.Capabilities) > 0 {
-			if _, ok := rawField(info.Capabilities, "completions"); ok {
+			if _, ok := rpc.RawField(info.Capabilities, "completions"); ok {
 				completions = true
 			}
-			if _, ok := rawField(info.Capabilities, "logging"); ok {
+			if _, ok := rpc.RawField(info.Capabilities, "logging"); ok {
 				logging = true
 			}
 			subscribe = subscribe || supportsSubscribe(info.Capabilities)
@@ -621,7 +621,7 @@ func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
 
 // isToolError reports whether a raw tools/call result has "isError": true.
 func isToolError(res json.RawMessage) bool {
-	v, ok := rawField(res, "isError")
+	v, ok := rpc.RawField(res, "isError")
 	return ok && string(v) == "true"
 }
 
@@ -637,7 +637,7 @@ func readCacheHints(c *call, m *snapshot.Member, res json.RawMessage) json.RawMe
 	if len(res) == 0 || res[0] != '{' {
 		return res
 	}
-	ttl, hasTTL := rawField(res, "ttlMs")
+	ttl, hasTTL := rpc.RawField(res, "ttlMs")
 	scope, _ := rpc.StringField(res, "cacheScope")
 	public := scope != "private" && c.t.ep.Endpoint.GetAuth().GetAnonymous() &&
 		m.Server.GetSessionMode() != metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT
@@ -651,6 +651,6 @@ func readCacheHints(c *call, m *snapshot.Member, res json.RawMessage) json.RawMe
 	if !hasTTL {
 		ttl = json.RawMessage("0")
 	}
-	out := replaceField(make([]byte, 0, len(res)+40), res, "ttlMs", ttl)
-	return replaceField(make([]byte, 0, len(out)+24), out, "cacheScope", rpc.AppendString(nil, want))
+	out := rpc.ReplaceField(make([]byte, 0, len(res)+40), res, "ttlMs", ttl)
+	return rpc.ReplaceField(make([]byte, 0, len(out)+24), out, "cacheScope", rpc.AppendString(nil, want))
 }

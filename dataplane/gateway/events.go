@@ -92,7 +92,7 @@ func (g *Gateway) cancelLocal(sid string, requestID []byte) bool {
 // Cancellation is best effort, as the protocol says: a short call that runs
 // on another replica may finish first.
 func (g *Gateway) clientCancelled(sid string, params json.RawMessage) {
-	id, ok := rawField(params, "requestId")
+	id, ok := rpc.RawField(params, "requestId")
 	if !ok || len(id) == 0 {
 		return
 	}
@@ -253,10 +253,10 @@ func withLogger(msg *rpc.Message, server string) *rpc.Message {
 	if server == "" || len(msg.Params) == 0 || msg.Params[0] != '{' {
 		return msg
 	}
-	if _, ok := rawField(msg.Params, "logger"); ok {
+	if _, ok := rpc.RawField(msg.Params, "logger"); ok {
 		return msg
 	}
-	params := replaceField(nil, msg.Params, "logger", rpc.AppendString(nil, server))
+	params := rpc.ReplaceField(nil, msg.Params, "logger", rpc.AppendString(nil, server))
 	return &rpc.Message{Method: msg.Method, Params: params}
 }
 

@@ -105,7 +105,7 @@ func needsBridge(c *call, msg *rpc.Message) bool {
 		return true
 	}
 	for _, need := range []string{"sampling", "elicitation", "roots"} {
-		if v, ok := rawField(c.caps, need); ok && string(v) != "null" {
+		if v, ok := rpc.RawField(c.caps, need); ok && string(v) != "null" {
 			return true
 		}
 	}
@@ -356,7 +356,7 @@ func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message,
 		return nil, &rpc.Error{Code: codeInvalidParams, Message: "requestState belongs to another caller, endpoint or method: retry the " + msg.Method + " from scratch without requestState"}
 	}
 	var answers map[string]json.RawMessage
-	if raw, ok := rawField(msg.Params, "inputResponses"); ok && string(raw) != "null" {
+	if raw, ok := rpc.RawField(msg.Params, "inputResponses"); ok && string(raw) != "null" {
 		if err := json.Unmarshal(raw, &answers); err != nil {
 			return nil, &rpc.Error{Code: codeInvalidParams, Message: "invalid inputResponses (want an object of responses keyed as in inputRequests): " + err.Error()}
 		}
@@ -545,9 +545,9 @@ func (g *Gateway) sessionCall(ctx context.Context, c *call, msg *rpc.Message) (j
 		if len(params) == 0 || params[0] != '{' {
 			params = emptyObject
 		}
-		params = replaceField(nil, params, "inputResponses", raw)
+		params = rpc.ReplaceField(nil, params, "inputResponses", raw)
 		if ir.RequestState != nil {
-			params = replaceField(nil, params, "requestState", rpc.AppendString(nil, *ir.RequestState))
+			params = rpc.ReplaceField(nil, params, "requestState", rpc.AppendString(nil, *ir.RequestState))
 		}
 		res, rerr = g.dispatchCall(ctx, c, &rpc.Message{ID: msg.ID, Method: msg.Method, Params: params})
 	}
@@ -565,9 +565,9 @@ func inputRequired(res json.RawMessage) bool {
 	if rt, ok := rpc.StringField(res, "resultType"); ok {
 		return rt == "input_required"
 	}
-	if _, ok := rawField(res, "resultType"); ok {
+	if _, ok := rpc.RawField(res, "resultType"); ok {
 		return false
 	}
-	reqs, ok := rawField(res, "inputRequests")
+	reqs, ok := rpc.RawField(res, "inputRequests")
 	return ok && len(reqs) > 0 && reqs[0] == '{'
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // FuzzObjectIndex checks, on any valid JSON, that lookups through an
-// objectIndex answer as rawField and rpc.StringField do, and that
+// objectIndex answer as rpc.RawField and rpc.StringField do, and that
 // forwardParams makes the bytes rpc.ReplaceStringField and stripRequestMeta
 // make one after the other.
 func FuzzObjectIndex(f *testing.F) {
@@ -30,7 +30,7 @@ func FuzzObjectIndex(f *testing.F) {
 		var x objectIndex
 		for _, key := range []string{"name", "_meta", "requestState"} {
 			raw, ok := x.raw(b, key)
-			wantRaw, wantOK := rawField(b, key)
+			wantRaw, wantOK := rpc.RawField(b, key)
 			if string(raw) != string(wantRaw) || ok != wantOK {
 				t.Fatalf("raw(%s, %q) = %s, %v; want %s, %v", b, key, raw, ok, wantRaw, wantOK)
 			}

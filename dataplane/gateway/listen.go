@@ -94,12 +94,12 @@ func withSubscriptionID(params, id json.RawMessage) []byte {
 	if len(params) == 0 || params[0] != '{' {
 		params = emptyObject
 	}
-	meta, ok := rawField(params, "_meta")
+	meta, ok := rpc.RawField(params, "_meta")
 	if !ok || len(meta) == 0 || meta[0] != '{' {
 		meta = emptyObject
 	}
-	m := replaceField(make([]byte, 0, len(meta)+len(id)+48), meta, metaSubscriptionID, id)
-	return replaceField(make([]byte, 0, len(params)+len(m)+16), params, "_meta", m)
+	m := rpc.ReplaceField(make([]byte, 0, len(meta)+len(id)+48), meta, metaSubscriptionID, id)
+	return rpc.ReplaceField(make([]byte, 0, len(params)+len(m)+16), params, "_meta", m)
 }
 
 // listenParams are the params of subscriptions/listen.

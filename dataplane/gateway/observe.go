@@ -21,7 +21,7 @@ func observe(w http.ResponseWriter, r *http.Request, c *call, msg *rpc.Message) 
 		if msg.Method == "tools/call" || msg.Method == "prompts/get" {
 			name, _ = rpc.StringField(msg.Params, "name")
 		}
-		meta, _ := rawField(msg.Params, "_meta")
+		meta, _ := rpc.RawField(msg.Params, "_meta")
 		obs.Trace(r.Header, msg.Method, name, meta, headerValue(r.Header, headerSessionID))
 	}
 	return obs

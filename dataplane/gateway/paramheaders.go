@@ -234,7 +234,7 @@ func argumentAt(args json.RawMessage, path []string) (json.RawMessage, bool) {
 		if len(cur) == 0 || cur[0] != '{' {
 			return nil, false
 		}
-		v, ok := rawField(cur, key)
+		v, ok := rpc.RawField(cur, key)
 		if !ok {
 			return nil, false
 		}
@@ -324,7 +324,7 @@ func (g *Gateway) requestMeta(ctx context.Context, c *call, m *snapshot.Member, 
 	if len(tool.params) == 0 {
 		return meta
 	}
-	args, _ := rawField(params, "arguments")
+	args, _ := rpc.RawField(params, "arguments")
 	for _, b := range tool.params {
 		arg, ok := argumentAt(args, b.path)
 		if !ok || !isPrimitive(arg) {

@@ -171,14 +171,14 @@ func (r *relay) Notification(msg *rpc.Message) {
 		}
 	}
 	if msg.Method == "notifications/cancelled" {
-		if id, ok := rawField(msg.Params, "requestId"); ok {
+		if id, ok := rpc.RawField(msg.Params, "requestId"); ok {
 			r.mu.Lock()
 			down, known := r.asked[string(id)]
 			r.mu.Unlock()
 			if !known {
 				return // about nothing the client was asked
 			}
-			msg = &rpc.Message{Method: msg.Method, Params: replaceField(nil, msg.Params, "requestId", down)}
+			msg = &rpc.Message{Method: msg.Method, Params: rpc.ReplaceField(nil, msg.Params, "requestId", down)}
 		}
 	}
 	if !r.deliver(rpc.AppendMessage(nil, msg)) {
@@ -194,7 +194,7 @@ func (r *relay) logAdmits(level string) bool {
 	if !r.c.stateless {
 		return r.g.levelAdmits(r.c.clientID, level)
 	}
-	meta, ok := rawField(r.params, "_meta")
+	meta, ok := rpc.RawField(r.params, "_meta")
 	if !ok {
 		return false
 	}
@@ -330,13 +330,13 @@ func clientCan(caps json.RawMessage, msg *rpc.Message) *rpc.Error {
 	default:
 		return nil // not ours to judge: pass it on
 	}
-	c, ok := rawField(caps, need)
+	c, ok := rpc.RawField(caps, need)
 	if !ok || bytes.Equal(c, []byte("null")) {
 		return &rpc.Error{Code: codeMethodNotFound, Message: "the client did not declare the " + need + " capability, so it cannot answer " + quote(msg.Method)}
 	}
 	if need == "elicitation" {
 		if mode, _ := rpc.StringField(msg.Params, "mode"); mode == "url" {
-			if _, ok := rawField(c, "url"); !ok {
+			if _, ok := rpc.RawField(c, "url"); !ok {
 				return &rpc.Error{Code: codeMethodNotFound, Message: "the client does not support URL-mode elicitation (its elicitation capability has no \"url\")"}
 			}
 		}

@@ -153,7 +153,7 @@ func statelessRequest(r *http.Request, msg *rpc.Message) bool {
 	if len(msg.Params) == 0 {
 		return false
 	}
-	if meta, ok := rawField(msg.Params, "_meta"); ok {
+	if meta, ok := rpc.RawField(msg.Params, "_meta"); ok {
 		v, _ := rpc.StringField(meta, metaProtocolVersion)
 		return v >= version20260728
 	}
@@ -186,7 +186,7 @@ func checkRequestMeta(r *http.Request, msg *rpc.Message, params *objectIndex) (v
 	if !ok || len(meta) == 0 || meta[0] != '{' {
 		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing params._meta: protocol version 2026-07-28 needs " + quote(metaProtocolVersion) + " and " + quote(metaClientCaps) + " in it on every request"}
 	}
-	raw, _ := rawField(meta, metaProtocolVersion)
+	raw, _ := rpc.RawField(meta, metaProtocolVersion)
 	version = header
 	// The usual case, the header's value as a plain JSON string, is
 	// compared where it lies, without decoding it.
@@ -202,10 +202,10 @@ func checkRequestMeta(r *http.Request, msg *rpc.Message, params *objectIndex) (v
 		data, _ := json.Marshal(map[string]any{"supported": streamableVersions, "requested": version})
 		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeUnsupportedProtocolVersion, Message: "unsupported protocol version " + quote(version), Data: data}
 	}
-	if caps, ok = rawField(meta, metaClientCaps); !ok || len(caps) == 0 || caps[0] != '{' {
+	if caps, ok = rpc.RawField(meta, metaClientCaps); !ok || len(caps) == 0 || caps[0] != '{' {
 		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "missing or invalid _meta field " + quote(metaClientCaps) + ": send the client's capabilities as an object ({} when it has none)"}
 	}
-	if info, ok := rawField(meta, metaClientInfo); ok && (len(info) == 0 || info[0] != '{') {
+	if info, ok := rpc.RawField(meta, metaClientInfo); ok && (len(info) == 0 || info[0] != '{') {
 		return "", nil, http.StatusBadRequest, &rpc.Error{Code: codeInvalidParams, Message: "invalid _meta field " + quote(metaClientInfo) + ": an object with name and version"}
 	}
 	return version, caps, 0, nil
@@ -304,7 +304,7 @@ func (g *Gateway) stateless(w http.ResponseWriter, r *http.Request, pc *postCall
 	c.caps = caps
 	if g.opts.Calls != nil {
 		if meta, ok := c.params.raw(msg.Params, "_meta"); ok {
-			c.clientInfo, _ = rawField(meta, metaClientInfo)
+			c.clientInfo, _ = rpc.RawField(meta, metaClientInfo)
 		}
 	}
 	pc.relay.caps = c.caps
@@ -378,7 +378,7 @@ func (g *Gateway) responseBytes(id, result json.RawMessage, rerr *rpc.Error, sta
 	start := len(b)
 	b = g.appendWithServerInfo(b, result)
 	if len(result) > 0 && result[0] == '{' {
-		if _, ok := rawField(result, "resultType"); !ok {
+		if _, ok := rpc.RawField(result, "resultType"); !ok {
 			// 2026-07-28 requires resultType on every result; what a
 			// session-based upstream answers has none. One that asks for
 			// input again (go-sdk fulfils one round with a session-based
@@ -416,11 +416,11 @@ func (g *Gateway) appendWithServerInfo(dst []byte, result json.RawMessage) []byt
 	if len(result) == 0 || result[0] != '{' {
 		return append(dst, result...)
 	}
-	if meta, ok := rawField(result, "_meta"); ok && len(meta) > 0 && meta[0] == '{' {
-		m := replaceField(make([]byte, 0, len(meta)+len(g.info)+48), meta, metaServerInfo, g.info)
-		return replaceField(dst, result, "_meta", m)
+	if meta, ok := rpc.RawField(result, "_meta"); ok && len(meta) > 0 && meta[0] == '{' {
+		m := rpc.ReplaceField(make([]byte, 0, len(meta)+len(g.info)+48), meta, metaServerInfo, g.info)
+		return rpc.ReplaceField(dst, result, "_meta", m)
 	}
-	return replaceField(dst, result, "_meta", g.infoMeta)
+	return rpc.ReplaceField(dst, result, "_meta", g.infoMeta)
 }
 
 // serverInfo is the gateway's Implementation object.

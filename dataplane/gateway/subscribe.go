@@ -78,11 +78,11 @@ func upstreamClient(c *call, m *snapshot.Member) string {
 // supportsSubscribe reports whether an upstream's capabilities declare
 // resources.subscribe.
 func supportsSubscribe(caps json.RawMessage) bool {
-	res, ok := rawField(caps, "resources")
+	res, ok := rpc.RawField(caps, "resources")
 	if !ok {
 		return false
 	}
-	v, ok := rawField(res, "subscribe")
+	v, ok := rpc.RawField(res, "subscribe")
 	return ok && string(v) == "true"
 }
 

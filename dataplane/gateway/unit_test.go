@@ -16,30 +16,8 @@ import (
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
-func TestRawField(t *testing.T) {
-	tests := []struct {
-		obj, key, want string
-		ok             bool
-	}{
-		{`{"a":1,"b":{"c":[1,"}"]},"d":"x"}`, "b", `{"c":[1,"}"]}`, true},
-		{`{"a":1,"b":2}`, "c", "", false},
-		{` { "a" : true } `, "a", "true", true},
-		{`{"a":1,"a":2}`, "a", "2", true}, // last wins, as upstreams read it
-		{`{"\u0061":"esc"}`, "a", `"esc"`, true},
-		{`{}`, "a", "", false},
-		{`[1]`, "a", "", false},
-		{`{"s":"a\"b","t":null}`, "t", "null", true},
-	}
-	for _, tc := range tests {
-		got, ok := rawField([]byte(tc.obj), tc.key)
-		if ok != tc.ok || string(got) != tc.want {
-			t.Errorf("rawField(%s, %q) = %s, %v; want %s, %v", tc.obj, tc.key, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
 // TestObjectIndex checks that lookups through an objectIndex answer as
-// rawField and rpc.StringField do, over one object after another (the index
+// rpc.RawField and rpc.StringField do, over one object after another (the index
 // must follow the object it is asked about), and past the members it holds.
 func TestObjectIndex(t *testing.T) {
 	var many strings.Builder
@@ -65,7 +43,7 @@ func TestObjectIndex(t *testing.T) {
 			b := []byte(obj)
 			for _, key := range []string{"name", "arguments", "_meta", "uri", "requestState", "k11", "absent"} {
 				raw, rok := x.raw(b, key)
-				wantRaw, wantROK := rawField(b, key)
+				wantRaw, wantROK := rpc.RawField(b, key)
 				if string(raw) != string(wantRaw) || rok != wantROK {
 					t.Errorf("round %d: raw(%s, %q) = %s, %v; want %s, %v", round, obj, key, raw, rok, wantRaw, wantROK)
 				}
@@ -116,24 +94,6 @@ func TestForwardParams(t *testing.T) {
 					t.Errorf("forwardParams(%s, %q, %v) = %s, want %s", obj, rename, strip, got, want)
 				}
 			}
-		}
-	}
-}
-
-func TestReplaceField(t *testing.T) {
-	tests := []struct {
-		obj, key, value, want string
-	}{
-		{`{"a":1,"b":2}`, "a", `"x"`, `{"a":"x","b":2}`},
-		{`{"a":1,"b":2}`, "c", `[]`, `{"a":1,"b":2,"c":[]}`},
-		{`{}`, "c", `{}`, `{"c":{}}`},
-		{` { } `, "c", `1`, ` { "c":1} `},
-		{`{"a":1,"a":2}`, "a", `3`, `{"a":3,"a":3}`},
-		{`not json`, "a", `1`, `not json`},
-	}
-	for _, tc := range tests {
-		if got := string(replaceField(nil, []byte(tc.obj), tc.key, []byte(tc.value))); got != tc.want {
-			t.Errorf("replaceField(%s, %q, %s) = %s, want %s", tc.obj, tc.key, tc.value, got, tc.want)
 		}
 	}
 }

@@ -1,7 +1,9 @@
 // Package rpc reads and writes JSON-RPC 2.0 messages as raw bytes for the data
 // plane's hot path: it decodes the envelope (id, method, error) and leaves
 // params and results as the bytes that arrived, so that whatever the gateway
-// does not need to understand passes through unchanged and cheaply.
+// does not need to understand passes through unchanged and cheaply. It is
+// also the data plane's one raw JSON toolkit (scan.go): finding, reading and
+// replacing the members of params and results without decoding them.
 package rpc
 
 import (
@@ -111,7 +113,7 @@ func Parse(b []byte) (*Message, error) {
 		if !ok {
 			break
 		}
-		v := b[f.vs:f.ve]
+		v := b[f.ValueStart:f.ValueEnd]
 		switch string(f.key(b)) {
 		case "jsonrpc":
 			if string(v) != `"2.0"` {
@@ -205,7 +207,7 @@ func parseError(b []byte) (*Error, error) {
 		if !ok {
 			break
 		}
-		v := b[f.vs:f.ve]
+		v := b[f.ValueStart:f.ValueEnd]
 		switch string(f.key(b)) {
 		case "code":
 			c, err := strconv.ParseInt(string(v), 10, 64)
@@ -291,8 +293,8 @@ func StringField(obj json.RawMessage, key string) (string, bool) {
 		if !ok {
 			break
 		}
-		if f.is(obj, key) {
-			last = obj[f.vs:f.ve]
+		if f.Is(obj, key) {
+			last = obj[f.ValueStart:f.ValueEnd]
 		}
 	}
 	if last == nil || last[0] != '"' {
@@ -328,41 +330,7 @@ func ReplaceStringField(dst []byte, obj json.RawMessage, key, value string) []by
 		dst = AppendString(dst, value)
 		return append(dst, '}')
 	}
-	it, err := newObjIter(obj)
-	if err != nil {
-		return append(dst, obj...)
-	}
-	start := len(dst)
-	pos := 0
-	found := false
-	for {
-		f, ok, err := it.next()
-		if err != nil {
-			return append(dst[:start], obj...)
-		}
-		if !ok {
-			break
-		}
-		if f.is(obj, key) {
-			dst = append(dst, obj[pos:f.vs]...)
-			dst = AppendString(dst, value)
-			pos = f.ve
-			found = true
-		}
-	}
-	if found {
-		return append(dst, obj[pos:]...)
-	}
-	// Insert the member right after the opening brace.
-	open := skipWS(obj, 0) // obj[open] == '{'
-	dst = append(dst, obj[:open+1]...)
-	dst = AppendString(dst, key)
-	dst = append(dst, ':')
-	dst = AppendString(dst, value)
-	if it.n > 0 {
-		dst = append(dst, ',')
-	}
-	return append(dst, obj[open+1:]...)
+	return replaceMember(dst, obj, key, nil, value, true)
 }
 
 const hexDigits = "0123456789abcdef"

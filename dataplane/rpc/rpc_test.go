@@ -175,6 +175,48 @@ func TestReplaceStringField(t *testing.T) {
 	}
 }
 
+func TestRawField(t *testing.T) {
+	tests := []struct {
+		obj, key, want string
+		ok             bool
+	}{
+		{`{"a":1,"b":{"c":[1,"}"]},"d":"x"}`, "b", `{"c":[1,"}"]}`, true},
+		{`{"a":1,"b":2}`, "c", "", false},
+		{` { "a" : true } `, "a", "true", true},
+		{`{"a":1,"a":2}`, "a", "2", true}, // last wins, as upstreams read it
+		{`{"\u0061":"esc"}`, "a", `"esc"`, true},
+		{`{}`, "a", "", false},
+		{`[1]`, "a", "", false},
+		{`{"a":1`, "a", "", false}, // not a valid object: nothing, not a guess
+		{`{"s":"a\"b","t":null}`, "t", "null", true},
+	}
+	for _, tc := range tests {
+		got, ok := RawField([]byte(tc.obj), tc.key)
+		if ok != tc.ok || string(got) != tc.want {
+			t.Errorf("RawField(%s, %q) = %s, %v; want %s, %v", tc.obj, tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestReplaceField(t *testing.T) {
+	tests := []struct {
+		obj, key, value, want string
+	}{
+		{`{"a":1,"b":2}`, "a", `"x"`, `{"a":"x","b":2}`},
+		{`{"a":1,"b":2}`, "c", `[]`, `{"a":1,"b":2,"c":[]}`},
+		{`{}`, "c", `{}`, `{"c":{}}`},
+		{` { } `, "c", `1`, ` { "c":1} `},
+		{`{"a":1,"a":2}`, "a", `3`, `{"a":3,"a":3}`},
+		{`not json`, "a", `1`, `not json`},
+		{`{"a":1,"b":}`, "a", `2`, `{"a":1,"b":}`}, // invalid: unchanged, no half-replaced copy
+	}
+	for _, tc := range tests {
+		if got := string(ReplaceField(nil, []byte(tc.obj), tc.key, []byte(tc.value))); got != tc.want {
+			t.Errorf("ReplaceField(%s, %q, %s) = %s, want %s", tc.obj, tc.key, tc.value, got, tc.want)
+		}
+	}
+}
+
 func TestErrorIsError(t *testing.T) {
 	var err error = NewError(CodeMethodNotFound, "no such method")
 	var e *Error
@@ -357,4 +399,57 @@ func BenchmarkStringFieldStateless(b *testing.B) {
 		}
 		sink = s
 	}
+}
+
+// FuzzMembers checks the member operations against encoding/json: on a
+// valid object RawField finds what decoding into a map does (the last of
+// duplicates wins there too), ReplaceField makes a valid object in which the
+// key has the new value and every other member is kept, and on anything else
+// both refuse (RawField) or copy the input unchanged (ReplaceField).
+func FuzzMembers(f *testing.F) {
+	for _, s := range []string{
+		`{"name":"fx__echo","arguments":{"text":"hi"},"_meta":{"progressToken":"p"}}`,
+		`{"name":"a","name":"b"}`, `{"\u006eame":"esc\"aped"}`, ` { "name" : [1, {"}":"]"}] } `,
+		`{}`, `[]`, `{"name":1`, `{"name":1}x`, `"name"`,
+	} {
+		f.Add([]byte(s), "name")
+	}
+	f.Fuzz(func(t *testing.T, b []byte, key string) {
+		if !utf8.Valid(b) || !utf8.ValidString(key) {
+			return // encoding/json decodes invalid UTF-8 to U+FFFD; we copy bytes
+		}
+		var m map[string]json.RawMessage
+		valid := json.Unmarshal(b, &m) == nil && m != nil
+		raw, ok := RawField(b, key)
+		want, wantOK := m[key]
+		if ok != (valid && wantOK) {
+			t.Fatalf("RawField(%s, %q) found %v; decoding: valid %v, found %v", b, key, ok, valid, wantOK)
+		}
+		if ok && string(raw) != string(want) {
+			t.Fatalf("RawField(%s, %q) = %s, want %s", b, key, raw, want)
+		}
+		got := ReplaceField([]byte("pre"), b, key, []byte(`["new"]`))
+		if string(got[:3]) != "pre" {
+			t.Fatalf("ReplaceField dropped dst: %s", got)
+		}
+		got = got[3:]
+		if !valid {
+			if string(got) != string(b) {
+				t.Fatalf("ReplaceField(%s) = %s, want it unchanged", b, got)
+			}
+			return
+		}
+		var after map[string]json.RawMessage
+		if err := json.Unmarshal(got, &after); err != nil {
+			t.Fatalf("ReplaceField(%s, %q) = %s, not an object: %v", b, key, got, err)
+		}
+		if string(after[key]) != `["new"]` || len(after) != len(m)+map[bool]int{true: 0, false: 1}[wantOK] {
+			t.Fatalf("ReplaceField(%s, %q) = %s", b, key, got)
+		}
+		for k, v := range m {
+			if k != key && string(after[k]) != string(v) {
+				t.Fatalf("ReplaceField(%s, %q) changed %q: %s", b, key, k, got)
+			}
+		}
+	})
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"unicode/utf16"
@@ -37,30 +38,35 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// field is one member of an object: the key's bytes including quotes and the
-// value's bytes, as offsets into the object's buffer.
-type field struct {
-	ks, ke int
-	esc    bool
-	vs, ve int
+// Member is where one member of a JSON object is in the object's bytes: its
+// key, quotes included, at [KeyStart, KeyEnd), and its value at
+// [ValueStart, ValueEnd).
+type Member struct {
+	KeyStart, KeyEnd     int
+	ValueStart, ValueEnd int
+	esc                  bool // the key has escapes
 }
 
 // key returns the unescaped key. It allocates only for escaped keys.
-func (f *field) key(b []byte) []byte {
+func (f *Member) key(b []byte) []byte {
 	if !f.esc {
-		return b[f.ks+1 : f.ke-1]
+		return b[f.KeyStart+1 : f.KeyEnd-1]
 	}
-	k, _ := unquoteBytes(nil, b[f.ks:f.ke])
+	k, _ := unquoteBytes(nil, b[f.KeyStart:f.KeyEnd])
 	return k
 }
 
-// is reports whether the key equals k.
-func (f *field) is(b []byte, k string) bool {
+// Is reports whether the member's key, unescaped, is key; obj is the
+// object's bytes.
+func (f *Member) Is(obj []byte, key string) bool {
 	if !f.esc {
-		return string(b[f.ks+1:f.ke-1]) == k
+		return string(obj[f.KeyStart+1:f.KeyEnd-1]) == key
 	}
-	return string(f.key(b)) == k
+	return string(f.key(obj)) == key
 }
+
+// Value returns the member's raw value; obj is the object's bytes.
+func (f *Member) Value(obj []byte) []byte { return obj[f.ValueStart:f.ValueEnd] }
 
 // objIter walks the members of one JSON object that fills its buffer (apart
 // from white space), validating the syntax of every value it skips.
@@ -82,51 +88,158 @@ func newObjIter(b []byte) (objIter, error) {
 	return objIter{b: b, i: i + 1}, nil
 }
 
-func (it *objIter) next() (field, bool, error) {
+func (it *objIter) next() (Member, bool, error) {
 	if it.done {
-		return field{}, false, nil
+		return Member{}, false, nil
 	}
 	b := it.b
 	i := skipWS(b, it.i)
 	if i >= len(b) {
-		return field{}, false, errEOF
+		return Member{}, false, errEOF
 	}
 	if b[i] == '}' {
 		it.done = true
 		if skipWS(b, i+1) != len(b) {
-			return field{}, false, errTrailing
+			return Member{}, false, errTrailing
 		}
-		return field{}, false, nil
+		return Member{}, false, nil
 	}
 	if it.n > 0 {
 		if b[i] != ',' {
-			return field{}, false, syntaxErr(b, i, "',' or '}'")
+			return Member{}, false, syntaxErr(b, i, "',' or '}'")
 		}
 		i = skipWS(b, i+1)
 	}
 	if i >= len(b) || b[i] != '"' {
-		return field{}, false, syntaxErr(b, i, "a string key")
+		return Member{}, false, syntaxErr(b, i, "a string key")
 	}
-	var f field
+	var f Member
 	var err error
-	f.ks = i
-	f.ke, f.esc, err = scanString(b, i)
+	f.KeyStart = i
+	f.KeyEnd, f.esc, err = scanString(b, i)
 	if err != nil {
-		return field{}, false, err
+		return Member{}, false, err
 	}
-	i = skipWS(b, f.ke)
+	i = skipWS(b, f.KeyEnd)
 	if i >= len(b) || b[i] != ':' {
-		return field{}, false, syntaxErr(b, i, "':'")
+		return Member{}, false, syntaxErr(b, i, "':'")
 	}
 	i = skipWS(b, i+1)
-	f.vs = i
-	f.ve, err = skipValue(b, i, 1)
+	f.ValueStart = i
+	f.ValueEnd, err = skipValue(b, i, 1)
 	if err != nil {
-		return field{}, false, err
+		return Member{}, false, err
 	}
-	it.i = f.ve
+	it.i = f.ValueEnd
 	it.n++
 	return f, true, nil
+}
+
+// EachMember calls fn with every top-level member of the JSON object obj, in
+// order. It reports false when obj is not a valid JSON object, fn having been
+// called for the members before the fault. Its values are validated as they
+// are skipped (never decoded), so hostile input costs one pass.
+func EachMember(obj []byte, fn func(Member)) bool {
+	it, err := newObjIter(obj)
+	if err != nil {
+		return false
+	}
+	for {
+		f, ok, err := it.next()
+		if err != nil {
+			return false
+		}
+		if !ok {
+			return true
+		}
+		fn(f)
+	}
+}
+
+// RawField returns the raw value of the top-level member key of the JSON
+// object obj; false when obj is not a valid object or has no such member.
+// When the key repeats the last one wins, as in StringField.
+func RawField(obj []byte, key string) (json.RawMessage, bool) {
+	it, err := newObjIter(obj)
+	if err != nil {
+		return nil, false
+	}
+	var last json.RawMessage
+	for {
+		f, ok, err := it.next()
+		if err != nil {
+			return nil, false
+		}
+		if !ok {
+			return last, last != nil
+		}
+		if f.Is(obj, key) {
+			last = obj[f.ValueStart:f.ValueEnd]
+		}
+	}
+}
+
+// ReplaceField appends to dst the JSON object obj with every top-level
+// member key set to the raw JSON value, or with the member added last when
+// absent. When obj is not a valid JSON object it is appended unchanged.
+func ReplaceField(dst, obj []byte, key string, value []byte) []byte {
+	return replaceMember(dst, obj, key, value, "", false)
+}
+
+// replaceMember is ReplaceField (value raw) and ReplaceStringField (raw nil,
+// the string str): one pass over obj, an absent member added first or last.
+func replaceMember(dst, obj []byte, key string, raw []byte, str string, first bool) []byte {
+	it, err := newObjIter(obj)
+	if err != nil {
+		return append(dst, obj...)
+	}
+	appendValue := func(dst []byte) []byte {
+		if raw == nil {
+			return AppendString(dst, str)
+		}
+		return append(dst, raw...)
+	}
+	start, pos, found := len(dst), 0, false
+	for {
+		f, ok, err := it.next()
+		if err != nil {
+			return append(dst[:start], obj...)
+		}
+		if !ok {
+			break
+		}
+		if f.Is(obj, key) {
+			dst = append(dst, obj[pos:f.ValueStart]...)
+			dst = appendValue(dst)
+			pos, found = f.ValueEnd, true
+		}
+	}
+	if found {
+		return append(dst, obj[pos:]...)
+	}
+	if first {
+		open := skipWS(obj, 0) // obj[open] == '{'
+		dst = append(dst, obj[:open+1]...)
+		dst = AppendString(dst, key)
+		dst = append(dst, ':')
+		dst = appendValue(dst)
+		if it.n > 0 {
+			dst = append(dst, ',')
+		}
+		return append(dst, obj[open+1:]...)
+	}
+	end := len(obj) - 1 // the closing brace: only white space follows it
+	for obj[end] != '}' {
+		end--
+	}
+	dst = append(dst, obj[:end]...)
+	if it.n > 0 {
+		dst = append(dst, ',')
+	}
+	dst = AppendString(dst, key)
+	dst = append(dst, ':')
+	dst = appendValue(dst)
+	return append(dst, obj[end:]...)
 }
 
 // scanString returns the offset after the string starting at b[i] == '"' and
