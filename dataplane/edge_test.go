@@ -571,3 +571,37 @@ func TestH2CBodyDeadline(t *testing.T) {
 		t.Fatal("the handler did not report within 10s")
 	}
 }
+
+// TestHeadLimits: a head larger than MaxHeaderBytes is refused with 431,
+// and one that does not arrive whole within ReadHeaderTimeout ends its
+// connection.
+func TestHeadLimits(t *testing.T) {
+	addr := serveEdge(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}), HTTPOptions{MaxHeaderBytes: 1 << 10, ReadHeaderTimeout: 200 * time.Millisecond})
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	req.Header.Set("X-Big", strings.Repeat("b", 8<<10)) // net/http allows 4 KiB of slack
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("an 8 KiB head over a 1 KiB limit: %d, want 431", resp.StatusCode)
+	}
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n"); err != nil { // never finished
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("an unfinished head: %v after %q, want the connection closed within 10s", err, b)
+	}
+}
