@@ -147,7 +147,10 @@ var (
 // httpTransport speaks Streamable HTTP (2025-03-26 and later): every message
 // is a POST; a response comes back as JSON or as an SSE stream on that POST.
 type httpTransport struct {
-	url     string
+	url string
+	// tmpl is a request to url, parsed once: each request is a copy of it
+	// (nil when url does not parse).
+	tmpl    *http.Request
 	client  *http.Client
 	headers http.Header
 	// maxResponse bounds one message from the server.
@@ -184,11 +187,14 @@ type httpTransport struct {
 func newHTTPTransport(cfg *metamcpv1.Server, client *http.Client, maxResponse int64, log *slog.Logger, onMsg func(Caller, *rpc.Message)) *httpTransport {
 	life, stop := context.WithCancel(context.Background())
 	headers := httpHeaders(cfg.GetStreamableHttp())
-	return &httpTransport{
+	t := &httpTransport{
 		url: cfg.GetStreamableHttp().GetUrl(), client: client, maxResponse: maxResponse,
 		headers: headers, onMsg: onMsg, log: log,
 		life: life, stopLife: stop, fin: make(chan struct{}),
 	}
+	// A URL that does not parse leaves tmpl nil: newRequest reports it.
+	t.tmpl, _ = http.NewRequest(http.MethodPost, t.url, nil)
+	return t
 }
 
 // listen keeps the standalone GET stream open, on which the server sends
@@ -294,6 +300,10 @@ func (t *httpTransport) negotiated(v string) {
 	t.mu.Unlock()
 }
 
+// errBadURL: the server's URL does not parse (not quoted: it may hold a
+// credential).
+var errBadURL = errors.New("the server's URL does not parse")
+
 // newRequest builds a request to the server. A POST is never sent twice:
 // net/http sends a request again on another connection when the one it
 // used turns out to be closed
@@ -309,10 +319,14 @@ func (t *httpTransport) negotiated(v string) {
 // has no GetBody, which leaves net/http one retry, on an HTTP/2 connection
 // that could take no new stream before the body was touched.
 func (t *httpTransport) newRequest(ctx context.Context, method string, body []byte) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, t.url, nil)
-	if err != nil {
-		return nil, err
+	if t.tmpl == nil {
+		return nil, errBadURL
 	}
+	// A copy of the template with its own context, method and headers;
+	// the URL is shared, which net/http only reads.
+	req := t.tmpl.WithContext(ctx)
+	req.Method = method
+	req.Header = make(http.Header, len(t.headers)+6)
 	if body != nil {
 		// net/http may read the body after RoundTrip returns, and callers
 		// reuse their buffers: the request gets its own copy. A
