@@ -253,7 +253,9 @@ func New(opts Options) (*Server, error) {
 			metrics.UpstreamConnect(server, phase, d, err)
 		}
 	}
-	pool := upstream.NewPool(poolOpts)
+	// The gateway makes the pool (gateway.Options.Pool), giving it the
+	// events it reports to.
+	var pool *upstream.Pool
 	syncOpts := opts.Sync
 	syncOpts.Logger = opts.Logger.With("component", "sync")
 	if syncOpts.Fleet == nil {
@@ -294,7 +296,6 @@ func New(opts Options) (*Server, error) {
 		trail, trailConn, tmpSpool, err = openTrail(opts, syncOpts, func() int64 { return gw.DroppedCalls() })
 	}
 	if err != nil {
-		_ = pool.Close()
 		_ = bus.Close()
 		if rdb != nil {
 			_ = rdb.Close()
@@ -305,8 +306,12 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	gw = gateway.New(gateway.Options{
-		Config:         cache,
-		Pool:           pool,
+		Config: cache,
+		Pool: func(events upstream.Events) gateway.Upstreams {
+			poolOpts.Events = events
+			pool = upstream.NewPool(poolOpts)
+			return pool
+		},
 		Logger:         opts.Logger.With("component", "gateway"),
 		AllowedHosts:   opts.AllowedHosts,
 		AllowedOrigins: opts.AllowedOrigins,

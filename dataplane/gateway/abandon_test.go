@@ -27,15 +27,10 @@ func TestAbandonedInputRequired(t *testing.T) {
 			Args: fixture.StdioArgs("local", "--tools", "echo,elicit")}}})
 	holder := &configHolder{}
 	holder.set(t, cfg)
-	ev := &poolEvents{}
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), Events: ev, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(holder.Current().Servers)
 	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 		o.Config = holder
-		o.Pool = pool
+		o.Pool = realPool(t, nil, upstream.PoolOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, holder)
 	})
-	ev.g.Store(h.gw)
 	url := h.url("main", "mcp")
 	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}`
 	elicit := func(id int, message, extra string) map[string]any {

@@ -56,7 +56,7 @@ func (w *discardWriter) WriteHeader(s int)           { w.status = s }
 func benchGateway(b *testing.B) (http.Handler, *Gateway) {
 	h := &configHolder{}
 	h.set(b, testConfig())
-	g := New(Options{Config: h, Pool: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute})
+	g := New(Options{Config: h, Pool: fixedPool(fastUpstreams{}), Logger: testLogger(b), DefaultCallTimeout: time.Minute})
 	b.Cleanup(g.Close)
 	return g.Handler(), g
 }
@@ -154,7 +154,7 @@ func BenchmarkIdentity(b *testing.B) {
 	)
 	h := &configHolder{}
 	h.set(b, cfg)
-	g := New(Options{Config: h, Pool: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute})
+	g := New(Options{Config: h, Pool: fixedPool(fastUpstreams{}), Logger: testLogger(b), DefaultCallTimeout: time.Minute})
 	b.Cleanup(g.Close)
 	g.ConfigChanged()
 	handler := g.Handler()

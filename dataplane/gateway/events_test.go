@@ -132,7 +132,10 @@ func (u liveUpstreams) Live(server, clientID string) (upstream.Session, bool) {
 func TestRootsChangedForwarded(t *testing.T) {
 	notified := make(chan string, 10)
 	h := newHarness(t, testConfig(), nil, func(o *Options) {
-		o.Pool = liveUpstreams{memUpstreams: o.Pool.(*memUpstreams), notified: notified}
+		mem := o.Pool
+		o.Pool = func(ev upstream.Events) Upstreams {
+			return liveUpstreams{memUpstreams: mem(ev).(*memUpstreams), notified: notified}
+		}
 	})
 	_, hdr, _ := post(t, h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})
 	sid := hdr.Get(headerSessionID)

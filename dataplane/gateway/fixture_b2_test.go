@@ -30,15 +30,10 @@ func TestFixtureStdioBridging(t *testing.T) {
 			Args: fixture.StdioArgs("local", "--tools", "echo,sample,addtool,elicit,roots,touch,subscribers")}}})
 	holder := &configHolder{}
 	holder.set(t, cfg)
-	ev := &poolEvents{}
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), Events: ev, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(holder.Current().Servers)
 	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 		o.Config = holder
-		o.Pool = pool
+		o.Pool = realPool(t, nil, upstream.PoolOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, holder)
 	})
-	ev.g.Store(h.gw)
 	ctx := testCtx(t)
 
 	t.Run("input_required", func(t *testing.T) {

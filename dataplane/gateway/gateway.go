@@ -56,8 +56,10 @@ type Upstreams interface {
 type Options struct {
 	// Config is the snapshot being served (a *configcache.Cache); read once per request.
 	Config interface{ Current() *snapshot.Compiled }
-	// Pool is the upstream session pool (an *upstream.Pool).
-	Pool   Upstreams
+	// Pool makes the upstream session pool (an *upstream.Pool) once New has
+	// made what it reports to: events receives what upstreams send outside
+	// client calls (upstream.PoolOptions.Events). Nil: no upstreams.
+	Pool   func(events upstream.Events) Upstreams
 	Logger *slog.Logger
 	// AllowedHosts lists the Host header values accepted (DNS rebinding
 	// protection), without port; "*" accepts any. Loopback names (localhost,
@@ -221,16 +223,14 @@ func New(opts Options) *Gateway {
 	g.infoMeta = serverInfoMeta(g.info)
 	g.endedReady = make(chan struct{})
 	g.mcpHandler = g.guard(http.HandlerFunc(g.serveMCP))
-	g.pool = withSessionUpstreams(opts.Pool, opts.Sessions, opts.Config)
+	if opts.Pool != nil {
+		g.pool = withSessionUpstreams(opts.Pool(g.upstreamEvents()), opts.Sessions, opts.Config)
+	}
 	if g.bus == nil {
 		g.bus, g.ownBus = sessionbus.NewLocal(), true
 	}
 	if g.opts.Tokens == nil {
 		g.opts.Tokens, g.ownTokens = auth.NewVerifiers(auth.Options{Logger: opts.Logger.With("component", "jwt")}), true
-	}
-	if p, ok := g.pool.(interface{ SetEvents(upstream.Events) }); ok {
-		// What upstreams send outside client calls comes to the gateway.
-		p.SetEvents(events{g})
 	}
 	g.wg.Add(3)
 	go g.sweep()

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
@@ -194,6 +195,30 @@ func defaultServers(t testing.TB) map[string]*mcp.Server {
 	}
 }
 
+// fixedPool is an Options.Pool that uses u, which sends no events.
+func fixedPool(u Upstreams) func(upstream.Events) Upstreams {
+	return func(upstream.Events) Upstreams { return u }
+}
+
+// realPool is an Options.Pool making an upstream.Pool with opts and the
+// gateway's events, serving holder's servers (closed at the test's end);
+// *pool, when not nil, is set to it.
+func realPool(t testing.TB, pool **upstream.Pool, opts upstream.PoolOptions, holder *configHolder) func(upstream.Events) Upstreams {
+	return func(events upstream.Events) Upstreams {
+		opts.Events = events
+		if opts.Logger == nil {
+			opts.Logger = testLogger(t)
+		}
+		p := upstream.NewPool(opts)
+		t.Cleanup(func() { _ = p.Close() })
+		p.Update(holder.Current().Servers)
+		if pool != nil {
+			*pool = p
+		}
+		return p
+	}
+}
+
 func newHarness(t testing.TB, cfg *metamcpv1.Config, servers map[string]*mcp.Server, mod func(*Options)) *harness {
 	t.Helper()
 	if servers == nil {
@@ -205,7 +230,7 @@ func newHarness(t testing.TB, cfg *metamcpv1.Config, servers map[string]*mcp.Ser
 	h.ups.down["down"] = fmt.Errorf("dial tcp 127.0.0.1:1: connect: connection refused")
 	opts := Options{
 		Config: h.cfg,
-		Pool:   h.ups,
+		Pool:   fixedPool(h.ups),
 		Logger: testLogger(t),
 		Calls:  h.calls,
 		// Far above the slow server's 300ms, so tests can tell them apart

@@ -64,8 +64,8 @@ type bridge struct {
 	endpoint  string
 	principal string
 	method    string
-	cctx      callerContext      // the upstream call's context, carrying the bridge
-	cancel    context.CancelFunc // ends the upstream call
+	cctx      upstream.CallerContext // the upstream call's context, carrying the bridge
+	cancel    context.CancelFunc     // ends the upstream call
 
 	// inputs holds the upstream requests not yet shown to the client, and
 	// done is closed when the upstream call returned.
@@ -142,7 +142,7 @@ func (g *Gateway) bridgedCall(ctx context.Context, c *call, msg *rpc.Message) (j
 		attached: true, relay: upstream.CallerFrom(ctx), refused: make(chan struct{}),
 		inputs: make(chan *inputWait, maxPendingInputs), done: make(chan struct{}),
 	}
-	b.cctx = callerContext{Context: bctx, caller: b}
+	b.cctx = upstream.CallerContext{Context: bctx, Caller: b}
 	c.bridge = b
 	g.state.bridges.live.Add(1)
 	go g.runBridge(b, msg)

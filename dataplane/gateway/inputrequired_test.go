@@ -71,7 +71,7 @@ func TestUpstreamInputRequired(t *testing.T) {
 	cfg := testConfig(&metamcpv1.NamespaceMember{Server: "mrtr"})
 	cfg.Servers = append(cfg.Servers, stdioServer("mrtr"))
 	up := &mrtrUpstream{}
-	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) { o.Pool = up })
+	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) { o.Pool = fixedPool(up) })
 	for _, version := range []string{"2025-11-25", ""} {
 		answer := "ann" + version
 		cs := h.connectWith(t, "main", keyAlice, version, &mcp.ClientOptions{

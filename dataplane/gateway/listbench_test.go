@@ -41,10 +41,7 @@ func benchToolsList(b *testing.B, n int, volatile bool) {
 	cfg.Namespaces[0].Members = members
 	holder := &configHolder{}
 	holder.set(b, cfg)
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(b)})
-	b.Cleanup(func() { _ = pool.Close() })
-	pool.Update(holder.Current().Servers)
-	g := New(Options{Config: holder, Pool: pool, Logger: testLogger(b)})
+	g := New(Options{Config: holder, Pool: realPool(b, nil, upstream.PoolOptions{}, holder), Logger: testLogger(b)})
 	b.Cleanup(g.Close)
 	handler := g.Handler()
 

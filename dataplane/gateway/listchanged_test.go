@@ -20,19 +20,6 @@ import (
 	"github.com/metamcp/metamcp/dataplane/upstream"
 )
 
-// poolEvents hands the pool's events to the gateway created after the pool.
-type poolEvents struct{ g atomic.Pointer[Gateway] }
-
-func (e *poolEvents) Notification(server, clientID string, msg *rpc.Message) {
-	if g := e.g.Load(); g != nil {
-		g.upstreamNotification(server, clientID, msg)
-	}
-}
-
-func (e *poolEvents) Request(context.Context, string, string, *rpc.Message) (json.RawMessage, error) {
-	return nil, rpc.NewError(rpc.CodeMethodNotFound, "no client for this request in the test")
-}
-
 // liveUpstream is a go-sdk server behind a Streamable HTTP listener, with
 // the subscribe and unsubscribe requests it received counted.
 type liveUpstream struct {
@@ -118,6 +105,7 @@ type liveHarness struct {
 	alpha, beta *liveUpstream
 	holder      *configHolder
 	cfg         *metamcpv1.Config
+	pool        *upstream.Pool
 }
 
 func newLiveHarness(t *testing.T) *liveHarness {
@@ -137,15 +125,10 @@ func newLiveHarness(t *testing.T) *liveHarness {
 	lh.cfg = cfg
 	lh.holder = &configHolder{}
 	lh.holder.set(t, cfg)
-	ev := &poolEvents{}
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), Events: ev, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(lh.holder.Current().Servers)
 	lh.harness = newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 		o.Config = lh.holder
-		o.Pool = pool
+		o.Pool = realPool(t, &lh.pool, upstream.PoolOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, lh.holder)
 	})
-	ev.g.Store(lh.gw)
 	lh.gw.ConfigChanged()
 	return lh
 }
@@ -586,14 +569,14 @@ func (lh *liveHarness) addPerClientGamma(t *testing.T) *liveUpstream {
 	gamma := newLiveUpstream(t, "gamma")
 	// Cleanups run last-in first-out: close the pool before gamma's server,
 	// which waits for the pool's open streams to it.
-	t.Cleanup(func() { _ = lh.gw.opts.Pool.(*upstream.Pool).Close() })
+	t.Cleanup(func() { _ = lh.pool.Close() })
 	lh.swap(t, func(c *metamcpv1.Config) {
 		c.Servers = append(c.Servers, &metamcpv1.Server{Name: "gamma", SessionMode: metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT,
 			Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: gamma.url}}})
 		c.Namespaces = append(c.Namespaces, &metamcpv1.Namespace{Name: "pc", Members: []*metamcpv1.NamespaceMember{{Server: "gamma"}}})
 		c.Endpoints = append(c.Endpoints, &metamcpv1.Endpoint{Name: "pc", Namespace: "pc"})
 	})
-	lh.gw.opts.Pool.(*upstream.Pool).Update(lh.holder.Current().Servers)
+	lh.pool.Update(lh.holder.Current().Servers)
 	return gamma
 }
 
@@ -695,10 +678,7 @@ func waitBaselines(t *testing.T, g *Gateway, endpoint, scope string, n int) {
 // resources/unsubscribe each time.
 func TestSubscriptionsAcrossReplicas(t *testing.T) {
 	lh := newLiveHarness(t)
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t)})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(lh.holder.Current().Servers)
-	other := New(Options{Config: lh.holder, Pool: pool, Logger: testLogger(t), Bus: lh.gw.bus, Sessions: lh.gw.sessions, Version: "test"})
+	other := New(Options{Config: lh.holder, Pool: realPool(t, nil, upstream.PoolOptions{}, lh.holder), Logger: testLogger(t), Bus: lh.gw.bus, Sessions: lh.gw.sessions, Version: "test"})
 	srv := httptest.NewServer(other.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(other.Close)

@@ -35,12 +35,10 @@ func TestRealPool(t *testing.T) {
 	)
 	holder := &configHolder{}
 	holder.set(t, cfg)
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(holder.Current().Servers)
+	newPool := realPool(t, nil, upstream.PoolOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, holder)
 	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 		o.Config = holder
-		o.Pool = pool
+		o.Pool = newPool
 	})
 
 	for _, version := range []string{"", "2025-11-25", "2025-06-18", "2025-03-26", version20241105} {

@@ -75,7 +75,7 @@ func BenchmarkRateLimit(b *testing.B) {
 					lo.Store = redisStore(b)
 				}
 				limiter := ratelimit.New(lo)
-				g := New(Options{Config: h, Pool: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute, Limiter: limiter})
+				g := New(Options{Config: h, Pool: fixedPool(fastUpstreams{}), Logger: testLogger(b), DefaultCallTimeout: time.Minute, Limiter: limiter})
 				b.Cleanup(g.Close)
 				handler := g.Handler()
 				body := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"alpha__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`)

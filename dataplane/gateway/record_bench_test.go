@@ -37,7 +37,7 @@ func BenchmarkRecording(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			h := &configHolder{}
 			h.set(b, testConfig())
-			opts := Options{Config: h, Pool: fastUpstreams{}, Logger: testLogger(b), DefaultCallTimeout: time.Minute, NodeID: "bench"}
+			opts := Options{Config: h, Pool: fixedPool(fastUpstreams{}), Logger: testLogger(b), DefaultCallTimeout: time.Minute, NodeID: "bench"}
 			var stop func()
 			if on {
 				calls := make(chan *metamcpv1.CallRecord, 16384)

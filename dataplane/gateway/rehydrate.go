@@ -165,13 +165,20 @@ func (g *Gateway) upstreamRefs(id string) []UpstreamSession {
 	return nil
 }
 
-// SetEvents installs the pool's Events (see Gateway.New): the pool names a
-// per_client upstream session's client by the session's ID, the gateway by
-// its sid.
-func (u *sessionUpstreams) SetEvents(e upstream.Events) {
-	if p, ok := u.inner.(interface{ SetEvents(upstream.Events) }); ok {
-		p.SetEvents(sessionEvents{e: e, store: u.store})
+// upstreamEvents is what the pool reports to: the gateway, which hears what
+// upstreams send outside client calls. With sealed sessions the pool names
+// a per_client upstream session's client by the session's ID, the gateway
+// by its sid: sessionEvents maps one to the other.
+func (g *Gateway) upstreamEvents() upstream.Events {
+	return withSessionEvents(events{g}, g.sessions)
+}
+
+// withSessionEvents puts sessionEvents in front of e when sessions are sealed.
+func withSessionEvents(e upstream.Events, sessions SessionStore) upstream.Events {
+	if ss, ok := sessions.(*sealedSessions); ok {
+		return sessionEvents{e: e, store: ss}
 	}
+	return e
 }
 
 // Live returns the live session with server for a downstream session (sid)

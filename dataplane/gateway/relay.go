@@ -59,7 +59,7 @@ type postCall struct {
 	call  call
 	relay relay
 	out   sseResponse
-	ctx   callerContext
+	ctx   upstream.CallerContext
 }
 
 // newPostCall prepares the call of msg whose related messages go on the
@@ -71,7 +71,7 @@ func (g *Gateway) newPostCall(r *http.Request, w http.ResponseWriter, s *sseStre
 		pc.out = sseResponse{w: w, ctx: r.Context()}
 		pc.relay.out = &pc.out
 	}
-	pc.ctx = callerContext{Context: r.Context(), caller: &pc.relay}
+	pc.ctx = upstream.CallerContext{Context: r.Context(), Caller: &pc.relay}
 	return pc
 }
 
@@ -80,41 +80,6 @@ func (g *Gateway) newPostCall(r *http.Request, w http.ResponseWriter, s *sseStre
 func (pc *postCall) context(parent context.Context) context.Context {
 	pc.ctx.Context = parent
 	return &pc.ctx
-}
-
-// callerContext is a context carrying an upstream.Caller, as
-// upstream.WithCaller makes one, but without an allocation of its own: it
-// lives in the postCall.
-type callerContext struct {
-	context.Context
-	caller upstream.Caller
-}
-
-// Value implements context.Context.
-func (c *callerContext) Value(key any) any {
-	if key == callerKey {
-		return c.caller
-	}
-	return c.Context.Value(key)
-}
-
-// callerKey is the context key under which package upstream looks up a
-// call's Caller, learnt once by asking upstream.CallerFrom.
-var callerKey = func() any {
-	var p keyProbe
-	upstream.CallerFrom(&p)
-	return p.key
-}()
-
-// keyProbe is a context that records the key it is asked for.
-type keyProbe struct {
-	context.Context
-	key any
-}
-
-func (p *keyProbe) Value(key any) any {
-	p.key = key
-	return nil
 }
 
 // CallerID implements upstream.Caller: the downstream session, or a

@@ -35,12 +35,10 @@ func talkHarness(t *testing.T, mod func(*Options)) *harness {
 	)
 	holder := &configHolder{}
 	holder.set(t, cfg)
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(holder.Current().Servers)
+	newPool := realPool(t, nil, upstream.PoolOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, holder)
 	return newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 		o.Config = holder
-		o.Pool = pool
+		o.Pool = newPool
 		if mod != nil {
 			mod(o)
 		}

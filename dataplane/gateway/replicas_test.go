@@ -31,11 +31,9 @@ func twoReplicas(t *testing.T) (*harness, *harness) {
 	bus := sessionbus.NewLocal()
 	t.Cleanup(func() { _ = bus.Close() })
 	replica := func() *harness {
-		pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t)})
-		t.Cleanup(func() { _ = pool.Close() })
-		pool.Update(holder.Current().Servers)
+		newPool := realPool(t, nil, upstream.PoolOptions{}, holder)
 		return newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
-			o.Config, o.Pool, o.Sessions, o.Bus = holder, pool, sessions, bus
+			o.Config, o.Pool, o.Sessions, o.Bus = holder, newPool, sessions, bus
 		})
 	}
 	return replica(), replica()

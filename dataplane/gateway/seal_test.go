@@ -307,12 +307,10 @@ func TestSessionsMoveBetweenReplicas(t *testing.T) {
 	holder.set(t, cfg)
 
 	replica := func() *harness {
-		pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-		t.Cleanup(func() { _ = pool.Close() })
-		pool.Update(holder.Current().Servers)
+		newPool := realPool(t, nil, upstream.PoolOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, holder)
 		return newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 			o.Config = holder
-			o.Pool = pool
+			o.Pool = newPool
 		})
 	}
 	r1, r2 := replica(), replica()
@@ -437,14 +435,6 @@ func (r *recordEvents) Request(_ context.Context, _, clientID string, _ *rpc.Mes
 	return nil, nil
 }
 
-// eventsPool is an adopter that keeps the Events installed on it.
-type eventsPool struct {
-	adopter
-	ev upstream.Events
-}
-
-func (p *eventsPool) SetEvents(e upstream.Events) { p.ev = e }
-
 // TestSessionEventsNameTheSid: the pool names a per_client upstream
 // session's client by the session's ID; the gateway's Events get the sid,
 // on the replica that created the session and on one that rehydrated it.
@@ -457,17 +447,19 @@ func TestSessionEventsNameTheSid(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, _ := a.Open(sid)
-	pool := &eventsPool{}
-	u := &sessionUpstreams{inner: pool, store: a}
-	rec := &recordEvents{}
-	u.SetEvents(rec)
-	if pool.ev == nil {
-		t.Fatal("SetEvents did not reach the pool")
+	// What a gateway with these sessions gives the pool it makes.
+	var got upstream.Events
+	g := New(Options{Sessions: a, Pool: func(ev upstream.Events) Upstreams { got = ev; return nil }})
+	t.Cleanup(g.Close)
+	if _, ok := got.(sessionEvents); !ok {
+		t.Fatalf("the pool was given %T, want sessionEvents", got)
 	}
-	pool.ev.Notification("web", info.ID, &rpc.Message{Method: "notifications/message"})
-	_, _ = pool.ev.Request(t.Context(), "web", info.ID, &rpc.Message{ID: []byte("1"), Method: "roots/list"})
-	pool.ev.Notification("web", "", &rpc.Message{Method: "notifications/message"})
-	pool.ev.Notification("web", "stateless/main/alice", &rpc.Message{Method: "notifications/message"})
+	rec := &recordEvents{}
+	ev := withSessionEvents(rec, a)
+	ev.Notification("web", info.ID, &rpc.Message{Method: "notifications/message"})
+	_, _ = ev.Request(t.Context(), "web", info.ID, &rpc.Message{ID: []byte("1"), Method: "roots/list"})
+	ev.Notification("web", "", &rpc.Message{Method: "notifications/message"})
+	ev.Notification("web", "stateless/main/alice", &rpc.Message{Method: "notifications/message"})
 	if want := []string{sid, sid, "", "stateless/main/alice"}; !slices.Equal(rec.got, want) {
 		t.Errorf("events named %q, want %q", rec.got, want)
 	}
@@ -545,10 +537,10 @@ func TestCarriedUpstreamSessionsOutliveReplicas(t *testing.T) {
 		pool *upstream.Pool
 	}
 	newReplica := func() replica {
-		pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t)})
-		t.Cleanup(func() { _ = pool.Close() })
-		pool.Update(holder.Current().Servers)
-		return replica{newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) { o.Config, o.Pool = holder, pool }), pool}
+		var pool *upstream.Pool
+		newPool := realPool(t, &pool, upstream.PoolOptions{}, holder)
+		h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) { o.Config, o.Pool = holder, newPool })
+		return replica{h, pool}
 	}
 	r1, r2 := newReplica(), newReplica()
 	status, hdr, body := post(t, r1.h.url("main", "mcp"), initBody, map[string]string{"Authorization": "Bearer " + keyAlice})

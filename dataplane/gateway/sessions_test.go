@@ -116,8 +116,8 @@ func TestSessionInFlight(t *testing.T) {
 			gated := &gatedUpstreams{entered: make(chan struct{}, 4), gate: make(chan struct{})}
 			h := newHarness(t, testConfig(), nil, func(o *Options) {
 				o.SessionIdleTTL = 50 * time.Millisecond
-				gated.Upstreams = o.Pool
-				o.Pool = gated
+				gated.Upstreams = o.Pool(nil)
+				o.Pool = fixedPool(gated)
 			})
 			auth := map[string]string{"Authorization": "Bearer " + keyAlice}
 			_, hdr, body := post(t, h.url("main", "mcp"), initBody, auth)

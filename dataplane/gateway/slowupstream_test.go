@@ -94,12 +94,10 @@ func TestSlowUpstreamDoesNotStall(t *testing.T) {
 	)
 	holder := &configHolder{}
 	holder.set(t, cfg)
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), DefaultInitTimeout: time.Minute, DefaultListTimeout: time.Minute})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(holder.Current().Servers)
+	newPool := realPool(t, nil, upstream.PoolOptions{DefaultInitTimeout: time.Minute, DefaultListTimeout: time.Minute}, holder)
 	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 		o.Config = holder
-		o.Pool = pool
+		o.Pool = newPool
 		o.ListWait = 200 * time.Millisecond
 	})
 

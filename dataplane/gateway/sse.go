@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/identity"
 )
 
@@ -194,7 +195,7 @@ func (g *Gateway) serveOnStream(s *sseStream, c call, sid string, info *SessionI
 	defer s.wg.Done()
 	pc := &postCall{call: c}
 	pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: s.ctx, sse: s}
-	pc.ctx = callerContext{caller: &pc.relay}
+	pc.ctx = upstream.CallerContext{Caller: &pc.relay}
 	var result json.RawMessage
 	var rerr *rpc.Error
 	if msg.Method == "initialize" {
@@ -286,7 +287,7 @@ func (g *Gateway) serveMessageRemote(w http.ResponseWriter, c call, info *Sessio
 		defer g.release(sid)
 		pc := &postCall{call: c}
 		pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: g.ctx}
-		pc.ctx = callerContext{caller: &pc.relay}
+		pc.ctx = upstream.CallerContext{Caller: &pc.relay}
 		g.addInflight(&pc.relay)
 		result, rerr := g.dispatch(pc.context(g.ctx), &pc.call, msg)
 		g.removeInflight(&pc.relay)

@@ -51,15 +51,11 @@ func TestStatelessUpstreamThroughGateway(t *testing.T) {
 	cfg.Servers = append(cfg.Servers, &metamcpv1.Server{Name: "st", Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: srv.URL}}})
 	holder := &configHolder{}
 	holder.set(t, cfg)
-	ev := &poolEvents{}
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: testLogger(t), Events: ev, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
-	t.Cleanup(func() { _ = pool.Close() })
-	pool.Update(holder.Current().Servers)
+	var pool *upstream.Pool
 	h := newHarness(t, cfg, map[string]*mcp.Server{}, func(o *Options) {
 		o.Config = holder
-		o.Pool = pool
+		o.Pool = realPool(t, &pool, upstream.PoolOptions{MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, holder)
 	})
-	ev.g.Store(h.gw)
 	ctx := testCtx(t)
 	if s, err := pool.Session(ctx, "st", ""); err != nil || !upstream.Stateless(s) {
 		t.Fatalf("the upstream session (%v) does not speak 2026-07-28", err)

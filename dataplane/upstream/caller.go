@@ -50,6 +50,22 @@ func WithCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }
 
+// CallerContext is a context carrying a Caller, as WithCaller makes one, for
+// a caller that keeps it in a struct of its own rather than allocate a
+// context per call (the gateway's calls do).
+type CallerContext struct {
+	context.Context
+	Caller Caller
+}
+
+// Value implements context.Context.
+func (c *CallerContext) Value(key any) any {
+	if key == (callerKey{}) {
+		return c.Caller
+	}
+	return c.Context.Value(key)
+}
+
 // CallerFrom returns the Caller attached to ctx, or nil.
 func CallerFrom(ctx context.Context) Caller {
 	c, _ := ctx.Value(callerKey{}).(Caller)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -38,7 +37,8 @@ type PoolOptions struct {
 	ObserveConnect func(server, phase string, d time.Duration, err error)
 	// Events receives upstream notifications and server-to-client requests
 	// that belong to no call with a Caller; nil logs notifications and
-	// refuses requests. SetEvents replaces it.
+	// refuses requests. The gateway passes its own when it makes the pool
+	// (gateway.Options.Pool).
 	Events             Events
 	DefaultInitTimeout time.Duration
 	DefaultCallTimeout time.Duration
@@ -100,27 +100,13 @@ type Pool struct {
 	sessions map[*session]struct{} // every open session, mapped or draining
 	closed   bool
 	wake     chan struct{} // nudges the reaper after Update
-
-	events atomic.Pointer[eventsBox] // what poolEvents forwards to
 }
 
-type eventsBox struct{ e Events }
-
-// SetEvents makes e receive what the upstreams send outside calls with a
-// Caller, for sessions open now and later (the gateway, created after the
-// pool, installs itself so).
-func (p *Pool) SetEvents(e Events) { p.events.Store(&eventsBox{e}) }
-
-// poolEvents is the Events of the pool's sessions: it forwards to the
-// pool's current Events.
+// poolEvents is the Events of the pool's sessions: it forwards to
+// PoolOptions.Events, or logs and refuses without them.
 type poolEvents struct{ p *Pool }
 
-func (pe poolEvents) current() Events {
-	if b := pe.p.events.Load(); b != nil {
-		return b.e
-	}
-	return nil
-}
+func (pe poolEvents) current() Events { return pe.p.opts.Events }
 
 func (pe poolEvents) Notification(server, clientID string, msg *rpc.Message) {
 	if e := pe.current(); e != nil {
@@ -255,9 +241,6 @@ func NewPool(opts PoolOptions) *Pool {
 	p := &Pool{
 		opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
 		servers: make(map[string]*serverState), sessions: make(map[*session]struct{}), wake: make(chan struct{}, 1),
-	}
-	if opts.Events != nil {
-		p.SetEvents(opts.Events)
 	}
 	p.wg.Add(1)
 	go p.reaper()

@@ -330,8 +330,6 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 	if err := cache.Apply(&metamcpv1.Snapshot{Revision: 1, Config: cfg}); err != nil {
 		tb.Fatalf("apply the benchmark snapshot: %v", err)
 	}
-	pool := upstream.NewPool(upstream.PoolOptions{Logger: logger})
-	pool.Update(cache.Current().Servers)
 	calls := make(chan *metamcpv1.CallRecord, 4096)
 	drained := make(chan struct{})
 	go func() {
@@ -339,7 +337,13 @@ func startInProcessGateway(tb testing.TB, upstreamURL string) target {
 		for range calls {
 		}
 	}()
-	gw := gateway.New(gateway.Options{Config: cache, Pool: pool, Logger: logger, Calls: calls, NodeID: "bench"})
+	var pool *upstream.Pool
+	gw := gateway.New(gateway.Options{Config: cache, Logger: logger, Calls: calls, NodeID: "bench",
+		Pool: func(events upstream.Events) gateway.Upstreams {
+			pool = upstream.NewPool(upstream.PoolOptions{Logger: logger, Events: events})
+			pool.Update(cache.Current().Servers)
+			return pool
+		}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
