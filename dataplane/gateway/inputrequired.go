@@ -173,18 +173,6 @@ func (g *Gateway) endBridge(b *bridge, res json.RawMessage, rerr *rpc.Error) {
 	}
 }
 
-// dispatchCall is dispatch for the bridgeable methods.
-func (g *Gateway) dispatchCall(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
-	switch msg.Method {
-	case "tools/call":
-		return g.callTool(ctx, c, msg.Params)
-	case "prompts/get":
-		return g.getPrompt(ctx, c, msg.Params)
-	default:
-		return g.readResource(ctx, c, msg.Params)
-	}
-}
-
 // awaitBridge waits, for the client's POST, for the upstream's result or its
 // next requests (answered with input_required). The POST must be attached.
 func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, *rpc.Error) {
