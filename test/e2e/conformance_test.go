@@ -134,12 +134,6 @@ func behindNginx(endpoint, version string, mayFail func(scenario, check string) 
 		if os.Getenv("METAMCP_CONFORMANCE_STRICT") != "" {
 			return false
 		}
-		if check == "server-session-terminated-returns-404" {
-			// A DELETE on one replica reaches the other over the session
-			// bus, after the DELETE's answer: a request right after it
-			// that lands on the other replica may come first.
-			return true
-		}
 		if endpoint == "conf-stateless" {
 			return false
 		}
