@@ -51,7 +51,7 @@ type call struct {
 
 	// For the call's audit record (record.go).
 	clientInfo json.RawMessage // the client's Implementation object
-	session    string          // the session's own id (SessionInfo.ID)
+	session    string          // the session's own id (session.Info.ID)
 	trace      string          // the traceparent header
 	hints      uint8           // the tool's annotations (toolHint bits)
 	payload    json.RawMessage // the arguments, when the endpoint captures them

@@ -23,6 +23,7 @@ import (
 	"github.com/metamcp/metamcp/dataplane/auth"
 	"github.com/metamcp/metamcp/dataplane/ratelimit"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/session"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/toolreport"
 	"github.com/metamcp/metamcp/dataplane/upstream"
@@ -86,9 +87,9 @@ type Options struct {
 	NodeID string
 	// SessionIdleTTL ends downstream sessions unused for this long (DefaultSessionIdleTTL when 0).
 	SessionIdleTTL time.Duration
-	// Sessions creates and opens session ids (when nil: NewSealedSessions
+	// Sessions creates and opens session ids (when nil: session.NewSealed
 	// with the snapshot's session keys).
-	Sessions SessionStore
+	Sessions session.Store
 	// Version is the serverInfo.version the gateway announces.
 	Version string
 	// Bus carries session-addressed messages between replicas (a local,
@@ -126,7 +127,7 @@ type Gateway struct {
 	log      *slog.Logger
 	info     []byte // the gateway's Implementation object (serverInfo)
 	infoMeta []byte // a result _meta holding it, for stateless responses
-	sessions SessionStore
+	sessions session.Store
 	routes   routeCache
 	// names remembers name collisions and long names lists found (names.go).
 	names   nameNotes
@@ -190,7 +191,7 @@ func New(opts Options) *Gateway {
 	}
 	opts.PublicURL = strings.TrimSuffix(opts.PublicURL, "/")
 	if opts.Sessions == nil {
-		opts.Sessions = NewMemorySessions()
+		opts.Sessions = session.NewMemory()
 		if opts.Config != nil {
 			cfg := opts.Config
 			keys := func() *metamcpv1.SessionKeys {
@@ -199,7 +200,7 @@ func New(opts Options) *Gateway {
 				}
 				return nil
 			}
-			if s, err := NewSealedSessions(keys); err == nil {
+			if s, err := session.NewSealed(keys); err == nil {
 				opts.Sessions = s
 			}
 		}

@@ -9,13 +9,14 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/session"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
 // The gateway names a downstream session by its sealed id (sid) everywhere:
 // call.clientID, bus topics, SSE streams. Upstream sessions are keyed by the
-// session's stable ID instead (SessionInfo.ID, inside the sealed id), because
+// session's stable ID instead (session.Info.ID, inside the sealed id), because
 // the per_client upstream sessions are opened at initialize, before the
 // sealed id that carries their ids exists. sessionUpstreams sits between the
 // gateway and the pool: it turns a sid into that key (and the key back into
@@ -41,7 +42,7 @@ var errCannotMove = errors.New("cannot move")
 
 type sessionUpstreams struct {
 	inner  adopter
-	store  *sealedSessions
+	store  *session.Sealed
 	config interface{ Current() *snapshot.Compiled }
 	// closing is set by Gateway.Close: sessions ended then are not ended
 	// upstream.
@@ -50,11 +51,11 @@ type sessionUpstreams struct {
 
 // key returns the pool key of a clientID: the session's ID for a sealed id
 // of this store, else clientID itself (IDs during initialize, stateless keys).
-func (u *sessionUpstreams) key(clientID string) (string, *SessionInfo) {
+func (u *sessionUpstreams) key(clientID string) (string, *session.Info) {
 	if clientID == "" {
 		return "", nil
 	}
-	info, ok := u.store.clientKey(clientID)
+	info, ok := u.store.ClientKey(clientID)
 	if !ok {
 		return clientID, nil
 	}
@@ -76,7 +77,7 @@ func (u *sessionUpstreams) Session(ctx context.Context, server, clientID string)
 	if cfg.GetSessionMode() != metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT {
 		return u.inner.Session(ctx, server, key)
 	}
-	if u.store.endedHere(info.ID) {
+	if u.store.EndedHere(info.ID) {
 		// Work that outlived its session (a list baseline computed in the
 		// background, say) must not open or adopt upstream sessions for it
 		// again: nothing would close them before the pool's idle reap.
@@ -130,22 +131,22 @@ func (u *sessionUpstreams) closeLocal(clientID string) {
 
 // upstreamRefs returns the per_client Streamable HTTP upstream sessions
 // opened for key, for the sealed id.
-func (u *sessionUpstreams) upstreamRefs(key string) []UpstreamSession {
+func (u *sessionUpstreams) upstreamRefs(key string) []session.Upstream {
 	refs := u.inner.CarryClientSessions(key)
 	if len(refs) == 0 {
 		return nil
 	}
-	out := make([]UpstreamSession, 0, len(refs))
+	out := make([]session.Upstream, 0, len(refs))
 	for server, r := range refs {
-		out = append(out, UpstreamSession{Server: server, SessionID: r.SessionID, ProtocolVersion: r.ProtocolVersion})
+		out = append(out, session.Upstream{Server: server, SessionID: r.SessionID, ProtocolVersion: r.ProtocolVersion})
 	}
 	return out
 }
 
 // withSessionUpstreams puts sessionUpstreams in front of pool when sessions
 // are sealed and the pool can adopt.
-func withSessionUpstreams(pool Upstreams, sessions SessionStore, config interface{ Current() *snapshot.Compiled }) Upstreams {
-	ss, ok := sessions.(*sealedSessions)
+func withSessionUpstreams(pool Upstreams, sessions session.Store, config interface{ Current() *snapshot.Compiled }) Upstreams {
+	ss, ok := sessions.(*session.Sealed)
 	if !ok || pool == nil {
 		return pool
 	}
@@ -158,7 +159,7 @@ func withSessionUpstreams(pool Upstreams, sessions SessionStore, config interfac
 
 // upstreamRefs returns the per_client Streamable HTTP upstream sessions opened
 // for the session ID id, for its sealed id.
-func (g *Gateway) upstreamRefs(id string) []UpstreamSession {
+func (g *Gateway) upstreamRefs(id string) []session.Upstream {
 	if u, ok := g.pool.(*sessionUpstreams); ok {
 		return u.upstreamRefs(id)
 	}
@@ -174,8 +175,8 @@ func (g *Gateway) upstreamEvents() upstream.Events {
 }
 
 // withSessionEvents puts sessionEvents in front of e when sessions are sealed.
-func withSessionEvents(e upstream.Events, sessions SessionStore) upstream.Events {
-	if ss, ok := sessions.(*sealedSessions); ok {
+func withSessionEvents(e upstream.Events, sessions session.Store) upstream.Events {
+	if ss, ok := sessions.(*session.Sealed); ok {
 		return sessionEvents{e: e, store: ss}
 	}
 	return e
@@ -197,13 +198,13 @@ func (u *sessionUpstreams) Live(server, clientID string) (upstream.Session, bool
 // sessionEvents turns the session IDs the pool reports into sids.
 type sessionEvents struct {
 	e     upstream.Events
-	store *sealedSessions
+	store *session.Sealed
 }
 
 func (s sessionEvents) Notification(server, clientID string, msg *rpc.Message) {
-	s.e.Notification(server, s.store.sidOf(clientID), msg)
+	s.e.Notification(server, s.store.SIDOf(clientID), msg)
 }
 
 func (s sessionEvents) Request(ctx context.Context, server, clientID string, msg *rpc.Message) (json.RawMessage, error) {
-	return s.e.Request(ctx, server, s.store.sidOf(clientID), msg)
+	return s.e.Request(ctx, server, s.store.SIDOf(clientID), msg)
 }

@@ -11,6 +11,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/session"
 	"github.com/metamcp/metamcp/dataplane/sessionbus"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/test/fixtures/fixture"
@@ -27,7 +28,7 @@ func twoReplicas(t *testing.T) (*harness, *harness) {
 	cfg.Servers = append(cfg.Servers, &metamcpv1.Server{Name: "web", Transport: &metamcpv1.Server_StreamableHttp{StreamableHttp: &metamcpv1.HTTPTransport{Url: webURL}}})
 	holder := &configHolder{}
 	holder.set(t, cfg)
-	sessions := NewMemorySessions()
+	sessions := session.NewMemory()
 	bus := sessionbus.NewLocal()
 	t.Cleanup(func() { _ = bus.Close() })
 	replica := func() *harness {

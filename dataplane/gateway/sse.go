@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/session"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/identity"
 )
@@ -50,7 +51,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusInternalServerError, codeInternalError, "streaming is not supported by this server")
 		return
 	}
-	sid, err := g.sessions.Create(&SessionInfo{Endpoint: t.name, Principal: who.Name})
+	sid, err := g.sessions.Create(&session.Info{Endpoint: t.name, Principal: who.Name})
 	if err != nil {
 		writeHTTPError(w, http.StatusInternalServerError, codeInternalError, "could not create a session; retry")
 		return
@@ -191,7 +192,7 @@ func (g *Gateway) serveMessage(w http.ResponseWriter, r *http.Request) {
 // serveOnStream serves a request of a 2024-11-05 session whose stream s is
 // on this replica, and sends the answer there. The caller has added it to
 // s.wg.
-func (g *Gateway) serveOnStream(s *sseStream, c call, sid string, info *SessionInfo, msg *rpc.Message) {
+func (g *Gateway) serveOnStream(s *sseStream, c call, sid string, info *session.Info, msg *rpc.Message) {
 	defer s.wg.Done()
 	pc := &postCall{call: c}
 	pc.relay = relay{g: g, c: &pc.call, reqID: msg.ID, caps: info.ClientCapabilities, reqCtx: s.ctx, sse: s}
@@ -259,7 +260,7 @@ func (g *Gateway) serveInitializes(s *sseStream, t target, sid string, inits <-c
 // serveMessageRemote serves a request of a 2024-11-05 session whose stream
 // is not on this replica: the answer, and what upstreams send about the
 // call, go to the stream through the session's topic.
-func (g *Gateway) serveMessageRemote(w http.ResponseWriter, c call, info *SessionInfo, msg *rpc.Message) {
+func (g *Gateway) serveMessageRemote(w http.ResponseWriter, c call, info *session.Info, msg *rpc.Message) {
 	if msg.Method == "initialize" {
 		// initialize updates the session where its stream is: it goes
 		// there, and is answered on the stream.
@@ -302,7 +303,7 @@ func (g *Gateway) serveMessageRemote(w http.ResponseWriter, c call, info *Sessio
 }
 
 // initializeSSE negotiates the version of an SSE session.
-func (g *Gateway) initializeSSE(ctx context.Context, c *call, sid string, info *SessionInfo, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+func (g *Gateway) initializeSSE(ctx context.Context, c *call, sid string, info *session.Info, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	var p struct {
 		ProtocolVersion string          `json:"protocolVersion"`
 		Capabilities    json.RawMessage `json:"capabilities"`

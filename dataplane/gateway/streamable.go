@@ -12,6 +12,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/rpc"
+	"github.com/metamcp/metamcp/dataplane/session"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/identity"
 )
@@ -457,13 +458,13 @@ func (g *Gateway) initialize(w http.ResponseWriter, r *http.Request, c *call, ms
 			return
 		}
 	}
-	id, err := newSessionID()
+	id, err := session.NewID()
 	if err != nil {
 		g.log.Error("could not create a session", "err", err)
 		writeHTTPErrorID(w, http.StatusInternalServerError, msg.ID, &rpc.Error{Code: codeInternalError, Message: "could not create a session; retry"})
 		return
 	}
-	info := &SessionInfo{
+	info := &session.Info{
 		ID:                 id,
 		Endpoint:           c.t.name,
 		Principal:          c.principal,

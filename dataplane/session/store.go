@@ -1,4 +1,4 @@
-package gateway
+package session
 
 import (
 	"encoding/base64"
@@ -10,10 +10,10 @@ import (
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
-// SessionInfo is what the gateway keeps about one downstream (client)
+// Info is what the gateway keeps about one downstream (client)
 // session: enough to serve any request of it. The session id a client gets
 // is this, sealed (see seal.go), so that any replica can open it.
-type SessionInfo struct {
+type Info struct {
 	// ID names the session on every replica (16 random bytes, base64url): the
 	// key of its per_client upstream sessions in the pool. Create sets it
 	// when empty.
@@ -26,7 +26,7 @@ type SessionInfo struct {
 	ClientInfo         json.RawMessage
 	// Upstreams are the per_client Streamable HTTP upstream sessions opened
 	// at initialize, which another replica adopts instead of starting anew.
-	Upstreams []UpstreamSession
+	Upstreams []Upstream
 	// Created is when the session was initialized (second precision).
 	Created time.Time
 
@@ -36,33 +36,33 @@ type SessionInfo struct {
 	Local bool
 }
 
-// UpstreamSession is one per_client upstream session a sealed id carries.
-type UpstreamSession struct {
+// Upstream is one per_client upstream session a sealed id carries.
+type Upstream struct {
 	Server          string
 	SessionID       string // Mcp-Session-Id
 	ProtocolVersion string // negotiated with the upstream
 }
 
-// SessionStore creates and opens downstream session ids. Implementations are
-// safe for concurrent use. The default one (NewSealedSessions) seals the
+// Store creates and opens downstream session ids. Implementations are
+// safe for concurrent use. The default one (NewSealed) seals the
 // session into its id; Expired, End and Len are about this replica's state
 // of sessions.
-type SessionStore interface {
+type Store interface {
 	// Create starts a session and returns its id.
-	Create(info *SessionInfo) (string, error)
+	Create(info *Info) (string, error)
 	// Open returns the session with that id and marks it used now; ok is
 	// false for an unknown or ended session.
-	Open(id string) (info *SessionInfo, ok bool)
+	Open(id string) (info *Info, ok bool)
 	// Acquire is Open for a request being served: the session is not
 	// expired until the matching Release, however long the request takes.
-	Acquire(id string) (info *SessionInfo, ok bool)
+	Acquire(id string) (info *Info, ok bool)
 	// Release ends a request begun with Acquire and marks the session used
 	// now; it reports whether the session is still live (it may have been
 	// ended meanwhile).
 	Release(id string) bool
 	// Update replaces the info of a live session (for example once an SSE
 	// session has negotiated its version).
-	Update(id string, info *SessionInfo) bool
+	Update(id string, info *Info) bool
 	// End ends a session; it reports whether it was live.
 	End(id string) bool
 	// Expired ends the sessions unused since before cutoff and serving no
@@ -72,21 +72,21 @@ type SessionStore interface {
 	Len() int
 }
 
-// sealedSessions is the SessionStore of sealed ids. Each replica keeps a
+// Sealed is the Store of sealed ids. Each replica keeps a
 // small local state per session it served (last use, requests in flight),
 // created when it first sees the id: that is all the idle sweep needs.
 //
 // Ending a session (DELETE, idle sweep) drops the local state and remembers
 // the ID as ended for one idle TTL, so that this replica refuses the id.
-// Other replicas learn of a DELETE on the session bus (see ended.go); one that
+// Other replicas learn of a DELETE on the session bus (gateway/ended.go); one that
 // misses it still opens the id, whose per_client upstream sessions were
 // ended, so it starts fresh ones. See README "Running several data planes".
-type sealedSessions struct {
+type Sealed struct {
 	seal *sealer
 
 	mu sync.RWMutex
 	// byToken maps the ids handed out or seen here to their local state;
-	// byID the same states by SessionInfo.ID (the pool's key for them).
+	// byID the same states by Info.ID (the pool's key for them).
 	byToken map[string]*localSession
 	byID    map[endedKey]*localSession
 	// peak is byToken's high-water mark since it was last rebuilt: Go maps
@@ -111,37 +111,38 @@ func keyOf(id string) endedKey {
 type localSession struct {
 	token    string
 	key      *sealKey
-	info     atomic.Pointer[SessionInfo]
+	info     atomic.Pointer[Info]
 	lastUsed atomic.Int64 // unix nanoseconds
 	busy     atomic.Int32 // requests between Acquire and Release
 }
 
-// NewSealedSessions returns a SessionStore whose ids are sealed with the
+// NewSealed returns a Store whose ids are sealed with the
 // session keys keys returns (the snapshot's; read on every call, so keep it
 // cheap). Without keys it seals with a random key of its own: ids then open
 // only in this process.
-func NewSealedSessions(keys func() *metamcpv1.SessionKeys) (SessionStore, error) {
+func NewSealed(keys func() *metamcpv1.SessionKeys) (Store, error) {
 	s, err := newSealer(keys)
 	if err != nil {
 		return nil, err
 	}
-	return &sealedSessions{seal: s, byToken: make(map[string]*localSession), byID: make(map[endedKey]*localSession), ended: make(map[endedKey]int64)}, nil
+	return &Sealed{seal: s, byToken: make(map[string]*localSession), byID: make(map[endedKey]*localSession), ended: make(map[endedKey]int64)}, nil
 }
 
-// NewMemorySessions returns a SessionStore sealed with a random key of this
+// NewMemory returns a Store sealed with a random key of this
 // process: ids open here only (tests, a single data plane).
-func NewMemorySessions() SessionStore {
-	s, err := NewSealedSessions(nil)
+func NewMemory() Store {
+	s, err := NewSealed(nil)
 	if err != nil {
 		panic(err) // only when the system has no randomness
 	}
 	return s
 }
 
-func (m *sealedSessions) Create(info *SessionInfo) (string, error) {
+// Create implements Store.Create: the id is the sealed info.
+func (m *Sealed) Create(info *Info) (string, error) {
 	n := *info
 	if n.ID == "" {
-		id, err := newSessionID()
+		id, err := NewID()
 		if err != nil {
 			return "", err
 		}
@@ -169,7 +170,7 @@ func (m *sealedSessions) Create(info *SessionInfo) (string, error) {
 // lookup returns the local state of token, rehydrating it from the id when
 // this replica has none; nil for an id that does not open or was ended here.
 // With busy it counts a request in flight, atomically with the lookup.
-func (m *sealedSessions) lookup(token string, busy bool) *localSession {
+func (m *Sealed) lookup(token string, busy bool) *localSession {
 	ks := m.seal.current()
 	m.mu.RLock()
 	l := m.byToken[token]
@@ -215,7 +216,8 @@ func (m *sealedSessions) lookup(token string, busy bool) *localSession {
 	return l
 }
 
-func (m *sealedSessions) Open(id string) (*SessionInfo, bool) {
+// Open implements Store.Open.
+func (m *Sealed) Open(id string) (*Info, bool) {
 	l := m.lookup(id, false)
 	if l == nil {
 		return nil, false
@@ -223,7 +225,8 @@ func (m *sealedSessions) Open(id string) (*SessionInfo, bool) {
 	return l.info.Load(), true
 }
 
-func (m *sealedSessions) Acquire(id string) (*SessionInfo, bool) {
+// Acquire implements Store.Acquire.
+func (m *Sealed) Acquire(id string) (*Info, bool) {
 	l := m.lookup(id, true)
 	if l == nil {
 		return nil, false
@@ -231,7 +234,8 @@ func (m *sealedSessions) Acquire(id string) (*SessionInfo, bool) {
 	return l.info.Load(), true
 }
 
-func (m *sealedSessions) Release(id string) bool {
+// Release implements Store.Release.
+func (m *Sealed) Release(id string) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	l := m.byToken[id]
@@ -245,7 +249,7 @@ func (m *sealedSessions) Release(id string) bool {
 
 // Update replaces the local info of a session (the sealed id is already
 // out: another replica opens the session as it was created).
-func (m *sealedSessions) Update(id string, info *SessionInfo) bool {
+func (m *Sealed) Update(id string, info *Info) bool {
 	m.mu.RLock()
 	l := m.byToken[id]
 	m.mu.RUnlock()
@@ -259,7 +263,8 @@ func (m *sealedSessions) Update(id string, info *SessionInfo) bool {
 	return true
 }
 
-func (m *sealedSessions) End(id string) bool {
+// End implements Store.End: the ID is remembered as ended here.
+func (m *Sealed) End(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	l := m.byToken[id]
@@ -281,7 +286,8 @@ func (m *sealedSessions) End(id string) bool {
 	return true
 }
 
-func (m *sealedSessions) Expired(cutoff time.Time) []string {
+// Expired implements Store.Expired.
+func (m *Sealed) Expired(cutoff time.Time) []string {
 	c := cutoff.UnixNano()
 	now := time.Now().UnixNano()
 	var ids []string
@@ -315,7 +321,7 @@ func (m *sealedSessions) Expired(cutoff time.Time) []string {
 // would on a replica that never saw them end.
 const maxEnded = 1 << 18
 
-func (m *sealedSessions) markEndedLocked(k endedKey, at int64) {
+func (m *Sealed) markEndedLocked(k endedKey, at int64) {
 	if len(m.ended) >= maxEnded {
 		n := 0
 		for old := range m.ended { // map order: an arbitrary tenth goes
@@ -331,7 +337,7 @@ func (m *sealedSessions) markEndedLocked(k endedKey, at int64) {
 // shrinkLocked rebuilds the maps once they hold a small part of what they
 // once did, so that the memory of a burst of sessions is given back (Go maps
 // never shrink).
-func (m *sealedSessions) shrinkLocked() {
+func (m *Sealed) shrinkLocked() {
 	if m.peak >= 1024 && len(m.byToken) < m.peak/4 {
 		n := make(map[string]*localSession, len(m.byToken))
 		for k, v := range m.byToken {
@@ -353,15 +359,16 @@ func (m *sealedSessions) shrinkLocked() {
 	}
 }
 
-func (m *sealedSessions) Len() int {
+// Len implements Store.Len: the sessions this replica holds state of.
+func (m *Sealed) Len() int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return len(m.byToken)
 }
 
-// clientKey returns the pool key (SessionInfo.ID) of a session id handed
+// ClientKey returns the pool key (Info.ID) of a session id handed
 // out by this store, and its info; ok is false for anything else.
-func (m *sealedSessions) clientKey(token string) (*SessionInfo, bool) {
+func (m *Sealed) ClientKey(token string) (*Info, bool) {
 	m.mu.RLock()
 	l := m.byToken[token]
 	m.mu.RUnlock()
@@ -378,18 +385,18 @@ func (m *sealedSessions) clientKey(token string) (*SessionInfo, bool) {
 	return info, true
 }
 
-// endedHere reports whether the session whose ID is id ended on this
+// EndedHere reports whether the session whose ID is id ended on this
 // replica lately (DELETE, idle sweep, or a DELETE announced by another).
-func (m *sealedSessions) endedHere(id string) bool {
+func (m *Sealed) EndedHere(id string) bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	_, ended := m.ended[keyOf(id)]
 	return ended
 }
 
-// sidOf returns the session id (as handed out or seen here) of the session
+// SIDOf returns the session id (as handed out or seen here) of the session
 // whose ID is id, or id itself when there is none here.
-func (m *sealedSessions) sidOf(id string) string {
+func (m *Sealed) SIDOf(id string) string {
 	if len(id) != 22 {
 		return id // not an ID (a stateless stand-in, a sid)
 	}

@@ -1,4 +1,4 @@
-package gateway
+package session
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ import (
 const (
 	sealVersion  byte = 1
 	sealFlagZip  byte = 1
-	sessionIDLen      = 16 // random bytes of SessionInfo.ID
+	sessionIDLen      = 16 // random bytes of Info.ID
 	// zipAbove is the plaintext size from which compression is tried.
 	zipAbove = 384
 	// maxSealedPlain bounds the plaintext so that ids stay under ~2 KB (HTTP
@@ -153,7 +153,7 @@ func (ks *keyset) accepts(k *sealKey) bool {
 }
 
 // seal returns the sealed id of info and the key that sealed it.
-func (s *sealer) seal(info *SessionInfo) (string, *sealKey, error) {
+func (s *sealer) seal(info *Info) (string, *sealKey, error) {
 	ks := s.current()
 	plain, err := encodeSession(info)
 	if err != nil {
@@ -171,7 +171,7 @@ func (s *sealer) seal(info *SessionInfo) (string, *sealKey, error) {
 
 // open authenticates and decodes a sealed id with the current or the
 // previous key.
-func (s *sealer) open(token string) (*SessionInfo, *sealKey, error) {
+func (s *sealer) open(token string) (*Info, *sealKey, error) {
 	if len(token) > maxTokenLen {
 		return nil, nil, errBadToken
 	}
@@ -202,8 +202,8 @@ func (s *sealer) open(token string) (*SessionInfo, *sealKey, error) {
 	return nil, nil, errBadToken
 }
 
-// newSessionID returns a random session ID (base64url of 16 bytes).
-func newSessionID() (string, error) {
+// NewID returns a random session ID (base64url of 16 bytes).
+func NewID() (string, error) {
 	var b [sessionIDLen]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("create session id: %w", err)
@@ -213,7 +213,7 @@ func newSessionID() (string, error) {
 
 // encodeSession is the plaintext of a sealed id: compressed when that helps,
 // trimmed (client info, then capability details) when still too large.
-func encodeSession(info *SessionInfo) ([]byte, error) {
+func encodeSession(info *Info) ([]byte, error) {
 	id, err := base64.RawURLEncoding.DecodeString(info.ID)
 	if err != nil || len(id) != sessionIDLen {
 		return nil, fmt.Errorf("seal session: invalid session ID %q", info.ID)
@@ -258,7 +258,7 @@ func capabilityNames(caps json.RawMessage) json.RawMessage {
 // Unix seconds), Endpoint, Principal, ProtocolVersion, ClientCapabilities,
 // ClientInfo (each uvarint length and bytes), the number of upstream
 // sessions and for each: server, session id, protocol version.
-func appendSessionFields(b, id []byte, info *SessionInfo) []byte {
+func appendSessionFields(b, id []byte, info *Info) []byte {
 	b = append(b, id...)
 	created := info.Created.Unix()
 	b = binary.AppendUvarint(b, uint64(max(created, 0)))
@@ -283,7 +283,7 @@ func appendField(b []byte, s string) []byte {
 
 // decodeSession reverses encodeSession. The input was authenticated, so an
 // error here means a bug or a newer format, never an attack.
-func decodeSession(plain []byte) (*SessionInfo, error) {
+func decodeSession(plain []byte) (*Info, error) {
 	if len(plain) < 1 {
 		return nil, errBadToken
 	}
@@ -298,7 +298,7 @@ func decodeSession(plain []byte) (*SessionInfo, error) {
 	if len(d.b) < sessionIDLen {
 		return nil, errBadToken
 	}
-	info := &SessionInfo{ID: base64.RawURLEncoding.EncodeToString(d.b[:sessionIDLen])}
+	info := &Info{ID: base64.RawURLEncoding.EncodeToString(d.b[:sessionIDLen])}
 	d.b = d.b[sessionIDLen:]
 	info.Created = time.Unix(int64(d.uvarint()), 0)
 	info.Endpoint = d.str()
@@ -315,7 +315,7 @@ func decodeSession(plain []byte) (*SessionInfo, error) {
 		return nil, errBadToken
 	}
 	for range n {
-		info.Upstreams = append(info.Upstreams, UpstreamSession{Server: d.str(), SessionID: d.str(), ProtocolVersion: d.str()})
+		info.Upstreams = append(info.Upstreams, Upstream{Server: d.str(), SessionID: d.str(), ProtocolVersion: d.str()})
 	}
 	if d.bad || len(d.b) != 0 {
 		return nil, errBadToken
