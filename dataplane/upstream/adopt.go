@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 )
 
 // Sessions that move between data planes: a downstream session started on one
@@ -81,11 +83,16 @@ func (p *Pool) HasClient(server, clientID string) bool {
 // server, taking over the upstream session ref (opened by another data plane,
 // or by this one before it was reaped) when this data plane has none for
 // clientID: no initialize, and the server's Info borrowed from another
-// session of it (the protocol version is ref's). Should the upstream refuse
-// the session (404: it ended it), a call through the returned session is
-// retried once on a fresh one. For anything else (another transport, no
-// ref, all slots taken) it is Session.
+// session of it (the protocol version is ref's), or learnt from a session
+// initialized only for that (see learnInfo) when this data plane has never
+// had one. Should the upstream refuse the session (404: it ended it), a
+// call through the returned session is retried once on a fresh one. For
+// anything else (another transport, no ref, all slots taken) it is Session.
 func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRef) (Session, error) {
+	return p.adopt(ctx, server, clientID, ref, true)
+}
+
+func (p *Pool) adopt(ctx context.Context, server, clientID string, ref SessionRef, mayLearn bool) (Session, error) {
 	p.mu.Lock()
 	st := p.servers[server]
 	if p.closed || st == nil || clientID == "" || ref.SessionID == "" || !perClient(st.cfg) ||
@@ -111,6 +118,15 @@ func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRe
 		p.mu.Unlock()
 		return p.Session(ctx, server, clientID)
 	}
+	info, known := p.borrowInfoLocked(st, ref.ProtocolVersion)
+	if !known && mayLearn {
+		// Without the server's capabilities the client could not use
+		// what the server offers (resources/subscribe, say).
+		cfg, client := st.cfg, st.client
+		p.mu.Unlock()
+		p.learnInfo(ctx, st, cfg, client)
+		return p.adopt(ctx, server, clientID, ref, false)
+	}
 	log := st.log.With("client", clientID)
 	s := newSession(st.name, clientID, st.cfg, &p.opts, log)
 	t := newHTTPTransport(st.cfg, st.client, p.maxResponse(), log, s.onMessage)
@@ -120,7 +136,7 @@ func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRe
 		t.version = []string{ref.ProtocolVersion}
 	}
 	s.t = t
-	s.info = p.borrowInfoLocked(st, ref.ProtocolVersion)
+	s.info = info
 	s.setListCapabilities(s.info.Capabilities)
 	e := &entry{clientID: clientID, ready: make(chan struct{}), sess: s}
 	close(e.ready)
@@ -135,9 +151,10 @@ func (p *Pool) Adopt(ctx context.Context, server, clientID string, ref SessionRe
 	return &adoptedSession{Session: s, p: p, st: st, e: e}, nil
 }
 
-// borrowInfoLocked returns the Info of another live session of st, or one
-// with only the protocol version.
-func (p *Pool) borrowInfoLocked(st *serverState, version string) *Info {
+// borrowInfoLocked returns the Info of another live session of st, else
+// of the last one initialized here, else one with only the protocol version
+// (known false).
+func (p *Pool) borrowInfoLocked(st *serverState, version string) (info *Info, known bool) {
 	var from *Info
 	if e := st.shared; e != nil && e.sess != nil {
 		from = e.sess.info
@@ -150,14 +167,39 @@ func (p *Pool) borrowInfoLocked(st *serverState, version string) *Info {
 			from = e.sess.info
 		}
 	}
-	info := &Info{ProtocolVersion: version}
+	if from == nil {
+		from = st.known
+	}
+	info = &Info{ProtocolVersion: version}
 	if from != nil {
 		info.Capabilities, info.ServerInfo, info.Instructions = from.Capabilities, from.ServerInfo, from.Instructions
 		if version == "" {
 			info.ProtocolVersion = from.ProtocolVersion
 		}
 	}
-	return info
+	return info, from != nil
+}
+
+// learnInfo initializes a session of st's server only to learn its Info
+// (kept as st.known), and ends it at once. It fails quietly: the adopted
+// session then goes without the server's capabilities.
+func (p *Pool) learnInfo(ctx context.Context, st *serverState, cfg *metamcpv1.Server, client *http.Client) {
+	ctx, cancel := context.WithTimeout(ctx, InitTimeout(cfg, p.opts.DefaultInitTimeout))
+	defer cancel()
+	s := newSession(st.name, "", cfg, &p.opts, st.log)
+	t := newHTTPTransport(cfg, client, p.maxResponse(), st.log, s.onMessage)
+	s.t = t
+	err := s.initialize(ctx)
+	s.close()
+	if err != nil || s.info == nil {
+		st.log.Debug("could not learn the server's capabilities for an adopted session", "err", err)
+		return
+	}
+	p.mu.Lock()
+	if st.known == nil {
+		st.known = s.info
+	}
+	p.mu.Unlock()
 }
 
 // adoptedSession is an adopted session whose first failure with 404 (the

@@ -173,6 +173,12 @@ type serverState struct {
 	// skip the probe and initialize at once (stateless.go).
 	sessionOnlyUntil time.Time
 
+	// known is the Info of the last session of this server initialized
+	// here (nil before any): what an adopted session, which is not
+	// initialized here, borrows when no other session of the server is
+	// live.
+	known *Info
+
 	state   metamcpv1.UpstreamState
 	lastErr error
 	// limitLogged is when a refusal at the limit was last logged.
@@ -691,6 +697,7 @@ func (p *Pool) connect(st *serverState, e *entry, cfg *metamcpv1.Server, client 
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	st.known = s.info
 	e.sess = s
 	close(e.ready)
 	p.sessions[s] = struct{}{}

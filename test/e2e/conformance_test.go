@@ -137,17 +137,10 @@ func behindNginx(endpoint, version string, mayFail func(scenario, check string) 
 		if endpoint == "conf-stateless" {
 			return false
 		}
-		if version == "2026-07-28" {
-			// A session upstream's call that asks for input is bridged into
-			// input_required rounds, and stays pending on the replica that
-			// runs it: a retry that reaches the other one is told to start
-			// over.
-			return strings.HasPrefix(scenario, "input-required-result-")
-		}
-		// A replica that adopts a per_client session knows its upstream's
-		// capabilities only from a session of its own with that server:
-		// with none, it refuses resources/subscribe.
-		return endpoint == "conf-client" && (scenario == "resources-subscribe" || scenario == "resources-unsubscribe")
+		// A session upstream's call that asks for input is bridged into
+		// input_required rounds, and stays pending on the replica that runs
+		// it: a retry that reaches the other one is told to start over.
+		return version == "2026-07-28" && strings.HasPrefix(scenario, "input-required-result-")
 	}
 }
 
