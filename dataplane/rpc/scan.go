@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -44,23 +45,28 @@ func skipWS(b []byte, i int) int {
 type Member struct {
 	KeyStart, KeyEnd     int
 	ValueStart, ValueEnd int
-	esc                  bool // the key has escapes
 }
 
 // key returns the unescaped key. It allocates only for escaped keys.
 func (f *Member) key(b []byte) []byte {
-	if !f.esc {
-		return b[f.KeyStart+1 : f.KeyEnd-1]
+	k := b[f.KeyStart+1 : f.KeyEnd-1]
+	if bytes.IndexByte(k, '\\') < 0 {
+		return k
 	}
-	k, _ := unquoteBytes(nil, b[f.KeyStart:f.KeyEnd])
+	k, _ = unquoteBytes(nil, b[f.KeyStart:f.KeyEnd])
 	return k
 }
 
 // Is reports whether the member's key, unescaped, is key; obj is the
-// object's bytes.
+// object's bytes. An escape is never shorter than what it stands for, so a
+// shorter key is no match whatever it holds.
 func (f *Member) Is(obj []byte, key string) bool {
-	if !f.esc {
-		return string(obj[f.KeyStart+1:f.KeyEnd-1]) == key
+	k := obj[f.KeyStart+1 : f.KeyEnd-1]
+	if len(k) < len(key) {
+		return false
+	}
+	if bytes.IndexByte(k, '\\') < 0 {
+		return string(k) == key
 	}
 	return string(f.key(obj)) == key
 }
@@ -116,7 +122,7 @@ func (it *objIter) next() (Member, bool, error) {
 	var f Member
 	var err error
 	f.KeyStart = i
-	f.KeyEnd, f.esc, err = scanString(b, i)
+	f.KeyEnd, _, err = scanString(b, i)
 	if err != nil {
 		return Member{}, false, err
 	}
