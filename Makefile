@@ -19,7 +19,7 @@ TOOL_PKG_protoc-gen-go      := google.golang.org/protobuf/cmd/protoc-gen-go
 TOOL_PKG_protoc-gen-go-grpc := google.golang.org/grpc/cmd/protoc-gen-go-grpc
 TOOL_PKG_golangci-lint      := github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
-.PHONY: help run build test services lint proto tools helm bench docker docker-stdio clean
+.PHONY: help run build test services lint proto tools helm bench pgo docker docker-stdio clean
 
 help: ## List the targets
 	@echo "Usage: make TARGET"
@@ -68,6 +68,14 @@ helm: $(BIN)/helm ## Lint and render the Helm chart (deploy/helm/metamcp) with t
 
 bench: ## Run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+PGO_DIR ?= $(CURDIR)/.pgo
+
+pgo: ## Regenerate cmd/metamcp/default.pgo (profile-guided optimization): CPU profiles of the data plane under the benchmark load, 32 session and 32 stateless clients, merged
+	rm -rf $(PGO_DIR) && mkdir -p $(PGO_DIR)
+	$(GO) test -run '^$$' -bench '^BenchmarkCPUPerCall$$/^(session|stateless)$$/^clients=32$$' -benchtime 1x -timeout 30m ./test/bench/ -dpprofile=$(PGO_DIR) -dpprofilesecs=30
+	$(GO) tool pprof -proto $(PGO_DIR)/*.pprof > cmd/metamcp/default.pgo
+	rm -rf $(PGO_DIR)
 
 docker: ## Build the container image (IMAGE=metamcp:VERSION)
 	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
