@@ -21,7 +21,7 @@ func benchContext(b *testing.B) context.Context {
 // BenchmarkLatency measures the latency a proxied tools/call adds over a
 // direct call to the same upstream, at one client: the p50 and p99 of each
 // and their differences (added-p99-ms is the difference of the two p99s).
-// The data plane is a `metamcp dataplane` process. Target: added p50 <= 0.15 ms.
+// The data plane is a `metamcp dataplane` process. Target: added p50 <= 0.35 ms.
 func BenchmarkLatency(b *testing.B) {
 	e := newEnv(b)
 	for _, m := range modes {
@@ -43,7 +43,7 @@ func BenchmarkLatency(b *testing.B) {
 // BenchmarkThroughput measures calls per second at 1, 8 and 32 concurrent
 // clients (each its own session and connection) straight to the upstream and
 // through one data plane process, in alternating rounds, and the ratio.
-// Target: >= 85% at 32.
+// Target: >= 75% at 32.
 func BenchmarkThroughput(b *testing.B) {
 	e := newEnv(b)
 	for _, m := range modes {
@@ -63,7 +63,8 @@ func BenchmarkThroughput(b *testing.B) {
 
 // BenchmarkCPUPerCall measures the CPU time the data plane process spends
 // per proxied call, at 1 and 32 clients; the upstream's, for scale. Target:
-// <= 100 us per call. dp-us/call is read from the process's CPU clock, to
+// at most 3 times nginx's proxy-us/call (BenchmarkReference) in the same run,
+// at 32 clients. dp-us/call is read from the process's CPU clock, to
 // the nanosecond; its split into dp-user- and dp-sys-us/call comes from
 // utime and stime in /proc, whose resolution is one clock tick (10 ms at
 // 100 Hz) over the whole run: dp-ticks says how many.
@@ -112,7 +113,8 @@ func BenchmarkCPUPerCall(b *testing.B) {
 // BenchmarkAllocsPerCall measures the bytes and objects the data plane
 // allocates per proxied call, with its gateway and upstream pool in this
 // process (see measureAllocs for how the load generator's share is taken
-// out). Target: <= 64 KiB per call.
+// out). Target: within 10% of the 5.3 KB of the hand-written HTTP stack
+// (README, "Benchmarks").
 func BenchmarkAllocsPerCall(b *testing.B) {
 	upstreamURL, _ := startUpstream(b)
 	inProcess := startInProcessGateway(b, upstreamURL)
