@@ -74,14 +74,25 @@ func (g *Gateway) ackEnded(sid string) {
 }
 
 // watchEnded ends here the sessions other replicas announce ended, until
-// Close. It (re)subscribes with backoff while the bus refuses.
+// Close.
 func (g *Gateway) watchEnded() {
 	defer g.wg.Done()
+	g.watchTopic(endedTopic, func() { g.endedSubscribed.Do(func() { close(g.endedReady) }) }, func(msg []byte) {
+		sid := string(msg)
+		g.endedElsewhere(sid)
+		g.ackEnded(sid)
+	})
+}
+
+// watchTopic hands topic's messages to handle, one at a time, until Close;
+// subscribed is called each time the subscription is (again) in place. It
+// (re)subscribes with backoff while the bus refuses.
+func (g *Gateway) watchTopic(topic string, subscribed func(), handle func([]byte)) {
 	backoff := 500 * time.Millisecond
 	for g.ctx.Err() == nil {
-		ch, err := g.bus.Subscribe(g.ctx, endedTopic)
+		ch, err := g.bus.Subscribe(g.ctx, topic)
 		if err != nil {
-			g.log.Debug("could not subscribe to deleted sessions; retrying", "err", err, "retry_in", backoff)
+			g.log.Debug("could not subscribe to a session bus topic; retrying", "topic", topic, "err", err, "retry_in", backoff)
 			t := time.NewTimer(backoff)
 			select {
 			case <-g.ctx.Done():
@@ -93,11 +104,9 @@ func (g *Gateway) watchEnded() {
 			continue
 		}
 		backoff = 500 * time.Millisecond
-		g.endedSubscribed.Do(func() { close(g.endedReady) })
+		subscribed()
 		for msg := range ch {
-			sid := string(msg)
-			g.endedElsewhere(sid)
-			g.ackEnded(sid)
+			handle(msg)
 		}
 	}
 }

@@ -149,6 +149,13 @@ type Gateway struct {
 	// endedReady is closed once watchEnded first subscribed (tests wait on it).
 	endedReady      chan struct{}
 	endedSubscribed sync.Once
+	// replica names this gateway in the requestStates of its bridged
+	// calls, so that another replica carries their retries here
+	// (bridgebus.go); retriesReady is closed once watchRetries first
+	// subscribed (tests wait on it).
+	replica           string
+	retriesReady      chan struct{}
+	retriesSubscribed sync.Once
 
 	// state is what the gateway keeps about connected clients beyond their
 	// sessions (list baselines, resource subscriptions, listen streams,
@@ -223,6 +230,7 @@ func New(opts Options) *Gateway {
 	g.info = serverInfo(opts.Version)
 	g.infoMeta = serverInfoMeta(g.info)
 	g.endedReady = make(chan struct{})
+	g.replica, g.retriesReady = newToken(), make(chan struct{})
 	g.mcpHandler = g.guard(http.HandlerFunc(g.serveMCP))
 	if opts.Pool != nil {
 		g.pool = withSessionUpstreams(opts.Pool(g.upstreamEvents()), opts.Sessions, opts.Config)
@@ -233,10 +241,11 @@ func New(opts Options) *Gateway {
 	if g.opts.Tokens == nil {
 		g.opts.Tokens, g.ownTokens = auth.NewVerifiers(auth.Options{Logger: opts.Logger.With("component", "jwt")}), true
 	}
-	g.wg.Add(3)
+	g.wg.Add(4)
 	go g.sweep()
 	go g.watchCancels()
 	go g.watchEnded()
+	go g.watchRetries()
 	return g
 }
 

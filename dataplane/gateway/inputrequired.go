@@ -220,7 +220,7 @@ func (g *Gateway) awaitBridge(ctx context.Context, b *bridge) (json.RawMessage, 
 	for _, w := range more {
 		b.addShownLocked(w)
 	}
-	state, err := newRequestState()
+	state, err := g.newRequestState()
 	if err != nil {
 		b.mu.Unlock()
 		b.cancel()
@@ -315,12 +315,14 @@ func inputRequiredResult(shown map[string]*inputWait, state string) json.RawMess
 	return append(b, '}')
 }
 
-func newRequestState() (string, error) {
+// newRequestState returns a requestState for a bridged call of this
+// replica: the prefix, the replica's name, a dot and 24 random bytes.
+func (g *Gateway) newRequestState() (string, error) {
 	var r [24]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		return "", err
 	}
-	return requestStatePrefix + base64.RawURLEncoding.EncodeToString(r[:]), nil
+	return requestStatePrefix + g.replica + "." + base64.RawURLEncoding.EncodeToString(r[:]), nil
 }
 
 // errUnknownState tells the client to start over.
@@ -331,7 +333,18 @@ func errUnknownState(method string) *rpc.Error {
 // continueBridge serves a client's retry with inputResponses: the answers
 // go to the upstream's pending requests, then the POST waits as the first
 // one did.
+// A retry for a call pending on another replica is carried there (see
+// forwardRetry).
 func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message, state string) (json.RawMessage, *rpc.Error) {
+	if r := stateReplica(state); r != "" && r != g.replica {
+		return g.forwardRetry(ctx, r, c.t.name, c.principal, msg)
+	}
+	return g.continueHere(ctx, c.t.name, c.principal, msg, state)
+}
+
+// continueHere is continueBridge for a call pending on this replica, for a
+// retry by principal on endpoint.
+func (g *Gateway) continueHere(ctx context.Context, endpoint, principal string, msg *rpc.Message, state string) (json.RawMessage, *rpc.Error) {
 	bt := &g.state.bridges
 	bt.mu.Lock()
 	b := bt.byState[state]
@@ -339,8 +352,8 @@ func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message,
 	if b == nil {
 		return nil, errUnknownState(msg.Method)
 	}
-	if b.endpoint != c.t.name || b.principal != c.principal || b.method != msg.Method {
-		g.log.Warn("refused a requestState of another caller, endpoint or method", "endpoint", c.t.name, "principal", c.principal, "method", msg.Method)
+	if b.endpoint != endpoint || b.principal != principal || b.method != msg.Method {
+		g.log.Warn("refused a requestState of another caller, endpoint or method", "endpoint", endpoint, "principal", principal, "method", msg.Method)
 		return nil, &rpc.Error{Code: codeInvalidParams, Message: "requestState belongs to another caller, endpoint or method: retry the " + msg.Method + " from scratch without requestState"}
 	}
 	var answers map[string]json.RawMessage

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -206,4 +207,35 @@ func TestSSEInitializeOnOtherReplica(t *testing.T) {
 	if _, data := readEvent(t, r); !strings.Contains(data, `"id":9`) || !strings.Contains(data, "via two") {
 		t.Fatalf("answer on the stream: %s", data)
 	}
+}
+
+// TestRetryReachesOtherReplica: a 2026-07-28 client's call whose upstream
+// asks for a sample gets an input_required round from replica one; its
+// retry with the answer reaches replica two, which carries it to replica
+// one, where the call is pending: the call completes with the answer.
+func TestRetryReachesOtherReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an mcpfixture process")
+	}
+	one, two := twoReplicas(t)
+	<-one.gw.retriesReady
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}`
+	_, m := statelessPost(t, one.url("main", "mcp"), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"web__sample","arguments":{"prompt":"hi"},`+meta+`}}`)
+	first, _ := m["result"].(map[string]any)
+	reqs, _ := first["inputRequests"].(map[string]any)
+	state, _ := first["requestState"].(string)
+	if first["resultType"] != "input_required" || len(reqs) != 1 || state == "" {
+		t.Fatalf("first answer %v, want input_required with one request", m)
+	}
+	answers := map[string]any{}
+	for key := range reqs {
+		answers[key] = map[string]any{"role": "assistant", "model": "m", "content": map[string]any{"type": "text", "text": "answered via two"}}
+	}
+	ab, _ := json.Marshal(answers)
+	_, m = statelessPost(t, two.url("main", "mcp"), `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"web__sample","arguments":{"prompt":"hi"},"requestState":"`+state+`","inputResponses":`+string(ab)+`,`+meta+`}}`)
+	done, _ := m["result"].(map[string]any)
+	if b, _ := json.Marshal(done); done["resultType"] != "complete" || !strings.Contains(string(b), "answered via two") {
+		t.Fatalf("retry on the other replica: %v, want the call's result with the answer", m)
+	}
+	waitFor(t, "the call to end on replica one", func() bool { return one.gw.pendingBridges() == 0 })
 }

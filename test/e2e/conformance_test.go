@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -112,35 +111,13 @@ sessionMode: shared
 					// Sessions with stdio servers need affinity.
 					continue
 				}
+				// Behind nginx every check that passes directly must pass.
 				mayFail := knownFailure(name, version)
-				if path.name == "nginx" {
-					mayFail = behindNginx(name, version, mayFail)
-				}
 				t.Run(path.name+"/"+name+"/"+version, func(t *testing.T) {
 					runConformance(t, suite, "http://"+path.addr+"/metamcp/"+name+"/mcp", version, 25, mayFail)
 				})
 			}
 		}
-	}
-}
-
-// behindNginx adds to mayFail the checks that may fail on an endpoint
-// through nginx's round robin over two replicas, and why.
-func behindNginx(endpoint, version string, mayFail func(scenario, check string) bool) func(scenario, check string) bool {
-	return func(scenario, check string) bool {
-		if mayFail(scenario, check) {
-			return true
-		}
-		if os.Getenv("METAMCP_CONFORMANCE_STRICT") != "" {
-			return false
-		}
-		if endpoint == "conf-stateless" {
-			return false
-		}
-		// A session upstream's call that asks for input is bridged into
-		// input_required rounds, and stays pending on the replica that runs
-		// it: a retry that reaches the other one is told to start over.
-		return version == "2026-07-28" && strings.HasPrefix(scenario, "input-required-result-")
 	}
 }
 
