@@ -81,7 +81,7 @@ type HTTPOptions struct {
 
 // Defaults of HTTPOptions.
 const (
-	DefaultMaxIdleConnsPerHost = 64
+	DefaultMaxIdleConnsPerHost = 256
 	DefaultIdleConnTimeout     = 30 * time.Second
 )
 
