@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
@@ -53,8 +54,11 @@ func stateReplica(state string) string {
 // forwardRetry carries a retry (msg, from principal on endpoint) to the
 // replica running its call and returns that replica's answer. When no
 // replica of that name listens (it stopped, or the bus is away), the client
-// is told to start over, as it would be on the replica itself.
-func (g *Gateway) forwardRetry(ctx context.Context, replica, endpoint, principal string, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
+// is told to start over, as it would be on the replica itself. The answer
+// is awaited at most wait: the other replica's call ends within its call
+// timeout, so an answer later than that was lost on the bus, and the client
+// must not hang on it.
+func (g *Gateway) forwardRetry(ctx context.Context, replica, endpoint, principal string, msg *rpc.Message, wait time.Duration) (json.RawMessage, *rpc.Error) {
 	reply := "mm/retry-answer/" + newToken()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -73,7 +77,11 @@ func (g *Gateway) forwardRetry(ctx context.Context, replica, endpoint, principal
 		}
 		return nil, errUnknownState(msg.Method)
 	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
+	case <-timer.C:
+		return nil, &rpc.Error{Code: codeServerError, Message: "the replica running the call did not answer the retry within " + wait.String() + "; retry the " + msg.Method + " from scratch"}
 	case m, ok := <-answers:
 		var a carriedAnswer
 		if !ok || json.Unmarshal(m, &a) != nil {
@@ -87,6 +95,25 @@ func (g *Gateway) forwardRetry(ctx context.Context, replica, endpoint, principal
 		return nil, &rpc.Error{Code: codeServerError, Message: "request cancelled"}
 	}
 }
+
+// retryAnswerWait bounds how long a carried retry waits for its answer:
+// the longest call timeout of the endpoint's servers, and a margin for the
+// bus.
+func (g *Gateway) retryAnswerWait(t target) time.Duration {
+	wait := g.opts.DefaultCallTimeout
+	if t.ep != nil {
+		for _, m := range t.ep.Members {
+			if m.Server != nil {
+				wait = max(wait, g.callTimeout(m.Server))
+			}
+		}
+	}
+	return wait + retryAnswerMargin
+}
+
+// retryAnswerMargin is what a carried retry's answer may take on the bus,
+// beyond the call's own timeout.
+const retryAnswerMargin = 5 * time.Second
 
 // watchRetries continues here the retries other replicas carry to this
 // one, until Close.

@@ -337,7 +337,7 @@ func errUnknownState(method string) *rpc.Error {
 // forwardRetry).
 func (g *Gateway) continueBridge(ctx context.Context, c *call, msg *rpc.Message, state string) (json.RawMessage, *rpc.Error) {
 	if r := stateReplica(state); r != "" && r != g.replica {
-		return g.forwardRetry(ctx, r, c.t.name, c.principal, msg)
+		return g.forwardRetry(ctx, r, c.t.name, c.principal, msg, g.retryAnswerWait(c.t))
 	}
 	return g.continueHere(ctx, c.t.name, c.principal, msg, state)
 }

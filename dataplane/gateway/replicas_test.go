@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -238,4 +239,34 @@ func TestRetryReachesOtherReplica(t *testing.T) {
 		t.Fatalf("retry on the other replica: %v, want the call's result with the answer", m)
 	}
 	waitFor(t, "the call to end on replica one", func() bool { return one.gw.pendingBridges() == 0 })
+}
+
+// TestCarriedRetryAnswerLost checks that a retry carried to a replica that
+// takes it but never answers (its answer lost on the bus) ends with an
+// error after the bounded wait, instead of holding the client's request.
+func TestCarriedRetryAnswerLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs an mcpfixture process")
+	}
+	_, two := twoReplicas(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A replica named ghost listens for retries and answers none.
+	taken, err := two.gw.bus.Subscribe(ctx, retryTopic("ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := rpc.Parse([]byte(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"web__sample","requestState":"mmbridge1.ghost.x"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, rerr := two.gw.forwardRetry(ctx, "ghost", "main", "alice", msg, 200*time.Millisecond)
+	if rerr == nil || !strings.Contains(rerr.Message, "did not answer the retry") {
+		t.Fatalf("forwardRetry = %s, %v; want the did-not-answer error", res, rerr)
+	}
+	select {
+	case <-taken:
+	default:
+		t.Fatal("the retry was not carried to the ghost replica")
+	}
 }
