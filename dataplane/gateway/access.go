@@ -130,12 +130,12 @@ func (g *Gateway) authorize(ctx context.Context, c *call, msg *rpc.Message) *rpc
 		}
 		it.Server = m.Server.GetName()
 		rr := g.routes.get(c.t)
-		tool, known := rr.tool(it.Name)
+		tool, known := rr.Tool(it.Name)
 		if !known {
 			// A replica that has not listed the tool's server since the
 			// config changed learns its tools first, once.
 			g.learnToolParams(ctx, c, rr, m)
-			tool, known = rr.tool(it.Name)
+			tool, known = rr.Tool(it.Name)
 		}
 		it.Annotations, it.AnnotationsUnknown = tool.annotations, !known
 		if a, ok := c.params.raw(msg.Params, "arguments"); ok && len(a) > 0 && a[0] == '{' {

@@ -2,16 +2,14 @@ package gateway
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"math"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/authz"
@@ -30,36 +28,6 @@ var (
 	kindResources = listKind{"resources/list", "resources"}
 	kindTemplates = listKind{"resources/templates/list", "resourceTemplates"}
 )
-
-// listCursor is the client's opaque cursor: the members that have more
-// pages, with each upstream's own cursor.
-type listCursor struct {
-	Revision int64         `json:"r"`
-	Pending  []cursorEntry `json:"p"`
-}
-
-type cursorEntry struct {
-	Member int    `json:"m"`
-	Server string `json:"s"`
-	Cursor string `json:"c"`
-}
-
-func encodeCursor(c *listCursor) string {
-	b, _ := json.Marshal(c)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(s string) (*listCursor, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return nil, false
-	}
-	var c listCursor
-	if json.Unmarshal(b, &c) != nil {
-		return nil, false
-	}
-	return &c, true
-}
 
 // page is one upstream page.
 type page struct {
@@ -83,7 +51,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	members := c.t.ep.Members
 	var jobs []listJob
 	if cur, _ := rpc.StringField(params, "cursor"); cur != "" {
-		lc, ok := decodeCursor(cur)
+		lc, ok := catalog.DecodeCursor(cur)
 		if !ok {
 			return nil, &rpc.Error{Code: codeInvalidParams, Message: "invalid cursor: pass the nextCursor of the previous page unchanged, or none to start over"}
 		}
@@ -113,7 +81,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	}
 	pages := g.fetchPages(ctx, c, k, jobs)
 	rr := g.routes.get(c.t)
-	next := listCursor{Revision: c.t.snap.Revision}
+	next := catalog.Cursor{Revision: c.t.snap.Revision}
 	out := make([]byte, 0, 1024)
 	out = append(out, `{"`...)
 	out = append(out, k.field...)
@@ -132,7 +100,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 			continue
 		}
 		if p.next != "" {
-			next.Pending = append(next.Pending, cursorEntry{Member: j.index, Server: j.member.Server.GetName(), Cursor: p.next})
+			next.Pending = append(next.Pending, catalog.CursorEntry{Member: j.index, Server: j.member.Server.GetName(), Cursor: p.next})
 		}
 		for _, item := range p.items {
 			rewritten, keep := g.rewriteItem(c, k, j, item, rr)
@@ -162,13 +130,25 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	out = append(out, ']')
 	if len(next.Pending) > 0 {
 		out = append(out, `,"nextCursor":`...)
-		out = rpc.AppendString(out, encodeCursor(&next))
+		out = rpc.AppendString(out, catalog.EncodeCursor(&next))
 	}
 	if c.stateless {
 		ttl, public := listCacheHints(c, jobs, pages, len(failed) > 0)
-		out = appendCacheHints(out, ttl, public)
+		out = catalog.AppendHints(out, ttl, public)
 	}
 	return append(out, '}'), nil
+}
+
+// listCacheHints decides the caching hints of a merged list from its
+// pages (see catalog.Hints).
+func listCacheHints(c *call, jobs []listJob, pages []page, partial bool) (ttl int64, public bool) {
+	h := catalog.NewHints(c.t.ep.Endpoint.GetAuth().GetAnonymous())
+	for i, j := range jobs {
+		if p := pages[i]; p.err == nil {
+			h.Add(p.ttlMs, p.scope, j.member.Server.GetSessionMode() == metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT)
+		}
+	}
+	return h.Merged(partial)
 }
 
 // fetchPages asks the jobs' members for their pages in parallel and waits
@@ -255,46 +235,6 @@ func (g *Gateway) detach(ctx context.Context) (context.Context, func()) {
 	}
 }
 
-// listCacheHints decides the caching hints (2026-07-28) of a merged list:
-// the shortest ttlMs of the upstreams' pages (0 when one sent none or
-// failed: a partial list is not to be kept), and public only when the
-// endpoint is anonymous, every page said public (or nothing, which means
-// public) and no member has a session per client, whose list may differ
-// by caller. Through an endpoint that authenticates, a public result could
-// be served from an intermediary's cache to a caller the gateway never
-// saw.
-func listCacheHints(c *call, jobs []listJob, pages []page, partial bool) (ttl int64, public bool) {
-	public = c.t.ep.Endpoint.GetAuth().GetAnonymous()
-	if partial || len(jobs) == 0 {
-		return 0, false
-	}
-	ttl = -1
-	for i, j := range jobs {
-		p := pages[i]
-		if p.err != nil {
-			continue
-		}
-		t := max(p.ttlMs, 0)
-		if ttl < 0 || t < ttl {
-			ttl = t
-		}
-		if p.scope == "private" || j.member.Server.GetSessionMode() == metamcpv1.SessionMode_SESSION_MODE_PER_CLIENT {
-			public = false
-		}
-	}
-	return max(ttl, 0), public
-}
-
-// appendCacheHints appends a result's ttlMs and cacheScope members.
-func appendCacheHints(b []byte, ttl int64, public bool) []byte {
-	b = append(b, `,"ttlMs":`...)
-	b = strconv.AppendInt(b, ttl, 10)
-	if public {
-		return append(b, `,"cacheScope":"public"`...)
-	}
-	return append(b, `,"cacheScope":"private"`...)
-}
-
 // fetchPage asks one member for one page: of the session's kept lists
 // when it keeps them (upstream.Lister), else of the upstream.
 func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob) page {
@@ -332,18 +272,6 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 	return page{items: p.Items, next: p.Next, ttlMs: p.TTLMs, scope: p.Scope}
 }
 
-// pageHints reads a page's raw caching hints: ttlMs -1 and scope "" when
-// absent or not what the specification says (a non-negative number, a
-// string).
-func pageHints(ttlMs, cacheScope json.RawMessage) (ttl int64, scope string) {
-	ttl = -1
-	if f, err := strconv.ParseFloat(string(ttlMs), 64); err == nil && f >= 0 && f < math.MaxInt64 {
-		ttl = int64(f)
-	}
-	_ = json.Unmarshal(cacheScope, &scope)
-	return ttl, scope
-}
-
 // rewriteItem applies the namespace to one listed item: tools are renamed,
 // filtered and overridden, prompts prefixed, resources remembered for routing.
 func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessage, rr *resourceRoutes) (json.RawMessage, bool) {
@@ -369,7 +297,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		} else {
 			out = applyOverride(item, exposed, o)
 		}
-		rr.setTool(exposed, listedTool{params: toolParamBindings(item), annotations: authz.ParseAnnotations(out)})
+		rr.SetTool(exposed, listedTool{params: toolParamBindings(item), annotations: authz.ParseAnnotations(out)})
 		return out, true
 	case kindPrompts:
 		name, ok := rpc.StringField(item, "name")
@@ -383,7 +311,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		if !ok {
 			return nil, false
 		}
-		if winner, won := rr.addURI(uri, j.index, m.Server.GetName()); !won {
+		if winner, won := rr.AddURI(uri, j.index, m.Server.GetName()); !won {
 			g.log.Warn("resource URI listed by two servers: the first in namespace order serves it", "endpoint", c.t.name, "uri", uri, "server", winner, "ignored", m.Server.GetName())
 			return nil, false
 		}
@@ -393,7 +321,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		if !ok {
 			return nil, false
 		}
-		if winner, won := rr.addTemplate(tmpl, j.index, m.Server.GetName()); !won {
+		if winner, won := rr.AddTemplate(tmpl, j.index, m.Server.GetName()); !won {
 			g.log.Warn("resource template listed by two servers: the first in namespace order serves it", "endpoint", c.t.name, "template", tmpl, "server", winner, "ignored", m.Server.GetName())
 			return nil, false
 		}
@@ -459,87 +387,22 @@ func applyOverride(item json.RawMessage, exposed string, o *metamcpv1.ToolOverri
 // routeCache keeps, per snapshot revision and endpoint, where listed
 // resources and templates live.
 type routeCache struct {
-	mu sync.RWMutex // read-locked on the hot path (stateless tools/call)
-	m  map[routeKey]*resourceRoutes
-}
-
-type routeKey struct {
-	revision int64
-	endpoint string
+	catalog.Cache[resourceRoutes]
 }
 
 // get returns the routes of t's revision and endpoint, dropping older revisions.
 func (rc *routeCache) get(t target) *resourceRoutes {
-	k := routeKey{t.snap.Revision, t.name}
-	rc.mu.RLock()
-	r := rc.m[k]
-	rc.mu.RUnlock()
-	if r != nil {
-		return r
-	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if r := rc.m[k]; r != nil {
-		return r
-	}
-	if rc.m == nil {
-		rc.m = make(map[routeKey]*resourceRoutes)
-	}
-	for old := range rc.m {
-		if old.revision < k.revision {
-			delete(rc.m, old)
-		}
-	}
-	r = &resourceRoutes{uris: map[string]routeEntry{}, templates: map[string]routeEntry{}, tools: map[string]listedTool{}}
-	rc.m[k] = r
-	return r
+	return rc.Get(t.snap.Revision, t.name)
 }
 
 // resourceRoutes maps resource URIs and templates to the server that listed
-// them, and exposed tool names to what calls need of their listing.
+// them, and exposed tool names to what calls need of their listing; it also
+// keeps the learning of tools' Mcp-Param bindings, which lives as long.
 type resourceRoutes struct {
-	mu        sync.RWMutex
-	uris      map[string]routeEntry
-	templates map[string]routeEntry
-	tools     map[string]listedTool
+	catalog.Routes[listedTool]
 
 	learnMu  sync.Mutex             // guards learning
 	learning map[string]*learnState // learnToolParams, by server
-}
-
-type routeEntry struct {
-	member int
-	server string
-}
-
-// maxRoutes bounds the remembered URIs per endpoint and revision.
-const maxRoutes = 100000
-
-func add(m map[string]routeEntry, key string, member int, server string) (string, bool) {
-	if e, ok := m[key]; ok {
-		if e.member < member {
-			return e.server, false
-		}
-		if e.member == member {
-			return server, true
-		}
-	}
-	if len(m) < maxRoutes {
-		m[key] = routeEntry{member, server}
-	}
-	return server, true
-}
-
-func (r *resourceRoutes) addURI(uri string, member int, server string) (string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return add(r.uris, uri, member, server)
-}
-
-func (r *resourceRoutes) addTemplate(tmpl string, member int, server string) (string, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return add(r.templates, tmpl, member, server)
 }
 
 // listedTool is what calls need of a tool as this replica listed it
@@ -548,80 +411,4 @@ func (r *resourceRoutes) addTemplate(tmpl string, member int, server string) (st
 type listedTool struct {
 	params      []paramBinding // nil: none
 	annotations authz.Annotations
-}
-
-// setTool records a listed tool.
-func (r *resourceRoutes) setTool(exposed string, t listedTool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.tools[exposed]; ok || len(r.tools) < maxRoutes {
-		r.tools[exposed] = t
-	}
-}
-
-// tool returns what was recorded of an exposed tool; false when it was not
-// listed.
-func (r *resourceRoutes) tool(exposed string) (listedTool, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	t, ok := r.tools[exposed]
-	return t, ok
-}
-
-// lookup returns the server of a URI: listed exactly, else the first (in
-// namespace order) template that matches it, else a template equal to it.
-func (r *resourceRoutes) lookup(uri string) (string, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if e, ok := r.uris[uri]; ok {
-		return e.server, true
-	}
-	best := routeEntry{member: -1}
-	for tmpl, e := range r.templates {
-		if (best.member < 0 || e.member < best.member) && (tmpl == uri || matchTemplate(tmpl, uri)) {
-			best = e
-		}
-	}
-	return best.server, best.member >= 0
-}
-
-// matchTemplate reports whether uri matches an RFC 6570 URI template:
-// literal text must match; a {var} matches a run without '/', and {+var},
-// {#var}, {/var}, {?var}, {&var} match any run.
-func matchTemplate(tmpl, uri string) bool {
-	return matchT(tmpl, uri, 0)
-}
-
-func matchT(t, u string, depth int) bool {
-	if depth > 32 {
-		return false
-	}
-	for t != "" && t[0] != '{' {
-		i := strings.IndexByte(t, '{')
-		if i < 0 {
-			i = len(t)
-		}
-		if !strings.HasPrefix(u, t[:i]) {
-			return false
-		}
-		t, u = t[i:], u[i:]
-	}
-	if t == "" {
-		return u == ""
-	}
-	end := strings.IndexByte(t, '}')
-	if end < 0 {
-		return false
-	}
-	expr, rest := t[1:end], t[end+1:]
-	anyChar := expr != "" && strings.ContainsRune("+#/?&.;", rune(expr[0]))
-	for k := 0; k <= len(u); k++ {
-		if k > 0 && !anyChar && u[k-1] == '/' {
-			break
-		}
-		if matchT(rest, u[k:], depth+1) {
-			return true
-		}
-	}
-	return false
 }

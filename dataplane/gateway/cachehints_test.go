@@ -114,24 +114,3 @@ func TestCacheHintsNotForSessions(t *testing.T) {
 		t.Errorf("a 2025-06-18 tools/list: %v, want no hints", got)
 	}
 }
-
-// TestPageHints: a malformed hint is read as none, and costs nothing else.
-func TestPageHints(t *testing.T) {
-	for _, tc := range []struct {
-		ttl, scope string
-		wantTTL    int64
-		wantScope  string
-	}{
-		{`60000`, `"public"`, 60000, "public"},
-		{`1.5e3`, `"private"`, 1500, "private"},
-		{``, ``, -1, ""},
-		{`-5`, `7`, -1, ""},
-		{`"60000"`, `{"a":1}`, -1, ""},
-		{`1e400`, `null`, -1, ""},
-	} {
-		ttl, scope := pageHints(json.RawMessage(tc.ttl), json.RawMessage(tc.scope))
-		if ttl != tc.wantTTL || scope != tc.wantScope {
-			t.Errorf("pageHints(%s, %s) = %d, %q; want %d, %q", tc.ttl, tc.scope, ttl, scope, tc.wantTTL, tc.wantScope)
-		}
-	}
-}

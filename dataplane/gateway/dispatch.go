@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
@@ -95,7 +96,7 @@ func (g *Gateway) readResource(ctx context.Context, c *call, params json.RawMess
 // resourceMembers returns the members that may hold uri, best first.
 func (g *Gateway) resourceMembers(c *call, uri string) []*snapshot.Member {
 	rr := g.routes.get(c.t)
-	if server, ok := rr.lookup(uri); ok {
+	if server, ok := rr.Lookup(uri); ok {
 		if m := memberByServer(c.t.ep, server); m != nil {
 			return []*snapshot.Member{m}
 		}
@@ -294,7 +295,7 @@ func (g *Gateway) discoverResult(ctx context.Context, c *call) json.RawMessage {
 	}
 	// Fresh every time: the upstreams' capabilities and the config may
 	// change at any moment.
-	b = appendCacheHints(b, 0, c.t.ep.Endpoint.GetAuth().GetAnonymous())
+	b = catalog.AppendHints(b, 0, c.t.ep.Endpoint.GetAuth().GetAnonymous())
 	return append(b, '}')
 }
 

@@ -269,16 +269,13 @@ func attribute(ep *snapshot.Endpoint, k listKind, item json.RawMessage, rr *reso
 		}
 	case kindResources:
 		uri, _ := rpc.StringField(item, "uri")
-		if s, ok := rr.lookup(uri); ok {
+		if s, ok := rr.Lookup(uri); ok {
 			return s
 		}
 	case kindTemplates:
 		tmpl, _ := rpc.StringField(item, "uriTemplate")
-		rr.mu.RLock()
-		e, ok := rr.templates[tmpl]
-		rr.mu.RUnlock()
-		if ok {
-			return e.server
+		if s, ok := rr.Template(tmpl); ok {
+			return s
 		}
 	}
 	return ""

@@ -133,10 +133,10 @@ func (g *Gateway) checkParamHeaders(ctx context.Context, c *call, r *http.Reques
 		return nil // refused as an unknown tool
 	}
 	rr := g.routes.get(c.t)
-	tool, known := rr.tool(name)
+	tool, known := rr.Tool(name)
 	if !known {
 		g.learnToolParams(ctx, c, rr, m)
-		if tool, known = rr.tool(name); !known {
+		if tool, known = rr.Tool(name); !known {
 			return nil
 		}
 	}
@@ -314,10 +314,10 @@ func (g *Gateway) requestMeta(ctx context.Context, c *call, m *snapshot.Member, 
 		return meta
 	}
 	rr := g.routes.get(c.t)
-	tool, known := rr.tool(c.tool)
+	tool, known := rr.Tool(c.tool)
 	if !known {
 		g.learnToolParams(ctx, c, rr, m)
-		if tool, known = rr.tool(c.tool); !known {
+		if tool, known = rr.Tool(c.tool); !known {
 			return meta
 		}
 	}

@@ -76,7 +76,7 @@ func (g *Gateway) recordDenied(c *call, msg *rpc.Message, rerr *rpc.Error) {
 	target, _ := c.params.str(msg.Params, key)
 	if msg.Method == "tools/call" {
 		// authorize learned the tool's annotations, when it could.
-		if t, ok := g.routes.get(c.t).tool(target); ok {
+		if t, ok := g.routes.get(c.t).Tool(target); ok {
 			c.hints = hintsOf(t.annotations)
 		}
 	}
@@ -89,11 +89,11 @@ func (g *Gateway) recordDenied(c *call, msg *rpc.Message, rerr *rpc.Error) {
 // Mcp-Param headers); failing that, the config's override alone counts.
 func (g *Gateway) toolHints(ctx context.Context, c *call, m *snapshot.Member, exposed, upstreamName string) uint8 {
 	rr := g.routes.get(c.t)
-	if t, ok := rr.tool(exposed); ok {
+	if t, ok := rr.Tool(exposed); ok {
 		return hintsOf(t.annotations)
 	}
 	g.learnToolParams(ctx, c, rr, m)
-	if t, ok := rr.tool(exposed); ok {
+	if t, ok := rr.Tool(exposed); ok {
 		return hintsOf(t.annotations)
 	}
 	var h uint8

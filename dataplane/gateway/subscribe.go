@@ -8,6 +8,7 @@ import (
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -373,7 +374,7 @@ func (g *Gateway) upstreamResourceUpdated(server, clientID string, msg *rpc.Mess
 	var listens []*listener
 	for k, e := range rs.entries {
 		// The update may name a sub-resource of the subscribed URI.
-		if k.server != server || k.client != clientID || !coversURI(k.uri, uri) {
+		if k.server != server || k.client != clientID || !catalog.CoversURI(k.uri, uri) {
 			continue
 		}
 		for s := range e.subs {
@@ -401,12 +402,6 @@ func (g *Gateway) upstreamResourceUpdated(server, clientID string, msg *rpc.Mess
 	for _, l := range listens {
 		l.send(listenNotification(msg.Method, l.id, msg.Params))
 	}
-}
-
-// coversURI reports whether a subscription to subscribed covers an update
-// of uri: the same resource, or one under it.
-func coversURI(subscribed, uri string) bool {
-	return subscribed == uri || strings.HasPrefix(uri, strings.TrimSuffix(subscribed, "/")+"/")
 }
 
 // dropClient forgets what the gateway keeps for a downstream session that
@@ -448,7 +443,7 @@ func (g *Gateway) dropIdleClient(sid string) {
 // trying members in order would subscribe the wrong one and never hear an
 // update.
 func (g *Gateway) resolveResource(ctx context.Context, c *call, uri string) []*snapshot.Member {
-	if _, ok := g.routes.get(c.t).lookup(uri); !ok {
+	if _, ok := g.routes.get(c.t).Lookup(uri); !ok {
 		for _, k := range []listKind{kindResources, kindTemplates} {
 			if _, rerr := g.list(ctx, c, k, nil); rerr != nil {
 				g.log.Debug("could not learn resource routes", "endpoint", c.t.name, "err", rerr.Message)
