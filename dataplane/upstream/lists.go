@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
 	"time"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
 
@@ -110,7 +109,7 @@ func ParseListPage(method string, res json.RawMessage) (*ListPage, error) {
 	if err := json.Unmarshal(res, &p); err != nil {
 		return nil, err
 	}
-	out := &ListPage{Next: p.NextCursor, TTLMs: -1}
+	out := &ListPage{Next: p.NextCursor}
 	switch method {
 	case "tools/list":
 		out.Items = p.Tools
@@ -121,10 +120,7 @@ func ParseListPage(method string, res json.RawMessage) (*ListPage, error) {
 	case "resources/templates/list":
 		out.Items = p.ResourceTemplates
 	}
-	if f, err := strconv.ParseFloat(string(p.TTLMs), 64); err == nil && f >= 0 && f < math.MaxInt64 {
-		out.TTLMs = int64(f)
-	}
-	_ = json.Unmarshal(p.CacheScope, &out.Scope)
+	out.TTLMs, out.Scope = catalog.ParseHints(p.TTLMs, p.CacheScope)
 	return out, nil
 }
 
