@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/toolreport"
 	"github.com/metamcp/metamcp/pkg/authz"
@@ -28,27 +29,27 @@ const codeForbidden = -32003
 
 // authzItem describes a listed item for the access rules, nil when the item
 // is not one they decide (it has no name).
-func authzItem(c *call, k listKind, item json.RawMessage, rr *resourceRoutes) *authz.Item {
+func authzItem(c *call, k catalog.Kind, item json.RawMessage, rr *resourceRoutes) *authz.Item {
 	it := &authz.Item{}
 	var ok bool
 	switch k {
-	case kindTools:
+	case catalog.Tools:
 		it.Kind = authz.Tool
 		if it.Name, ok = rpc.StringField(item, "name"); !ok {
 			return nil
 		}
 		it.Annotations = authz.ParseAnnotations(item)
-	case kindPrompts:
+	case catalog.Prompts:
 		it.Kind = authz.Prompt
 		if it.Name, ok = rpc.StringField(item, "name"); !ok {
 			return nil
 		}
-	case kindResources:
+	case catalog.Resources:
 		it.Kind = authz.Resource
 		if it.Name, ok = rpc.StringField(item, "uri"); !ok {
 			return nil
 		}
-	case kindTemplates:
+	case catalog.Templates:
 		it.Kind = authz.Resource
 		if it.Name, ok = rpc.StringField(item, "uriTemplate"); !ok {
 			return nil
@@ -62,7 +63,7 @@ func authzItem(c *call, k listKind, item json.RawMessage, rr *resourceRoutes) *a
 
 // filterList returns the list result res as c's caller may see it, by the
 // endpoint's access rules; res itself when the endpoint has none.
-func (g *Gateway) filterList(c *call, k listKind, res json.RawMessage) json.RawMessage {
+func (g *Gateway) filterList(c *call, k catalog.Kind, res json.RawMessage) json.RawMessage {
 	pol := c.t.ep.Policy
 	if pol == nil || len(res) == 0 {
 		return res
@@ -72,11 +73,11 @@ func (g *Gateway) filterList(c *call, k listKind, res json.RawMessage) json.RawM
 		return res
 	}
 	var items []json.RawMessage
-	if json.Unmarshal(obj[k.field], &items) != nil {
+	if json.Unmarshal(obj[k.Field], &items) != nil {
 		return res
 	}
 	var rr *resourceRoutes
-	if k == kindResources || k == kindTemplates {
+	if k == catalog.Resources || k == catalog.Templates {
 		rr = g.routes.get(c.t)
 	}
 	kept := items[:0]
@@ -99,7 +100,7 @@ func (g *Gateway) filterList(c *call, k listKind, res json.RawMessage) json.RawM
 	if len(kept) == 0 {
 		b = []byte("[]")
 	}
-	obj[k.field] = b
+	obj[k.Field] = b
 	out, err := json.Marshal(obj)
 	if err != nil {
 		return res
@@ -195,8 +196,8 @@ func accessPrint(ep *snapshot.Endpoint) string {
 // caller sees, whatever the upstreams list.
 func (g *Gateway) accessChanged(t target) {
 	for _, a := range g.audiences(t) {
-		for _, kk := range kindsOf {
-			g.notifyListChanged(a, kk.mask, kk.method)
+		for _, kk := range catalog.Groups {
+			g.notifyListChanged(a, kk.Mask, kk.Method)
 		}
 	}
 }

@@ -16,19 +16,6 @@ import (
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
 
-// listKind is one of the four list operations.
-type listKind struct {
-	method string
-	field  string // the result's array field
-}
-
-var (
-	kindTools     = listKind{"tools/list", "tools"}
-	kindPrompts   = listKind{"prompts/list", "prompts"}
-	kindResources = listKind{"resources/list", "resources"}
-	kindTemplates = listKind{"resources/templates/list", "resourceTemplates"}
-)
-
 // page is one upstream page.
 type page struct {
 	items []json.RawMessage
@@ -47,7 +34,7 @@ type listJob struct {
 // list fans a list operation out to the endpoint's members in parallel,
 // each bounded by its list timeout, and merges the pages. A member that
 // fails or times out is left out and logged.
-func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
+func (g *Gateway) list(ctx context.Context, c *call, k catalog.Kind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	members := c.t.ep.Members
 	var jobs []listJob
 	if cur, _ := rpc.StringField(params, "cursor"); cur != "" {
@@ -84,18 +71,18 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	next := catalog.Cursor{Revision: c.t.snap.Revision}
 	out := make([]byte, 0, 1024)
 	out = append(out, `{"`...)
-	out = append(out, k.field...)
+	out = append(out, k.Field...)
 	out = append(out, `":[`...)
 	first := true
 	var failed []string
 	var names *exposedNames
-	if k == kindTools || k == kindPrompts {
+	if k == catalog.Tools || k == catalog.Prompts {
 		names = &exposedNames{seen: make(map[string]int, 64)}
 	}
 	for i, j := range jobs {
 		p := pages[i]
 		if p.err != nil {
-			g.log.Warn("upstream left out of the list", "endpoint", c.t.name, "method", k.method, "server", j.member.Server.GetName(), "err", p.err.Message)
+			g.log.Warn("upstream left out of the list", "endpoint", c.t.name, "method", k.Method, "server", j.member.Server.GetName(), "err", p.err.Message)
 			failed = append(failed, p.err.Message)
 			continue
 		}
@@ -125,7 +112,7 @@ func (g *Gateway) list(ctx context.Context, c *call, k listKind, params json.Raw
 	}
 	if len(jobs) > 0 && len(failed) == len(jobs) {
 		// Never a silently empty list: say why there is nothing.
-		return nil, &rpc.Error{Code: codeServerError, Message: "no upstream server answered " + k.method + ": " + strings.Join(failed, "; ")}
+		return nil, &rpc.Error{Code: codeServerError, Message: "no upstream server answered " + k.Method + ": " + strings.Join(failed, "; ")}
 	}
 	out = append(out, ']')
 	if len(next.Pending) > 0 {
@@ -159,7 +146,7 @@ func listCacheHints(c *call, jobs []listJob, pages []page, partial bool) (ttl in
 // session keeps the page, see upstream.Lister) the endpoint's listening
 // clients hear list_changed. With no member answered yet it waits on: never
 // a silently empty list.
-func (g *Gateway) fetchPages(ctx context.Context, c *call, k listKind, jobs []listJob) []page {
+func (g *Gateway) fetchPages(ctx context.Context, c *call, k catalog.Kind, jobs []listJob) []page {
 	pages := make([]page, len(jobs))
 	if len(jobs) == 0 {
 		return pages
@@ -205,7 +192,7 @@ collect:
 	}
 	for i, j := range jobs {
 		if !got[i] {
-			pages[i] = page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " did not answer " + k.method + " within " + g.opts.ListWait.String() + ": its part follows through list_changed"}}
+			pages[i] = page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " did not answer " + k.Method + " within " + g.opts.ListWait.String() + ": its part follows through list_changed"}}
 		}
 	}
 	endpoint := c.t.name
@@ -215,8 +202,8 @@ collect:
 		close(results)
 		for r := range results {
 			if !got[r.i] && r.p.err == nil {
-				g.log.Info("a slow upstream's list arrived: telling the endpoint's clients", "endpoint", endpoint, "method", k.method, "server", jobs[r.i].member.Server.GetName())
-				g.listChanged(endpoint, maskOfList(k))
+				g.log.Info("a slow upstream's list arrived: telling the endpoint's clients", "endpoint", endpoint, "method", k.Method, "server", jobs[r.i].member.Server.GetName())
+				g.listChanged(endpoint, catalog.MaskOfList(k))
 			}
 		}
 	})
@@ -237,7 +224,7 @@ func (g *Gateway) detach(ctx context.Context) (context.Context, func()) {
 
 // fetchPage asks one member for one page: of the session's kept lists
 // when it keeps them (upstream.Lister), else of the upstream.
-func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob) page {
+func (g *Gateway) fetchPage(ctx context.Context, c *call, k catalog.Kind, j listJob) page {
 	s, rerr := g.session(ctx, c, j.member)
 	if rerr != nil {
 		return page{err: rerr}
@@ -246,7 +233,7 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 		timeout := g.listTimeout(j.member.Server)
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		p, err := l.List(cctx, k.method, j.cursor)
+		p, err := l.List(cctx, k.Method, j.cursor)
 		if err != nil {
 			var re *rpc.Error
 			if errors.As(err, &re) {
@@ -261,23 +248,23 @@ func (g *Gateway) fetchPage(ctx context.Context, c *call, k listKind, j listJob)
 		params = rpc.AppendString([]byte(`{"cursor":`), j.cursor)
 		params = append(params, '}')
 	}
-	res, rerr := g.callUpstream(ctx, c, j.member, k.method, params, g.listTimeout(j.member.Server))
+	res, rerr := g.callUpstream(ctx, c, j.member, k.Method, params, g.listTimeout(j.member.Server))
 	if rerr != nil {
 		return page{err: rerr}
 	}
-	p, err := upstream.ParseListPage(k.method, res)
+	p, err := upstream.ParseListPage(k.Method, res)
 	if err != nil {
-		return page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.method + " result: " + err.Error()}}
+		return page{err: &rpc.Error{Code: codeServerError, Message: "upstream " + quote(j.member.Server.GetName()) + " sent an invalid " + k.Method + " result: " + err.Error()}}
 	}
 	return page{items: p.Items, next: p.Next, ttlMs: p.TTLMs, scope: p.Scope}
 }
 
 // rewriteItem applies the namespace to one listed item: tools are renamed,
 // filtered and overridden, prompts prefixed, resources remembered for routing.
-func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessage, rr *resourceRoutes) (json.RawMessage, bool) {
+func (g *Gateway) rewriteItem(c *call, k catalog.Kind, j listJob, item json.RawMessage, rr *resourceRoutes) (json.RawMessage, bool) {
 	m := j.member
 	switch k {
-	case kindTools:
+	case catalog.Tools:
 		name, ok := rpc.StringField(item, "name")
 		if !ok {
 			return nil, false
@@ -299,14 +286,14 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 		}
 		rr.SetTool(exposed, listedTool{params: toolParamBindings(item), annotations: authz.ParseAnnotations(out)})
 		return out, true
-	case kindPrompts:
+	case catalog.Prompts:
 		name, ok := rpc.StringField(item, "name")
 		if !ok {
 			return nil, false
 		}
 		exposed := snapshot.ExposedName(m.Prefix, c.t.ep.Separator, name)
 		return rpc.ReplaceStringField(make([]byte, 0, len(item)+len(exposed)), item, "name", exposed), true
-	case kindResources:
+	case catalog.Resources:
 		uri, ok := rpc.StringField(item, "uri")
 		if !ok {
 			return nil, false
@@ -316,7 +303,7 @@ func (g *Gateway) rewriteItem(c *call, k listKind, j listJob, item json.RawMessa
 			return nil, false
 		}
 		return item, true
-	case kindTemplates:
+	case catalog.Templates:
 		tmpl, ok := rpc.StringField(item, "uriTemplate")
 		if !ok {
 			return nil, false

@@ -20,13 +20,13 @@ import (
 func (g *Gateway) dispatchOther(ctx context.Context, c *call, msg *rpc.Message) (json.RawMessage, *rpc.Error) {
 	switch msg.Method {
 	case "tools/list":
-		return g.listObserved(ctx, c, kindTools, msg.Params)
+		return g.listObserved(ctx, c, catalog.Tools, msg.Params)
 	case "prompts/list":
-		return g.listObserved(ctx, c, kindPrompts, msg.Params)
+		return g.listObserved(ctx, c, catalog.Prompts, msg.Params)
 	case "resources/list":
-		return g.listObserved(ctx, c, kindResources, msg.Params)
+		return g.listObserved(ctx, c, catalog.Resources, msg.Params)
 	case "resources/templates/list":
-		return g.listObserved(ctx, c, kindTemplates, msg.Params)
+		return g.listObserved(ctx, c, catalog.Templates, msg.Params)
 	case "completion/complete":
 		return g.complete(ctx, c, msg.Params)
 	case "ping":
@@ -210,7 +210,7 @@ func (g *Gateway) lateSession(ctx context.Context, c *call, m *snapshot.Member) 
 		defer done()
 		if _, rerr := g.session(bctx, c, m); rerr == nil {
 			g.log.Info("a slow upstream connected: telling the endpoint's clients", "endpoint", endpoint, "server", server)
-			g.listChanged(endpoint, maskAll)
+			g.listChanged(endpoint, catalog.MaskAll)
 		}
 	})
 }

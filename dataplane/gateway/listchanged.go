@@ -1,11 +1,9 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -25,47 +24,6 @@ const listChangedDebounce = 150 * time.Millisecond
 // maxListPages bounds the pages fetched from one upstream when recomputing
 // a list for list_changed.
 const maxListPages = 100
-
-// kindMask is a set of list kinds a list_changed notification is about.
-type kindMask uint8
-
-const (
-	maskTools kindMask = 1 << iota
-	maskPrompts
-	maskResources // resources and resource templates
-	maskAll       = maskTools | maskPrompts | maskResources
-)
-
-// kindsOf are the list operations behind each bit of a kindMask.
-var kindsOf = []struct {
-	mask   kindMask
-	kinds  []listKind
-	method string // the notification
-}{
-	{maskTools, []listKind{kindTools}, "notifications/tools/list_changed"},
-	{maskPrompts, []listKind{kindPrompts}, "notifications/prompts/list_changed"},
-	{maskResources, []listKind{kindResources, kindTemplates}, "notifications/resources/list_changed"},
-}
-
-// maskOfList is the kindMask of one list operation.
-func maskOfList(k listKind) kindMask {
-	for _, kk := range kindsOf {
-		if slices.Contains(kk.kinds, k) {
-			return kk.mask
-		}
-	}
-	return 0
-}
-
-// maskOfNotification maps an upstream's list_changed notification to its kind.
-func maskOfNotification(method string) kindMask {
-	for _, k := range kindsOf {
-		if k.method == method {
-			return k.mask
-		}
-	}
-	return 0
-}
 
 // clientState is what the gateway keeps about its connected clients beyond
 // their sessions: the effective lists they were last shown (for
@@ -92,7 +50,7 @@ type listWatch struct {
 	baselines map[baseKey]map[string][32]byte
 	byScope   map[string]map[baseKey]struct{} // keys of the client scopes ("" aside)
 	seeding   map[baseKey]bool                // (endpoint, scope) → its baselines are being computed
-	dirty     map[string]kindMask             // endpoint → kinds waiting for the debounce
+	dirty     map[string]catalog.Mask         // endpoint → kinds waiting for the debounce
 	running   map[string]bool                 // endpoint → a settle goroutine is on it
 }
 
@@ -109,16 +67,6 @@ type baseKey struct {
 // dropped (a missing baseline only means a notification that may not have
 // been needed).
 const maxBaselines = 100000
-
-// kindIn reports whether the list method is one of mask's kinds.
-func kindIn(method string, mask kindMask) bool {
-	for _, kk := range kindsOf {
-		if kk.mask&mask != 0 && slices.ContainsFunc(kk.kinds, func(l listKind) bool { return l.method == method }) {
-			return true
-		}
-	}
-	return false
-}
 
 // listScope is the scope of c's view of its endpoint's lists.
 func listScope(c *call) string {
@@ -140,26 +88,8 @@ func hasPerClient(ep *snapshot.Endpoint) bool {
 	return false
 }
 
-// itemHashes accumulates the hashes of one member's items.
-type itemHashes [][32]byte
-
-// sum is an order-independent hash of the items (the zero value for none).
-func (h itemHashes) sum() [32]byte {
-	if len(h) == 0 {
-		return [32]byte{}
-	}
-	slices.SortFunc(h, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
-	d := sha256.New()
-	for _, x := range h {
-		d.Write(x[:])
-	}
-	var out [32]byte
-	d.Sum(out[:0])
-	return out
-}
-
 // listObserved serves a list operation and records its baseline.
-func (g *Gateway) listObserved(ctx context.Context, c *call, k listKind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
+func (g *Gateway) listObserved(ctx context.Context, c *call, k catalog.Kind, params json.RawMessage) (json.RawMessage, *rpc.Error) {
 	res, rerr := g.list(ctx, c, k, params)
 	if rerr != nil {
 		return nil, rerr
@@ -169,7 +99,7 @@ func (g *Gateway) listObserved(ctx context.Context, c *call, k listKind, params 
 	if g.shouldObserve(c, k) {
 		g.observeList(c, k, params, res)
 	}
-	if k == kindTools {
+	if k == catalog.Tools {
 		g.reportTools(c, params, res)
 	}
 	return g.filterList(c, k, res), nil
@@ -179,14 +109,14 @@ func (g *Gateway) listObserved(ctx context.Context, c *call, k listKind, params 
 // the only baseline of c's own view (per_client upstreams), or c may hear
 // list_changed from this replica, or the endpoint's shared view has no
 // baseline yet. (A client may list before its stream opens.)
-func (g *Gateway) shouldObserve(c *call, k listKind) bool {
+func (g *Gateway) shouldObserve(c *call, k catalog.Kind) bool {
 	if listScope(c) != "" || g.listening(c) {
 		return true
 	}
 	w := &g.state.lists
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.baselines[baseKey{c.t.name, k.method, ""}]
+	_, ok := w.baselines[baseKey{c.t.name, k.Method, ""}]
 	return !ok
 }
 
@@ -209,7 +139,7 @@ func (g *Gateway) listening(c *call) bool {
 // observeList records, from a list the gateway just served in full (a first
 // page with no next page), the baseline of c's view: each item is
 // attributed to its member the way calls are routed.
-func (g *Gateway) observeList(c *call, k listKind, params, res json.RawMessage) {
+func (g *Gateway) observeList(c *call, k catalog.Kind, params, res json.RawMessage) {
 	if len(res) == 0 {
 		return
 	}
@@ -224,12 +154,12 @@ func (g *Gateway) observeList(c *call, k listKind, params, res json.RawMessage) 
 		return
 	}
 	var items []json.RawMessage
-	if json.Unmarshal(p[k.field], &items) != nil {
+	if json.Unmarshal(p[k.Field], &items) != nil {
 		return
 	}
-	per := make(map[string]itemHashes, len(c.t.ep.Members))
+	per := make(map[string]catalog.ItemHashes, len(c.t.ep.Members))
 	var rr *resourceRoutes
-	if k == kindResources || k == kindTemplates {
+	if k == catalog.Resources || k == catalog.Templates {
 		rr = g.routes.get(c.t)
 	}
 	for _, it := range items {
@@ -242,11 +172,11 @@ func (g *Gateway) observeList(c *call, k listKind, params, res json.RawMessage) 
 	hashes := make(map[string][32]byte, len(c.t.ep.Members))
 	for _, m := range c.t.ep.Members {
 		if m.Server != nil {
-			hashes[m.Server.GetName()] = per[m.Server.GetName()].sum()
+			hashes[m.Server.GetName()] = per[m.Server.GetName()].Sum()
 		}
 	}
 	scope := listScope(c)
-	key := baseKey{c.t.name, k.method, scope}
+	key := baseKey{c.t.name, k.Method, scope}
 	w := &g.state.lists
 	w.mu.Lock()
 	w.setLocked(key, hashes)
@@ -260,19 +190,19 @@ func (g *Gateway) observeList(c *call, k listKind, params, res json.RawMessage) 
 }
 
 // attribute returns the server a served item came from.
-func attribute(ep *snapshot.Endpoint, k listKind, item json.RawMessage, rr *resourceRoutes) string {
+func attribute(ep *snapshot.Endpoint, k catalog.Kind, item json.RawMessage, rr *resourceRoutes) string {
 	switch k {
-	case kindTools, kindPrompts:
+	case catalog.Tools, catalog.Prompts:
 		name, _ := rpc.StringField(item, "name")
 		if m, _ := routeName(ep, name); m != nil {
 			return m.Server.GetName()
 		}
-	case kindResources:
+	case catalog.Resources:
 		uri, _ := rpc.StringField(item, "uri")
 		if s, ok := rr.Lookup(uri); ok {
 			return s
 		}
-	case kindTemplates:
+	case catalog.Templates:
 		tmpl, _ := rpc.StringField(item, "uriTemplate")
 		if s, ok := rr.Template(tmpl); ok {
 			return s
@@ -360,10 +290,10 @@ func (g *Gateway) seedBaselines(c *call, scope string) {
 	endpoint := c.t.name
 	w := &g.state.lists
 	w.mu.Lock()
-	var missing []listKind
-	for _, kk := range kindsOf {
-		for _, k := range kk.kinds {
-			if _, ok := w.baselines[baseKey{endpoint, k.method, scope}]; !ok {
+	var missing []catalog.Kind
+	for _, kk := range catalog.Groups {
+		for _, k := range kk.Kinds {
+			if _, ok := w.baselines[baseKey{endpoint, k.Method, scope}]; !ok {
 				missing = append(missing, k)
 			}
 		}
@@ -393,11 +323,11 @@ func (g *Gateway) seedBaselines(c *call, scope string) {
 // listChanged notes that the lists of kinds mask of endpoint may have
 // changed; after the debounce they are recomputed and the endpoint's
 // listening clients told about the ones that really did.
-func (g *Gateway) listChanged(endpoint string, mask kindMask) {
+func (g *Gateway) listChanged(endpoint string, mask catalog.Mask) {
 	w := &g.state.lists
 	w.mu.Lock()
 	if w.dirty == nil {
-		w.dirty = make(map[string]kindMask)
+		w.dirty = make(map[string]catalog.Mask)
 		w.running = make(map[string]bool)
 	}
 	w.dirty[endpoint] |= mask
@@ -490,7 +420,7 @@ func (g *Gateway) audiences(t target) map[string]*listAudience {
 
 // recomputeLists lists the endpoint's kinds in mask again for each scope
 // that has listeners here, and notifies the listeners whose view changed.
-func (g *Gateway) recomputeLists(endpoint string, mask kindMask) {
+func (g *Gateway) recomputeLists(endpoint string, mask catalog.Mask) {
 	var snap *snapshot.Compiled
 	if g.opts.Config != nil {
 		snap = g.opts.Config.Current()
@@ -516,24 +446,24 @@ func (g *Gateway) recomputeLists(endpoint string, mask kindMask) {
 	// Baselines nobody here listens to any more are stale from now on: a
 	// later listener gets them again from its first list.
 	for k := range w.baselines {
-		if _, listening := auds[k.scope]; k.endpoint == endpoint && !listening && kindIn(k.kind, mask) {
+		if _, listening := auds[k.scope]; k.endpoint == endpoint && !listening && catalog.KindIn(k.kind, mask) {
 			w.delLocked(k)
 		}
 	}
 	w.mu.Unlock()
 	for scope, a := range auds {
-		for _, kk := range kindsOf {
-			if kk.mask&mask == 0 {
+		for _, kk := range catalog.Groups {
+			if kk.Mask&mask == 0 {
 				continue
 			}
 			changed := false
-			for _, k := range kk.kinds {
+			for _, k := range kk.Kinds {
 				if g.relist(t, a.c, k, scope) {
 					changed = true
 				}
 			}
 			if changed {
-				g.notifyListChanged(a, kk.mask, kk.method)
+				g.notifyListChanged(a, kk.Mask, kk.Method)
 			}
 		}
 	}
@@ -542,7 +472,7 @@ func (g *Gateway) recomputeLists(endpoint string, mask kindMask) {
 // relist computes the members' hashes of kind k as scope sees them and
 // reports whether any differs from the baseline (which it replaces). A
 // member that does not answer keeps its old hash: it is not a change.
-func (g *Gateway) relist(t target, c *call, k listKind, scope string) bool {
+func (g *Gateway) relist(t target, c *call, k catalog.Kind, scope string) bool {
 	hashes := make(map[string][32]byte, len(t.ep.Members))
 	failed := map[string]bool{}
 	rr := g.routes.get(t)
@@ -594,7 +524,7 @@ collect:
 	for s := range pending {
 		failed[s] = true
 	}
-	key := baseKey{t.name, k.method, scope}
+	key := baseKey{t.name, k.Method, scope}
 	if n := len(pending); n > 0 {
 		g.goOwned(func() {
 			for range n {
@@ -607,7 +537,7 @@ collect:
 				old, had := g.state.lists.baselines[key][r.server]
 				g.state.lists.mu.Unlock()
 				if !had || old != h {
-					g.listChanged(t.name, maskOfList(k))
+					g.listChanged(t.name, catalog.MaskOfList(k))
 					return
 				}
 			}
@@ -643,13 +573,13 @@ collect:
 
 // memberItems fetches every page of one member's list (each bounded by its
 // list timeout).
-func (g *Gateway) memberItems(c *call, k listKind, j listJob) ([]json.RawMessage, bool) {
+func (g *Gateway) memberItems(c *call, k catalog.Kind, j listJob) ([]json.RawMessage, bool) {
 	var items []json.RawMessage
 	seen := map[string]bool{}
 	for range maxListPages {
 		p := g.fetchPage(g.ctx, c, k, j)
 		if p.err != nil {
-			g.log.Debug("upstream left out of a list_changed check", "endpoint", c.t.name, "method", k.method, "server", j.member.Server.GetName(), "err", p.err.Message)
+			g.log.Debug("upstream left out of a list_changed check", "endpoint", c.t.name, "method", k.Method, "server", j.member.Server.GetName(), "err", p.err.Message)
 			return nil, false
 		}
 		items = append(items, p.items...)
@@ -663,18 +593,18 @@ func (g *Gateway) memberItems(c *call, k listKind, j listJob) ([]json.RawMessage
 }
 
 // hashItems hashes one member's items as the gateway serves them.
-func (g *Gateway) hashItems(c *call, k listKind, j listJob, items []json.RawMessage, rr *resourceRoutes) [32]byte {
-	var h itemHashes
+func (g *Gateway) hashItems(c *call, k catalog.Kind, j listJob, items []json.RawMessage, rr *resourceRoutes) [32]byte {
+	var h catalog.ItemHashes
 	for _, item := range items {
 		if rewritten, keep := g.rewriteItem(c, k, j, item, rr); keep {
 			h = append(h, sha256.Sum256(rewritten))
 		}
 	}
-	return h.sum()
+	return h.Sum()
 }
 
 // notifyListChanged sends method to the audience's clients that want it.
-func (g *Gateway) notifyListChanged(a *listAudience, mask kindMask, method string) {
+func (g *Gateway) notifyListChanged(a *listAudience, mask catalog.Mask, method string) {
 	msg := []byte(`{"jsonrpc":"2.0","method":"` + method + `","params":{}}`)
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
 	defer cancel()
@@ -734,7 +664,7 @@ func (g *Gateway) ConfigChanged() {
 	}
 	for name, p := range prints {
 		if o, ok := old[name]; !ok || o != p {
-			g.listChanged(name, maskAll)
+			g.listChanged(name, catalog.MaskAll)
 		}
 		if a, ok := oldAccess[name]; ok && a != access[name] {
 			g.accessChanged(target{snap: snap, ep: snap.Endpoints[name], name: name})
@@ -773,7 +703,7 @@ func endpointPrint(ep *snapshot.Endpoint) [32]byte {
 // upstreamListChanged handles an upstream's notifications/*/list_changed:
 // every endpoint that mounts the server is checked after the debounce.
 func (g *Gateway) upstreamListChanged(server string, method string) {
-	mask := maskOfNotification(method)
+	mask := catalog.MaskOfNotification(method)
 	if mask == 0 || g.opts.Config == nil {
 		return
 	}
@@ -796,7 +726,7 @@ func (g *Gateway) upstreamListChanged(server string, method string) {
 // upstream session, "" for shared ones.
 func (g *Gateway) upstreamNotification(server, clientID string, msg *rpc.Message) bool {
 	switch {
-	case maskOfNotification(msg.Method) != 0:
+	case catalog.MaskOfNotification(msg.Method) != 0:
 		g.upstreamListChanged(server, msg.Method)
 		return true
 	case msg.Method == methodResourceUpdated:
@@ -829,7 +759,7 @@ func (g *Gateway) perClientServer(server string) bool {
 // is considered (the recomputation finds which one changed, if any).
 func (g *Gateway) callerNotification(c *call, msg *rpc.Message) bool {
 	switch {
-	case maskOfNotification(msg.Method) != 0:
+	case catalog.MaskOfNotification(msg.Method) != 0:
 		for _, m := range c.t.ep.Members {
 			if m.Server != nil {
 				g.upstreamListChanged(m.Server.GetName(), msg.Method)

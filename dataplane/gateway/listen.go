@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 )
 
@@ -17,7 +18,7 @@ type listener struct {
 	endpoint  string
 	principal string
 	id        json.RawMessage // the listen request's id
-	mask      kindMask        // the list_changed kinds it asked for
+	mask      catalog.Mask    // the list_changed kinds it asked for
 	resp      *sseResponse
 }
 
@@ -140,13 +141,13 @@ func (g *Gateway) listen(w http.ResponseWriter, r *http.Request, c *call, msg *r
 	}
 	l := &listener{endpoint: c.t.name, principal: c.principal, id: msg.ID, resp: newSSEResponse(r.Context(), w)}
 	if n.ToolsListChanged {
-		l.mask |= maskTools
+		l.mask |= catalog.MaskTools
 	}
 	if n.PromptsListChanged {
-		l.mask |= maskPrompts
+		l.mask |= catalog.MaskPrompts
 	}
 	if n.ResourcesListChanged {
-		l.mask |= maskResources
+		l.mask |= catalog.MaskResources
 	}
 	// Joined to wg under mu, as SSE streams are: Close ends the stream.
 	g.mu.Lock()
@@ -202,13 +203,13 @@ func (g *Gateway) listen(w http.ResponseWriter, r *http.Request, c *call, msg *r
 }
 
 // agreed builds the acknowledged notification's params (without _meta).
-func (g *Gateway) agreed(mask kindMask, uris []string) json.RawMessage {
+func (g *Gateway) agreed(mask catalog.Mask, uris []string) json.RawMessage {
 	b := []byte(`{"notifications":{`)
 	sep := ""
 	for _, f := range []struct {
-		m    kindMask
+		m    catalog.Mask
 		name string
-	}{{maskTools, "toolsListChanged"}, {maskPrompts, "promptsListChanged"}, {maskResources, "resourcesListChanged"}} {
+	}{{catalog.MaskTools, "toolsListChanged"}, {catalog.MaskPrompts, "promptsListChanged"}, {catalog.MaskResources, "resourcesListChanged"}} {
 		if mask&f.m != 0 {
 			b = append(b, sep+`"`+f.name+`":true`...)
 			sep = ","

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/pkg/snapshot"
 )
@@ -40,13 +41,13 @@ type nameSpan struct {
 
 // add records an item about to be appended at offset start (after its
 // comma) and reports whether to append it.
-func (n *exposedNames) add(g *Gateway, c *call, k listKind, j listJob, item, rewritten json.RawMessage, start int) bool {
+func (n *exposedNames) add(g *Gateway, c *call, k catalog.Kind, j listJob, item, rewritten json.RawMessage, start int) bool {
 	if len(n.spans) == 0 {
 		start-- // the first item has no comma
 	}
 	exposed, _ := rpc.StringField(rewritten, "name")
 	upstream, _ := rpc.StringField(item, "name")
-	if k == kindTools && len(exposed) > snapshot.PortableToolNameLength {
+	if k == catalog.Tools && len(exposed) > snapshot.PortableToolNameLength {
 		g.noteLongName(c.t.name, exposed, j.member.Server.GetName())
 	}
 	span := nameSpan{start: start, end: start + len(rewritten), name: exposed, member: j.index, upstream: upstream}
@@ -59,7 +60,7 @@ func (n *exposedNames) add(g *Gateway, c *call, k listKind, j listJob, item, rew
 	kept := &n.spans[prev]
 	ep := c.t.ep
 	winsNew := false
-	if k == kindTools {
+	if k == catalog.Tools {
 		if m, up, ok := routeTool(ep, exposed); ok {
 			winsNew = m == ep.Members[j.index] && up == upstream && (m != ep.Members[kept.member] || up != kept.upstream)
 		}
@@ -124,9 +125,9 @@ type nameNotes struct {
 	long       map[[2]string]bool      // endpoint, name
 }
 
-func (g *Gateway) noteCollision(t target, k listKind, name, kept, dropped string) {
+func (g *Gateway) noteCollision(t target, k catalog.Kind, name, kept, dropped string) {
 	kind := "tool"
-	if k == kindPrompts {
+	if k == catalog.Prompts {
 		kind = "prompt"
 	}
 	key := [3]string{t.name, kind, name}
@@ -150,9 +151,9 @@ func (g *Gateway) noteCollision(t target, k listKind, name, kept, dropped string
 
 // settleCollisions forgets the collisions of endpoint's kind that a whole
 // list (every member answered, one page) no longer shows.
-func (g *Gateway) settleCollisions(endpoint string, k listKind, found map[string]bool) {
+func (g *Gateway) settleCollisions(endpoint string, k catalog.Kind, found map[string]bool) {
 	kind := "tool"
-	if k == kindPrompts {
+	if k == catalog.Prompts {
 		kind = "prompt"
 	}
 	nn := &g.names

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/metamcp/metamcp/dataplane/catalog"
 	"github.com/metamcp/metamcp/dataplane/rpc"
 	"github.com/metamcp/metamcp/dataplane/upstream"
 	"github.com/metamcp/metamcp/pkg/snapshot"
@@ -174,12 +175,12 @@ func (g *Gateway) learnToolParams(ctx context.Context, c *call, rr *resourceRout
 	index := slices.Index(c.t.ep.Members, m)
 	j := listJob{index: index, member: m}
 	for range maxLearnPages {
-		p := g.fetchPage(ctx, c, kindTools, j)
+		p := g.fetchPage(ctx, c, catalog.Tools, j)
 		if p.err != nil {
 			return
 		}
 		for _, item := range p.items {
-			g.rewriteItem(c, kindTools, j, item, rr)
+			g.rewriteItem(c, catalog.Tools, j, item, rr)
 		}
 		if p.next == "" {
 			break

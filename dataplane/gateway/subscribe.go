@@ -444,7 +444,7 @@ func (g *Gateway) dropIdleClient(sid string) {
 // update.
 func (g *Gateway) resolveResource(ctx context.Context, c *call, uri string) []*snapshot.Member {
 	if _, ok := g.routes.get(c.t).Lookup(uri); !ok {
-		for _, k := range []listKind{kindResources, kindTemplates} {
+		for _, k := range []catalog.Kind{catalog.Resources, catalog.Templates} {
 			if _, rerr := g.list(ctx, c, k, nil); rerr != nil {
 				g.log.Debug("could not learn resource routes", "endpoint", c.t.name, "err", rerr.Message)
 			}
