@@ -577,7 +577,25 @@ func (lh *liveHarness) addPerClientGamma(t *testing.T) *liveUpstream {
 		c.Endpoints = append(c.Endpoints, &metamcpv1.Endpoint{Name: "pc", Namespace: "pc"})
 	})
 	lh.pool.Update(lh.holder.Current().Servers)
+	// The swap made "pc" a new endpoint, which ConfigChanged checks after
+	// the debounce. A client whose stream opened by then but which has not
+	// listed yet has no baseline, so the check tells it every kind changed
+	// (on purpose: it may have listed through another replica). Tests
+	// counting notifications connect once that check is over.
+	lh.waitSettled(t, "pc")
 	return gamma
+}
+
+// waitSettled waits until no list_changed check of endpoint is pending or
+// running.
+func (lh *liveHarness) waitSettled(t *testing.T, endpoint string) {
+	t.Helper()
+	w := &lh.gw.state.lists
+	waitFor(t, "the list_changed check of "+endpoint, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return !w.running[endpoint] && w.dirty[endpoint] == 0
+	})
 }
 
 func TestPerClient(t *testing.T) {
