@@ -256,7 +256,10 @@ const (
 )
 
 // gatherInputs returns the requests that arrive on inputs while they keep
-// coming (see inputGatherGap), or until done or refused is closed.
+// coming (see inputGatherGap), or until done or refused is closed. Requests
+// already queued when the gap ends are always taken: a busy gateway that saw
+// the gap pass late must not split what had arrived (inputs is bounded by
+// maxPendingInputs).
 func gatherInputs(inputs <-chan *inputWait, done, refused <-chan struct{}) []*inputWait {
 	var got []*inputWait
 	gap := time.NewTimer(inputGatherGap)
@@ -271,7 +274,14 @@ func gatherInputs(inputs <-chan *inputWait, done, refused <-chan struct{}) []*in
 			}
 			gap.Reset(inputGatherGap)
 		case <-gap.C:
-			return got
+			for {
+				select {
+				case w := <-inputs:
+					got = append(got, w)
+				default:
+					return got
+				}
+			}
 		case <-done:
 			return got
 		case <-refused:
