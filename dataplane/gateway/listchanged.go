@@ -47,26 +47,11 @@ type listWatch struct {
 	snap      *snapshot.Compiled  // the snapshot ConfigChanged saw last
 	prints    map[string][32]byte // endpoint → fingerprint of what shapes its lists
 	access    map[string]string   // endpoint → its access rules, encoded (accessPrint)
-	baselines map[baseKey]map[string][32]byte
-	byScope   map[string]map[baseKey]struct{} // keys of the client scopes ("" aside)
-	seeding   map[baseKey]bool                // (endpoint, scope) → its baselines are being computed
-	dirty     map[string]catalog.Mask         // endpoint → kinds waiting for the debounce
-	running   map[string]bool                 // endpoint → a settle goroutine is on it
+	baselines catalog.Baselines
+	seeding   map[catalog.BaselineKey]bool // (endpoint, scope) → its baselines are being computed
+	dirty     map[string]catalog.Mask      // endpoint → kinds waiting for the debounce
+	running   map[string]bool              // endpoint → a settle goroutine is on it
 }
-
-// baseKey names one baseline. scope is "" for endpoints whose lists are the
-// same for every client, else the client (per_client upstreams list per
-// downstream session).
-type baseKey struct {
-	endpoint string
-	kind     string
-	scope    string
-}
-
-// maxBaselines bounds the baselines kept; beyond it arbitrary ones are
-// dropped (a missing baseline only means a notification that may not have
-// been needed).
-const maxBaselines = 100000
 
 // listScope is the scope of c's view of its endpoint's lists.
 func listScope(c *call) string {
@@ -116,7 +101,7 @@ func (g *Gateway) shouldObserve(c *call, k catalog.Kind) bool {
 	w := &g.state.lists
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.baselines[baseKey{c.t.name, k.Method, ""}]
+	_, ok := w.baselines.Get(catalog.BaselineKey{Endpoint: c.t.name, Kind: k.Method})
 	return !ok
 }
 
@@ -176,10 +161,10 @@ func (g *Gateway) observeList(c *call, k catalog.Kind, params, res json.RawMessa
 		}
 	}
 	scope := listScope(c)
-	key := baseKey{c.t.name, k.Method, scope}
+	key := catalog.BaselineKey{Endpoint: c.t.name, Kind: k.Method, Scope: scope}
 	w := &g.state.lists
 	w.mu.Lock()
-	w.setLocked(key, hashes)
+	w.baselines.Set(key, hashes)
 	w.mu.Unlock()
 	if scope != "" {
 		// The client's own view: its other lists are taken now, while its
@@ -211,53 +196,11 @@ func attribute(ep *snapshot.Endpoint, k catalog.Kind, item json.RawMessage, rr *
 	return ""
 }
 
-func (w *listWatch) setLocked(key baseKey, hashes map[string][32]byte) {
-	if w.baselines == nil {
-		w.baselines = make(map[baseKey]map[string][32]byte)
-	}
-	if _, ok := w.baselines[key]; !ok && len(w.baselines) >= maxBaselines {
-		for k := range w.baselines {
-			w.delLocked(k)
-			if len(w.baselines) < maxBaselines/2 {
-				break
-			}
-		}
-	}
-	w.baselines[key] = hashes
-	if key.scope != "" {
-		if w.byScope == nil {
-			w.byScope = make(map[string]map[baseKey]struct{})
-		}
-		ks := w.byScope[key.scope]
-		if ks == nil {
-			ks = make(map[baseKey]struct{})
-			w.byScope[key.scope] = ks
-		}
-		ks[key] = struct{}{}
-	}
-}
-
-// delLocked removes one baseline.
-func (w *listWatch) delLocked(k baseKey) {
-	delete(w.baselines, k)
-	if k.scope == "" {
-		return
-	}
-	if ks := w.byScope[k.scope]; ks != nil {
-		delete(ks, k)
-		if len(ks) == 0 {
-			delete(w.byScope, k.scope)
-		}
-	}
-}
-
 // dropScope removes the baselines of one client scope.
 func (w *listWatch) dropScope(scope string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for k := range w.byScope[scope] {
-		w.delLocked(k)
-	}
+	w.baselines.DeleteScope(scope)
 }
 
 // listenerAttached is called when a client of endpoint starts listening
@@ -293,18 +236,18 @@ func (g *Gateway) seedBaselines(c *call, scope string) {
 	var missing []catalog.Kind
 	for _, kk := range catalog.Groups {
 		for _, k := range kk.Kinds {
-			if _, ok := w.baselines[baseKey{endpoint, k.Method, scope}]; !ok {
+			if _, ok := w.baselines.Get(catalog.BaselineKey{Endpoint: endpoint, Kind: k.Method, Scope: scope}); !ok {
 				missing = append(missing, k)
 			}
 		}
 	}
-	seedKey := baseKey{endpoint: endpoint, scope: scope}
+	seedKey := catalog.BaselineKey{Endpoint: endpoint, Scope: scope}
 	if len(missing) == 0 || w.seeding[seedKey] {
 		w.mu.Unlock()
 		return
 	}
 	if w.seeding == nil {
-		w.seeding = make(map[baseKey]bool)
+		w.seeding = make(map[catalog.BaselineKey]bool)
 	}
 	w.seeding[seedKey] = true
 	w.mu.Unlock()
@@ -432,9 +375,9 @@ func (g *Gateway) recomputeLists(endpoint string, mask catalog.Mask) {
 	w := &g.state.lists
 	if ep == nil {
 		w.mu.Lock()
-		for k := range w.baselines {
-			if k.endpoint == endpoint {
-				w.delLocked(k)
+		for k := range w.baselines.Keys() {
+			if k.Endpoint == endpoint {
+				w.baselines.Delete(k)
 			}
 		}
 		w.mu.Unlock()
@@ -445,9 +388,9 @@ func (g *Gateway) recomputeLists(endpoint string, mask catalog.Mask) {
 	w.mu.Lock()
 	// Baselines nobody here listens to any more are stale from now on: a
 	// later listener gets them again from its first list.
-	for k := range w.baselines {
-		if _, listening := auds[k.scope]; k.endpoint == endpoint && !listening && catalog.KindIn(k.kind, mask) {
-			w.delLocked(k)
+	for k := range w.baselines.Keys() {
+		if _, listening := auds[k.Scope]; k.Endpoint == endpoint && !listening && catalog.KindIn(k.Kind, mask) {
+			w.baselines.Delete(k)
 		}
 	}
 	w.mu.Unlock()
@@ -524,7 +467,7 @@ collect:
 	for s := range pending {
 		failed[s] = true
 	}
-	key := baseKey{t.name, k.Method, scope}
+	key := catalog.BaselineKey{Endpoint: t.name, Kind: k.Method, Scope: scope}
 	if n := len(pending); n > 0 {
 		g.goOwned(func() {
 			for range n {
@@ -534,7 +477,8 @@ collect:
 				}
 				h := g.hashItems(c, k, listJob{index: r.index, member: t.ep.Members[r.index]}, r.items, rr)
 				g.state.lists.mu.Lock()
-				old, had := g.state.lists.baselines[key][r.server]
+				base, _ := g.state.lists.baselines.Get(key)
+				old, had := base[r.server]
 				g.state.lists.mu.Unlock()
 				if !had || old != h {
 					g.listChanged(t.name, catalog.MaskOfList(k))
@@ -546,13 +490,13 @@ collect:
 	w := &g.state.lists
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	old, had := w.baselines[key]
+	old, had := w.baselines.Get(key)
 	for s := range failed {
 		if h, ok := old[s]; ok {
 			hashes[s] = h
 		}
 	}
-	w.setLocked(key, hashes)
+	w.baselines.Set(key, hashes)
 	if !had {
 		// Nothing to compare with: this client may have seen anything. Say
 		// it changed rather than risk a client that never sees a new tool.
@@ -652,9 +596,9 @@ func (g *Gateway) ConfigChanged() {
 		access[name] = accessPrint(ep)
 	}
 	w.access = access
-	for k := range w.baselines {
-		if _, ok := prints[k.endpoint]; !ok {
-			w.delLocked(k) // the endpoint is gone
+	for k := range w.baselines.Keys() {
+		if _, ok := prints[k.Endpoint]; !ok {
+			w.baselines.Delete(k) // the endpoint is gone
 		}
 	}
 	w.mu.Unlock()

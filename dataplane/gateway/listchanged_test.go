@@ -674,8 +674,8 @@ func waitBaselines(t *testing.T, g *Gateway, endpoint, scope string, n int) {
 		w := &g.state.lists
 		w.mu.Lock()
 		got := 0
-		for k := range w.baselines {
-			if k.endpoint == endpoint && k.scope == scope {
+		for k := range w.baselines.Keys() {
+			if k.Endpoint == endpoint && k.Scope == scope {
 				got++
 			}
 		}
@@ -756,8 +756,8 @@ func TestListChangedWithoutLists(t *testing.T) {
 		w := &lh.gw.state.lists
 		w.mu.Lock()
 		n := 0
-		for k := range w.baselines {
-			if k.endpoint == "main" && k.scope == "" {
+		for k := range w.baselines.Keys() {
+			if k.Endpoint == "main" && k.Scope == "" {
 				n++
 			}
 		}
