@@ -130,15 +130,7 @@ func (g *Gateway) watchRetries() {
 		}
 		state, _ := rpc.StringField(msg.Params, "requestState")
 		// The call may wait for its upstream: not on the bus's goroutine.
-		g.mu.Lock()
-		if g.ctx.Err() != nil {
-			g.mu.Unlock()
-			return
-		}
-		g.wg.Add(1)
-		g.mu.Unlock()
-		go func() {
-			defer g.wg.Done()
+		g.goOwned(func() {
 			// The retry's own POST, on the other replica, is not here to
 			// end: the call's wait is bounded by its call timeout.
 			res, rerr := g.continueHere(g.ctx, r.Endpoint, r.Principal, msg, state)
@@ -153,6 +145,6 @@ func (g *Gateway) watchRetries() {
 			if err != nil {
 				g.log.Debug("could not answer a retry carried from another replica", "err", err)
 			}
-		}()
+		})
 	})
 }
