@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/metamcp/metamcp/dataplane/telemetry"
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // benchWrap, when set, puts a handler in front of the gateway in
@@ -47,9 +48,9 @@ func BenchmarkToolsCallObserved(b *testing.B) {
 			benchWrap = tel.Wrap
 			defer func() { benchWrap = nil }()
 			b.Run("session", func(b *testing.B) {
-				start, ok := processCPU()
+				start, ok := testharness.ProcessCPU()
 				benchToolsCall(b, nil, "")
-				if end, _ := processCPU(); ok {
+				if end, _ := testharness.ProcessCPU(); ok {
 					b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
 				}
 			})

@@ -18,6 +18,7 @@ import (
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
 	"github.com/metamcp/metamcp/dataplane/audit"
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // BenchmarkRecording measures what the audit trail costs a proxied
@@ -74,7 +75,7 @@ func BenchmarkRecording(b *testing.B) {
 			req.Header.Set(headerTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 			w := &discardWriter{h: http.Header{}}
 			rd := bytes.NewReader(body)
-			cpu0, cpuOK := processCPU()
+			cpu0, cpuOK := testharness.ProcessCPU()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
@@ -93,7 +94,7 @@ func BenchmarkRecording(b *testing.B) {
 			if stop != nil {
 				stop() // the trail's work on these calls is counted too (stop is idempotent)
 			}
-			if cpu1, ok := processCPU(); ok && cpuOK {
+			if cpu1, ok := testharness.ProcessCPU(); ok && cpuOK {
 				b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
 			}
 		})

@@ -11,6 +11,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	metamcpv1 "github.com/metamcp/metamcp/api/metamcp/v1"
+	"github.com/metamcp/metamcp/internal/testharness"
 )
 
 // BenchmarkWrap is the telemetry's own cost per MCP request: a tools/call
@@ -43,14 +44,14 @@ func BenchmarkWrap(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			h := New(tc.opts).Wrap(gw)
 			b.ReportAllocs()
-			start, ok := processCPU()
+			start, ok := testharness.ProcessCPU()
 			for b.Loop() {
 				r := httptest.NewRequest(http.MethodPost, "/metamcp/bench/mcp", strings.NewReader(""))
 				h.ServeHTTP(httptest.NewRecorder(), r)
 			}
 			// CPU time, not wall time: on a shared machine the wall clock
 			// counts the waits for a core too.
-			if end, _ := processCPU(); ok {
+			if end, _ := testharness.ProcessCPU(); ok {
 				b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
 			}
 		})

@@ -1,7 +1,0 @@
-//go:build !linux
-
-package gateway
-
-import "time"
-
-func processCPU() (time.Duration, bool) { return 0, false }
