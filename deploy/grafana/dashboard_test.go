@@ -9,36 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/metamcp/metamcp/controlplane"
-	"github.com/metamcp/metamcp/dataplane/telemetry"
+	"github.com/metamcp/metamcp/deploy/internal/metricnames"
 )
 
-var (
-	fqName     = regexp.MustCompile(`fqName: "([^"]+)"`)
-	metricName = regexp.MustCompile(`\b(?:metamcp|go|process)_[a-z0-9_]+\b`)
-)
-
-// exported returns the names of the metrics a registry describes.
-func exported(t *testing.T, reg prometheus.Collector, into map[string]bool) {
-	t.Helper()
-	ch := make(chan *prometheus.Desc, 256)
-	go func() {
-		reg.Describe(ch)
-		close(ch)
-	}()
-	for d := range ch {
-		if m := fqName.FindStringSubmatch(d.String()); m != nil {
-			into[m[1]] = true
-		}
-	}
-}
+var metricName = regexp.MustCompile(`\b(?:metamcp|go|process)_[a-z0-9_]+\b`)
 
 func TestDashboardUsesExportedMetrics(t *testing.T) {
-	names := map[string]bool{}
-	exported(t, telemetry.NewMetrics(telemetry.Sources{}, 0).Registry(), names)
-	exported(t, controlplane.NewMetrics().Registry(), names)
+	names := metricnames.Exported()
 	if len(names) < 20 {
 		t.Fatalf("only %d metrics described: %v", len(names), names)
 	}

@@ -19,11 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
 
-	"github.com/metamcp/metamcp/controlplane"
-	"github.com/metamcp/metamcp/dataplane/telemetry"
+	"github.com/metamcp/metamcp/deploy/internal/metricnames"
 )
 
 const (
@@ -725,20 +723,7 @@ func mapValues(m map[string]string) []string {
 // exportedMetrics are the names of the metrics both planes export.
 func exportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	names := map[string]bool{}
-	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for _, reg := range []prometheus.Collector{telemetry.NewMetrics(telemetry.Sources{}, 0).Registry(), controlplane.NewMetrics().Registry()} {
-		ch := make(chan *prometheus.Desc, 256)
-		go func() {
-			reg.Describe(ch)
-			close(ch)
-		}()
-		for d := range ch {
-			if m := fq.FindStringSubmatch(d.String()); m != nil {
-				names[m[1]] = true
-			}
-		}
-	}
+	names := metricnames.Exported()
 	if len(names) < 20 {
 		t.Fatalf("only %d metrics described", len(names))
 	}
