@@ -63,23 +63,32 @@ func TestDeleteAnsweredOnceEndedEverywhere(t *testing.T) {
 	r1 := replica("one", 0)
 	r2 := replica("two", 300*time.Millisecond)
 	r3 := replica("three", 300*time.Millisecond)
+	list, withSID := openListDelete(t, r1, r2)
+	for i, h := range []*harness{r2, r3, r1} {
+		if status, _, body := post(t, h.url("main", "mcp"), list, withSID); status != http.StatusNotFound {
+			t.Errorf("replica %d right after the DELETE: %d %s, want 404", []int{2, 3, 1}[i], status, body)
+		}
+	}
+}
+
+// openListDelete opens a session on r1, lists tools with it on r2 (which so
+// comes to hold it) and ends it with a DELETE on r1. It returns the list
+// request and the headers that carry the ended session.
+func openListDelete(t *testing.T, r1, r2 *harness) (list string, withSID map[string]string) {
+	t.Helper()
 	auth := map[string]string{"Authorization": "Bearer " + keyAlice}
 	status, hdr, body := post(t, r1.url("main", "mcp"), initBody, auth)
 	sid := hdr.Get(headerSessionID)
 	if status != 200 || sid == "" {
 		t.Fatalf("initialize: %d %s", status, body)
 	}
-	list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
-	withSID := map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}
+	list = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	withSID = map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}
 	if status, _, body := post(t, r2.url("main", "mcp"), list, withSID); status != 200 {
 		t.Fatalf("tools/list on the second replica: %d %s", status, body)
 	}
 	if status := deleteMCP(t, r1.url("main", "mcp"), withSID); status != http.StatusNoContent {
 		t.Fatalf("DELETE: %d", status)
 	}
-	for i, h := range []*harness{r2, r3, r1} {
-		if status, _, body := post(t, h.url("main", "mcp"), list, withSID); status != http.StatusNotFound {
-			t.Errorf("replica %d right after the DELETE: %d %s, want 404", []int{2, 3, 1}[i], status, body)
-		}
-	}
+	return list, withSID
 }

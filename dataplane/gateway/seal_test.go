@@ -249,20 +249,7 @@ func TestDeleteReachesOtherReplicas(t *testing.T) {
 		return h
 	}
 	r1, r2, r3 := replica(), replica(), replica()
-	auth := map[string]string{"Authorization": "Bearer " + keyAlice}
-	status, hdr, body := post(t, r1.url("main", "mcp"), initBody, auth)
-	sid := hdr.Get(headerSessionID)
-	if status != 200 || sid == "" {
-		t.Fatalf("initialize: %d %s", status, body)
-	}
-	list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
-	withSID := map[string]string{"Authorization": "Bearer " + keyAlice, headerSessionID: sid}
-	if status, _, body := post(t, r2.url("main", "mcp"), list, withSID); status != 200 {
-		t.Fatalf("tools/list on the second replica: %d %s", status, body)
-	}
-	if status := deleteMCP(t, r1.url("main", "mcp"), withSID); status != http.StatusNoContent {
-		t.Fatalf("DELETE: %d", status)
-	}
+	list, withSID := openListDelete(t, r1, r2)
 	for i, h := range []*harness{r1, r2, r3} {
 		waitFor(t, fmt.Sprintf("replica %d refusing the deleted session", i+1), func() bool {
 			status, _, _ := post(t, h.url("main", "mcp"), list, withSID)
