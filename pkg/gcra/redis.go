@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,7 +115,11 @@ var allowAll = redis.NewScript(allowAllSrc)
 // most once.
 type Redis struct {
 	rdb redis.UniversalClient
-	ap  *redis.AutoPipeliner // nil when the client has none (then every check goes at once)
+	// ap is made when checks first overlap, so a store that never sees two
+	// at once (the control plane's status and reset) runs no pipeliner
+	// goroutine; nil when the client has none (then every check goes at once).
+	apOnce sync.Once
+	ap     *redis.AutoPipeliner
 
 	inflight  atomic.Int32
 	coalesced atomic.Int64 // checks that rode the autopipeliner (tests read it)
@@ -128,15 +133,21 @@ const maxQueuedChecks = 10000
 // NewRedis returns a store on rdb. Commands are not retried by the store;
 // give rdb short timeouts and no retries (a retried script may count twice).
 func NewRedis(rdb redis.UniversalClient) *Redis {
-	r := &Redis{rdb: rdb}
-	// The deferred face with its ordered default: one batch in flight,
-	// flushed as soon as the previous one is back, no coalescing delay.
-	opts := redis.DefaultAutoPipelineOptions()
-	opts.MaxQueuedCommands = maxQueuedChecks
-	if ap, err := rdb.AsyncAutoPipelineWithOptions(opts); err == nil {
-		r.ap = ap
-	}
-	return r
+	return &Redis{rdb: rdb}
+}
+
+// pipeliner returns the autopipeliner, made on first use, or nil.
+func (r *Redis) pipeliner() *redis.AutoPipeliner {
+	r.apOnce.Do(func() {
+		// The deferred face with its ordered default: one batch in flight,
+		// flushed as soon as the previous one is back, no coalescing delay.
+		opts := redis.DefaultAutoPipelineOptions()
+		opts.MaxQueuedCommands = maxQueuedChecks
+		if ap, err := r.rdb.AsyncAutoPipelineWithOptions(opts); err == nil {
+			r.ap = ap
+		}
+	})
+	return r.ap
 }
 
 // Allow implements Store in one command (EVALSHA; EVAL once after a Redis
@@ -159,8 +170,12 @@ func (r *Redis) run(ctx context.Context, buckets []Bucket, res []Result, count i
 
 	var v []int64
 	var err error
-	if r.inflight.Add(1) > 1 && r.ap != nil && count == 1 {
-		v, err = r.coalesce(ctx, args)
+	var ap *redis.AutoPipeliner
+	if r.inflight.Add(1) > 1 && count == 1 {
+		ap = r.pipeliner()
+	}
+	if ap != nil {
+		v, err = r.coalesce(ctx, ap, args)
 	} else {
 		v, err = r.now(ctx, args)
 	}
@@ -197,10 +212,10 @@ func (r *Redis) now(ctx context.Context, args []any) ([]int64, error) {
 // or for ctx: a check whose context ends first returns ctx's error (its
 // command may still run, and count the call, as one that timed out on the
 // wire may).
-func (r *Redis) coalesce(ctx context.Context, args []any) ([]int64, error) {
+func (r *Redis) coalesce(ctx context.Context, ap *redis.AutoPipeliner, args []any) ([]int64, error) {
 	r.coalesced.Add(1)
 	cmd := redis.NewIntSliceCmd(ctx, args...)
-	err := r.ap.Submit(ctx, cmd).WaitContext(ctx)
+	err := ap.Submit(ctx, cmd).WaitContext(ctx)
 	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return nil, err
 	}
