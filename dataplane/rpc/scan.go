@@ -122,7 +122,7 @@ func (it *objIter) next() (Member, bool, error) {
 	var f Member
 	var err error
 	f.KeyStart = i
-	f.KeyEnd, _, err = scanString(b, i)
+	f.KeyEnd, err = scanString(b, i)
 	if err != nil {
 		return Member{}, false, err
 	}
@@ -248,10 +248,8 @@ func replaceMember(dst, obj []byte, key string, raw []byte, str string, first bo
 	return append(dst, obj[end:]...)
 }
 
-// scanString returns the offset after the string starting at b[i] == '"' and
-// whether it contains escapes.
-func scanString(b []byte, i int) (int, bool, error) {
-	esc := false
+// scanString returns the offset after the string starting at b[i] == '"'.
+func scanString(b []byte, i int) (int, error) {
 	for i++; i < len(b); i++ {
 		i = PlainRun(b, i)
 		if i >= len(b) {
@@ -260,33 +258,32 @@ func scanString(b []byte, i int) (int, bool, error) {
 		c := b[i]
 		switch {
 		case c == '"':
-			return i + 1, esc, nil
+			return i + 1, nil
 		case c == '\\':
-			esc = true
 			i++
 			if i >= len(b) {
-				return 0, false, errEOF
+				return 0, errEOF
 			}
 			switch b[i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 			case 'u':
 				if i+4 >= len(b) {
-					return 0, false, errEOF
+					return 0, errEOF
 				}
 				for _, h := range b[i+1 : i+5] {
 					if unhex(h) < 0 {
-						return 0, false, syntaxErr(b, i, "a hex digit in \\u escape")
+						return 0, syntaxErr(b, i, "a hex digit in \\u escape")
 					}
 				}
 				i += 4
 			default:
-				return 0, false, syntaxErr(b, i, "an escape character")
+				return 0, syntaxErr(b, i, "an escape character")
 			}
 		case c < 0x20:
-			return 0, false, syntaxErr(b, i, "no control character in a string")
+			return 0, syntaxErr(b, i, "no control character in a string")
 		}
 	}
-	return 0, false, errEOF
+	return 0, errEOF
 }
 
 // PlainRun returns the index of the first byte at or after i in b that a
@@ -340,7 +337,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 	}
 	switch c := b[i]; c {
 	case '"':
-		end, _, err := scanString(b, i)
+		end, err := scanString(b, i)
 		return end, err
 	case '{', '[':
 		closer := byte('}')
@@ -356,7 +353,7 @@ func skipValue(b []byte, i, depth int) (int, error) {
 				if i >= len(b) || b[i] != '"' {
 					return 0, syntaxErr(b, i, "a string key")
 				}
-				end, _, err := scanString(b, i)
+				end, err := scanString(b, i)
 				if err != nil {
 					return 0, err
 				}
